@@ -1,0 +1,111 @@
+"""The ``neuronscope`` command. Stage flags are generated from the pydantic config models."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+
+from .config import ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
+from .errors import NeuronScopeError
+
+# (section, model, flag prefix)
+SECTIONS = {"record": (RecordConfig, ""), "explain": (ExplainConfig, ""), "llm": (LLMConfig, "llm-")}
+
+
+def _add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] = ()) -> None:
+    model, prefix = SECTIONS[section]
+    group = p.add_argument_group(f"{section} settings")
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + prefix + name.replace("_", "-")
+        # Values stay strings here: pydantic validates and converts them, naming any bad one.
+        group.add_argument(flag, dest=f"{section}.{name}", default=None, metavar=name.upper(),
+                           help=f"{field.description or ''} (default: {field.default})")
+
+
+def _config(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
+    overrides: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".", 1)
+            overrides.setdefault(section, {})[name] = value
+    return load_config(args.config, overrides)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on the embedded defaults")
+    demo.add_argument("--out", help="run folder or s3:// URI (default: runs/demo-<time>)")
+    _add_flags(demo, "record")
+    _add_flags(demo, "explain", skip=("layers", "neurons"))
+    _add_flags(demo, "llm")
+
+    rec = sub.add_parser("record", help="record top-k activations per neuron")
+    rec.add_argument("--out", required=True, help="run folder or s3:// URI")
+    _add_flags(rec, "record")
+
+    exp = sub.add_parser("explain", help="explain recorded neurons")
+    exp.add_argument("--records", required=True, help="run (folder or s3:// URI) holding records/")
+    exp.add_argument("--out", help="run to write explanations into (default: the records run)")
+    _add_flags(exp, "explain")
+    _add_flags(exp, "llm")
+
+    show = sub.add_parser("show", help="one neuron's explanations in the terminal")
+    show.add_argument("run")
+    show.add_argument("--layer", type=int, required=True)
+    show.add_argument("--neuron", type=int, required=True)
+
+    for s in (demo, rec, exp):
+        s.add_argument("--config", help="run.yaml with record/explain/llm sections; flags override it")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    from . import pipeline
+
+    progress = pipeline.printer()
+    try:
+        if args.command == "demo":
+            out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+            cfg = _config(args, pipeline.DEMO_OVERRIDES)
+            print(pipeline.run_demo(out, cfg, progress))
+            print(f"run: {out}")
+        elif args.command == "record":
+            summary = pipeline.run_record(_config(args), args.out, progress)
+            print(f"recorded {summary}")
+            print(f"run: {args.out}")
+        elif args.command == "explain":
+            out = args.out or args.records
+            pipeline.run_explain(_config(args), args.records, out, progress)
+            from .store import Store
+
+            print(pipeline.summary_table(Store.open(out)))
+            print(f"run: {out}")
+        elif args.command == "show":
+            from .show import show_neuron
+
+            print(show_neuron(args.run, args.layer, args.neuron))
+    except NeuronScopeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def job(command: str) -> None:
+    """Entry for ``ray_jobs/*.py``: ``command`` with the job's own arguments."""
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

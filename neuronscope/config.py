@@ -1,0 +1,97 @@
+"""Run configuration: pydantic models that are the one source of truth for CLI flags and YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+BUNDLED_MODEL = "bundled:smollm2-135m"
+BUNDLED_CORPUS = "bundled:shakespeare"
+BUNDLED_EMBEDDER = "bundled:all-minilm-l6-v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecordConfig(_Strict):
+    model: str = BUNDLED_MODEL
+    corpus: str = BUNDLED_CORPUS
+    text_column: str = "text"
+    layers: str | None = Field(None, description="e.g. '3,5-7'; None = all layers")
+    neurons: str | None = Field(None, description="e.g. '0-15'; None = all neurons")
+    top_k: int = Field(20, ge=1)
+    random_k: int = Field(20, ge=0)
+    window: int = Field(64, ge=4, le=4096)
+    max_tokens: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    num_actors: int = Field(1, ge=1)
+    num_gpus_per_actor: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class LLMConfig(_Strict):
+    backend: Literal["vllm", "openai"] = "vllm"
+    model: str = BUNDLED_MODEL
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    replicas: int = Field(1, ge=1)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(2048, ge=256)
+    kv_cache_gib: int = Field(1, ge=1)
+    timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    temperature: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class ExplainConfig(_Strict):
+    method: Literal["neuronscope", "single-pass", "both"] = "both"
+    layers: str | None = None
+    neurons: str | None = None
+    n_explain: int = Field(8, ge=1, description="top exemplars shown to the explainer")
+    n_heldout_top: int = Field(4, ge=1)
+    n_heldout_random: int = Field(4, ge=0)
+    max_modes: int = Field(3, ge=1)
+    refine_rounds: int = Field(1, ge=0)
+    embedder: str = BUNDLED_EMBEDDER
+    max_in_flight: int = Field(4, ge=1)
+    max_parse_retries: int = Field(2, ge=0)
+
+
+class RunConfig(_Strict):
+    record: RecordConfig = RecordConfig()
+    explain: ExplainConfig = ExplainConfig()
+    llm: LLMConfig = LLMConfig()
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
+    """RunConfig from a YAML file (or defaults) with ``overrides`` ({section: {key: value}}) on top."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping, got {type(data).__name__}")
+    for section, values in (overrides or {}).items():
+        merged = dict(data.get(section) or {})
+        merged.update({k: v for k, v in values.items() if v is not None})
+        data[section] = merged
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"invalid config value {where}={first.get('input')!r}: {first['msg']}") from None

@@ -1,0 +1,127 @@
+"""The interface every agent uses, and the per-neuron ledger of LLM usage."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens_in: int
+    tokens_out: int
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+
+
+class LLM(Protocol):
+    """What agents call. Both methods take a batch so one call can fill the engine."""
+
+    def chat(self, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
+        """One completion per conversation (the backend applies the model's chat template)."""
+
+    def next_token_logprobs(
+        self, prompts: Sequence[list[int]], positions: Sequence[list[int]], top_k: int
+    ) -> list[list[dict[int, float]]]:
+        """For each token-id prompt, the top_k logprobs of the token *at* each given position
+        given all tokens before it (prompt logprobs, one forward pass per prompt)."""
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+
+    def token_text(self, token_id: int) -> str:
+        """The decoded text of one token id."""
+
+
+@dataclass
+class Usage:
+    calls: int = 0  # requests that reached an engine
+    cached: int = 0  # requests answered from the response cache
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+@dataclass
+class Ledger:
+    """LLM calls and tokens, per agent, for one neuron's workflow."""
+
+    by_agent: dict[str, Usage] = field(default_factory=lambda: defaultdict(Usage))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, agent: str, calls: int, tokens_in: int, tokens_out: int, cached: int = 0) -> None:
+        with self._lock:
+            u = self.by_agent[agent]
+            u.calls += calls
+            u.cached += cached
+            u.tokens_in += tokens_in
+            u.tokens_out += tokens_out
+
+    def total(self, agents: Sequence[str] | None = None) -> Usage:
+        out = Usage()
+        for name, u in self.by_agent.items():
+            if agents is None or name in agents:
+                for k, v in vars(u).items():
+                    setattr(out, k, getattr(out, k) + v)
+        return out
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {k: vars(v).copy() for k, v in self.by_agent.items()}
+
+
+class Metered:
+    """An LLM wrapper that books every call under ``agent`` in a ledger, through an optional
+    response cache (a hit counts its tokens, since the work it stands for is the same, but no call)."""
+
+    def __init__(self, llm: LLM, ledger: Ledger, cache=None):
+        self.llm = llm
+        self.ledger = ledger
+        self.cache = cache
+
+    def _cached(self, agent: str, kind: str, items: list, params: dict, run, encode, decode, tokens):
+        keys = [self.cache.key(kind, it, params) for it in items] if self.cache else [None] * len(items)
+        found = [self.cache.get(k) if k else None for k in keys]
+        todo = [i for i, f in enumerate(found) if f is None]
+        fresh = run([items[i] for i in todo]) if todo else []
+        results = [decode(f) if f is not None else None for f in found]
+        for i, r in zip(todo, fresh):
+            results[i] = r
+            if keys[i]:
+                self.cache.put(keys[i], encode(r))
+        t_in, t_out = map(sum, zip(*(tokens(it, r) for it, r in zip(items, results)))) if items else (0, 0)
+        self.ledger.add(agent, len(todo), t_in, t_out, cached=len(items) - len(todo))
+        return results
+
+    def chat(self, agent: str, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
+        return self._cached(
+            agent, "chat", list(conversations), vars(params),
+            run=lambda convs: self.llm.chat(convs, params),
+            encode=lambda c: vars(c), decode=lambda d: Completion(**d),
+            tokens=lambda _, c: (c.tokens_in, c.tokens_out),
+        )
+
+    def next_token_logprobs(self, agent: str, prompts, positions, top_k: int):
+        items = [[list(p), list(q)] for p, q in zip(prompts, positions)]
+        return self._cached(
+            agent, "prompt_logprobs", items, {"top_k": top_k},
+            run=lambda its: self.llm.next_token_logprobs([i[0] for i in its], [i[1] for i in its], top_k),
+            # JSON object keys are strings: keep token ids as ints on the way back.
+            encode=lambda r: [sorted(d.items()) for d in r],
+            decode=lambda r: [{int(t): lp for t, lp in d} for d in r],
+            tokens=lambda it, _: (len(it[0]), 0),
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text)
+
+    def token_text(self, token_id: int) -> str:
+        return self.llm.token_text(token_id)

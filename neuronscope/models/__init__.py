@@ -1,0 +1,1 @@
+"""Subject/explainer model resolution and the architecture table."""

@@ -1,0 +1,65 @@
+"""Where each architecture keeps its MLP neuron activations: one table, no per-model branches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import attrgetter
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class NeuronSite:
+    layers: str  # dotted path from the CausalLM to its list of decoder blocks
+    module: str  # dotted path inside one block to the hooked module
+    capture: str  # "input": the module's first positional input; "output": its output
+    width: str  # config attribute holding the number of MLP neurons per layer
+
+
+_GATED = NeuronSite("model.layers", "mlp.down_proj", "input", "intermediate_size")
+
+ARCHITECTURES: dict[str, NeuronSite] = {
+    "llama": _GATED,
+    "mistral": _GATED,
+    "qwen2": _GATED,
+    "qwen3": _GATED,
+    "gemma": _GATED,
+    "gemma2": _GATED,
+    "gemma3_text": _GATED,
+    "phi3": _GATED,
+    "gpt2": NeuronSite("transformer.h", "mlp.act", "output", "n_inner"),
+}
+
+
+def site(config) -> NeuronSite:
+    mt = getattr(config, "model_type", None)
+    try:
+        return ARCHITECTURES[mt]
+    except KeyError:
+        raise ModelError(
+            f"unsupported model_type {mt!r}: NeuronScope knows where the MLP neurons are for "
+            f"{sorted(ARCHITECTURES)}"
+        ) from None
+
+
+def _text_config(config):
+    # multimodal wrappers (e.g. Gemma 3) keep the decoder's sizes in a text sub-config
+    return getattr(config, "text_config", None) or config
+
+
+def n_layers(config) -> int:
+    return int(_text_config(config).num_hidden_layers)
+
+
+def n_neurons(config) -> int:
+    cfg = _text_config(config)
+    width = getattr(cfg, site(config).width, None)
+    # GPT-2 leaves n_inner unset to mean 4 * hidden size
+    return int(width) if width is not None else 4 * int(cfg.hidden_size)
+
+
+def layer_modules(model) -> list:
+    """The hooked module of every decoder block, in layer order."""
+    s = site(model.config)
+    blocks = attrgetter(s.layers)(model)
+    return [attrgetter(s.module)(b) for b in blocks]

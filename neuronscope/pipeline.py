@@ -1,0 +1,123 @@
+"""Stage runners shared by the CLI and the Ray job entry points."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable
+
+from . import manifest
+from .config import RunConfig
+from .errors import NeuronScopeError
+from .store import Store
+
+Progress = Callable[[str], None]
+
+# Small enough for 2 CPU cores in minutes; every stage still runs in full.
+DEMO_OVERRIDES = {
+    "record": {"layers": "6,18", "neurons": "0-3", "window": 32, "max_tokens": 40_000, "top_k": 16, "random_k": 8},
+    "explain": {"n_explain": 8, "n_heldout_top": 3, "n_heldout_random": 3, "max_modes": 3, "refine_rounds": 1},
+}
+
+
+def printer(stream=sys.stderr) -> Progress:
+    start = time.time()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.time() - start:6.0f}s] {msg}", file=stream, flush=True)
+
+    return progress
+
+
+def ensure_ray() -> None:
+    """Join the cluster of a submitted Ray job (RAY_ADDRESS), else start a local Ray on this machine."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=False)
+
+
+def _staged(store: Store, stage: str, inputs: dict, config: dict, work: Callable[[], dict]) -> dict:
+    manifest.begin_stage(store, stage, inputs, config)
+    try:
+        summary = work()
+    except BaseException as e:
+        manifest.end_stage(store, stage, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    manifest.end_stage(store, stage, "done", summary)
+    return summary
+
+
+def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
+    from .models.bundled import resolve_model
+    from .record import record
+
+    store = Store.open(out)
+    store.check_writable()
+    model = resolve_model(cfg.record.model)
+    inputs = {
+        "model": cfg.record.model,
+        "model_revision": model.revision,
+        "corpus": cfg.record.corpus,
+        "corpus_hash": manifest.corpus_fingerprint(cfg.record.corpus),
+    }
+    ensure_ray()
+    progress(f"record: {cfg.record.model} over {cfg.record.corpus} -> {store.uri}")
+    return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
+
+
+def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict:
+    from .explain.fanout import explain_run
+
+    src = Store.open(records)
+    if not src.list("records/"):
+        raise NeuronScopeError(f"no activation records under {src.url('records/')}; run `neuronscope record` first")
+    store = Store.open(out)
+    store.check_writable()
+    ensure_ray()
+    if llm is None:
+        llm = start_llm(cfg, progress)
+    inputs = {"records": src.uri, "llm_model": cfg.llm.model}
+    config = {"explain": cfg.explain.model_dump(), "llm": cfg.llm.model_dump()}
+    return _staged(store, "explain", inputs, config, lambda: explain_run(src, store, llm, cfg.explain, None, progress))
+
+
+def start_llm(cfg: RunConfig, progress: Progress):
+    if cfg.llm.backend == "vllm":
+        from .llm.vllm_backend import start_pool
+
+        return start_pool(cfg.llm, progress)
+    from .llm.openai_backend import OpenAIClient
+
+    return OpenAIClient(cfg.llm)
+
+
+def _fmt(x) -> str:
+    return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.3f}"
+
+
+def summary_table(store: Store) -> str:
+    """One line per neuron: layer, neuron, modes, baseline and NeuronScope scores."""
+    df = store.read_parquet("explanations/").to_pandas()
+    lines = ["layer  neuron  modes  baseline  neuronscope  status"]
+    for (layer, neuron), g in df.sort_values(["layer", "neuron", "mode"]).groupby(["layer", "neuron"]):
+        r = g.iloc[0]
+        modes = int(r["n_modes"]) if r["status"] == "ok" else 0
+        lines.append(
+            f"{layer:5d}  {neuron:6d}  {modes:5d}  {_fmt(r['baseline_score'])}    {_fmt(r['score'])}      {r['status']}"
+        )
+    ok = df[df["status"] == "ok"].drop_duplicates(["layer", "neuron"])
+    if len(ok):
+        lines.append(
+            f"mean over {len(ok)} neurons: baseline {ok['baseline_score'].mean():.3f}, "
+            f"neuronscope {ok['score'].mean():.3f}"
+        )
+    return "\n".join(lines)
+
+
+def run_demo(out: str, cfg: RunConfig, progress: Progress) -> str:
+    """The whole pipeline on the embedded defaults; returns the summary table."""
+    run_record(cfg, out, progress)
+    run_explain(cfg, out, out, progress)
+    return summary_table(Store.open(out))

@@ -1,0 +1,83 @@
+"""The data contracts between stages: every Parquet table NeuronScope reads or writes.
+
+One module, so that the recorder, importers, explainer, atlas and tests agree on one shape.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+# One row per (layer, neuron, exemplar). ``kind`` is "top" or "random"; ``rank`` orders the
+# exemplars of one kind (0 = highest activation for "top", sample order for "random").
+RECORDS = pa.schema(
+    [
+        ("layer", pa.int32()),
+        ("neuron", pa.int32()),
+        ("kind", pa.string()),
+        ("rank", pa.int32()),
+        ("window_id", pa.int64()),
+        ("tokens", pa.list_(pa.string())),
+        ("token_ids", pa.list_(pa.int32())),
+        ("activations", pa.list_(pa.float32())),
+        ("max_pos", pa.int32()),
+        ("max_act", pa.float32()),
+    ]
+)
+
+# One row per (layer, neuron): summary of the neuron over every recorded token.
+STATS = pa.schema(
+    [
+        ("layer", pa.int32()),
+        ("neuron", pa.int32()),
+        ("mean", pa.float64()),
+        ("std", pa.float64()),
+        ("min", pa.float32()),
+        ("max", pa.float32()),
+        ("quantile_levels", pa.list_(pa.float32())),
+        ("quantiles", pa.list_(pa.float32())),
+        ("n_tokens", pa.int64()),
+    ]
+)
+
+# One row per (layer, neuron, mode) of the NeuronScope method. A neuron whose workflow failed
+# has a single row with status "failed", mode -1 and the reason in ``error``.
+EXPLANATIONS = pa.schema(
+    [
+        ("layer", pa.int32()),
+        ("neuron", pa.int32()),
+        ("mode", pa.int32()),
+        ("n_modes", pa.int32()),
+        ("explanation", pa.string()),
+        ("mode_size", pa.int32()),
+        ("exemplar_ids", pa.list_(pa.int64())),
+        ("mode_score", pa.float64()),
+        ("score", pa.float64()),
+        ("coverage", pa.float64()),
+        ("baseline_explanation", pa.string()),
+        ("baseline_score", pa.float64()),
+        ("rounds", pa.int32()),
+        ("llm_calls", pa.int64()),
+        ("llm_tokens_in", pa.int64()),
+        ("llm_tokens_out", pa.int64()),
+        ("baseline_llm_tokens_in", pa.int64()),
+        ("baseline_llm_tokens_out", pa.int64()),
+        ("template_version", pa.string()),
+        ("method", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, order and types; names a missing column."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing} required by the schema")
+    return table.select(schema.names).cast(schema)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

@@ -1,0 +1,46 @@
+"""`neuronscope show`: one neuron's explanations, scores and top exemplars in the terminal."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from .errors import NeuronScopeError
+from .store import Store
+
+
+def _neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
+    if not store.list(prefix):
+        return None
+    t = store.read_parquet(prefix)
+    return t.filter(pc.and_(pc.equal(t["layer"], layer), pc.equal(t["neuron"], neuron))).to_pandas()
+
+
+def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: int = 12) -> str:
+    lo, hi = max(0, max_pos - width), min(len(tokens), max_pos + 4)
+    text = "".join(f"[[{t}]]" if i == max_pos else t for i, t in enumerate(tokens[lo:hi], start=lo))
+    return text.replace("\n", "⏎")
+
+
+def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5) -> str:
+    store = Store.open(run)
+    rec = _neuron_rows(store, "records/", layer, neuron)
+    exp = _neuron_rows(store, "explanations/", layer, neuron)
+    if (rec is None or rec.empty) and (exp is None or exp.empty):
+        raise NeuronScopeError(f"run {store.uri} has no records or explanations for layer {layer} neuron {neuron}")
+    out = [f"layer {layer} neuron {neuron}"]
+    if exp is not None and not exp.empty:
+        exp = exp.sort_values("mode")
+        r = exp.iloc[0]
+        if r["status"] != "ok":
+            out.append(f"  explain failed: {r['error']}")
+        else:
+            out.append(f"  baseline  ({r['baseline_score']:.3f}): {r['baseline_explanation']}")
+            out.append(f"  neuronscope ({r['score']:.3f}), {int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:")
+            for _, m in exp.iterrows():
+                out.append(f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, {int(m['mode_size'])} exemplars): {m['explanation']}")
+    if rec is not None and not rec.empty:
+        top = rec[rec["kind"] == "top"].sort_values("rank").head(n_exemplars)
+        out.append("  top exemplars (max token in [[ ]]):")
+        for _, e in top.iterrows():
+            out.append(f"    {e['max_act']:8.3f}  {_exemplar_line(list(e['tokens']), list(e['activations']), int(e['max_pos']))}")
+    return "\n".join(out)

@@ -1,0 +1,33 @@
+"""Shared fixtures: one local Ray for the session, a cache folder, and the S3 server fixture."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from s3_server import seaweedfs  # noqa: E402,F401  (fixture, re-exported for every test module)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A 2-CPU local Ray, the size of the CI machine, shared by every test that needs one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def vllm_pool(ray_local):
+    """One real vLLM engine (bundled SmolLM2-135M-Instruct) in a Ray actor, for every slow test."""
+    from neuronscope.config import LLMConfig
+    from neuronscope.llm.vllm_backend import start_pool
+
+    return start_pool(LLMConfig())

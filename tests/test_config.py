@@ -1,0 +1,72 @@
+"""Selections, config validation and CLI flag generation: each bad value is named in the error."""
+
+import pytest
+
+from neuronscope.cli import _config, _parser
+from neuronscope.config import RunConfig, load_config
+from neuronscope.errors import ConfigError
+from neuronscope.selection import parse_selection
+
+
+@pytest.mark.parametrize(
+    "spec,expected",
+    [(None, [0, 1, 2, 3]), ("all", [0, 1, 2, 3]), ("3,1", [1, 3]), ("0-2", [0, 1, 2]), ("1-2,2,0", [0, 1, 2]), ([3, 0], [0, 3])],
+)
+def test_selection_parses(spec, expected):
+    assert parse_selection(spec, 4, "layer") == expected
+
+
+@pytest.mark.parametrize(
+    "spec,fragment",
+    [("4", "layer 4 is out of range"), ("-1", "not an index"), ("x", "'x' is not an index"), ("3-1", "'3-1' is empty"), (",", "selects nothing")],
+)
+def test_selection_errors_name_the_value(spec, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_selection(spec, 4, "layer")
+
+
+def test_out_of_range_error_gives_the_valid_range():
+    with pytest.raises(ConfigError, match=r"has 1536 neurons \(0-1535\)"):
+        parse_selection("1536", 1536, "neuron")
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("record:\n  top_k: 7\n  layers: '1-2'\nexplain:\n  max_modes: 2\n")
+    cfg = load_config(p, {"record": {"top_k": "9", "window": None}})
+    assert cfg.record.top_k == 9 and cfg.record.layers == "1-2" and cfg.explain.max_modes == 2
+    assert cfg.record.window == RunConfig().record.window
+
+
+@pytest.mark.parametrize(
+    "yaml_text,fragment",
+    [("record:\n  top_k: 0\n", "record.top_k=0"), ("record:\n  nope: 1\n", "record.nope"), ("- 1\n", "must hold a mapping"), ("a: [\n", "not valid YAML")],
+)
+def test_bad_config_values_are_named(tmp_path, yaml_text, fragment):
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("[", r"\[")):
+        load_config(p)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_flags_come_from_the_config_models():
+    args = _parser().parse_args(
+        ["explain", "--records", "r", "--max-modes", "2", "--llm-replicas", "3", "--method", "single-pass"]
+    )
+    cfg = _config(args)
+    assert cfg.explain.max_modes == 2 and cfg.llm.replicas == 3 and cfg.explain.method == "single-pass"
+    with pytest.raises(ConfigError, match="explain.method='bogus'"):
+        _config(_parser().parse_args(["explain", "--records", "r", "--method", "bogus"]))
+
+
+def test_demo_flags_override_demo_defaults():
+    from neuronscope.pipeline import DEMO_OVERRIDES
+
+    cfg = _config(_parser().parse_args(["demo", "--layers", "1", "--top-k", "5"]), DEMO_OVERRIDES)
+    assert cfg.record.layers == "1" and cfg.record.top_k == 5
+    assert cfg.record.window == DEMO_OVERRIDES["record"]["window"]

