@@ -1,0 +1,385 @@
+"""The run store: one API over a local folder or an ``s3://bucket/prefix``.
+
+Backends implement a handful of byte-level primitives (``_get``, ``_put``, ``_put_if_absent``,
+``_exists``, ``_list``, ``_delete``) plus ``_reason`` (what an exception means, in words);
+JSON, Parquet, prefix reads, key checks and error messages are written once in ``Store``.
+Every write is atomic: readers see the old object or the whole new one, never a part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import StoreError
+
+TMP_PREFIX = ".tmp-"  # in-flight local writes (and probes); never listed, never a valid key name
+MULTIPART_THRESHOLD = 64 << 20  # S3 objects above this go up as multipart uploads
+PART_SIZE = 64 << 20  # S3 parts must be >= 5 MiB (except the last)
+READ_THREADS = 16  # parallel GETs for prefix reads: many small objects, latency-bound
+
+
+def _check_key(key: str, *, prefix: bool = False) -> str:
+    """``key`` if it is a clean relative '/'-path inside the run; a prefix may be '' or end in '/'."""
+    if not isinstance(key, str):
+        raise StoreError(f"store key must be a string, got {key!r}")
+    body = key[:-1] if prefix and key.endswith("/") else key
+    if prefix and body == "":
+        return key
+    parts = body.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+        raise StoreError(f"invalid store key {key!r}: keys are relative paths without '..', '.' or '//'")
+    if not prefix and parts[-1].startswith(TMP_PREFIX):
+        raise StoreError(f"invalid store key {key!r}: names starting with {TMP_PREFIX!r} are reserved")
+    return key
+
+
+class Store:
+    """A run root. ``Store.open(uri)`` picks the backend; ``uri`` is the normalised root."""
+
+    uri: str
+
+    @classmethod
+    def open(cls, uri: str) -> "Store":
+        if not isinstance(uri, (str, os.PathLike)) or not str(uri):
+            raise StoreError(f"run location must be a path or s3://bucket/prefix URI, got {uri!r}")
+        uri = str(uri)
+        if uri.startswith("s3://"):
+            return S3Store(uri)
+        if uri.startswith("file://"):
+            parsed = urlparse(uri)
+            if parsed.netloc not in ("", "localhost"):
+                raise StoreError(f"file URI {uri!r} names a remote host; use a local path")
+            return LocalStore(parsed.path)
+        if "://" in uri:
+            raise StoreError(f"unsupported run location {uri!r}: use a local path, file:// or s3://")
+        return LocalStore(uri)
+
+    # Pickles as its URI only: backends hold clients/sockets that must not travel to Ray tasks.
+    def __reduce__(self):
+        return (Store.open, (self.uri,))
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Store) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def url(self, key: str) -> str:
+        return self.uri.rstrip("/") + "/" + key
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, target: str):
+        """Turn backend exceptions into StoreError('cannot <action> <target>: <reason>')."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as e:
+            reason = self._reason(e)
+            if reason is None:
+                raise
+            raise StoreError(f"cannot {action} {target}: {reason}") from e
+
+    # -- bytes ---------------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        _check_key(key)
+        with self._errors("check", self.url(key)):
+            return self._exists(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        _check_key(key)
+        with self._errors("read", self.url(key)):
+            return self._get(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        _check_key(key)
+        with self._errors("write", self.url(key)):
+            self._put(key, bytes(data))
+
+    def write_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        """Create-only write (locks, claims): True if this call created the object."""
+        _check_key(key)
+        with self._errors("write", self.url(key)):
+            return self._put_if_absent(key, bytes(data))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error (as on S3)."""
+        _check_key(key)
+        with self._errors("delete", self.url(key)):
+            self._delete(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under the folder ``prefix`` ('' = the whole run), recursive, sorted."""
+        _check_key(prefix, prefix=True)
+        folder = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        with self._errors("list", self.url(folder)):
+            keys = self._list(folder)
+        return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith(TMP_PREFIX))
+
+    def check_writable(self) -> None:
+        """Create the root if needed and write + delete a probe, so a bad location fails early."""
+        probe = f"{TMP_PREFIX}probe-{secrets.token_hex(6)}"
+        with self._errors("write to run location", self.uri):
+            self._prepare_root()
+            self._put(probe, b"")
+            self._delete(probe)
+
+    # -- json / parquet ------------------------------------------------------------------------
+    def read_json(self, key: str):
+        data = self.read_bytes(key)
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise StoreError(f"{self.url(key)} is not valid JSON: {e}") from e
+
+    def write_json(self, key: str, obj) -> None:
+        self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+    def write_parquet(self, key: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self.write_bytes(key, sink.getvalue().to_pybytes())
+
+    def read_parquet(self, key_or_prefix: str) -> pa.Table:
+        """One Parquet object, or every ``*.parquet`` under a folder (sorted by key), concatenated."""
+        if not key_or_prefix.endswith("/") and key_or_prefix and self.exists(key_or_prefix):
+            keys = [key_or_prefix]
+        else:
+            keys = [k for k in self.list(key_or_prefix) if k.endswith(".parquet")]
+            if not keys:
+                raise StoreError(f"no Parquet object at or under {self.url(key_or_prefix)}")
+        with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
+            blobs = list(pool.map(self.read_bytes, keys))
+        tables = []
+        for key, blob in zip(keys, blobs):
+            try:
+                tables.append(pq.read_table(pa.BufferReader(blob)))
+            except pa.ArrowException as e:
+                raise StoreError(f"{self.url(key)} is not a readable Parquet file: {e}") from e
+        try:
+            return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+        except pa.ArrowException as e:
+            raise StoreError(f"Parquet objects under {self.url(key_or_prefix)} have incompatible schemas: {e}") from e
+
+    # -- backend primitives --------------------------------------------------------------------
+    def _prepare_root(self) -> None: ...
+    def _reason(self, exc: Exception) -> str | None: ...
+    def _exists(self, key: str) -> bool: ...
+    def _get(self, key: str) -> bytes: ...
+    def _put(self, key: str, data: bytes) -> None: ...
+    def _put_if_absent(self, key: str, data: bytes) -> bool: ...
+    def _delete(self, key: str) -> None: ...
+    def _list(self, folder: str) -> list[str]: ...
+
+
+class LocalStore(Store):
+    """A folder. Writes go to a ``.tmp-*`` sibling, are fsynced, then renamed into place."""
+
+    def __init__(self, path: str):
+        self.local_root = Path(os.path.abspath(os.path.expanduser(path)))
+        self.uri = str(self.local_root)
+
+    def _path(self, key: str) -> Path:
+        return self.local_root / key
+
+    def _reason(self, exc):
+        if isinstance(exc, FileNotFoundError):
+            return "does not exist"
+        if isinstance(exc, FileExistsError):  # makedirs over a regular file
+            return "not a directory"
+        if isinstance(exc, OSError):
+            return (exc.strerror or str(exc)).lower()
+        return None
+
+    def _prepare_root(self):
+        if self.local_root.exists() and not self.local_root.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        self.local_root.mkdir(parents=True, exist_ok=True)
+
+    def _exists(self, key):
+        return self._path(key).is_file()
+
+    def _get(self, key):
+        return self._path(key).read_bytes()
+
+    def _write_tmp(self, key: str, data: bytes) -> Path:
+        """A complete, fsynced copy of ``data`` next to ``key``; removed again if anything fails."""
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        # os.open, not mkstemp: mkstemp makes 0600 files, and a run folder is shared.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with io.FileIO(fd, "wb") as f:
+                view = memoryview(data)
+                while view:
+                    view = view[f.write(view):]
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _put(self, key, data):
+        tmp = self._write_tmp(key, data)
+        try:
+            os.replace(tmp, self._path(key))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _put_if_absent(self, key, data):
+        # link() fails if the name exists, and publishes the whole file at once (O_EXCL would not).
+        tmp = self._write_tmp(key, data)
+        try:
+            os.link(tmp, self._path(key))
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _delete(self, key):
+        self._path(key).unlink(missing_ok=True)
+
+    def _list(self, folder):
+        base = self._path(folder) if folder else self.local_root
+        if not base.is_dir():
+            return []
+        keys = []
+
+        def fail(err):
+            raise err
+
+        for dirpath, _, files in os.walk(base, onerror=fail):
+            rel = Path(dirpath).relative_to(self.local_root).as_posix()
+            keys += [f if rel == "." else f"{rel}/{f}" for f in files]
+        return keys
+
+
+class S3Store(Store):
+    """``s3://bucket/prefix`` through boto3; endpoint, region and credentials from AWS_* settings."""
+
+    def __init__(self, uri: str):
+        parsed = urlparse(uri)
+        self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
+        if not self.bucket:
+            raise StoreError(f"S3 URI {uri!r} names no bucket: use s3://bucket/prefix")
+        self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        self.local_root = None
+        self._client = None
+
+    @property
+    def client(self):
+        # Created lazily (and per process): a client holds sockets and never crosses a pickle.
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            session = boto3.session.Session()
+            region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+            config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+            self._client = session.client("s3", region_name=region, config=config)
+        return self._client
+
+    @property
+    def endpoint(self) -> str:
+        return self.client.meta.endpoint_url
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _reason(self, exc):
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionError as BotoConnectionError,
+            NoCredentialsError,
+            BotoCoreError,
+        )
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return f"bucket '{self.bucket}' does not exist"
+            if code in ("NoSuchKey", "404") or status == 404:
+                return "does not exist"
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403") or status == 403:
+                return f"credentials rejected by {self.endpoint} ({code or status})"
+            return f"S3 error {code or status} from {self.endpoint}: {exc.response.get('Error', {}).get('Message', exc)}"
+        if isinstance(exc, NoCredentialsError):
+            return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        if isinstance(exc, BotoConnectionError):  # refused, DNS, timeouts, resets
+            return f"cannot reach S3 endpoint {self.endpoint} ({type(exc).__name__})"
+        if isinstance(exc, BotoCoreError):
+            return f"S3 request to {self.endpoint} failed: {exc}"
+        return None
+
+    def _exists(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as e:
+            # HEAD has no body, so a missing bucket also reads as a plain 404: "not there".
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+
+    def _get(self, key):
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def _put(self, key, data):
+        if len(data) <= MULTIPART_THRESHOLD:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            return
+        # Multipart: the object appears only on completion; abort so no parts linger on failure.
+        loc = dict(Bucket=self.bucket, Key=self._key(key))
+        upload_id = self.client.create_multipart_upload(**loc)["UploadId"]
+        try:
+            parts = []
+            for n, start in enumerate(range(0, len(data), PART_SIZE), start=1):
+                body = data[start : start + PART_SIZE]
+                etag = self.client.upload_part(**loc, UploadId=upload_id, PartNumber=n, Body=body)["ETag"]
+                parts.append({"PartNumber": n, "ETag": etag})
+            self.client.complete_multipart_upload(**loc, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(**loc, UploadId=upload_id)
+            raise
+
+    def _put_if_absent(self, key, data):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            # 412: it exists; 409: a concurrent conditional write is in flight -- someone else's.
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise
+
+    def _delete(self, key):
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def _list(self, folder):
+        strip = len(self._key(""))
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(folder)):
+            keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+        return keys
