@@ -1,7 +1,7 @@
 """The run store: one API over a local folder or an ``s3://bucket/prefix``.
 
 Backends implement a handful of byte-level primitives (``_get``, ``_put``, ``_put_if_absent``,
-``_exists``, ``_list``, ``_delete``) plus ``_reason`` (what an exception means, in words);
+``_exists``, ``_list``, ``_delete``) plus ``_describe`` (what an exception means, in words);
 JSON, Parquet, prefix reads, key checks and error messages are written once in ``Store``.
 Every write is atomic: readers see the old object or the whole new one, never a part.
 """
@@ -47,6 +47,7 @@ class Store:
     """A run root. ``Store.open(uri)`` picks the backend; ``uri`` is the normalised root."""
 
     uri: str
+    local_root: Path | None  # the folder, for local stores only (tests and tools that want paths)
 
     @classmethod
     def open(cls, uri: str) -> "Store":
@@ -82,16 +83,16 @@ class Store:
 
     @contextlib.contextmanager
     def _errors(self, action: str, target: str):
-        """Turn backend exceptions into StoreError('cannot <action> <target>: <reason>')."""
+        """Turn backend exceptions into a StoreError naming ``target`` and the reason."""
         try:
             yield
         except StoreError:
             raise
         except Exception as e:
-            reason = self._reason(e)
-            if reason is None:
+            message = self._describe(e, action, target)
+            if message is None:
                 raise
-            raise StoreError(f"cannot {action} {target}: {reason}") from e
+            raise StoreError(message) from e
 
     # -- bytes ---------------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
@@ -160,7 +161,7 @@ class Store:
         else:
             keys = [k for k in self.list(key_or_prefix) if k.endswith(".parquet")]
             if not keys:
-                raise StoreError(f"no Parquet object at or under {self.url(key_or_prefix)}")
+                raise StoreError(f"cannot read {self.url(key_or_prefix)}: no Parquet object there or under it")
         with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
             blobs = list(pool.map(self.read_bytes, keys))
         tables = []
@@ -176,7 +177,7 @@ class Store:
 
     # -- backend primitives --------------------------------------------------------------------
     def _prepare_root(self) -> None: ...
-    def _reason(self, exc: Exception) -> str | None: ...
+    def _describe(self, exc: Exception, action: str, target: str) -> str | None: ...
     def _exists(self, key: str) -> bool: ...
     def _get(self, key: str) -> bytes: ...
     def _put(self, key: str, data: bytes) -> None: ...
@@ -195,14 +196,16 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.local_root / key
 
-    def _reason(self, exc):
+    def _describe(self, exc, action, target):
         if isinstance(exc, FileNotFoundError):
-            return "does not exist"
-        if isinstance(exc, FileExistsError):  # makedirs over a regular file
-            return "not a directory"
-        if isinstance(exc, OSError):
-            return (exc.strerror or str(exc)).lower()
-        return None
+            reason = "does not exist"
+        elif isinstance(exc, FileExistsError):  # mkdir where a regular file stands
+            reason = "not a directory"
+        elif isinstance(exc, OSError):
+            reason = (exc.strerror or str(exc)).lower()
+        else:
+            return None
+        return f"cannot {action} {target}: {reason}"
 
     def _prepare_root(self):
         if self.local_root.exists() and not self.local_root.is_dir():
@@ -270,6 +273,30 @@ class LocalStore(Store):
         return keys
 
 
+# Settings that decide which endpoint/credentials a client uses: a change makes a new client.
+_AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+             "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
+             "AWS_SHARED_CREDENTIALS_FILE")
+_CLIENTS: dict = {}
+
+
+def _s3_client(uri: str):
+    """One boto3 S3 client per process and AWS settings: building one costs ~0.3 s of model loading."""
+    settings = (os.getpid(),) + tuple(os.environ.get(k) for k in _AWS_VARS)
+    if settings not in _CLIENTS:
+        import boto3
+        from botocore.config import Config
+
+        try:
+            session = boto3.session.Session()
+            region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+            config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+            _CLIENTS[settings] = session.client("s3", region_name=region, config=config)
+        except Exception as e:  # malformed endpoint URL, broken AWS config file, ...
+            raise StoreError(f"cannot set up an S3 client for {uri}: {e}") from e
+    return _CLIENTS[settings]
+
+
 class S3Store(Store):
     """``s3://bucket/prefix`` through boto3; endpoint, region and credentials from AWS_* settings."""
 
@@ -284,15 +311,9 @@ class S3Store(Store):
 
     @property
     def client(self):
-        # Created lazily (and per process): a client holds sockets and never crosses a pickle.
+        # Lazy: a client holds sockets and never crosses a pickle (see Store.__reduce__).
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            session = boto3.session.Session()
-            region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
-            config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-            self._client = session.client("s3", region_name=region, config=config)
+            self._client = _s3_client(self.uri)
         return self._client
 
     @property
@@ -302,30 +323,27 @@ class S3Store(Store):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _reason(self, exc):
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionError as BotoConnectionError,
-            NoCredentialsError,
-            BotoCoreError,
-        )
+    def _describe(self, exc, action, target):
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            err, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+            code, status = err.get("Code", ""), meta.get("HTTPStatusCode")
             if code == "NoSuchBucket":
-                return f"bucket '{self.bucket}' does not exist"
+                return f"bucket '{self.bucket}' does not exist ({target})"
             if code in ("NoSuchKey", "404") or status == 404:
-                return "does not exist"
+                return f"cannot {action} {target}: does not exist"
+            # HEAD answers carry no body, so a refused signature there is a bare 403.
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403") or status == 403:
-                return f"credentials rejected by {self.endpoint} ({code or status})"
-            return f"S3 error {code or status} from {self.endpoint}: {exc.response.get('Error', {}).get('Message', exc)}"
+                return f"credentials rejected by {self.endpoint} for {target} ({code or status})"
+            return f"cannot {action} {target}: S3 error {code or status}: {err.get('Message', exc)}"
         if isinstance(exc, NoCredentialsError):
-            return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        if isinstance(exc, BotoConnectionError):  # refused, DNS, timeouts, resets
-            return f"cannot reach S3 endpoint {self.endpoint} ({type(exc).__name__})"
+            return f"no S3 credentials for {target}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):  # refused, DNS, TLS, timeouts, resets
+            return f"cannot reach S3 endpoint {self.endpoint} to {action} {target} ({type(exc).__name__})"
         if isinstance(exc, BotoCoreError):
-            return f"S3 request to {self.endpoint} failed: {exc}"
+            return f"cannot {action} {target}: {exc}"
         return None
 
     def _exists(self, key):

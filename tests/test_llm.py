@@ -92,6 +92,9 @@ def test_vllm_pool_chat_is_batched_and_deterministic(vllm_pool):
     assert len(out) == 8 and all(o.text.strip() and o.tokens_in > 0 and 0 < o.tokens_out <= 12 for o in out)
     again = vllm_pool.chat(convs[:2], GenParams(max_tokens=12))
     assert [o.text for o in again] == [o.text for o in out[:2]]  # greedy decoding is reproducible
+    prefilled = convs[0] + [{"role": "assistant", "content": "My answer is:"}]
+    (cont,) = vllm_pool.chat([prefilled], GenParams(max_tokens=12))
+    assert cont.tokens_in > out[0].tokens_in and not cont.text.lstrip().startswith("My answer")
 
 
 @pytest.mark.slow

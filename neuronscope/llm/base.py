@@ -10,6 +10,13 @@ from typing import Protocol, Sequence
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
 
+def continuation_flags(conversation: list[Message]) -> dict:
+    """Chat-template flags: a conversation ending with an assistant message is continued
+    (answer prefill, e.g. "Explanation:"), any other gets a fresh assistant turn."""
+    prefilled = bool(conversation) and conversation[-1]["role"] == "assistant"
+    return {"add_generation_prompt": not prefilled, "continue_final_message": prefilled}
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -28,7 +35,8 @@ class LLM(Protocol):
     """What agents call. Both methods take a batch so one call can fill the engine."""
 
     def chat(self, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
-        """One completion per conversation (the backend applies the model's chat template)."""
+        """One completion per conversation (the backend applies the model's chat template). A
+        conversation that ends with an assistant message is continued from it (answer prefill)."""
 
     def next_token_logprobs(
         self, prompts: Sequence[list[int]], positions: Sequence[list[int]], top_k: int

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ..config import LLMConfig
 from ..errors import ConfigError, LLMError, ModelError
-from .base import Completion, GenParams, Message
+from .base import Completion, GenParams, Message, continuation_flags
 
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
 
@@ -68,10 +68,11 @@ class OpenAIClient:
 
     def chat(self, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
         def one(messages):
-            r = self._post("/chat/completions", {
-                "model": self.cfg.model, "messages": messages, "max_tokens": params.max_tokens,
-                "temperature": params.temperature, "seed": params.seed,
-            })
+            body = {"model": self.cfg.model, "messages": messages, "max_tokens": params.max_tokens,
+                    "temperature": params.temperature, "seed": params.seed}
+            if messages and messages[-1]["role"] == "assistant":
+                body.update(continuation_flags(messages))  # vLLM's extension for answer prefill
+            r = self._post("/chat/completions", body)
             usage = r.get("usage") or {}
             return Completion(r["choices"][0]["message"]["content"] or "", usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
 

@@ -18,9 +18,10 @@ import ray
 
 from ..config import LLMConfig
 from ..errors import LLMError
-from .base import Completion, GenParams, Message
+from .base import Completion, GenParams, Message, continuation_flags
 
 _SEQ = itertools.count()
+
 
 
 def _engine_env(cfg: LLMConfig) -> dict[str, str]:
@@ -74,7 +75,9 @@ class VLLMEngineActor:
 
         sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed)
         ids = [
-            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
+            self.tokenizer.apply_chat_template(
+                c, tokenize=True, return_dict=False, **continuation_flags(c)
+            )
             for c in conversations
         ]
         outs = await asyncio.gather(*(self._run(list(p), sp) for p in ids))

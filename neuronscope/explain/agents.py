@@ -1,0 +1,104 @@
+"""The LLM agents. Each renders its versioned template, sends a batch of conversations in one
+``chat`` call, parses strictly, and re-asks only the malformed ones with a corrective follow-up."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from ..errors import AgentOutputError
+from ..llm.base import GenParams, Message, Metered
+from . import parse, prompts
+from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, scaled
+
+# Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
+# The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
+PARAMS = {"deconstruct": GenParams(max_tokens=40), "explain": GenParams(max_tokens=24),
+          "refine": GenParams(max_tokens=24), "single_pass": GenParams(max_tokens=24)}
+RETRY_TEMPERATURE = 0.7
+EXPLANATION_PREFILL = "Explanation:"
+
+
+def run_batch(llm: Metered, agent: str, conversations: list[list[Message]], parser: Callable,
+              max_retries: int, transcript: list[dict], params: GenParams | None = None,
+              prefill: str = "") -> list:
+    """Parsed answers, one per conversation; AgentOutputError if one stays malformed after
+    ``max_retries`` corrective follow-ups (never a guessed value). A ``prefill`` starts the
+    answer (e.g. "Explanation:"), so a small model only has to continue the required format."""
+    params = params or PARAMS[agent]
+    convs = [list(c) for c in conversations]
+    results: list = [None] * len(convs)
+    todo = list(range(len(convs)))
+    for attempt in range(max_retries + 1):
+        # Greedy decoding would repeat a malformed answer: retries sample, seeded, so reruns agree.
+        p = params if attempt == 0 else replace(params, temperature=RETRY_TEMPERATURE, seed=params.seed + attempt)
+        start = [{"role": "assistant", "content": prefill}] if prefill else []
+        answers = llm.chat(agent, [convs[i] + start for i in todo], p)
+        failed = []
+        for i, ans in zip(todo, answers):
+            text = prefill + ans.text
+            entry = {"agent": agent, "item": i, "attempt": attempt, "messages": convs[i] + start, "raw": text}
+            try:
+                results[i] = parser(text, truncated=ans.tokens_out >= p.max_tokens)
+                entry["parsed"] = results[i]
+            except parse.ParseError as e:
+                entry["error"] = str(e)
+                failed.append((i, text, str(e)))
+            transcript.append(entry)
+        if not failed:
+            return results
+        for i, raw, reason in failed:
+            convs[i] = convs[i] + [
+                {"role": "assistant", "content": raw},
+                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {parse.FORMATS[parser]}."},
+            ]
+        todo = [i for i, _, _ in failed]
+    i, raw, reason = failed[0]
+    raise AgentOutputError(
+        f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}")
+
+
+def deconstruct(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> list[list[str]]:
+    """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch."""
+    convs = [prompts.render("deconstruct", exemplar=describe(e, max_act)) for e in exemplars]
+    return run_batch(llm, "deconstruct", convs, parse.components, retries, transcript)
+
+
+def _listing(exemplars: list[Exemplar], max_act: float) -> str:
+    return "\n".join(describe(e, max_act) for e in exemplars)
+
+
+def explain_modes(llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float,
+                  retries: int, transcript) -> list[str]:
+    """One explanation per semantic mode, from that mode's exemplars and components."""
+    convs = [prompts.render("explain", exemplars=_listing(ex, max_act), components="; ".join(escape(c) for c in comps))
+             for ex, comps in zip(modes, components)]
+    return run_batch(llm, "explain", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL)
+
+
+def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> str:
+    """The Bills et al. baseline: one explanation from all explain exemplars."""
+    conv = prompts.render("single_pass", exemplars=_listing(exemplars, max_act))
+    return run_batch(llm, "single_pass", [conv], parse.explanation, retries, transcript,
+                     prefill=EXPLANATION_PREFILL)[0]
+
+
+def _cases(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
+    """'<text>...<<tok>>...</text> true 9, guessed 1' lines; the mark is on the case's token only."""
+    lines = []
+    for ex, pos, pred in cases:
+        lo, hi = max(0, pos - 8), min(len(ex.tokens), pos + CONTEXT_AFTER + 1)
+        toks = [escape(t) for t in ex.tokens[lo:hi]]
+        t = toks[pos - lo]
+        toks[pos - lo] = f"{t[: len(t) - len(t.lstrip())]}<<{t.lstrip()}>>"
+        true = int(scaled([ex.activations[pos]], max_act)[0])
+        lines.append(f"<text>{''.join(toks).strip()}</text> true {true}, guessed {round(pred)}")
+    return "\n".join(lines) or "(none)"
+
+
+def refine(llm, explanations: list[str], misses: list[list], false_alarms: list[list], max_act: float,
+           retries: int, transcript) -> list[str]:
+    """A revised explanation per mode, from the simulator's misses and false alarms."""
+    convs = [prompts.render("refine", explanation=x, misses=_cases(m, max_act), false_alarms=_cases(f, max_act))
+             for x, m, f in zip(explanations, misses, false_alarms)]
+    return run_batch(llm, "refine", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL)

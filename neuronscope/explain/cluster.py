@@ -1,0 +1,123 @@
+"""Semantic modes: FAISS k-means over embeddings, k chosen by silhouette (k=1 when no k>1 is
+clearly separated), exemplars following their components by majority vote."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+SEED = 1234
+# Below this no split into k>1 modes counts as real structure. Calibrated on all-MiniLM-L6-v2:
+# one heterogeneous concept's components score ~0.1, two distinct concepts ~0.23 and up.
+MIN_SILHOUETTE = 0.2
+
+_EMBEDDERS: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def get_embedder(spec: str):
+    """The sentence-transformers model for ``spec``, loaded once per worker process."""
+    with _LOCK:
+        if spec not in _EMBEDDERS:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            from ..models.bundled import resolve_embedder
+
+            _EMBEDDERS[spec] = SentenceTransformer(resolve_embedder(spec), device="cpu")
+        return _EMBEDDERS[spec]
+
+
+def embed(embedder, texts: list[str]) -> np.ndarray:
+    """Unit-length float32 embeddings (cosine geometry for k-means and the silhouette)."""
+    x = np.asarray(embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette (Euclidean); singletons count 0, as in Rousseeuw's definition."""
+    ks = np.unique(labels)
+    if len(ks) < 2 or len(ks) >= len(x):
+        return -1.0
+    d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0))
+    s = np.zeros(len(x))
+    for i in range(len(x)):
+        own = labels == labels[i]
+        if own.sum() == 1:
+            continue
+        a = d[i, own].sum() / (own.sum() - 1)
+        b = min(d[i, labels == k].mean() for k in ks if k != labels[i])
+        s[i] = (b - a) / max(a, b) if max(a, b) > 0 else 0.0
+    return float(s.mean())
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
+    import faiss
+
+    if k == 1:
+        return np.zeros(len(x), dtype=np.int64)
+    km = faiss.Kmeans(x.shape[1], k, niter=50, nredo=5, seed=seed, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=1_000_000)
+    km.train(x)
+    return km.index.search(x, 1)[1][:, 0].astype(np.int64)
+
+
+@dataclass
+class Choice:
+    k: int
+    labels: np.ndarray
+    silhouettes: dict[int, float]  # candidate k -> silhouette (k=1 not scored)
+
+
+def choose_k(x: np.ndarray, max_k: int, min_silhouette: float = MIN_SILHOUETTE, seed: int = SEED,
+             valid=None) -> Choice:
+    """The k in 1..max_k with the best silhouette, or 1 when none clears ``min_silhouette``.
+    ``valid(labels)`` can veto a clustering (e.g. one whose clusters win no exemplar)."""
+    best = Choice(1, np.zeros(len(x), dtype=np.int64), {})
+    top = min_silhouette
+    for k in range(2, min(max_k, len(x) - 1) + 1):
+        labels = kmeans(x, k, seed)
+        s = silhouette(x, labels)
+        best.silhouettes[k] = round(s, 4)
+        if s > top and (valid is None or valid(labels)):
+            top, best.k, best.labels = s, k, labels
+    return Choice(best.k, best.labels, best.silhouettes)
+
+
+def exemplar_modes(owner: list[int], labels: np.ndarray, n_exemplars: int) -> list[int]:
+    """Mode per exemplar: majority vote of its components' clusters (ties: lowest cluster id),
+    then modes renumbered 0.. by size (largest first, ties by first exemplar), so mode ids are
+    dense and deterministic. ``owner[j]`` is the exemplar of component j."""
+    votes = [Counter() for _ in range(n_exemplars)]
+    for ex, lab in zip(owner, labels):
+        votes[ex][int(lab)] += 1
+    raw = [min(v, key=lambda c: (-v[c], c)) if v else 0 for v in votes]
+    sizes = Counter(raw)
+    order = sorted(sizes, key=lambda c: (-sizes[c], raw.index(c)))
+    rename = {c: i for i, c in enumerate(order)}
+    return [rename[c] for c in raw]
+
+
+def modes_from_components(embedder, components: list[list[str]], max_modes: int,
+                          min_silhouette: float = MIN_SILHOUETTE) -> tuple[list[int], Choice]:
+    """NeuronScope's clustering: components embedded and clustered; exemplars follow them."""
+    owner = [i for i, comps in enumerate(components) for _ in comps]
+    flat = [c for comps in components for c in comps]
+
+    def every_cluster_wins_an_exemplar(labels) -> bool:
+        # An outlier component (one odd phrase) forms a cluster but no mode: not real structure.
+        return len(set(exemplar_modes(owner, labels, len(components)))) == len(set(labels.tolist()))
+
+    choice = choose_k(embed(embedder, flat), max_modes, min_silhouette, valid=every_cluster_wins_an_exemplar)
+    return exemplar_modes(owner, choice.labels, len(components)), choice
+
+
+def modes_from_contexts(embedder, contexts: list[str], max_modes: int,
+                        min_silhouette: float = MIN_SILHOUETTE) -> tuple[list[int], Choice]:
+    """The activation-guided variant: cluster each exemplar's activating context directly."""
+    choice = choose_k(embed(embedder, contexts), max_modes, min_silhouette)
+    return exemplar_modes(list(range(len(contexts))), choice.labels, len(contexts)), choice

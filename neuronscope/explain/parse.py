@@ -1,0 +1,79 @@
+"""Strict parsers of agent answers. Each returns the parsed value or raises ParseError with a
+short reason that is sent back to the agent as the corrective follow-up."""
+
+from __future__ import annotations
+
+import re
+
+
+class ParseError(ValueError):
+    pass
+
+
+MAX_COMPONENTS = 6
+_BULLET = re.compile(r"^\s*[-*•]\s+(.*\S)\s*$")
+_EXPLANATION = re.compile(r"^\s*explanation\s*:\s*(.*?)\s*$", re.I)
+# Our own prompt markup echoed back: <<mark>> brackets and "(10)"-style activation levels.
+_ECHOES = re.compile(r"<<|>>|\s*\(\d{1,2}\)")
+
+
+_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”"}
+
+
+def _clean(phrase: str) -> str:
+    """Trailing full stop and one pair of wrapping quotes removed; inner quotes kept."""
+    p = phrase.strip().rstrip(".").strip()
+    if len(p) >= 2 and _QUOTES.get(p[0]) == p[-1]:
+        p = p[1:-1].strip().rstrip(".").strip()
+    return p
+
+
+def components(answer: str, truncated: bool = False) -> list[str]:
+    """A '- item' list, one short feature per line. An optional first line ending with ':' is a
+    heading; any other non-list line means the format was not followed. When the answer hit the
+    token limit (``truncated``), its last line is incomplete and is dropped."""
+    lines = [ln for ln in answer.strip().splitlines() if ln.strip()]
+    if truncated and len(lines) > 1:
+        lines = lines[:-1]
+    if lines and not _BULLET.match(lines[0]) and lines[0].rstrip().endswith(":"):
+        lines = lines[1:]
+    if not lines:
+        raise ParseError("the answer has no '- ' lines")
+    items: list[str] = []
+    for ln in lines:
+        m = _BULLET.match(ln)
+        if not m:
+            raise ParseError(f"line {ln.strip()[:60]!r} does not start with '- '")
+        item = _clean(m.group(1))
+        if not item or len(item.split()) > 8:
+            raise ParseError(f"feature {item[:60]!r} must be 1 to 8 words")
+        if item.lower() not in (i.lower() for i in items):
+            items.append(item)
+    if len(items) > MAX_COMPONENTS:
+        raise ParseError(f"{len(items)} features; give at most {MAX_COMPONENTS}")
+    return items
+
+
+def explanation(answer: str, truncated: bool = False) -> str:
+    """The phrase of the first 'Explanation: <phrase>' line (other lines are not read). Our own
+    markup copied from the prompt (<<mark>> brackets, "(10)" levels) is removed, so an explanation is always plain text
+    (it is later put into the simulator prompt). A ``truncated`` phrase is kept: the token limit
+    is what bounds an explanation's length."""
+    for ln in answer.splitlines():
+        m = _EXPLANATION.match(ln)
+        if m:
+            phrase = _clean(_ECHOES.sub("", m.group(1)))
+            if not phrase:
+                raise ParseError("the Explanation line is empty")
+            if len(phrase.split()) > 25:
+                raise ParseError("the explanation is longer than 25 words")
+            if "<" in phrase or ">" in phrase:
+                raise ParseError("the explanation must be plain words, without < or >")
+            return phrase
+    raise ParseError("no line starts with 'Explanation:'")
+
+
+FORMATS = {
+    components: "one feature per line, each line starting with '- ', nothing else",
+    explanation: "one line: Explanation: <short phrase>",
+}

@@ -1,0 +1,113 @@
+"""The all-at-once logprob simulator (Bills et al. 2023) and correlation scoring.
+
+The prompt is built from token ids, so the position of every activation slot is known exactly:
+header(explanation), then one line ``<token text>\\t<slot>\\n`` per window token. One prompt-logprob
+pass reads, at each slot, the model's distribution over the numerals; the prediction is their
+expected value. The slot token itself is a placeholder: only what comes before it is conditioned on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import prompts
+from .exemplars import Exemplar, escape
+
+TOP_K = 20
+SLOT = "unknown"  # Bills et al.'s placeholder; a single token on the bundled tokenizer
+
+
+@dataclass
+class Vocab:
+    """Token ids the simulator needs from the explainer's tokenizer, looked up once."""
+
+    numerals: dict[int, int]  # token id -> value, for the numerals 0..10 that are single tokens
+    tab: list[int]
+    newline: list[int]
+    slot: int
+
+    @classmethod
+    def of(cls, llm) -> "Vocab":
+        numerals = {}
+        for v in range(11):
+            ids = llm.tokenize(str(v))
+            if len(ids) == 1:
+                numerals[ids[0]] = v
+        if not numerals:
+            raise ValueError("the explainer's tokenizer has no single-token numerals 0..10")
+        return cls(numerals, llm.tokenize("\t"), llm.tokenize("\n"), llm.tokenize(SLOT)[0])
+
+
+def build_prompt(llm, vocab: Vocab, explanation: str, tokens) -> tuple[list[int], list[int]]:
+    """(token ids, slot positions) of the simulator prompt for one exemplar window."""
+    ids = list(llm.tokenize(prompts.raw_text("simulate", explanation=explanation) + "\n"))
+    slots = []
+    for tok in tokens:
+        # Each token on its own line: tabs/newlines inside would break the line format.
+        ids += llm.tokenize(escape(tok)) or llm.tokenize("␣")
+        ids += vocab.tab
+        slots.append(len(ids))
+        ids.append(vocab.slot)
+        ids += vocab.newline
+    return ids, slots
+
+
+def expected_value(logprobs: dict[int, float], numerals: dict[int, int]) -> float:
+    """Expected numeral under the top-k distribution, renormalised over the numerals present;
+    0 when no numeral is in the top-k (the simulator did not predict a number there)."""
+    found = [(numerals[t], math.exp(lp)) for t, lp in logprobs.items() if t in numerals]
+    total = sum(p for _, p in found)
+    return sum(v * p for v, p in found) / total if total > 0 else 0.0
+
+
+def simulate(llm, agent: str, jobs: list[tuple[str, list[Exemplar]]], vocab: Vocab) -> list[list[np.ndarray]]:
+    """Predicted 0-10 activation per token, for each (explanation, exemplars) job: all jobs go
+    in one next_token_logprobs call, so the engine batches them (and caches the shared header)."""
+    built = [build_prompt(llm, vocab, x, e.tokens) for x, exs in jobs for e in exs]
+    out = llm.next_token_logprobs(agent, [b[0] for b in built], [b[1] for b in built], TOP_K) if built else []
+    preds = [np.array([expected_value(d, vocab.numerals) for d in per_pos]) for per_pos in out]
+    result, at = [], 0
+    for _, exs in jobs:
+        result.append(preds[at:at + len(exs)])
+        at += len(exs)
+    return result
+
+
+def pearson(pred, true) -> float:
+    """Pearson r; 0.0 when either side is constant (an explanation that predicts the same value
+    everywhere explains nothing) or empty, so a score is always finite."""
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if p.size < 2 or p.size != t.size:
+        return 0.0
+    p, t = p - p.mean(), t - t.mean()
+    denom = math.sqrt(float(p @ p) * float(t @ t))
+    if denom == 0 or not math.isfinite(denom):
+        return 0.0
+    return float(np.clip((p @ t) / denom, -1.0, 1.0))
+
+
+def score(preds: list[np.ndarray], exemplars: list[Exemplar]) -> float:
+    """Correlation pooled over all tokens of all exemplars (Bills et al.'s all-at-once score)."""
+    if not exemplars:
+        return 0.0
+    return pearson(np.concatenate(preds), np.concatenate([np.asarray(e.activations) for e in exemplars]))
+
+
+def combine(per_mode: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """A neuron's simulation: elementwise max over its modes' simulations of the same exemplars."""
+    return [np.max(np.stack(arrs), axis=0) for arrs in zip(*per_mode)]
+
+
+def errors(preds: list[np.ndarray], exemplars: list[Exemplar], max_act: float, n: int = 2):
+    """(misses, false alarms): the ``n`` tokens with the largest gap between true and predicted
+    activation in each direction, as (exemplar, position, predicted) triples."""
+    gaps = []
+    for ex, p in zip(exemplars, preds):
+        true = np.clip(np.asarray(ex.activations) / max_act * 10, 0, 10) if max_act > 0 else np.zeros(len(p))
+        gaps += [(float(true[i] - p[i]), ex, i, float(p[i])) for i in range(len(p))]
+    misses = [(e, i, p) for g, e, i, p in sorted(gaps, key=lambda x: -x[0])[:n] if g > 2]
+    alarms = [(e, i, p) for g, e, i, p in sorted(gaps, key=lambda x: x[0])[:n] if g < -2]
+    return misses, alarms

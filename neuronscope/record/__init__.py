@@ -1,0 +1,5 @@
+"""The record stage: activation exemplars and stats per MLP neuron, via Ray Data."""
+
+from .pipeline import record, records_key, stats_key
+
+__all__ = ["record", "records_key", "stats_key"]

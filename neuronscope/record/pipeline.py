@@ -1,0 +1,264 @@
+"""The record stage driver: corpus -> windows -> Ray Data actor pool -> merged summaries -> store."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import RecordConfig
+from ..corpus import iter_windows, load_documents
+from ..errors import CorpusError
+from ..models import arch
+from ..models.bundled import resolve_model
+from ..schema import RECORDS, STATS, conform
+from ..selection import parse_selection
+from .exemplars import Wanted, window_activations
+from .topk import QUANTILE_LEVELS, Summary, split_code
+from .udf import RecorderUDF
+
+Progress = Callable[[str], None]
+MAX_BLOCK_WINDOWS = 1024  # windows per Ray Data input block, at most
+SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
+MAX_CELLS_PER_PASS = 1 << 16  # layer x neuron summaries merged in one pass over the corpus
+# Below this many bytes of exemplar activations, batches carry their candidates' windows and
+# the second pass is skipped (it would rerun most of a small corpus).
+INLINE_WINDOW_BYTES = 32 << 20
+
+
+def records_key(layer: int, part: int = 0) -> str:
+    return f"records/layer_{layer:03d}/part-{part:05d}.parquet"
+
+
+def stats_key(layer: int, part: int = 0) -> str:
+    return f"stats/layer_{layer:03d}/part-{part:05d}.parquet"
+
+
+def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
+    import ray
+    from ray.data.extensions import ArrowTensorArray
+
+    # several blocks per actor, so that every actor of the pool gets work even on a small corpus
+    size = max(batch_size, min(MAX_BLOCK_WINDOWS, -(-len(windows) // (4 * num_actors))))
+    blocks = []
+    for start in range(0, len(windows), size):
+        w = windows[start : start + size]
+        blocks.append(pa.table({
+            "window_id": pa.array(np.arange(start, start + len(w), dtype=np.int64)),
+            "tokens": ArrowTensorArray.from_numpy(w),
+        }))
+    return ray.data.from_arrow(blocks)
+
+
+def _inline(cfg: RecordConfig, layers: list[int], neurons: list[int]) -> bool:
+    return len(layers) * len(neurons) * (cfg.top_k + cfg.random_k) * cfg.window * 4 <= INLINE_WINDOW_BYTES
+
+
+def _summarize(cfg: RecordConfig, path: str, layers: list[int], neurons: list[int], windows: np.ndarray,
+               progress: Progress) -> dict[int, Summary]:
+    import ray
+
+    ds = _windows_dataset(windows, cfg.batch_size, cfg.num_actors).map_batches(
+        RecorderUDF,
+        fn_constructor_kwargs=dict(model_path=path, layers=layers, neurons=neurons, top_k=cfg.top_k,
+                                   random_k=cfg.random_k, seed=cfg.seed, torch_threads=cfg.torch_threads,
+                                   keep_windows=_inline(cfg, layers, neurons)),
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        # one CPU per actor leaves the rest of a small node to the tasks after the pool
+        num_cpus=1,
+        num_gpus=cfg.num_gpus_per_actor or None,
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+    )
+    summaries = {layer: Summary(len(neurons), cfg.top_k, cfg.random_k) for layer in layers}
+    last = 0.0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, layer in enumerate(batch["layer"]):
+            summaries[int(layer)].add({k: v[i] for k, v in batch.items() if k != "layer"})
+        tokens = summaries[layers[0]].count
+        if time.time() - last > 2 or tokens == windows.size:
+            last = time.time()
+            progress(f"record: {tokens // cfg.window}/{len(windows)} windows, {tokens} tokens")
+    return summaries
+
+
+def _exemplar_tables(cfg, path, tokenizer, layers, neurons, windows, summaries) -> dict[int, pa.Table]:
+    import ray
+
+    wanted, meta = [], []
+    n = len(neurons)
+    for layer in layers:
+        s = summaries[layer]
+        kinds = [("top", s.top_code, s.top_val), ("random", s.rnd_code, s.rnd_val)]
+        cols, codes, kind, rank, val = [], [], [], [], []
+        for name, code, v in kinds:
+            k = code.shape[1]
+            cols.append(np.repeat(np.arange(n), k))
+            codes.append(code.reshape(-1))
+            kind += [name] * (n * k)
+            rank.append(np.tile(np.arange(k), n))
+            val.append(v.reshape(-1))
+        code = np.concatenate(codes)
+        wid, pos = split_code(code)
+        wanted.append(Wanted(layer, np.concatenate(cols), wid))
+        meta.append((np.array(kind), np.concatenate(rank), pos, np.concatenate(val)))
+    needed = np.unique(np.concatenate([w.window_id for w in wanted]))
+    if summaries[layers[0]].top_win is not None:
+        acts = [_carried(summaries[layer], cfg.window) for layer in layers]
+    else:
+        task = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None)(window_activations)
+        acts = ray.get(task.remote(path, {int(w): windows[w] for w in needed}, wanted, neurons,
+                                   cfg.batch_size, cfg.torch_threads))
+    pieces = _token_pieces(tokenizer, windows[needed])
+    tables = {}
+    for w, (kind, rank, pos, val), a in zip(wanted, meta, acts):
+        is_top = kind == "top"
+        # top exemplars keep the recorded token (first in the tie order); random ones point at
+        # the window's own maximum
+        max_pos = np.where(is_top, pos, a.argmax(axis=1)).astype(np.int32)
+        max_act = np.where(is_top, val, a[np.arange(len(a)), max_pos]).astype(np.float32)
+        toks = windows[w.window_id]
+        tables[w.layer] = _sorted(pa.table({
+            "layer": np.full(len(kind), w.layer, np.int32),
+            "neuron": np.asarray(neurons, np.int32)[w.col],
+            "kind": kind,
+            "rank": rank.astype(np.int32),
+            "window_id": w.window_id.astype(np.int64),
+            "tokens": _lists(pieces(toks.reshape(-1)), len(toks)),
+            "token_ids": _lists(pa.array(toks.reshape(-1).astype(np.int32)), len(toks)),
+            "activations": _lists(pa.array(a.reshape(-1).astype(np.float32)), len(toks)),
+            "max_pos": max_pos,
+            "max_act": max_act,
+        }))
+    return tables
+
+
+def _carried(s: Summary, window: int) -> np.ndarray:
+    """Exemplar activations carried by the first pass, in _exemplar_tables' row order."""
+    parts = [s.top_win.reshape(-1, window)]
+    if s.rnd_win is not None:
+        parts.append(s.rnd_win.reshape(-1, window))
+    return np.concatenate(parts)
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    # one neuron's rows together ("top" before "random"), as readers fetch a neuron at a time
+    keys = [("neuron", "ascending"), ("kind", "descending"), ("rank", "ascending")]
+    return conform(table.sort_by(keys), RECORDS)
+
+
+def _token_pieces(tokenizer, windows: np.ndarray) -> Callable[[np.ndarray], pa.Array]:
+    """A vectorized map from token ids to their decoded text (each token decoded alone)."""
+    ids = np.unique(windows)
+    text = pa.array(tokenizer.batch_decode([[i] for i in ids.tolist()]), pa.string())
+    return lambda tokens: text.take(pa.array(np.searchsorted(ids, tokens)))
+
+
+def _lists(values: pa.Array, n: int) -> pa.ListArray:
+    """``values`` cut into ``n`` equal-length lists (built in Arrow: no Python object per token)."""
+    width = len(values) // n
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width), values)
+
+
+def _stats_table(layer: int, neurons: list[int], s: Summary) -> pa.Table:
+    st = s.stats()
+    n = len(neurons)
+    return conform(pa.table({
+        "layer": np.full(n, layer, np.int32),
+        "neuron": np.asarray(neurons, np.int32),
+        "mean": st["mean"], "std": st["std"], "min": st["min"], "max": st["max"],
+        "quantile_levels": [list(QUANTILE_LEVELS)] * n,
+        "quantiles": list(st["quantiles"]),
+        "n_tokens": np.full(n, s.count, np.int64),
+    }), STATS)
+
+
+def load_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, dict]:
+    """All windows of the corpus as an (n, window) int32 array, and the skip counters."""
+    docs = load_documents(cfg.corpus, cfg.text_column)
+    rows = list(iter_windows(docs, tokenizer, cfg.window, cfg.max_tokens))
+    if not rows:
+        raise CorpusError(
+            f"corpus {cfg.corpus!r} is too short: fewer than {cfg.window} tokens (one window)"
+        )
+    return np.stack(rows), dict(docs.skipped)
+
+
+def _plan(layers: list[int], neurons: list[int], done: set[tuple[int, int]]) -> list[tuple[list[int], list[int]]]:
+    """Passes (layers, neurons) covering every (layer, shard) not yet done.
+
+    Consecutive shards needing the same layers share a pass (one forward serves them all), up
+    to MAX_CELLS_PER_PASS layer x neuron cells, which bounds memory and the work a crash loses.
+    """
+    by_shard: dict[int, list[int]] = {}
+    for n in neurons:
+        by_shard.setdefault(n // SHARD_NEURONS, []).append(n)
+    passes: list[tuple[list[int], list[int]]] = []
+    for shard, ns in sorted(by_shard.items()):
+        todo = [layer for layer in layers if (layer, shard) not in done]
+        if not todo:
+            continue
+        if passes and passes[-1][0] == todo and (len(passes[-1][1]) + len(ns)) * len(todo) <= MAX_CELLS_PER_PASS:
+            passes[-1][1].extend(ns)
+        else:
+            passes.append((todo, list(ns)))
+    return passes
+
+
+def _by_shard(table: pa.Table) -> dict[int, pa.Table]:
+    shard = pc.divide(table["neuron"], SHARD_NEURONS)  # integer division on int32
+    return {int(s): table.filter(pc.equal(shard, s)) for s in pc.unique(shard).to_pylist()}
+
+
+def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
+    """Record top-k / random exemplars and stats for the selected neurons into ``store``.
+
+    Writes, per selected layer L and neuron shard S (neurons S*SHARD_NEURONS ..
+    (S+1)*SHARD_NEURONS-1), ``records/layer_LLL/part-SSSSS.parquet`` (schema RECORDS, rows sorted
+    by neuron, kind, rank) and ``stats/layer_LLL/part-SSSSS.parquet`` (schema STATS). A shard
+    whose two files are already in the store is skipped, so a rerun resumes an interrupted
+    run; results do not depend on which shards are recorded together. Returns a summary.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    progress = progress or (lambda msg: None)
+    t0 = time.time()
+    path = resolve_model(cfg.model).path
+    config = AutoConfig.from_pretrained(path)
+    arch.site(config)
+    layers = parse_selection(cfg.layers, arch.n_layers(config), "layer")
+    neurons = parse_selection(cfg.neurons, arch.n_neurons(config), "neuron")
+    shards = {(layer, n // SHARD_NEURONS) for layer in layers for n in neurons}
+    # stats are written after records, so a stats part means its shard is complete
+    done = {(layer, s) for layer, s in shards if store.exists(stats_key(layer, s)) and store.exists(records_key(layer, s))}
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    windows, skipped = load_windows(cfg, tokenizer)
+    passes = _plan(layers, neurons, done)
+    written = 0
+    if done:
+        progress(f"record: {len(done)}/{len(shards)} shards already in the store, skipped")
+    for i, (p_layers, p_neurons) in enumerate(passes):
+        progress(f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
+                 f"{len(p_layers)} layers x {len(p_neurons)} neurons")
+        summaries = _summarize(cfg, path, p_layers, p_neurons, windows, progress)
+        if not _inline(cfg, p_layers, p_neurons):
+            progress("record: second pass over the exemplar windows")
+        tables = _exemplar_tables(cfg, path, tokenizer, p_layers, p_neurons, windows, summaries)
+        for layer in p_layers:
+            stats = _by_shard(_stats_table(layer, p_neurons, summaries[layer]))
+            for shard, part in _by_shard(tables[layer]).items():
+                if (layer, shard) not in done:
+                    store.write_parquet(records_key(layer, shard), part)
+                    store.write_parquet(stats_key(layer, shard), stats[shard])
+                    done.add((layer, shard))
+                    written += 1
+    summary = {
+        "layers": layers, "neurons": len(neurons), "n_windows": int(len(windows)),
+        "n_tokens": int(windows.size), "seconds": round(time.time() - t0, 2), "skipped": skipped,
+        "shards": len(shards), "shards_recorded": written,
+    }
+    progress(f"record: done, {summary['n_tokens']} tokens in {summary['seconds']} s")
+    return summary

@@ -1,0 +1,68 @@
+"""Clustering on planted embeddings: k found for 1, 2 and 3 separated groups, deterministically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuronscope.explain import cluster as C
+
+
+def _groups(k: int, per: int = 6, dim: int = 16, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:k] * 3
+    x = np.concatenate([c + noise * rng.standard_normal((per, dim)) for c in centres]).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_k_is_recovered_for_separated_groups(k):
+    x = _groups(k)
+    choice = C.choose_k(x, max_k=4)
+    assert choice.k == k
+    if k > 1:  # each planted group lands in one cluster
+        for g in range(k):
+            assert len(set(choice.labels[g * 6:(g + 1) * 6])) == 1
+        assert len(set(choice.labels)) == k
+
+
+def test_k1_when_nothing_clears_the_threshold():
+    x = _groups(2)
+    assert C.choose_k(x, 3, min_silhouette=0.999).k == 1
+    noise = np.random.default_rng(1).standard_normal((12, 16)).astype(np.float32)
+    assert C.choose_k(noise / np.linalg.norm(noise, axis=1, keepdims=True), 3).k == 1
+
+
+def test_clustering_is_deterministic():
+    x = _groups(3, noise=0.3)
+    a, b = C.choose_k(x, 3), C.choose_k(x, 3)
+    assert a.k == b.k and a.labels.tolist() == b.labels.tolist() and a.silhouettes == b.silhouettes
+
+
+def test_silhouette_matches_definition():
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    labels = np.array([0, 0, 1, 1])
+    # a = 1 for all; b = 10.5, 9.5, 9.5, 10.5 -> s = 1 - a / b
+    assert C.silhouette(x, labels) == pytest.approx(np.mean([1 - 1 / 10.5, 1 - 1 / 9.5, 1 - 1 / 9.5, 1 - 1 / 10.5]))
+
+
+def test_exemplars_follow_the_majority_of_their_components():
+    owner = [0, 0, 0, 1, 1, 2, 3]
+    labels = np.array([5, 5, 2, 2, 2, 7, 2])
+    # exemplar 0: 5,5,2 -> 5; 1: 2; 2: 7; 3: 2 -> renumbered by size: 2 -> 0, 5 -> 1, 7 -> 2
+    assert C.exemplar_modes(owner, labels, 4) == [1, 0, 2, 0]
+    assert C.exemplar_modes([0, 0], np.array([3, 1]), 1) == [0], "ties go to the lowest cluster id"
+
+
+class PlantedEmbedder:
+    """Embeds text by keyword, so component clustering can be checked without a model."""
+
+    def encode(self, texts, **_):
+        keys = ["month", "number", "verb"]
+        return np.array([[1.0 if k in t else 0.0 for k in keys] + [0.01 * len(t)] for t in texts])
+
+
+def test_modes_from_components_end_to_end():
+    comps = [["month name", "month after in"], ["number word"], ["month name"], ["number digit", "number"]]
+    modes, choice = C.modes_from_components(PlantedEmbedder(), comps, max_modes=3)
+    assert choice.k == 2 and modes[0] == modes[2] and modes[1] == modes[3] and modes[0] != modes[1]

@@ -1,0 +1,75 @@
+"""Fan-out over neurons on a 2-CPU Ray with the scripted test double of the LLM: files written,
+finished neurons skipped, failures recorded (never dropped), progress reported."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import explain_helpers
+import test_explain_workflow as tw
+from explain_helpers import MONTHS, records
+from neuronscope.config import ExplainConfig
+from neuronscope.explain import fanout
+from neuronscope.schema import EXPLANATIONS, RECORDS
+
+
+EMB = tw.PlantedEmbedder()  # no sentence-transformers model to load in the workers
+
+
+class Exploding(tw.ScriptedLLM):
+    def chat(self, conversations, params):
+        raise RuntimeError("engine on fire")
+
+
+def _records_store(store):
+    frames = [records(tw.SENTENCES, MONTHS, layer=1, neuron=n, randoms=tw.RANDOMS) for n in (0, 1, 2)]
+    frames.append(records(tw.SENTENCES[:1], MONTHS, layer=1, neuron=3, randoms=tw.RANDOMS))  # too few top
+    df = pd.concat(frames, ignore_index=True)
+    df["window_id"] = df["window_id"] + 100 * df["neuron"]
+    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False))
+
+
+@pytest.fixture
+def ray_with_test_modules(ray_local):
+    # Workers unpickle the test doubles by value: they cannot import the tests folder.
+    for mod in (tw, explain_helpers, sys.modules[__name__]):
+        ray_local.cloudpickle.register_pickle_by_value(mod)
+    return ray_local
+
+
+def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_modules):
+    from neuronscope.store import Store
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
+    seen = []
+    summary = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, seen.append, embedder=EMB)
+    assert summary["neurons"] == 4 and summary["ok"] == 3 and summary["failed"] == 1, summary
+    assert "at least 2 top" in summary["failures"]["1/3"] and len(seen) == 4
+    for n in range(4):
+        t = store.read_parquet(fanout.explanation_key(1, n))
+        assert t.schema == EXPLANATIONS
+        assert store.exists(fanout.transcript_key(1, n))
+    # Done neurons are skipped; the failed one is tried again (and fails the same way).
+    again = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, embedder=EMB)
+    assert again["skipped"] == 3 and again["explained"] == 1 and again["failed"] == 1
+    # A selection names neurons explicitly; one without records is a recorded failure.
+    only = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, [(1, 0), (1, 9)], embedder=EMB)
+    assert only["skipped"] == 1 and only["failures"] == {"1/9": "no activation records for this neuron"}
+
+
+def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_test_modules):
+    from neuronscope.store import Store
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2)
+    summary = fanout.explain_run(store, store, Exploding(), cfg, [(1, 0), (1, 1)], embedder=EMB)
+    assert summary["failed"] == 2
+    assert all("RuntimeError: engine on fire" in v for v in summary["failures"].values())
+    row = store.read_parquet(fanout.explanation_key(1, 0)).to_pylist()[0]
+    assert row["status"] == "failed" and row["mode"] == -1
+

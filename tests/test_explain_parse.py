@@ -1,0 +1,57 @@
+"""Strict parsing of agent answers: good answers parse, malformed ones raise with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuronscope.explain.parse import ParseError, components, explanation
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("- month name\n- word after 'in'\n- time of the year", ["month name", "word after 'in'", "time of the year"]),
+    ("Features:\n* Month name.\n\n- date", ["Month name", "date"]),
+    ("- month name\n- Month Name", ["month name"]),  # duplicates folded
+    ("  • capitalized proper noun  ", ["capitalized proper noun"]),
+])
+def test_components_good(answer, expected):
+    assert components(answer) == expected
+
+
+def test_components_truncated_answer_drops_the_cut_line():
+    assert components("- month\n- fruit\n- fruit\n-", truncated=True) == ["month", "fruit"]
+    with pytest.raises(ParseError):
+        components("- month\n-", truncated=False)
+
+
+@pytest.mark.parametrize("answer,reason", [
+    ("", "no '- ' lines"),
+    ("The word is a month.", "does not start with '- '"),
+    ("- month name\nSure! Here you go", "does not start with '- '"),
+    ("- " + " ".join(["word"] * 9), "1 to 8 words"),
+    ("\n".join(f"- feature {i}" for i in range(7)), "at most 6"),
+])
+def test_components_malformed(answer, reason):
+    with pytest.raises(ParseError, match=reason):
+        components(answer)
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("Explanation: names of months", "names of months"),
+    ("Sure.\nexplanation:  \"month names, in dates.\"\nMore text", "month names, in dates"),
+    ("EXPLANATION: May", "May"),
+    ("Explanation: the word <<May>>", "the word May"),
+    ("Explanation: month (10), fruit (9)", "month, fruit"),  # our marks copied from the prompt are removed
+])
+def test_explanation_good(answer, expected):
+    assert explanation(answer) == expected
+
+
+@pytest.mark.parametrize("answer,reason", [
+    ("names of months", "no line starts with 'Explanation:'"),
+    ("Explanation:   ", "empty"),
+    ("Explanation: " + " ".join(["w"] * 26), "longer than 25 words"),
+    ("Explanation: tokens like <b>", "without < or >"),
+])
+def test_explanation_malformed(answer, reason):
+    with pytest.raises(ParseError, match=reason):
+        explanation(answer)

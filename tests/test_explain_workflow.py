@@ -1,0 +1,177 @@
+"""The per-neuron workflow with a scripted test double of the LLM (no engine): row shape, ledger,
+transcript, methods, and failures. The real engine is exercised in test_explain_integration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from explain_helpers import MONTHS, records
+from neuronscope.config import ExplainConfig
+from neuronscope.explain.fanout import rows_table
+from neuronscope.explain.workflow import explain_neuron
+from neuronscope.llm.base import Completion
+from neuronscope.schema import EXPLANATIONS
+
+SENTENCES = [f"The {w} report was filed in {m} by the clerk." for w, m in
+             zip(["first", "second", "third", "fourth", "fifth", "sixth", "last", "new", "old", "big", "small", "late"],
+                 ["January", "March", "May", "July", "August", "October", "June", "April", "December", "May", "June", "July"])]
+RANDOMS = [f"The river ran {n} miles past the old mill." for n in ["two", "three", "four", "five", "six", "seven"]]
+
+
+class ScriptedLLM:
+    """Character tokenizer; chat answers scripted per agent; the 'simulator' predicts 9 on month
+    lines and 0 elsewhere when the explanation mentions months (so scores are known to be high),
+    and 0 everywhere otherwise."""
+
+    def __init__(self, deconstruct="- month name\n- date", explain="Explanation: month names",
+                 refine="Explanation: month names"):
+        self.answers = {"features": deconstruct, "guessed": refine, "default": explain}
+        self.seen = []
+        self.params = []
+
+    def tokenize(self, text):
+        return [ord(c) for c in text]
+
+    def token_text(self, i):
+        return chr(i)
+
+    def chat(self, conversations, params):
+        out = []
+        self.params.append(params)
+        for conv in conversations:
+            self.seen.append(conv)
+            key = next((k for k in ("features", "guessed") if k in conv[0]["content"]), "default")
+            answer = self.answers[key]
+            if conv[-1]["role"] == "assistant":  # a prefilled answer is continued, as real backends do
+                answer = answer.removeprefix(conv[-1]["content"])
+            out.append(Completion(answer, sum(len(m["content"]) for m in conv), 5))
+        return out
+
+    def next_token_logprobs(self, prompts, positions, top_k):
+        result = []
+        for ids, pos in zip(prompts, positions):
+            text = "".join(map(chr, ids))
+            knows = "fires on: month" in text
+            per = []
+            for p in pos:
+                line = text[: p - 1].rsplit("\n", 1)[-1]
+                per.append({ord("9" if line.strip(" ,.") in MONTHS and knows else "0"): 0.0, ord("x"): -2.0})
+            result.append(per)
+        return result
+
+
+class PlantedEmbedder:
+    def encode(self, texts, **_):
+        return np.array([[1.0, 0.01 * len(t)] for t in texts])
+
+
+def _run(llm=None, **cfg):
+    df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
+    c = ExplainConfig(**{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, **cfg})
+    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, embedder=PlantedEmbedder())
+
+
+def test_rows_conform_to_the_schema_and_scores_are_held_out():
+    res = _run()
+    table = rows_table(res.rows)
+    assert table.schema == EXPLANATIONS and table.num_rows == 1
+    r = res.rows[0]
+    assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
+    assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
+    assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
+    assert r["template_version"] == "deconstruct.v1+explain.v1+refine.v1+simulate.v1+single_pass.v1"
+    split = next(t for t in res.transcript if t["agent"] == "split")
+    assert set(r["exemplar_ids"]) == set(split["explain"]) and not set(split["explain"]) & set(split["heldout"])
+    assert not set(split["validation"]) & set(split["heldout"])
+    assert r["llm_calls"] == res.ledger.total().calls > 0
+    assert r["llm_tokens_in"] > 0 and r["baseline_llm_tokens_in"] > 0
+    assert r["llm_tokens_in"] + r["baseline_llm_tokens_in"] == res.ledger.total().tokens_in
+    agents = {t["agent"] for t in res.transcript}
+    assert {"split", "deconstruct", "cluster", "explain", "single_pass", "simulate", "ledger"} <= agents
+
+
+def test_single_pass_and_neuronscope_only():
+    sp = _run(method="single-pass").rows
+    assert len(sp) == 1 and sp[0]["n_modes"] == 0 and math.isnan(sp[0]["score"]) and sp[0]["baseline_score"] > 0.9
+    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v1+simulate.v1"
+    ns = _run(method="neuronscope").rows
+    assert ns[0]["baseline_explanation"] is None and math.isnan(ns[0]["baseline_score"]) and ns[0]["score"] > 0.9
+    rows_table(sp + ns)  # both conform
+
+
+def test_malformed_answers_are_retried_then_recorded_as_the_neurons_failure():
+    llm = ScriptedLLM(deconstruct="I think it is about months.")
+    res = _run(llm, max_parse_retries=2)
+    r = res.rows[0]
+    assert len(res.rows) == 1 and r["status"] == "failed" and r["mode"] == -1
+    assert "deconstruct agent answer malformed after 3 attempt(s)" in r["error"]
+    tries = [t for t in res.transcript if t["agent"] == "deconstruct" and t["item"] == 0]
+    assert [t["attempt"] for t in tries] == [0, 1, 2]
+    # The corrective follow-up is in the conversation of the retry.
+    assert "Wrong format" in tries[1]["messages"][-1]["content"]
+    # Retries sample (seeded), since greedy decoding would repeat the malformed answer.
+    assert [(p.temperature > 0, p.seed) for p in llm.params[-3:]] == [(False, 0), (True, 1), (True, 2)]
+    rows_table(res.rows)
+
+
+@pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])
+def test_refinement_is_kept_only_when_the_validation_score_rises(revision, kept):
+    res = _run(ScriptedLLM(explain="Explanation: words", refine=revision), refine_rounds=2)
+    decisions = [t for t in res.transcript if t["agent"] == "refine_decision"]
+    assert decisions[0]["kept"] is kept and decisions[0]["judged_on"] == "validation"
+    assert decisions[0]["new_score"] > decisions[0]["old_score"] if kept else decisions[0]["new_score"] <= decisions[0]["old_score"]
+    r = res.rows[0]
+    # A kept revision that fixed every miss ends the loop; a rejected one also stops it (no gain).
+    assert r["rounds"] == len(decisions) == 1
+    assert r["explanation"] == ("month names" if kept else "words")
+    assert (r["score"] > 0.9) is kept
+
+
+def test_two_planted_modes_are_found():
+    class TwoConcepts(ScriptedLLM):
+        def chat(self, conversations, params):
+            out = super().chat(conversations, params)
+            for i, conv in enumerate(conversations):
+                if "features" in conv[0]["content"]:
+                    text = conv[-1]["content"]
+                    out[i] = Completion("- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3)
+            return out
+
+    class KeywordEmbedder:
+        def encode(self, texts, **_):
+            return np.array([[1.0, 0.0] if "month" in t else [0.0, 1.0] for t in texts])
+
+    df = records(SENTENCES, MONTHS, randoms=RANDOMS)
+    res = explain_neuron(0, 0, df, TwoConcepts(), ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3),
+                         embedder=KeywordEmbedder())
+    assert [r["n_modes"] for r in res.rows] == [2, 2] and [r["mode"] for r in res.rows] == [0, 1]
+    assert sum(r["mode_size"] for r in res.rows) == 6
+    assert len({x for r in res.rows for x in r["exemplar_ids"]}) == 6
+
+
+@pytest.mark.parametrize("bad", ["empty", "one_top"])
+def test_unusable_records_fail_cleanly(bad):
+    df = records(SENTENCES, MONTHS, randoms=RANDOMS)
+    df = df.iloc[:0] if bad == "empty" else df[(df["kind"] == "random") | (df["rank"] == 0)]
+    res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(), embedder=PlantedEmbedder())
+    assert res.rows[0]["status"] == "failed" and "at least 2 top" in res.rows[0]["error"]
+
+
+def test_simulations_are_memoised_within_a_neuron():
+    from neuronscope.explain.exemplars import load
+    from neuronscope.explain.simulate import Vocab
+    from neuronscope.explain.workflow import Simulator
+    from neuronscope.llm.base import Ledger, Metered
+
+    top, _ = load(records(SENTENCES, MONTHS))
+    ledger = Ledger()
+    llm = Metered(ScriptedLLM(), ledger)
+    sim = Simulator(llm, Vocab.of(llm), "simulate")
+    first = sim([("month names", top[:2]), ("words", top[:1])])
+    again = sim([("words", top[:1]), ("month names", top[:2]), ("month names", top[2:3])])
+    assert ledger.total().calls == 4, "3 prompts, then only the 1 new one"
+    assert again[0] is first[1] and again[1] is first[0]

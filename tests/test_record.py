@@ -1,0 +1,278 @@
+"""The record stage on tiny random-weight models: exactness against brute force, determinism,
+stats, GPT-2 hooks, schema."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from neuronscope.config import RecordConfig
+from neuronscope.errors import ConfigError, CorpusError, ModelError
+from neuronscope.models import arch
+from neuronscope.record import record, records_key, stats_key
+from neuronscope.record.hooks import capture, load_model
+from neuronscope.record.pipeline import load_windows
+from neuronscope.record.topk import QUANTILE_LEVELS, sample_keys
+from neuronscope.schema import RECORDS, STATS
+from neuronscope.store import Store
+
+WINDOW = 16
+ZERO_NEURON = 5  # its gate/up rows are zeroed: 0 everywhere, a tie on every token
+SHARD = 10  # neurons per output part in the tiny-model runs
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir():
+    from neuronscope.models.bundled import resolve_model
+
+    return resolve_model("bundled:smollm2-135m").path
+
+
+def _tiny(tmp_path_factory, tokenizer_dir, kind: str):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    if kind == "llama":
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+        model = LlamaForCausalLM(cfg)
+        for layer in model.model.layers:
+            layer.mlp.gate_proj.weight.data[ZERO_NEURON] = 0
+            layer.mlp.up_proj.weight.data[ZERO_NEURON] = 0
+    else:
+        cfg = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=64)
+        model = GPT2LMHeadModel(cfg)
+    d = tmp_path_factory.mktemp(kind)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory, tokenizer_dir):
+    return _tiny(tmp_path_factory, tokenizer_dir, "llama")
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory, tokenizer_dir):
+    return _tiny(tmp_path_factory, tokenizer_dir, "gpt2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Varied lines, then one short line repeated: the repeats make identical windows (ties)."""
+    rng = np.random.default_rng(0)
+    words = "the a king queen night day love death sword crown rose thou art fair".split()
+    lines = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(40)]
+    lines += ["O Romeo"] * 60
+    p = tmp_path_factory.mktemp("corpus") / "c.txt"
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def _cfg(model, corpus, **kw):
+    base = dict(model=model, corpus=corpus, window=WINDOW, top_k=6, random_k=5, batch_size=4, seed=3)
+    return RecordConfig(**{**base, **kw})
+
+
+def _run(ray_local, tmp_path, cfg):
+    store = Store.open(str(tmp_path))
+    summary = record(cfg, store)
+    return summary, store
+
+
+def _read(store, prefix):
+    df = store.read_parquet(prefix).to_pandas()
+    return df.sort_values([c for c in ("layer", "neuron", "kind", "rank") if c in df.columns]).reset_index(drop=True)
+
+
+def _brute(model_dir, cfg):
+    """Every selected neuron's activation at every token, one window at a time."""
+    from transformers import AutoTokenizer
+
+    windows, _ = load_windows(cfg, AutoTokenizer.from_pretrained(model_dir))
+    model, _ = load_model(model_dir)
+    layers = list(range(arch.n_layers(model.config)))
+    neurons = torch.arange(arch.n_neurons(model.config))
+    acts = {layer: [] for layer in layers}
+    with capture(model, layers, neurons) as run:
+        for w in windows:
+            for layer, a in run(torch.as_tensor(w[None], dtype=torch.int64)).items():
+                acts[layer].append(a[0].numpy())
+    return windows, {layer: np.stack(v) for layer, v in acts.items()}  # (windows, T, neurons)
+
+
+def _expected_top(a: np.ndarray, k: int):
+    n_win, t = a.shape
+    wid, pos = np.divmod(np.arange(n_win * t), t)
+    order = np.lexsort((pos, wid, -a.reshape(-1)))[:k]
+    return wid[order], pos[order], a.reshape(-1)[order]
+
+
+def _assert_same(a, b):
+    a, b = a.reset_index(drop=True), b.reset_index(drop=True)
+    floats = [c for c in ("mean", "std", "max_act") if c in a.columns]
+    other = [c for c in a.columns if c not in floats + ["activations"]]
+    assert a[other].astype(str).equals(b[other].astype(str))
+    np.testing.assert_allclose(a[floats].to_numpy(float), b[floats].to_numpy(float), rtol=1e-5, atol=1e-6)
+    if "activations" in a.columns:
+        np.testing.assert_allclose(np.stack(a.activations), np.stack(b.activations), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def llama_run(ray_local, tmp_path_factory, llama_dir, corpus):
+    from neuronscope.record import pipeline
+
+    cfg = _cfg(llama_dir, corpus)
+    root = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "SHARD_NEURONS", SHARD)  # 24 neurons: parts 0, 1, 2 per layer
+        summary, store = _run(ray_local, root, cfg)
+    store.local_root = root
+    return cfg, summary, store
+
+
+def test_topk_exact_against_brute_force(llama_run, llama_dir):
+    cfg, summary, store = llama_run
+    windows, acts = _brute(llama_dir, cfg)
+    assert summary["n_windows"] == len(windows) and summary["n_tokens"] == windows.size
+    rec = _read(store, "records/")
+    top = rec[rec.kind == "top"]
+    n_neurons = acts[0].shape[2]
+    assert sorted(set(top.layer)) == [0, 1, 2] and len(top) == 3 * n_neurons * cfg.top_k
+    for (layer, neuron), g in top.groupby(["layer", "neuron"]):
+        a = acts[layer][:, :, neuron]
+        wid, pos, val = _expected_top(a, cfg.top_k)
+        g = g.sort_values("rank")
+        np.testing.assert_array_equal(g.window_id, wid)
+        np.testing.assert_array_equal(g.max_pos, pos)
+        np.testing.assert_allclose(g.max_act, val, rtol=1e-5, atol=1e-6)
+        for _, r in g.iterrows():
+            np.testing.assert_array_equal(r.token_ids, windows[r.window_id])
+            np.testing.assert_allclose(r.activations, a[r.window_id], rtol=1e-5, atol=1e-6)
+            assert len(r.tokens) == WINDOW
+    zero = top[top.neuron == ZERO_NEURON]
+    # all activations tie at 0: the first k tokens of the corpus, in order
+    assert (zero.max_act == 0).all() and (zero.window_id == 0).all()
+    assert list(zero[zero.layer == 0].sort_values("rank").max_pos) == list(range(cfg.top_k))
+
+
+@pytest.mark.parametrize("batch_size,actors,second_pass", [(3, 2, False), (64, 1, True)])
+def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, monkeypatch, batch_size, actors, second_pass):
+    from neuronscope.record import pipeline
+
+    if second_pass:  # exemplar windows recomputed by a second pass instead of carried along
+        monkeypatch.setattr(pipeline, "INLINE_WINDOW_BYTES", 0)
+    cfg, _, store = llama_run
+    _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(batch_size=batch_size, num_actors=actors)))
+    for prefix in ("records/", "stats/"):
+        _assert_same(_read(store, prefix), _read(other, prefix))
+
+
+def test_random_sample_and_stats(llama_run, llama_dir):
+    cfg, _, store = llama_run
+    windows, acts = _brute(llama_dir, cfg)
+    rec = _read(store, "records/")
+    rnd = rec[rec.kind == "random"]
+    assert len(rnd) == 3 * acts[0].shape[2] * cfg.random_k
+    for _, r in rnd.iterrows():
+        np.testing.assert_allclose(r.activations, acts[r.layer][r.window_id, :, r.neuron], rtol=1e-5, atol=1e-6)
+        assert r.max_act == pytest.approx(max(r.activations))
+    # neurons draw different samples; another seed draws another sample
+    per_neuron = rnd[rnd.layer == 0].groupby("neuron").window_id.apply(tuple)
+    assert per_neuron.nunique() > 1
+    code = torch.arange(1000)
+    keys = [sample_keys(seed, 0, torch.arange(4), code) for seed in (cfg.seed, cfg.seed, cfg.seed + 1)]
+    assert torch.equal(keys[0], keys[1]) and not torch.equal(keys[0], keys[2]) and (keys[0] >= 0).all()
+    assert len(torch.unique(keys[0])) == keys[0].numel()
+
+    stats = _read(store, "stats/")
+    for _, s in stats.iterrows():
+        a = acts[s.layer][:, :, s.neuron].reshape(-1).astype(np.float64)
+        assert s.n_tokens == a.size
+        assert s["mean"] == pytest.approx(a.mean(), abs=1e-6)
+        assert s["std"] == pytest.approx(a.std(), rel=1e-4, abs=1e-6)
+        assert s["min"] == pytest.approx(a.min()) and s["max"] == pytest.approx(a.max())
+        assert list(s.quantile_levels) == pytest.approx(list(QUANTILE_LEVELS))
+        exact = np.quantile(a, QUANTILE_LEVELS, method="inverted_cdf")
+        # histogram sketch: within a bin (ratio 1.21) of the exact value, or tiny
+        for q, e in zip(s.quantiles, exact):
+            assert abs(q - e) <= 0.11 * abs(e) + 2e-4, (s.layer, s.neuron, q, e)
+
+
+def test_schema_round_trip(llama_run):
+    _, _, store = llama_run
+    keys = store.list("records/") + store.list("stats/")
+    assert records_key(0) in keys and stats_key(2) in keys
+    for k in keys:
+        path = next(p for p in store.local_root.rglob("*.parquet") if str(p).endswith(k.lstrip("/")))
+        schema = pq.read_schema(path)
+        expected = RECORDS if "records/" in k else STATS
+        assert schema.remove_metadata().equals(expected), k
+
+
+def test_gpt2_hooks_mlp_act_output(ray_local, tmp_path, gpt2_dir, corpus):
+    cfg = _cfg(gpt2_dir, corpus, layers="1", neurons="0-9,40", top_k=4, random_k=2)
+    summary, store = _run(ray_local, tmp_path, cfg)
+    windows, acts = _brute(gpt2_dir, cfg)
+    top = _read(store, "records/").query("kind == 'top'")
+    assert summary["neurons"] == 11 and sorted(set(top.neuron)) == list(range(10)) + [40]
+    for neuron, g in top.groupby("neuron"):
+        wid, pos, val = _expected_top(acts[1][:, :, neuron], cfg.top_k)
+        np.testing.assert_array_equal(g.sort_values("rank").window_id, wid)
+        np.testing.assert_array_equal(g.sort_values("rank").max_pos, pos)
+
+
+def test_errors_name_the_value(ray_local, tmp_path, llama_dir, corpus):
+    store = Store.open(str(tmp_path))
+    with pytest.raises(ConfigError, match="layer 3 is out of range"):
+        record(_cfg(llama_dir, corpus, layers="3"), store)
+    with pytest.raises(ConfigError, match="neuron 24 is out of range"):
+        record(_cfg(llama_dir, corpus, neurons="0,24"), store)
+    with pytest.raises(ModelError, match="bundled:nope"):
+        record(_cfg("bundled:nope", corpus), store)
+    short = tmp_path / "short.txt"
+    short.write_text("two words\n")
+    with pytest.raises(CorpusError, match="too short"):
+        record(_cfg(llama_dir, str(short)), store)
+
+
+def test_unsupported_architecture_lists_supported():
+    class Cfg:
+        model_type = "mamba"
+
+    with pytest.raises(ModelError, match="'mamba'.*gpt2.*llama"):
+        arch.site(Cfg())
+
+
+def test_plan_groups_shards_into_passes(monkeypatch):
+    from neuronscope.record import pipeline
+
+    monkeypatch.setattr(pipeline, "SHARD_NEURONS", 10)
+    monkeypatch.setattr(pipeline, "MAX_CELLS_PER_PASS", 60)
+    neurons = list(range(24))
+    assert pipeline._plan([0, 1, 2], neurons, set()) == [([0, 1, 2], list(range(20))), ([0, 1, 2], list(range(20, 24)))]
+    assert pipeline._plan([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [([1], list(range(10, 20))), ([0, 1], list(range(20, 24)))]
+    assert pipeline._plan([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
+
+
+def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
+    import shutil
+
+    from neuronscope.record import pipeline
+
+    cfg, summary, full = llama_run
+    assert summary["shards"] == summary["shards_recorded"] == 9
+    assert records_key(1, 2) in full.list("records/")
+    shutil.copytree(full.local_root, tmp_path, dirs_exist_ok=True)
+    store = Store.open(str(tmp_path))
+    store.delete(records_key(1, 1))  # a lost shard ...
+    store.delete(stats_key(2, 1))  # ... and one whose stats never landed
+    monkeypatch.setattr(pipeline, "SHARD_NEURONS", SHARD)
+    assert record(cfg, store)["shards_recorded"] == 2
+    for prefix in ("records/", "stats/"):
+        _assert_same(_read(full, prefix), _read(store, prefix))
+    assert record(cfg, store)["shards_recorded"] == 0
