@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def _wait_for_http(url: str, timeout: float) -> None:
         try:
             urllib.request.urlopen(url, timeout=2).read()
             return
+        except urllib.error.HTTPError:  # e.g. 401 before the auth token is sent: the server is up
+            return
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
@@ -78,6 +81,8 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
     """`ray start --head`, then `ray job submit -- python ray_jobs/demo.py`, as a user would."""
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # `ray start` turns token auth on by default; the job client sends the token only in token mode.
+    env["RAY_AUTH_MODE"] = "token"
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
     port, dash = _free_port(), _free_port()
     tmp_ray = Path("/tmp") / f"nsray{port}"  # Ray's socket paths must stay short

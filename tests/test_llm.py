@@ -99,14 +99,24 @@ def test_vllm_pool_chat_is_batched_and_deterministic(vllm_pool):
 
 @pytest.mark.slow
 def test_vllm_pool_prompt_logprobs_score_the_right_positions(vllm_pool):
-    ids = vllm_pool.tokenize("January, February, March, April, May, June")
-    pos = [len(ids) - 1]
+    """Engine prompt logprobs at chosen positions equal an independent transformers forward pass:
+    an off-by-one in the positions would compare the wrong next-token distributions."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = vllm_pool.tokenize("January, February, March, April, May, June, July and August were warm.")
+    pos = [1, 5, len(ids) - 4, len(ids) - 1]
     (row,) = vllm_pool.next_token_logprobs([ids], [pos], 20)
-    assert len(row) == 1 and len(row[0]) >= 20
-    assert all(lp <= 0 and math.isfinite(lp) for lp in row[0].values())
-    # After five months in order, the sixth is the model's clear favourite.
-    best = max(row[0], key=row[0].get)
-    assert vllm_pool.token_text(best).strip() == "June"
+    assert len(row) == len(pos) and all(len(d) >= 20 for d in row)
+    assert all(lp <= 0 and math.isfinite(lp) for d in row for lp in d.values())
+    model = AutoModelForCausalLM.from_pretrained(vllm_pool.tokenizer_path, torch_dtype=torch.float32)
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    for d, i in zip(row, pos):
+        # the engine always reports the prompt's own token at i, given the tokens before it
+        assert ids[i] in d
+        assert abs(d[ids[i]] - ref[i - 1, ids[i]].item()) < 0.3, (i, d[ids[i]], ref[i - 1, ids[i]].item())
+        assert max(d, key=d.get) in ref[i - 1].topk(3).indices.tolist()
     assert pickle.loads(pickle.dumps(vllm_pool)).tokenize("June") == vllm_pool.tokenize("June")
 
 

@@ -1,0 +1,60 @@
+"""The command line: bad input is a clear error that names the value, with exit status 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuronscope.cli import main
+
+
+@pytest.fixture
+def run_cli(ray_local, capsys):
+    def run(*argv: str) -> tuple[int, str]:
+        code = main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return run
+
+
+def test_unknown_model(run_cli, tmp_path):
+    code, out = run_cli("record", "--out", str(tmp_path / "r"), "--model", "bundled:nope")
+    assert code == 2 and "unknown bundled model 'bundled:nope'" in out
+    code, out = run_cli("record", "--out", str(tmp_path / "r"), "--model", str(tmp_path / "no-such-model"))
+    assert code == 2 and "no-such-model" in out
+
+
+@pytest.mark.parametrize("flag,value,fragment", [
+    ("--layers", "30", "layer 30 is out of range: this model has 30 layers (0-29)"),
+    ("--neurons", "0,1536", "neuron 1536 is out of range: this model has 1536 neurons (0-1535)"),
+    ("--top-k", "0", "record.top_k='0'"),
+])
+def test_out_of_range_selection(run_cli, tmp_path, flag, value, fragment):
+    code, out = run_cli("record", "--out", str(tmp_path / "r"), flag, value)
+    assert code == 2 and fragment in out
+
+
+def test_empty_and_unreadable_corpus(run_cli, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n\t\n")
+    code, out = run_cli("record", "--out", str(tmp_path / "r1"), "--corpus", str(empty), "--layers", "0", "--neurons", "0")
+    assert code == 2 and "empty.txt" in out
+    code, out = run_cli("record", "--out", str(tmp_path / "r2"), "--corpus", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl" in out
+    folder_as_file = tmp_path / "corpus.txt"
+    folder_as_file.mkdir()
+    code, out = run_cli("record", "--out", str(tmp_path / "r3"), "--corpus", str(folder_as_file / "x.txt"))
+    assert code == 2 and "x.txt" in out
+
+
+def test_unwritable_output_keeps_existing_data(run_cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("precious")
+    code, out = run_cli("record", "--out", str(blocker / "run"), "--layers", "0", "--neurons", "0")
+    assert code == 2 and str(blocker / "run") in out and "not a directory" in out
+    assert blocker.read_text() == "precious"
+
+
+def test_explain_without_records(run_cli, tmp_path):
+    code, out = run_cli("explain", "--records", str(tmp_path / "nothing"))
+    assert code == 2 and "no activation records under" in out and "neuronscope record" in out
