@@ -60,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--layer", type=int, required=True)
     show.add_argument("--neuron", type=int, required=True)
 
+    imp = sub.add_parser("import", help="records from OpenAI NeuronRecord JSON or their neuron puzzles")
+    imp.add_argument("src", help="a NeuronRecord .json file or a folder of them; or a puzzles .json file")
+    imp.add_argument("--format", choices=["openai", "puzzles"], default="openai")
+    imp.add_argument("--out", required=True, help="run folder or s3:// URI")
+
+    ex = sub.add_parser("export", help="one neuron's records as OpenAI NeuronRecord JSON (stdout)")
+    ex.add_argument("run")
+    ex.add_argument("--layer", type=int, required=True)
+    ex.add_argument("--neuron", type=int, required=True)
+
     for s in (demo, rec, exp):
         s.add_argument("--config", help="run.yaml with record/explain/llm sections; flags override it")
     return p
@@ -93,6 +103,21 @@ def main(argv: list[str] | None = None) -> int:
             from .show import show_neuron
 
             print(show_neuron(args.run, args.layer, args.neuron))
+        elif args.command == "import":
+            from .record import interop
+            from .store import Store
+
+            store = Store.open(args.out)
+            store.check_writable()
+            load = interop.import_openai if args.format == "openai" else interop.import_puzzles
+            print(f"imported {load(args.src, store)}")
+            print(f"run: {args.out}")
+        elif args.command == "export":
+            import json
+
+            from .record.interop import export_neuron
+
+            print(json.dumps(export_neuron(args.run, args.layer, args.neuron)))
     except NeuronScopeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

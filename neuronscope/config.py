@@ -34,6 +34,8 @@ class RecordConfig(_Strict):
     num_gpus_per_actor: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
     seed: int = 0
+    quantile_sample: float = Field(
+        0.125, gt=0, le=1, description="fraction of tokens (hash-chosen, the same for every neuron) in the quantile histogram")
 
 
 class LLMConfig(_Strict):

@@ -21,11 +21,12 @@ DEMO_OVERRIDES = {
 }
 
 
-def printer(stream=sys.stderr) -> Progress:
+def printer(stream=None) -> Progress:
     start = time.time()
 
     def progress(msg: str) -> None:
-        print(f"[{time.time() - start:6.0f}s] {msg}", file=stream, flush=True)
+        # sys.stderr looked up at each call: a default bound at import goes stale when it is swapped
+        print(f"[{time.time() - start:6.0f}s] {msg}", file=stream or sys.stderr, flush=True)
 
     return progress
 

@@ -66,3 +66,14 @@ def test_modes_from_components_end_to_end():
     comps = [["month name", "month after in"], ["number word"], ["month name"], ["number digit", "number"]]
     modes, choice = C.modes_from_components(PlantedEmbedder(), comps, max_modes=3)
     assert choice.k == 2 and modes[0] == modes[2] and modes[1] == modes[3] and modes[0] != modes[1]
+
+
+def test_an_outlier_exemplar_is_not_a_mode():
+    # ten month exemplars and one whose only component is odd: the odd one clusters apart (a high
+    # silhouette) but holds under MIN_MODE_SHARE of the exemplars, so it joins the one mode
+    comps = [["month name"]] * 10 + [["verb"]]
+    modes, choice = C.modes_from_components(PlantedEmbedder(), comps, max_modes=3)
+    assert choice.k == 1 and set(modes) == {0} and choice.silhouettes[2] > C.MIN_SILHOUETTE
+    # the same odd group, recurring in a fifth of the exemplars, is a mode of its own
+    modes, choice = C.modes_from_components(PlantedEmbedder(), [["month name"]] * 8 + [["verb"]] * 2, max_modes=3)
+    assert choice.k == 2 and modes[-1] == modes[-2] != modes[0]

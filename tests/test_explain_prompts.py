@@ -50,7 +50,7 @@ def test_every_template_has_a_version_and_parses():
     for name in P.VERSIONS:
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
-    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v1+simulate.v1"
+    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v2+simulate.v1"
 
 
 def test_hostile_corpus_text_stays_inside_its_fence():

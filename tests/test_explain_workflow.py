@@ -83,7 +83,7 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v1+explain.v1+refine.v1+simulate.v1+single_pass.v1"
+    assert r["template_version"] == "deconstruct.v2+explain.v1+refine.v1+simulate.v1+single_pass.v1"
     split = next(t for t in res.transcript if t["agent"] == "split")
     assert set(r["exemplar_ids"]) == set(split["explain"]) and not set(split["explain"]) & set(split["heldout"])
     assert not set(split["validation"]) & set(split["heldout"])

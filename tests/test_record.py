@@ -12,43 +12,31 @@ from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError
 from neuronscope.models import arch
 from neuronscope.record import record, records_key, stats_key
-from neuronscope.record.hooks import capture, load_model
-from neuronscope.record.pipeline import load_windows
-from neuronscope.record.topk import QUANTILE_LEVELS, sample_keys
+from neuronscope.record.topk import (EDGES, N_BINS, QUANTILE_LEVELS, Summary, batch_partials, hist_rows,
+                                     histogram, sample_keys)
 from neuronscope.schema import RECORDS, STATS
 from neuronscope.store import Store
+
+from record_helpers import brute, corpus, expected_top, save_tiny, tiny_model, tokenizer_dir  # noqa: F401
 
 WINDOW = 16
 ZERO_NEURON = 5  # its gate/up rows are zeroed: 0 everywhere, a tie on every token
 SHARD = 10  # neurons per output part in the tiny-model runs
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir():
-    from neuronscope.models.bundled import resolve_model
-
-    return resolve_model("bundled:smollm2-135m").path
-
-
 def _tiny(tmp_path_factory, tokenizer_dir, kind: str):
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
     if kind == "llama":
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=3,
-                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
-        model = LlamaForCausalLM(cfg)
+        model = tiny_model("llama", len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                           num_attention_heads=2, max_position_embeddings=64)
         for layer in model.model.layers:
             layer.mlp.gate_proj.weight.data[ZERO_NEURON] = 0
             layer.mlp.up_proj.weight.data[ZERO_NEURON] = 0
-    else:
-        cfg = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=64)
-        model = GPT2LMHeadModel(cfg)
-    d = tmp_path_factory.mktemp(kind)
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
+    else:  # n_inner left unset: 4 x hidden size
+        model = tiny_model("gpt2", len(tok), n_embd=16, n_inner=None, n_head=2, n_positions=64)
+    return save_tiny(model, tok, tmp_path_factory.mktemp(kind))
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +49,9 @@ def gpt2_dir(tmp_path_factory, tokenizer_dir):
     return _tiny(tmp_path_factory, tokenizer_dir, "gpt2")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Varied lines, then one short line repeated: the repeats make identical windows (ties)."""
-    rng = np.random.default_rng(0)
-    words = "the a king queen night day love death sword crown rose thou art fair".split()
-    lines = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(40)]
-    lines += ["O Romeo"] * 60
-    p = tmp_path_factory.mktemp("corpus") / "c.txt"
-    p.write_text("\n".join(lines) + "\n")
-    return str(p)
-
-
 def _cfg(model, corpus, **kw):
-    base = dict(model=model, corpus=corpus, window=WINDOW, top_k=6, random_k=5, batch_size=4, seed=3)
+    # every token in the quantile histogram, so that quantiles can be checked against exact ones
+    base = dict(model=model, corpus=corpus, window=WINDOW, top_k=6, random_k=5, batch_size=4, seed=3, quantile_sample=1.0)
     return RecordConfig(**{**base, **kw})
 
 
@@ -87,29 +64,6 @@ def _run(ray_local, tmp_path, cfg):
 def _read(store, prefix):
     df = store.read_parquet(prefix).to_pandas()
     return df.sort_values([c for c in ("layer", "neuron", "kind", "rank") if c in df.columns]).reset_index(drop=True)
-
-
-def _brute(model_dir, cfg):
-    """Every selected neuron's activation at every token, one window at a time."""
-    from transformers import AutoTokenizer
-
-    windows, _ = load_windows(cfg, AutoTokenizer.from_pretrained(model_dir))
-    model, _ = load_model(model_dir)
-    layers = list(range(arch.n_layers(model.config)))
-    neurons = torch.arange(arch.n_neurons(model.config))
-    acts = {layer: [] for layer in layers}
-    with capture(model, layers, neurons) as run:
-        for w in windows:
-            for layer, a in run(torch.as_tensor(w[None], dtype=torch.int64)).items():
-                acts[layer].append(a[0].numpy())
-    return windows, {layer: np.stack(v) for layer, v in acts.items()}  # (windows, T, neurons)
-
-
-def _expected_top(a: np.ndarray, k: int):
-    n_win, t = a.shape
-    wid, pos = np.divmod(np.arange(n_win * t), t)
-    order = np.lexsort((pos, wid, -a.reshape(-1)))[:k]
-    return wid[order], pos[order], a.reshape(-1)[order]
 
 
 def _assert_same(a, b):
@@ -137,7 +91,7 @@ def llama_run(ray_local, tmp_path_factory, llama_dir, corpus):
 
 def test_topk_exact_against_brute_force(llama_run, llama_dir):
     cfg, summary, store = llama_run
-    windows, acts = _brute(llama_dir, cfg)
+    windows, acts = brute(llama_dir, cfg)
     assert summary["n_windows"] == len(windows) and summary["n_tokens"] == windows.size
     rec = _read(store, "records/")
     top = rec[rec.kind == "top"]
@@ -145,7 +99,7 @@ def test_topk_exact_against_brute_force(llama_run, llama_dir):
     assert sorted(set(top.layer)) == [0, 1, 2] and len(top) == 3 * n_neurons * cfg.top_k
     for (layer, neuron), g in top.groupby(["layer", "neuron"]):
         a = acts[layer][:, :, neuron]
-        wid, pos, val = _expected_top(a, cfg.top_k)
+        wid, pos, val = expected_top(a, cfg.top_k)
         g = g.sort_values("rank")
         np.testing.assert_array_equal(g.window_id, wid)
         np.testing.assert_array_equal(g.max_pos, pos)
@@ -174,7 +128,7 @@ def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, monkeypatc
 
 def test_random_sample_and_stats(llama_run, llama_dir):
     cfg, _, store = llama_run
-    windows, acts = _brute(llama_dir, cfg)
+    windows, acts = brute(llama_dir, cfg)
     rec = _read(store, "records/")
     rnd = rec[rec.kind == "random"]
     assert len(rnd) == 3 * acts[0].shape[2] * cfg.random_k
@@ -198,9 +152,56 @@ def test_random_sample_and_stats(llama_run, llama_dir):
         assert s["min"] == pytest.approx(a.min()) and s["max"] == pytest.approx(a.max())
         assert list(s.quantile_levels) == pytest.approx(list(QUANTILE_LEVELS))
         exact = np.quantile(a, QUANTILE_LEVELS, method="inverted_cdf")
-        # histogram sketch: within a bin (ratio 1.21) of the exact value, or tiny
+        # histogram sketch: within half a bin (8 per octave) of the exact value, or tiny
         for q, e in zip(s.quantiles, exact):
-            assert abs(q - e) <= 0.11 * abs(e) + 2e-4, (s.layer, s.neuron, q, e)
+            assert abs(q - e) <= 0.062 * abs(e) + 2e-4, (s.layer, s.neuron, q, e)
+
+
+def _summarize(acts: torch.Tensor, batch: int, hist_rate: float, floor_from_actor: bool) -> Summary:
+    """Summary of (windows, T, neurons) acts fed in batches of ``batch`` windows, in shuffled order."""
+    s = Summary(acts.shape[2], 4, 3)
+    starts = list(range(0, len(acts), batch))
+    for start in np.random.default_rng(batch).permutation(starts).tolist():
+        wids = torch.arange(start, min(start + batch, len(acts)))
+        floor = None
+        if floor_from_actor and s.top_val.shape[1] == 4:
+            floor = torch.as_tensor(s.top_val[:, 3]), torch.as_tensor(s.top_code[:, 3])
+        s.add(batch_partials(acts[wids], wids, 2, torch.arange(acts.shape[2]), 4, 3, 7, True, floor, hist_rate))
+    return s
+
+
+def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
+    from neuronscope.record import topk
+
+    g = torch.Generator().manual_seed(1)
+    acts = (torch.randn(40, 8, 6, generator=g) * torch.logspace(-1, 2, 6)).round(decimals=1)  # ties
+    acts[:, :, 0] = 0.5
+    one = _summarize(acts, len(acts), 0.25, False)
+    # floors from the batches before: candidate windows only, all dense, or split by neuron
+    for batch, floor, sparse_windows in [(1, True, 4), (3, True, 4), (7, True, 4), (7, False, 4), (7, True, 2)]:
+        monkeypatch.setattr(topk, "_SPARSE_WINDOWS", sparse_windows)
+        other = _summarize(acts, batch, 0.25, floor)
+        for name in ("top_val", "top_code", "rnd_key", "rnd_code", "rnd_val", "top_win", "rnd_win", "hist", "min", "max"):
+            np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
+        np.testing.assert_allclose(one.sum, other.sum, rtol=1e-5)
+    assert list(one.top_code[0]) == [0, 1, 2, 3]  # all tied: the first tokens
+    # the histogram counts the same hash-chosen quarter of the tokens for every neuron
+    code = ((torch.arange(40)[:, None] << 20) + torch.arange(8)).reshape(-1)
+    counted = hist_rows(7, code, 0.25)
+    assert one.hist_count == len(counted) and 0.1 < len(counted) / len(code) < 0.4
+    exact = np.quantile(acts.reshape(-1, 6)[counted].numpy().astype(np.float64), QUANTILE_LEVELS, axis=0,
+                        method="inverted_cdf").T
+    assert np.all(np.abs(one.quantiles(QUANTILE_LEVELS) - exact) <= 0.062 * np.abs(exact) + 2e-4)
+    assert np.isnan(Summary(2, 4, 3).quantiles(QUANTILE_LEVELS)).all()  # nothing counted
+
+
+def test_histogram_bins_match_their_edges():
+    x = torch.randn(300, 5) * 10 ** torch.empty(300, 5).uniform_(-6, 6)
+    x[:7, 0] = torch.tensor([0.0, -0.0, 2**-13, -(2**-13), 2**13, float("inf"), 1.0])
+    m = np.searchsorted(EDGES, np.abs(x.numpy()), side="right")  # 0 below the range, then bin by bin
+    bins = np.where(x.numpy() < 0, N_BINS // 2 - m, N_BINS // 2 + m)
+    expected = np.stack([np.bincount(bins[:, j], minlength=N_BINS) for j in range(5)])
+    np.testing.assert_array_equal(histogram(x).numpy(), expected)
 
 
 def test_schema_round_trip(llama_run):
@@ -217,11 +218,11 @@ def test_schema_round_trip(llama_run):
 def test_gpt2_hooks_mlp_act_output(ray_local, tmp_path, gpt2_dir, corpus):
     cfg = _cfg(gpt2_dir, corpus, layers="1", neurons="0-9,40", top_k=4, random_k=2)
     summary, store = _run(ray_local, tmp_path, cfg)
-    windows, acts = _brute(gpt2_dir, cfg)
+    windows, acts = brute(gpt2_dir, cfg)
     top = _read(store, "records/").query("kind == 'top'")
     assert summary["neurons"] == 11 and sorted(set(top.neuron)) == list(range(10)) + [40]
     for neuron, g in top.groupby("neuron"):
-        wid, pos, val = _expected_top(acts[1][:, :, neuron], cfg.top_k)
+        wid, pos, val = expected_top(acts[1][:, :, neuron], cfg.top_k)
         np.testing.assert_array_equal(g.sort_values("rank").window_id, wid)
         np.testing.assert_array_equal(g.sort_values("rank").max_pos, pos)
 

@@ -69,3 +69,104 @@ def test_bad_input_names_the_file(tmp_path):
     bad.write_text("{}")
     with pytest.raises(CorpusError, match=r"7\.json.*not a NeuronRecord"):
         import_openai(str(tmp_path), None)
+
+
+# --- neuron puzzles and NeuronRecord export -------------------------------------------------
+
+PUZZLES = {  # their puzzles.json shape: plain strings have activation 0
+    "colors": {"name": "colors", "explanation": "words related to colors",
+               "sentences": [["His", " shoes", " were", [" black", 9], "."],
+                             [["Red", 9], ",", [" yellow", 10]],
+                             ["No", " color", " here"]],
+               "false_explanations": ["adjectives", "clothes"]},
+    "years": {"name": "years", "explanation": "wrong years",
+              "sentences": [["In", " ", ["168", 9], ["7", 8.5]]], "false_explanations": []},
+}
+
+
+def test_puzzles_import(tmp_path):
+    from neuronscope.record.interop import import_puzzles
+    from neuronscope.store import Store
+
+    src = tmp_path / "puzzles.json"
+    src.write_text(json.dumps(PUZZLES))
+    store = Store.open(str(tmp_path / "run"))
+    assert import_puzzles(str(src), store) == {"neurons": 2, "parts": 1}
+    rec = pq.read_table(tmp_path / "run" / records_key(0, 0), partitioning=None)
+    assert rec.schema.remove_metadata().equals(RECORDS)
+    rows = [r for r in rec.to_pylist() if r["neuron"] == 0]
+    # ranked by max activation; the all-zero sentence last
+    assert [(r["kind"], r["rank"], r["window_id"], r["max_act"], r["max_pos"]) for r in rows] == [
+        ("top", 0, 1, 10.0, 2), ("top", 1, 0, 9.0, 3), ("top", 2, 2, 0.0, 0)]
+    assert rows[0]["tokens"] == ["Red", ",", " yellow"] and rows[0]["activations"] == [9.0, 0.0, 10.0]
+    st = pq.read_table(tmp_path / "run" / stats_key(0, 0), partitioning=None).to_pylist()
+    assert [s["neuron"] for s in st] == [0, 1] and st[0]["n_tokens"] == 11 and st[0]["max"] == 10.0
+    assert st[0]["mean"] == pytest.approx(28 / 11)
+    assert store.read_json("puzzles.json")["1"] == {"name": "years", "explanation": "wrong years",
+                                                     "false_explanations": []}
+
+
+def test_puzzles_bad_input_names_the_puzzle(tmp_path):
+    from neuronscope.record.interop import import_puzzles
+
+    src = tmp_path / "p.json"
+    src.write_text(json.dumps({"bad": {"sentences": [["a", ["b"]]]}}))
+    with pytest.raises(CorpusError, match=r"p\.json: puzzle 'bad'.*\['b'\]"):
+        import_puzzles(str(src), None)
+    src.write_text("[1, 2]")
+    with pytest.raises(CorpusError, match=r"p\.json.*not a JSON object of puzzles"):
+        import_puzzles(str(src), None)
+    with pytest.raises(CorpusError, match="cannot read puzzle file"):
+        import_puzzles(str(tmp_path / "missing.json"), None)
+
+
+def test_export_round_trips_through_the_importer():
+    from neuronscope.record.interop import neuron_record_json
+
+    rec, st = neuron_record_tables(json.dumps(RECORD))
+    exported = neuron_record_json(rec, st)
+    # what their FastDataclass loader needs: every object tagged, NeuronRecord's fields only
+    assert set(exported) == set(RECORD) and exported["dataclass_name"] == "NeuronRecord"
+    again = neuron_record_tables(json.dumps(exported))
+    assert again[0].equals(rec)
+    s0, s1 = st.to_pylist()[0], again[1].to_pylist()[0]
+    assert math.isnan(s1.pop("min")) and math.isnan(s0.pop("min"))
+    assert s1.pop("std") == pytest.approx(s0.pop("std")) and s1 == s0
+
+
+def test_export_of_recorded_rows_keeps_what_the_format_holds():
+    import pyarrow as pa
+
+    from neuronscope.record.interop import neuron_record_json
+    from neuronscope.schema import conform
+
+    rows = [dict(layer=2, neuron=9, kind=kind, rank=rank, window_id=wid, tokens=["a", "b"],
+                 token_ids=[5, 6], activations=acts, max_pos=1, max_act=acts[1])
+            for kind, rank, wid, acts in [("top", 1, 40, [0.5, 2.0]), ("top", 0, 7, [1.0, 3.0]),
+                                          ("random", 0, 3, [0.1, 0.2])]]
+    rec = conform(pa.Table.from_pylist(rows), RECORDS)
+    stats = conform(pa.Table.from_pylist([dict(layer=2, neuron=9, mean=0.5, std=2.0, min=-1.0, max=3.0,
+                                               quantile_levels=[0.5], quantiles=[0.4], n_tokens=100)]), STATS)
+    back, st = neuron_record_tables(json.dumps(neuron_record_json(rec, stats)))
+    cols = ["layer", "neuron", "kind", "rank", "tokens", "activations", "max_pos", "max_act"]
+    expected = rec.sort_by([("kind", "descending"), ("rank", "ascending")]).select(cols)
+    assert back.select(cols).equals(expected)
+    s = st.to_pylist()[0]
+    assert s["mean"] == 0.5 and s["std"] == 2.0 and s["quantiles"] == [pytest.approx(0.4)]
+
+
+def test_cli_import_and_export(tmp_path, capsys):
+    from neuronscope.cli import main
+
+    src = tmp_path / "puzzles.json"
+    src.write_text(json.dumps(PUZZLES))
+    run = str(tmp_path / "run")
+    assert main(["import", "--format", "puzzles", str(src), "--out", run]) == 0
+    assert main(["export", run, "--layer", "0", "--neuron", "1"]) == 0
+    exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exported["neuron_id"]["neuron_index"] == 1
+    assert exported["most_positive_activation_records"][0]["tokens"] == ["In", " ", "168", "7"]
+    assert main(["export", run, "--layer", "0", "--neuron", "5"]) == 2
+    assert "no records for layer 0 neuron 5" in capsys.readouterr().err
+    assert main(["import", str(tmp_path / "nope"), "--out", run]) == 2
+    assert "no NeuronRecord JSON files" in capsys.readouterr().err

@@ -104,12 +104,18 @@ def marked_text(ex: Exemplar, max_act: float, before: int = CONTEXT_BEFORE, afte
     return "<text>" + "".join(parts).strip() + "</text>"
 
 
+def strongest(ex: Exemplar, max_act: float, n: int = 3) -> list[int]:
+    """Positions of the exemplar's (at most ``n``) marked tokens, strongest first; the max token
+    when none is marked."""
+    s = scaled(ex.activations, max_act)
+    order = sorted(range(len(s)), key=lambda i: (-s[i], i))[:n]
+    return [i for i in order if s[i] >= MARK_AT] or order[:1]
+
+
 def top_tokens(ex: Exemplar, max_act: float, n: int = 3) -> str:
     """'January (10), May (6)': the exemplar's strongest tokens with their 0-10 activation."""
     s = scaled(ex.activations, max_act)
-    order = sorted(range(len(s)), key=lambda i: (-s[i], i))[:n]
-    picked = [i for i in order if s[i] >= MARK_AT] or order[:1]
-    return ", ".join(f"{escape(ex.tokens[i]).strip() or '␣'} ({s[i]})" for i in picked)
+    return ", ".join(f"{escape(ex.tokens[i]).strip() or '␣'} ({s[i]})" for i in strongest(ex, max_act, n))
 
 
 def describe(ex: Exemplar, max_act: float) -> str:

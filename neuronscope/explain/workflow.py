@@ -29,7 +29,7 @@ import pyarrow as pa
 from ..config import ExplainConfig
 from ..llm.base import Ledger, Metered
 from . import agents, cluster, prompts
-from .exemplars import Exemplar, Split, load, split
+from .exemplars import Exemplar, Split, load, split, strongest
 from .simulate import Vocab, combine, errors, pearson, score, simulate
 
 NEURONSCOPE_AGENTS = ("deconstruct", "explain", "refine", "simulate")
@@ -83,16 +83,17 @@ def _baseline(llm, sp: Split, vocab: Vocab, cfg: ExplainConfig, transcript) -> t
     return text, value
 
 
-def _context(ex: Exemplar) -> str:
-    """Plain activating context (a few tokens up to the max token) for activation-guided clustering."""
-    return "".join(ex.tokens[max(0, ex.max_pos - 8): ex.max_pos + 2]).strip()
+def _activating(ex: Exemplar, max_act: float) -> str:
+    """What activation-guided clustering embeds: the exemplar's activating words ("sword, spear"),
+    so the embedding is of what fires, not of the rest of the window."""
+    return ", ".join(ex.tokens[i].strip() for i in sorted(strongest(ex, max_act)))
 
 
 def _modes(llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float,
            transcript) -> list[Mode]:
     comps = agents.deconstruct(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
     by_comp, choice_c = cluster.modes_from_components(embedder, comps, cfg.max_modes, min_silhouette)
-    by_ctx, choice_a = cluster.modes_from_contexts(embedder, [_context(e) for e in sp.explain], cfg.max_modes, min_silhouette)
+    by_ctx, choice_a = cluster.modes_from_contexts(embedder, [_activating(e, sp.max_act) for e in sp.explain], cfg.max_modes, min_silhouette)
     for name, labels, choice in (("components", by_comp, choice_c), ("activation", by_ctx, choice_a)):
         transcript.append({"agent": "cluster", "variant": name, "used": name == clustering, "k": choice.k,
                            "silhouettes": choice.silhouettes, "n_modes": len(set(labels)),

@@ -7,6 +7,11 @@ import json
 
 from ..store import Store
 
+# The prompt text is in the key, so a changed prompt template (whose version is recorded with the
+# explanations) gets new keys by itself. What the text cannot show is how a backend turns it into
+# model input (chat template flags, answer prefill): bump this when that changes.
+KEY_FORMAT = 1
+
 
 class ResponseCache:
     """JSON responses keyed by the sha256 of everything that determines them."""
@@ -17,7 +22,7 @@ class ResponseCache:
         self.prefix = prefix.rstrip("/")
 
     def key(self, kind: str, payload, params: dict) -> str:
-        blob = json.dumps([self.model_id, kind, payload, params], sort_keys=True, separators=(",", ":"))
+        blob = json.dumps([KEY_FORMAT, self.model_id, kind, payload, params], sort_keys=True, separators=(",", ":"))
         h = hashlib.sha256(blob.encode()).hexdigest()
         return f"{self.prefix}/{h[:2]}/{h}.json"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
+import re
 import tempfile
 import time
 import uuid
@@ -21,7 +23,10 @@ from ..errors import LLMError
 from .base import Completion, GenParams, Message, continuation_flags
 
 _SEQ = itertools.count()
-
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Ray restarts a dead engine actor this many times (a restart re-runs __init__: a fresh engine,
+# ~25-60 s on CPU); after that, or when its engine cannot start, the replica is dead for good.
+MAX_RESTARTS = 3
 
 
 def _engine_env(cfg: LLMConfig) -> dict[str, str]:
@@ -34,9 +39,12 @@ def _engine_env(cfg: LLMConfig) -> dict[str, str]:
     }
 
 
-@ray.remote(max_restarts=3, max_task_retries=3)
+@ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
 class VLLMEngineActor:
-    """One vLLM engine. Methods are async so calls from many callers are batched together."""
+    """One vLLM engine. Methods are async so calls from many callers are batched together.
+
+    A call in flight when the actor dies is resubmitted by Ray once the actor has restarted
+    (``max_task_retries``); the pool overrides that per call when another replica can take it."""
 
     def __init__(self, model_path: str, cfg: dict):
         from transformers import AutoTokenizer
@@ -56,6 +64,7 @@ class VLLMEngineActor:
                 disable_log_stats=True,
             )
         )
+        self.served = {"requests": 0, "prompt_tokens": 0, "output_tokens": 0}
 
     async def warmup(self) -> str:
         """One tiny request of each kind: the first prompt-logprob call pays a one-off ~10 s setup."""
@@ -64,10 +73,28 @@ class VLLMEngineActor:
         await self._run([1, 2, 3], SamplingParams(max_tokens=1, prompt_logprobs=1))
         return "ok"
 
+    async def stats(self) -> dict:
+        """Requests and tokens this engine has served since it (re)started, warm-up included."""
+        return {**self.served, "pid": os.getpid()}
+
+    async def reset_prefix_cache(self) -> bool:
+        """Drop cached prefixes, so a benchmark replay starts as cold as the run it replays."""
+        return await self.engine.reset_prefix_cache()
+
     async def _run(self, prompt_ids: list[int], sp) -> object:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         final = None
-        async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, sp, f"r{next(_SEQ)}-{uuid.uuid4().hex[:8]}"):
-            final = out
+        try:
+            async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, sp, f"r{next(_SEQ)}-{uuid.uuid4().hex[:8]}"):
+                final = out
+        except EngineDeadError:
+            # The engine's core process is gone (e.g. killed for memory) and this actor can never
+            # serve again: exit as a crash, so Ray restarts it with a fresh engine and resubmits.
+            os._exit(1)
+        self.served["requests"] += 1
+        self.served["prompt_tokens"] += len(prompt_ids)
+        self.served["output_tokens"] += len(final.outputs[0].token_ids)
         return final
 
     async def chat(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
@@ -91,7 +118,9 @@ class VLLMEngineActor:
     ) -> list[list[dict[int, float]]]:
         from vllm import SamplingParams
 
-        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
+        # Only ids and values are read: skip decoding ~20 token strings per prompt position, and
+        # take vLLM's flat container, which spares the garbage collector millions of objects.
+        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k, detokenize=False, flat_logprobs=True)
         outs = await asyncio.gather(*(self._run(list(p), sp) for p in prompts))
         result = []
         for out, pos in zip(outs, positions):
@@ -100,8 +129,23 @@ class VLLMEngineActor:
         return result
 
 
+def _brief(e: BaseException) -> str:
+    """A Ray error on one line: its first line or, for an actor that could not start, the cause."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    if len(lines) > 1 and "creation task" in lines[0]:
+        return f"{type(e).__name__}: its engine could not start: {lines[-1]}"[:600]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:600]
+
+
 class VLLMPool:
-    """Client of a pool of engine actors; implements the ``LLM`` protocol and is picklable."""
+    """Client of a pool of engine actors; implements the ``LLM`` protocol and is picklable.
+
+    Each batch goes to one replica (round robin from a random start, so the many workflow
+    processes holding copies of this client spread out). A replica that dies is restarted by
+    Ray; its batch moves to another live replica at once, or, when it is the only one left,
+    waits for the restart. A replica dead for good is skipped, and when none is left the call
+    fails with LLMError; so does a batch that times out or fails ``cfg.max_retries + 1`` times.
+    """
 
     def __init__(self, actors: list, tokenizer_path: str, cfg: LLMConfig, model_id: str):
         self.actors = actors
@@ -109,12 +153,16 @@ class VLLMPool:
         self.cfg = cfg
         self.model_id = model_id  # what the response cache keys on
         self._tok = None
-        self._next = 0
+        self._next = random.randrange(len(actors)) if actors else 0
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_tok"] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._next = random.randrange(len(self.actors)) if self.actors else 0
 
     @property
     def tokenizer(self):
@@ -131,26 +179,62 @@ class VLLMPool:
         return self.tokenizer.decode([token_id])
 
     def _call(self, method: str, *args):
-        """Spread one batch over the replicas; retry transient failures with backoff."""
-        delay = 1.0
-        for attempt in range(self.cfg.max_retries + 1):
-            actor = self.actors[self._next % len(self.actors)]
+        """Send one batch to a replica; fail over, retry with backoff, or raise LLMError."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+
+        dead: set[int] = set()
+        failures, hops, delay, last = 0, 0, 1.0, ""
+        while True:
+            live = [i for i in range(len(self.actors)) if i not in dead]
+            if not live:
+                raise LLMError(f"all {len(self.actors)} vLLM replica(s) are dead and cannot restart ({last})")
+            i = live[self._next % len(live)]
             self._next += 1
+            # With another replica to go to, a death mid-call should surface here at once; alone,
+            # Ray keeps the call and resubmits it to the restarted engine.
+            retries = 0 if len(live) > 1 else MAX_RESTARTS
+            ref = getattr(self.actors[i], method).options(max_task_retries=retries).remote(*args)
             try:
-                return ray.get(getattr(actor, method).remote(*args), timeout=self.cfg.timeout_s)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError) as e:
-                if attempt == self.cfg.max_retries:
-                    raise LLMError(
-                        f"vLLM engine call {method!r} failed after {attempt + 1} attempts: {type(e).__name__}: {e}"
-                    ) from None
-                time.sleep(delay)
-                delay *= 2
+                return ray.get(ref, timeout=self.cfg.timeout_s)
+            except GetTimeoutError:
+                ray.cancel(ref)  # a stuck request must not keep its place in the engine's batch
+                last = f"replica {i}: no answer within {self.cfg.timeout_s:g}s"
+            except ActorDiedError as e:  # restarts exhausted, or its engine cannot start again
+                dead.add(i)
+                last = f"replica {i}: {_brief(e)}"
+                continue  # the next replica, or the error above: no backoff, no retry spent
+            except ActorUnavailableError as e:  # it died mid-call and is restarting
+                last = f"replica {i}: {_brief(e)}"
+                hops += 1
+                # Moving on costs nothing while there is somewhere to go; bounded, since every
+                # hop is a replica death and each replica has at most MAX_RESTARTS of them.
+                if len(live) > 1 and hops <= len(self.actors) * (MAX_RESTARTS + 1):
+                    continue
+            except (RayActorError, RayTaskError) as e:  # an error inside the engine: maybe transient
+                last = f"replica {i}: {_brief(e)}"
+            failures += 1
+            if failures > self.cfg.max_retries:
+                raise LLMError(f"vLLM engine call {method!r} failed after {failures} attempt(s) ({last})")
+            time.sleep(delay)
+            delay *= 2
 
     def chat(self, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
         return self._call("chat", list(conversations), params) if conversations else []
 
     def next_token_logprobs(self, prompts, positions, top_k: int):
         return self._call("next_token_logprobs", [list(p) for p in prompts], [list(p) for p in positions], top_k) if prompts else []
+
+    def stats(self) -> list[dict]:
+        """Each replica's ``VLLMEngineActor.stats()`` (requests and tokens served)."""
+        return ray.get([a.stats.remote() for a in self.actors], timeout=self.cfg.timeout_s)
+
+    def reset_prefix_cache(self) -> None:
+        ray.get([a.reset_prefix_cache.remote() for a in self.actors], timeout=self.cfg.timeout_s)
+
+    def shutdown(self) -> None:
+        """Stop every engine actor (for good: no restart)."""
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
 
 
 def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:

@@ -44,8 +44,12 @@ def capture(model, layers: list[int], neurons: torch.Tensor):
     got: dict[int, torch.Tensor] = {}
     handles = []
 
+    # every neuron in order (the common whole-layer case): keep the tensor itself, no copy
+    everything = len(neurons) == arch.n_neurons(model.config) and bool(
+        torch.equal(neurons.cpu(), torch.arange(len(neurons))))
+
     def keep(layer: int, x: torch.Tensor) -> None:
-        got[layer] = x.index_select(-1, neurons).float()
+        got[layer] = (x if everything else x.index_select(-1, neurons)).float()
         if layer == last:
             raise _StopForward
 

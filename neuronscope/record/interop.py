@@ -1,4 +1,6 @@
-"""Importing OpenAI automated-interpretability ``NeuronRecord`` JSON into RECORDS / STATS tables.
+"""OpenAI automated-interpretability formats <-> RECORDS / STATS tables.
+
+Imports ``NeuronRecord`` JSON and the neuron-puzzle JSON; exports ``NeuronRecord`` JSON.
 
 The format (``neuron_explainer.activations.activations.NeuronRecord``, serialized by their
 FastDataclass, which may add a ``"dataclass_name"`` key to every object):
@@ -12,6 +14,18 @@ ids, so ``window_id`` is the record's index within the neuron's file (unique per
 corpus position) and ``token_ids`` is empty. In the stats, ``min`` is NaN (not recorded),
 ``max`` is the largest top activation, ``quantiles`` are the quantile boundaries with empty
 ``quantile_levels`` (the levels are not recorded), and ``n_tokens`` is -1 (unknown).
+
+Neuron puzzles (their ``explanations/puzzles.json``: ``{name: {name, explanation, sentences,
+false_explanations}}``, a sentence being a list of tokens, each a string (activation 0) or a
+``[token, activation]`` pair) import as layer 0, neuron = the puzzle's index in the file; every
+sentence is a "top" record (``window_id`` = its index in the puzzle, rank by max activation,
+ties in file order); stats are over the puzzle's tokens. Names and (false) explanations go to
+``puzzles.json`` in the run: ``{neuron: {name, explanation, false_explanations}}``.
+
+Export: one neuron's RECORDS (+ STATS) rows -> a ``NeuronRecord`` dict that the importer reads
+back to the same rows, except what the format cannot hold: ``window_id`` (becomes the record's
+index), ``token_ids``, a top record's ``max_pos`` / ``max_act`` when it is not its window's
+maximum, and the stats' ``min``, ``quantile_levels`` and ``n_tokens``.
 """
 
 from __future__ import annotations
@@ -81,18 +95,12 @@ def _num(x) -> float:
     return math.nan if x is None else float(x)
 
 
-def import_openai(src: str, store) -> dict:
-    """Import every ``*.json`` NeuronRecord under ``src`` (a file or folder, e.g. their
-    ``neurons/<layer>/<neuron>.json`` layout) into ``store`` with the record stage's keys."""
+def _write(store, tables: list[tuple[pa.Table, pa.Table]]) -> int:
+    """Write (records, stats) pairs under the record stage's keys, grouped into its shards."""
     from .pipeline import SHARD_NEURONS, records_key, stats_key
 
-    root = Path(src)
-    files = sorted(root.rglob("*.json")) if root.is_dir() else [root]
-    if not files or not files[0].is_file():
-        raise CorpusError(f"no NeuronRecord JSON files at {src!r}")
     parts: dict[tuple[int, int], tuple[list, list]] = {}
-    for f in files:
-        rec, st = neuron_record_tables(f.read_bytes(), where=str(f))
+    for rec, st in tables:
         layer, neuron = st["layer"][0].as_py(), st["neuron"][0].as_py()
         recs, stats = parts.setdefault((layer, neuron // SHARD_NEURONS), ([], []))
         recs.append(rec)
@@ -100,4 +108,137 @@ def import_openai(src: str, store) -> dict:
     for (layer, shard), (recs, stats) in sorted(parts.items()):
         store.write_parquet(records_key(layer, shard), pa.concat_tables(recs).sort_by([("neuron", "ascending")]))
         store.write_parquet(stats_key(layer, shard), pa.concat_tables(stats).sort_by([("neuron", "ascending")]))
-    return {"neurons": len(files), "parts": len(parts)}
+    return len(parts)
+
+
+def import_openai(src: str, store) -> dict:
+    """Import every ``*.json`` NeuronRecord under ``src`` (a file or folder, e.g. their
+    ``neurons/<layer>/<neuron>.json`` layout) into ``store`` with the record stage's keys."""
+    root = Path(src)
+    files = sorted(root.rglob("*.json")) if root.is_dir() else [root]
+    if not files or not files[0].is_file():
+        raise CorpusError(f"no NeuronRecord JSON files at {src!r}")
+    tables = [neuron_record_tables(f.read_bytes(), where=str(f)) for f in files]
+    return {"neurons": len(files), "parts": _write(store, tables)}
+
+
+# --- neuron puzzles -------------------------------------------------------------------------
+
+
+def _puzzle_sentence(sentence, where: str) -> tuple[list[str], list[float]]:
+    tokens, acts = [], []
+    for t in sentence if isinstance(sentence, list) else [None]:
+        if isinstance(t, str):
+            tokens.append(t)
+            acts.append(0.0)
+        elif isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) and isinstance(t[1], (int, float)):
+            tokens.append(t[0])
+            acts.append(float(t[1]))
+        else:
+            raise CorpusError(f"{where}: a sentence token is {t!r}, not a string or a [token, activation] pair")
+    return tokens, acts
+
+
+def puzzle_tables(puzzle: dict, neuron: int, where: str = "puzzle") -> tuple[pa.Table, pa.Table]:
+    """(RECORDS rows, one STATS row) of one neuron puzzle, recorded as layer 0, ``neuron``."""
+    if not isinstance(puzzle, dict) or not isinstance(puzzle.get("sentences"), list) or not puzzle["sentences"]:
+        raise CorpusError(f"{where}: not a neuron puzzle (no list of sentences)")
+    sentences = [_puzzle_sentence(s, where) for s in puzzle["sentences"]]
+    if not all(tokens for tokens, _ in sentences):
+        raise CorpusError(f"{where}: a sentence has no tokens")
+    peaks = [max(acts) for _, acts in sentences]
+    order = sorted(range(len(sentences)), key=lambda i: -peaks[i])  # stable: ties stay in file order
+    acts = [np.asarray(sentences[i][1], np.float32) for i in order]
+    records = pa.table({
+        "layer": np.zeros(len(order), np.int32),
+        "neuron": np.full(len(order), neuron, np.int32),
+        "kind": ["top"] * len(order),
+        "rank": np.arange(len(order), dtype=np.int32),
+        "window_id": np.asarray(order, np.int64),
+        "tokens": [sentences[i][0] for i in order],
+        "token_ids": [[] for _ in order],
+        "activations": acts,
+        "max_pos": np.asarray([int(a.argmax()) for a in acts], np.int32),
+        "max_act": np.asarray([a.max() for a in acts], np.float32),
+    })
+    every = np.concatenate(acts).astype(np.float64)
+    stats = pa.table({
+        "layer": [0], "neuron": [neuron], "mean": [every.mean()], "std": [every.std()],
+        "min": [every.min()], "max": [every.max()], "quantile_levels": [[]], "quantiles": [[]],
+        "n_tokens": [len(every)],
+    })
+    return conform(records, RECORDS), conform(stats, STATS)
+
+
+def import_puzzles(src: str, store) -> dict:
+    """Import a neuron-puzzle JSON file (``{name: puzzle}``) into ``store``; see the module doc."""
+    try:
+        data = json.loads(Path(src).read_bytes())
+    except OSError as e:
+        raise CorpusError(f"cannot read puzzle file {src!r}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorpusError(f"puzzle file {src!r} is not JSON: {e}") from None
+    if not isinstance(data, dict) or not data:
+        raise CorpusError(f"puzzle file {src!r} is not a JSON object of puzzles by name")
+    tables, index = [], {}
+    for neuron, (key, puzzle) in enumerate(data.items()):
+        tables.append(puzzle_tables(puzzle, neuron, where=f"{src}: puzzle {key!r}"))
+        index[str(neuron)] = {"name": puzzle.get("name", key), "explanation": puzzle.get("explanation"),
+                              "false_explanations": list(puzzle.get("false_explanations") or [])}
+    parts = _write(store, tables)
+    store.write_json("puzzles.json", index)
+    return {"neurons": len(tables), "parts": parts}
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def _finite(x) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _activation_records(rows) -> list[dict]:
+    return [{"dataclass_name": "ActivationRecord", "tokens": list(r["tokens"]),
+             "activations": [float(a) for a in r["activations"]]} for r in rows]
+
+
+def neuron_record_json(records: pa.Table, stats: pa.Table | None = None) -> dict:
+    """One neuron's RECORDS rows (+ its STATS row) as a ``NeuronRecord`` dict (see the module doc)."""
+    rows = records.to_pylist()
+    ids = {(r["layer"], r["neuron"]) for r in rows}
+    if len(ids) != 1:
+        raise ValueError(f"expected the records of one neuron, got {len(ids)} (layer, neuron) pairs")
+    (layer, neuron), = ids
+    by_kind: dict[str, list] = {}
+    for r in sorted(rows, key=lambda r: r["rank"]):
+        by_kind.setdefault(r["kind"], []).append(r)
+    quantiles = sorted((k for k in by_kind if k.startswith("quantile_")), key=lambda k: int(k.split("_")[1]))
+    st = stats.to_pylist()[0] if stats is not None and len(stats) else {}
+    std = _finite(st.get("std"))
+    return {
+        "dataclass_name": "NeuronRecord",
+        "neuron_id": {"dataclass_name": "NeuronId", "layer_index": layer, "neuron_index": neuron},
+        "random_sample": _activation_records(by_kind.get("random", [])),
+        "random_sample_by_quantile": [_activation_records(by_kind[k]) for k in quantiles] or None,
+        "quantile_boundaries": [float(q) for q in st.get("quantiles") or []] or None,
+        "mean": _finite(st.get("mean")),
+        "variance": None if std is None else std * std,
+        "skewness": None,
+        "kurtosis": None,
+        "most_positive_activation_records": _activation_records(by_kind.get("top", [])),
+    }
+
+
+def export_neuron(run: str, layer: int, neuron: int) -> dict:
+    """The ``NeuronRecord`` dict of one neuron of a run's records."""
+    from ..errors import NeuronScopeError
+    from ..show import _neuron_rows
+    from ..store import Store
+
+    store = Store.open(run)
+    records = _neuron_rows(store, "records/", layer, neuron)
+    if records is None or records.empty:
+        raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
+    stats = _neuron_rows(store, "stats/", layer, neuron)
+    as_table = lambda df, schema: conform(pa.Table.from_pandas(df, preserve_index=False), schema)  # noqa: E731
+    return neuron_record_json(as_table(records, RECORDS), None if stats is None else as_table(stats, STATS))

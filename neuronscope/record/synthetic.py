@@ -1,0 +1,105 @@
+"""Planted neurons: RECORDS over real corpus windows whose activation rule is known.
+
+A planted neuron fires on every token of one or more *concepts* (word sets, e.g. royal titles ∪
+weapons). Its top exemplars are windows that contain exactly one concept of the whole concept
+table, balanced over the neuron's concepts, so each top exemplar has one true semantic mode; its
+random exemplars are uniform corpus windows with the same activation rule. This is the ground
+truth that the explain stage's mode finding is measured against (and a records dataset like any
+other: ``neuronscope explain`` reads it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import CorpusError
+from ..schema import RECORDS, conform
+
+# Concepts whose words are common in the bundled Shakespeare corpus and are single tokens.
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    "royal titles": ("king", "queen", "prince", "princess", "duke", "emperor", "crown"),
+    "family members": ("father", "mother", "brother", "sister", "daughter", "uncle", "wife", "husband"),
+    "body parts": ("hand", "hands", "eye", "eyes", "head", "face", "tongue", "arm", "cheek", "lips"),
+    "number words": ("two", "three", "four", "five", "six", "seven", "ten", "twenty", "hundred", "thousand"),
+    "animals": ("horse", "horses", "dog", "dogs", "lion", "wolf", "fox", "bird", "birds", "serpent"),
+    "weapons": ("sword", "swords", "dagger", "spear", "shield", "armour", "arrow"),
+    "colours": ("red", "white", "black", "green", "pale", "purple", "golden"),
+    "place names": ("england", "france", "rome", "venice", "london", "scotland", "italy", "egypt", "wales"),
+}
+
+
+@dataclass(frozen=True)
+class Planted:
+    """One planted neuron's records and its truth: the concept of each top exemplar."""
+
+    neuron: int
+    concepts: tuple[str, ...]
+    table: pa.Table  # RECORDS rows
+    truth: dict[int, str]  # window_id of each top exemplar -> its concept
+
+
+def concept_of_tokens(tokenizer, windows: np.ndarray, concepts: dict[str, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """(concept index of every token of ``windows`` or -1, decoded text of every token).
+
+    A token belongs to a concept when its text, stripped and lower-cased, is one of the concept's
+    words and it is a whole word: no letter joins it to the token before or after ("dog" in
+    "dogged" does not count). The first and last token of a window, whose neighbours are not
+    seen, never count."""
+    index = {w: c for c, words in enumerate(concepts.values()) for w in words}
+    ids, inv = np.unique(windows, return_inverse=True)
+    texts = tokenizer.batch_decode([[int(i)] for i in ids])
+    word = np.array([index.get(t.strip().lower(), -1) for t in texts], dtype=np.int64)[inv].reshape(windows.shape)
+    opens = np.array([not t[:1].isalpha() for t in texts])[inv].reshape(windows.shape)  # starts with a non-letter
+    closes = np.array([not t[-1:].isalpha() for t in texts])[inv].reshape(windows.shape)  # ends with one
+    alone = np.zeros(windows.shape, dtype=bool)
+    alone[:, 1:-1] = (opens[:, 1:-1] | closes[:, :-2]) & opens[:, 2:]
+    pieces = np.array(texts, dtype=object)[inv].reshape(windows.shape)
+    return np.where(alone, word, -1), pieces
+
+
+def plant(windows: np.ndarray, tokenizer, neurons: list[tuple[str, ...]], top_k: int, random_k: int,
+          concepts: dict[str, tuple[str, ...]] = CONCEPTS, layer: int = 0, seed: int = 0) -> list[Planted]:
+    """Planted neurons ``0..len(neurons)-1`` of ``layer`` over ``windows`` ((n, W) token ids).
+
+    Activation: on a token of one of the neuron's concepts, a peak drawn per window from
+    U(0.6, 1.0) (distinct ranks, strongest first); elsewhere, noise |N(0, 0.02)|."""
+    names = list(concepts)
+    unknown = sorted({c for n in neurons for c in n} - set(names))
+    if unknown:
+        raise ValueError(f"unknown concept(s) {unknown}; known: {names}")
+    concept, pieces = concept_of_tokens(tokenizer, windows, concepts)  # (n, W) each
+    present = np.stack([(concept == c).any(axis=1) for c in range(len(names))], axis=1)  # (n, concepts)
+    clean = {c: np.flatnonzero(present[:, c] & (present.sum(axis=1) == 1)) for c in range(len(names))}
+    out = []
+    for neuron, wanted in enumerate(neurons):
+        rng = np.random.default_rng([seed, layer, neuron])
+        cs = [names.index(c) for c in wanted]
+        per = -(-top_k // len(cs))
+        picks = []
+        for c in cs:
+            if len(clean[c]) < per:
+                raise CorpusError(f"only {len(clean[c])} windows hold {names[c]!r} alone; need {per} (a larger corpus)")
+            picks += [(int(w), names[c]) for w in rng.choice(clean[c], per, replace=False)]
+        # interleave the concepts so that the top_k cut keeps them balanced
+        picks = [picks[i * per + j] for j in range(per) for i in range(len(cs))][:top_k]
+        top_ids = np.array([w for w, _ in picks])
+        rest = np.setdiff1d(np.arange(len(windows)), top_ids)
+        rnd_ids = rng.choice(rest, min(random_k, len(rest)), replace=False)
+        hot = np.isin(concept, cs)
+        acts = np.abs(rng.normal(0, 0.02, size=windows.shape)).astype(np.float32)
+        peaks = rng.uniform(0.6, 1.0, size=len(windows)).astype(np.float32)
+        acts = np.where(hot, peaks[:, None], acts)
+        top_ids = top_ids[np.argsort(-peaks[top_ids], kind="stable")]
+        rows = []
+        for kind, wids in (("top", top_ids), ("random", rnd_ids)):
+            for rank, w in enumerate(wids):
+                a = acts[w]
+                rows.append({"layer": layer, "neuron": neuron, "kind": kind, "rank": rank, "window_id": int(w),
+                             "tokens": pieces[w].tolist(), "token_ids": windows[w].astype(np.int32).tolist(),
+                             "activations": a.tolist(), "max_pos": int(a.argmax()), "max_act": float(a.max())})
+        table = conform(pa.Table.from_pylist(rows, schema=RECORDS), RECORDS)
+        out.append(Planted(neuron, tuple(wanted), table, dict(picks)))
+    return out

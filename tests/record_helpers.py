@@ -1,0 +1,86 @@
+"""Shared by the record tests: tiny random-weight models of every supported architecture, a
+small corpus with ties, and brute-force activations to check the recorder against."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuronscope.models import arch
+from neuronscope.record.hooks import capture, load_model
+from neuronscope.record.pipeline import load_windows
+
+# transformers config class and its size arguments, per model_type (2 layers, hidden 32)
+_GATED = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+TINY = {
+    "gpt2": ("GPT2Config", dict(n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=128)),
+    "llama": ("LlamaConfig", _GATED),
+    "mistral": ("MistralConfig", _GATED),
+    "qwen2": ("Qwen2Config", _GATED),
+    "qwen3": ("Qwen3Config", {**_GATED, "head_dim": 8}),
+    "gemma2": ("Gemma2Config", {**_GATED, "head_dim": 8}),
+    "gemma3_text": ("Gemma3TextConfig", {**_GATED, "head_dim": 8}),
+    "phi3": ("Phi3Config", _GATED),
+}
+
+
+def tiny_model(model_type: str, vocab_size: int, **overrides):
+    """A random-weight CausalLM of ``model_type`` built from its transformers config class."""
+    import transformers
+
+    cls_name, kwargs = TINY[model_type]
+    config = getattr(transformers, cls_name)(vocab_size=vocab_size, **{**kwargs, **overrides})
+    assert config.model_type == model_type
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+def save_tiny(model, tokenizer, folder) -> str:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir():
+    from neuronscope.models.bundled import resolve_model
+
+    return resolve_model("bundled:smollm2-135m").path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Varied lines, then one short line repeated: the repeats make identical windows (ties)."""
+    rng = np.random.default_rng(0)
+    words = "the a king queen night day love death sword crown rose thou art fair".split()
+    lines = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(40)]
+    lines += ["O Romeo"] * 60
+    p = tmp_path_factory.mktemp("corpus") / "c.txt"
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def brute(model_dir, cfg):
+    """Every neuron's activation at every token, one window at a time: (windows, {layer: (W, T, N)})."""
+    from transformers import AutoTokenizer
+
+    windows, _ = load_windows(cfg, AutoTokenizer.from_pretrained(model_dir))
+    model, _ = load_model(model_dir)
+    layers = list(range(arch.n_layers(model.config)))
+    neurons = torch.arange(arch.n_neurons(model.config))
+    acts = {layer: [] for layer in layers}
+    with capture(model, layers, neurons) as run:
+        for w in windows:
+            for layer, a in run(torch.as_tensor(w[None], dtype=torch.int64)).items():
+                acts[layer].append(a[0].numpy())
+    return windows, {layer: np.stack(v) for layer, v in acts.items()}
+
+
+def expected_top(a: np.ndarray, k: int):
+    """(window_id, position, value) of the k best tokens of (windows, T) activations, ties by position."""
+    n_win, t = a.shape
+    wid, pos = np.divmod(np.arange(n_win * t), t)
+    order = np.lexsort((pos, wid, -a.reshape(-1)))[:k]
+    return wid[order], pos[order], a.reshape(-1)[order]

@@ -1,0 +1,71 @@
+"""Planted neurons over the real bundled corpus: the ground truth the mode benchmark relies on."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from neuronscope.config import RecordConfig
+from neuronscope.models.bundled import resolve_model
+from neuronscope.record.pipeline import load_windows
+from neuronscope.record.synthetic import CONCEPTS, plant
+from neuronscope.schema import RECORDS
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2-135m").path)
+    windows, _ = load_windows(RecordConfig(window=32, max_tokens=100_000), tok)
+    return windows, tok
+
+
+def test_planted_neurons_fire_on_their_concepts_only(corpus):
+    windows, tok = corpus
+    sets = [("animals",), ("body parts", "royal titles"), ("colours", "family members", "number words")]
+    planted = plant(windows, tok, sets, top_k=12, random_k=5, layer=3)
+    for p, concepts in zip(planted, sets):
+        assert p.table.schema == RECORDS
+        df = p.table.to_pandas()
+        top, rnd = df[df["kind"] == "top"], df[df["kind"] == "random"]
+        assert len(top) == 12 and len(rnd) == 5 and (df["layer"] == 3).all() and (df["neuron"] == p.neuron).all()
+        assert not set(top["window_id"]) & set(rnd["window_id"])
+        # balanced modes, each top exemplar labelled with one of the neuron's concepts
+        assert set(p.truth) == set(top["window_id"])
+        assert Counter(p.truth.values()) == {c: 12 // len(concepts) for c in concepts}
+        assert list(top["rank"]) == list(range(12)) and top["max_act"].is_monotonic_decreasing
+        for r in top.itertuples():
+            words = CONCEPTS[p.truth[r.window_id]]
+            hot = [t for t, a in zip(r.tokens, r.activations) if a >= 0.6]
+            assert hot and all(t.strip().lower() in words for t in hot), (hot, words)
+            assert r.tokens[r.max_pos].strip().lower() in words
+            assert list(r.token_ids) == windows[r.window_id].tolist()
+            assert "".join(r.tokens) == tok.decode(windows[r.window_id])
+        assert (rnd["max_act"] < 1.0).all()
+
+
+def test_planting_is_deterministic_and_checks_its_input(corpus):
+    windows, tok = corpus
+    a = plant(windows, tok, [("weapons", "animals")], top_k=6, random_k=3)
+    b = plant(windows, tok, [("weapons", "animals")], top_k=6, random_k=3)
+    assert a[0].table.equals(b[0].table) and a[0].truth == b[0].truth
+    with pytest.raises(ValueError, match="unknown concept.*'dragons'"):
+        plant(windows, tok, [("dragons",)], top_k=4, random_k=0)
+    with pytest.raises(Exception, match="'weapons' alone; need 500"):
+        plant(windows, tok, [("weapons",)], top_k=500, random_k=0)
+    assert np.isfinite(a[0].table.column("max_act").to_numpy()).all()
+
+
+def test_only_whole_words_count(corpus):
+    from neuronscope.record.synthetic import concept_of_tokens
+
+    _, tok = corpus
+    text = "So the dog dogged the dogs, and a barrow; by his sword. Horse"
+    ids = np.array([tok.encode(text)])
+    concept, pieces = concept_of_tokens(tok, ids, CONCEPTS)
+    hits = [(p.strip(), list(CONCEPTS)[c]) for p, c in zip(pieces[0], concept[0]) if c >= 0]
+    # "dogged" and "barrow" hold concept words only as pieces; the window's last token is never judged
+    assert hits == [("dog", "animals"), ("dogs", "animals"), ("sword", "weapons")]
