@@ -86,8 +86,14 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
     port, dash = _free_port(), _free_port()
     tmp_ray = Path("/tmp") / f"nsray{port}"  # Ray's socket paths must stay short
+    # Every listening port is a free one: the agents' defaults (e.g. 52365) are taken by any other
+    # Ray on the machine, such as the test session's own.
+    agent_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port")]
     start = [str(bindir / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-             "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={tmp_ray}", "--disable-usage-stats"]
+             "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={tmp_ray}", "--disable-usage-stats",
+             *agent_ports]
     # --block keeps the head in this process tree, so stopping it never touches another Ray on the machine.
     head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
