@@ -64,6 +64,8 @@ class ExplainConfig(_Strict):
     max_modes: int = Field(3, ge=1)
     refine_rounds: int = Field(1, ge=0)
     embedder: str = BUNDLED_EMBEDDER
+    clustering: Literal["components", "activation"] = Field(
+        "components", description="modes from the agents' components (the paper) or from the activating words")
     max_in_flight: int = Field(4, ge=1)
     max_parse_retries: int = Field(2, ge=0)
 

@@ -12,6 +12,7 @@ from neuronscope.explain.parse import ParseError, components, explanation
     ("Features:\n* Month name.\n\n- date", ["Month name", "date"]),
     ("- month name\n- Month Name", ["month name"]),  # duplicates folded
     ("  • capitalized proper noun  ", ["capitalized proper noun"]),
+    ("- weapon\n- " + " ".join(["word"] * 9), ["weapon"]),  # an over-long feature beside good ones is dropped
 ])
 def test_components_good(answer, expected):
     assert components(answer) == expected
@@ -41,6 +42,7 @@ def test_components_malformed(answer, reason):
     ("EXPLANATION: May", "May"),
     ("Explanation: the word <<May>>", "the word May"),
     ("Explanation: month (10), fruit (9)", "month, fruit"),  # our marks copied from the prompt are removed
+    ("Explanation: <text>swords</text> and spears", "swords and spears"),
 ])
 def test_explanation_good(answer, expected):
     assert explanation(answer) == expected

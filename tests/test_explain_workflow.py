@@ -175,3 +175,17 @@ def test_simulations_are_memoised_within_a_neuron():
     again = sim([("words", top[:1]), ("month names", top[:2]), ("month names", top[2:3])])
     assert ledger.total().calls == 4, "3 prompts, then only the 1 new one"
     assert again[0] is first[1] and again[1] is first[0]
+
+
+def test_the_configured_clustering_decides_the_modes():
+    """Both variants are always in the transcript; ExplainConfig.clustering picks the one used."""
+    class WordEmbedder:  # the activating words are month names: one group, one mode
+        def encode(self, texts, **_):
+            return np.array([[1.0, 0.0] if any(m in t for m in MONTHS) else [0.0, 1.0] for t in texts])
+
+    df = records(SENTENCES, MONTHS, randoms=RANDOMS)
+    for variant in ("components", "activation"):
+        res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(n_explain=6, n_heldout_top=3, clustering=variant),
+                             embedder=WordEmbedder())
+        used = [t["variant"] for t in res.transcript if t["agent"] == "cluster" and t["used"]]
+        assert used == [variant] and res.rows[0]["status"] == "ok"

@@ -13,8 +13,8 @@ class ParseError(ValueError):
 MAX_COMPONENTS = 6
 _BULLET = re.compile(r"^\s*[-*•]\s+(.*\S)\s*$")
 _EXPLANATION = re.compile(r"^\s*explanation\s*:\s*(.*?)\s*$", re.I)
-# Our own prompt markup echoed back: <<mark>> brackets and "(10)"-style activation levels.
-_ECHOES = re.compile(r"<<|>>|\s*\(\d{1,2}\)")
+# Our own prompt markup echoed back: <<mark>> brackets, <text> fences, "(10)"-style levels.
+_ECHOES = re.compile(r"<<|>>|</?text>|\s*\(\d{1,2}\)")
 
 
 _QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”"}
@@ -40,15 +40,18 @@ def components(answer: str, truncated: bool = False) -> list[str]:
     if not lines:
         raise ParseError("the answer has no '- ' lines")
     items: list[str] = []
+    too_long = []
     for ln in lines:
         m = _BULLET.match(ln)
         if not m:
             raise ParseError(f"line {ln.strip()[:60]!r} does not start with '- '")
         item = _clean(m.group(1))
-        if not item or len(item.split()) > 8:
-            raise ParseError(f"feature {item[:60]!r} must be 1 to 8 words")
-        if item.lower() not in (i.lower() for i in items):
+        if len(item.split()) > 8:
+            too_long.append(item)  # an over-long feature is not one: dropped, if others are well formed
+        elif item and item.lower() not in (i.lower() for i in items):
             items.append(item)
+    if too_long and not items:
+        raise ParseError(f"feature {too_long[0][:60]!r} must be 1 to 8 words")
     if len(items) > MAX_COMPONENTS:
         raise ParseError(f"{len(items)} features; give at most {MAX_COMPONENTS}")
     return items

@@ -171,15 +171,16 @@ def _row(layer: int, neuron: int, **kw) -> dict:
 
 
 def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, llm, cfg: ExplainConfig,
-                   embedder=None, clustering: str = "components",
+                   embedder=None, clustering: str | None = None,
                    min_silhouette: float = cluster.MIN_SILHOUETTE, cache=None) -> NeuronResult:
     """Explain one neuron from its RECORDS rows; any failure becomes one 'failed' row with the reason.
 
     ``embedder`` is anything with sentence-transformers' ``encode``; default: ``cfg.embedder``,
-    loaded once per process. ``clustering`` is "components" (NeuronScope) or "activation" (the
+    loaded once per process. ``clustering`` (default ``cfg.clustering``) is "components" (NeuronScope) or "activation" (the
     activation-guided variant); the other one is always computed too and reported in the transcript.
     ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``).
     """
+    clustering = clustering or cfg.clustering
     if clustering not in ("components", "activation"):
         raise ValueError(f"clustering must be 'components' or 'activation', got {clustering!r}")
     ledger, transcript = Ledger(), []
