@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -126,8 +127,6 @@ def q2(cfg, run: str, llm, progress, n_per: int, tokens: int) -> dict:
     sets = _planted_sets(n_per)
     planted = plant(windows, tok, sets, top_k=12 + 3 + 2, random_k=8)
     store = Store.open(run)
-    import pyarrow as pa
-
     store.write_parquet(records_key(0, 0), pa.concat_tables([p.table for p in planted]))
     ecfg = ExplainConfig(**{**cfg.explain.model_dump(), **Q2_EXPLAIN})
     explain_run(store, store, llm, ecfg, progress=progress)
