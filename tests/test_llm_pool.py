@@ -33,8 +33,10 @@ def _stand_in(ray, delay: float = 0.0, restart_delay: float = 0.0):
             if os.path.exists(marker):
                 time.sleep(restart_delay)
             open(marker, "w").close()
+            self.marker = marker
 
         def chat(self, conversations, params):
+            open(self.marker + ".busy", "w").close()  # the call is in progress: the test may strike now
             time.sleep(delay)
             return [Completion(f"{os.getpid()}", 1, 1) for _ in conversations]
 
@@ -63,15 +65,25 @@ def test_pool_skips_a_dead_replica_and_fails_clearly_when_none_is_left(ray_local
 
 
 def test_batch_in_flight_on_a_dying_replica_moves_to_another(ray_local, tmp_path):
-    cls = _stand_in(ray_local, delay=3.0, restart_delay=60.0)
-    victim, other = cls.remote(str(tmp_path / "a")), cls.remote(str(tmp_path / "b"))
-    other_pid = ray_local.get(other.chat.remote(CONV, GenParams()))[0].text
-    ray_local.get(victim.chat.remote(CONV, GenParams()))
-    killer = threading.Timer(1.0, lambda: ray_local.kill(victim, no_restart=False))
+    victim = _stand_in(ray_local, delay=60.0, restart_delay=60.0).remote(str(tmp_path / "a"))
+    other = _stand_in(ray_local).remote(str(tmp_path / "b"))
+    other_pid = ray_local.get(other.chat.remote(CONV, GenParams()), timeout=120)[0].text
+    busy = tmp_path / "a.busy"
+
+    def kill_once_busy():
+        deadline = time.monotonic() + 120
+        while not busy.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ray_local.kill(victim, no_restart=False)
+
+    killer = threading.Thread(target=kill_once_busy)
     killer.start()
     t0 = time.time()
-    (ans,) = _pool([victim, other]).chat(CONV, GenParams())
-    assert ans.text == other_pid and time.time() - t0 < 30  # not after the victim's 60 s restart
+    (ans,) = _pool([victim, other], timeout_s=300).chat(CONV, GenParams())
+    killer.join()
+    assert busy.exists()  # the victim had the batch when it died
+    # the other replica answered, long before the victim's 60 s restart or its 60 s answer
+    assert ans.text == other_pid and time.time() - t0 < 50
     ray_local.kill(victim, no_restart=True)
 
 
@@ -87,11 +99,24 @@ def test_a_replica_that_never_answers_is_a_timeout_error_not_a_hang(ray_local, t
 # --- the real engine -------------------------------------------------------------------------
 
 CONVS = [[{"role": "user", "content": f"Write a short poem about the letter {c}."}] for c in "ABCDEF"]
-LONG = GenParams(max_tokens=96)
+# ignore_eos: no request can end early, so the batch is surely in flight for its whole length
+# (128 decoding steps: seconds on any machine) once the engine holds all of it.
+LONG = GenParams(max_tokens=128, ignore_eos=True)
 
 
 def _engine_pid(pool: VLLMPool) -> int:
     return pool.stats()[0]["pid"]
+
+
+def _wait_until_running(pool: VLLMPool, n: int, timeout: float = 120.0) -> dict:
+    """The engine's stats once it is working on ``n`` requests (polled, not guessed by a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = pool.stats()[0]
+        if stats["running"] >= n:
+            return stats
+        assert time.monotonic() < deadline, f"the engine never held {n} requests at once: {stats}"
+        time.sleep(0.01)
 
 
 def _answer_while(pool: VLLMPool, kill) -> list[Completion]:
@@ -100,8 +125,8 @@ def _answer_while(pool: VLLMPool, kill) -> list[Completion]:
     worker = threading.Thread(target=lambda: result.update(out=pool.chat(CONVS, LONG)))
     served = pool.stats()[0]["requests"]
     worker.start()
-    time.sleep(1.5)
-    assert worker.is_alive() and pool.stats()[0]["requests"] == served  # still generating
+    stats = _wait_until_running(pool, len(CONVS))
+    assert worker.is_alive() and stats["requests"] == served  # the whole batch is still generating
     kill()
     worker.join(timeout=600)
     assert not worker.is_alive(), "the pool hung after its engine died"

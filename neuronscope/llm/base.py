@@ -29,6 +29,7 @@ class GenParams:
     max_tokens: int = 256
     temperature: float = 0.0
     seed: int = 0
+    ignore_eos: bool = False  # generate exactly max_tokens (vLLM's extension; load tests need it)
 
 
 class LLM(Protocol):

@@ -70,6 +70,8 @@ class OpenAIClient:
         def one(messages):
             body = {"model": self.cfg.model, "messages": messages, "max_tokens": params.max_tokens,
                     "temperature": params.temperature, "seed": params.seed}
+            if params.ignore_eos:
+                body["ignore_eos"] = True  # vLLM's extension; other servers may reject it
             if messages and messages[-1]["role"] == "assistant":
                 body.update(continuation_flags(messages))  # vLLM's extension for answer prefill
             r = self._post("/chat/completions", body)

@@ -65,6 +65,7 @@ class VLLMEngineActor:
             )
         )
         self.served = {"requests": 0, "prompt_tokens": 0, "output_tokens": 0}
+        self.running = 0  # requests handed to the engine and not finished
 
     async def warmup(self) -> str:
         """One tiny request of each kind: the first prompt-logprob call pays a one-off ~10 s setup."""
@@ -74,8 +75,9 @@ class VLLMEngineActor:
         return "ok"
 
     async def stats(self) -> dict:
-        """Requests and tokens this engine has served since it (re)started, warm-up included."""
-        return {**self.served, "pid": os.getpid()}
+        """Requests and tokens this engine has served since it (re)started, warm-up included, and
+        the requests it is working on now."""
+        return {**self.served, "running": self.running, "pid": os.getpid()}
 
     async def reset_prefix_cache(self) -> bool:
         """Drop cached prefixes, so a benchmark replay starts as cold as the run it replays."""
@@ -85,6 +87,7 @@ class VLLMEngineActor:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         final = None
+        self.running += 1
         try:
             async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, sp, f"r{next(_SEQ)}-{uuid.uuid4().hex[:8]}"):
                 final = out
@@ -92,6 +95,8 @@ class VLLMEngineActor:
             # The engine's core process is gone (e.g. killed for memory) and this actor can never
             # serve again: exit as a crash, so Ray restarts it with a fresh engine and resubmits.
             os._exit(1)
+        finally:
+            self.running -= 1
         self.served["requests"] += 1
         self.served["prompt_tokens"] += len(prompt_ids)
         self.served["output_tokens"] += len(final.outputs[0].token_ids)
@@ -100,7 +105,8 @@ class VLLMEngineActor:
     async def chat(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         from vllm import SamplingParams
 
-        sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed)
+        sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed,
+                            ignore_eos=params.ignore_eos)
         ids = [
             self.tokenizer.apply_chat_template(
                 c, tokenize=True, return_dict=False, **continuation_flags(c)
@@ -120,6 +126,9 @@ class VLLMEngineActor:
 
         # Only ids and values are read: skip decoding ~20 token strings per prompt position, and
         # take vLLM's flat container, which spares the garbage collector millions of objects.
+        # vLLM 0.32 does not read the prefix cache for prompt-logprob requests (cached positions
+        # would have no logprobs): every such prompt recomputes its shared header, which is why the
+        # scorers put all items of one explanation into as few prompts as they can.
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k, detokenize=False, flat_logprobs=True)
         outs = await asyncio.gather(*(self._run(list(p), sp) for p in prompts))
         result = []
