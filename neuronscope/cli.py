@@ -8,7 +8,7 @@ import os
 import sys
 
 from .config import ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
-from .errors import NeuronScopeError
+from .errors import ConfigError, NeuronScopeError
 
 # (section, model, flag prefix)
 SECTIONS = {"record": (RecordConfig, ""), "explain": (ExplainConfig, ""), "llm": (LLMConfig, "llm-")}
@@ -60,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--layer", type=int, required=True)
     show.add_argument("--neuron", type=int, required=True)
 
+    sc = sub.add_parser("score", help="score your own explanation of a neuron, beside a control")
+    sc.add_argument("run", help="run (folder or s3:// URI) holding records/")
+    sc.add_argument("explanation", help="the explanation to score, e.g. 'month names'")
+    sc.add_argument("--layer", type=int, required=True)
+    sc.add_argument("--neuron", type=int, required=True)
+    sc.add_argument("--scorer", help="one scorer (default: every scorer; all but embedding start the LLM)")
+    sc.add_argument("--json", action="store_true", help='print one JSON object {"scores": {...}, "default": ...}')
+    sc.add_argument("--config", help="run.yaml with explain/llm sections; flags override it")
+    _add_flags(sc, "llm")
+
     imp = sub.add_parser("import", help="records from OpenAI NeuronRecord JSON or their neuron puzzles")
     imp.add_argument("src", help="a NeuronRecord .json file or a folder of them; or a puzzles .json file")
     imp.add_argument("--format", choices=["openai", "puzzles"], default="openai")
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             from .show import show_neuron
 
             print(show_neuron(args.run, args.layer, args.neuron))
+        elif args.command == "score":
+            _score(args, progress)
         elif args.command == "import":
             from .record import interop
             from .store import Store
@@ -125,6 +137,33 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _score(args: argparse.Namespace, progress) -> None:
+    import json
+
+    from . import pipeline
+    from .hypothesis import render, score_hypothesis
+    from .scoring import LLM_SCORERS, SCORERS
+
+    if args.scorer is not None and args.scorer not in SCORERS:
+        raise ConfigError(f"unknown scorer {args.scorer!r}; known: {', '.join(SCORERS)}")
+    cfg = _config(args)
+    names = [args.scorer] if args.scorer else list(SCORERS)
+    llm = None
+    if any(n in LLM_SCORERS for n in names):
+        pipeline.ensure_ray()
+        llm = pipeline.start_llm(cfg, progress)
+    result = score_hypothesis(args.run, args.layer, args.neuron, args.explanation, names, cfg, llm=llm)
+    if args.json:
+        def finite(x):  # strict JSON: an unscorable set is null, not NaN
+            return x if x == x else None
+
+        print(json.dumps({"scores": {k: {"score": finite(v["score"]), "control": finite(v["control"])}
+                                     for k, v in result["scores"].items()},
+                          "default": result["default"]}))
+    else:
+        print(render(result, args.explanation))
 
 
 def job(command: str) -> None:

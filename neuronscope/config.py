@@ -66,6 +66,11 @@ class ExplainConfig(_Strict):
     embedder: str = BUNDLED_EMBEDDER
     clustering: Literal["components", "activation"] = Field(
         "components", description="modes from the agents' components (the paper) or from the activating words")
+    scorer: Literal["embedding", "simulation", "detection", "fuzzing"] = Field(
+        "embedding", description="the judge of every workflow decision and reported score: embedding "
+        "(explanation vs context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), "
+        "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are always stored too")
+    self_check: bool = Field(True, description="check the scorer on built-in planted concepts before explaining")
     max_in_flight: int = Field(4, ge=1)
     max_parse_retries: int = Field(2, ge=0)
 

@@ -76,3 +76,10 @@ def end_stage(store: Store, stage: str, status: str, summary: dict | None = None
     if error:
         entry["error"] = error
     store.write_json(MANIFEST, m)
+
+
+def note_stage(store: Store, stage: str, key: str, value) -> None:
+    """Record ``value`` under ``key`` in a running stage's entry (e.g. its scorer self-check)."""
+    m = load(store)
+    m["stages"].setdefault(stage, {})[key] = value
+    store.write_json(MANIFEST, m)

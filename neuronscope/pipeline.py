@@ -81,7 +81,30 @@ def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=
         llm = start_llm(cfg, progress)
     inputs = {"records": src.uri, "llm_model": cfg.llm.model}
     config = {"explain": cfg.explain.model_dump(), "llm": cfg.llm.model_dump()}
-    return _staged(store, "explain", inputs, config, lambda: explain_run(src, store, llm, cfg.explain, None, progress))
+
+    def work() -> dict:
+        check = self_check(cfg, llm, progress) if cfg.explain.self_check else None
+        if check is not None:
+            manifest.note_stage(store, "explain", "self_check", check.as_dict())
+        summary = explain_run(src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed)
+        return {**summary, "self_check": check.as_dict() if check else None}
+
+    return _staged(store, "explain", inputs, config, work)
+
+
+def self_check(cfg: RunConfig, llm, progress: Progress):
+    """The configured scorer on the built-in calibration set; warns when it cannot discriminate."""
+    from .explain.cluster import get_embedder
+    from .llm.base import Ledger, Metered
+    from .scoring import make_scorer
+    from .scoring.calibration import self_check as check
+
+    embedder = get_embedder(cfg.explain.embedder) if cfg.explain.scorer == "embedding" else None
+    result = check(make_scorer(cfg.explain.scorer, llm=Metered(llm, Ledger()), embedder=embedder))
+    progress(result.line() + f" [{result.seconds:.1f}s]")
+    if not result.passed:
+        print(f"WARNING: {result.line()}", file=sys.stderr, flush=True)
+    return result
 
 
 def start_llm(cfg: RunConfig, progress: Progress):
@@ -95,25 +118,42 @@ def start_llm(cfg: RunConfig, progress: Progress):
 
 
 def _fmt(x) -> str:
-    return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.3f}"
+    return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.2f}"
+
+
+def _pair(score, control) -> str:
+    """'0.91 vs 0.48': a score beside its control, never alone."""
+    return f"{_fmt(score)} vs {_fmt(control)}"
+
+
+def _judge_line(store: Store, scorer: str) -> str:
+    check = (manifest.load(store)["stages"].get("explain") or {}).get("self_check")
+    if not check:
+        return f"scorer: {scorer} (no self-check ran: its scores are uncalibrated)"
+    verdict = "passed" if check["passed"] else "FAILED: scores uncalibrated"
+    return f"scorer: {scorer}, self-check {verdict} (right name over wrong on {check['discrimination']:.0%} of pairs)"
 
 
 def summary_table(store: Store) -> str:
-    """One line per neuron: layer, neuron, modes, baseline and NeuronScope scores."""
+    """One line per neuron: modes, then each method's score beside the control's, under the
+    decision scorer and under the simulation scorer."""
     df = store.read_parquet("explanations/").to_pandas()
-    lines = ["layer  neuron  modes  baseline  neuronscope  status"]
-    for (layer, neuron), g in df.sort_values(["layer", "neuron", "mode"]).groupby(["layer", "neuron"]):
-        r = g.iloc[0]
-        modes = int(r["n_modes"]) if r["status"] == "ok" else 0
-        lines.append(
-            f"{layer:5d}  {neuron:6d}  {modes:5d}  {_fmt(r['baseline_score'])}    {_fmt(r['score'])}      {r['status']}"
-        )
-    ok = df[df["status"] == "ok"].drop_duplicates(["layer", "neuron"])
+    per = df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
+    scorer = next((x for x in per["scorer"] if x), "?")
+    lines = [_judge_line(store, scorer),
+             f"{'':20}{scorer + ' (score vs control)':^34}  {'simulation r (score vs control)':^34}",
+             "layer  neuron  modes  single-pass    neuronscope       single-pass    neuronscope       status"]
+    for r in per.itertuples(index=False):
+        modes = int(r.n_modes) if r.status == "ok" else 0
+        lines.append(f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {_pair(r.baseline_score, r.control_score)}  "
+                     f"{_pair(r.score, r.control_score)}  {_pair(r.sim_baseline_score, r.sim_control_score)}  "
+                     f"{_pair(r.sim_score, r.sim_control_score)}  {r.status}")
+    ok = per[per["status"] == "ok"]
     if len(ok):
-        lines.append(
-            f"mean over {len(ok)} neurons: baseline {ok['baseline_score'].mean():.3f}, "
-            f"neuronscope {ok['score'].mean():.3f}"
-        )
+        m = ok[["baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score"]].mean()
+        lines.append(f"mean over {len(ok)} neurons: {scorer} single-pass {_fmt(m.baseline_score)}, neuronscope "
+                     f"{_fmt(m.score)}, control {_fmt(m.control_score)}; simulation single-pass "
+                     f"{_fmt(m.sim_baseline_score)}, neuronscope {_fmt(m.sim_score)}, control {_fmt(m.sim_control_score)}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 # One row per (layer, neuron, exemplar). ``kind`` is "top" or "random"; ``rank`` orders the
 # exemplars of one kind (0 = highest activation for "top", sample order for "random").
@@ -52,11 +52,19 @@ EXPLANATIONS = pa.schema(
         ("explanation", pa.string()),
         ("mode_size", pa.int32()),
         ("exemplar_ids", pa.list_(pa.int64())),
+        ("scorer", pa.string()),  # the decision scorer of the four scores below
+        ("calibrated", pa.bool_()),  # it passed the run's self-check; null when none ran
         ("mode_score", pa.float64()),
         ("score", pa.float64()),
         ("coverage", pa.float64()),
         ("baseline_explanation", pa.string()),
         ("baseline_score", pa.float64()),
+        ("control_explanation", pa.string()),  # an unrelated explanation: the scores' control
+        ("control_score", pa.float64()),
+        ("sim_mode_score", pa.float64()),  # the same four under the simulation scorer (Pearson r)
+        ("sim_score", pa.float64()),
+        ("sim_baseline_score", pa.float64()),
+        ("sim_control_score", pa.float64()),
         ("rounds", pa.int32()),
         ("llm_calls", pa.int64()),
         ("llm_tokens_in", pa.int64()),

@@ -8,7 +8,8 @@ from .errors import NeuronScopeError
 from .store import Store
 
 
-def _neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
+def neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
+    """One neuron's rows of a stage's table (``None`` when the run has no such table)."""
     if not store.list(prefix):
         return None
     t = store.read_parquet(prefix)
@@ -21,10 +22,31 @@ def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: in
     return text.replace("\n", "⏎")
 
 
+def _vs(score, control) -> str:
+    return f"{score:.3f} vs control {control:.3f}"
+
+
+def _explanation_lines(exp) -> list[str]:
+    """Scores under the run's judge, each beside its control, then the simulation's."""
+    r = exp.iloc[0]
+    judge = r["scorer"] + ("" if r["calibrated"] is None else ", self-check passed" if r["calibrated"]
+                           else ", self-check FAILED: uncalibrated")
+    out = [f"  scorer: {judge}; control explanation: {r['control_explanation']}",
+           f"  baseline    {_vs(r['baseline_score'], r['control_score'])} (simulation r "
+           f"{_vs(r['sim_baseline_score'], r['sim_control_score'])}): {r['baseline_explanation']}",
+           f"  neuronscope {_vs(r['score'], r['control_score'])} (simulation r {_vs(r['sim_score'], r['sim_control_score'])}), "
+           f"{int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:"]
+    for _, m in exp.iterrows():
+        if m["mode"] >= 0:
+            out.append(f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, simulation r {m['sim_mode_score']:.3f}, "
+                       f"{int(m['mode_size'])} exemplars): {m['explanation']}")
+    return out
+
+
 def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5) -> str:
     store = Store.open(run)
-    rec = _neuron_rows(store, "records/", layer, neuron)
-    exp = _neuron_rows(store, "explanations/", layer, neuron)
+    rec = neuron_rows(store, "records/", layer, neuron)
+    exp = neuron_rows(store, "explanations/", layer, neuron)
     if (rec is None or rec.empty) and (exp is None or exp.empty):
         raise NeuronScopeError(f"run {store.uri} has no records or explanations for layer {layer} neuron {neuron}")
     out = [f"layer {layer} neuron {neuron}"]
@@ -34,10 +56,7 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5) -> str:
         if r["status"] != "ok":
             out.append(f"  explain failed: {r['error']}")
         else:
-            out.append(f"  baseline  ({r['baseline_score']:.3f}): {r['baseline_explanation']}")
-            out.append(f"  neuronscope ({r['score']:.3f}), {int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:")
-            for _, m in exp.iterrows():
-                out.append(f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, {int(m['mode_size'])} exemplars): {m['explanation']}")
+            out += _explanation_lines(exp)
     if rec is not None and not rec.empty:
         top = rec[rec["kind"] == "top"].sort_values("rank").head(n_exemplars)
         out.append("  top exemplars (max token in [[ ]]):")

@@ -48,9 +48,16 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
     _check_run(run, 2)
     table = pipeline.summary_table(Store.open(str(run)))
-    assert "baseline" in table and len(table.splitlines()) == 4
+    lines = table.splitlines()
+    assert lines[0].startswith("scorer: embedding, self-check passed") and len(lines) == 3 + 2 + 1
+    assert all(ln.count(" vs ") == 4 for ln in lines[3:5]), "every score beside its control"
     stages = Store.open(str(run)).read_json("manifest.json")["stages"]
     assert stages["record"]["status"] == stages["explain"]["status"] == "done"
+    check = stages["explain"]["self_check"]
+    assert check["scorer"] == "embedding" and check["passed"] and check["discrimination"] >= 0.8
+    expl = pd.read_parquet(run / "explanations")
+    assert (expl["calibrated"] == True).all() and (expl["scorer"] == "embedding").all()  # noqa: E712
+    assert expl[["control_score", "sim_score", "sim_baseline_score", "sim_control_score"]].notna().all().all()
     # A rerun skips every finished neuron and leaves the results as they were.
     before = pd.read_parquet(run / "explanations")
     pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)

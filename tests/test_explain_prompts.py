@@ -33,7 +33,9 @@ def _renders() -> dict[str, str]:
         "single_pass.txt": P.as_text(P.render("single_pass", exemplars=agents._listing(ex, sp.max_act))),
         "refine.txt": P.as_text(P.render("refine", explanation="numbers", misses=agents._cases(miss, sp.max_act),
                                          false_alarms=agents._cases(alarm, sp.max_act))),
-        "simulate.txt": P.raw_text("simulate", explanation="month names") + "\n",
+        "simulate.txt": P.raw_text("simulate", explanation="month names", top=9, mid=4) + "\n",
+        "detection.txt": P.raw_text("detection", explanation="month names") + "\n",
+        "fuzzing.txt": P.raw_text("fuzzing", explanation="month names") + "\n",
     }
 
 
@@ -50,7 +52,7 @@ def test_every_template_has_a_version_and_parses():
     for name in P.VERSIONS:
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
-    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v2+simulate.v1"
+    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v2+simulate.v2"
 
 
 def test_hostile_corpus_text_stays_inside_its_fence():

@@ -9,6 +9,8 @@ import pytest
 
 from neuronscope.explain import simulate as S
 from neuronscope.explain.exemplars import Exemplar
+from neuronscope.scoring import SimulationScorer
+from neuronscope.scoring import metrics as M
 
 
 class CharTokenizer:
@@ -35,6 +37,46 @@ def test_vocab_uses_single_token_numerals_only():
     assert v.slot == ord("u") and v.tab == [9] and v.newline == [10]
 
 
+class WholeNumberTokenizer(CharTokenizer):
+    """'10' is one token (id 1010) here, as in tokenizers that keep whole numbers."""
+
+    def tokenize(self, text):
+        return [1010] if text == "10" else super().tokenize(text)
+
+
+def test_a_digit_splitting_tokenizer_gets_a_0_to_9_scale_read_back_on_0_to_10():
+    """Where '10' is two tokens, a slot can only hold one: the prompt's scale (and its few-shot
+    line) stops at 9, so no predicted 10 is read as a 1; predictions come back on 0-10."""
+    split, whole = S.Vocab.of(CharTokenizer()), S.Vocab.of(WholeNumberTokenizer())
+    assert (split.top, whole.top) == (9, 10) and whole.numerals[1010] == 10
+    head = split.header("month names")
+    assert "(0 to 9)" in head and " 12\t9\n" in head and "10" not in head
+    assert "(0 to 10)" in whole.header("month names") and " 12\t10\n" in whole.header("month names")
+
+    class Top(CharTokenizer):  # the simulator answers the top numeral everywhere
+        def next_token_logprobs(self, agent, prompts, positions, top_k):
+            return [[{ord("9"): 0.0} for _ in pos] for pos in positions]
+
+    (preds,), = S.simulate(Top(), "simulate", [("x", [_ex([0, 1])])], split)
+    assert preds.tolist() == [10.0, 10.0]
+
+
+def test_the_bundled_tokenizer_splits_10_and_gets_the_0_to_9_scale():
+    from transformers import AutoTokenizer
+
+    from neuronscope.models.bundled import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2-135m").path)
+
+    class Bundled:
+        def tokenize(self, text):
+            return tok.encode(text, add_special_tokens=False)
+
+    assert len(Bundled().tokenize("10")) == 2
+    v = S.Vocab.of(Bundled())
+    assert v.top == 9 and sorted(v.numerals.values()) == list(range(10))
+
+
 def test_prompt_slots_are_exactly_where_the_placeholder_is():
     tok = CharTokenizer()
     v = S.Vocab.of(tok)
@@ -48,13 +90,13 @@ def test_prompt_slots_are_exactly_where_the_placeholder_is():
 
 
 def test_pearson_known_values_and_constant_prediction():
-    assert S.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
-    assert S.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert S.pearson([1, 0, 0, 1], [1, 1, 0, 0]) == pytest.approx(0.0)
-    assert S.pearson([0, 1, 2, 3], [0, 1, 0, 3]) == pytest.approx(np.corrcoef([0, 1, 2, 3], [0, 1, 0, 3])[0, 1])
-    assert S.pearson([5, 5, 5], [1, 2, 3]) == 0.0, "constant prediction scores 0, not NaN"
-    assert S.pearson([1, 2, 3], [0, 0, 0]) == 0.0
-    assert S.pearson([], []) == 0.0
+    assert M.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert M.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert M.pearson([1, 0, 0, 1], [1, 1, 0, 0]) == pytest.approx(0.0)
+    assert M.pearson([0, 1, 2, 3], [0, 1, 0, 3]) == pytest.approx(np.corrcoef([0, 1, 2, 3], [0, 1, 0, 3])[0, 1])
+    assert M.pearson([5, 5, 5], [1, 2, 3]) == 0.0, "constant prediction scores 0, not NaN"
+    assert M.pearson([1, 2, 3], [0, 0, 0]) == 0.0
+    assert M.pearson([], []) == 0.0
 
 
 def _ex(acts):
@@ -63,15 +105,19 @@ def _ex(acts):
 
 def test_pooled_score_combine_and_errors():
     exs = [_ex([0, 0, 4]), _ex([0, 2, 0])]
-    a = [np.array([0, 0, 8.0]), np.array([0, 0, 0.0])]  # mode A predicts exemplar 1 only
-    b = [np.array([0, 0, 0.0]), np.array([0, 6, 0.0])]  # mode B predicts exemplar 2 only
-    assert S.score(a, exs) < 1 and S.score(b, exs) < 1
-    both = S.combine([a, b])
-    assert [x.tolist() for x in both] == [[0, 0, 8], [0, 6, 0]]
-    assert S.score(both, exs) > max(S.score(a, exs), S.score(b, exs))
-    misses, alarms = S.errors([np.array([9.0, 0, 0]), np.array([0, 0, 0.0])], exs, max_act=4.0)
+    sc = SimulationScorer(llm=None)
+    items = sc.items(exs, 4.0)
+    a = np.array([0, 0, 8.0, 0, 0, 0])  # mode A predicts exemplar 1 only
+    b = np.array([0, 0, 0.0, 0, 6, 0])  # mode B predicts exemplar 2 only
+    ra, rb = sc.result(a, items), sc.result(b, items)
+    assert ra.score < 1 and rb.score < 1
+    both = sc.combine([a, b])
+    assert both.tolist() == [0, 0, 8, 0, 6, 0]
+    assert sc.result(both, items).score > max(ra.score, rb.score)
+    misses, alarms = sc.result(np.array([9.0, 0, 0, 0, 0, 0]), items).errors()
     assert [(m[0] is exs[0], m[1]) for m in misses] == [(True, 2), (False, 1)]
     assert [(a[0] is exs[0], a[1]) for a in alarms] == [(True, 0)]
+    assert sc.covered(sc.result(both, items)) == [True, True]
 
 
 def test_simulate_batches_all_jobs_in_one_call():
@@ -86,7 +132,9 @@ def test_simulate_batches_all_jobs_in_one_call():
     v = S.Vocab.of(llm)
     out = S.simulate(llm, "simulate", [("x", [_ex([0, 1]), _ex([1, 0, 0])]), ("y", [_ex([2])])], v)
     assert calls == [("simulate", 3, 20)]
-    assert [[p.tolist() for p in job] for job in out] == [[[7, 7], [7, 7, 7]], [[7]]]
+    seven = 7 * 10 / 9  # a 7 on this tokenizer's 0-9 scale, read back on 0-10
+    assert [[len(p) for p in job] for job in out] == [[2, 3], [1]]
+    assert np.concatenate([p for job in out for p in job]) == pytest.approx([seven] * 6)
 
 
 def test_hostile_tokens_cannot_forge_simulator_lines():

@@ -70,8 +70,9 @@ class PlantedEmbedder:
 
 
 def _run(llm=None, **cfg):
+    """The workflow judged by the scripted simulator (its scores are known), unless cfg says."""
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
-    c = ExplainConfig(**{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, **cfg})
+    c = ExplainConfig(**{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, "scorer": "simulation", **cfg})
     return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, embedder=PlantedEmbedder())
 
 
@@ -83,21 +84,29 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v2+explain.v1+refine.v1+simulate.v1+single_pass.v1"
+    assert r["template_version"] == "deconstruct.v2+explain.v1+refine.v1+single_pass.v1+simulate.v2"
+    assert r["scorer"] == "simulation" and r["calibrated"] is None
+    assert (r["sim_score"], r["sim_baseline_score"], r["sim_mode_score"]) == (r["score"], r["baseline_score"], r["mode_score"])
+    # the control: an unrelated explanation, scored on the same held-out exemplars, near 0
+    assert r["control_explanation"] and "month" not in r["control_explanation"]
+    assert r["control_score"] == r["sim_control_score"] and abs(r["control_score"]) < 0.1
     split = next(t for t in res.transcript if t["agent"] == "split")
     assert set(r["exemplar_ids"]) == set(split["explain"]) and not set(split["explain"]) & set(split["heldout"])
     assert not set(split["validation"]) & set(split["heldout"])
     assert r["llm_calls"] == res.ledger.total().calls > 0
     assert r["llm_tokens_in"] > 0 and r["baseline_llm_tokens_in"] > 0
-    assert r["llm_tokens_in"] + r["baseline_llm_tokens_in"] == res.ledger.total().tokens_in
+    control = res.ledger.total(["control"]).tokens_in  # the control's scoring: neither method's cost
+    assert control > 0 and r["llm_tokens_in"] + r["baseline_llm_tokens_in"] + control == res.ledger.total().tokens_in
     agents = {t["agent"] for t in res.transcript}
-    assert {"split", "deconstruct", "cluster", "explain", "single_pass", "simulate", "ledger"} <= agents
+    assert {"split", "deconstruct", "cluster", "explain", "single_pass", "score", "ledger"} <= agents
+    purposes = {t["purpose"] for t in res.transcript if t["agent"] == "score"}
+    assert purposes == {"mode heldout", "combined heldout", "baseline heldout", "control heldout"}
 
 
 def test_single_pass_and_neuronscope_only():
     sp = _run(method="single-pass").rows
     assert len(sp) == 1 and sp[0]["n_modes"] == 0 and math.isnan(sp[0]["score"]) and sp[0]["baseline_score"] > 0.9
-    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v1+simulate.v1"
+    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v1+simulate.v2"
     ns = _run(method="neuronscope").rows
     assert ns[0]["baseline_explanation"] is None and math.isnan(ns[0]["baseline_score"]) and ns[0]["score"] > 0.9
     rows_table(sp + ns)  # both conform
@@ -141,13 +150,13 @@ def test_two_planted_modes_are_found():
                     out[i] = Completion("- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3)
             return out
 
-    class KeywordEmbedder:
+    class ComponentEmbedder:
         def encode(self, texts, **_):
             return np.array([[1.0, 0.0] if "month" in t else [0.0, 1.0] for t in texts])
 
     df = records(SENTENCES, MONTHS, randoms=RANDOMS)
     res = explain_neuron(0, 0, df, TwoConcepts(), ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3),
-                         embedder=KeywordEmbedder())
+                         embedder=ComponentEmbedder())
     assert [r["n_modes"] for r in res.rows] == [2, 2] and [r["mode"] for r in res.rows] == [0, 1]
     assert sum(r["mode_size"] for r in res.rows) == 6
     assert len({x for r in res.rows for x in r["exemplar_ids"]}) == 6
@@ -163,18 +172,57 @@ def test_unusable_records_fail_cleanly(bad):
 
 def test_simulations_are_memoised_within_a_neuron():
     from neuronscope.explain.exemplars import load
-    from neuronscope.explain.simulate import Vocab
-    from neuronscope.explain.workflow import Simulator
+    from neuronscope.explain.workflow import Judge
     from neuronscope.llm.base import Ledger, Metered
+    from neuronscope.scoring import SimulationScorer
 
     top, _ = load(records(SENTENCES, MONTHS))
     ledger = Ledger()
-    llm = Metered(ScriptedLLM(), ledger)
-    sim = Simulator(llm, Vocab.of(llm), "simulate")
-    first = sim([("month names", top[:2]), ("words", top[:1])])
-    again = sim([("words", top[:1]), ("month names", top[:2]), ("month names", top[2:3])])
+    judge = Judge(SimulationScorer(Metered(ScriptedLLM(), ledger)), 5.0)
+    first = judge([("month names", top[:2]), ("words", top[:1])])
+    again = judge([("words", top[:1]), ("month names", top[:2]), ("month names", top[2:3])])
     assert ledger.total().calls == 4, "3 prompts, then only the 1 new one"
     assert again[0] is first[1] and again[1] is first[0]
+
+
+class KeywordEmbedder:
+    """Texts naming months, or holding one, point one way; other contexts (long texts) another;
+    other explanations (short texts) a third, as far from both."""
+
+    def encode(self, texts, **_):
+        def vec(t):
+            return [1.0, 0, 0] if any(m in t for m in MONTHS) or "month" in t else \
+                [0, 1.0, 0] if len(t.split()) > 4 else [0, 0, 1.0]
+        return np.array([vec(t) for t in texts])
+
+
+@pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])
+def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
+    """With the embedding judge (the default), no simulation decides anything: a revision naming
+    what fires is kept, one that does not is rejected; scores are AUROC beside the control's."""
+    df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, refine_rounds=1)
+    assert cfg.scorer == "embedding"
+    res = explain_neuron(3, 7, df, ScriptedLLM(explain="Explanation: words", refine=revision), cfg,
+                         embedder=KeywordEmbedder(), calibrated=True)
+    (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
+    assert decision["scorer"] == "embedding" and decision["kept"] is kept
+    r = res.rows[0]
+    assert r["scorer"] == "embedding" and r["calibrated"] is True
+    assert r["explanation"] == ("month names" if kept else "words")
+    # "words" (the baseline here) and the control describe nothing that fires: chance, 0.5
+    assert r["score"] == (1.0 if kept else 0.5) and r["baseline_score"] == 0.5 and r["control_score"] == 0.5
+    # the paper's score, stored too: the scripted simulator knows months only
+    assert (r["sim_score"] > 0.9) is kept and r["sim_baseline_score"] == 0.0 and abs(r["sim_control_score"]) < 0.1
+    assert {t["scorer"] for t in res.transcript if t["agent"] == "score"} == {"embedding", "simulation"}
+
+
+def test_a_malformed_refine_answer_keeps_the_explanation():
+    res = _run(ScriptedLLM(explain="Explanation: words", refine="Explanation: a < b"), refine_rounds=1, max_parse_retries=0)
+    r = res.rows[0]
+    assert r["status"] == "ok" and r["explanation"] == "words"
+    (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
+    assert decision["kept"] is False and "refine agent answer malformed" in decision["error"]
 
 
 def test_the_configured_clustering_decides_the_modes():

@@ -76,11 +76,14 @@ def _fmt(x) -> str:
 def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
     r = rows[0]
     return {"layer": layer, "neuron": neuron, "status": r["status"], "error": r["error"],
-            "n_modes": r["n_modes"], "score": r["score"], "baseline_score": r["baseline_score"]}
+            "n_modes": r["n_modes"], "score": r["score"], "baseline_score": r["baseline_score"],
+            "control_score": r["control_score"]}
 
 
-def _task(layer: int, neuron: int, records: pd.DataFrame, llm, cfg: ExplainConfig, store, embedder) -> dict:
-    result = explain_neuron(layer, neuron, records, llm, cfg, embedder=embedder, cache=_cache_for(llm, store))
+def _task(layer: int, neuron: int, records: pd.DataFrame, llm, cfg: ExplainConfig, store, embedder,
+          calibrated: bool | None) -> dict:
+    result = explain_neuron(layer, neuron, records, llm, cfg, embedder=embedder, cache=_cache_for(llm, store),
+                            calibrated=calibrated)
     write_result(store, layer, neuron, result.rows, result.transcript)
     return _summary(layer, neuron, result.rows)
 
@@ -129,11 +132,12 @@ def _select(df: pd.DataFrame, cfg: ExplainConfig, neurons) -> list[tuple[int, in
 
 
 def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list[tuple[int, int]] | None = None,
-                progress=None, retry_failed: bool = True, embedder=None) -> dict:
+                progress=None, retry_failed: bool = True, embedder=None, calibrated: bool | None = None) -> dict:
     """Explain every selected neuron (``neurons``, else cfg.layers x cfg.neurons over the records)
     not already done in ``out_store``; returns counts and mean scores. Needs Ray initialised;
     ``progress(message)`` is called once per finished neuron. ``embedder`` (picklable, shipped to
-    the workers) replaces cfg.embedder, which each worker process otherwise loads once."""
+    the workers) replaces cfg.embedder, which each worker process otherwise loads once;
+    ``calibrated`` is the scorer self-check's verdict, written into every row."""
     import ray
 
     t0 = time.time()
@@ -161,7 +165,8 @@ def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list
         done.append(summary)
         if progress:
             s = summary
-            note = f"score {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])}, {s['n_modes']} mode(s)" \
+            note = f"{cfg.scorer} {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])} " \
+                f"control {_fmt(s['control_score'])}, {s['n_modes']} mode(s)" \
                 if s["status"] == "ok" else f"FAILED: {s['error']}"
             progress(f"explain {len(done)}/{len(pending)}: layer {layer} neuron {neuron}: {note}")
 
@@ -175,7 +180,8 @@ def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list
             write_result(out_store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
             done.append(_summary(layer, neuron, rows))
             continue
-        ref = task.remote(layer, neuron, records.reset_index(drop=True), llm_ref, cfg_ref, out_store, emb_ref)
+        ref = task.remote(layer, neuron, records.reset_index(drop=True), llm_ref, cfg_ref, out_store, emb_ref,
+                          calibrated)
         in_flight[ref] = (layer, neuron)
     while in_flight:
         ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -190,5 +196,6 @@ def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list
     failures = {f"{s['layer']}/{s['neuron']}": s["error"] for s in done if s["status"] != "ok"}
     return {"neurons": len(todo), "explained": len(done), "skipped": skipped, "ok": len(ok),
             "failed": len(failures), "failures": dict(list(failures.items())[:MAX_LISTED_FAILURES]),
-            "mean_score": mean("score"), "mean_baseline_score": mean("baseline_score"),
+            "scorer": cfg.scorer, "mean_score": mean("score"), "mean_baseline_score": mean("baseline_score"),
+            "mean_control_score": mean("control_score"),
             "seconds": round(time.time() - t0, 1)}

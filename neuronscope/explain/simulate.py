@@ -4,6 +4,10 @@ The prompt is built from token ids, so the position of every activation slot is 
 header(explanation), then one line ``<token text>\\t<slot>\\n`` per window token. One prompt-logprob
 pass reads, at each slot, the model's distribution over the numerals; the prediction is their
 expected value. The slot token itself is a placeholder: only what comes before it is conditioned on.
+
+The scale is 0..10 only where every numeral is one token; where "10" is two tokens (SmolLM2:
+"1","0") it is 0..9, since reading a single slot would count a predicted 10 as a 1. Predictions are
+returned on the 0-10 scale either way.
 """
 
 from __future__ import annotations
@@ -24,26 +28,29 @@ SLOT = "unknown"  # Bills et al.'s placeholder; a single token on the bundled to
 class Vocab:
     """Token ids the simulator needs from the explainer's tokenizer, looked up once."""
 
-    numerals: dict[int, int]  # token id -> value, for the numerals 0..10 that are single tokens
+    numerals: dict[int, int]  # token id -> value, for the numerals 0..top
     tab: list[int]
     newline: list[int]
     slot: int
+    top: int  # the scale's highest numeral: 10, or 9 where "10" is not a single token
 
     @classmethod
     def of(cls, llm) -> "Vocab":
-        numerals = {}
-        for v in range(11):
-            ids = llm.tokenize(str(v))
-            if len(ids) == 1:
-                numerals[ids[0]] = v
-        if not numerals:
-            raise ValueError("the explainer's tokenizer has no single-token numerals 0..10")
-        return cls(numerals, llm.tokenize("\t"), llm.tokenize("\n"), llm.tokenize(SLOT)[0])
+        ids = {v: llm.tokenize(str(v)) for v in range(11)}
+        top = 10 if len(ids[10]) == 1 else 9
+        if any(len(ids[v]) != 1 for v in range(top + 1)):
+            raise ValueError(f"the explainer's tokenizer has no single-token numerals 0..{top}: "
+                             f"{ {v: len(i) for v, i in ids.items() if len(i) != 1} } token(s)")
+        numerals = {ids[v][0]: v for v in range(top + 1)}
+        return cls(numerals, llm.tokenize("\t"), llm.tokenize("\n"), llm.tokenize(SLOT)[0], top)
+
+    def header(self, explanation: str) -> str:
+        return prompts.raw_text("simulate", explanation=explanation, top=self.top, mid=round(self.top * 0.4))
 
 
 def build_prompt(llm, vocab: Vocab, explanation: str, tokens) -> tuple[list[int], list[int]]:
     """(token ids, slot positions) of the simulator prompt for one exemplar window."""
-    ids = list(llm.tokenize(prompts.raw_text("simulate", explanation=explanation) + "\n"))
+    ids = list(llm.tokenize(vocab.header(explanation) + "\n"))
     slots = []
     for tok in tokens:
         # Each token on its own line: tabs/newlines inside would break the line format.
@@ -65,10 +72,11 @@ def expected_value(logprobs: dict[int, float], numerals: dict[int, int]) -> floa
 
 def simulate(llm, agent: str, jobs: list[tuple[str, list[Exemplar]]], vocab: Vocab) -> list[list[np.ndarray]]:
     """Predicted 0-10 activation per token, for each (explanation, exemplars) job: all jobs go
-    in one next_token_logprobs call, so the engine batches them (and caches the shared header)."""
+    in one next_token_logprobs call, so the engine batches them."""
     built = [build_prompt(llm, vocab, x, e.tokens) for x, exs in jobs for e in exs]
     out = llm.next_token_logprobs(agent, [b[0] for b in built], [b[1] for b in built], TOP_K) if built else []
-    preds = [np.array([expected_value(d, vocab.numerals) for d in per_pos]) for per_pos in out]
+    scale = 10 / vocab.top
+    preds = [np.array([expected_value(d, vocab.numerals) * scale for d in per_pos]) for per_pos in out]
     result, at = [], 0
     for _, exs in jobs:
         result.append(preds[at:at + len(exs)])

@@ -4,11 +4,20 @@ Scores are always on the held-out exemplars, which no agent has seen. Refinement
 on a separate validation split (spare top + random exemplars), so the held-out score stays an
 honest estimate; when there are no spare exemplars, the mode's own explain exemplars decide.
 
+Every decision (keep a refinement, per-mode and combined scores, coverage) is taken by the
+configured *decision scorer* (``cfg.scorer``, see ``neuronscope.scoring``); the paper's
+simulation score is always computed beside it on the same held-out exemplars.
+
 Output columns (EXPLANATIONS, one row per mode):
-- ``mode_score``: held-out correlation of that mode's explanation alone; ``score``: held-out
-  correlation of the neuron's combined simulation (elementwise max over its modes).
-- ``coverage``: share of the explain top exemplars on which their own mode's simulation
-  correlates above COVERAGE_R over the exemplar's window; one value per neuron, on every row.
+- ``scorer``: the decision scorer; ``calibrated``: whether it passed the run's self-check (null
+  when none ran).
+- ``mode_score``: held-out score of that mode's explanation alone; ``score``: of the neuron's
+  combined modes (the best mode per held-out item); ``baseline_score``: of the single-pass one.
+- ``control_explanation`` / ``control_score``: an unrelated explanation, scored the same way on
+  the same held-out exemplars: what chance looks like for this neuron.
+- ``sim_*``: the same four scores under the simulation scorer (pooled Pearson r).
+- ``coverage``: share of the explain top exemplars that their own mode's explanation accounts for
+  (``Scorer.covered``); one value per neuron, on every row.
 - ``rounds``: refinement rounds run for the mode (each decision is in the transcript).
 - ``llm_calls``: engine requests for the whole neuron (cache hits excluded); ``llm_tokens_*``:
   the NeuronScope method's tokens; ``baseline_llm_tokens_*``: the single-pass baseline's.
@@ -27,14 +36,17 @@ import pandas as pd
 import pyarrow as pa
 
 from ..config import ExplainConfig
+from ..errors import AgentOutputError
 from ..llm.base import Ledger, Metered
+from ..scoring import Scorer, ScoreResult, make_scorer
+from ..scoring.controls import control_explanation
 from . import agents, cluster, prompts
 from .exemplars import Exemplar, Split, load, split, strongest
-from .simulate import Vocab, combine, errors, pearson, score, simulate
 
-NEURONSCOPE_AGENTS = ("deconstruct", "explain", "refine", "simulate")
-BASELINE_AGENTS = ("single_pass", "simulate_baseline")
-COVERAGE_R = 0.3  # an exemplar is covered when its mode's simulation correlates above this on it
+# The scorers' ledger entries: the NeuronScope method's and the baseline's.
+# Control scoring ("control") belongs to neither method: it counts in llm_calls only.
+NEURONSCOPE_AGENTS = ("deconstruct", "explain", "refine", "simulate", "detection", "fuzzing")
+BASELINE_AGENTS = ("single_pass", "simulate_baseline", "detection_baseline", "fuzzing_baseline")
 MAX_MODE_COMPONENTS = 3  # components shown per mode, most frequent first (more get parroted as a list)
 
 
@@ -52,35 +64,28 @@ class Mode:
     explanation: str = ""
     rounds: int = 0
     score: float = math.nan
+    sim_score: float = math.nan
 
 
-class Simulator:
-    """Simulations for one neuron, memoised: the refine loop and the final scoring ask for the
-    same (explanation, exemplars) pairs again, and each costs a forward pass per exemplar."""
+class Judge:
+    """One scorer's results for one neuron, memoised: the refine loop and the final scoring ask
+    for the same (explanation, exemplars) pairs again, and each may cost an LLM pass."""
 
-    def __init__(self, llm, vocab: Vocab, agent: str):
-        self.llm, self.vocab, self.agent = llm, vocab, agent
+    def __init__(self, scorer: Scorer, max_act: float):
+        self.scorer, self.max_act = scorer, max_act
         self.memo: dict = {}
 
-    def __call__(self, jobs: list[tuple[str, list[Exemplar]]]) -> list[list[np.ndarray]]:
+    def __call__(self, jobs: list[tuple[str, list[Exemplar]]]) -> list[ScoreResult]:
         keys = [(x, tuple(exs)) for x, exs in jobs]
         todo = {k: job for k, job in zip(keys, jobs) if k not in self.memo}
-        self.memo.update(zip(todo, simulate(self.llm, self.agent, list(todo.values()), self.vocab)))
+        self.memo.update(zip(todo, self.scorer(list(todo.values()), self.max_act)))
         return [self.memo[k] for k in keys]
 
 
-def _sim_entry(purpose: str, explanation: str, exemplars: list[Exemplar], preds, value: float) -> dict:
-    return {"agent": "simulate", "purpose": purpose, "explanation": explanation,
-            "window_ids": [e.window_id for e in exemplars],
-            "predicted": [np.round(p, 2).tolist() for p in preds], "score": value}
-
-
-def _baseline(llm, sp: Split, vocab: Vocab, cfg: ExplainConfig, transcript) -> tuple[str, float]:
-    text = agents.single_pass(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
-    preds = simulate(llm, "simulate_baseline", [(text, sp.heldout)], vocab)[0]
-    value = score(preds, sp.heldout)
-    transcript.append(_sim_entry("baseline heldout", text, sp.heldout, preds, value))
-    return text, value
+def _score_entry(purpose: str, scorer: Scorer, explanation: str, exemplars: list[Exemplar], r: ScoreResult) -> dict:
+    return {"agent": "score", "scorer": scorer.name, "purpose": purpose, "explanation": explanation,
+            "window_ids": [e.window_id for e in exemplars], "values": np.round(r.values, 3).tolist(),
+            "score": r.score, **r.extra}
 
 
 def _activating(ex: Exemplar, max_act: float) -> str:
@@ -108,35 +113,38 @@ def _modes(llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_si
     return modes
 
 
-def _refine(llm, modes: list[Mode], sp: Split, sim: Simulator, cfg: ExplainConfig, transcript) -> None:
-    """Revise each mode's explanation from its misses and false alarms on its explain exemplars;
-    keep a revision only when the validation score rises; stop at no gain or refine_rounds."""
-    judge = sp.validation
+def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig, transcript) -> None:
+    """Revise each mode's explanation from the judge's misses and false alarms on its explain
+    exemplars; keep a revision only when the judge's validation score rises; stop at no gain or
+    refine_rounds. A malformed revision keeps the current explanation (recorded, not fatal)."""
+    decide_on = sp.validation
     active = list(range(len(modes)))
     for rnd in range(cfg.refine_rounds):
-        if not active:
-            break
-        sims = sim([(modes[i].explanation, modes[i].exemplars) for i in active])
-        cases = {i: errors(p, modes[i].exemplars, sp.max_act) for i, p in zip(active, sims)}
+        own = judge([(modes[i].explanation, modes[i].exemplars) for i in active])
+        cases = {i: r.errors() for i, r in zip(active, own)}
         active = [i for i in active if cases[i][0] or cases[i][1]]  # nothing to fix: done
         if not active:
             break
-        revised = agents.refine(llm, [modes[i].explanation for i in active], [cases[i][0] for i in active],
-                                [cases[i][1] for i in active], sp.max_act, cfg.max_parse_retries, transcript)
+        try:
+            revised = agents.refine(llm, [modes[i].explanation for i in active], [cases[i][0] for i in active],
+                                    [cases[i][1] for i in active], sp.max_act, cfg.max_parse_retries, transcript)
+        except AgentOutputError as e:
+            transcript.append({"agent": "refine_decision", "round": rnd, "kept": False, "error": str(e)})
+            break
         jobs = []
         for i, new in zip(active, revised):
-            ex = judge or modes[i].exemplars
+            ex = decide_on or modes[i].exemplars
             jobs += [(modes[i].explanation, ex), (new, ex)]
-        sims = sim(jobs)
+        results = judge(jobs)
         still = []
         for j, (i, new) in enumerate(zip(active, revised)):
-            ex = judge or modes[i].exemplars
-            old_s, new_s = score(sims[2 * j], ex), score(sims[2 * j + 1], ex)
+            ex = decide_on or modes[i].exemplars
+            old_s, new_s = results[2 * j].score, results[2 * j + 1].score
             modes[i].rounds += 1
-            kept = new_s > old_s
-            transcript.append({"agent": "refine_decision", "mode": i, "round": rnd, "old": modes[i].explanation,
-                               "new": new, "old_score": old_s, "new_score": new_s, "kept": kept,
-                               "judged_on": "validation" if judge else "explain",
+            kept = bool(new_s > old_s)  # NaN (unscorable) never wins
+            transcript.append({"agent": "refine_decision", "scorer": judge.scorer.name, "mode": i, "round": rnd,
+                               "old": modes[i].explanation, "new": new, "old_score": old_s, "new_score": new_s,
+                               "kept": kept, "judged_on": "validation" if decide_on else "explain",
                                "window_ids": [e.window_id for e in ex]})
             if kept:
                 modes[i].explanation = new
@@ -144,41 +152,84 @@ def _refine(llm, modes: list[Mode], sp: Split, sim: Simulator, cfg: ExplainConfi
         active = still
 
 
-def _score_modes(modes: list[Mode], sp: Split, sim: Simulator, transcript) -> tuple[float, float]:
-    """Per-mode and combined held-out scores, and coverage of the explain exemplars, in one call."""
-    jobs = [(m.explanation, sp.heldout) for m in modes] + [(m.explanation, m.exemplars) for m in modes]
-    sims = sim(jobs)
-    held, own = sims[: len(modes)], sims[len(modes):]
-    for m, preds in zip(modes, held):
-        m.score = score(preds, sp.heldout)
-        transcript.append(_sim_entry("mode heldout", m.explanation, sp.heldout, preds, m.score))
-    combined = combine(held)
-    total = score(combined, sp.heldout)
-    transcript.append(_sim_entry("combined heldout", " | ".join(m.explanation for m in modes), sp.heldout, combined, total))
-    covered = sum(pearson(p, e.activations) > COVERAGE_R for m, preds in zip(modes, own)
-                  for e, p in zip(m.exemplars, preds))
-    return total, covered / max(1, sum(len(m.exemplars) for m in modes))
+def _heldout_scores(judge: Judge, texts: list[str], sp: Split, transcript, purpose: str) -> list[ScoreResult]:
+    results = judge([(t, sp.heldout) for t in texts])
+    for t, r in zip(texts, results):
+        transcript.append(_score_entry(purpose, judge.scorer, t, sp.heldout, r))
+    return results
+
+
+def _combined(judge: Judge, modes: list[Mode], results: list[ScoreResult], sp: Split, transcript) -> float:
+    """The neuron's held-out score with every mode at once: the best mode per held-out item."""
+    sc = judge.scorer
+    r = sc.result(sc.combine([x.values for x in results]), results[0].items)
+    transcript.append(_score_entry("combined heldout", sc, " | ".join(m.explanation for m in modes), sp.heldout, r))
+    return r.score
+
+
+def _coverage(judge: Judge, modes: list[Mode]) -> float:
+    own = judge([(m.explanation, m.exemplars) for m in modes])
+    flags = [c for r in own for c in judge.scorer.covered(r)]
+    return sum(flags) / max(1, len(flags))
 
 
 def _row(layer: int, neuron: int, **kw) -> dict:
     row = {"layer": layer, "neuron": neuron, "mode": -1, "n_modes": 0, "explanation": None, "mode_size": 0,
-           "exemplar_ids": [], "mode_score": math.nan, "score": math.nan, "coverage": math.nan,
-           "baseline_explanation": None, "baseline_score": math.nan, "rounds": 0, "llm_calls": 0,
-           "llm_tokens_in": 0, "llm_tokens_out": 0, "baseline_llm_tokens_in": 0, "baseline_llm_tokens_out": 0,
-           "template_version": "", "method": "", "status": "ok", "error": None}
+           "exemplar_ids": [], "scorer": "", "calibrated": None, "mode_score": math.nan, "score": math.nan,
+           "coverage": math.nan, "baseline_explanation": None, "baseline_score": math.nan,
+           "control_explanation": None, "control_score": math.nan, "sim_mode_score": math.nan,
+           "sim_score": math.nan, "sim_baseline_score": math.nan, "sim_control_score": math.nan,
+           "rounds": 0, "llm_calls": 0, "llm_tokens_in": 0, "llm_tokens_out": 0, "baseline_llm_tokens_in": 0,
+           "baseline_llm_tokens_out": 0, "template_version": "", "method": "", "status": "ok", "error": None}
     row.update(kw)
     return row
 
 
+def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, Judge]:
+    """The decision scorer and the simulation scorer for the method and for the baseline (the
+    baseline's LLM calls are booked under agents of its own)."""
+    def judge(name: str, agent: str | None) -> Judge:
+        return Judge(make_scorer(name, llm=metered, embedder=embedder, agent=agent), max_act)
+
+    decide, sim = cfg.scorer, "simulation"
+    llm_agent = {"simulation": "simulate"}.get(decide, decide)
+    out = {"decide": judge(decide, None if decide == "embedding" else llm_agent),
+           "decide_base": judge(decide, None if decide == "embedding" else f"{llm_agent}_baseline")}
+    out["sim"] = out["decide"] if decide == sim else judge(sim, "simulate")
+    out["sim_base"] = out["decide_base"] if decide == sim else judge(sim, "simulate_baseline")
+    out["control"] = judge(decide, None if decide == "embedding" else "control")
+    out["sim_control"] = out["control"] if decide == sim else judge(sim, "control")
+    return out
+
+
+def _final_scores(modes: list[Mode], base_text: str | None, control: str, sp: Split, j: dict, transcript) -> dict:
+    """Every held-out score of the neuron: per mode, combined, baseline and control, under the
+    decision scorer and the simulation scorer."""
+    out = {}
+    for key, judge, base_judge, ctrl_judge in (("", j["decide"], j["decide_base"], j["control"]),
+                                               ("sim_", j["sim"], j["sim_base"], j["sim_control"])):
+        if modes:
+            results = _heldout_scores(judge, [m.explanation for m in modes], sp, transcript, "mode heldout")
+            for m, r in zip(modes, results):
+                setattr(m, f"{key}score", r.score)
+            out[f"{key}score"] = _combined(judge, modes, results, sp, transcript)
+        if base_text is not None:
+            out[f"{key}baseline_score"] = _heldout_scores(base_judge, [base_text], sp, transcript, "baseline heldout")[0].score
+        out[f"{key}control_score"] = _heldout_scores(ctrl_judge, [control], sp, transcript, "control heldout")[0].score
+    return out
+
+
 def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, llm, cfg: ExplainConfig,
                    embedder=None, clustering: str | None = None,
-                   min_silhouette: float = cluster.MIN_SILHOUETTE, cache=None) -> NeuronResult:
+                   min_silhouette: float = cluster.MIN_SILHOUETTE, cache=None,
+                   calibrated: bool | None = None) -> NeuronResult:
     """Explain one neuron from its RECORDS rows; any failure becomes one 'failed' row with the reason.
 
     ``embedder`` is anything with sentence-transformers' ``encode``; default: ``cfg.embedder``,
     loaded once per process. ``clustering`` (default ``cfg.clustering``) is "components" (NeuronScope) or "activation" (the
     activation-guided variant); the other one is always computed too and reported in the transcript.
-    ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``).
+    ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``);
+    ``calibrated`` is the run's scorer self-check verdict, carried into the rows.
     """
     clustering = clustering or cfg.clustering
     if clustering not in ("components", "activation"):
@@ -186,34 +237,40 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
     ledger, transcript = Ledger(), []
     metered = Metered(llm, ledger, cache)
     run_ns, run_base = cfg.method in ("neuronscope", "both"), cfg.method in ("single-pass", "both")
-    used = (["deconstruct", "explain", "refine", "simulate"] if run_ns else []) + (["single_pass", "simulate"] if run_base else [])
-    common = {"template_version": prompts.template_versions(dict.fromkeys(used)), "method": cfg.method}
+    used = (["deconstruct", "explain", "refine"] if run_ns else []) + (["single_pass"] if run_base else []) + \
+        ["simulate"] + ([cfg.scorer] if cfg.scorer in ("detection", "fuzzing") else [])
+    common = {"template_version": prompts.template_versions(dict.fromkeys(used)), "method": cfg.method,
+              "scorer": cfg.scorer, "calibrated": calibrated}
     try:
         sp = split(*load(records), cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random)
         transcript.append({"agent": "split", "max_act": sp.max_act,
                            **{k: [e.window_id for e in getattr(sp, k)] for k in ("explain", "heldout", "validation")}})
-        vocab = Vocab.of(llm)
-        base_text, base_score = _baseline(metered, sp, vocab, cfg, transcript) if run_base else (None, math.nan)
-        modes, total, coverage = [], math.nan, math.nan
+        embedder = embedder or cluster.get_embedder(cfg.embedder)
+        judges = _judges(metered, cfg, embedder, sp.max_act)
+        control = control_explanation(layer, neuron, embedder=embedder,
+                                      avoid=", ".join(_activating(e, sp.max_act) for e in sp.explain))
+        base_text = agents.single_pass(metered, sp.explain, sp.max_act, cfg.max_parse_retries, transcript) \
+            if run_base else None
+        modes, coverage = [], math.nan
         if run_ns:
-            modes = _modes(metered, sp, cfg, embedder or cluster.get_embedder(cfg.embedder), clustering,
-                           min_silhouette, transcript)
+            modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
             texts = agents.explain_modes(metered, [m.exemplars for m in modes], [m.components for m in modes],
                                          sp.max_act, cfg.max_parse_retries, transcript)
             for m, t in zip(modes, texts):
                 m.explanation = t
-            sim = Simulator(metered, vocab, "simulate")
-            _refine(metered, modes, sp, sim, cfg, transcript)
-            total, coverage = _score_modes(modes, sp, sim, transcript)
+            _refine(metered, modes, sp, judges["decide"], cfg, transcript)
+            coverage = _coverage(judges["decide"], modes)
+        scores = _final_scores(modes, base_text, control, sp, judges, transcript)
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append({"agent": "error", "error": f"{type(e).__name__}: {e}"})
         rows = [_row(layer, neuron, status="failed", error=f"{type(e).__name__}: {e}", **common, **_usage(ledger))]
         return NeuronResult(rows, transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
-    shared = {"n_modes": len(modes), "score": total, "coverage": coverage, "baseline_explanation": base_text,
-              "baseline_score": base_score, **common, **_usage(ledger)}
+    shared = {"n_modes": len(modes), "coverage": coverage, "baseline_explanation": base_text,
+              "control_explanation": control, **scores, **common, **_usage(ledger)}
     if modes:
         rows = [_row(layer, neuron, mode=i, explanation=m.explanation, mode_size=len(m.exemplars),
-                     exemplar_ids=[e.window_id for e in m.exemplars], mode_score=m.score, rounds=m.rounds, **shared)
+                     exemplar_ids=[e.window_id for e in m.exemplars], mode_score=m.score,
+                     sim_mode_score=m.sim_score, rounds=m.rounds, **shared)
                 for i, m in enumerate(modes)]
     else:  # single-pass only: one row carrying the baseline, no NeuronScope modes
         rows = [_row(layer, neuron, **shared)]
@@ -223,5 +280,5 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
 
 def _usage(ledger: Ledger) -> dict:
     ns, base = ledger.total(NEURONSCOPE_AGENTS), ledger.total(BASELINE_AGENTS)
-    return {"llm_calls": ns.calls + base.calls, "llm_tokens_in": ns.tokens_in, "llm_tokens_out": ns.tokens_out,
+    return {"llm_calls": ledger.total().calls, "llm_tokens_in": ns.tokens_in, "llm_tokens_out": ns.tokens_out,
             "baseline_llm_tokens_in": base.tokens_in, "baseline_llm_tokens_out": base.tokens_out}

@@ -232,13 +232,13 @@ def neuron_record_json(records: pa.Table, stats: pa.Table | None = None) -> dict
 def export_neuron(run: str, layer: int, neuron: int) -> dict:
     """The ``NeuronRecord`` dict of one neuron of a run's records."""
     from ..errors import NeuronScopeError
-    from ..show import _neuron_rows
+    from ..show import neuron_rows
     from ..store import Store
 
     store = Store.open(run)
-    records = _neuron_rows(store, "records/", layer, neuron)
+    records = neuron_rows(store, "records/", layer, neuron)
     if records is None or records.empty:
         raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
-    stats = _neuron_rows(store, "stats/", layer, neuron)
+    stats = neuron_rows(store, "stats/", layer, neuron)
     as_table = lambda df, schema: conform(pa.Table.from_pandas(df, preserve_index=False), schema)  # noqa: E731
     return neuron_record_json(as_table(records, RECORDS), None if stats is None else as_table(stats, STATS))

@@ -31,6 +31,13 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def concept_sets(n_per: int, seed: int = 7, sizes=(1, 2, 3)) -> list[tuple[str, ...]]:
+    """``n_per`` random concept combinations of each size in ``sizes`` (sorted names; reproducible)."""
+    rng = np.random.default_rng(seed)
+    names = list(CONCEPTS)
+    return [tuple(sorted(rng.choice(names, k, replace=False).tolist())) for k in sizes for _ in range(n_per)]
+
+
 @dataclass(frozen=True)
 class Planted:
     """One planted neuron's records and its truth: the concept of each top exemplar."""

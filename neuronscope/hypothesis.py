@@ -1,0 +1,70 @@
+"""`neuronscope score`: any explanation a user writes, scored against one neuron's held-out
+exemplars by the same scorers, split and control as the explain workflow."""
+
+from __future__ import annotations
+
+from . import manifest
+from .config import RunConfig
+from .errors import ConfigError, NeuronScopeError
+from .show import neuron_rows
+from .store import Store
+
+
+def run_config(store: Store, cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the explain settings the run was explained with, so that the held-out split
+    is the workflow's own (flags given now still win over nothing else: the run's split must hold)."""
+    done = (manifest.load(store)["stages"].get("explain") or {}).get("config", {}).get("explain")
+    if not done:
+        return cfg
+    keep = {k: done[k] for k in ("n_explain", "n_heldout_top", "n_heldout_random") if k in done}
+    return cfg.model_copy(update={"explain": cfg.explain.model_copy(update=keep)})
+
+
+def _other_explanations(store: Store, layer: int, neuron: int) -> list[str]:
+    if not store.list("explanations/"):
+        return []
+    df = store.read_parquet("explanations/").to_pandas()
+    df = df[(df["status"] == "ok") & ~((df["layer"] == layer) & (df["neuron"] == neuron))]
+    return sorted(set(df["explanation"].dropna()) | set(df["baseline_explanation"].dropna()))
+
+
+def score_hypothesis(run: str, layer: int, neuron: int, text: str, scorers: list[str], cfg: RunConfig,
+                     llm=None, embedder=None) -> dict:
+    """{"scores": {scorer: {"score", "control", "metric"}}, "default", "control_explanation",
+    "heldout"}: ``text`` and a control explanation on the neuron's held-out exemplars."""
+    from .explain.cluster import get_embedder
+    from .explain.exemplars import load, split
+    from .explain.workflow import Judge
+    from .llm.base import Ledger, Metered
+    from .scoring import make_scorer
+    from .scoring.controls import control_explanation
+
+    if not text.strip():
+        raise ConfigError("the explanation to score is empty")
+    store = Store.open(run)
+    rec = neuron_rows(store, "records/", layer, neuron)
+    if rec is None or rec.empty:
+        raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
+    cfg = run_config(store, cfg)
+    try:
+        sp = split(*load(rec), cfg.explain.n_explain, cfg.explain.n_heldout_top, cfg.explain.n_heldout_random)
+    except ValueError as e:
+        raise NeuronScopeError(f"layer {layer} neuron {neuron} of {store.uri}: {e}") from None
+    embedder = embedder or get_embedder(cfg.explain.embedder)
+    control = control_explanation(layer, neuron, _other_explanations(store, layer, neuron), embedder, text)
+    metered = Metered(llm, Ledger()) if llm is not None else None
+    out = {}
+    for name in scorers:
+        judge = Judge(make_scorer(name, llm=metered, embedder=embedder), sp.max_act)
+        mine, ctrl = judge([(text, sp.heldout), (control, sp.heldout)])
+        out[name] = {"score": mine.score, "control": ctrl.score, "metric": judge.scorer.metric_name, **mine.extra}
+    return {"scores": out, "default": cfg.explain.scorer, "control_explanation": control,
+            "heldout": [e.window_id for e in sp.heldout]}
+
+
+def render(result: dict, text: str) -> str:
+    lines = [f"explanation: {text}", f"control:     {result['control_explanation']}"]
+    for name, s in result["scores"].items():
+        mark = "  (the workflow's judge)" if name == result["default"] else ""
+        lines.append(f"  {name:<11} {s['score']:6.3f} vs control {s['control']:6.3f}  [{s['metric']}]{mark}")
+    return "\n".join(lines)

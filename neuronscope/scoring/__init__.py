@@ -1,0 +1,30 @@
+"""The judges of explanations: scorers behind one interface, controls and the self-check."""
+
+from __future__ import annotations
+
+from .classifier import DetectionScorer, FuzzingScorer
+from .embedding import EmbeddingScorer
+from .scorer import Item, Scorer, ScoreResult
+from .simulation import SimulationScorer
+
+SCORERS = ("embedding", "simulation", "detection", "fuzzing")
+LLM_SCORERS = ("simulation", "detection", "fuzzing")
+
+
+def make_scorer(name: str, llm=None, embedder=None, agent: str | None = None) -> Scorer:
+    """The scorer called ``name``: the embedding scorer needs ``embedder`` (sentence-transformers),
+    the others ``llm`` (the metered pool; ``agent`` names their ledger entry)."""
+    if name == "embedding":
+        if embedder is None:
+            raise ValueError("the embedding scorer needs a sentence embedder")
+        return EmbeddingScorer(embedder)
+    cls = {"simulation": SimulationScorer, "detection": DetectionScorer, "fuzzing": FuzzingScorer}.get(name)
+    if cls is None:
+        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")
+    if llm is None:
+        raise ValueError(f"the {name} scorer needs an LLM")
+    return cls(llm, agent) if agent else cls(llm)
+
+
+__all__ = ["SCORERS", "LLM_SCORERS", "make_scorer", "Scorer", "ScoreResult", "Item", "EmbeddingScorer",
+           "SimulationScorer", "DetectionScorer", "FuzzingScorer"]

@@ -1,0 +1,108 @@
+"""The scorer interface: one small base class, one call, a typed result.
+
+A scorer judges how well an explanation predicts where a neuron fires on held-out exemplars. It
+turns exemplars into *items* (a token for the simulator, a context window for the others), gives
+each item a value from the explanation alone, and reduces values to one score with its metric.
+The judging model never sees activations: they only decide each item's truth.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..explain.exemplars import Exemplar
+
+# A case whose truth and 0-10 guess differ by more than this is shown to the refine agent.
+ERROR_GAP = 2.0
+# An exemplar is covered when its activating context outranks this share of the quiet contexts.
+COVERED_AT = 0.75
+
+
+@dataclass(frozen=True)
+class Item:
+    """One judged unit of a held-out set."""
+
+    exemplar: Exemplar
+    pos: int  # the token the item is about: the simulated token, or the context's centre
+    act: float  # the neuron's true activation there
+    level: float  # that activation on the neuron's 0-10 scale
+    label: bool  # whether the item counts as activating (window scorers' positives)
+    text: str = ""  # what the judge reads (window scorers): the context, escaped
+
+
+@dataclass
+class ScoreResult:
+    """A score of one explanation on one exemplar set, with the per-item detail behind it."""
+
+    score: float  # the scorer's metric (Pearson r, or AUROC); NaN when the set cannot be scored
+    items: list[Item]
+    values: np.ndarray  # the judge's value per item (predicted level, cosine, P(yes))
+    guesses: np.ndarray  # the values on the 0-10 scale, comparable with each item's level
+    extra: dict  # other metrics of the same values (e.g. balanced accuracy)
+
+    def errors(self, n: int = 2) -> tuple[list, list]:
+        """(misses, false alarms): up to ``n`` items each whose guess is furthest below / above
+        their true level, as (exemplar, position, guess) triples for the refine agent."""
+        gaps = [(it.level - g, it, g) for it, g in zip(self.items, self.guesses)]
+        misses = [(it.exemplar, it.pos, g) for d, it, g in sorted(gaps, key=lambda x: -x[0])[:n] if d > ERROR_GAP]
+        alarms = [(it.exemplar, it.pos, g) for d, it, g in sorted(gaps, key=lambda x: x[0])[:n] if d < -ERROR_GAP]
+        return misses, alarms
+
+
+class Scorer(ABC):
+    """Scores explanations of one neuron. Subclasses define items, values and the metric;
+    ``__call__`` batches many explanations in one pass of the judge."""
+
+    name: str = ""
+    metric_name: str = ""
+
+    @abstractmethod
+    def items(self, exemplars: list[Exemplar], max_act: float) -> list[Item]:
+        """The judged units of an exemplar set (deterministic)."""
+
+    @abstractmethod
+    def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
+        """The judge's value per item for each (explanation, items) job, in one batch."""
+
+    @abstractmethod
+    def metric(self, values: np.ndarray, items: list[Item]) -> float:
+        """One score from values and the items' truth."""
+
+    def guesses(self, values: np.ndarray, items: list[Item]) -> np.ndarray:
+        """Values on the 0-10 scale of the items' levels (default: rank within the set)."""
+        if not len(values):
+            return np.zeros(0)
+        ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+        return 10.0 * ranks / max(1, len(values) - 1)
+
+    def extra(self, values: np.ndarray, items: list[Item]) -> dict:
+        return {}
+
+    def result(self, values: np.ndarray, items: list[Item]) -> ScoreResult:
+        values = np.asarray(values, dtype=np.float64)
+        score = self.metric(values, items) if items else math.nan
+        return ScoreResult(score, items, values, self.guesses(values, items), self.extra(values, items))
+
+    def __call__(self, jobs: list[tuple[str, list[Exemplar]]], max_act: float) -> list[ScoreResult]:
+        """A result per (explanation, exemplars) job; all jobs go to the judge in one batch."""
+        cache: dict = {}
+        item_sets = [cache.setdefault(tuple(exs), self.items(exs, max_act)) for _, exs in jobs]
+        vals = self.values([(x, its) for (x, _), its in zip(jobs, item_sets)])
+        return [self.result(v, its) for v, its in zip(vals, item_sets)]
+
+    def covered(self, result: ScoreResult) -> list[bool]:
+        """Per exemplar of a result, whether the explanation accounts for it: its activating
+        context's value is above COVERED_AT of the quiet contexts' values in the same set."""
+        quiet = [v for it, v in zip(result.items, result.values) if not it.label]
+        bar = float(np.quantile(quiet, COVERED_AT)) if quiet else -math.inf
+        hits = {it.exemplar: v > bar for it, v in zip(result.items, result.values) if it.label}
+        return [hits.get(ex, False) for ex in dict.fromkeys(it.exemplar for it in result.items)]
+
+    def combine(self, per_explanation: list[np.ndarray]) -> np.ndarray:
+        """A neuron's values from several modes' values on the same items: the best mode per item
+        (an item fires the neuron when any of its modes explains it)."""
+        return np.max(np.stack(per_explanation), axis=0)

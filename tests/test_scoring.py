@@ -1,0 +1,199 @@
+"""The scorers on tiny hand-made cases whose answers are known, the control, and the self-check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from explain_helpers import MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, planted, words
+from neuronscope.explain.exemplars import Exemplar
+from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer, metrics as M
+from neuronscope.scoring.calibration import PASS_AT, calibration_sets, self_check
+from neuronscope.scoring.contexts import window_items
+from neuronscope.scoring.controls import UNRELATED, control_explanation
+
+
+def _exemplars(sentences, kind, start=0):
+    out = []
+    for i, s in enumerate(sentences):
+        toks = tuple(words(s))
+        acts = tuple(planted(list(toks), MONTHS))
+        out.append(Exemplar(start + i, kind, i, toks, acts, int(np.argmax(acts))))
+    return out
+
+
+HELDOUT = _exemplars(MONTH_SENTENCES[:6], "top") + _exemplars(PLAIN_SENTENCES[:6], "random", 100)
+
+
+def test_auroc_balanced_accuracy_and_pairwise_win_known_values():
+    assert M.auroc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert M.auroc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert M.auroc([0.5, 0.5, 0.5], [True, False, False]) == 0.5, "ties count one half"
+    assert M.auroc([0.3, 0.6, 0.4], [True, True, False]) == 0.5
+    assert math.isnan(M.auroc([0.1, 0.2], [True, True])), "no negative: undefined, not a number"
+    assert M.balanced_accuracy([0.9, 0.2, 0.1, 0.7], [True, True, False, False]) == 0.5
+    assert M.pairwise_win([0.9, 0.5, 0.2, math.nan], [0.1, 0.5, 0.3, 0.4]) == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+
+
+def test_window_items_are_activating_centres_and_quiet_stretches():
+    items = window_items(HELDOUT, 5.0)
+    pos = [it for it in items if it.label]
+    assert len(pos) == 6 and all(it.exemplar.kind == "top" and it.pos == it.exemplar.max_pos for it in pos)
+    assert all(it.text.split()[-1].strip(",.") in MONTHS or any(m in it.text for m in MONTHS) for it in pos)
+    neg = [it for it in items if not it.label]
+    assert neg and all(not any(m in it.text for m in MONTHS) for it in neg)
+    assert {it.exemplar.kind for it in neg} == {"random"} or all(it.level < 2 for it in neg)
+
+
+class TwoWayEmbedder:
+    """Month words and 'month' point one way, other long texts another, short texts a third."""
+
+    def encode(self, texts, **_):
+        return np.array([[1.0, 0, 0] if any(m in t for m in MONTHS) or "month" in t else
+                         [0, 1.0, 0] if len(t.split()) > 4 else [0, 0, 1.0] for t in texts])
+
+
+def test_embedding_scorer_right_above_wrong_and_nothing_at_chance():
+    right, wrong, nothing = EmbeddingScorer(TwoWayEmbedder())(
+        [("month names", HELDOUT), ("river", HELDOUT), ("zzz", HELDOUT)], 5.0)
+    assert right.score == 1.0 and nothing.score == 0.5 and wrong.score == 0.5
+    assert right.values.shape == (len(right.items),)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from neuronscope.explain.cluster import get_embedder
+
+    return get_embedder("bundled:all-minilm-l6-v2")
+
+
+def test_embedding_scorer_with_the_bundled_embedder_prefers_the_right_concept(minilm):
+    right, wrong = EmbeddingScorer(minilm)([("months of the year", HELDOUT), ("animals", HELDOUT)], 5.0)
+    assert right.score > 0.9 and right.score > wrong.score + 0.2
+
+
+class LabelLLM:
+    """Character tokenizer; answers Yes (logprob 0) at a slot whose text holds a month when the
+    explanation is about months, No elsewhere; and no label at all for the 'silent' explanation."""
+
+    def tokenize(self, text):
+        return [ord(c) for c in text]
+
+    def token_text(self, i):
+        return chr(i)
+
+    def next_token_logprobs(self, agent, prompts, positions, top_k):
+        out = []
+        for ids, pos in zip(prompts, positions):
+            text = "".join(map(chr, ids))
+            about = text.rsplit("fires on:", 1)[1].split("\n", 1)[0]
+            per = []
+            for p in pos:
+                ctx = text[:p].rsplit("Text:", 1)[1]
+                if "silent" in about:
+                    per.append({ord("x"): 0.0})
+                else:
+                    hit = "month" in about and any(m in ctx for m in MONTHS)
+                    per.append({ord(" "): -0.1, ord("Y" if hit else "N"): -0.5, ord("N" if hit else "Y"): -3.0})
+            out.append(per)
+        return out
+
+
+@pytest.mark.parametrize("cls", [DetectionScorer, FuzzingScorer])
+def test_label_scorers_read_yes_against_no_and_fall_to_chance_without_either(cls):
+    llm = LabelLLM()
+    right, wrong, silent = cls(llm)([("month names", HELDOUT), ("colours", HELDOUT), ("silent", HELDOUT)], 5.0)
+    assert right.score == 1.0 and right.extra["balanced_accuracy"] == 1.0
+    assert wrong.score == 0.5 and silent.score == 0.5 and set(silent.values) == {0.5}
+    ids, slots = cls(llm).build_prompt("month names", right.items)
+    text = "".join(map(chr, ids))
+    assert len(slots) == len(right.items) and "Neuron B fires on: month names." in text
+    if cls is FuzzingScorer:  # the activating token is the marked one
+        assert "<<" in text.split("Neuron B", 1)[1]
+
+
+def test_the_control_is_reproducible_unrelated_and_prefers_other_neurons():
+    a = control_explanation(3, 7)
+    assert a == control_explanation(3, 7) and a in UNRELATED
+    assert control_explanation(3, 7, others=["dog names", "sea words"]) in {"dog names", "sea words"}
+    picks = {control_explanation(3, n, embedder=TwoWayEmbedder(), avoid="month names") for n in range(20)}
+    assert picks <= set(UNRELATED) and not any("month" in p for p in picks)
+
+
+def test_self_check_passes_a_scorer_that_sees_and_flags_one_that_cannot(minilm):
+    good = self_check(EmbeddingScorer(minilm))
+    assert good.passed and good.discrimination >= PASS_AT and good.right_mean > good.wrong_mean
+    assert "passed" in good.line()
+
+    class Blind(EmbeddingScorer):  # same interface, every context looks alike: cannot separate
+        def values(self, jobs):
+            return [np.zeros(len(its)) for _, its in jobs]
+
+    bad = self_check(Blind(minilm))
+    assert not bad.passed and bad.discrimination == 0.5 and "FAILED" in bad.line()
+    assert len(calibration_sets()) >= 5
+
+
+@pytest.fixture
+def hand_written_run(tmp_path):
+    """A run holding only records, written by hand in the records schema."""
+    import pyarrow as pa
+
+    from explain_helpers import records
+    from neuronscope.schema import RECORDS
+    from neuronscope.store import Store
+
+    df = records(MONTH_SENTENCES, MONTHS, layer=2, neuron=5, randoms=PLAIN_SENTENCES)
+    Store.open(str(tmp_path / "run")).write_parquet("records/layer_002/part-00000.parquet",
+                                                    pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False))
+    return str(tmp_path / "run")
+
+
+def test_score_command_scores_a_users_explanation_beside_its_control(hand_written_run, capsys):
+    import json
+
+    from neuronscope.cli import main
+
+    def score(text, *extra):
+        assert main(["score", hand_written_run, "--layer", "2", "--neuron", "5", text, "--scorer", "embedding", *extra]) == 0
+        return capsys.readouterr().out
+
+    right, wrong = json.loads(score("months of the year", "--json")), json.loads(score("kinds of fish", "--json"))
+    assert right["default"] == "embedding" and set(right["scores"]) == {"embedding"}
+    r, w = right["scores"]["embedding"], wrong["scores"]["embedding"]
+    assert r["score"] > 0.9 and r["score"] > r["control"] + 0.2 and w["score"] < r["score"]
+    text = score("months of the year")
+    assert "embedding" in text and " vs control " in text and "the workflow's judge" in text
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--layer", "2", "--neuron", "6", "x", "--scorer", "embedding"], "no records for layer 2 neuron 6"),
+    (["--layer", "2", "--neuron", "5", "x", "--scorer", "astrology"], "unknown scorer 'astrology'"),
+    (["--layer", "2", "--neuron", "5", "  ", "--scorer", "embedding"], "the explanation to score is empty"),
+])
+def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv, fragment):
+    from neuronscope.cli import main
+
+    assert main(["score", hand_written_run, *argv]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_control(tmp_path):
+    from neuronscope import manifest, pipeline
+    from neuronscope.explain.fanout import write_result
+    from neuronscope.explain.workflow import _row
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    manifest.note_stage(store, "explain", "self_check", {"scorer": "simulation", "discrimination": 0.52,
+                                                         "passed": False})
+    row = _row(1, 2, mode=0, n_modes=1, explanation="x", scorer="simulation", calibrated=False, score=0.31,
+               mode_score=0.31, baseline_score=0.12, control_score=0.29, sim_score=0.31, sim_baseline_score=0.12,
+               sim_control_score=0.29, method="both")
+    write_result(store, 1, 2, [row], [])
+    lines = pipeline.summary_table(store).splitlines()
+    assert lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
+    assert " 0.12 vs  0.29" in lines[3] and " 0.31 vs  0.29" in lines[3]
+    assert "control  0.29" in lines[-1]
