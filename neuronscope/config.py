@@ -45,7 +45,8 @@ class LLMConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     replicas: int = Field(1, ge=1)
     gpus_per_replica: float = Field(0.0, ge=0)
-    dtype: str = "bfloat16"
+    dtype: str = Field("auto", description="engine dtype; auto: bfloat16 on GPUs and on CPUs with native bf16 "
+                       "(avx512_bf16 or AMX), else float32, since emulated bf16 matmul is ~100x slower")
     max_model_len: int = Field(2048, ge=256)
     kv_cache_gib: int = Field(1, ge=1)
     timeout_s: float = Field(600.0, gt=0)

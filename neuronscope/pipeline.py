@@ -10,6 +10,7 @@ from typing import Callable
 from . import manifest
 from .config import RunConfig
 from .errors import NeuronScopeError
+from .explain.report import polysemanticity, polysemanticity_line
 from .store import Store
 
 Progress = Callable[[str], None]
@@ -87,7 +88,8 @@ def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=
         if check is not None:
             manifest.note_stage(store, "explain", "self_check", check.as_dict())
         summary = explain_run(src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed)
-        return {**summary, "self_check": check.as_dict() if check else None}
+        poly = polysemanticity(store.read_parquet("explanations/").to_pandas()) if store.list("explanations/") else {}
+        return {**summary, "self_check": check.as_dict() if check else None, "polysemanticity": poly}
 
     return _staged(store, "explain", inputs, config, work)
 
@@ -154,6 +156,7 @@ def summary_table(store: Store) -> str:
         lines.append(f"mean over {len(ok)} neurons: {scorer} single-pass {_fmt(m.baseline_score)}, neuronscope "
                      f"{_fmt(m.score)}, control {_fmt(m.control_score)}; simulation single-pass "
                      f"{_fmt(m.sim_baseline_score)}, neuronscope {_fmt(m.sim_score)}, control {_fmt(m.sim_control_score)}")
+        lines.append(polysemanticity_line(polysemanticity(df)))
     return "\n".join(lines)
 
 

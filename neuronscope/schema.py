@@ -52,6 +52,8 @@ EXPLANATIONS = pa.schema(
         ("explanation", pa.string()),
         ("mode_size", pa.int32()),
         ("exemplar_ids", pa.list_(pa.int64())),
+        ("mode_share", pa.float64()),  # the mode's share of the neuron's explain top exemplars
+        ("mode_tokens", pa.list_(pa.string())),  # its activating tokens, most frequent first: "king (5)"
         ("scorer", pa.string()),  # the decision scorer of the four scores below
         ("calibrated", pa.bool_()),  # it passed the run's self-check; null when none ran
         ("mode_score", pa.float64()),

@@ -39,7 +39,9 @@ def _explanation_lines(exp) -> list[str]:
     for _, m in exp.iterrows():
         if m["mode"] >= 0:
             out.append(f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, simulation r {m['sim_mode_score']:.3f}, "
-                       f"{int(m['mode_size'])} exemplars): {m['explanation']}")
+                       f"{int(m['mode_size'])} exemplars, {m['mode_share']:.0%} of the top): {m['explanation']}")
+            out.append(f"      fires on: {', '.join(m['mode_tokens'])}")
+            out.append(f"      exemplars: {', '.join(str(w) for w in m['exemplar_ids'])}")
     return out
 
 

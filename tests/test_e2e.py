@@ -49,11 +49,14 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     _check_run(run, 2)
     table = pipeline.summary_table(Store.open(str(run)))
     lines = table.splitlines()
-    assert lines[0].startswith("scorer: embedding, self-check passed") and len(lines) == 3 + 2 + 1
+    assert lines[0].startswith("scorer: embedding, self-check passed") and len(lines) == 3 + 2 + 2
+    assert lines[-1].startswith("modes per neuron (2 neurons")
     assert all(ln.count(" vs ") == 4 for ln in lines[3:5]), "every score beside its control"
     stages = Store.open(str(run)).read_json("manifest.json")["stages"]
     assert stages["record"]["status"] == stages["explain"]["status"] == "done"
     check = stages["explain"]["self_check"]
+    poly = stages["explain"]["summary"]["polysemanticity"]
+    assert poly["neurons"] == 2 and sum(poly["modes"].values()) == 2 and set(poly["per_layer"]) == {"3"}
     assert check["scorer"] == "embedding" and check["passed"] and check["discrimination"] >= 0.8
     expl = pd.read_parquet(run / "explanations")
     assert (expl["calibrated"] == True).all() and (expl["scorer"] == "embedding").all()  # noqa: E712

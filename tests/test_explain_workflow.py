@@ -86,6 +86,10 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
     assert r["template_version"] == "deconstruct.v2+explain.v1+refine.v1+single_pass.v1+simulate.v2"
     assert r["scorer"] == "simulation" and r["calibrated"] is None
+    # the mode's evidence: its activating tokens with counts, its share of the top exemplars
+    assert r["mode_share"] == 1.0 and r["mode_tokens"]
+    words = [t.rsplit(" (", 1) for t in r["mode_tokens"]]
+    assert all(w in MONTHS for w, _ in words) and sum(int(c.rstrip(")")) for _, c in words) == r["mode_size"]
     assert (r["sim_score"], r["sim_baseline_score"], r["sim_mode_score"]) == (r["score"], r["baseline_score"], r["mode_score"])
     # the control: an unrelated explanation, scored on the same held-out exemplars, near 0
     assert r["control_explanation"] and "month" not in r["control_explanation"]
@@ -101,6 +105,16 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert {"split", "deconstruct", "cluster", "explain", "single_pass", "score", "ledger"} <= agents
     purposes = {t["purpose"] for t in res.transcript if t["agent"] == "score"}
     assert purposes == {"mode heldout", "combined heldout", "baseline heldout", "control heldout"}
+
+
+def test_mode_evidence_round_trips_through_parquet(tmp_path):
+    import pyarrow.parquet as pq
+
+    rows = _run().rows
+    pq.write_table(rows_table(rows), tmp_path / "x.parquet")
+    back = pq.read_table(tmp_path / "x.parquet").to_pylist()
+    assert [(b["mode_tokens"], b["mode_share"], b["exemplar_ids"]) for b in back] == \
+        [(r["mode_tokens"], r["mode_share"], r["exemplar_ids"]) for r in rows]
 
 
 def test_single_pass_and_neuronscope_only():

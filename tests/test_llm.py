@@ -12,6 +12,7 @@ from neuronscope.config import LLMConfig
 from neuronscope.errors import ConfigError, LLMError
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.openai_backend import OpenAIClient
+from neuronscope.llm.vllm_backend import resolve_dtype
 
 
 def test_openai_backend_needs_a_base_url():
@@ -138,7 +139,7 @@ def vllm_server(tmp_path_factory):
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("bundled:smollm2-135m").path,
            "--served-model-name", "bundled:smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "2048", "--max-logprobs", "20", "--seed", "0"]
+           "--dtype", resolve_dtype(LLMConfig()), "--enforce-eager", "--max-model-len", "2048", "--max-logprobs", "20", "--seed", "0"]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:

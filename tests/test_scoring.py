@@ -196,4 +196,21 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
     lines = pipeline.summary_table(store).splitlines()
     assert lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
     assert " 0.12 vs  0.29" in lines[3] and " 0.31 vs  0.29" in lines[3]
-    assert "control  0.29" in lines[-1]
+    assert "control  0.29" in lines[-2]
+    assert lines[-1] == "modes per neuron (1 neurons, mean 1.00): 1 mode: 1 (100%); single-mode share by layer: 1: 100%"
+
+
+def test_window_guesses_decompose_the_auroc_and_show_only_real_errors():
+    sc = EmbeddingScorer(TwoWayEmbedder())
+    items = sc.items(HELDOUT, 5.0)
+    y = np.array([it.label for it in items])
+    perfect = sc.result(y.astype(float), items)
+    assert perfect.score == 1.0 and perfect.errors() == ([], []), "nothing to fix when every context is ranked right"
+    assert set(perfect.guesses[y]) == {10.0} and set(perfect.guesses[~y]) == {0.0}
+    worst_neg = int(np.flatnonzero(~y)[0])
+    v = y.astype(float)
+    v[worst_neg] = 2.0  # one quiet context above every activating one
+    r = sc.result(v, items)
+    misses, alarms = r.errors()
+    assert [(a[0], a[1]) for a in alarms] == [(items[worst_neg].exemplar, items[worst_neg].pos)]
+    assert np.mean(r.guesses[y]) / 10 == pytest.approx(r.score)

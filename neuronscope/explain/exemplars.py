@@ -14,6 +14,9 @@ MARK_AT = 4
 CONTEXT_BEFORE, CONTEXT_AFTER = 16, 4
 # Extra exemplars, beyond the held-out set, that decide whether a refinement is kept.
 VALIDATION_TOP, VALIDATION_RANDOM = 2, 2
+# Random exemplars beyond those, shown with a mode's own exemplars as the refine feedback's
+# quiet text (where a false alarm shows), when the records have them.
+FEEDBACK_RANDOM = 2
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Split:
     heldout: list[Exemplar]  # top + random, only ever used for the reported scores
     validation: list[Exemplar]  # top + random, disjoint from both: decides refinements
     max_act: float  # the neuron's max top activation: the 0-10 scale's 10
+    feedback: tuple[Exemplar, ...] = ()  # random, disjoint from all above: quiet text for refine feedback
 
 
 def load(records: pa.Table | pd.DataFrame) -> tuple[list[Exemplar], list[Exemplar]]:
@@ -65,7 +69,8 @@ def split(top: list[Exemplar], random: list[Exemplar], n_explain: int, n_heldout
     heldout = [top[i] for i in sorted(ho_idx)] + random[:n_heldout_random]
     validation = spare[:VALIDATION_TOP] + random[n_heldout_random:n_heldout_random + VALIDATION_RANDOM]
     max_act = max(max(e.activations) for e in top)
-    return Split(explain, heldout, validation, max_act)
+    used = n_heldout_random + VALIDATION_RANDOM
+    return Split(explain, heldout, validation, max_act, tuple(random[used:used + FEEDBACK_RANDOM]))
 
 
 def scaled(acts, max_act: float) -> np.ndarray:

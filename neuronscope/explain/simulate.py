@@ -1,4 +1,4 @@
-"""The all-at-once logprob simulator (Bills et al. 2023) and correlation scoring.
+"""The all-at-once logprob simulator (Bills et al. 2023); ``neuronscope.scoring.simulation`` scores it.
 
 The prompt is built from token ids, so the position of every activation slot is known exactly:
 header(explanation), then one line ``<token text>\\t<slot>\\n`` per window token. One prompt-logprob
@@ -82,40 +82,3 @@ def simulate(llm, agent: str, jobs: list[tuple[str, list[Exemplar]]], vocab: Voc
         result.append(preds[at:at + len(exs)])
         at += len(exs)
     return result
-
-
-def pearson(pred, true) -> float:
-    """Pearson r; 0.0 when either side is constant (an explanation that predicts the same value
-    everywhere explains nothing) or empty, so a score is always finite."""
-    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    if p.size < 2 or p.size != t.size:
-        return 0.0
-    p, t = p - p.mean(), t - t.mean()
-    denom = math.sqrt(float(p @ p) * float(t @ t))
-    if denom == 0 or not math.isfinite(denom):
-        return 0.0
-    return float(np.clip((p @ t) / denom, -1.0, 1.0))
-
-
-def score(preds: list[np.ndarray], exemplars: list[Exemplar]) -> float:
-    """Correlation pooled over all tokens of all exemplars (Bills et al.'s all-at-once score)."""
-    if not exemplars:
-        return 0.0
-    return pearson(np.concatenate(preds), np.concatenate([np.asarray(e.activations) for e in exemplars]))
-
-
-def combine(per_mode: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """A neuron's simulation: elementwise max over its modes' simulations of the same exemplars."""
-    return [np.max(np.stack(arrs), axis=0) for arrs in zip(*per_mode)]
-
-
-def errors(preds: list[np.ndarray], exemplars: list[Exemplar], max_act: float, n: int = 2):
-    """(misses, false alarms): the ``n`` tokens with the largest gap between true and predicted
-    activation in each direction, as (exemplar, position, predicted) triples."""
-    gaps = []
-    for ex, p in zip(exemplars, preds):
-        true = np.clip(np.asarray(ex.activations) / max_act * 10, 0, 10) if max_act > 0 else np.zeros(len(p))
-        gaps += [(float(true[i] - p[i]), ex, i, float(p[i])) for i in range(len(p))]
-    misses = [(e, i, p) for g, e, i, p in sorted(gaps, key=lambda x: -x[0])[:n] if g > 2]
-    alarms = [(e, i, p) for g, e, i, p in sorted(gaps, key=lambda x: x[0])[:n] if g < -2]
-    return misses, alarms

@@ -94,6 +94,13 @@ def _activating(ex: Exemplar, max_act: float) -> str:
     return ", ".join(ex.tokens[i].strip() for i in sorted(strongest(ex, max_act)))
 
 
+def mode_tokens(exemplars: list[Exemplar], max_act: float, n: int = 6) -> list[str]:
+    """The evidence a reader checks a mode's explanation against: its activating tokens (the
+    marked ones of each exemplar) with how many exemplars they fire in, most frequent first."""
+    counts = Counter(w for ex in exemplars for w in {ex.tokens[i].strip() or "␣" for i in strongest(ex, max_act)})
+    return [f"{w} ({c})" for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
 def _modes(llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float,
            transcript) -> list[Mode]:
     comps = agents.deconstruct(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
@@ -115,12 +122,12 @@ def _modes(llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_si
 
 def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig, transcript) -> None:
     """Revise each mode's explanation from the judge's misses and false alarms on its explain
-    exemplars; keep a revision only when the judge's validation score rises; stop at no gain or
+    exemplars (with a few spare random ones, where false alarms show); keep a revision only when the judge's validation score rises; stop at no gain or
     refine_rounds. A malformed revision keeps the current explanation (recorded, not fatal)."""
     decide_on = sp.validation
     active = list(range(len(modes)))
     for rnd in range(cfg.refine_rounds):
-        own = judge([(modes[i].explanation, modes[i].exemplars) for i in active])
+        own = judge([(modes[i].explanation, modes[i].exemplars + list(sp.feedback)) for i in active])
         cases = {i: r.errors() for i, r in zip(active, own)}
         active = [i for i in active if cases[i][0] or cases[i][1]]  # nothing to fix: done
         if not active:
@@ -175,7 +182,7 @@ def _coverage(judge: Judge, modes: list[Mode]) -> float:
 
 def _row(layer: int, neuron: int, **kw) -> dict:
     row = {"layer": layer, "neuron": neuron, "mode": -1, "n_modes": 0, "explanation": None, "mode_size": 0,
-           "exemplar_ids": [], "scorer": "", "calibrated": None, "mode_score": math.nan, "score": math.nan,
+           "exemplar_ids": [], "mode_share": math.nan, "mode_tokens": [], "scorer": "", "calibrated": None, "mode_score": math.nan, "score": math.nan,
            "coverage": math.nan, "baseline_explanation": None, "baseline_score": math.nan,
            "control_explanation": None, "control_score": math.nan, "sim_mode_score": math.nan,
            "sim_score": math.nan, "sim_baseline_score": math.nan, "sim_control_score": math.nan,
@@ -268,8 +275,10 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
     shared = {"n_modes": len(modes), "coverage": coverage, "baseline_explanation": base_text,
               "control_explanation": control, **scores, **common, **_usage(ledger)}
     if modes:
+        total = sum(len(m.exemplars) for m in modes)
         rows = [_row(layer, neuron, mode=i, explanation=m.explanation, mode_size=len(m.exemplars),
-                     exemplar_ids=[e.window_id for e in m.exemplars], mode_score=m.score,
+                     exemplar_ids=[e.window_id for e in m.exemplars], mode_share=len(m.exemplars) / total,
+                     mode_tokens=mode_tokens(m.exemplars, sp.max_act), mode_score=m.score,
                      sim_mode_score=m.sim_score, rounds=m.rounds, **shared)
                 for i, m in enumerate(modes)]
     else:  # single-pass only: one row carrying the baseline, no NeuronScope modes

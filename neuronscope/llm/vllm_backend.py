@@ -246,6 +246,24 @@ class VLLMPool:
             ray.kill(a, no_restart=True)
 
 
+def native_bf16() -> bool:
+    """Whether this machine's CPU computes bf16 natively (else torch emulates it, ~100x slower)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_dtype(cfg: LLMConfig) -> str:
+    """``cfg.dtype``, with "auto" made concrete for where the engines run (GPU replicas, or CPUs
+    like the driver's: a CPU cluster's nodes are assumed alike)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return "bfloat16" if cfg.gpus_per_replica or native_bf16() else "float32"
+
+
 def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:
     """Start ``cfg.replicas`` engine actors for ``cfg.model`` and wait until they answer."""
     from ..models.bundled import resolve_model
@@ -256,10 +274,11 @@ def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:
         options["num_gpus"] = cfg.gpus_per_replica
     else:
         options["num_cpus"] = 1  # the rest of a 2-core machine stays free for the workflow tasks
-    engine_cfg = {"dtype": cfg.dtype, "max_model_len": cfg.max_model_len, "seed": cfg.seed}
+    dtype = resolve_dtype(cfg)
+    engine_cfg = {"dtype": dtype, "max_model_len": cfg.max_model_len, "seed": cfg.seed}
     actors = [VLLMEngineActor.options(**options).remote(model.path, engine_cfg) for _ in range(cfg.replicas)]
     if progress:
-        progress(f"starting {cfg.replicas} vLLM engine(s) for {cfg.model}")
+        progress(f"starting {cfg.replicas} vLLM engine(s) for {cfg.model} ({dtype})")
     t0 = time.time()
     try:
         ray.get([a.warmup.remote() for a in actors], timeout=max(cfg.timeout_s, 900))
@@ -267,4 +286,4 @@ def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:
         raise LLMError(f"vLLM engine for {cfg.model!r} failed to start: {type(e).__name__}: {e}") from None
     if progress:
         progress(f"vLLM engine(s) ready in {time.time() - t0:.0f}s")
-    return VLLMPool(actors, model.path, cfg, f"vllm:{cfg.model}@{model.revision}:{cfg.dtype}")
+    return VLLMPool(actors, model.path, cfg, f"vllm:{cfg.model}@{model.revision}:{dtype}")

@@ -73,11 +73,20 @@ class Scorer(ABC):
         """One score from values and the items' truth."""
 
     def guesses(self, values: np.ndarray, items: list[Item]) -> np.ndarray:
-        """Values on the 0-10 scale of the items' levels (default: rank within the set)."""
-        if not len(values):
-            return np.zeros(0)
-        ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
-        return 10.0 * ranks / max(1, len(values) - 1)
+        """Values on the 0-10 scale of the items' levels. Default (window scorers): each item's
+        share of the other class it outranks (ties one half), x10: an activating context above
+        every quiet one guesses 10, a quiet one below every activating one guesses 0; the items'
+        mean over positives is the AUROC."""
+        v = np.asarray(values, dtype=np.float64)
+        y = np.array([it.label for it in items], dtype=bool)
+        if not y.any() or y.all():  # nothing to rank against: no item is shown as an error
+            return np.array([it.level for it in items], dtype=np.float64)
+        d = v[y][:, None] - v[~y][None, :]  # activating minus quiet, every pair
+        wins = (d > 0) + 0.5 * (d == 0)
+        out = np.empty(len(v))
+        out[y] = 10.0 * wins.mean(axis=1)  # share of quiet items this one outranks
+        out[~y] = 10.0 * (1.0 - wins.mean(axis=0))  # share of activating items it reaches
+        return out
 
     def extra(self, values: np.ndarray, items: list[Item]) -> dict:
         return {}
