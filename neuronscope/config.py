@@ -65,8 +65,9 @@ class ExplainConfig(_Strict):
     max_modes: int = Field(3, ge=1)
     refine_rounds: int = Field(1, ge=0)
     embedder: str = BUNDLED_EMBEDDER
-    clustering: Literal["components", "activation"] = Field(
-        "components", description="modes from the agents' components (the paper) or from the activating words")
+    clustering: Literal["activation", "components"] = Field(
+        "activation", description="modes from the exemplars' activating words (joined while alike; a "
+        "concept phrased many ways stays one mode) or from the agents' components (the paper's k-means)")
     scorer: Literal["embedding", "simulation", "detection", "fuzzing"] = Field(
         "embedding", description="the judge of every workflow decision and reported score: embedding "
         "(explanation vs context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), "

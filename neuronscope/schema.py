@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 # One row per (layer, neuron, exemplar). ``kind`` is "top" or "random"; ``rank`` orders the
 # exemplars of one kind (0 = highest activation for "top", sample order for "random").
@@ -68,6 +68,7 @@ EXPLANATIONS = pa.schema(
         ("sim_baseline_score", pa.float64()),
         ("sim_control_score", pa.float64()),
         ("rounds", pa.int32()),
+        ("malformed_answers", pa.int32()),  # agent answers rejected (bad format, copies), retried or not
         ("llm_calls", pa.int64()),
         ("llm_tokens_in", pa.int64()),
         ("llm_tokens_out", pa.int64()),

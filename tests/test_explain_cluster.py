@@ -77,3 +77,40 @@ def test_an_outlier_exemplar_is_not_a_mode():
     # the same odd group, recurring in a fifth of the exemplars, is a mode of its own
     modes, choice = C.modes_from_components(PlantedEmbedder(), [["month name"]] * 8 + [["verb"]] * 2, max_modes=3)
     assert choice.k == 2 and modes[-1] == modes[-2] != modes[0]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_agglomeration_recovers_separated_groups(k):
+    x = _groups(k, per=4, noise=0.3)
+    labels, merges = C.agglomerate(x, max_modes=3)
+    assert len(set(labels)) == k and len(merges) == len(x) - k
+    for g in range(k):
+        assert len(set(labels[g * 4:(g + 1) * 4])) == 1
+
+
+def test_agglomeration_folds_outliers_and_caps_the_modes():
+    x = np.concatenate([_groups(1, per=9), _groups(2, per=1)[1:]])  # nine alike, one apart
+    labels, _ = C.agglomerate(x, max_modes=3)
+    assert set(labels) == {0}, "a group under MIN_MODE_SHARE of the exemplars joins its nearest"
+    labels, _ = C.agglomerate(_groups(3, per=4), max_modes=2)
+    assert len(set(labels)) == 2
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return C.get_embedder("bundled:all-minilm-l6-v2")
+
+
+@pytest.mark.parametrize("concepts", [
+    # one concept phrased many ways (different words, repeats, two at once) stays one mode
+    [["sword", "dagger", "spear", "blade, sword", "axe", "sword", "lance", "swords"]],
+    [["January", "march", "June", "October", "june, july", "december", "April", "May"]],
+    [["january", "march", "june", "october"], ["iron", "copper", "silver", "gold"]],
+    [["oak", "elm", "willow"], ["iron", "copper", "silver"], ["march", "june", "october"]],
+])
+def test_words_give_one_mode_per_concept(minilm, concepts):
+    words = [w for c in concepts for w in c]
+    truth = [i for i, c in enumerate(concepts) for _ in c]
+    modes, choice = C.modes_from_words(minilm, words, max_modes=3)
+    assert choice.k == len(concepts), (modes, choice.merges)
+    assert len(set(zip(truth, modes))) == len(concepts), "each concept's words in one mode of their own"

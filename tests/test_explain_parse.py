@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neuronscope.explain.parse import ParseError, components, explanation
+from neuronscope.explain.parse import ParseError, components, explanation, not_a_copy
 
 
 @pytest.mark.parametrize("answer,expected", [
@@ -57,3 +57,23 @@ def test_explanation_good(answer, expected):
 def test_explanation_malformed(answer, reason):
     with pytest.raises(ParseError, match=reason):
         explanation(answer)
+
+
+def _conversation():
+    from neuronscope.explain import prompts
+    return prompts.render("explain", components="place; country",
+                          exemplars="<text>the army marched from <<France>> into the hills of Wales</text>\nStrongest: France (10)",
+                          tokens="France (1)")
+
+
+@pytest.mark.parametrize("phrase", ["the army marched from France", "marched from France into the hills",
+                                    "weather", "Weather."])
+def test_a_copy_of_the_text_or_of_the_example_answer_is_rejected(phrase):
+    with pytest.raises(ParseError, match="copies the text|example's answer"):
+        not_a_copy(explanation("Explanation: " + phrase), _conversation())
+
+
+@pytest.mark.parametrize("phrase", ["names of countries", "France and other countries", "weather in France",
+                                    "countries an army marches from"])
+def test_an_explanation_in_its_own_words_passes(phrase):
+    not_a_copy(phrase, _conversation())

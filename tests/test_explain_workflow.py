@@ -84,7 +84,7 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v2+explain.v1+refine.v1+single_pass.v1+simulate.v2"
+    assert r["template_version"] == "deconstruct.v2+explain.v2+refine.v2+single_pass.v2+simulate.v2"
     assert r["scorer"] == "simulation" and r["calibrated"] is None
     # the mode's evidence: its activating tokens with counts, its share of the top exemplars
     assert r["mode_share"] == 1.0 and r["mode_tokens"]
@@ -120,7 +120,7 @@ def test_mode_evidence_round_trips_through_parquet(tmp_path):
 def test_single_pass_and_neuronscope_only():
     sp = _run(method="single-pass").rows
     assert len(sp) == 1 and sp[0]["n_modes"] == 0 and math.isnan(sp[0]["score"]) and sp[0]["baseline_score"] > 0.9
-    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v1+simulate.v2"
+    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v2+simulate.v2"
     ns = _run(method="neuronscope").rows
     assert ns[0]["baseline_explanation"] is None and math.isnan(ns[0]["baseline_score"]) and ns[0]["score"] > 0.9
     rows_table(sp + ns)  # both conform
@@ -169,7 +169,8 @@ def test_two_planted_modes_are_found():
             return np.array([[1.0, 0.0] if "month" in t else [0.0, 1.0] for t in texts])
 
     df = records(SENTENCES, MONTHS, randoms=RANDOMS)
-    res = explain_neuron(0, 0, df, TwoConcepts(), ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3),
+    res = explain_neuron(0, 0, df, TwoConcepts(), ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3,
+                                                                 clustering="components"),
                          embedder=ComponentEmbedder())
     assert [r["n_modes"] for r in res.rows] == [2, 2] and [r["mode"] for r in res.rows] == [0, 1]
     assert sum(r["mode_size"] for r in res.rows) == 6
@@ -251,3 +252,20 @@ def test_the_configured_clustering_decides_the_modes():
                              embedder=WordEmbedder())
         used = [t["variant"] for t in res.transcript if t["agent"] == "cluster" and t["used"]]
         assert used == [variant] and res.rows[0]["status"] == "ok"
+
+
+def test_an_explanation_copied_from_the_text_is_rejected_and_counted():
+    class Copier(ScriptedLLM):  # first copies the exemplar text, then answers in its own words
+        def chat(self, conversations, params):
+            out = super().chat(conversations, params)
+            for i, conv in enumerate(conversations):
+                if "features" not in conv[0]["content"] and "Wrong format" not in conv[-2]["content"]:
+                    text = conv[-2]["content"].split("<text>")[1].replace("<<", "").replace(">>", "")
+                    out[i] = Completion(" " + " ".join(text.split()[:5]), 10, 5)
+            return out
+
+    res = _run(Copier(), max_parse_retries=1)
+    r = res.rows[0]
+    assert r["status"] == "ok" and r["explanation"] == "month names" and r["baseline_explanation"] == "month names"
+    copies = [t for t in res.transcript if "copies the text" in t.get("error", "")]
+    assert copies and r["malformed_answers"] == len(copies)

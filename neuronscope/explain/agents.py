@@ -9,7 +9,7 @@ from typing import Callable
 from ..errors import AgentOutputError
 from ..llm.base import GenParams, Message, Metered
 from . import parse, prompts
-from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, scaled
+from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, scaled
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
@@ -21,10 +21,12 @@ EXPLANATION_PREFILL = "Explanation:"
 
 def run_batch(llm: Metered, agent: str, conversations: list[list[Message]], parser: Callable,
               max_retries: int, transcript: list[dict], params: GenParams | None = None,
-              prefill: str = "") -> list:
+              prefill: str = "", guard: Callable | None = None) -> list:
     """Parsed answers, one per conversation; AgentOutputError if one stays malformed after
     ``max_retries`` corrective follow-ups (never a guessed value). A ``prefill`` starts the
-    answer (e.g. "Explanation:"), so a small model only has to continue the required format."""
+    answer (e.g. "Explanation:"), so a small model only has to continue the required format.
+    ``guard(parsed, conversation)`` raises ParseError for a well-formed answer that is still
+    unusable (e.g. a copy of the prompt's text)."""
     params = params or PARAMS[agent]
     convs = [list(c) for c in conversations]
     results: list = [None] * len(convs)
@@ -40,6 +42,8 @@ def run_batch(llm: Metered, agent: str, conversations: list[list[Message]], pars
             entry = {"agent": agent, "item": i, "attempt": attempt, "messages": convs[i] + start, "raw": text}
             try:
                 results[i] = parser(text, truncated=ans.tokens_out >= p.max_tokens)
+                if guard:
+                    guard(results[i], conversations[i])
                 entry["parsed"] = results[i]
             except parse.ParseError as e:
                 entry["error"] = str(e)
@@ -68,19 +72,27 @@ def _listing(exemplars: list[Exemplar], max_act: float) -> str:
     return "\n".join(describe(e, max_act) for e in exemplars)
 
 
+def tokens_line(exemplars: list[Exemplar], max_act: float) -> str:
+    """'king (5), queen (2)': the activating words of these exemplars, each with the number of
+    texts it fires in: what even a weak explainer can name."""
+    return ", ".join(escape(t) for t in mode_tokens(exemplars, max_act))
+
+
 def explain_modes(llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float,
                   retries: int, transcript) -> list[str]:
     """One explanation per semantic mode, from that mode's exemplars and components."""
-    convs = [prompts.render("explain", exemplars=_listing(ex, max_act), components="; ".join(escape(c) for c in comps))
+    convs = [prompts.render("explain", exemplars=_listing(ex, max_act), tokens=tokens_line(ex, max_act),
+                            components="; ".join(escape(c) for c in comps))
              for ex, comps in zip(modes, components)]
-    return run_batch(llm, "explain", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL)
+    return run_batch(llm, "explain", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL,
+                     guard=parse.not_a_copy)
 
 
 def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> str:
     """The Bills et al. baseline: one explanation from all explain exemplars."""
-    conv = prompts.render("single_pass", exemplars=_listing(exemplars, max_act))
+    conv = prompts.render("single_pass", exemplars=_listing(exemplars, max_act), tokens=tokens_line(exemplars, max_act))
     return run_batch(llm, "single_pass", [conv], parse.explanation, retries, transcript,
-                     prefill=EXPLANATION_PREFILL)[0]
+                     prefill=EXPLANATION_PREFILL, guard=parse.not_a_copy)[0]
 
 
 def _cases(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
@@ -96,9 +108,11 @@ def _cases(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
     return "\n".join(lines) or "(none)"
 
 
-def refine(llm, explanations: list[str], misses: list[list], false_alarms: list[list], max_act: float,
-           retries: int, transcript) -> list[str]:
-    """A revised explanation per mode, from the simulator's misses and false alarms."""
-    convs = [prompts.render("refine", explanation=x, misses=_cases(m, max_act), false_alarms=_cases(f, max_act))
-             for x, m, f in zip(explanations, misses, false_alarms)]
-    return run_batch(llm, "refine", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL)
+def refine(llm, explanations: list[str], tokens: list[str], misses: list[list], false_alarms: list[list],
+           max_act: float, retries: int, transcript) -> list[str]:
+    """A revised explanation per mode, from the judge's misses and false alarms; ``tokens`` is
+    each mode's ``tokens_line``."""
+    convs = [prompts.render("refine", explanation=x, tokens=t, misses=_cases(m, max_act), false_alarms=_cases(f, max_act))
+             for x, t, m, f in zip(explanations, tokens, misses, false_alarms)]
+    return run_batch(llm, "refine", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL,
+                     guard=parse.not_a_copy)

@@ -1,5 +1,11 @@
-"""Semantic modes: FAISS k-means over embeddings, k chosen by silhouette (k=1 when no k>1 is
-clearly separated), exemplars following their components by majority vote."""
+"""Semantic modes of a neuron's explain exemplars, two ways.
+
+- ``modes_from_words`` (the default, activation-guided): each exemplar's activating words,
+  embedded, centred on common words, joined by average linkage until no two groups are alike;
+  k=1 unless the words fall apart, and a single concept phrased many ways stays one mode.
+- ``modes_from_components`` (the paper): the agents' components, FAISS k-means with k chosen by
+  silhouette, exemplars following their components by majority vote.
+Both drop groups too small to be a mode (``MIN_MODE_SHARE``)."""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import math
 import os
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,7 +25,25 @@ MIN_SILHOUETTE = 0.2
 # outlier (one odd word, one parroted phrase), not a mode (Q2 in benchmarks/ measures the rule).
 MIN_MODE_SHARE = 0.2
 
+# Words joined while their groups' mean cosine (after centring) is at least this; below it they
+# are different things. Chosen on planted word-set neurons whose concepts share no word with
+# record/synthetic.py's (benchmarks/quality.py Q2 measures the rule on those).
+MERGE_AT = 0.2
+# Single-word embeddings share a large common direction ("a word"); removing this share of the
+# mean embedding of common words lets the concept differences show.
+CENTRE_WEIGHT = 0.5
+COMMON_WORDS = tuple("""the of and to in a is that for it as was with be by on not he i this are or his from at
+which but have an they you were her she there one all we their been has would when if so no what will
+can more who out up them some could into time other than then its only new like now over also after
+first way even made man many before must through back years where much your well should down say day
+good still own see men might long great life little world just any these old same few came never last
+place make house while work under part people thought left around take know said home light done night
+yet far young here told look half kind less things name open going set saw end asked word speak heard
+sound keep upon hath thou thee thy doth art shall tis sir lord love go come give stand lie sit walk run
+fall hold bring leave live die fight think feel tell call seem""".split())
+
 _EMBEDDERS: dict[str, object] = {}
+_CENTRES: dict[int, np.ndarray] = {}
 _LOCK = threading.Lock()
 
 
@@ -74,7 +98,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
 class Choice:
     k: int
     labels: np.ndarray
-    silhouettes: dict[int, float]  # candidate k -> silhouette (k=1 not scored)
+    silhouettes: dict[int, float]  # candidate k -> silhouette (k=1 not scored; components only)
+    merges: list[float] = field(default_factory=list)  # words only: similarity of each join, in order
 
 
 def choose_k(x: np.ndarray, max_k: int, min_silhouette: float = MIN_SILHOUETTE, seed: int = SEED,
@@ -126,9 +151,51 @@ def modes_from_components(embedder, components: list[list[str]], max_modes: int,
     return exemplar_modes(owner, choice.labels, len(components)), choice
 
 
-def modes_from_contexts(embedder, contexts: list[str], max_modes: int,
-                        min_silhouette: float = MIN_SILHOUETTE) -> tuple[list[int], Choice]:
-    """The activation-guided variant: cluster each exemplar's activating context directly."""
-    owner = list(range(len(contexts)))
-    choice = choose_k(embed(embedder, contexts), max_modes, min_silhouette, valid=_recurring(owner, len(contexts)))
-    return exemplar_modes(owner, choice.labels, len(contexts)), choice
+def centred(embedder, texts: list[str]) -> np.ndarray:
+    """Unit embeddings of ``texts`` (lower-cased) minus CENTRE_WEIGHT x the common words' mean."""
+    key = id(embedder)
+    if key not in _CENTRES:
+        _CENTRES[key] = embed(embedder, list(COMMON_WORDS)).mean(axis=0)
+    x = embed(embedder, [t.lower() for t in texts]) - CENTRE_WEIGHT * _CENTRES[key]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def agglomerate(x: np.ndarray, max_modes: int, merge_at: float = MERGE_AT) -> tuple[np.ndarray, list[float]]:
+    """Average-linkage groups of unit vectors ``x``: join the most alike pair of groups while
+    their mean cosine is >= ``merge_at``; then fold groups under MIN_MODE_SHARE into their
+    nearest, and the nearest pairs until at most ``max_modes`` remain. (labels, join similarities)."""
+    n = len(x)
+    sim = np.clip(x @ x.T, -1.0, 1.0)
+    groups = [[i] for i in range(n)]
+    least = max(1, math.ceil(MIN_MODE_SHARE * n))
+    merges = []
+
+    def link(a, b):
+        return float(sim[np.ix_(groups[a], groups[b])].mean())
+
+    while len(groups) > 1:
+        small = [g for g in range(len(groups)) if len(groups[g]) < least]
+        pairs = [(a, b) for a in range(len(groups)) for b in range(a + 1, len(groups))]
+        a, b = max(pairs, key=lambda ab: link(*ab))
+        if link(a, b) < merge_at:
+            if small:  # the smallest outlier group joins its nearest group
+                a = min(small, key=lambda g: (len(groups[g]), g))
+                b = max((g for g in range(len(groups)) if g != a), key=lambda g: link(a, g))
+            elif len(groups) <= max_modes:
+                break
+        merges.append(round(link(a, b), 4))
+        groups[min(a, b)] += groups[max(a, b)]
+        del groups[max(a, b)]
+    labels = np.zeros(n, dtype=np.int64)
+    for g, members in enumerate(groups):
+        labels[members] = g
+    return labels, merges
+
+
+def modes_from_words(embedder, words: list[str], max_modes: int, merge_at: float = MERGE_AT) -> tuple[list[int], Choice]:
+    """Activation-guided modes: ``words[i]`` is exemplar i's activating words ("sword, spear")."""
+    if len(words) < 2:
+        return [0] * len(words), Choice(1, np.zeros(len(words), dtype=np.int64), {})
+    labels, merges = agglomerate(centred(embedder, words), max_modes, merge_at)
+    modes = exemplar_modes(list(range(len(words))), labels, len(words))
+    return modes, Choice(len(set(modes)), np.array(modes), {}, merges)

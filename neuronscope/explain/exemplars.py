@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,3 +127,16 @@ def top_tokens(ex: Exemplar, max_act: float, n: int = 3) -> str:
 def describe(ex: Exemplar, max_act: float) -> str:
     """The exemplar as the explainer agents see it."""
     return f"{marked_text(ex, max_act)}\nStrongest: {top_tokens(ex, max_act)}"
+
+
+def activating(ex: Exemplar, max_act: float) -> str:
+    """What activation-guided clustering embeds: the exemplar's activating words ("sword, spear"),
+    so the embedding is of what fires, not of the rest of the window."""
+    return ", ".join(ex.tokens[i].strip() for i in sorted(strongest(ex, max_act)))
+
+
+def mode_tokens(exemplars: list[Exemplar], max_act: float, n: int = 6) -> list[str]:
+    """The evidence a reader checks a mode's explanation against: its activating tokens (the
+    marked ones of each exemplar) with how many exemplars they fire in, most frequent first."""
+    counts = Counter(w for ex in exemplars for w in {ex.tokens[i].strip() or "␣" for i in strongest(ex, max_act)})
+    return [f"{w} ({c})" for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]

@@ -76,6 +76,30 @@ def explanation(answer: str, truncated: bool = False) -> str:
     raise ParseError("no line starts with 'Explanation:'")
 
 
+# This many words in a row taken from an exemplar's text make an explanation a copy of it.
+COPY_RUN = 4
+_WORDS = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_FENCED = re.compile(r"<text>(.*?)</text>", re.S)
+
+
+def not_a_copy(phrase: str, conversation) -> None:
+    """ParseError when the explanation ``phrase`` repeats a few-shot answer of ``conversation``
+    (its assistant turns) or copies COPY_RUN words in a row of one of its <text> fences: a small
+    explainer echoes what it was shown instead of describing it."""
+    words = _WORDS.findall(phrase.lower())
+    for m in conversation:
+        if m["role"] == "assistant":
+            shot = _EXPLANATION.match(m["content"].strip())
+            if shot and shot.group(1).strip() and words == _WORDS.findall(shot.group(1).lower()):
+                raise ParseError(f"{phrase!r} is the example's answer; describe these texts instead")
+        elif m["role"] == "user":
+            for fence in _FENCED.findall(m["content"]):
+                text = _WORDS.findall(_ECHOES.sub(" ", fence).lower())
+                runs = {tuple(text[i:i + COPY_RUN]) for i in range(len(text) - COPY_RUN + 1)}
+                if any(tuple(words[i:i + COPY_RUN]) in runs for i in range(len(words) - COPY_RUN + 1)):
+                    raise ParseError("the explanation copies the text; say what the marked words have in common")
+
+
 FORMATS = {
     components: "one feature per line, each line starting with '- ', nothing else",
     explanation: "one line: Explanation: <short phrase>",

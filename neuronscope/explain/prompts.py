@@ -14,7 +14,7 @@ from importlib import resources
 
 from ..llm.base import Message
 
-VERSIONS = {"deconstruct": "v2", "explain": "v1", "refine": "v1", "single_pass": "v1", "simulate": "v2",
+VERSIONS = {"deconstruct": "v2", "explain": "v2", "refine": "v2", "single_pass": "v2", "simulate": "v2",
             "detection": "v1", "fuzzing": "v1"}
 _SECTION = re.compile(r"^### (system|user|assistant)\s*$", re.M)
 

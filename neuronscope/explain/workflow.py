@@ -19,6 +19,8 @@ Output columns (EXPLANATIONS, one row per mode):
 - ``coverage``: share of the explain top exemplars that their own mode's explanation accounts for
   (``Scorer.covered``); one value per neuron, on every row.
 - ``rounds``: refinement rounds run for the mode (each decision is in the transcript).
+- ``malformed_answers``: agent answers of the neuron rejected by a parser or as a copy of the
+  prompt's text or example answer (each in the transcript with its reason).
 - ``llm_calls``: engine requests for the whole neuron (cache hits excluded); ``llm_tokens_*``:
   the NeuronScope method's tokens; ``baseline_llm_tokens_*``: the single-pass baseline's.
 - method "single-pass": one row, mode -1, n_modes 0, the NeuronScope columns null/NaN;
@@ -41,7 +43,7 @@ from ..llm.base import Ledger, Metered
 from ..scoring import Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
 from . import agents, cluster, prompts
-from .exemplars import Exemplar, Split, load, split, strongest
+from .exemplars import Exemplar, Split, activating, load, mode_tokens, split
 
 # The scorers' ledger entries: the NeuronScope method's and the baseline's.
 # Control scoring ("control") belongs to neither method: it counts in llm_calls only.
@@ -88,27 +90,14 @@ def _score_entry(purpose: str, scorer: Scorer, explanation: str, exemplars: list
             "score": r.score, **r.extra}
 
 
-def _activating(ex: Exemplar, max_act: float) -> str:
-    """What activation-guided clustering embeds: the exemplar's activating words ("sword, spear"),
-    so the embedding is of what fires, not of the rest of the window."""
-    return ", ".join(ex.tokens[i].strip() for i in sorted(strongest(ex, max_act)))
-
-
-def mode_tokens(exemplars: list[Exemplar], max_act: float, n: int = 6) -> list[str]:
-    """The evidence a reader checks a mode's explanation against: its activating tokens (the
-    marked ones of each exemplar) with how many exemplars they fire in, most frequent first."""
-    counts = Counter(w for ex in exemplars for w in {ex.tokens[i].strip() or "␣" for i in strongest(ex, max_act)})
-    return [f"{w} ({c})" for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
-
-
 def _modes(llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float,
            transcript) -> list[Mode]:
     comps = agents.deconstruct(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
     by_comp, choice_c = cluster.modes_from_components(embedder, comps, cfg.max_modes, min_silhouette)
-    by_ctx, choice_a = cluster.modes_from_contexts(embedder, [_activating(e, sp.max_act) for e in sp.explain], cfg.max_modes, min_silhouette)
+    by_ctx, choice_a = cluster.modes_from_words(embedder, [activating(e, sp.max_act) for e in sp.explain], cfg.max_modes)
     for name, labels, choice in (("components", by_comp, choice_c), ("activation", by_ctx, choice_a)):
         transcript.append({"agent": "cluster", "variant": name, "used": name == clustering, "k": choice.k,
-                           "silhouettes": choice.silhouettes, "n_modes": len(set(labels)),
+                           "silhouettes": choice.silhouettes, "merges": choice.merges, "n_modes": len(set(labels)),
                            "modes": dict(zip([e.window_id for e in sp.explain], labels))})
     labels = by_comp if clustering == "components" else by_ctx
     modes = []
@@ -133,8 +122,10 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
         if not active:
             break
         try:
-            revised = agents.refine(llm, [modes[i].explanation for i in active], [cases[i][0] for i in active],
-                                    [cases[i][1] for i in active], sp.max_act, cfg.max_parse_retries, transcript)
+            revised = agents.refine(llm, [modes[i].explanation for i in active],
+                                    [agents.tokens_line(modes[i].exemplars, sp.max_act) for i in active],
+                                    [cases[i][0] for i in active], [cases[i][1] for i in active], sp.max_act,
+                                    cfg.max_parse_retries, transcript)
         except AgentOutputError as e:
             transcript.append({"agent": "refine_decision", "round": rnd, "kept": False, "error": str(e)})
             break
@@ -186,7 +177,7 @@ def _row(layer: int, neuron: int, **kw) -> dict:
            "coverage": math.nan, "baseline_explanation": None, "baseline_score": math.nan,
            "control_explanation": None, "control_score": math.nan, "sim_mode_score": math.nan,
            "sim_score": math.nan, "sim_baseline_score": math.nan, "sim_control_score": math.nan,
-           "rounds": 0, "llm_calls": 0, "llm_tokens_in": 0, "llm_tokens_out": 0, "baseline_llm_tokens_in": 0,
+           "rounds": 0, "malformed_answers": 0, "llm_calls": 0, "llm_tokens_in": 0, "llm_tokens_out": 0, "baseline_llm_tokens_in": 0,
            "baseline_llm_tokens_out": 0, "template_version": "", "method": "", "status": "ok", "error": None}
     row.update(kw)
     return row
@@ -233,8 +224,9 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
     """Explain one neuron from its RECORDS rows; any failure becomes one 'failed' row with the reason.
 
     ``embedder`` is anything with sentence-transformers' ``encode``; default: ``cfg.embedder``,
-    loaded once per process. ``clustering`` (default ``cfg.clustering``) is "components" (NeuronScope) or "activation" (the
-    activation-guided variant); the other one is always computed too and reported in the transcript.
+    loaded once per process. ``clustering`` (default ``cfg.clustering``) is "activation" (modes of
+    the activating words) or "components" (the paper's); the other one is always computed too and
+    reported in the transcript.
     ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``);
     ``calibrated`` is the run's scorer self-check verdict, carried into the rows.
     """
@@ -255,7 +247,7 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
         embedder = embedder or cluster.get_embedder(cfg.embedder)
         judges = _judges(metered, cfg, embedder, sp.max_act)
         control = control_explanation(layer, neuron, embedder=embedder,
-                                      avoid=", ".join(_activating(e, sp.max_act) for e in sp.explain))
+                                      avoid=", ".join(activating(e, sp.max_act) for e in sp.explain))
         base_text = agents.single_pass(metered, sp.explain, sp.max_act, cfg.max_parse_retries, transcript) \
             if run_base else None
         modes, coverage = [], math.nan
@@ -270,9 +262,11 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
         scores = _final_scores(modes, base_text, control, sp, judges, transcript)
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append({"agent": "error", "error": f"{type(e).__name__}: {e}"})
-        rows = [_row(layer, neuron, status="failed", error=f"{type(e).__name__}: {e}", **common, **_usage(ledger))]
+        rows = [_row(layer, neuron, status="failed", error=f"{type(e).__name__}: {e}",
+                     malformed_answers=_malformed(transcript), **common, **_usage(ledger))]
         return NeuronResult(rows, transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
     shared = {"n_modes": len(modes), "coverage": coverage, "baseline_explanation": base_text,
+              "malformed_answers": _malformed(transcript),
               "control_explanation": control, **scores, **common, **_usage(ledger)}
     if modes:
         total = sum(len(m.exemplars) for m in modes)
@@ -285,6 +279,10 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
         rows = [_row(layer, neuron, **shared)]
     transcript.append({"agent": "ledger", **ledger.as_dict()})
     return NeuronResult(rows, transcript, ledger)
+
+
+def _malformed(transcript: list[dict]) -> int:
+    return sum(1 for t in transcript if "attempt" in t and "error" in t)
 
 
 def _usage(ledger: Ledger) -> dict:

@@ -98,8 +98,10 @@ def plant(windows: np.ndarray, tokenizer, neurons: list[tuple[str, ...]], top_k:
         hot = np.isin(concept, cs)
         acts = np.abs(rng.normal(0, 0.02, size=windows.shape)).astype(np.float32)
         peaks = rng.uniform(0.6, 1.0, size=len(windows)).astype(np.float32)
+        # the top windows' peaks descend in the interleaved order, so every rank range (and so
+        # every split of the ranks) holds the concepts in balance
+        peaks[top_ids] = np.sort(peaks[top_ids])[::-1]
         acts = np.where(hot, peaks[:, None], acts)
-        top_ids = top_ids[np.argsort(-peaks[top_ids], kind="stable")]
         rows = []
         for kind, wids in (("top", top_ids), ("random", rnd_ids)):
             for rank, w in enumerate(wids):
