@@ -72,6 +72,9 @@ class ExplainConfig(_Strict):
         "embedding", description="the judge of every workflow decision and reported score: embedding "
         "(explanation vs context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), "
         "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are always stored too")
+    hard_negatives: int = Field(0, ge=0, description="embedding scorer: 0 scores against every quiet "
+                                "held-out context; N keeps only the N quiet contexts nearest (FAISS) to the "
+                                "activating ones, a harder test")
     self_check: bool = Field(True, description="check the scorer on built-in planted concepts before explaining")
     max_in_flight: int = Field(4, ge=1)
     max_parse_retries: int = Field(2, ge=0)

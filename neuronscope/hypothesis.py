@@ -55,7 +55,8 @@ def score_hypothesis(run: str, layer: int, neuron: int, text: str, scorers: list
     metered = Metered(llm, Ledger()) if llm is not None else None
     out = {}
     for name in scorers:
-        judge = Judge(make_scorer(name, llm=metered, embedder=embedder), sp.max_act)
+        judge = Judge(make_scorer(name, llm=metered, embedder=embedder, hard_negatives=cfg.explain.hard_negatives),
+                      sp.max_act)
         mine, ctrl = judge([(text, sp.heldout), (control, sp.heldout)])
         out[name] = {"score": mine.score, "control": ctrl.score, "metric": judge.scorer.metric_name, **mine.extra}
     return {"scores": out, "default": cfg.explain.scorer, "control_explanation": control,

@@ -62,6 +62,21 @@ def test_embedding_scorer_right_above_wrong_and_nothing_at_chance():
     assert right.values.shape == (len(right.items),)
 
 
+def test_hard_negatives_keep_the_quiet_contexts_nearest_to_the_activating_ones(minilm):
+    scorer = EmbeddingScorer(minilm, hard_negatives=2)
+    all_items = EmbeddingScorer(minilm).items(HELDOUT, 5.0)
+    kept = scorer.items(HELDOUT, 5.0)
+    assert [it for it in kept if it.label] == [it for it in all_items if it.label]
+    neg = [it for it in all_items if not it.label]
+    assert sum(not it.label for it in kept) == 2 < len(neg)
+    # the kept ones are the negatives most like a positive context
+    pos = scorer._vectors([it.text for it in all_items if it.label])
+    nearest = (scorer._vectors([it.text for it in neg]) @ pos.T).max(axis=1)
+    assert {it.text for it in kept if not it.label} == {neg[i].text for i in np.argsort(-nearest)[:2]}
+    right, wrong = scorer([("months of the year", HELDOUT), ("animals", HELDOUT)], 5.0)
+    assert right.score > wrong.score
+
+
 @pytest.fixture(scope="module")
 def minilm():
     from neuronscope.explain.cluster import get_embedder

@@ -187,7 +187,8 @@ def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, 
     """The decision scorer and the simulation scorer for the method and for the baseline (the
     baseline's LLM calls are booked under agents of its own)."""
     def judge(name: str, agent: str | None) -> Judge:
-        return Judge(make_scorer(name, llm=metered, embedder=embedder, agent=agent), max_act)
+        return Judge(make_scorer(name, llm=metered, embedder=embedder, agent=agent,
+                                 hard_negatives=cfg.hard_negatives), max_act)
 
     decide, sim = cfg.scorer, "simulation"
     llm_agent = {"simulation": "simulate"}.get(decide, decide)

@@ -11,13 +11,14 @@ SCORERS = ("embedding", "simulation", "detection", "fuzzing")
 LLM_SCORERS = ("simulation", "detection", "fuzzing")
 
 
-def make_scorer(name: str, llm=None, embedder=None, agent: str | None = None) -> Scorer:
-    """The scorer called ``name``: the embedding scorer needs ``embedder`` (sentence-transformers),
+def make_scorer(name: str, llm=None, embedder=None, agent: str | None = None, hard_negatives: int = 0) -> Scorer:
+    """The scorer called ``name``: the embedding scorer needs ``embedder`` (sentence-transformers;
+    ``hard_negatives``: keep only that many quiet contexts, the nearest to the activating ones),
     the others ``llm`` (the metered pool; ``agent`` names their ledger entry)."""
     if name == "embedding":
         if embedder is None:
             raise ValueError("the embedding scorer needs a sentence embedder")
-        return EmbeddingScorer(embedder)
+        return EmbeddingScorer(embedder, hard_negatives)
     cls = {"simulation": SimulationScorer, "detection": DetectionScorer, "fuzzing": FuzzingScorer}.get(name)
     if cls is None:
         raise ValueError(f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")

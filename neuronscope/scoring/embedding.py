@@ -19,12 +19,31 @@ class EmbeddingScorer(Scorer):
     name = "embedding"
     metric_name = "auroc"
 
-    def __init__(self, embedder):
-        self.embedder = embedder
+    def __init__(self, embedder, hard_negatives: int = 0):
+        self.embedder, self.hard_negatives = embedder, hard_negatives
         self._memo: dict[str, np.ndarray] = {}
 
     def items(self, exemplars: list[Exemplar], max_act: float) -> list[Item]:
-        return window_items(exemplars, max_act)
+        items = window_items(exemplars, max_act)
+        return self._hardest(items) if self.hard_negatives else items
+
+    def _hardest(self, items: list[Item]) -> list[Item]:
+        """The positives and only the ``hard_negatives`` quiet contexts nearest to any positive
+        (FAISS inner product over the contexts' embeddings): the score then asks whether the
+        explanation tells the firing context from the quiet ones most like it."""
+        import faiss
+
+        pos = [it for it in items if it.label]
+        neg = [it for it in items if not it.label]
+        if not pos or len(neg) <= self.hard_negatives:
+            return items
+        index = faiss.IndexFlatIP(self._vectors([neg[0].text]).shape[1])
+        index.add(self._vectors([it.text for it in neg]).astype(np.float32))
+        sims, ids = index.search(self._vectors([it.text for it in pos]).astype(np.float32), len(neg))
+        nearest = np.full(len(neg), -np.inf)
+        np.maximum.at(nearest, ids.ravel(), sims.ravel())
+        keep = set(np.argsort(-nearest, kind="stable")[: self.hard_negatives].tolist())
+        return [it for it in items if it.label or neg.index(it) in keep]
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
