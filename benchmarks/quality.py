@@ -38,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from neuronscope import pipeline  # noqa: E402
 from neuronscope.cli import _add_flags, _config  # noqa: E402
 from neuronscope.explain.fanout import explain_run, transcript_key  # noqa: E402
+from neuronscope.llm.vllm_backend import resolve_dtype  # noqa: E402
 from neuronscope.store import Store  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -193,7 +194,7 @@ def _report(args, cfg, r1: dict | None, r2: dict | None, seconds: float) -> str:
         f"\n## Quality (Q1, Q2) — {dt.date.today().isoformat()}\n",
         f"Command: `python benchmarks/quality.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`  ",
         f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
-        f"LLM: {cfg.llm.backend} `{cfg.llm.model}` ({cfg.llm.dtype}); wall time {seconds / 60:.1f} min.\n",
+        f"LLM: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); wall time {seconds / 60:.1f} min.\n",
     ]
     lines += _q1_lines(args, cfg, r1) if r1 else []
     lines += _q2_lines(r2) if r2 else []

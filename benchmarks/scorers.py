@@ -38,6 +38,7 @@ from neuronscope.explain.cluster import get_embedder  # noqa: E402
 from neuronscope.explain.exemplars import load, split  # noqa: E402
 from neuronscope.explain.simulate import Vocab  # noqa: E402
 from neuronscope.llm.base import Ledger, Metered  # noqa: E402
+from neuronscope.llm.vllm_backend import resolve_dtype  # noqa: E402
 from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer  # noqa: E402
 from neuronscope.scoring.calibration import self_check  # noqa: E402
 from neuronscope.scoring.metrics import pairwise_win  # noqa: E402
@@ -161,7 +162,7 @@ def _report(args, cfg, checks, planted, real, seconds) -> str:
     lines = [f"\n## Scorers — {dt.date.today().isoformat()}\n",
              f"Command: `python benchmarks/scorers.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`  ",
              f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
-             f"LLM scorers: {cfg.llm.backend} `{cfg.llm.model}` ({cfg.llm.dtype}); embedder `{cfg.explain.embedder}`; "
+             f"LLM scorers: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); embedder `{cfg.explain.embedder}`; "
              f"held-out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random exemplars per neuron "
              f"(the demo's split); wall time {seconds / 60:.1f} min.\n",
              f"**Planted neurons** ({next(iter(planted.values()))['n']}: {args.planted_per} each of 1, 2 and 3 "
