@@ -69,15 +69,19 @@ def _args(argv):
     p.add_argument("--neurons", default="0-3", help="real neurons: neurons of each layer")
     p.add_argument("--max-tokens", type=int, default=40_000, help="real neurons: corpus tokens recorded")
     p.add_argument("--out", help="folder for the real-neuron run (default: a temporary folder)")
+    p.add_argument("--scorers", default=",".join([*SCORERS, BEFORE]),
+                   help=f"comma list of scorers to measure (default: all, and {BEFORE!r})")
     p.add_argument("--no-append", action="store_true", help="print, do not append to RESULTS.md")
     return p.parse_args(argv)
 
 
-def _scorers(llm, embedder, ledger: Ledger) -> dict:
+def _scorers(llm, embedder, ledger: Ledger, names: list[str]) -> dict:
+    unknown = sorted(set(names) - {*SCORERS, BEFORE})
+    if unknown:
+        raise SystemExit(f"unknown scorer(s) {unknown}; known: {[*SCORERS, BEFORE]}")
     metered = Metered(llm, ledger)
-    out = {n: make_scorer(n, llm=metered, embedder=embedder, agent=n) for n in SCORERS}
-    out[BEFORE] = OldScaleSimulation(metered, agent=BEFORE)
-    return out
+    return {n: OldScaleSimulation(metered, agent=BEFORE) if n == BEFORE else
+            make_scorer(n, llm=metered, embedder=embedder, agent=n) for n in names}
 
 
 def _timed(scorer, jobs, ledger: Ledger) -> tuple[list[float], float, int]:
@@ -153,7 +157,7 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
         out[name] = {"own_vs_other": pairwise_win(s[:, 0], s[:, 1]), "own": float(np.nanmean(s[:, 0])),
                      "other": float(np.nanmean(s[:, 1])), "seconds": secs / len(neurons), "tokens": spent / len(neurons)}
         progress(f"real: {name}: own over other {out[name]['own_vs_other']:.2f}")
-    names = list(SCORERS)
+    names = list(own)
     agree = {(a, b): float(spearmanr(own[a], own[b], nan_policy="omit")[0]) for a in names for b in names if a < b}
     return {"per": out, "agree": agree, "n": len(neurons)}
 
@@ -201,7 +205,7 @@ def main(argv=None) -> None:
     pipeline.ensure_ray()
     llm = pipeline.start_llm(cfg, progress)
     ledger = Ledger()
-    scorers = _scorers(llm, get_embedder(cfg.explain.embedder), ledger)
+    scorers = _scorers(llm, get_embedder(cfg.explain.embedder), ledger, args.scorers.split(","))
     checks = {}
     for name, sc in scorers.items():
         checks[name] = self_check(sc)
@@ -214,7 +218,7 @@ def main(argv=None) -> None:
         with open(RESULTS, "a", encoding="utf-8") as fh:
             fh.write(report)
     default = ExplainConfig().scorer
-    print(f"S_right_vs_wrong={planted[default]['right_vs_wrong']:.2f} " + " ".join(
+    print(f"S_right_vs_wrong={planted[default]['right_vs_wrong'] if default in planted else float('nan'):.2f} " + " ".join(
         f"S_{n.split()[0]}{'_before' if n == BEFORE else ''}={r['right_vs_wrong']:.2f}" for n, r in planted.items()))
 
 
