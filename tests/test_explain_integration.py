@@ -41,7 +41,9 @@ def _check_rows(rows: list[dict]) -> None:
 
 def _check_transcript(transcript: list[dict]) -> None:
     stages = {t["agent"] for t in transcript}
-    assert {"split", "deconstruct", "cluster", "explain", "simulate", "single_pass", "ledger"} <= stages
+    assert {"split", "deconstruct", "cluster", "explain", "score", "single_pass", "ledger"} <= stages
+    # the judge's scores and, beside them, the paper's simulation scores
+    assert {t["scorer"] for t in transcript if t["agent"] == "score"} == {CFG.scorer, "simulation"}
     ledger = next(t for t in transcript if t["agent"] == "ledger")
     assert {"deconstruct", "explain", "simulate", "single_pass", "simulate_baseline"} <= set(ledger)
     json.dumps(transcript, default=float)  # everything in the audit trail serialises
