@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -43,7 +44,8 @@ sound keep upon hath thou thee thy doth art shall tis sir lord love go come give
 fall hold bring leave live die fight think feel tell call seem""".split())
 
 _EMBEDDERS: dict[str, object] = {}
-_CENTRES: dict[int, np.ndarray] = {}
+# keyed by the embedder object itself: an id() could be reused by a later embedder
+_CENTRES: "weakref.WeakKeyDictionary[object, np.ndarray]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -153,10 +155,9 @@ def modes_from_components(embedder, components: list[list[str]], max_modes: int,
 
 def centred(embedder, texts: list[str]) -> np.ndarray:
     """Unit embeddings of ``texts`` (lower-cased) minus CENTRE_WEIGHT x the common words' mean."""
-    key = id(embedder)
-    if key not in _CENTRES:
-        _CENTRES[key] = embed(embedder, list(COMMON_WORDS)).mean(axis=0)
-    x = embed(embedder, [t.lower() for t in texts]) - CENTRE_WEIGHT * _CENTRES[key]
+    if embedder not in _CENTRES:
+        _CENTRES[embedder] = embed(embedder, list(COMMON_WORDS)).mean(axis=0)
+    x = embed(embedder, [t.lower() for t in texts]) - CENTRE_WEIGHT * _CENTRES[embedder]
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 

@@ -33,17 +33,18 @@ class EmbeddingScorer(Scorer):
         explanation tells the firing context from the quiet ones most like it."""
         import faiss
 
-        pos = [it for it in items if it.label]
-        neg = [it for it in items if not it.label]
+        pos = [it.text for it in items if it.label]
+        neg = [i for i, it in enumerate(items) if not it.label]  # positions of the quiet items
         if not pos or len(neg) <= self.hard_negatives:
             return items
-        index = faiss.IndexFlatIP(self._vectors([neg[0].text]).shape[1])
-        index.add(self._vectors([it.text for it in neg]).astype(np.float32))
-        sims, ids = index.search(self._vectors([it.text for it in pos]).astype(np.float32), len(neg))
+        quiet = self._vectors([items[i].text for i in neg]).astype(np.float32)
+        index = faiss.IndexFlatIP(quiet.shape[1])
+        index.add(quiet)
+        sims, ids = index.search(self._vectors(pos).astype(np.float32), len(neg))
         nearest = np.full(len(neg), -np.inf)
         np.maximum.at(nearest, ids.ravel(), sims.ravel())
-        keep = set(np.argsort(-nearest, kind="stable")[: self.hard_negatives].tolist())
-        return [it for it in items if it.label or neg.index(it) in keep]
+        keep = {neg[j] for j in np.argsort(-nearest, kind="stable")[: self.hard_negatives]}
+        return [it for i, it in enumerate(items) if it.label or i in keep]
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
