@@ -94,3 +94,21 @@ def token_records(llm, top_sentences: list[str], random_sentences: list[str], ho
     df = pd.DataFrame(rows)
     df["rank"] = df.groupby("kind")["max_act"].rank(ascending=False, method="first").astype(int) - 1
     return df
+
+
+class WordVocabulary:
+    """Tokenizer stand-in for test embedders: a vocabulary of everyday English words, which the
+    activating-words clustering ranks word similarities against (``cluster.reference``)."""
+
+    WORDS = """the of and to in is that for it as was with be by on not he this are or his from at which but have
+    an they you were her she there one all we their been has would when if so no what will can more who out up
+    them some could into time other than then its only new like now over also after first way even made man many
+    before must through back years where much your well should down say day good still own see men might long
+    great life little world just any these old same few came never last place make house while work under part
+    people thought left around take know said home light done night yet far young here told look half kind less
+    things name open going set saw end asked word speak heard sound keep upon shall love come give stand walk run
+    fall hold bring leave live die fight think feel tell call seem water stone river table window paper music
+    garden street money market winter summer morning evening village city church school letter story""".split()
+
+    def get_vocab(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.WORDS)}

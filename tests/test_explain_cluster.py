@@ -82,7 +82,7 @@ def test_an_outlier_exemplar_is_not_a_mode():
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_agglomeration_recovers_separated_groups(k):
     x = _groups(k, per=4, noise=0.3)
-    labels, merges = C.agglomerate(x, max_modes=3)
+    labels, merges = C.agglomerate(x @ x.T, max_modes=3, merge_at=0.2)
     assert len(set(labels)) == k and len(merges) == len(x) - k
     for g in range(k):
         assert len(set(labels[g * 4:(g + 1) * 4])) == 1
@@ -90,9 +90,10 @@ def test_agglomeration_recovers_separated_groups(k):
 
 def test_agglomeration_folds_outliers_and_caps_the_modes():
     x = np.concatenate([_groups(1, per=9), _groups(2, per=1)[1:]])  # nine alike, one apart
-    labels, _ = C.agglomerate(x, max_modes=3)
+    labels, _ = C.agglomerate(x @ x.T, max_modes=3, merge_at=0.2)
     assert set(labels) == {0}, "a group under MIN_MODE_SHARE of the exemplars joins its nearest"
-    labels, _ = C.agglomerate(_groups(3, per=4), max_modes=2)
+    x = _groups(3, per=4)
+    labels, _ = C.agglomerate(x @ x.T, max_modes=2, merge_at=0.2)
     assert len(set(labels)) == 2
 
 
@@ -107,6 +108,8 @@ def minilm():
     [["January", "march", "June", "October", "june, july", "december", "April", "May"]],
     [["january", "march", "june", "october"], ["iron", "copper", "silver", "gold"]],
     [["oak", "elm", "willow"], ["iron", "copper", "silver"], ["march", "june", "october"]],
+    # related but distinct: raw cosine merged these (kings and swords are both "medieval")
+    [["duke", "King", "king", "prince, prince"], ["sword", "sword", "swords", "spear"]],
 ])
 def test_words_give_one_mode_per_concept(minilm, concepts):
     words = [w for c in concepts for w in c]

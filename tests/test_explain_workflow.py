@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from explain_helpers import MONTHS, records
+from explain_helpers import MONTHS, WordVocabulary, records
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import rows_table
 from neuronscope.explain.workflow import explain_neuron
@@ -65,8 +65,13 @@ class ScriptedLLM:
 
 
 class PlantedEmbedder:
+    """Texts about months point one way, any other text another (a length term keeps them apart)."""
+
+    tokenizer = WordVocabulary()
+
     def encode(self, texts, **_):
-        return np.array([[1.0, 0.01 * len(t)] for t in texts])
+        return np.array([[1.0, 0.0, 0.01 * len(t)] if any(m.lower() in t.lower() for m in MONTHS | {"month"})
+                         else [0.0, 1.0, 0.01 * len(t)] for t in texts])
 
 
 def _run(llm=None, **cfg):
@@ -165,6 +170,8 @@ def test_two_planted_modes_are_found():
             return out
 
     class ComponentEmbedder:
+        tokenizer = WordVocabulary()
+
         def encode(self, texts, **_):
             return np.array([[1.0, 0.0] if "month" in t else [0.0, 1.0] for t in texts])
 
@@ -203,6 +210,8 @@ def test_simulations_are_memoised_within_a_neuron():
 class KeywordEmbedder:
     """Texts naming months, or holding one, point one way; other contexts (long texts) another;
     other explanations (short texts) a third, as far from both."""
+
+    tokenizer = WordVocabulary()
 
     def encode(self, texts, **_):
         def vec(t):
@@ -243,6 +252,8 @@ def test_a_malformed_refine_answer_keeps_the_explanation():
 def test_the_configured_clustering_decides_the_modes():
     """Both variants are always in the transcript; ExplainConfig.clustering picks the one used."""
     class WordEmbedder:  # the activating words are month names: one group, one mode
+        tokenizer = WordVocabulary()
+
         def encode(self, texts, **_):
             return np.array([[1.0, 0.0] if any(m in t for m in MONTHS) else [0.0, 1.0] for t in texts])
 
