@@ -92,3 +92,38 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+def _fields(source: pa.Schema, names) -> list[pa.Field]:
+    return [source.field(n) for n in names]
+
+
+# Every explanation score and its control, carried into the atlas unchanged.
+SCORE_COLUMNS = [n for n in EXPLANATIONS.names if n.endswith("score") or "control" in n]
+
+# The atlas table (``atlas/neurons.parquet``): one row per (layer, neuron, mode). A neuron with
+# records but no explanation has one row, mode -1, status "unexplained".
+ATLAS_NEURONS = pa.schema(
+    _fields(EXPLANATIONS, ["layer", "neuron", "mode", "n_modes", "mode_share", "mode_size", "explanation",
+                           "mode_tokens", "exemplar_ids", "scorer", "calibrated", "coverage", "baseline_explanation",
+                           *SCORE_COLUMNS, "status", "error"])
+    + [pa.field("density", pa.float64())]  # share of tokens above a quarter of the neuron's max
+    + _fields(STATS, ["mean", "std", "min", "max", "quantile_levels", "quantiles", "n_tokens"])
+    + [
+        pa.field("top_tokens", pa.list_(pa.string())),  # most frequent activating tokens first
+        pa.field("top_token_counts", pa.list_(pa.int32())),
+        pa.field("top_token_acts", pa.list_(pa.float32())),  # each token's highest activation
+        pa.field("link", pa.string()),  # the neuron's page, relative to the atlas folder
+    ]
+)
+
+# The token index (``atlas/tokens.parquet``): which neurons fire on which token.
+ATLAS_TOKENS = pa.schema(
+    [
+        ("token", pa.string()),
+        ("layer", pa.int32()),
+        ("neuron", pa.int32()),
+        ("count", pa.int32()),  # top-exemplar tokens of this text at or above the firing threshold
+        ("max_act", pa.float32()),
+    ]
+)

@@ -8,11 +8,16 @@ from .errors import NeuronScopeError
 from .store import Store
 
 
+def read_stage(store: Store, prefix: str):
+    """A stage's whole table (``None`` when the run has no such table)."""
+    return store.read_parquet(prefix) if store.list(prefix) else None
+
+
 def neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
     """One neuron's rows of a stage's table (``None`` when the run has no such table)."""
-    if not store.list(prefix):
+    t = read_stage(store, prefix)
+    if t is None:
         return None
-    t = store.read_parquet(prefix)
     return t.filter(pc.and_(pc.equal(t["layer"], layer), pc.equal(t["neuron"], neuron))).to_pandas()
 
 
