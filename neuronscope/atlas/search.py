@@ -1,0 +1,81 @@
+"""Search the atlas by meaning (explanation embeddings) or by token (top-token profiles).
+
+One function serves the CLI and `atlas serve`'s /api/search, so both answer alike."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from ..pipeline import _pair
+from . import semantic
+
+NEURONS_KEY, TOKENS_KEY, INDEX_KEY = "neurons.parquet", "tokens.parquet", "explanations.faiss"
+
+
+@dataclass(frozen=True)
+class Hit:
+    layer: int
+    neuron: int
+    mode: int
+    score: float  # the mode's score for a meaning hit, the neuron's combined score for a token hit
+    control: float
+    explanation: str | None
+    match: float  # cosine similarity to the query, or the token's highest activation
+    match_kind: str  # "similarity" | "activation"
+
+    def line(self) -> str:
+        text = self.explanation or "(not explained)"
+        return (f"L{self.layer} N{self.neuron} mode {self.mode}  score {_pair(self.score, self.control)}  "
+                f"{self.match_kind} {self.match:.3f}  {text}")
+
+    def as_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def _num(x) -> float:
+    return float(x) if x is not None and not pd.isna(x) else math.nan
+
+
+class AtlasIndex:
+    """The atlas table, its FAISS index over mode explanations and its token profiles."""
+
+    def __init__(self, neurons: pd.DataFrame, index, tokens: pd.DataFrame):
+        self.neurons, self.index, self.tokens = neurons, index, tokens
+        self._folded = tokens["token"].str.strip().str.casefold()
+
+    @classmethod
+    def load(cls, store) -> "AtlasIndex":
+        return cls(store.read_parquet(NEURONS_KEY).to_pandas(),
+                   semantic.index_from_bytes(store.read_bytes(INDEX_KEY)),
+                   store.read_parquet(TOKENS_KEY).to_pandas())
+
+    def search(self, query: str, k: int = 10, layers=None, min_score: float | None = None,
+               token: bool = False) -> list[Hit]:
+        """The k best hits that pass the filters (layers: a collection of layer numbers)."""
+        filtered = bool(layers) or min_score is not None
+        # with filters every vector is ranked, so that k hits survive them when they exist
+        hits = self._by_token(query) if token else self._by_meaning(query, self.index.ntotal if filtered else k)
+        keep = (h for h in hits if (not layers or h.layer in layers)
+                and (min_score is None or (math.isfinite(h.score) and h.score >= min_score)))
+        return [h for _, h in zip(range(k), keep)] if k > 0 else []
+
+    def _hit(self, row: int, match: float, kind: str, score_col: str) -> Hit:
+        r = self.neurons.iloc[row]
+        return Hit(int(r["layer"]), int(r["neuron"]), int(r["mode"]), _num(r[score_col]), _num(r["control_score"]),
+                   r["explanation"] if isinstance(r["explanation"], str) else None, float(match), kind)
+
+    def _by_meaning(self, query: str, k: int):
+        sims, rows = semantic.nearest(self.index, semantic.embed_texts([query]), k)
+        return (self._hit(int(r), s, "similarity", "mode_score") for s, r in zip(sims[0], rows[0]) if r >= 0)
+
+    def _by_token(self, token: str):
+        """Neurons whose top-exemplar tokens include ``token`` (ignoring case and surrounding
+        spaces), strongest activation first."""
+        match = self.tokens[self._folded == token.strip().casefold()]
+        best = match.sort_values(["max_act", "count"], ascending=False).drop_duplicates(["layer", "neuron"])
+        first = self.neurons.reset_index().drop_duplicates(["layer", "neuron"]).set_index(["layer", "neuron"])["index"]
+        for r in best.itertuples(index=False):
+            yield self._hit(int(first[(r.layer, r.neuron)]), r.max_act, "activation", "score")

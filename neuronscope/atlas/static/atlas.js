@@ -1,0 +1,327 @@
+// The NeuronScope atlas: an index of neurons and a page per neuron, from data shards in data/.
+// Every corpus string reaches the page as a text node (el() below), never as markup.
+"use strict";
+window.NS_DATA = window.NS_DATA || {};
+
+(function () {
+  const MAX_ROWS = 1000; // rows drawn at once; the count still covers every match
+  const SEARCH_K = 50;
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    index: null,
+    pos: new Map(), // neuron id -> position in the index (previous / next)
+    hits: null, // the served semantic search's answer for the current query, or null
+    api: location.protocol.startsWith("http") ? null : false, // null: not tried yet
+    seq: 0,
+  };
+
+  function build(node, attrs, kids) {
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.setAttribute("class", v);
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== null && v !== undefined) node.setAttribute(k, String(v));
+    }
+    for (const kid of kids.flat(Infinity)) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      node.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return node;
+  }
+  const el = (tag, attrs, ...kids) => build(document.createElement(tag), attrs, kids);
+  const svg = (tag, attrs, ...kids) => build(document.createElementNS("http://www.w3.org/2000/svg", tag), attrs, kids);
+
+  const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+  const fmt = (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–");
+  const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`; // a score is never shown alone
+  const showToken = (t) => String(t).replace(/\n/g, "⏎");
+  const hashOf = (n) => `#/L${n.layer}/N${n.neuron}`;
+
+  // Shards are scripts, not fetch()ed JSON: Chromium refuses fetch() on file:// pages.
+  function load(name) {
+    if (name in window.NS_DATA) return Promise.resolve(window.NS_DATA[name]);
+    const file = `data/${name}.js`;
+    return new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = file;
+      s.onload = () =>
+        name in window.NS_DATA ? resolve(window.NS_DATA[name]) : reject(new Error(`data shard ${file} holds no data`));
+      s.onerror = () =>
+        reject(new Error(`cannot load data shard ${file}: it is missing or unreadable (rebuild with \`neuronscope atlas RUN\`)`));
+      document.head.append(s);
+    });
+  }
+
+  function showError(err) {
+    $("error").textContent = String((err && err.message) || err);
+    $("error").hidden = false;
+    $("loading").hidden = true;
+    $("neuron-view").replaceChildren();
+  }
+
+  async function route() {
+    $("error").hidden = true;
+    try {
+      if (!state.index) await loadIndex();
+      const m = location.hash.match(/^#\/L(\d+)\/N(\d+)$/);
+      if (m) await showNeuron(Number(m[1]), Number(m[2]));
+      else showIndex();
+      $("loading").hidden = true;
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  // -- index ------------------------------------------------------------------------------------
+  async function loadIndex() {
+    const data = await load("index");
+    state.index = data;
+    data.neurons.forEach((n, i) => state.pos.set(n.id, i));
+    const about = [data.model && `model ${data.model}`, data.corpus && `corpus ${data.corpus}`];
+    $("meta").textContent = [...about, `${data.neurons.length} neurons`].filter(Boolean).join(" · ");
+    const options = (key) => [...new Set(data.neurons.map((n) => n[key]))].sort((a, b) => a - b);
+    options("layer").forEach((v) => $("f-layer").append(el("option", { value: v }, `L${v}`)));
+    options("n_modes").forEach((v) => $("f-modes").append(el("option", { value: v }, String(v))));
+    for (const id of ["f-layer", "f-min", "f-max", "f-modes", "f-explained"]) $(id).addEventListener("input", renderTable);
+    let timer = null;
+    $("f-search").addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(runSearch, 200);
+    });
+    $("filters").addEventListener("submit", (e) => e.preventDefault());
+    renderTable();
+  }
+
+  function showIndex() {
+    $("neuron-view").hidden = true;
+    $("index-view").hidden = false;
+  }
+
+  function passes(n) {
+    const [layer, lo, hi, modes, explained] = ["f-layer", "f-min", "f-max", "f-modes", "f-explained"].map((id) => $(id).value);
+    if (layer !== "" && n.layer !== Number(layer)) return false;
+    if (lo !== "" && !(isNum(n.score) && n.score >= Number(lo))) return false;
+    if (hi !== "" && !(isNum(n.score) && n.score <= Number(hi))) return false;
+    if (modes !== "" && n.n_modes !== Number(modes)) return false;
+    if (explained !== "" && (n.status === "ok") !== (explained === "yes")) return false;
+    return true;
+  }
+
+  function textMatch(n, q) {
+    const texts = [...n.modes.map((m) => m.explanation), n.baseline_explanation, ...n.top_tokens];
+    return texts.some((t) => typeof t === "string" && t.toLowerCase().includes(q));
+  }
+
+  // Served (`neuronscope atlas serve`): search by meaning through /api/search, the CLI's search.
+  // Opened from a file or a plain static host: substring search over explanations and top tokens.
+  async function runSearch() {
+    const q = $("f-search").value.trim();
+    const seq = ++state.seq;
+    let hits = null;
+    if (q && state.api !== false) {
+      try {
+        const r = await fetch(`api/search?q=${encodeURIComponent(q)}&k=${SEARCH_K}`);
+        if (!r.ok) throw new Error(`search endpoint answered ${r.status}`);
+        hits = (await r.json()).hits;
+        state.api = true;
+      } catch (err) {
+        state.api = false;
+      }
+    }
+    if (seq !== state.seq) return; // a newer query is under way
+    state.hits = hits;
+    renderTable();
+  }
+
+  function matching() {
+    const q = $("f-search").value.trim().toLowerCase();
+    const neurons = state.index.neurons;
+    if (!q) return neurons.map((n) => [n, null]);
+    if (!state.hits) return neurons.filter((n) => textMatch(n, q)).map((n) => [n, null]);
+    const seen = new Set();
+    const out = [];
+    for (const h of state.hits) {
+      const id = `L${h.layer}_N${h.neuron}`;
+      if (seen.has(id) || !state.pos.has(id)) continue;
+      seen.add(id);
+      out.push([neurons[state.pos.get(id)], h]);
+    }
+    return out;
+  }
+
+  function renderTable() {
+    const rows = matching().filter(([n]) => passes(n));
+    $("neurons").tBodies[0].replaceChildren(...rows.slice(0, MAX_ROWS).map(([n, hit]) => tableRow(n, hit)));
+    const shown = rows.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown)` : "";
+    $("count").textContent = `${rows.length} of ${state.index.neurons.length} neurons${shown}`;
+    $("search-mode").textContent = $("f-search").value.trim()
+      ? state.hits ? "search by meaning" : "text search" : "";
+  }
+
+  function explanationCell(n, hit) {
+    if (hit) return `mode ${hit.mode}: ${hit.explanation || ""} (similarity ${fmt(hit.match)})`;
+    if (n.status === "unexplained") return el("span", { class: "muted" }, "not explained");
+    if (n.status !== "ok") return el("span", { class: "muted" }, `explain ${n.status}`);
+    return n.modes.map((m) => el("div", {}, n.modes.length > 1 ? `${m.mode}: ` : "", m.explanation || ""));
+  }
+
+  function tableRow(n, hit) {
+    const ok = n.status === "ok";
+    const tr = el("tr", { "data-id": n.id },
+      el("td", {}, el("a", { href: hashOf(n) }, `L${n.layer} N${n.neuron}`)),
+      el("td", {}, String(n.n_modes)),
+      el("td", {}, explanationCell(n, hit)),
+      el("td", {}, ok ? pair(n.score, n.control_score) : "–"),
+      el("td", {}, ok ? pair(n.baseline_score, n.control_score) : "–"),
+      el("td", {}, fmt(n.density, 4)),
+      el("td", {}, fmt(n.max, 3)),
+      el("td", {}, n.top_tokens.map((t) => el("span", { class: "chip" }, showToken(t)))));
+    tr.addEventListener("click", (e) => {
+      if (!e.target.closest("a")) location.hash = hashOf(n);
+    });
+    return tr;
+  }
+
+  // -- one neuron -------------------------------------------------------------------------------
+  async function showNeuron(layer, neuron) {
+    const id = `L${layer}_N${neuron}`;
+    if (!state.pos.has(id)) throw new Error(`layer ${layer} neuron ${neuron} is not in this atlas`);
+    $("index-view").hidden = true;
+    const view = $("neuron-view");
+    view.hidden = false;
+    view.replaceChildren(pager(id), el("p", {}, "Loading…"));
+    const d = await load(id);
+    view.replaceChildren(pager(id), el("div", { id: "neuron" }, neuronPage(d)));
+    window.scrollTo(0, 0);
+  }
+
+  function pager(id) {
+    const i = state.pos.get(id);
+    const [prev, next] = [state.index.neurons[i - 1], state.index.neurons[i + 1]];
+    const link = (n, rel, text) => (n ? el("a", { href: hashOf(n), id: rel }, text) : el("span", { class: "muted" }, text));
+    return el("nav", { class: "pager" }, el("a", { href: "#/" }, "all neurons"),
+      link(prev, "prev", prev ? `‹ L${prev.layer} N${prev.neuron}` : "‹ first"),
+      link(next, "next", next ? `L${next.layer} N${next.neuron} ›` : "last ›"));
+  }
+
+  function neuronPage(d) {
+    const first = d.rows[0];
+    const scale = actScale(d.exemplars);
+    const modes = d.rows.filter((r) => r.mode >= 0);
+    return [
+      el("h2", { id: "title" }, `Layer ${d.layer} · Neuron ${d.neuron}`),
+      el("div", { class: "columns" }, statsView(first), d.histogram && histogramView(d.histogram), topTokens(first)),
+      explanationView(first, modes),
+      modes.map((m) => modeView(m, d.exemplars.filter((e) => e.mode === m.mode), scale)),
+      first.status === "ok" ? baselineView(first) : null,
+      exemplarGroups(d.exemplars, scale),
+      el("h3", {}, "Similar neurons"),
+      d.similar.length ? el("ul", { id: "similar" }, d.similar.map((s) => el("li", {},
+        el("a", { href: hashOf(s) }, `L${s.layer} N${s.neuron}`), ` (similarity ${fmt(s.similarity)}): `, s.explanation || "")))
+        : el("p", { class: "muted" }, "none (similarity comes from explanations)"),
+      transcriptView(d.transcript),
+    ];
+  }
+
+  function statsView(r) {
+    const q = (r.quantile_levels || []).map((l, i) => `${Number(l.toPrecision(4))}: ${fmt(r.quantiles[i], 3)}`).join(", ");
+    const row = (k, v) => el("tr", {}, el("td", {}, k), el("td", {}, v));
+    return el("div", {}, el("h3", {}, "Activation"), el("table", { class: "stats" },
+      row("max", fmt(r.max, 3)), row("mean", fmt(r.mean, 4)), row("std", fmt(r.std, 4)), row("min", fmt(r.min, 3)),
+      row("density", `${fmt(r.density, 4)} (share of tokens above a quarter of the max)`),
+      row("tokens", isNum(r.n_tokens) ? String(r.n_tokens) : "–"), row("quantiles", q || "–")));
+  }
+
+  function histogramView(h) {
+    const W = 360, H = 110, n = h.counts.length;
+    const top = Math.max(...h.counts.map((c) => Math.log1p(c)), 1e-9);
+    const bars = h.counts.map((c, i) => {
+      const bh = (Math.log1p(c) / top) * H;
+      return svg("rect", { x: (i * W) / n + 1, y: H - bh, width: Math.max(W / n - 2, 1), height: bh,
+        class: h.edges[i + 1] <= 0 ? "neg" : "pos" }, svg("title", {}, `${fmt(h.edges[i], 3)} to ${fmt(h.edges[i + 1], 3)}: ${c}`));
+    });
+    return el("div", {}, el("h3", {}, "Histogram"),
+      svg("svg", { id: "histogram", width: W, height: H + 16, viewBox: `0 0 ${W} ${H + 16}` }, bars,
+        svg("text", { x: 0, y: H + 13 }, fmt(h.edges[0], 2)),
+        svg("text", { x: W, y: H + 13, "text-anchor": "end" }, fmt(h.edges[n], 2))),
+      el("div", { class: "muted" }, `${h.n} tokens of the ${h.source}; log-scaled counts`));
+  }
+
+  function topTokens(r) {
+    return el("div", {}, el("h3", {}, "Top tokens"), r.top_tokens.length
+      ? el("ul", { id: "top-tokens" }, r.top_tokens.map((t, i) =>
+        el("li", {}, el("span", { class: "chip" }, showToken(t)), ` ×${r.top_token_counts[i]}, up to ${fmt(r.top_token_acts[i], 3)}`)))
+      : el("p", { class: "muted" }, "none recorded"));
+  }
+
+  function explanationView(r, modes) {
+    if (r.status === "unexplained") return el("p", { id: "status", class: "muted" }, "Not explained yet: run `neuronscope explain` on this run.");
+    if (r.status !== "ok") return el("p", { id: "status", class: "error" }, `Explaining failed: ${r.error || r.status}`);
+    const judge = r.calibrated === null ? "no self-check" : r.calibrated ? "self-check passed" : "self-check FAILED: uncalibrated";
+    return el("div", { id: "status" }, el("h3", {}, `${modes.length} mode(s)`),
+      el("p", { class: "scores" }, `NeuronScope score ${pair(r.score, r.control_score)} (scorer ${r.scorer}, ${judge}); `,
+        `simulation r ${pair(r.sim_score, r.sim_control_score)}; coverage ${fmt(r.coverage)}`),
+      el("p", { class: "muted" }, "control explanation: ", r.control_explanation || "–"));
+  }
+
+  function modeView(m, exemplars, scale) {
+    return el("section", { class: "mode", "data-mode": m.mode },
+      el("h4", {}, `Mode ${m.mode} · ${isNum(m.mode_share) ? fmt(100 * m.mode_share, 0) : "–"}% of the top exemplars · ${m.mode_size} exemplars`),
+      el("p", { class: "explanation" }, m.explanation || ""),
+      el("p", { class: "scores" }, `score ${pair(m.mode_score, m.control_score)} · simulation r ${pair(m.sim_mode_score, m.sim_control_score)}`),
+      m.mode_tokens.length ? el("p", { class: "muted" }, "fires on: ", m.mode_tokens.join(", ")) : null,
+      exemplars.map((e) => exemplarView(e, scale)));
+  }
+
+  function baselineView(r) {
+    return el("section", { id: "baseline" }, el("h3", {}, "Single-pass baseline"),
+      el("p", { class: "explanation" }, r.baseline_explanation || "–"),
+      el("p", { class: "scores" }, `score ${pair(r.baseline_score, r.control_score)} · simulation r ${pair(r.sim_baseline_score, r.sim_control_score)}`));
+  }
+
+  function exemplarGroups(exemplars, scale) {
+    const groups = [["Top exemplars in no mode", (e) => e.kind === "top" && e.mode === null],
+      ["Random exemplars", (e) => e.kind === "random"], ["Quantile exemplars", (e) => e.kind.startsWith("quantile")]];
+    return groups.map(([title, keep]) => {
+      const list = exemplars.filter(keep);
+      return list.length ? el("section", { class: "group" }, el("h3", {}, title), list.map((e) => exemplarView(e, scale))) : null;
+    });
+  }
+
+  // Shading: positive activations by their share of the neuron's top activation (the max token is
+  // the darkest), negative ones in another colour and never as dark.
+  function actScale(exemplars) {
+    let pos = 0, neg = 0;
+    for (const e of exemplars) for (const a of e.acts) { if (a > pos) pos = a; if (-a > neg) neg = -a; }
+    return { pos, neg };
+  }
+
+  function shade(a, scale) {
+    if (a > 0 && scale.pos > 0) return [217, 72, 15, a / scale.pos];
+    if (a < 0 && scale.neg > 0) return [37, 99, 235, (0.6 * -a) / scale.neg];
+    return null;
+  }
+
+  function exemplarView(e, scale) {
+    const toks = e.tokens.map((t, i) => {
+      const span = el("span", { class: "tok", "data-act": e.acts[i], title: fmt(e.acts[i], 3) }, showToken(t));
+      const c = shade(e.acts[i], scale);
+      if (c) {
+        span.style.backgroundColor = `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${c[3].toFixed(3)})`;
+        if (c[3] > 0.55) span.classList.add("dark");
+      }
+      return span;
+    });
+    return el("div", { class: "exemplar", "data-kind": e.kind },
+      el("span", { class: "ex-meta" }, `${e.kind} #${e.rank} · max ${fmt(e.max_act, 3)}`), el("span", { class: "text" }, toks));
+  }
+
+  function transcriptView(href) {
+    if (!href) return el("p", { class: "muted" }, "No transcript in this run.");
+    // a transcript in another store (s3://...) is named, not linked: browsers cannot open it
+    const linkable = !/^[a-z][a-z0-9+.-]*:/i.test(href) || /^https?:/i.test(href);
+    return el("p", {}, "Agent transcript: ", linkable ? el("a", { href, id: "transcript" }, href) : el("code", {}, href));
+  }
+
+  window.addEventListener("hashchange", route);
+  route();
+})();

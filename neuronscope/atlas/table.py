@@ -1,0 +1,84 @@
+"""The atlas table: one row per (layer, neuron, mode), and the top-token profile of every neuron."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, EXPLANATIONS, STATS, conform
+from .collect import RunTables, neuron_ids
+
+# A token fires at this share of its neuron's max: the density and the top-token profile use it.
+FIRE_FRACTION = 0.25
+TOP_TOKENS = 20  # kept per neuron in the table (the token index keeps them all)
+KEYS = ["layer", "neuron"]
+
+
+def neuron_id(layer: int, neuron: int) -> str:
+    return f"L{int(layer)}_N{int(neuron)}"
+
+
+def page_link(layer: int, neuron: int) -> str:
+    """The neuron's page relative to the atlas folder (hash routing: works from file://)."""
+    return f"index.html#/L{int(layer)}/N{int(neuron)}"
+
+
+def density(levels, quantiles, lo: float, hi: float) -> float:
+    """Share of tokens above FIRE_FRACTION of the max, read off the stats' quantile curve
+    (linear between its points, closed by min and max); NaN where no curve was recorded."""
+    levels, quantiles = np.asarray(levels, dtype=float), np.asarray(quantiles, dtype=float)
+    if not len(levels) or len(levels) != len(quantiles) or not math.isfinite(hi):
+        return math.nan
+    if hi <= 0:
+        return 0.0
+    return float(1.0 - np.interp(FIRE_FRACTION * hi, np.r_[lo, quantiles, hi], np.r_[0.0, levels, 1.0]))
+
+
+def token_profiles(records: pd.DataFrame) -> pd.DataFrame:
+    """ATLAS_TOKENS rows: per neuron, each token text that fires in its top exemplars, with how
+    often and how strongly; most frequent first."""
+    top = records[records["kind"] == "top"]
+    if top.empty:
+        return ATLAS_TOKENS.empty_table().to_pandas()
+    lens = top["tokens"].map(len).to_numpy()
+    flat = pd.DataFrame({k: np.repeat(top[k].to_numpy(), lens) for k in KEYS})
+    flat["token"] = np.concatenate(top["tokens"].to_numpy())
+    flat["act"] = np.concatenate(top["activations"].to_numpy()).astype(np.float32)
+    peak = flat.groupby(KEYS)["act"].transform("max")
+    hot = flat[(peak > 0) & (flat["act"] >= FIRE_FRACTION * peak)]
+    prof = hot.groupby(["token", *KEYS])["act"].agg(count="size", max_act="max").reset_index()
+    prof = prof.sort_values([*KEYS, "count", "max_act", "token"], ascending=[True, True, False, False, True])
+    return prof[ATLAS_TOKENS.names].reset_index(drop=True)
+
+
+def _top_lists(profiles: pd.DataFrame) -> pd.DataFrame:
+    head = profiles.groupby(KEYS, sort=False).head(TOP_TOKENS)
+    return head.groupby(KEYS).agg(top_tokens=("token", list), top_token_counts=("count", list),
+                                  top_token_acts=("max_act", list)).reset_index()
+
+
+def _stats(stats: pd.DataFrame) -> pd.DataFrame:
+    out = stats[[f.name for f in STATS]].copy()
+    out["density"] = [density(*r) for r in zip(out["quantile_levels"], out["quantiles"], out["min"], out["max"])]
+    return out
+
+
+def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
+    """ATLAS_NEURONS rows, sorted by layer, neuron, mode (a neuron without explanation: mode -1)."""
+    explained = [c for c in ATLAS_NEURONS.names if c in EXPLANATIONS.names]
+    rows = neuron_ids(tables).merge(tables.explanations[explained], on=KEYS, how="left")
+    missing = rows["status"].isna()
+    rows.loc[missing, "mode"], rows.loc[missing, "n_modes"], rows.loc[missing, "status"] = -1, 0, "unexplained"
+    rows = rows.merge(_stats(tables.stats), on=KEYS, how="left").merge(_top_lists(profiles), on=KEYS, how="left")
+    for col in ("top_tokens", "top_token_counts", "top_token_acts", "mode_tokens", "exemplar_ids", "quantile_levels", "quantiles"):
+        rows[col] = [v if isinstance(v, (list, np.ndarray)) else [] for v in rows[col]]
+    rows["link"] = [page_link(layer, n) for layer, n in zip(rows["layer"], rows["neuron"])]
+    rows = rows.sort_values([*KEYS, "mode"]).reset_index(drop=True)
+    return rows
+
+
+def to_arrow(rows: pd.DataFrame, table_schema: pa.Schema) -> pa.Table:
+    return conform(pa.Table.from_pandas(rows, schema=table_schema, preserve_index=False), table_schema)
