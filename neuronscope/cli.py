@@ -80,6 +80,22 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--layer", type=int, required=True)
     ex.add_argument("--neuron", type=int, required=True)
 
+    atl = sub.add_parser("atlas", help="the neuron atlas of a run: table, search indexes, static site; "
+                                       "`atlas serve RUN` serves it with search by meaning")
+    atl.add_argument("run", metavar="RUN", help="run folder or s3:// URI (or the word serve, then RUN)")
+    atl.add_argument("serve_run", nargs="?", metavar="RUN", help=argparse.SUPPRESS)
+    atl.add_argument("--out", help="atlas folder or s3:// URI (default: RUN/atlas)")
+    atl.add_argument("--port", type=int, default=8000, help="serve: the port on 127.0.0.1 (default: 8000; 0 picks one)")
+
+    se = sub.add_parser("search", help="neurons by the meaning of their explanations, or by a token they fire on")
+    se.add_argument("run", metavar="RUN", help="run folder or s3:// URI (its atlas indexes are built if missing)")
+    se.add_argument("query", help="what to look for, e.g. 'dates'; with --token a token, e.g. ' king'")
+    se.add_argument("-k", type=int, default=10, help="how many hits (default: 10)")
+    se.add_argument("--layers", help="only these layers, e.g. 3,5-7")
+    se.add_argument("--min-score", type=float, help="only hits scored at least this")
+    se.add_argument("--token", action="store_true", help="neurons whose top activating tokens include QUERY")
+    se.add_argument("--out", help="the atlas folder or s3:// URI (default: RUN/atlas)")
+
     for s in (demo, rec, exp):
         s.add_argument("--config", help="run.yaml with record/explain/llm sections; flags override it")
     return p
@@ -96,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
             cfg = _config(args, pipeline.DEMO_OVERRIDES)
-            print(pipeline.run_demo(out, cfg, progress))
+            table, index = pipeline.run_demo(out, cfg, progress)
+            print(table)
             print(f"run: {out}")
+            print(f"atlas: {index}")
         elif args.command == "record":
             summary = pipeline.run_record(_config(args), args.out, progress)
             print(f"recorded {summary}")
@@ -130,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             from .record.interop import export_neuron
 
             print(json.dumps(export_neuron(args.run, args.layer, args.neuron)))
+        elif args.command == "atlas":
+            _atlas(args, progress)
+        elif args.command == "search":
+            _search(args, progress)
     except NeuronScopeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -164,6 +186,49 @@ def _score(args: argparse.Namespace, progress) -> None:
                           "default": result["default"]}))
     else:
         print(render(result, args.explanation))
+
+
+def _atlas(args: argparse.Namespace, progress) -> None:
+    from .atlas import build_atlas
+
+    if args.serve_run is None:
+        print(f"atlas: {build_atlas(args.run, args.out, progress)}")
+        return
+    if args.run != "serve":
+        raise ConfigError(f"unexpected argument {args.serve_run!r}: use `neuronscope atlas RUN` or "
+                          "`neuronscope atlas serve RUN`")
+    import threading
+
+    from .atlas.serve import start
+
+    server = start(args.serve_run, args.out, args.port, progress)
+    host, port = server.server_address[:2]
+    print(f"serving the atlas of {args.serve_run} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+def _search(args: argparse.Namespace, progress) -> None:
+    from .atlas import atlas_store, load_index
+    from .selection import parse_selection
+    from .store import Store
+
+    if not args.query.strip():
+        raise ConfigError("the search query is empty")
+    if args.k < 1:
+        raise ConfigError(f"-k {args.k}: ask for at least 1 hit")
+    run = Store.open(args.run)
+    index = load_index(run, atlas_store(run, args.out), progress)
+    layers = None
+    if args.layers:
+        layers = set(parse_selection(args.layers, int(index.neurons["layer"].max()) + 1, "layer"))
+    hits = index.search(args.query, args.k, layers, args.min_score, token=args.token)
+    for hit in hits:
+        print(hit.line())
+    if not hits:
+        print("no neuron matches", file=sys.stderr)
 
 
 def job(command: str) -> None:

@@ -160,8 +160,11 @@ def summary_table(store: Store) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: str, cfg: RunConfig, progress: Progress) -> str:
-    """The whole pipeline on the embedded defaults; returns the summary table."""
+def run_demo(out: str, cfg: RunConfig, progress: Progress) -> tuple[str, str]:
+    """The whole pipeline on the embedded defaults; returns the summary table and where the
+    atlas's index.html is."""
+    from .atlas import build_atlas
+
     run_record(cfg, out, progress)
     run_explain(cfg, out, out, progress)
-    return summary_table(Store.open(out))
+    return summary_table(Store.open(out)), build_atlas(out, None, progress)
