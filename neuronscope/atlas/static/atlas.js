@@ -55,7 +55,7 @@ window.NS_DATA = window.NS_DATA || {};
     $("error").textContent = String((err && err.message) || err);
     $("error").hidden = false;
     $("loading").hidden = true;
-    $("neuron-view").replaceChildren();
+    $("neuron-view").replaceChildren(state.index ? el("a", { href: "#/" }, "all neurons") : "");
   }
 
   async function route() {
