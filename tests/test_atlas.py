@@ -1,0 +1,250 @@
+"""The atlas: its table, token and meaning search, escaped data shards, S3 runs, the CLI and the
+serve endpoint, on a small planted run made without any model."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
+from neuronscope import pipeline, schema
+from neuronscope.atlas import build_atlas
+from neuronscope.atlas.search import AtlasIndex, Hit
+from neuronscope.atlas.serve import start
+from neuronscope.atlas.site import js_shard
+from neuronscope.atlas.table import density
+from neuronscope.cli import main
+from neuronscope.explain.fanout import write_result
+from neuronscope.store import Store
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("atlas") / "run")
+    make_run(Store.open(path))
+    build_atlas(path)
+    return path
+
+
+@pytest.fixture
+def cli(capsys):
+    def call(*argv: str) -> tuple[int, list[str], list[str]]:
+        """exit status, stdout lines, stderr lines"""
+        code = main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out.splitlines(), out.err.splitlines()
+
+    return call
+
+
+def shard(path: Path):
+    """A data shard's object, read back as JSON (what the page's script would hold)."""
+    text = path.read_text(encoding="utf-8")
+    name, _, body = text.partition("]=")
+    assert name.startswith("window.NS_DATA[") and body.endswith(";\n")
+    return json.loads(body[:-2])
+
+
+def test_neurons_table(run):
+    t = pd.read_parquet(Path(run) / "atlas" / "neurons.parquet")
+    assert list(t.columns) == schema.ATLAS_NEURONS.names
+    keys = list(zip(t["layer"], t["neuron"], t["mode"], t["status"]))
+    assert keys == [(3, 0, 0, "ok"), (3, 1, 0, "ok"), (3, 1, 1, "ok"), (3, 2, 0, "ok"), (3, 3, -1, "unexplained"),
+                    (5, 7, -1, "failed")]
+    expl = pd.read_parquet(Path(run) / "explanations").sort_values(["layer", "neuron", "mode"]).reset_index(drop=True)
+    explained = t[t["status"] != "unexplained"].reset_index(drop=True)
+    for col in schema.SCORE_COLUMNS:  # every score and its control, as the explain stage wrote them
+        pd.testing.assert_series_equal(explained[col], expl[col], check_names=False)
+    n1 = t[(t["neuron"] == 1)]
+    assert list(n1["n_modes"]) == [2, 2] and n1["mode_share"].tolist() == [0.6, 0.4]
+    assert list(n1["explanation"]) == ["animals such as dogs, horses and cats", "colour words like red and green"]
+    n0 = t.iloc[0]
+    assert n0["link"] == "index.html#/L3/N0" and n0["explanation"] == MONTHS_TEXT
+    assert all(tok.strip(" ,.") in {"January", "February", "March", "April", "May", "June", "July", "August",
+                                     "September", "October", "November", "December"} for tok in n0["top_tokens"])
+    assert list(n0["top_token_acts"]) == sorted(n0["top_token_acts"], reverse=True)  # all counts 1: strongest first
+    stats = pd.read_parquet(Path(run) / "stats").set_index(["layer", "neuron"])
+    assert n0["max"] == stats.loc[(3, 0), "max"] and n0["mean"] == pytest.approx(stats.loc[(3, 0), "mean"])
+    assert 0 < n0["density"] < 1
+    unexplained = t[t["status"] == "unexplained"].iloc[0]
+    assert unexplained["n_modes"] == 0 and pd.isna(unexplained["explanation"]) and len(unexplained["top_tokens"]) > 0
+
+
+def test_density_reads_the_quantile_curve():
+    # tokens above a quarter of max 2.0 (0.5): halfway between the 0.5 (at 0) and 0.9 (at 1) levels
+    assert density([0.5, 0.9], [0.0, 1.0], -1.0, 2.0) == pytest.approx(1 - 0.7)
+    assert density([], [], -1.0, 2.0) != density([], [], -1.0, 2.0)  # no curve: NaN
+    assert density([0.5], [-0.2], -1.0, -0.1) == 0.0  # never positive: never fires
+
+
+def test_token_search(run):
+    index = AtlasIndex.load(Store.open(run + "/atlas"))
+    hits = index.search(" dog", k=10, token=True)
+    assert {(h.layer, h.neuron) for h in hits} == {(3, 1), (5, 7)}
+    assert [h.match for h in hits] == sorted((h.match for h in hits), reverse=True)
+    assert [(h.layer, h.neuron) for h in index.search("DOG", token=True)] == [(h.layer, h.neuron) for h in hits]
+    assert [(h.layer, h.neuron) for h in index.search(" dog", token=True, layers={5})] == [(5, 7)]
+    assert [(h.layer, h.neuron) for h in index.search(" dog", token=True, min_score=0.5)] == [(3, 1)]
+    assert [(h.layer, h.neuron, h.match) for h in index.search(SCRIPT_TOKEN, token=True)] == [(3, 2, 4.0)]
+    assert index.search("zebra", token=True) == []
+
+
+def test_semantic_search(run):
+    index = AtlasIndex.load(Store.open(run + "/atlas"))
+    first = lambda q, **kw: [(h.layer, h.neuron, h.mode) for h in index.search(q, k=3, **kw)][0]  # noqa: E731
+    assert first("calendar months of the year") == (3, 0, 0)
+    assert first("pets and farm animals") == (3, 1, 0)
+    assert first("colours") == (3, 1, 1)
+    assert (3, 1, 1) not in [(h.layer, h.neuron, h.mode) for h in index.search("colours", k=10, min_score=0.85)]
+    assert index.search("months", k=10, layers={5}) == []  # its only neuron failed: nothing to find
+    hits = index.search("months", k=2)
+    assert len(hits) == 2 and hits[0].match >= hits[1].match and hits[0].control == 0.45
+
+
+def test_shards_escape_hostile_strings(run):
+    data = Path(run) / "atlas" / "data" / "L3_N2.js"
+    raw = data.read_bytes()
+    for bad in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()):
+        assert bad not in raw
+    obj = shard(data)
+    assert obj["exemplars"][0]["tokens"][2] == " " + SCRIPT_TOKEN and obj["exemplars"][0]["tokens"][4] == " " + IMG_TOKEN
+    assert obj["rows"][0]["explanation"] == HOSTILE_EXPLANATION
+    tricky = {"t": "</script><!-- \u2028\u2029 & <b>"}
+    out = js_shard('a"</script>', tricky)
+    assert b"<" not in out and "\u2028".encode() not in out
+    assert json.loads(out.decode().partition("]=")[2][:-2]) == tricky
+
+
+def test_neuron_shards(run):
+    n1 = shard(Path(run) / "atlas" / "data" / "L3_N1.js")
+    assert [r["mode"] for r in n1["rows"]] == [0, 1]
+    modes = {e["window_id"]: e["mode"] for e in n1["exemplars"] if e["kind"] == "top"}
+    assert set(modes.values()) == {0, 1} and len(modes) == 10
+    kinds = [e["kind"] for e in n1["exemplars"]]
+    assert kinds == sorted(kinds, key=lambda k: (k != "top", k)) and "quantile_1" in kinds
+    assert sum(n1["histogram"]["counts"]) == n1["histogram"]["n"] > 0
+    assert n1["transcript"] == "../transcripts/layer_003/neuron_00001.jsonl"
+    assert (Path(run) / "atlas" / n1["transcript"]).is_file()
+    assert [s["id"] for s in n1["similar"]] and all(s["id"] != "L3_N1" for s in n1["similar"])
+    index = shard(Path(run) / "atlas" / "data" / "index.js")
+    assert [n["id"] for n in index["neurons"]] == ["L3_N0", "L3_N1", "L3_N2", "L3_N3", "L5_N7"]
+    assert index["model"] == "planted"
+    unexplained = shard(Path(run) / "atlas" / "data" / "L3_N3.js")
+    assert unexplained["rows"][0]["status"] == "unexplained" and unexplained["exemplars"] and unexplained["transcript"] is None
+
+
+def test_cli_atlas_elsewhere(run, cli, tmp_path):
+    out = tmp_path / "site"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "L9_N9.js").write_text("stale")
+    code, lines, err = cli("atlas", run, "--out", str(out))
+    assert code == 0 and lines[-1] == f"atlas: {out}/index.html"
+    assert (out / "index.html").is_file() and not (out / "data" / "L9_N9.js").exists()
+    link = shard(out / "data" / "L3_N0.js")["transcript"]
+    assert not link.startswith("/") and (out / link).resolve() == (Path(run) / "transcripts/layer_003/neuron_00000.jsonl")
+
+
+def test_cli_search(run, cli):
+    code, lines, err = cli("search", run, "calendar months", "-k", "2")
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("L3 N0 mode 0  score  0.90 vs  0.45  similarity ") and lines[0].endswith(MONTHS_TEXT)
+    code, lines, err = cli("search", run, " dog", "--token", "--layers", "5")
+    assert code == 0 and lines == [lines[0]] and lines[0].startswith("L5 N7 mode -1") and "(not explained)" in lines[0]
+    code, lines, err = cli("search", run, " dog", "--token", "--min-score", "0.95")
+    assert code == 0 and lines == [] and err == ["no neuron matches"]
+
+
+def test_search_rebuilds_a_stale_index(run, cli, tmp_path):
+    copy = str(tmp_path / "run")
+    shutil.copytree(run, copy)
+    shutil.rmtree(Path(copy) / "atlas")
+    code, lines, err = cli("search", copy, "weather: rain and snow", "-k", "1")
+    assert code == 0 and len(lines) == 1 and not lines[0].startswith("L3 N3")
+    assert (Path(copy) / "atlas" / "explanations.faiss").is_file() and not (Path(copy) / "atlas" / "index.html").exists()
+    store = Store.open(copy)
+    recs = pd.read_parquet(Path(copy) / "records")
+    write_result(store, 3, 3, explanation_rows(3, 3, ["weather words such as rain and snow"], recs), [])
+    code, lines, err = cli("search", copy, "weather: rain and snow", "-k", "1")
+    assert code == 0 and lines[0].startswith("L3 N3 mode 0") and any("atlas:" in e for e in err)  # rebuilt
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (("atlas", "{empty}"), "has no activation records or explanations"),
+    (("search", "{empty}", "months"), "has no activation records or explanations"),
+    (("atlas", "{run}", "extra"), "unexpected argument 'extra'"),
+    (("search", "{run}", "months", "-k", "0"), "-k 0: ask for at least 1 hit"),
+    (("search", "{run}", "months", "--layers", "x"), "layer selection 'x' is not an index"),
+    (("search", "{run}", "  "), "the search query is empty"),
+])
+def test_cli_errors(run, cli, tmp_path, argv, fragment):
+    (tmp_path / "empty").mkdir()
+    code, lines, err = cli(*(a.format(run=run, empty=tmp_path / "empty") for a in argv))
+    assert code == 2 and lines == [] and len(err) == 1 and err[0].startswith("error: ") and fragment in err[0]
+
+
+def test_cli_serve_on_a_taken_port(run, cli):
+    server = start(run, port=0)
+    try:
+        code, lines, err = cli("atlas", "serve", run, "--port", str(server.server_address[1]))
+        assert code == 2 and err[-1].startswith("error: cannot serve on 127.0.0.1:")
+    finally:
+        server.shutdown()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_serve_endpoint_matches_cli(run, cli):
+    server = start(run, port=0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        query = "calendar months of the year"
+        status, body = _get(f"{base}/api/search?q={urllib.parse.quote(query)}&k=4")
+        assert status == 200
+        hits = [Hit(**h) for h in json.loads(body)["hits"]]
+        code, lines, err = cli("search", run, query, "-k", "4")
+        assert code == 0 and [h.line() for h in hits] == lines  # the same search behind both
+        assert (hits[0].layer, hits[0].neuron, hits[0].mode) == (3, 0, 0) and len(hits) == 4
+        assert _get(f"{base}/")[0] == 200 and b"atlas.js" in _get(f"{base}/index.html")[1]
+        status, body = _get(f"{base}/transcripts/layer_003/neuron_00000.jsonl")
+        assert status == 200 and SCRIPT_TOKEN.encode() in body
+        assert _get(f"{base}/../manifest.json")[0] == 404 and _get(f"{base}/data/nope.js")[0] == 404
+        assert _get(f"{base}/api/search?q=x&k=many")[0] == 400
+    finally:
+        server.shutdown()
+
+
+def test_s3_run(s3_env, cli):
+    uri = f"s3://{s3_env}/runs/r1"
+    make_run(Store.open(uri))
+    code, lines, err = cli("atlas", uri)
+    assert code == 0 and lines[-1] == f"atlas: {uri}/atlas/index.html"
+    store = Store.open(uri)
+    assert {"atlas/index.html", "atlas/atlas.js", "atlas/data/L3_N0.js", "atlas/explanations.faiss"} <= set(store.list("atlas/"))
+    link = json.loads(store.read_bytes("atlas/data/L3_N0.js").decode().partition("]=")[2][:-2])["transcript"]
+    assert link == "../transcripts/layer_003/neuron_00000.jsonl"
+    code, lines, err = cli("search", uri, "calendar months")
+    assert code == 0 and lines[0].startswith("L3 N0 mode 0")
+
+
+def test_demo_ends_with_the_atlas(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "run_record", lambda cfg, out, progress: make_run(Store.open(out)))
+    monkeypatch.setattr(pipeline, "run_explain", lambda cfg, records, out, progress: None)
+    out = tmp_path / "demo"
+    code, lines, err = cli("demo", "--out", str(out))
+    assert code == 0 and lines[-2] == f"run: {out}" and lines[-1] == f"atlas: {out}/atlas/index.html"
+    assert (out / "atlas" / "index.html").is_file()
+    assert not math.isnan(pd.read_parquet(out / "atlas" / "neurons.parquet")["score"].iloc[0])
