@@ -45,6 +45,8 @@ class AtlasIndex:
     def __init__(self, neurons: pd.DataFrame, index, tokens: pd.DataFrame):
         self.neurons, self.index, self.tokens = neurons, index, tokens
         self._folded = tokens["token"].str.strip().str.casefold()
+        # each neuron's first row (its first mode, or its only row): what a token hit shows
+        self._first = neurons.reset_index().drop_duplicates(["layer", "neuron"]).set_index(["layer", "neuron"])["index"]
 
     @classmethod
     def load(cls, store) -> "AtlasIndex":
@@ -76,6 +78,5 @@ class AtlasIndex:
         spaces), strongest activation first."""
         match = self.tokens[self._folded == token.strip().casefold()]
         best = match.sort_values(["max_act", "count"], ascending=False).drop_duplicates(["layer", "neuron"])
-        first = self.neurons.reset_index().drop_duplicates(["layer", "neuron"]).set_index(["layer", "neuron"])["index"]
         for r in best.itertuples(index=False):
-            yield self._hit(int(first[(r.layer, r.neuron)]), r.max_act, "activation", "score")
+            yield self._hit(int(self._first[(r.layer, r.neuron)]), r.max_act, "activation", "score")

@@ -101,6 +101,7 @@ def _write_all(out: Store, items) -> list[str]:
 
 
 def _shards(run: Store, out: Store, built):
+    """(key, bytes) of the index shard, then of each neuron's shard, made one at a time."""
     tables = built.tables
     neurons: dict = {}  # (layer, neuron) -> its rows, in table order (sorted)
     for row in built.table.to_pylist():
