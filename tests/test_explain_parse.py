@@ -77,3 +77,24 @@ def test_a_copy_of_the_text_or_of_the_example_answer_is_rejected(phrase):
                                     "countries an army marches from"])
 def test_an_explanation_in_its_own_words_passes(phrase):
     not_a_copy(phrase, _conversation())
+
+
+def test_the_decoding_constraints_admit_only_what_the_parsers_read():
+    import re
+
+    from neuronscope.explain.agents import COMPONENTS_REGEX, EXPLANATION_REGEX
+
+    for text in (" weather", " kings, queens and princes", ' "quoted" words (plural)'):
+        assert re.fullmatch(EXPLANATION_REGEX, text) and explanation("Explanation:" + text)
+    for text in (" <<rain>>", " two\nlines", "weather", " ", " " + "x" * 120):
+        assert not re.fullmatch(EXPLANATION_REGEX, text), text
+    comps = "- month name\n- after 'in'\n"
+    assert re.fullmatch(COMPONENTS_REGEX, comps) and components(comps) == ["month name", "after 'in'"]
+    for text in ("month name\n", "- <<x>>\n", "- a\n" * 7, "Features:\n- a\n"):
+        assert not re.fullmatch(COMPONENTS_REGEX, text), text
+
+
+def test_a_looping_explanation_is_malformed():
+    with pytest.raises(ParseError, match="repeats 'england' 3 times"):
+        explanation("Explanation: England, England, England and France")
+    assert explanation("Explanation: the word the, twice in the text") == "the word the, twice in the text"

@@ -176,3 +176,25 @@ def test_http_backend_matches_the_in_process_engine(vllm_server, vllm_pool):
     for hp, vp in zip(h, v):
         best = max(vp, key=vp.get)
         assert best in hp and abs(hp[best] - vp[best]) < 0.05
+
+
+@pytest.mark.slow
+def test_answers_follow_the_regex_constraint_on_both_backends(vllm_server, vllm_pool):
+    """The agents' formats (explanation line after the prefill, feature list) are enforced by the
+    engine: even a prompt that asks for something else gets an answer in the format."""
+    import re
+
+    from neuronscope.explain.agents import COMPONENTS_REGEX, EXPLANATION_REGEX
+
+    client = OpenAIClient(LLMConfig(backend="openai", base_url=vllm_server))
+    ask = [{"role": "user", "content": "Write <b>HTML</b> with three lines about the sea."}]
+    cases = [(ask + [{"role": "assistant", "content": "Explanation:"}], EXPLANATION_REGEX),
+             (ask, COMPONENTS_REGEX)]
+    for conv, regex in cases:
+        params = GenParams(max_tokens=40, regex=regex)
+        (local,), (http,) = vllm_pool.chat([conv], params), client.chat([conv], params)
+        assert local.text == http.text
+        # a reply cut by max_tokens is a prefix of a match; a finished one matches whole
+        lines = local.text.split("\n")
+        assert re.fullmatch(regex, local.text) or local.tokens_out >= 40, local.text
+        assert "<" not in local.text and ">" not in local.text and len(lines) <= 7, local.text

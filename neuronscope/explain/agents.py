@@ -13,8 +13,14 @@ from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, s
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
-PARAMS = {"deconstruct": GenParams(max_tokens=40), "explain": GenParams(max_tokens=24),
-          "refine": GenParams(max_tokens=24), "single_pass": GenParams(max_tokens=24)}
+# Decoding is constrained to the formats the parsers read (parse.FORMATS): one plain line after
+# the "Explanation:" prefill (no markup, no second line), or up to six "- " feature lines.
+EXPLANATION_REGEX = r" [A-Za-z0-9\"'(][^\n<>]{0,100}"
+COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,6}"
+PARAMS = {"deconstruct": GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
+          "explain": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+          "refine": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+          "single_pass": GenParams(max_tokens=24, regex=EXPLANATION_REGEX)}
 RETRY_TEMPERATURE = 0.7
 EXPLANATION_PREFILL = "Explanation:"
 

@@ -4,6 +4,7 @@ short reason that is sent back to the agent as the corrective follow-up."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 
 class ParseError(ValueError):
@@ -72,8 +73,21 @@ def explanation(answer: str, truncated: bool = False) -> str:
                 raise ParseError("the explanation is longer than 25 words")
             if "<" in phrase or ">" in phrase:
                 raise ParseError("the explanation must be plain words, without < or >")
+            _not_repetitive(phrase)
             return phrase
     raise ParseError("no line starts with 'Explanation:'")
+
+
+# A word said this often in one explanation is a small model looping ("England, England, England"),
+# not a description.
+MAX_REPEATS = 2
+
+
+def _not_repetitive(phrase: str) -> None:
+    counts = Counter(w for w in _WORDS.findall(phrase.lower()) if len(w) > 3)  # short function words may recur
+    word, n = max(counts.items(), key=lambda kv: kv[1], default=("", 0))
+    if n > MAX_REPEATS:
+        raise ParseError(f"the explanation repeats {word!r} {n} times; name the common feature once")
 
 
 # This many words in a row taken from an exemplar's text make an explanation a copy of it.

@@ -30,6 +30,9 @@ class GenParams:
     temperature: float = 0.0
     seed: int = 0
     ignore_eos: bool = False  # generate exactly max_tokens (vLLM's extension; load tests need it)
+    # The answer (after any prefill) must match this regular expression: vLLM's structured outputs
+    # constrain decoding to it, so a small model cannot leave the format; None: free text.
+    regex: str | None = None
 
 
 class LLM(Protocol):

@@ -72,6 +72,8 @@ class OpenAIClient:
                     "temperature": params.temperature, "seed": params.seed}
             if params.ignore_eos:
                 body["ignore_eos"] = True  # vLLM's extension; other servers may reject it
+            if params.regex:
+                body["structured_outputs"] = {"regex": params.regex}  # vLLM's extension, likewise
             if messages and messages[-1]["role"] == "assistant":
                 body.update(continuation_flags(messages))  # vLLM's extension for answer prefill
             r = self._post("/chat/completions", body)

@@ -104,9 +104,11 @@ class VLLMEngineActor:
 
     async def chat(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed,
-                            ignore_eos=params.ignore_eos)
+                            ignore_eos=params.ignore_eos,
+                            structured_outputs=StructuredOutputsParams(regex=params.regex) if params.regex else None)
         ids = [
             self.tokenizer.apply_chat_template(
                 c, tokenize=True, return_dict=False, **continuation_flags(c)
