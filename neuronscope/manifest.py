@@ -47,6 +47,31 @@ def load(store: Store) -> dict:
     }
 
 
+# Settings that change how a stage runs, not what it writes: a rerun may change them. (The explain
+# selection may grow: each neuron's rows depend only on the other settings.)
+OPERATIONAL = frozenset({
+    "batch_size", "num_actors", "num_gpus_per_actor", "torch_threads",
+    "explain.layers", "explain.neurons", "explain.max_in_flight",
+    "llm.replicas", "llm.gpus_per_replica", "llm.timeout_s", "llm.max_retries", "llm.kv_cache_gib",
+    "llm.base_url", "llm.api_key_env",
+})
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted name, old value, new value) of each result-affecting setting that differs; a setting
+    absent from ``old`` (a run made by an older version) is not a change."""
+    out = []
+    for key, value in new.items():
+        name = prefix + key
+        if key not in old or name in OPERATIONAL:
+            continue
+        if isinstance(value, dict) and isinstance(old[key], dict):
+            out += changed_settings(old[key], value, name + ".")
+        elif old[key] != value:
+            out.append((name, old[key], value))
+    return out
+
+
 def begin_stage(store: Store, stage: str, inputs: dict, config: dict) -> dict:
     """Mark ``stage`` running. A run resumed with different inputs is refused, naming the field."""
     m = load(store)
@@ -58,6 +83,13 @@ def begin_stage(store: Store, stage: str, inputs: dict, config: dict) -> dict:
                     f"run {store.uri} already has a {stage} stage made with {key}={prev['inputs'][key]!r}; "
                     f"refusing to resume it with {key}={value!r} (use a new --out)"
                 )
+        changes = changed_settings(prev.get("config", {}), config)
+        if changes:
+            key, old, new = changes[0]
+            raise ConfigError(
+                f"run {store.uri} already has a {stage} stage made with {key}={old!r}; refusing to resume it "
+                f"with {key}={new!r}, which would mix results of two settings (use a new --out, or {key}={old!r})"
+            )
     m["stages"][stage] = {
         "status": "running",
         "started": _now(),

@@ -58,3 +58,17 @@ def test_unwritable_output_keeps_existing_data(run_cli, tmp_path):
 def test_explain_without_records(run_cli, tmp_path):
     code, out = run_cli("explain", "--records", str(tmp_path / "nothing"))
     assert code == 2 and "no activation records under" in out and "neuronscope record" in out
+
+
+def test_a_rerun_with_another_top_k_is_refused(run_cli, tmp_path):
+    from neuronscope import manifest
+    from neuronscope.config import RecordConfig
+    from neuronscope.store import Store
+
+    run = Store.open(str(tmp_path / "run"))
+    manifest.begin_stage(run, "record", {}, RecordConfig(layers="0", neurons="0").model_dump())
+    manifest.end_stage(run, "record", "done", {})
+    before = run.read_bytes("manifest.json")
+    code, out = run_cli("record", "--out", run.uri, "--layers", "0", "--neurons", "0", "--top-k", "5")
+    assert code == 2 and "top_k=20" in out and "top_k=5" in out and "new --out" in out
+    assert run.read_bytes("manifest.json") == before
