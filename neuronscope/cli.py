@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--layer", type=int, required=True)
     show.add_argument("--neuron", type=int, required=True)
 
+    st = sub.add_parser("status", help="each stage's state, neuron counts, token spend and last error")
+    st.add_argument("run", help="run folder or s3:// URI")
+
     sc = sub.add_parser("score", help="score your own explanation of a neuron, beside a control")
     sc.add_argument("run", help="run (folder or s3:// URI) holding records/")
     sc.add_argument("explanation", help="the explanation to score, e.g. 'month names'")
@@ -131,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             from .show import show_neuron
 
             print(show_neuron(args.run, args.layer, args.neuron))
+        elif args.command == "status":
+            from .status import run_status
+
+            print(run_status(args.run))
         elif args.command == "score":
             _score(args, progress)
         elif args.command == "import":

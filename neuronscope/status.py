@@ -1,0 +1,79 @@
+"""`neuronscope status`: where a run stands, stage by stage, from its manifest and its tables."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import manifest
+from .errors import NeuronScopeError
+from .selection import parse_selection
+from .store import Store
+
+
+def _table(store: Store, prefix: str, columns: list[str]) -> pa.Table | None:
+    return store.read_parquet(prefix).select(columns) if store.list(prefix) else None
+
+
+def _pairs(t: pa.Table | None) -> set[tuple[int, int]]:
+    if t is None:
+        return set()
+    return set(zip(t["layer"].to_pylist(), t["neuron"].to_pylist()))
+
+
+def selected(present: set[tuple[int, int]], layers: str | None, neurons: str | None) -> set[tuple[int, int]]:
+    """The recorded neurons an explain selection names (the whole recorded set when both are None)."""
+    if not present:
+        return set()
+    ls = set(parse_selection(layers, max(p[0] for p in present) + 1, "layer"))
+    ns = set(parse_selection(neurons, max(p[1] for p in present) + 1, "neuron"))
+    return {p for p in present if p[0] in ls and p[1] in ns}
+
+
+def _record_lines(store: Store, entry: dict) -> list[str]:
+    s = entry.get("summary") or {}
+    recorded = _pairs(_table(store, "stats/", ["layer", "neuron"]))
+    line = f"  neurons recorded: {len(recorded)}"
+    if "shards" in s:
+        line += f"; shards {s.get('shards_recorded', 0)}/{s['shards']}; tokens {s.get('n_tokens', 0):,}"
+    return [line]
+
+
+def _explain_lines(store: Store, entry: dict) -> list[str]:
+    cfg = (entry.get("config") or {}).get("explain", {})
+    source = Store.open((entry.get("inputs") or {}).get("records") or store.uri)
+    todo = selected(_pairs(_table(source, "stats/", ["layer", "neuron"])), cfg.get("layers"), cfg.get("neurons"))
+    rows = _table(store, "explanations/", ["layer", "neuron", "mode", "status", "error", "llm_tokens_in", "llm_tokens_out"])
+    if rows is None:
+        return [f"  neurons: 0 done, 0 failed, {len(todo)} pending; LLM tokens 0"]
+    first = rows.filter(pc.less_equal(rows["mode"], 0))  # one row per neuron carries its totals
+    ok = _pairs(first.filter(pc.equal(first["status"], "ok")))
+    failed = first.filter(pc.equal(first["status"], "failed"))
+    spent = sum(pc.sum(first[c]).as_py() or 0 for c in ("llm_tokens_in", "llm_tokens_out"))
+    lines = [f"  neurons: {len(ok)} done, {failed.num_rows} failed, {len(todo - ok - _pairs(failed))} pending; "
+             f"LLM tokens {spent:,}"]
+    if failed.num_rows:
+        r = failed.slice(failed.num_rows - 1).to_pylist()[0]
+        lines.append(f"  last neuron failure: layer {r['layer']} neuron {r['neuron']}: {r['error']}")
+    return lines
+
+
+def run_status(run: str) -> str:
+    """Each stage's state, its neuron counts and token spend, and the last error, as lines."""
+    store = Store.open(run)
+    if not store.exists(manifest.MANIFEST):
+        raise NeuronScopeError(f"{store.uri} is not a NeuronScope run (no {manifest.MANIFEST}); "
+                               f"start one with `neuronscope record --out {store.uri}`")
+    m = manifest.load(store)
+    lines = [f"run {store.uri}"]
+    for stage, details in (("record", _record_lines), ("explain", _explain_lines)):
+        entry = m["stages"].get(stage)
+        if entry is None:
+            lines.append(f"{stage}: not started")
+            continue
+        lines.append(f"{stage}: {entry.get('status')} (started {entry.get('started')}, "
+                     f"finished {entry.get('finished', '-')})")
+        lines += details(store, entry)
+        if entry.get("error"):
+            lines.append(f"  last error: {entry['error']}")
+    return "\n".join(lines)

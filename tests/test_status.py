@@ -1,0 +1,44 @@
+"""`neuronscope status`: each stage's state, neuron counts, token spend and last error, for a local
+and an s3:// run (a small planted run, no model)."""
+
+from __future__ import annotations
+
+import pytest
+from atlas_helpers import EXPLAINED, make_run
+
+from neuronscope import manifest
+from neuronscope.cli import main
+from neuronscope.store import Store
+
+
+def _run(store: Store) -> tuple[int, int]:
+    """A run whose record stage is done and whose explain stage failed part way; (recorded, explained)."""
+    recs = make_run(store)
+    manifest.begin_stage(store, "record", {}, {})
+    manifest.end_stage(store, "record", "done", {"shards": 3, "shards_recorded": 3, "n_tokens": 1234})
+    manifest.begin_stage(store, "explain", {"records": store.uri}, {"explain": {"layers": None, "neurons": None}})
+    manifest.end_stage(store, "explain", "failed", error="LLMError: the LLM endpoint stopped answering")
+    return len(recs[["layer", "neuron"]].drop_duplicates()), len(EXPLAINED)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_status_counts_neurons_and_names_the_errors(where, tmp_path, request, capsys):
+    uri = str(tmp_path / "run") if where == "local" else f"s3://{request.getfixturevalue('s3_env')}/runs/status"
+    recorded, explained = _run(Store.open(uri))
+    assert main(["status", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"run {Store.open(uri).uri}"
+    assert lines[1].startswith("record: done") and lines[2] == f"  neurons recorded: {recorded}; shards 3/3; tokens 1,234"
+    assert lines[3].startswith("explain: failed")
+    pending = recorded - explained - 1
+    assert lines[4].startswith(f"  neurons: {explained} done, 1 failed, {pending} pending; LLM tokens ")
+    assert lines[5] == "  last neuron failure: layer 5 neuron 7: explainer answers were malformed 3 times"
+    assert lines[6] == "  last error: LLMError: the LLM endpoint stopped answering"
+
+
+def test_status_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "not a NeuronScope run" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "notes.txt").read_text() == "mine"
