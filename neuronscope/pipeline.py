@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -36,8 +37,11 @@ def ensure_ray() -> None:
     """Join the cluster of a submitted Ray job (RAY_ADDRESS), else start a local Ray on this machine."""
     import ray
 
+    from .logs import quiet_ray_console
+
+    quiet_ray_console()
     if not ray.is_initialized():
-        ray.init(log_to_driver=False, include_dashboard=False)
+        ray.init(log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def _staged(store: Store, stage: str, inputs: dict, config: dict, work: Callable[[], dict]) -> dict:
