@@ -12,6 +12,7 @@ from . import manifest
 from .config import RunConfig
 from .errors import NeuronScopeError
 from .explain.report import polysemanticity, polysemanticity_line
+from .redact import redact_url
 from .store import Store
 
 Progress = Callable[[str], None]
@@ -85,7 +86,7 @@ def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=
     if llm is None:
         llm = start_llm(cfg, progress)
     inputs = {"records": src.uri, "llm_model": cfg.llm.model}
-    config = {"explain": cfg.explain.model_dump(), "llm": cfg.llm.model_dump()}
+    config = {"explain": cfg.explain.model_dump(), "llm": {**cfg.llm.model_dump(), "base_url": redact_url(cfg.llm.base_url)}}
 
     def work() -> dict:
         check = self_check(cfg, llm, progress) if cfg.explain.self_check else None

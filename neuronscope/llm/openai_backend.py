@@ -11,11 +11,13 @@ import os
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from ..config import LLMConfig
 from ..errors import ConfigError, LLMError, ModelError
+from ..redact import redact, redact_url
 from .base import Completion, GenParams, Message, continuation_flags
 
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
@@ -31,6 +33,8 @@ class OpenAIClient:
         self.base_url = cfg.base_url.rstrip("/")
         self.parallel = parallel
         self.model_id = f"openai:{self.base_url}:{cfg.model}"  # what the response cache keys on
+        # read where the client is made: Ray workers on other nodes do not have the driver's environment
+        self._key = os.environ.get(cfg.api_key_env)
         self._tok = None
 
     def __getstate__(self):
@@ -41,7 +45,7 @@ class OpenAIClient:
     def _post(self, path: str, body: dict) -> dict:
         url = self.base_url + path
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.cfg.api_key_env)
+        key = self._key
         if key:
             headers["Authorization"] = f"Bearer {key}"
         delay, last = 1.0, ""
@@ -51,16 +55,17 @@ class OpenAIClient:
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                     return json.loads(resp.read())
             except urllib.error.HTTPError as e:
-                detail = e.read()[:300].decode(errors="replace")
+                # a server may echo the key back ("invalid key sk-..."): masked before it can be stored
+                detail = redact(e.read()[:300].decode(errors="replace"), key, urlsplit(url).password)
                 if e.code not in _TRANSIENT:
-                    raise LLMError(f"{url} answered HTTP {e.code}: {detail}") from None
+                    raise LLMError(f"{redact_url(url)} answered HTTP {e.code}: {detail}") from None
                 last = f"HTTP {e.code}: {detail}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             if attempt < self.cfg.max_retries:
                 time.sleep(delay)
                 delay *= 2
-        raise LLMError(f"LLM endpoint {url} unreachable after {self.cfg.max_retries + 1} attempts ({last})")
+        raise LLMError(f"LLM endpoint {redact_url(url)} unreachable after {self.cfg.max_retries + 1} attempts ({last})")
 
     def _map(self, fn, items):
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
@@ -91,7 +96,7 @@ class OpenAIClient:
             })
             plp = r["choices"][0].get("prompt_logprobs")
             if plp is None:
-                raise LLMError(f"{self.base_url} does not return prompt_logprobs; the logprob simulator needs a vLLM server")
+                raise LLMError(f"{redact_url(self.base_url)} does not return prompt_logprobs; the logprob simulator needs a vLLM server")
             return [{int(t): float(v["logprob"]) for t, v in (plp[i] or {}).items()} for i in pos]
 
         return self._map(one, list(zip(prompts, positions)))
