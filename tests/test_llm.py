@@ -198,3 +198,19 @@ def test_answers_follow_the_regex_constraint_on_both_backends(vllm_server, vllm_
         lines = local.text.split("\n")
         assert re.fullmatch(regex, local.text) or local.tokens_out >= 40, local.text
         assert "<" not in local.text and ">" not in local.text and len(lines) <= 7, local.text
+
+
+@pytest.mark.parametrize("mode,message", [
+    ("error500", r"/error500/v1/chat/completions unreachable after 2 attempts \(HTTP 500: .*internal error"),
+    ("garbage", r"answered with a body that is not JSON: '<html>"),
+    ("wrongjson", r"answered without choices\[0\]\.message\.content: .*result"),
+    ("hang", r"/hang/v1/chat/completions unreachable after 2 attempts \((TimeoutError|URLError)"),
+    ("echo401", r"answered HTTP 401: .*invalid api key None"),
+])
+def test_a_misbehaving_llm_server_is_a_clear_error_in_bounded_time(bad_llm_server, mode, message):
+    """Down, failing, answering garbage or another shape, or hanging: one LLMError naming what
+    happened, after at most max_retries retries of at most timeout_s each."""
+    client = OpenAIClient(LLMConfig(backend="openai", base_url=f"{bad_llm_server}/{mode}/v1", max_retries=1,
+                                    timeout_s=1, api_key_env="NEURONSCOPE_NO_SUCH_KEY"))
+    with pytest.raises(LLMError, match=message):
+        client.chat([[{"role": "user", "content": "hi"}]], GenParams(max_tokens=4))

@@ -3,10 +3,6 @@ LLM server echoes the key back (as some do in their 401 answers)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-from pathlib import Path
-
 import pyarrow as pa
 import pytest
 from explain_helpers import MONTHS, records
@@ -23,35 +19,12 @@ SENTENCES = [f"The {w} report was filed in {m} by the clerk." for w, m in
                  ["May", "June", "July", "March", "April", "August", "October", "December"])]
 
 
-class _EchoingServer(http.server.BaseHTTPRequestHandler):
-    """Answers every call 401, quoting the Authorization header it was sent."""
-
-    def do_POST(self):
-        body = f'{{"error": "invalid api key {self.headers.get("Authorization")}"}}'.encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def echoing_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-
-
-def test_the_key_never_leaves_the_process(echoing_server, ray_local, tmp_path, monkeypatch, capsys):
+def test_the_key_never_leaves_the_process(bad_llm_server, ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NEURONSCOPE_TEST_KEY", SECRET)
     run = tmp_path / "run"
     df = records(SENTENCES, MONTHS, randoms=[f"The river ran {n} miles." for n in ["two", "three", "four", "five"]])
     Store.open(str(run)).write_parquet(records_key(0), conform(pa.Table.from_pandas(df, preserve_index=False), RECORDS))
-    main(["explain", "--records", str(run), "--llm-backend", "openai", "--llm-base-url", echoing_server,
+    main(["explain", "--records", str(run), "--llm-backend", "openai", "--llm-base-url", bad_llm_server + "/echo401/v1",
           "--llm-api-key-env", "NEURONSCOPE_TEST_KEY", "--llm-max-retries", "0", "--n-explain", "4",
           "--n-heldout-top", "2", "--n-heldout-random", "2"])
     out = capsys.readouterr()

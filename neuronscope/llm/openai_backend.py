@@ -53,7 +53,12 @@ class OpenAIClient:
             req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
-                    return json.loads(resp.read())
+                    raw = resp.read()
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    text = redact(raw[:120].decode(errors="replace"), key)
+                    raise LLMError(f"{redact_url(url)} answered with a body that is not JSON: {text!r}") from None
             except urllib.error.HTTPError as e:
                 # a server may echo the key back ("invalid key sk-..."): masked before it can be stored
                 detail = redact(e.read()[:300].decode(errors="replace"), key, urlsplit(url).password)
@@ -82,8 +87,12 @@ class OpenAIClient:
             if messages and messages[-1]["role"] == "assistant":
                 body.update(continuation_flags(messages))  # vLLM's extension for answer prefill
             r = self._post("/chat/completions", body)
-            usage = r.get("usage") or {}
-            return Completion(r["choices"][0]["message"]["content"] or "", usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            try:
+                text, usage = r["choices"][0]["message"]["content"] or "", r.get("usage") or {}
+            except (KeyError, IndexError, TypeError, AttributeError):
+                raise LLMError(f"{redact_url(self.base_url)}/chat/completions answered without "
+                               f"choices[0].message.content: {str(r)[:120]!r}") from None
+            return Completion(text, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
 
         return self._map(one, conversations)
 
