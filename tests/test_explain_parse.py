@@ -96,5 +96,9 @@ def test_the_decoding_constraints_admit_only_what_the_parsers_read():
 
 def test_a_looping_explanation_is_malformed():
     with pytest.raises(ParseError, match="repeats 'england' 3 times"):
-        explanation("Explanation: England, England, England and France")
+        explanation("Explanation: England and England or England and France")
+    # a list that loops over the same items keeps each item once
+    assert explanation("Explanation: number ratified (5), number ratified (3), number ratified (4), Number ratified") \
+        == "number ratified"
+    assert explanation("Explanation: England, France, england, Wales, France") == "England, France, Wales"
     assert explanation("Explanation: the word the, twice in the text") == "the word the, twice in the text"

@@ -28,8 +28,9 @@ class ScriptedLLM:
     and 0 everywhere otherwise."""
 
     def __init__(self, deconstruct="- month name\n- date", explain="Explanation: month names",
-                 refine="Explanation: month names"):
-        self.answers = {"features": deconstruct, "guessed": refine, "default": explain}
+                 refine="Explanation: month names", single_pass=None):
+        self.answers = {"features": deconstruct, "guessed": refine, "default": explain,
+                        "single": single_pass or explain}
         self.seen = []
         self.params = []
 
@@ -45,6 +46,8 @@ class ScriptedLLM:
         for conv in conversations:
             self.seen.append(conv)
             key = next((k for k in ("features", "guessed") if k in conv[0]["content"]), "default")
+            if key == "default" and not any("Features seen" in m["content"] for m in conv):
+                key = "single"  # the single-pass prompt is the explain prompt without features
             answer = self.answers[key]
             if conv[-1]["role"] == "assistant":  # a prefilled answer is continued, as real backends do
                 answer = answer.removeprefix(conv[-1]["content"])
@@ -247,6 +250,18 @@ def test_a_malformed_refine_answer_keeps_the_explanation():
     assert r["status"] == "ok" and r["explanation"] == "words"
     (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
     assert decision["kept"] is False and "refine agent answer malformed" in decision["error"]
+
+
+def test_a_malformed_baseline_keeps_the_neuronscope_explanations():
+    res = _run(ScriptedLLM(single_pass="Explanation: a < b"), max_parse_retries=0)
+    r = res.rows[0]
+    assert r["status"] == "ok" and r["explanation"] == "month names" and r["baseline_explanation"] is None
+    assert r["malformed_answers"] == 1 and math.isnan(r["baseline_score"])
+    (entry,) = [t for t in res.transcript if t["agent"] == "single_pass" and "attempt" not in t]
+    assert "baseline missing" in entry["error"]
+    # with the single-pass method alone there is nothing else to keep: the neuron fails
+    res = _run(ScriptedLLM(single_pass="Explanation: a < b"), max_parse_retries=0, method="single-pass")
+    assert res.rows[0]["status"] == "failed" and "single_pass agent answer malformed" in res.rows[0]["error"]
 
 
 def test_the_configured_clustering_decides_the_modes():

@@ -73,6 +73,7 @@ def explanation(answer: str, truncated: bool = False) -> str:
                 raise ParseError("the explanation is longer than 25 words")
             if "<" in phrase or ">" in phrase:
                 raise ParseError("the explanation must be plain words, without < or >")
+            phrase = _unique_items(phrase)
             _not_repetitive(phrase)
             return phrase
     raise ParseError("no line starts with 'Explanation:'")
@@ -81,6 +82,17 @@ def explanation(answer: str, truncated: bool = False) -> str:
 # A word said this often in one explanation is a small model looping ("England, England, England"),
 # not a description.
 MAX_REPEATS = 2
+
+
+def _unique_items(phrase: str) -> str:
+    """A list that names one item again and again ("England, England, France") keeps each once: a
+    small model loops over its list; the items themselves are still the answer."""
+    items = [i.strip() for i in phrase.split(",")]
+    seen: list[str] = []
+    for item in items:
+        if item and item.lower() not in (s.lower() for s in seen):
+            seen.append(item)
+    return ", ".join(seen) if len(seen) < len(items) else phrase
 
 
 def _not_repetitive(phrase: str) -> None:

@@ -249,8 +249,7 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
         judges = _judges(metered, cfg, embedder, sp.max_act)
         control = control_explanation(layer, neuron, embedder=embedder,
                                       avoid=", ".join(activating(e, sp.max_act) for e in sp.explain))
-        base_text = agents.single_pass(metered, sp.explain, sp.max_act, cfg.max_parse_retries, transcript) \
-            if run_base else None
+        base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
         modes, coverage = [], math.nan
         if run_ns:
             modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
@@ -280,6 +279,18 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
         rows = [_row(layer, neuron, **shared)]
     transcript.append({"agent": "ledger", **ledger.as_dict()})
     return NeuronResult(rows, transcript, ledger)
+
+
+def _baseline(metered, sp, cfg, transcript: list[dict], required: bool) -> str | None:
+    """The single-pass explanation; when NeuronScope's own explanations are made too, a baseline
+    that stays malformed is recorded as missing instead of failing the neuron."""
+    try:
+        return agents.single_pass(metered, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
+    except AgentOutputError as e:
+        if required:
+            raise
+        transcript.append({"agent": "single_pass", "error": f"{e}; baseline missing"})
+        return None
 
 
 def _malformed(transcript: list[dict]) -> int:
