@@ -12,7 +12,8 @@ Specs accepted by :func:`load_documents`:
 - a directory: every ``*.txt`` below it (sorted), each line a document as above.
 
 Unusable rows (empty or whitespace-only, binary: NUL bytes or undecodable, over 1 MB, or a
-non-string value) are skipped and counted in :class:`Documents.skipped`, never fatal.
+non-string value) are skipped and counted in :class:`Documents.skipped`, never fatal; a JSONL line
+that is not JSON at all is a damaged file, and an error naming the line.
 """
 
 from __future__ import annotations
@@ -147,9 +148,10 @@ def _jsonl_rows(path: Path, column: str) -> Iterator[object]:
                 continue
             try:
                 obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                yield b"\x00"  # counted as binary/undecodable by _clean
-                continue
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                # a broken line means a damaged file: stop, naming it, rather than skip silently
+                raise CorpusError(f"corpus {str(path)!r} line {i + 1} is not valid JSON ({e}): "
+                                  f"{line[:60].decode(errors='replace')!r}") from None
             if not isinstance(obj, dict) or column not in obj:
                 raise CorpusError(f"corpus {str(path)!r} line {i + 1} has no text column {column!r}")
             yield obj[column]

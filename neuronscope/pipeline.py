@@ -74,12 +74,40 @@ def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
     return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
 
 
+def check_records(store: Store) -> None:
+    """Records explain can use: each part has every RECORDS column and finite peak activations
+    (the per-token activations are checked per neuron, as each is explained)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .schema import RECORDS
+
+    for key in (k for k in store.list("records/") if k.endswith(".parquet")):
+        try:
+            part = pq.ParquetFile(pa.BufferReader(store.read_bytes(key)))
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise NeuronScopeError(f"records {store.url(key)} is not a readable Parquet file: {e}") from None
+        missing = [c for c in RECORDS.names if c not in part.schema_arrow.names]
+        if missing:
+            raise NeuronScopeError(f"records {store.url(key)} is missing column(s) {missing}; "
+                                   "it was not written by `neuronscope record` or `neuronscope import`")
+        peaks = part.read(columns=["layer", "neuron", "max_act"])
+        bad = peaks.filter(pc.invert(pc.fill_null(pc.is_finite(peaks["max_act"]), False)))  # null too
+        if bad.num_rows:
+            r = bad.slice(0, 1).to_pylist()[0]
+            raise NeuronScopeError(f"records {store.url(key)} hold activations that are not finite "
+                                   f"({bad.num_rows} row(s), first: layer {r['layer']} neuron {r['neuron']}, "
+                                   f"max_act {r['max_act']})")
+
+
 def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict:
     from .explain.fanout import explain_run
 
     src = Store.open(records)
     if not src.list("records/"):
         raise NeuronScopeError(f"no activation records under {src.url('records/')}; run `neuronscope record` first")
+    check_records(src)
     store = Store.open(out)
     store.check_writable()
     ensure_ray()

@@ -35,10 +35,13 @@ def test_txt_skips_and_counts(tmp_path):
 def test_jsonl_and_parquet(tmp_path):
     j = tmp_path / "c.jsonl"
     rows = [{"body": "one"}, {"body": ""}, {"body": None}, {"body": 3}, {"body": "two"}]
-    j.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    j.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     docs = load_documents(str(j), text_column="body")
     assert list(docs) == ["one", "two"]
-    assert docs.skipped == {"empty": 2, "not_text": 1, "binary": 1}
+    assert docs.skipped == {"empty": 2, "not_text": 1}
+    j.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    with pytest.raises(CorpusError, match=r"c\.jsonl' line 6 is not valid JSON .*'\{not json"):
+        list(load_documents(str(j), text_column="body"))
     q = tmp_path / "c.parquet"
     pq.write_table(pa.table({"text": ["a b", " ", None, "c"]}), q)
     docs = load_documents(str(q))

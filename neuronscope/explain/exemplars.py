@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,8 +46,11 @@ def load(records: pa.Table | pd.DataFrame) -> tuple[list[Exemplar], list[Exempla
     out: dict[str, list[Exemplar]] = {"top": [], "random": []}
     for r in df.sort_values(["kind", "rank"]).itertuples(index=False):
         if r.kind in out:
-            out[r.kind].append(Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens),
-                                        tuple(float(a) for a in r.activations), int(r.max_pos)))
+            acts = tuple(float(a) for a in r.activations)
+            if not all(math.isfinite(a) for a in acts):
+                raise ValueError(f"window {int(r.window_id)} ({r.kind} rank {int(r.rank)}) has activations "
+                                 "that are not finite")
+            out[r.kind].append(Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens), acts, int(r.max_pos)))
     return out["top"], out["random"]
 
 

@@ -36,8 +36,9 @@ def site(config) -> NeuronSite:
     try:
         return ARCHITECTURES[mt]
     except KeyError:
+        name = getattr(config, "_name_or_path", "") or "the model"
         raise ModelError(
-            f"unsupported model_type {mt!r}: NeuronScope knows where the MLP neurons are for "
+            f"{name} has an unsupported model_type {mt!r}: NeuronScope knows where the MLP neurons are for "
             f"{sorted(ARCHITECTURES)}"
         ) from None
 
