@@ -6,6 +6,7 @@ import argparse
 import datetime as _dt
 import os
 import sys
+from pathlib import Path
 
 from .config import ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
 from .errors import ConfigError, NeuronScopeError
@@ -33,6 +34,19 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
             section, name = key.split(".", 1)
             overrides.setdefault(section, {})[name] = value
     return load_config(args.config, overrides)
+
+
+def _names_a_hub_id(args: argparse.Namespace) -> bool:
+    """Whether the command's models name a Hugging Face hub id (to be fetched) rather than only
+    bundled models and local folders (which need no network, and then no hub call is made)."""
+    if not hasattr(args, "config"):
+        return False
+    try:
+        cfg = _config(args)
+    except NeuronScopeError:
+        return False  # the command itself reports the bad config
+    names = (cfg.record.model, cfg.llm.model, cfg.explain.embedder)
+    return any(not n.startswith("bundled:") and not Path(n).expanduser().exists() for n in names)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,9 +119,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
+    # before anything imports huggingface_hub, which reads it once
+    os.environ.setdefault("HF_HUB_OFFLINE", "0" if _names_a_hub_id(args) else "1")
     from . import pipeline
 
     progress = pipeline.printer()

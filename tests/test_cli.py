@@ -72,3 +72,18 @@ def test_a_rerun_with_another_top_k_is_refused(run_cli, tmp_path):
     code, out = run_cli("record", "--out", run.uri, "--layers", "0", "--neurons", "0", "--top-k", "5")
     assert code == 2 and "top_k=20" in out and "top_k=5" in out and "new --out" in out
     assert run.read_bytes("manifest.json") == before
+
+
+@pytest.mark.parametrize("argv,hub", [
+    (["record", "--out", "r"], False),
+    (["record", "--out", "r", "--model", "HuggingFaceTB/SmolLM2-360M"], True),
+    (["explain", "--records", "r", "--llm-model", "Qwen/Qwen3-0.6B"], True),
+    (["show", "r", "--layer", "0", "--neuron", "0"], False),
+])
+def test_the_hub_is_offline_unless_a_hub_id_is_named(argv, hub, tmp_path):
+    from neuronscope.cli import _names_a_hub_id, _parser
+
+    assert _names_a_hub_id(_parser().parse_args(argv)) is hub
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    assert _names_a_hub_id(_parser().parse_args(["record", "--out", "r", "--model", str(folder)])) is False

@@ -46,18 +46,23 @@ class VLLMEngineActor:
     A call in flight when the actor dies is resubmitted by Ray once the actor has restarted
     (``max_task_retries``); the pool overrides that per call when another replica can take it."""
 
-    def __init__(self, model_path: str, cfg: dict):
+    def __init__(self, model: str, cfg: dict):
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from ..models.bundled import resolve_model
+
+        # resolved here, on the engine's node: a path resolved on the driver need not exist there
+        model_path = resolve_model(model).path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(
                 model=model_path,
                 dtype=cfg["dtype"],
                 max_model_len=cfg["max_model_len"],
-                enforce_eager=True,  # CUDA graphs / torch.compile cost more start-up than they save here
+                # on CPUs, torch.compile / graph capture cost more start-up than they save; GPUs gain
+                enforce_eager=not cfg["gpu"],
                 enable_prefix_caching=True,
                 max_logprobs=max(20, cfg.get("max_logprobs", 20)),
                 seed=cfg["seed"],
@@ -277,8 +282,8 @@ def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:
     else:
         options["num_cpus"] = 1  # the rest of a 2-core machine stays free for the workflow tasks
     dtype = resolve_dtype(cfg)
-    engine_cfg = {"dtype": dtype, "max_model_len": cfg.max_model_len, "seed": cfg.seed}
-    actors = [VLLMEngineActor.options(**options).remote(model.path, engine_cfg) for _ in range(cfg.replicas)]
+    engine_cfg = {"dtype": dtype, "max_model_len": cfg.max_model_len, "seed": cfg.seed, "gpu": bool(cfg.gpus_per_replica)}
+    actors = [VLLMEngineActor.options(**options).remote(cfg.model, engine_cfg) for _ in range(cfg.replicas)]
     if progress:
         progress(f"starting {cfg.replicas} vLLM engine(s) for {cfg.model} ({dtype})")
     t0 = time.time()
