@@ -26,6 +26,7 @@ TMP_PREFIX = ".tmp-"  # in-flight local writes (and probes); never listed, never
 MULTIPART_THRESHOLD = 64 << 20  # S3 objects above this go up as multipart uploads
 PART_SIZE = 64 << 20  # S3 parts must be >= 5 MiB (except the last)
 READ_THREADS = 16  # parallel GETs for prefix reads: many small objects, latency-bound
+REPLACES = b"neuronscope.replaces"  # Parquet metadata: the keys a compacted object stands for
 
 
 def _check_key(key: str, *, prefix: bool = False) -> str:
@@ -41,6 +42,10 @@ def _check_key(key: str, *, prefix: bool = False) -> str:
     if not prefix and parts[-1].startswith(TMP_PREFIX):
         raise StoreError(f"invalid store key {key!r}: names starting with {TMP_PREFIX!r} are reserved")
     return key
+
+
+def _replaced(metadata) -> set[str]:
+    return set(json.loads(metadata[REPLACES])) if metadata and REPLACES in metadata else set()
 
 
 class Store:
@@ -149,31 +154,69 @@ class Store:
     def write_json(self, key: str, obj) -> None:
         self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
-    def write_parquet(self, key: str, table: pa.Table) -> None:
+    def write_parquet(self, key: str, table: pa.Table, replaces: list[str] | None = None,
+                      row_group_size: int | None = None) -> None:
+        """``replaces``: keys whose rows this object now holds (compaction). Until they are
+        deleted, folder reads skip them, so a merge interrupted before its deletes duplicates nothing."""
+        if replaces:
+            meta = dict(table.schema.metadata or {})
+            meta[REPLACES] = json.dumps(sorted(_check_key(k) for k in replaces)).encode()
+            table = table.replace_schema_metadata(meta)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
         self.write_bytes(key, sink.getvalue().to_pybytes())
 
     def read_parquet(self, key_or_prefix: str) -> pa.Table:
         """One Parquet object, or every ``*.parquet`` under a folder (sorted by key), concatenated."""
-        if not key_or_prefix.endswith("/") and key_or_prefix and self.exists(key_or_prefix):
-            keys = [key_or_prefix]
-        else:
-            keys = [k for k in self.list(key_or_prefix) if k.endswith(".parquet")]
-            if not keys:
-                raise StoreError(f"cannot read {self.url(key_or_prefix)}: no Parquet object there or under it")
+        keys = self._parquet_keys(key_or_prefix)
         with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
             blobs = list(pool.map(self.read_bytes, keys))
-        tables = []
+        tables = {}
         for key, blob in zip(keys, blobs):
             try:
-                tables.append(pq.read_table(pa.BufferReader(blob)))
+                tables[key] = pq.read_table(pa.BufferReader(blob))
             except pa.ArrowException as e:
                 raise StoreError(f"{self.url(key)} is not a readable Parquet file: {e}") from e
+        gone = set().union(*(_replaced(t.schema.metadata) for t in tables.values()))
+        tables = [t.replace_schema_metadata(None) for k, t in tables.items() if k not in gone]
         try:
             return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         except pa.ArrowException as e:
             raise StoreError(f"Parquet objects under {self.url(key_or_prefix)} have incompatible schemas: {e}") from e
+
+    def _parquet_keys(self, key_or_prefix: str) -> list[str]:
+        if not key_or_prefix.endswith("/") and key_or_prefix and self.exists(key_or_prefix):
+            return [key_or_prefix]
+        keys = [k for k in self.list(key_or_prefix) if k.endswith(".parquet")]
+        if not keys:
+            raise StoreError(f"cannot read {self.url(key_or_prefix)}: no Parquet object there or under it")
+        return keys
+
+    def read_parquet_where(self, keys: str | list[str], where=None, columns: list[str] | None = None) -> pa.Table:
+        """The rows matching ``where`` (a ``pyarrow.dataset`` expression) of the given Parquet
+        objects (or of every one under a folder), read in place: row groups whose statistics rule
+        ``where`` out are never fetched, nor are unneeded columns. Replaced objects are skipped,
+        as in ``read_parquet``."""
+        import pyarrow.dataset as ds
+
+        keys = self._parquet_keys(keys) if isinstance(keys, str) else [_check_key(k) for k in keys]
+        fs, root = self._arrow_fs()
+        where_text = self.url(keys[0]) if len(keys) == 1 else f"{len(keys)} Parquet objects under {self.uri}"
+        with self._errors("read", where_text):
+            fmt = ds.ParquetFileFormat()
+            frags = [fmt.make_fragment(f"{root}/{k}", filesystem=fs) for k in keys]
+            metas = [f.physical_schema.metadata for f in frags]
+            gone = set().union(*(_replaced(m) for m in metas))
+            kept = [f for k, f in zip(keys, frags) if k not in gone]
+            dataset = ds.FileSystemDataset(kept, kept[0].physical_schema.remove_metadata(), fmt, fs)
+            try:
+                return dataset.to_table(filter=where, columns=columns)
+            except pa.ArrowInvalid as e:  # not Parquet, or a column/filter the objects lack
+                raise StoreError(f"cannot read {where_text}: {e}") from e
+
+    def _arrow_fs(self):
+        """(pyarrow filesystem, path of the run root in it), for reads that fetch only byte ranges."""
+        raise NotImplementedError
 
     # -- backend primitives --------------------------------------------------------------------
     def _prepare_root(self) -> None: ...
@@ -206,6 +249,11 @@ class LocalStore(Store):
         else:
             return None
         return f"cannot {action} {target}: {reason}"
+
+    def _arrow_fs(self):
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), self.local_root.as_posix()
 
     def _prepare_root(self):
         if self.local_root.exists() and not self.local_root.is_dir():
@@ -323,6 +371,21 @@ class S3Store(Store):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _arrow_fs(self):
+        # pyarrow ignores AWS_ENDPOINT_URL*: hand it the endpoint and credentials boto3 resolved.
+        from pyarrow import fs
+
+        with self._errors("connect to", self.uri):
+            import boto3
+
+            creds = boto3.session.Session().get_credentials()
+            frozen = creds.get_frozen_credentials() if creds else None
+            url = urlparse(self.endpoint)
+            s3 = fs.S3FileSystem(access_key=frozen and frozen.access_key, secret_key=frozen and frozen.secret_key,
+                                 session_token=frozen and frozen.token, region=self.client.meta.region_name,
+                                 endpoint_override=url.netloc, scheme=url.scheme or "https")
+        return s3, f"{self.bucket}/{self.prefix}".rstrip("/")
+
     def _describe(self, exc, action, target):
         from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
         from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -343,6 +406,8 @@ class S3Store(Store):
         if isinstance(exc, (BotoConnectionError, HTTPClientError)):  # refused, DNS, TLS, timeouts, resets
             return f"cannot reach S3 endpoint {self.endpoint} to {action} {target} ({type(exc).__name__})"
         if isinstance(exc, BotoCoreError):
+            return f"cannot {action} {target}: {exc}"
+        if isinstance(exc, OSError):  # pyarrow's S3 client: its message names the cause
             return f"cannot {action} {target}: {exc}"
         return None
 

@@ -240,3 +240,17 @@ def test_s3_unreachable_endpoint_fails_fast(monkeypatch):
         with pytest.raises(StoreError, match=rf"cannot reach S3 endpoint {endpoint} .*s3://bucket/run"):
             Store.open("s3://bucket/run").check_writable()
         assert time.monotonic() - t0 < 15
+
+
+def test_replaced_objects_are_skipped_and_filtered_reads_fetch_one_neuron(store):
+    store.write_parquet("t/a.parquet", _records(range(0, 3)))
+    store.write_parquet("t/b.parquet", _records(range(3, 5)))
+    merged = pa.concat_tables([_records(range(0, 3)), _records(range(3, 5))])
+    store.write_parquet("t/part.parquet", merged, replaces=["t/a.parquet", "t/b.parquet"], row_group_size=2)
+    whole = store.read_parquet("t/")  # a merge whose deletes never ran: no row twice
+    assert whole.num_rows == 5 and whole.schema.metadata is None
+    import pyarrow.dataset as ds
+
+    one = store.read_parquet_where("t/", (ds.field("layer") == 1) & (ds.field("neuron") == 4), ["neuron", "max_act"])
+    assert one.to_pylist() == [{"neuron": 4, "max_act": 4.0}]
+    assert store.read_parquet_where(["t/a.parquet"], ds.field("neuron") == 2).num_rows == 1
