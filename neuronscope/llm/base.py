@@ -92,7 +92,8 @@ class Ledger:
 
 class Metered:
     """An LLM wrapper that books every call under ``agent`` in a ledger, through an optional
-    response cache (a hit counts its tokens, since the work it stands for is the same, but no call)."""
+    response cache (a hit counts its tokens, since the work it stands for is the same, but no call).
+    A batch's keys are looked up together and its new answers stored together."""
 
     def __init__(self, llm: LLM, ledger: Ledger, cache=None):
         self.llm = llm
@@ -100,15 +101,15 @@ class Metered:
         self.cache = cache
 
     def _cached(self, agent: str, kind: str, items: list, params: dict, run, encode, decode, tokens):
-        keys = [self.cache.key(kind, it, params) for it in items] if self.cache else [None] * len(items)
-        found = [self.cache.get(k) if k else None for k in keys]
+        keys = [self.cache.key(kind, it, params) for it in items] if self.cache else []
+        found = self.cache.get_many(keys) if self.cache else [None] * len(items)
         todo = [i for i, f in enumerate(found) if f is None]
         fresh = run([items[i] for i in todo]) if todo else []
         results = [decode(f) if f is not None else None for f in found]
         for i, r in zip(todo, fresh):
             results[i] = r
-            if keys[i]:
-                self.cache.put(keys[i], encode(r))
+        if self.cache and todo:
+            self.cache.put_many({keys[i]: encode(r) for i, r in zip(todo, fresh)})
         t_in, t_out = map(sum, zip(*(tokens(it, r) for it, r in zip(items, results)))) if items else (0, 0)
         self.ledger.add(agent, len(todo), t_in, t_out, cached=len(items) - len(todo))
         return results
