@@ -76,7 +76,10 @@ class ExplainConfig(_Strict):
                                 "held-out context; N keeps only the N quiet contexts nearest (FAISS) to the "
                                 "activating ones, a harder test")
     self_check: bool = Field(True, description="check the scorer on built-in planted concepts before explaining")
-    max_in_flight: int = Field(4, ge=1)
+    max_in_flight: int | None = Field(None, ge=1, description="neuron workflows in flight; None: 12 per LLM "
+                                      "engine replica (enough waiting requests to fill its batches)")
+    compact_every: int = Field(256, ge=1, description="finished neurons of a layer merged into one part "
+                               "object per output folder (also when the layer ends)")
     max_parse_retries: int = Field(2, ge=0)
 
 

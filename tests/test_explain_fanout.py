@@ -51,9 +51,9 @@ def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_m
     assert summary["neurons"] == 4 and summary["ok"] == 3 and summary["failed"] == 1, summary
     assert "at least 2 top" in summary["failures"]["1/3"] and len(seen) == 4
     for n in range(4):
-        t = store.read_parquet(fanout.explanation_key(1, n))
+        t = fanout.neuron_explanations(store, 1, n)
         assert t.schema == EXPLANATIONS
-        assert store.exists(fanout.transcript_key(1, n))
+        assert fanout.read_transcript(store, 1, n)
     # Done neurons are skipped; the failed one is tried again (and fails the same way).
     again = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, embedder=EMB)
     assert again["skipped"] == 3 and again["explained"] == 1 and again["failed"] == 1
@@ -70,6 +70,42 @@ def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_tes
     summary = fanout.explain_run(store, store, Exploding(), cfg, [(1, 0), (1, 1)], embedder=EMB)
     assert summary["failed"] == 2
     assert all("RuntimeError: engine on fire" in v for v in summary["failures"].values())
-    row = store.read_parquet(fanout.explanation_key(1, 0)).to_pylist()[0]
+    row = fanout.neuron_explanations(store, 1, 0).to_pylist()[0]
     assert row["status"] == "failed" and row["mode"] == -1
 
+
+
+class Cached(tw.ScriptedLLM):
+    model_id = "scripted@1"  # the response cache keys on it
+
+
+def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cache(tmp_path, ray_with_test_modules):
+    from neuronscope.store import Store
+    store, fresh = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "fresh"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2, compact_every=2)
+    summary = fanout.explain_run(store, store, Cached(), cfg, None, embedder=EMB)
+    assert summary["ok"] == 3 and summary["compaction_errors"] == []
+    # Only the failed neuron keeps objects of its own; the three others are in parts.
+    for folder in ("explanations/", "transcripts/", "llm_cache/"):
+        keys = store.list(folder)
+        assert all("/part-" in k or "neuron_00003" in k for k in keys) and len(keys) <= 3, keys
+    assert store.read_parquet("explanations/").num_rows == len(set(store.read_parquet("explanations/")
+                                                                    .to_pandas()[["neuron", "mode"]].itertuples()))
+    again = fanout.explain_run(store, store, Cached(), cfg, [(1, 0), (1, 1), (1, 2)], embedder=EMB)
+    assert again["skipped"] == 3 and again["explained"] == 0
+    for key in store.list("llm_cache/"):
+        fresh.write_bytes(key, store.read_bytes(key))
+    replay = fanout.explain_run(store, fresh, Cached(), cfg, [(1, 0), (1, 1), (1, 2)], embedder=EMB)
+    rows = fresh.read_parquet("explanations/").to_pandas()
+    assert replay["ok"] == 3 and (rows["llm_calls"] == 0).all() and (rows["llm_tokens_in"] > 0).all()
+
+
+def test_in_flight_default_follows_the_llm_pool():
+    class Pool:
+        actors = [object()] * 3
+
+    cfg = ExplainConfig()
+    assert fanout.max_in_flight(cfg, Pool()) == 3 * fanout.IN_FLIGHT_PER_REPLICA
+    assert fanout.max_in_flight(cfg, tw.ScriptedLLM()) == fanout.IN_FLIGHT_PER_REPLICA
+    assert fanout.max_in_flight(ExplainConfig(max_in_flight=5), Pool()) == 5

@@ -14,7 +14,7 @@ import pytest
 from explain_helpers import (ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES,
                              token_records)
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.fanout import explanation_key, rows_table, transcript_key
+from neuronscope.explain.fanout import neuron_explanations, read_transcript, rows_table
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
@@ -74,8 +74,8 @@ def test_fanout_writes_and_skips_with_the_bundled_engine(tmp_path, vllm_pool):
     summary = explain_run(store, store, vllm_pool, CFG, None, seen.append)
     assert summary["ok"] == 2 and summary["failed"] == 0 and len(seen) == 2, summary
     for n in (0, 1):
-        assert store.exists(explanation_key(5, n)) and store.exists(transcript_key(5, n))
-        _check_rows(store.read_parquet(explanation_key(5, n)).to_pylist())
+        assert neuron_explanations(store, 5, n) is not None and read_transcript(store, 5, n)
+        _check_rows(neuron_explanations(store, 5, n).to_pylist())
     again = explain_run(store, store, vllm_pool, CFG, None)
     assert again["skipped"] == 2 and again["explained"] == 0
 

@@ -1,76 +1,65 @@
 """Many neurons: one Ray task per neuron, a bounded number in flight, all sharing one LLM client.
 
-Each finished neuron writes ``transcripts/layer_LLL/neuron_NNNNN.jsonl`` and then
-``explanations/layer_LLL/neuron_NNNNN.parquet``; the latter marks the neuron done, so a rerun skips it
-(a neuron recorded as failed is tried again unless ``retry_failed=False``: its LLM answers come
-from the response cache, so a deterministic failure costs nothing and a transient one recovers).
+The driver streams: it keeps the (layer, neuron) keys of the records and of the run's outputs
+(one listing per folder), never records themselves; each task reads its own neuron's records
+from the store with a filter. A finished neuron writes its transcript, its response-cache
+object and then its explanation rows (``outputs.py``); the latter marks the neuron done, so a
+rerun skips it (a neuron recorded as failed is tried again unless ``retry_failed=False``: its LLM
+answers come from the response cache, so a deterministic failure costs nothing and a transient
+one recovers). Every ``cfg.compact_every`` finished neurons of a layer, and when a layer ends,
+a compaction task merges their objects into the layer's parts (``compact.py``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 from ..config import ExplainConfig
-from ..schema import EXPLANATIONS, conform
+from ..llm.cache import CACHE_FOLDER, NeuronCache
+from ..parts import FolderIndex
 from ..selection import parse_selection
+from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
+from .outputs import (explanation_key, neuron_explanations, read_transcript, rows_table,  # noqa: F401  (the
+                      transcript_key, write_result)  # stage's API, for callers of this module)
+from .records import RecordsIndex, code, read_neuron, uncode
 from .workflow import _row, explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
 MAX_LISTED_FAILURES = 50  # the summary goes into the manifest: the rest are in the files
+# Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
+# requests to fill an engine's batches (benchmarks/llm_pool.py measured R3 at 12 on one engine).
+IN_FLIGHT_PER_REPLICA = 12
 
 
-def explanation_key(layer: int, neuron: int) -> str:
-    return f"explanations/layer_{layer:03d}/neuron_{neuron:05d}.parquet"
+def pool_size(llm) -> int:
+    """Engine replicas behind ``llm``: a vLLM pool's actors, else its config's replicas, else 1."""
+    actors = getattr(llm, "actors", None)
+    if actors:
+        return len(actors)
+    return int(getattr(getattr(llm, "cfg", None), "replicas", 1) or 1)
 
 
-def transcript_key(layer: int, neuron: int) -> str:
-    return f"transcripts/layer_{layer:03d}/neuron_{neuron:05d}.jsonl"
+def max_in_flight(cfg: ExplainConfig, llm) -> int:
+    return cfg.max_in_flight or pool_size(llm) * IN_FLIGHT_PER_REPLICA
 
 
-def _jsonable(x):
-    """Strict JSON: numpy scalars/arrays as Python values, NaN/inf as null."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+@dataclass(frozen=True)
+class Shared:
+    """What every task of a run gets (put into Ray's object store once)."""
 
-
-def rows_table(rows: list[dict]) -> pa.Table:
-    return conform(pa.Table.from_pylist(rows, schema=EXPLANATIONS), EXPLANATIONS)
-
-
-def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: list[dict]) -> None:
-    lines = "".join(json.dumps(_jsonable(t), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
-    store.write_bytes(transcript_key(layer, neuron), lines.encode("utf-8"))
-    store.write_parquet(explanation_key(layer, neuron), rows_table(rows))
-
-
-def _cache_for(llm, store):
-    """The run's content-addressed response cache, when the LLM client names its model."""
-    model_id = getattr(llm, "model_id", None)
-    if not model_id:
-        return None
-    from ..llm.cache import ResponseCache
-
-    return ResponseCache(store, model_id)
-
-
-def _fmt(x) -> str:
-    return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "-"
+    records: object  # Store of the records
+    out: object  # Store of the outputs
+    llm: object
+    cfg: ExplainConfig
+    embedder: object
+    calibrated: bool | None
+    workflow: object  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
+    legacy_cache: bool  # the run has per-request cache objects of an older layout
 
 
 def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
@@ -80,16 +69,28 @@ def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
             "control_score": r["control_score"]}
 
 
-def _task(layer: int, neuron: int, records: pd.DataFrame, llm, cfg: ExplainConfig, store, embedder,
-          calibrated: bool | None) -> dict:
-    result = explain_neuron(layer, neuron, records, llm, cfg, embedder=embedder, cache=_cache_for(llm, store),
-                            calibrated=calibrated)
-    write_result(store, layer, neuron, result.rows, result.transcript)
+def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
+    records = read_neuron(s.records, record_keys, layer, neuron)
+    model_id = getattr(s.llm, "model_id", None)
+    cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
+    try:
+        result = s.workflow(layer, neuron, records, s.llm, s.cfg, embedder=s.embedder, cache=cache,
+                            calibrated=s.calibrated)
+    finally:
+        if cache is not None:
+            cache.flush()  # answers paid for are kept, whatever happened
+    write_result(s.out, layer, neuron, result.rows, result.transcript)
     return _summary(layer, neuron, result.rows)
 
 
 def _failed(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
     return [_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
+
+
+def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> dict:
+    rows = _failed(layer, neuron, cfg, reason)
+    write_result(store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
+    return _summary(layer, neuron, rows)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -102,100 +103,197 @@ def _reason(e: BaseException) -> str:
     return " ".join(text.split())[:500]
 
 
-def _is_done(store, layer: int, neuron: int, retry_failed: bool) -> bool:
-    key = explanation_key(layer, neuron)
-    if not store.exists(key):
-        return False
-    if not retry_failed:
-        return True
-    status = store.read_parquet(key).column("status").to_pylist()
-    return "failed" not in status
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "-"
 
 
-def load_records(records_store) -> pd.DataFrame:
-    df = records_store.read_parquet("records/").to_pandas()
-    # Hive partition columns can come back as categories: make the keys plain ints.
-    for col in ("layer", "neuron"):
-        df[col] = df[col].astype("int64")
-    return df
+def _note(cfg: ExplainConfig, s: dict) -> str:
+    if s["status"] != "ok":
+        return f"FAILED: {s['error']}"
+    return f"{cfg.scorer} {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])} " \
+        f"control {_fmt(s['control_score'])}, {s['n_modes']} mode(s)"
 
 
-def _select(df: pd.DataFrame, cfg: ExplainConfig, neurons) -> list[tuple[int, int]]:
-    present = sorted({(int(a), int(b)) for a, b in zip(df["layer"], df["neuron"])})
+def selection(index: RecordsIndex, cfg: ExplainConfig, neurons) -> np.ndarray:
+    """Codes of the neurons to explain, sorted: ``neurons`` as given, else cfg.layers x
+    cfg.neurons over the neurons with records."""
     if neurons is not None:
-        return sorted({(int(a), int(b)) for a, b in neurons})
-    if not present:
-        return []
-    layers = set(parse_selection(cfg.layers, max(p[0] for p in present) + 1, "layer"))
-    units = set(parse_selection(cfg.neurons, max(p[1] for p in present) + 1, "neuron"))
-    return [p for p in present if p[0] in layers and p[1] in units]
+        return np.unique(np.array([code(int(a), int(b)) for a, b in neurons], dtype=np.int64))
+    present = index.present()
+    if not len(present):
+        return present
+    layer, unit = uncode(present)
+    layers = parse_selection(cfg.layers, int(layer.max()) + 1, "layer")
+    units = parse_selection(cfg.neurons, int(unit.max()) + 1, "neuron")
+    return present[np.isin(layer, layers) & np.isin(unit, units)]
+
+
+class Outputs:
+    """The run's outputs as one listing per folder shows them: what is done, and what waits to
+    be merged (own objects left by an earlier run)."""
+
+    def __init__(self, store):
+        self.index = {f.name: FolderIndex.listing(store, f.name) for f in FOLDERS}
+        self.explanations = self.index[EXPLANATIONS_FOLDER]
+        self.stale: list[str] = []
+        self.waiting: dict[int, set[int]] = {}
+        for f in FOLDERS:
+            stale, waiting = leftovers(self.explanations, f, self.index[f.name])
+            self.stale += stale
+            for layer, ns in waiting.items():
+                self.waiting.setdefault(layer, set()).update(ns)
+
+    def done(self, layer: int, neuron: int, retry_failed: bool) -> bool:
+        li = self.explanations.layer(layer)
+        return self.explanations.ok(layer, neuron) or (not retry_failed and neuron in li.failed)
+
+    def cache_sources(self, layer: int, neuron: int) -> list[str]:
+        return self.index[CACHE_FOLDER].sources(layer, neuron)
+
+    @property
+    def legacy_cache(self) -> bool:
+        return self.index[CACHE_FOLDER].n_other > 0
+
+
+class Tally:
+    """Running counts and score sums: the driver keeps no per-neuron list."""
+
+    KEYS = ("score", "baseline_score", "control_score")
+
+    def __init__(self):
+        self.explained = self.ok = self.failed = 0
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.counts = dict.fromkeys(self.KEYS, 0)
+        self.failures: dict[str, str] = {}
+
+    def add(self, s: dict) -> None:
+        self.explained += 1
+        if s["status"] != "ok":
+            self.failed += 1
+            if len(self.failures) < MAX_LISTED_FAILURES:
+                self.failures[f"{s['layer']}/{s['neuron']}"] = s["error"]
+            return
+        self.ok += 1
+        for k in self.KEYS:
+            if s[k] is not None and math.isfinite(s[k]):
+                self.sums[k] += s[k]
+                self.counts[k] += 1
+
+    def mean(self, key: str):
+        return round(self.sums[key] / self.counts[key], 4) if self.counts[key] else None
+
+
+class Driver:
+    """Submits tasks with at most ``limit`` in flight, collects them, and starts a compaction
+    task per layer every ``compact_every`` finished neurons and when the layer ends."""
+
+    def __init__(self, shared_ref, shared: Shared, outputs: Outputs, index: RecordsIndex, limit: int,
+                 total: int, progress):
+        import ray
+
+        self.ray, self.shared_ref, self.cfg, self.out_store = ray, shared_ref, shared.cfg, shared.out
+        self.outputs, self.index, self.limit, self.total, self.progress = outputs, index, limit, total, progress
+        self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=0)(_task)
+        self.compactor = ray.remote(num_cpus=TASK_CPUS, max_retries=1)(compact)
+        self.in_flight: dict = {}  # ref -> (layer, neuron)
+        self.running: dict[int, int] = {}  # layer -> tasks in flight
+        self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
+        self.compactions: list = []
+        self.tally = Tally()
+
+    def submit(self, layer: int, neuron: int) -> None:
+        while len(self.in_flight) >= self.limit:
+            self.wait_one()
+        keys = self.index.keys_of(layer, neuron)
+        if not keys:
+            self.record(record_failure(self.out_store, layer, neuron, self.cfg, "no activation records for this neuron"))
+            return
+        ref = self.task.remote(layer, neuron, keys, self.outputs.cache_sources(layer, neuron), self.shared_ref)
+        self.in_flight[ref] = (layer, neuron)
+        self.running[layer] = self.running.get(layer, 0) + 1
+
+    def wait_one(self) -> None:
+        ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+        ref = ready[0]
+        layer, neuron = self.in_flight.pop(ref)
+        self.running[layer] -= 1
+        try:
+            summary = self.ray.get(ref)
+        except Exception as e:  # the task itself died (OOM, worker crash, store write): still recorded
+            reason = f"task failed: {_reason(e)}"
+            try:
+                summary = record_failure(self.out_store, layer, neuron, self.cfg, reason)
+            except Exception:  # the summary still names the neuron and its failure
+                summary = _summary(layer, neuron, _failed(layer, neuron, self.cfg, reason))
+        self.record(summary)
+
+    def record(self, s: dict) -> None:
+        self.tally.add(s)
+        if s["status"] == "ok":
+            ready = self.ready.setdefault(s["layer"], set())
+            ready.add(s["neuron"])
+            if len(ready) >= self.cfg.compact_every:
+                self.compact(s["layer"])
+        if self.progress:
+            self.progress(f"explain {self.tally.explained}/{self.total}: layer {s['layer']} neuron {s['neuron']}: "
+                          f"{_note(self.cfg, s)}")
+
+    def compact(self, layer: int) -> None:
+        neurons = sorted(self.ready.pop(layer, ()))
+        if neurons:
+            self.compactions.append(self.compactor.remote(self.out_store, layer, neurons))
+
+    def close_layers(self, below: int | None) -> None:
+        """Compact the layers (below ``below``; all when None) that have no task left in flight."""
+        for layer in sorted(self.ready):
+            if (below is None or layer < below) and not self.running.get(layer):
+                self.compact(layer)
+
+    def finish(self) -> list[str]:
+        """Wait for every task and compaction; returns the compaction errors."""
+        while self.in_flight:
+            self.wait_one()
+            self.close_layers(None)
+        self.close_layers(None)
+        errors = []
+        for ref in self.compactions:
+            try:
+                self.ray.get(ref)
+            except Exception as e:  # the neurons' own objects are still there: the next run merges them
+                errors.append(_reason(e))
+        return errors
 
 
 def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list[tuple[int, int]] | None = None,
-                progress=None, retry_failed: bool = True, embedder=None, calibrated: bool | None = None) -> dict:
+                progress=None, retry_failed: bool = True, embedder=None, calibrated: bool | None = None,
+                workflow=None) -> dict:
     """Explain every selected neuron (``neurons``, else cfg.layers x cfg.neurons over the records)
     not already done in ``out_store``; returns counts and mean scores. Needs Ray initialised;
     ``progress(message)`` is called once per finished neuron. ``embedder`` (picklable, shipped to
     the workers) replaces cfg.embedder, which each worker process otherwise loads once;
-    ``calibrated`` is the scorer self-check's verdict, written into every row."""
+    ``calibrated`` is the scorer self-check's verdict, written into every row; ``workflow``
+    replaces ``explain_neuron`` (same signature; for tests and benchmarks)."""
     import ray
 
     t0 = time.time()
-    df = load_records(records_store)
-    todo = _select(df, cfg, neurons)
-    groups = {k: g for k, g in df.groupby(["layer", "neuron"])}
-    pending = [n for n in todo if not _is_done(out_store, *n, retry_failed)]
-    skipped = len(todo) - len(pending)
-    task = ray.remote(num_cpus=TASK_CPUS, max_retries=0)(_task)
-    llm_ref, cfg_ref, emb_ref = ray.put(llm), ray.put(cfg), ray.put(embedder)
-    in_flight: dict = {}
-    done: list[dict] = []
-
-    def finish(ref) -> None:
-        layer, neuron = in_flight.pop(ref)
-        try:
-            summary = ray.get(ref)
-        except Exception as e:  # the task itself died (OOM, worker crash, store write): still recorded
-            rows = _failed(layer, neuron, cfg, f"task failed: {_reason(e)}")
-            try:
-                write_result(out_store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
-            except Exception:
-                pass  # the summary below still names the neuron and its failure
-            summary = _summary(layer, neuron, rows)
-        done.append(summary)
-        if progress:
-            s = summary
-            note = f"{cfg.scorer} {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])} " \
-                f"control {_fmt(s['control_score'])}, {s['n_modes']} mode(s)" \
-                if s["status"] == "ok" else f"FAILED: {s['error']}"
-            progress(f"explain {len(done)}/{len(pending)}: layer {layer} neuron {neuron}: {note}")
-
-    for layer, neuron in pending:
-        while len(in_flight) >= cfg.max_in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            finish(ready[0])
-        records = groups.get((layer, neuron))
-        if records is None:
-            rows = _failed(layer, neuron, cfg, "no activation records for this neuron")
-            write_result(out_store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
-            done.append(_summary(layer, neuron, rows))
-            continue
-        ref = task.remote(layer, neuron, records.reset_index(drop=True), llm_ref, cfg_ref, out_store, emb_ref,
-                          calibrated)
-        in_flight[ref] = (layer, neuron)
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        finish(ready[0])
-
-    ok = [s for s in done if s["status"] == "ok"]
-
-    def mean(key):
-        vals = [s[key] for s in ok if s[key] is not None and math.isfinite(s[key])]
-        return round(float(np.mean(vals)), 4) if vals else None
-
-    failures = {f"{s['layer']}/{s['neuron']}": s["error"] for s in done if s["status"] != "ok"}
-    return {"neurons": len(todo), "explained": len(done), "skipped": skipped, "ok": len(ok),
-            "failed": len(failures), "failures": dict(list(failures.items())[:MAX_LISTED_FAILURES]),
-            "scorer": cfg.scorer, "mean_score": mean("score"), "mean_baseline_score": mean("baseline_score"),
-            "mean_control_score": mean("control_score"),
-            "seconds": round(time.time() - t0, 1)}
+    index = RecordsIndex.scan(records_store)
+    todo = selection(index, cfg, neurons)
+    outputs = Outputs(out_store)
+    for key in outputs.stale:  # what an interrupted merge left: a part already holds it
+        out_store.delete(key)
+    layers, units = uncode(todo)
+    pending = np.fromiter((not outputs.done(int(a), int(b), retry_failed) for a, b in zip(layers, units)),
+                          dtype=bool, count=len(todo))
+    shared = Shared(records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron,
+                    outputs.legacy_cache)
+    driver = Driver(ray.put(shared), shared, outputs, index, max_in_flight(cfg, llm), int(sum(pending)), progress)
+    for layer, neuron, go in zip(layers, units, pending):
+        if go:
+            driver.close_layers(int(layer))
+            driver.submit(int(layer), int(neuron))
+    errors = driver.finish()
+    t = driver.tally
+    return {"neurons": len(todo), "explained": t.explained, "skipped": len(todo) - int(sum(pending)), "ok": t.ok,
+            "failed": t.failed, "failures": t.failures, "scorer": cfg.scorer, "mean_score": t.mean("score"),
+            "mean_baseline_score": t.mean("baseline_score"), "mean_control_score": t.mean("control_score"),
+            "compaction_errors": errors, "seconds": round(time.time() - t0, 1)}

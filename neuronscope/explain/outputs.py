@@ -1,0 +1,106 @@
+"""Where the explain stage's outputs live, written per neuron and read per neuron.
+
+A neuron's explanation rows and transcript are first its own objects
+(``explanations/layer_LLL/neuron_NNNNN[.failed].parquet``, ``transcripts/.../neuron_NNNNN.jsonl``);
+compaction (``compact.py``) later merges finished neurons into the layer's parts. The
+explanation object is written last: it marks the neuron done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from ..parts import FolderIndex, layer_dir, neuron_key, neuron_of
+from ..schema import EXPLANATIONS, conform
+from .compact import EXPLANATIONS_FOLDER, TRANSCRIPTS_FOLDER, part_line_prefix
+
+
+def explanation_key(layer: int, neuron: int, failed: bool = False) -> str:
+    return neuron_key(EXPLANATIONS_FOLDER, ".parquet", layer, neuron, failed)
+
+
+def transcript_key(layer: int, neuron: int) -> str:
+    return neuron_key(TRANSCRIPTS_FOLDER, ".jsonl", layer, neuron)
+
+
+def _jsonable(x):
+    """Strict JSON: numpy scalars/arrays as Python values, NaN/inf as null."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    return conform(pa.Table.from_pylist(rows, schema=EXPLANATIONS), EXPLANATIONS)
+
+
+def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: list[dict]) -> None:
+    """The neuron's transcript, then its explanation rows (named ``.failed`` when it failed; a
+    success replaces an earlier failure, which is deleted after)."""
+    lines = "".join(json.dumps(_jsonable(t), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
+    store.write_bytes(transcript_key(layer, neuron), lines.encode("utf-8"))
+    failed = any(r["status"] == "failed" for r in rows)
+    if failed:
+        store.write_parquet(explanation_key(layer, neuron, True), rows_table(rows))
+        return
+    earlier = explanation_key(layer, neuron, True)
+    store.write_parquet(explanation_key(layer, neuron), rows_table(rows), replaces=[earlier])
+    store.delete(earlier)
+
+
+def _where(layer: int, neuron: int):
+    return (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
+
+
+def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
+    """One neuron's explanation rows (None when the run has none for it), read from its own
+    object or the part that holds it, never the whole folder."""
+    index = FolderIndex(EXPLANATIONS_FOLDER, store.list(layer_dir(EXPLANATIONS_FOLDER, layer)))
+    sources = index.sources(layer, neuron)
+    if not sources:
+        return None
+    t = store.read_parquet_where(sources, _where(layer, neuron))
+    return t if t.num_rows else None
+
+
+def read_transcript(store, layer: int, neuron: int) -> list[dict] | None:
+    """One neuron's transcript entries (None when the run has none for it)."""
+    index = FolderIndex(TRANSCRIPTS_FOLDER, store.list(layer_dir(TRANSCRIPTS_FOLDER, layer)))
+    li = index.layer(layer)
+    if neuron in li.single:
+        text = store.read_bytes(li.single[neuron]).decode("utf-8")
+        return [json.loads(ln) for ln in text.splitlines() if ln]
+    prefix = part_line_prefix(layer, neuron)
+    for key in reversed(li.part_of(neuron)):  # the newest part name sorts last
+        for line in store.read_bytes(key).decode("utf-8").splitlines():
+            if line.startswith(prefix):
+                return json.loads(line)["transcript"]
+    return None
+
+
+def iter_transcripts(store):
+    """(layer, neuron, entries) of every transcript of the run, parts and own objects alike."""
+    index = FolderIndex.listing(store, TRANSCRIPTS_FOLDER)
+    for layer, li in sorted(index.layers.items()):
+        for _, key in li.parts:
+            for line in store.read_bytes(key).decode("utf-8").splitlines():
+                if line:
+                    d = json.loads(line)
+                    yield d["layer"], d["neuron"], d["transcript"]
+        for n, key in sorted(li.single.items()):
+            if not li.part_of(n):  # else a merge was cut short: the part holds the same text
+                text = store.read_bytes(key).decode("utf-8")
+                yield layer, neuron_of(key), [json.loads(ln) for ln in text.splitlines() if ln]

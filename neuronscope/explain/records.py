@@ -1,0 +1,66 @@
+"""Which neurons the activation records hold, and one neuron's records, read straight from the store.
+
+The driver keeps only the (layer, neuron) keys of each records object; each workflow reads its
+own neuron's rows with a filter, so only the row groups whose statistics may hold them are fetched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+
+from ..errors import NeuronScopeError
+
+RECORDS_FOLDER = "records/"
+_SHIFT = 32  # (layer, neuron) packed into one int64: layer << 32 | neuron
+
+
+def code(layer, neuron):
+    return (np.asarray(layer, dtype=np.int64) << _SHIFT) | np.asarray(neuron, dtype=np.int64)
+
+
+def uncode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return codes >> _SHIFT, codes & ((1 << _SHIFT) - 1)
+
+
+class RecordsIndex:
+    """The neurons of every records object: ``keys[i]`` holds the sorted codes ``codes[i]``."""
+
+    def __init__(self, keys: list[str], codes: list[np.ndarray]):
+        self.keys, self.codes = keys, codes
+
+    @classmethod
+    def scan(cls, store) -> "RecordsIndex":
+        """One listing, then the two key columns of each object (no activations, no tokens)."""
+        keys = [k for k in store.list(RECORDS_FOLDER) if k.endswith(".parquet")]
+        if not keys:
+            raise NeuronScopeError(f"no activation records under {store.url(RECORDS_FOLDER)}")
+        codes = []
+        for key in keys:
+            t = store.read_parquet_where(key, None, ["layer", "neuron"])
+            codes.append(np.unique(code(t["layer"].to_numpy(), t["neuron"].to_numpy())))
+        return cls(keys, codes)
+
+    def present(self) -> np.ndarray:
+        """Codes of every neuron with records, sorted."""
+        return np.unique(np.concatenate(self.codes)) if self.codes else np.zeros(0, np.int64)
+
+    def keys_of(self, layer: int, neuron: int) -> list[str]:
+        """The records objects that hold rows of the neuron (none: it has no records)."""
+        c = int(code(layer, neuron))
+        out = []
+        for key, cs in zip(self.keys, self.codes):
+            i = int(np.searchsorted(cs, c))
+            if i < len(cs) and cs[i] == c:
+                out.append(key)
+        return out
+
+
+def read_neuron(store, keys: list[str], layer: int, neuron: int) -> pd.DataFrame:
+    """The neuron's RECORDS rows from ``keys``, as pandas with plain int keys."""
+    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
+    df = store.read_parquet_where(keys, where).to_pandas()
+    for col in ("layer", "neuron"):
+        df[col] = df[col].astype("int64")
+    return df
