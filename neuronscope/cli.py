@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run")
     show.add_argument("--layer", type=int, required=True)
     show.add_argument("--neuron", type=int, required=True)
+    show.add_argument("--transcript", action="store_true", help="also print the agents' transcript (JSON lines)")
 
     st = sub.add_parser("status", help="each stage's state, neuron counts, token spend and last error")
     st.add_argument("run", help="run folder or s3:// URI")
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             from .show import show_neuron
 
-            print(show_neuron(args.run, args.layer, args.neuron))
+            print(show_neuron(args.run, args.layer, args.neuron, transcript=args.transcript))
         elif args.command == "status":
             from .status import run_status
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pyarrow.compute as pc
+import json
+import re
+
+import pandas as pd
+import pyarrow.dataset as ds
 
 from .errors import NeuronScopeError
+from .explain.outputs import EXPLANATIONS_FOLDER, neuron_explanations, read_transcript
 from .store import Store
+
+_LAYER_DIR = re.compile(r"/layer_(\d+)/")
 
 
 def read_stage(store: Store, prefix: str):
@@ -13,12 +20,30 @@ def read_stage(store: Store, prefix: str):
     return store.read_parquet(prefix) if store.list(prefix) else None
 
 
+def _layer_keys(store: Store, prefix: str, layer: int) -> list[str]:
+    """The Parquet objects under ``prefix`` that may hold ``layer``: those in its ``layer_LLL/``
+    folder, and any outside a layer folder."""
+    out = []
+    for key in store.list(prefix):
+        m = _LAYER_DIR.search(key)
+        if key.endswith(".parquet") and (m is None or int(m[1]) == layer):
+            out.append(key)
+    return out
+
+
 def neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
-    """One neuron's rows of a stage's table (``None`` when the run has no such table)."""
-    t = read_stage(store, prefix)
-    if t is None:
-        return None
-    return t.filter(pc.and_(pc.equal(t["layer"], layer), pc.equal(t["neuron"], neuron))).to_pandas()
+    """One neuron's rows of a stage's table (``None`` when the run has no such table), read
+    with a filter: only the row groups that may hold the neuron are fetched."""
+    if prefix.rstrip("/") == EXPLANATIONS_FOLDER:
+        if not store.list(prefix):
+            return None
+        t = neuron_explanations(store, layer, neuron)
+        return None if t is None else t.to_pandas()
+    keys = _layer_keys(store, prefix, layer)
+    if not keys:
+        return pd.DataFrame() if store.list(prefix) else None
+    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
+    return store.read_parquet_where(keys, where).to_pandas()
 
 
 def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: int = 12) -> str:
@@ -50,7 +75,14 @@ def _explanation_lines(exp) -> list[str]:
     return out
 
 
-def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5) -> str:
+def _transcript_lines(store: Store, layer: int, neuron: int) -> list[str]:
+    entries = read_transcript(store, layer, neuron)
+    if entries is None:
+        return ["  no transcript in this run"]
+    return [f"  transcript ({len(entries)} entries):"] + [f"    {json.dumps(e, ensure_ascii=False)}" for e in entries]
+
+
+def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcript: bool = False) -> str:
     store = Store.open(run)
     rec = neuron_rows(store, "records/", layer, neuron)
     exp = neuron_rows(store, "explanations/", layer, neuron)
@@ -69,4 +101,6 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5) -> str:
         out.append("  top exemplars (max token in [[ ]]):")
         for _, e in top.iterrows():
             out.append(f"    {e['max_act']:8.3f}  {_exemplar_line(list(e['tokens']), list(e['activations']), int(e['max_pos']))}")
+    if transcript:
+        out += _transcript_lines(store, layer, neuron)
     return "\n".join(out)
