@@ -108,10 +108,11 @@ def replay(pool, folder: str) -> dict:
 
 def tokens_by_agent(store: Store) -> dict[str, int]:
     """LLM tokens (in + out, cache hits included) per agent, summed over the transcripts' ledgers."""
+    from neuronscope.explain.outputs import iter_transcripts
+
     total: dict[str, int] = {}
-    for key in store.list("transcripts/"):
-        for line in store.read_bytes(key).decode("utf-8").splitlines():
-            entry = json.loads(line)
+    for _, _, entries in iter_transcripts(store):
+        for entry in entries:
             if entry.get("agent") == "ledger":
                 for agent, u in entry.items():
                     if agent != "agent":
