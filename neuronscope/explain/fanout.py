@@ -24,9 +24,10 @@ from ..llm.cache import CACHE_FOLDER, NeuronCache
 from ..parts import FolderIndex
 from ..selection import parse_selection
 from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
-from .outputs import (explanation_key, neuron_explanations, read_transcript, rows_table,  # noqa: F401  (the
-                      transcript_key, write_result)  # stage's API, for callers of this module)
-from .records import RecordsIndex, code, read_neuron, uncode
+# noqa: the stage's API, imported from here by its callers
+from .outputs import _jsonable, explanation_key, neuron_explanations, read_transcript, rows_table  # noqa: F401
+from .outputs import transcript_key, write_result  # noqa: F401
+from .records import RecordsIndex, code, load_records, read_neuron, uncode  # noqa: F401
 from .workflow import _row, explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine

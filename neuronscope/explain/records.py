@@ -57,10 +57,19 @@ class RecordsIndex:
         return out
 
 
-def read_neuron(store, keys: list[str], layer: int, neuron: int) -> pd.DataFrame:
-    """The neuron's RECORDS rows from ``keys``, as pandas with plain int keys."""
-    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
-    df = store.read_parquet_where(keys, where).to_pandas()
+def load_records(store) -> pd.DataFrame:
+    """Every record of a run at once: for small runs and tools (the fan-out reads per neuron)."""
+    df = store.read_parquet(RECORDS_FOLDER).to_pandas()
+    return _plain_keys(df)
+
+
+def _plain_keys(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("layer", "neuron"):
         df[col] = df[col].astype("int64")
     return df
+
+
+def read_neuron(store, keys: list[str], layer: int, neuron: int) -> pd.DataFrame:
+    """The neuron's RECORDS rows from ``keys``, as pandas with plain int keys."""
+    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
+    return _plain_keys(store.read_parquet_where(keys, where).to_pandas())
