@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -38,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from neuronscope import pipeline  # noqa: E402
 from neuronscope.cli import _add_flags, _config  # noqa: E402
 from neuronscope.config import ExplainConfig  # noqa: E402
-from neuronscope.explain.fanout import explain_run, transcript_key  # noqa: E402
+from neuronscope.explain.fanout import explain_run, read_transcript  # noqa: E402
 from neuronscope.llm.vllm_backend import resolve_dtype  # noqa: E402
 from neuronscope.store import Store  # noqa: E402
 
@@ -158,8 +157,7 @@ def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
             for v in out.values():
                 v.append({"neuron": p.neuron, "concepts": p.concepts, "ok": False, "modes": 0, "ari": 0.0})
             continue
-        lines = store.read_bytes(transcript_key(0, p.neuron)).decode().splitlines()
-        for entry in map(json.loads, lines):
+        for entry in read_transcript(store, 0, p.neuron):
             if entry.get("agent") == "cluster":
                 labels = {int(w): lab for w, lab in entry["modes"].items()}
                 truth = {w: c for w, c in p.truth.items() if w in labels}
