@@ -356,6 +356,7 @@ class S3Store(Store):
         self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         self.local_root = None
         self._client = None
+        self._arrow = None  # pyarrow's S3 filesystem, made on first use
 
     @property
     def client(self):
@@ -375,6 +376,8 @@ class S3Store(Store):
         # pyarrow ignores AWS_ENDPOINT_URL*: hand it the endpoint and credentials boto3 resolved.
         from pyarrow import fs
 
+        if self._arrow is not None:
+            return self._arrow
         with self._errors("connect to", self.uri):
             import boto3
 
@@ -384,7 +387,8 @@ class S3Store(Store):
             s3 = fs.S3FileSystem(access_key=frozen and frozen.access_key, secret_key=frozen and frozen.secret_key,
                                  session_token=frozen and frozen.token, region=self.client.meta.region_name,
                                  endpoint_override=url.netloc, scheme=url.scheme or "https")
-        return s3, f"{self.bucket}/{self.prefix}".rstrip("/")
+        self._arrow = s3, f"{self.bucket}/{self.prefix}".rstrip("/")
+        return self._arrow
 
     def _describe(self, exc, action, target):
         from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError

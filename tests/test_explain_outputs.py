@@ -19,6 +19,13 @@ from neuronscope.show import neuron_rows, show_neuron
 from neuronscope.store import Store
 
 
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return Store.open(str(tmp_path / "run"))
+    return Store.open(f"s3://{request.getfixturevalue('s3_env')}/runs/big/")
+
+
 def _ok(layer, neuron, modes=2):
     return [_row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
             for m in range(modes)]
@@ -50,8 +57,7 @@ def test_part_names_list_their_neurons_and_split_when_long():
     assert index.ok(0, 1) and index.sources(0, 1) == ["transcripts/layer_000/neuron_00001.jsonl"]
 
 
-def test_compaction_reads_the_same_and_leaves_few_objects(tmp_path):
-    store = Store.open(str(tmp_path / "run"))
+def test_compaction_reads_the_same_and_leaves_few_objects(store):
     _write(store, 2, range(10), failed={4})
     before = store.read_parquet("explanations/")
     merged = compact(store, 2, [n for n in range(10) if n != 4])
@@ -67,7 +73,7 @@ def test_compaction_reads_the_same_and_leaves_few_objects(tmp_path):
     assert read_transcript(store, 2, 7) == [{"agent": "explain", "neuron": 7}, {"agent": "ledger"}]
     assert read_transcript(store, 2, 4)[0]["neuron"] == 4 and read_transcript(store, 2, 11) is None
     assert sorted((la, n) for la, n, _ in iter_transcripts(store)) == [(2, n) for n in range(10)]
-    shown = show_neuron(str(tmp_path / "run"), 2, 7, transcript=True)  # from the part
+    shown = show_neuron(store.uri, 2, 7, transcript=True)  # from the part
     assert "L2N7 mode 1" in shown and '{"agent": "explain", "neuron": 7}' in shown
     done = Outputs(store)
     assert all(done.done(2, n, retry_failed=True) for n in range(10) if n != 4) and not done.done(2, 4, True)
@@ -75,8 +81,7 @@ def test_compaction_reads_the_same_and_leaves_few_objects(tmp_path):
 
 
 @pytest.mark.parametrize("folder", [f.name for f in FOLDERS if f.name != "llm_cache"])
-def test_a_merge_cut_before_its_deletes_loses_and_duplicates_nothing(tmp_path, monkeypatch, folder):
-    store = Store.open(str(tmp_path / "run"))
+def test_a_merge_cut_before_its_deletes_loses_and_duplicates_nothing(store, monkeypatch, folder):
     _write(store, 1, range(6), failed={5})
     expected = _pairs(store.read_parquet("explanations/"))
     real_delete = Store.delete
