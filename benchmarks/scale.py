@@ -1,0 +1,205 @@
+"""Explaining many neurons: the fan-out driver's memory and the objects the run leaves.
+
+Synthetic activation records for 2 layers x 1536 neurons (the bundled model's width; rows laid
+out as the record stage writes them: one object per layer and 256 neurons, sorted by neuron)
+go into a local run. Then, each in a fresh child process (so that its peaks are its own), the
+explain fan-out runs over a selection of 100 and of 1,000 neurons (half in each layer) into a
+fresh run, and reports the driver's peak memory: Python allocations (tracemalloc) plus Arrow's
+memory pool peak, both taken in the driver process only.
+
+The explain step is replaced by a TRIVIAL WORKLOAD (``trivial_workflow`` below, passed as
+``explain_run(workflow=...)``; nowhere else): it reads the neuron's records like the real
+workflow, asks a scripted stand-in LLM three questions through the run's response cache, and
+writes one explanation row and a transcript. This measures the driver and the store, not
+explanations.
+
+driver_mem_ratio = peak(1,000 neurons) / peak(100 neurons) (goal: within 0.9-1.1);
+objects_per_neuron = objects under explanations/, transcripts/ and llm_cache/ after the
+1,000-neuron run / neurons (goal <= 0.1); dryrun_error is not measured here (nan).
+Appends a section to benchmarks/RESULTS.md; the last printed line is
+``driver_mem_ratio=.. objects_per_neuron=.. dryrun_error=nan``.
+Run: ``python benchmarks/scale.py`` (a few minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from neuronscope.schema import RECORDS, conform
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+LAYERS, NEURONS, SHARD = 2, 1536, 256
+TOP, RANDOM, WINDOW = 8, 4, 32
+SIZES = (100, 1000)
+FOLDERS = ("explanations/", "transcripts/", "llm_cache/")
+
+
+def synthetic_records(store) -> int:
+    """RECORDS rows for LAYERS x NEURONS neurons; returns the rows written."""
+    rng = np.random.default_rng(0)
+    words = np.array([f" w{i}" for i in range(500)])
+    rows = 0
+    for layer in range(LAYERS):
+        for shard in range(NEURONS // SHARD):
+            neurons = np.repeat(np.arange(shard * SHARD, (shard + 1) * SHARD), TOP + RANDOM)
+            n = len(neurons)
+            ids = rng.integers(0, len(words), size=(n, WINDOW))
+            acts = rng.random((n, WINDOW), dtype=np.float32)
+            per = np.tile(np.r_[np.zeros(TOP, np.int32), np.ones(RANDOM, np.int32)], SHARD)
+            table = pa.table({
+                "layer": np.full(n, layer, np.int32), "neuron": neurons.astype(np.int32),
+                "kind": np.where(per == 0, "top", "random"),
+                "rank": np.tile(np.r_[np.arange(TOP), np.arange(RANDOM)], SHARD).astype(np.int32),
+                "window_id": rng.integers(0, 10**6, size=n), "tokens": words[ids].tolist(),
+                "token_ids": ids.astype(np.int32).tolist(), "activations": acts.tolist(),
+                "max_pos": acts.argmax(axis=1).astype(np.int32), "max_act": acts.max(axis=1)})
+            store.write_parquet(f"records/layer_{layer:03d}/part-{shard:05d}.parquet", conform(table, RECORDS))
+            rows += n
+    return rows
+
+
+class ScriptedLLM:
+    """Stand-in LLM of the trivial workload: answers at once, deterministically."""
+
+    model_id = "scripted-stand-in@1"
+
+    def chat(self, conversations, params):
+        from neuronscope.llm.base import Completion
+
+        return [Completion(f"answer to {c[-1]['content'][:40]}", 20, 4) for c in conversations]
+
+
+def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None):
+    """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
+    from neuronscope.explain.workflow import NeuronResult, _row
+    from neuronscope.llm.base import GenParams, Ledger, Metered
+
+    top = records[records["kind"] == "top"].sort_values("rank")
+    ledger = Ledger()
+    prompts = [[{"role": "user", "content": "".join(t)}] for t in top["tokens"].head(3)]
+    answers = Metered(llm, ledger, cache).chat("explain", prompts, GenParams())
+    row = _row(layer, neuron, mode=0, n_modes=1, explanation=answers[0].text, mode_size=len(top),
+               exemplar_ids=top["window_id"].tolist(), score=float(top["max_act"].mean()), method="trivial")
+    transcript = [{"agent": "trivial", "prompt": p[0]["content"], "answer": a.text} for p, a in zip(prompts, answers)]
+    return NeuronResult([row], transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
+
+
+def measure(records_uri: str, out_uri: str, n: int) -> dict:
+    """One fan-out over ``n`` neurons, in this process; the driver's peaks and the objects left."""
+    import tracemalloc
+
+    import ray
+
+    from neuronscope.config import ExplainConfig
+    from neuronscope.explain.fanout import explain_run
+    from neuronscope.store import Store
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    records, out = Store.open(records_uri), Store.open(out_uri)
+    cfg = ExplainConfig(layers="0-1", neurons=f"0-{n // LAYERS - 1}", self_check=False)
+    pool = pa.default_memory_pool()
+    arrow0 = pool.max_memory() or 0
+    tracemalloc.start()
+    t0 = time.time()
+    summary = explain_run(records, out, ScriptedLLM(), cfg, workflow=trivial_workflow)
+    seconds = time.time() - t0
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ray.shutdown()
+    objects = {f: len(out.list(f)) for f in FOLDERS}
+    return {"neurons": n, "ok": summary["ok"], "failed": summary["failed"], "seconds": round(seconds, 1),
+            "python_peak": py_peak, "arrow_peak": max(0, (pool.max_memory() or 0) - arrow0),
+            "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "objects": objects,
+            "compaction_errors": summary["compaction_errors"]}
+
+
+def child(records_uri: str, work: Path, n: int) -> dict:
+    out = work / f"explain-{n}"
+    cmd = [sys.executable, __file__, "--measure", str(n), "--records", records_uri, "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {n} neurons failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", help="keep the runs in this folder (default: a temporary folder, removed)")
+    ap.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    ap.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # child process: one fan-out
+    ap.add_argument("--records", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.records, args.out, args.measure)))
+        return
+
+    from neuronscope.store import Store
+
+    work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-scale-"))
+    t0 = time.time()
+    try:
+        rows = synthetic_records(Store.open(str(work / "records")))
+        runs = {n: child(str(work / "records"), work, n) for n in SIZES}
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    peak = {n: r["python_peak"] + r["arrow_peak"] for n, r in runs.items()}
+    ratio = peak[SIZES[1]] / peak[SIZES[0]]
+    big = runs[SIZES[1]]
+    per_neuron = sum(big["objects"].values()) / big["ok"]
+    figures = {"records_rows": rows, "runs": runs, "total_s": round(time.time() - t0, 1)}
+    print(json.dumps(figures, indent=1))
+    if not args.no_append:
+        append_results(figures, peak, ratio, per_neuron)
+    print(f"driver_mem_ratio={ratio:.3f} objects_per_neuron={per_neuron:.4f} dryrun_error=nan")
+
+
+def append_results(f: dict, peak: dict, ratio: float, per_neuron: float) -> None:
+    from llm_pool import machine
+
+    a, b = (f["runs"][n] for n in SIZES)
+    mib = lambda x: f"{x / 2**20:.2f} MiB"  # noqa: E731
+    objs = lambda r: ", ".join(f"{k} {v}" for k, v in r["objects"].items())  # noqa: E731
+    command = " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]])
+    text = f"""
+## Scale: driver memory and objects per neuron ({datetime.date.today().isoformat()})
+
+Command: `{command}`
+Machine: {machine()}; local run folder, 2-CPU Ray.
+Records: synthetic, {LAYERS} layers x {NEURONS} neurons, {TOP} top + {RANDOM} random exemplars of {WINDOW} tokens each ({f['records_rows']} rows, one object per layer and {SHARD} neurons).
+The explain step is a **trivial workload** (`trivial_workflow` in the script, passed to `explain_run` as `workflow=` in this benchmark only): it reads the neuron's records, asks a scripted stand-in LLM three questions through the response cache and writes one row and a transcript. The figures are the fan-out driver's and the store's, not the explanations'.
+
+| figure | {SIZES[0]} neurons | {SIZES[1]} neurons |
+|---|---|---|
+| neurons ok / failed | {a['ok']} / {a['failed']} | {b['ok']} / {b['failed']} |
+| driver peak, Python allocations (tracemalloc) | {mib(a['python_peak'])} | {mib(b['python_peak'])} |
+| driver peak, Arrow memory pool | {mib(a['arrow_peak'])} | {mib(b['arrow_peak'])} |
+| driver max RSS (whole process, Ray client included) | {a['max_rss_kib'] / 1024:.0f} MiB | {b['max_rss_kib'] / 1024:.0f} MiB |
+| fan-out wall time | {a['seconds']} s | {b['seconds']} s |
+| objects left (explanations, transcripts, llm_cache) | {objs(a)} | {objs(b)} |
+
+**driver_mem_ratio** = {mib(peak[SIZES[1]])} / {mib(peak[SIZES[0]])} = **{ratio:.3f}** (goal 0.9-1.1).
+**objects_per_neuron** after compaction = **{per_neuron:.4f}** ({per_neuron * 1000:.0f} objects per 1,000 neurons; goal <= 0.1; before compaction each neuron writes 3).
+dryrun_error: not measured by this benchmark (nan).
+
+`driver_mem_ratio={ratio:.3f} objects_per_neuron={per_neuron:.4f} dryrun_error=nan`
+"""
+    with open(RESULTS, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+if __name__ == "__main__":
+    main()
