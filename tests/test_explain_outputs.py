@@ -109,6 +109,26 @@ def test_a_merge_cut_before_its_deletes_loses_and_duplicates_nothing(store, monk
     assert len(store.list("transcripts/")) == 2 and len(store.list("explanations/")) == 2
 
 
+def test_a_merge_retried_after_some_deletes_writes_no_second_part(tmp_path, monkeypatch):
+    store = Store.open(str(tmp_path / "run"))
+    _write(store, 1, range(4))
+    real_delete, calls = Store.delete, []
+
+    def die_on_second(self, key):
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError("killed mid-compaction")
+        real_delete(self, key)
+
+    monkeypatch.setattr(Store, "delete", die_on_second)
+    with pytest.raises(OSError):
+        compact(store, 1, range(4))
+    monkeypatch.setattr(Store, "delete", real_delete)
+    compact(store, 1, range(4))  # the compaction task's retry
+    assert store.list("explanations/") == ["explanations/layer_001/part-00000-00003.parquet"]
+    assert store.read_parquet("explanations/").num_rows == 8
+
+
 def test_a_retried_neuron_replaces_its_failure(tmp_path):
     store = Store.open(str(tmp_path / "run"))
     _write(store, 0, [3], failed={3})

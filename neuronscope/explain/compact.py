@@ -72,6 +72,9 @@ def _merge_folder(store, folder: Folder, layer: int, neurons: list[int]) -> int:
     """Merge the own objects of ``neurons`` in one folder of ``layer``; returns how many."""
     li = FolderIndex(folder.name, store.list(layer_dir(folder.name, layer))).layer(layer)
     own = {n: li.single[n] for n in neurons if n in li.single}
+    if folder.dedupe_on_resume:  # a merge retried after its part was written: only its deletes remain
+        for n in [n for n in own if li.part_of(n)]:
+            store.delete(own.pop(n))
     merged = 0
     for key, chunk in part_keys(folder.name, folder.ext, layer, own):
         inputs = [own[n] for n in chunk]
