@@ -80,21 +80,27 @@ def test_compaction_reads_the_same_and_leaves_few_objects(store):
     assert done.done(2, 4, retry_failed=False) and not done.stale and not done.waiting
 
 
-@pytest.mark.parametrize("folder", [f.name for f in FOLDERS if f.name != "llm_cache"])
-def test_a_merge_cut_before_its_deletes_loses_and_duplicates_nothing(store, monkeypatch, folder):
-    _write(store, 1, range(6), failed={5})
-    expected = _pairs(store.read_parquet("explanations/"))
-    real_delete = Store.delete
+def _compact_killed(store, monkeypatch, layer, neurons, when) -> None:
+    """A compaction killed at the delete for which ``when(key, deletes so far)`` holds."""
+    real_delete, calls = Store.delete, []
 
     def die(self, key):
-        if key.startswith(folder + "/"):
+        calls.append(key)
+        if when(key, len(calls)):
             raise OSError("killed mid-compaction")
         real_delete(self, key)
 
     monkeypatch.setattr(Store, "delete", die)
     with pytest.raises(OSError):
-        compact(store, 1, range(5))
+        compact(store, layer, neurons)
     monkeypatch.setattr(Store, "delete", real_delete)
+
+
+@pytest.mark.parametrize("folder", [f.name for f in FOLDERS if f.name != "llm_cache"])
+def test_a_merge_cut_before_its_deletes_loses_and_duplicates_nothing(store, monkeypatch, folder):
+    _write(store, 1, range(6), failed={5})
+    expected = _pairs(store.read_parquet("explanations/"))
+    _compact_killed(store, monkeypatch, 1, range(5), lambda key, n: key.startswith(folder + "/"))
     assert _pairs(store.read_parquet("explanations/")) == expected  # no row twice, none missing
     assert neuron_explanations(store, 1, 2).num_rows == 2 and read_transcript(store, 1, 2)[0]["neuron"] == 2
     outputs = Outputs(store)  # the next run: done neurons are still done; the leftovers go
@@ -112,18 +118,7 @@ def test_a_merge_cut_before_its_deletes_loses_and_duplicates_nothing(store, monk
 def test_a_merge_retried_after_some_deletes_writes_no_second_part(tmp_path, monkeypatch):
     store = Store.open(str(tmp_path / "run"))
     _write(store, 1, range(4))
-    real_delete, calls = Store.delete, []
-
-    def die_on_second(self, key):
-        calls.append(key)
-        if len(calls) == 2:
-            raise OSError("killed mid-compaction")
-        real_delete(self, key)
-
-    monkeypatch.setattr(Store, "delete", die_on_second)
-    with pytest.raises(OSError):
-        compact(store, 1, range(4))
-    monkeypatch.setattr(Store, "delete", real_delete)
+    _compact_killed(store, monkeypatch, 1, range(4), lambda key, n: n == 2)  # at its second delete
     compact(store, 1, range(4))  # the compaction task's retry
     assert store.list("explanations/") == ["explanations/layer_001/part-00000-00003.parquet"]
     assert store.read_parquet("explanations/").num_rows == 8

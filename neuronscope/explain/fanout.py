@@ -13,22 +13,21 @@ a compaction task merges their objects into the layer's parts (``compact.py``).
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import ExplainConfig
-from ..llm.cache import CACHE_FOLDER, NeuronCache
+from ..llm.cache import CACHE_FOLDER
 from ..parts import FolderIndex
 from ..selection import parse_selection
 from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
-# noqa: the stage's API, imported from here by its callers
+# The stage's API: its callers import these from here.
 from .outputs import _jsonable, explanation_key, neuron_explanations, read_transcript, rows_table  # noqa: F401
 from .outputs import transcript_key, write_result  # noqa: F401
-from .records import RecordsIndex, code, load_records, read_neuron, uncode  # noqa: F401
-from .workflow import _row, explain_neuron
+from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
+from .task import Shared, _failed, _reason, _summary, _task, record_failure
+from .workflow import explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
 MAX_LISTED_FAILURES = 50  # the summary goes into the manifest: the rest are in the files
@@ -47,61 +46,6 @@ def pool_size(llm) -> int:
 
 def max_in_flight(cfg: ExplainConfig, llm) -> int:
     return cfg.max_in_flight or pool_size(llm) * IN_FLIGHT_PER_REPLICA
-
-
-@dataclass(frozen=True)
-class Shared:
-    """What every task of a run gets (put into Ray's object store once)."""
-
-    records: object  # Store of the records
-    out: object  # Store of the outputs
-    llm: object
-    cfg: ExplainConfig
-    embedder: object
-    calibrated: bool | None
-    workflow: object  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
-    legacy_cache: bool  # the run has per-request cache objects of an older layout
-
-
-def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
-    r = rows[0]
-    return {"layer": layer, "neuron": neuron, "status": r["status"], "error": r["error"],
-            "n_modes": r["n_modes"], "score": r["score"], "baseline_score": r["baseline_score"],
-            "control_score": r["control_score"]}
-
-
-def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
-    records = read_neuron(s.records, record_keys, layer, neuron)
-    model_id = getattr(s.llm, "model_id", None)
-    cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
-    try:
-        result = s.workflow(layer, neuron, records, s.llm, s.cfg, embedder=s.embedder, cache=cache,
-                            calibrated=s.calibrated)
-    finally:
-        if cache is not None:
-            cache.flush()  # answers paid for are kept, whatever happened
-    write_result(s.out, layer, neuron, result.rows, result.transcript)
-    return _summary(layer, neuron, result.rows)
-
-
-def _failed(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
-    return [_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
-
-
-def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> dict:
-    rows = _failed(layer, neuron, cfg, reason)
-    write_result(store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
-    return _summary(layer, neuron, rows)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _reason(e: BaseException) -> str:
-    """The original exception of a Ray task error, on one line, without terminal colours."""
-    cause = getattr(e, "cause", None) or e
-    text = _ANSI.sub("", f"{type(cause).__name__}: {cause}")
-    return " ".join(text.split())[:500]
 
 
 def _fmt(x) -> str:

@@ -1,0 +1,68 @@
+"""One neuron's Ray task: read its records, run the workflow through its response cache, write
+its outputs; and the failure record of a neuron whose task could not run or died."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..config import ExplainConfig
+from ..llm.cache import NeuronCache
+from .outputs import write_result
+from .records import read_neuron
+from .workflow import _row
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every task of a run gets (put into Ray's object store once)."""
+
+    records: object  # Store of the records
+    out: object  # Store of the outputs
+    llm: object
+    cfg: ExplainConfig
+    embedder: object
+    calibrated: bool | None
+    workflow: object  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
+    legacy_cache: bool  # the run has per-request cache objects of an older layout
+
+
+def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
+    r = rows[0]
+    return {"layer": layer, "neuron": neuron, "status": r["status"], "error": r["error"],
+            "n_modes": r["n_modes"], "score": r["score"], "baseline_score": r["baseline_score"],
+            "control_score": r["control_score"]}
+
+
+def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
+    records = read_neuron(s.records, record_keys, layer, neuron)
+    model_id = getattr(s.llm, "model_id", None)
+    cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
+    try:
+        result = s.workflow(layer, neuron, records, s.llm, s.cfg, embedder=s.embedder, cache=cache,
+                            calibrated=s.calibrated)
+    finally:
+        if cache is not None:
+            cache.flush()  # answers paid for are kept, whatever happened
+    write_result(s.out, layer, neuron, result.rows, result.transcript)
+    return _summary(layer, neuron, result.rows)
+
+
+def _failed(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
+    return [_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
+
+
+def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> dict:
+    rows = _failed(layer, neuron, cfg, reason)
+    write_result(store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
+    return _summary(layer, neuron, rows)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(e: BaseException) -> str:
+    """The original exception of a Ray task error, on one line, without terminal colours."""
+    cause = getattr(e, "cause", None) or e
+    text = _ANSI.sub("", f"{type(cause).__name__}: {cause}")
+    return " ".join(text.split())[:500]
