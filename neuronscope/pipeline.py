@@ -75,24 +75,18 @@ def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
 
 
 def check_records(store: Store) -> None:
-    """Records explain can use: each part has every RECORDS column and finite peak activations
-    (the per-token activations are checked per neuron, as each is explained)."""
-    import pyarrow as pa
+    """Records explain can use: each object has every RECORDS column and finite peak activations
+    (footers and three columns are read; per-token activations are checked per neuron)."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from .schema import RECORDS
 
     for key in (k for k in store.list("records/") if k.endswith(".parquet")):
-        try:
-            part = pq.ParquetFile(pa.BufferReader(store.read_bytes(key)))
-        except Exception as e:  # pyarrow raises several types for a damaged file
-            raise NeuronScopeError(f"records {store.url(key)} is not a readable Parquet file: {e}") from None
-        missing = [c for c in RECORDS.names if c not in part.schema_arrow.names]
+        missing = [c for c in RECORDS.names if c not in store.parquet_schema(key).names]
         if missing:
             raise NeuronScopeError(f"records {store.url(key)} is missing column(s) {missing}; "
                                    "it was not written by `neuronscope record` or `neuronscope import`")
-        peaks = part.read(columns=["layer", "neuron", "max_act"])
+        peaks = store.read_parquet_where(key, None, ["layer", "neuron", "max_act"])
         bad = peaks.filter(pc.invert(pc.fill_null(pc.is_finite(peaks["max_act"]), False)))  # null too
         if bad.num_rows:
             r = bad.slice(0, 1).to_pylist()[0]

@@ -12,7 +12,8 @@ from .store import Store
 
 
 def _table(store: Store, prefix: str, columns: list[str]) -> pa.Table | None:
-    return store.read_parquet(prefix).select(columns) if store.list(prefix) else None
+    """Those columns of a stage's table (only they are fetched), or None when the run has none."""
+    return store.read_parquet_where(prefix, None, columns) if any(k.endswith(".parquet") for k in store.list(prefix)) else None
 
 
 def _pairs(t: pa.Table | None) -> set[tuple[int, int]]:

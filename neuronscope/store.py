@@ -214,6 +214,18 @@ class Store:
             except pa.ArrowInvalid as e:  # not Parquet, or a column/filter the objects lack
                 raise StoreError(f"cannot read {where_text}: {e}") from e
 
+    def parquet_schema(self, key: str) -> pa.Schema:
+        """The Parquet object's schema, from its footer alone."""
+        import pyarrow.parquet as pq
+
+        fs, root = self._arrow_fs()
+        with self._errors("read", self.url(key)):
+            try:
+                with fs.open_input_file(f"{root}/{_check_key(key)}") as f:
+                    return pq.read_schema(f)
+            except pa.ArrowInvalid as e:
+                raise StoreError(f"{self.url(key)} is not a readable Parquet file: {e}") from e
+
     def _arrow_fs(self):
         """(pyarrow filesystem, path of the run root in it), for reads that fetch only byte ranges."""
         raise NotImplementedError

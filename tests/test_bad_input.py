@@ -71,7 +71,7 @@ def _records(tmp: Path, kind: str) -> str:
 
 
 @pytest.mark.parametrize("kind,fragment", [
-    ("corrupt_parquet", "not a readable Parquet"),
+    ("corrupt_parquet", "is not a readable Parquet file"),
     ("wrong_schema", "is missing column(s) ['kind', 'rank', 'window_id'"),
     ("nan", "activations that are not finite"),
     ("inf", "activations that are not finite"),
