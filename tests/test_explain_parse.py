@@ -97,6 +97,9 @@ def test_the_decoding_constraints_admit_only_what_the_parsers_read():
 def test_a_looping_explanation_is_malformed():
     with pytest.raises(ParseError, match="repeats 'england' 3 times"):
         explanation("Explanation: England and England or England and France")
+    # the loop follows the answer: the first clause is kept
+    assert explanation("Explanation: number of people; number of couples; number of people who died") \
+        == "number of people"
     # a list that loops over the same items keeps each item once
     assert explanation("Explanation: number ratified (5), number ratified (3), number ratified (4), Number ratified") \
         == "number ratified"

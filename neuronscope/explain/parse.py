@@ -73,9 +73,7 @@ def explanation(answer: str, truncated: bool = False) -> str:
                 raise ParseError("the explanation is longer than 25 words")
             if "<" in phrase or ">" in phrase:
                 raise ParseError("the explanation must be plain words, without < or >")
-            phrase = _unique_items(phrase)
-            _not_repetitive(phrase)
-            return phrase
+            return _not_looping(_unique_items(phrase))
     raise ParseError("no line starts with 'Explanation:'")
 
 
@@ -95,11 +93,22 @@ def _unique_items(phrase: str) -> str:
     return ", ".join(seen) if len(seen) < len(items) else phrase
 
 
-def _not_repetitive(phrase: str) -> None:
+def _most_repeated(phrase: str) -> tuple[str, int]:
     counts = Counter(w for w in _WORDS.findall(phrase.lower()) if len(w) > 3)  # short function words may recur
-    word, n = max(counts.items(), key=lambda kv: kv[1], default=("", 0))
-    if n > MAX_REPEATS:
+    return max(counts.items(), key=lambda kv: kv[1], default=("", 0))
+
+
+def _not_looping(phrase: str) -> str:
+    """A phrase that says one word again and again keeps its first clause ("number of people;
+    number of couples; number of ..." -> "number of people"): the loop follows the answer.
+    ParseError when even that clause loops."""
+    if _most_repeated(phrase)[1] <= MAX_REPEATS:
+        return phrase
+    first = re.split(r"[;,]", phrase, maxsplit=1)[0].strip()
+    if not first or _most_repeated(first)[1] > MAX_REPEATS:
+        word, n = _most_repeated(phrase)
         raise ParseError(f"the explanation repeats {word!r} {n} times; name the common feature once")
+    return first
 
 
 # This many words in a row taken from an exemplar's text make an explanation a copy of it.
