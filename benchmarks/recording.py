@@ -6,7 +6,7 @@ batch size and one torch thread count for everything:
 - throughput, in one process, the contenders taking turns batch by batch (so that load from
   other processes hits them alike): the plain forward ``model(input_ids)``; the forward of the
   decoder stack alone (no final norm / LM head, which the recorder skips too); the recorder
-  (``RecorderUDF`` + ``Summary.add``: hooks, per-batch top-k / sample / stats, driver merge;
+  (the recording actor's ``Recorder``: hooks, top-k / sample / stats folded batch by batch;
   first run untimed over the preceding tokens, so that it works from its top-k floors as an actor
   does after its first batches); the
   naive recorder, which keeps every activation and computes top-k, sample and stats at the end.
@@ -60,26 +60,22 @@ def _batches(windows: np.ndarray, batch_size: int):
 
 
 class Recorder:
-    """The record stage's per-batch path: the Ray actor's UDF, then the driver's merge."""
+    """The record stage's per-batch path: the recording actor's fold of each batch."""
 
     def __init__(self, path: str, threads: int):
         from neuronscope.config import RecordConfig
         from neuronscope.models import arch
-        from neuronscope.record.topk import Summary
-        from neuronscope.record.udf import RecorderUDF
+        from neuronscope.record.udf import Recorder as Actor
 
-        self.udf = RecorderUDF(path, LAYERS, NEURONS, TOP_K, RANDOM_K, SEED, torch_threads=threads,
-                               hist_rate=RecordConfig().quantile_sample)
-        assert len(NEURONS) == arch.n_neurons(self.udf.model.config)
-        self.summaries = {layer: Summary(len(NEURONS), TOP_K, RANDOM_K) for layer in LAYERS}
+        self.actor = Actor(path, LAYERS, NEURONS, TOP_K, RANDOM_K, SEED, torch_threads=threads,
+                           hist_rate=RecordConfig().quantile_sample)
+        assert len(NEURONS) == arch.n_neurons(self.actor.model.config)
 
     def step(self, batch: dict) -> None:
-        out = self.udf(batch)
-        for i, layer in enumerate(out["layer"]):
-            self.summaries[int(layer)].add({k: v[i] for k, v in out.items() if k != "layer"})
+        self.actor(batch)
 
     def finish(self) -> None:
-        for s in self.summaries.values():
+        for s in self.actor.summaries().values():
             s.stats()
 
 
@@ -242,7 +238,7 @@ def main() -> None:
         "|---|---|",
         f"| plain forward `model(input_ids)` | {tok_s['forward']:.0f} |",
         f"| forward of the decoder stack (no LM head) | {tok_s['stack']:.0f} |",
-        f"| recorder (RecorderUDF + Summary.add) | {tok_s['record']:.0f} |",
+        f"| recorder (Recorder: fold per batch) | {tok_s['record']:.0f} |",
         f"| naive (keep every activation, top-k at the end) | {tok_s['naive']:.0f} |",
         "",
         f"R1 = recorder / decoder-stack forward = **{r1:.3f}** (goal >= 0.90); recorder / full forward = {r1_full:.3f}.  ",

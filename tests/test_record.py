@@ -12,8 +12,8 @@ from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError
 from neuronscope.models import arch
 from neuronscope.record import record, records_key, stats_key
-from neuronscope.record.topk import (EDGES, N_BINS, QUANTILE_LEVELS, Summary, batch_partials, hist_rows,
-                                     histogram, sample_keys)
+from neuronscope.record.fold import LayerFold, token_codes
+from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Summary, hist_rows, histogram, sample_keys
 from neuronscope.schema import RECORDS, STATS
 from neuronscope.store import Store
 
@@ -114,12 +114,8 @@ def test_topk_exact_against_brute_force(llama_run, llama_dir):
     assert list(zero[zero.layer == 0].sort_values("rank").max_pos) == list(range(cfg.top_k))
 
 
-@pytest.mark.parametrize("batch_size,actors,second_pass", [(3, 2, False), (64, 1, True)])
-def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, monkeypatch, batch_size, actors, second_pass):
-    from neuronscope.record import pipeline
-
-    if second_pass:  # exemplar windows recomputed by a second pass instead of carried along
-        monkeypatch.setattr(pipeline, "INLINE_WINDOW_BYTES", 0)
+@pytest.mark.parametrize("batch_size,actors", [(3, 2), (64, 1)])
+def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, batch_size, actors):
     cfg, _, store = llama_run
     _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(batch_size=batch_size, num_actors=actors)))
     for prefix in ("records/", "stats/"):
@@ -157,16 +153,17 @@ def test_random_sample_and_stats(llama_run, llama_dir):
             assert abs(q - e) <= 0.062 * abs(e) + 2e-4, (s.layer, s.neuron, q, e)
 
 
-def _summarize(acts: torch.Tensor, batch: int, hist_rate: float, floor_from_actor: bool) -> Summary:
-    """Summary of (windows, T, neurons) acts fed in batches of ``batch`` windows, in shuffled order."""
-    s = Summary(acts.shape[2], 4, 3)
+def _summarize(acts: torch.Tensor, batch: int, hist_rate: float, actors: int) -> Summary:
+    """Summary of (windows, T, neurons) acts fed in batches of ``batch`` windows, in shuffled order,
+    dealt round-robin to ``actors`` folds (each skipping what cannot beat its own floors), merged."""
+    folds = [LayerFold(2, torch.arange(acts.shape[2]), 4, 3, 7, hist_rate) for _ in range(actors)]
     starts = list(range(0, len(acts), batch))
-    for start in np.random.default_rng(batch).permutation(starts).tolist():
+    for i, start in enumerate(np.random.default_rng(batch).permutation(starts).tolist()):
         wids = torch.arange(start, min(start + batch, len(acts)))
-        floor = None
-        if floor_from_actor and s.top_val.shape[1] == 4:
-            floor = torch.as_tensor(s.top_val[:, 3]), torch.as_tensor(s.top_code[:, 3])
-        s.add(batch_partials(acts[wids], wids, 2, torch.arange(acts.shape[2]), 4, 3, 7, True, floor, hist_rate))
+        folds[i % actors].add(acts[wids], token_codes(wids, acts.shape[1]))
+    s = folds[0].finish()
+    for f in folds[1:]:
+        s.merge(f.finish())
     return s
 
 
@@ -176,11 +173,11 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
     g = torch.Generator().manual_seed(1)
     acts = (torch.randn(40, 8, 6, generator=g) * torch.logspace(-1, 2, 6)).round(decimals=1)  # ties
     acts[:, :, 0] = 0.5
-    one = _summarize(acts, len(acts), 0.25, False)
+    one = _summarize(acts, len(acts), 0.25, 1)
     # floors from the batches before: candidate windows only, all dense, or split by neuron
-    for batch, floor, sparse_windows in [(1, True, 4), (3, True, 4), (7, True, 4), (7, False, 4), (7, True, 2)]:
+    for batch, actors, sparse_windows in [(1, 1, 4), (3, 1, 4), (7, 1, 4), (7, 3, 4), (7, 1, 2), (2, 2, 2)]:
         monkeypatch.setattr(topk, "_SPARSE_WINDOWS", sparse_windows)
-        other = _summarize(acts, batch, 0.25, floor)
+        other = _summarize(acts, batch, 0.25, actors)
         for name in ("top_val", "top_code", "rnd_key", "rnd_code", "rnd_val", "top_win", "rnd_win", "hist", "min", "max"):
             np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
         np.testing.assert_allclose(one.sum, other.sum, rtol=1e-5)

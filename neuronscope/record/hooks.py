@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 
@@ -33,10 +34,12 @@ def load_model(path: str, device: str | None = None):
 
 
 @contextmanager
-def capture(model, layers: list[int], neurons: torch.Tensor):
+def capture(model, layers: list[int], neurons: torch.Tensor, sink: Callable[[int, torch.Tensor], None] | None = None):
     """Within the block, ``run(input_ids)`` returns {layer: (B, T, len(neurons)) float32}.
 
-    The forward pass stops right after the deepest recorded layer.
+    With ``sink``, each layer's activations go to ``sink(layer, acts)`` as soon as they are
+    computed (still in cache, and never all layers at once) and ``run`` returns {}. The forward
+    pass stops right after the deepest recorded layer.
     """
     site = arch.site(model.config)
     modules = arch.layer_modules(model)
@@ -49,7 +52,11 @@ def capture(model, layers: list[int], neurons: torch.Tensor):
         torch.equal(neurons.cpu(), torch.arange(len(neurons))))
 
     def keep(layer: int, x: torch.Tensor) -> None:
-        got[layer] = (x if everything else x.index_select(-1, neurons)).float()
+        x = (x if everything else x.index_select(-1, neurons)).float()
+        if sink is None:
+            got[layer] = x
+        else:
+            sink(layer, x)
         if layer == last:
             raise _StopForward
 

@@ -16,17 +16,15 @@ from ..models import arch
 from ..models.bundled import resolve_model
 from ..schema import RECORDS, STATS, conform
 from ..selection import parse_selection
-from .exemplars import Wanted, window_activations
 from .topk import QUANTILE_LEVELS, Summary, split_code
-from .udf import RecorderUDF
+from .udf import Recorder
 
 Progress = Callable[[str], None]
 MAX_BLOCK_WINDOWS = 1024  # windows per Ray Data input block, at most
 SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
-MAX_CELLS_PER_PASS = 1 << 16  # layer x neuron summaries merged in one pass over the corpus
-# Below this many bytes of exemplar activations, batches carry their candidates' windows and
-# the second pass is skipped (it would rerun most of a small corpus).
-INLINE_WINDOW_BYTES = 32 << 20
+# layer x neuron summaries in one pass over the corpus: each holds its exemplars' windows
+# (40 x 64 float32 at the defaults: 10 kB), so this bounds a pass's memory
+MAX_CELLS_PER_PASS = 1 << 16
 
 
 def records_key(layer: int, part: int = 0) -> str:
@@ -53,95 +51,73 @@ def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
     return ray.data.from_arrow(blocks)
 
 
-def _inline(cfg: RecordConfig, layers: list[int], neurons: list[int]) -> bool:
-    return len(layers) * len(neurons) * (cfg.top_k + cfg.random_k) * cfg.window * 4 <= INLINE_WINDOW_BYTES
-
-
 def _summarize(cfg: RecordConfig, path: str, layers: list[int], neurons: list[int], windows: np.ndarray,
                progress: Progress) -> dict[int, Summary]:
+    """One pass over the windows: each actor folds its stream share, the driver merges the results."""
     import ray
 
-    ds = _windows_dataset(windows, cfg.batch_size, cfg.num_actors).map_batches(
-        RecorderUDF,
-        fn_constructor_kwargs=dict(model_path=path, layers=layers, neurons=neurons, top_k=cfg.top_k,
-                                   random_k=cfg.random_k, seed=cfg.seed, torch_threads=cfg.torch_threads,
-                                   keep_windows=_inline(cfg, layers, neurons), hist_rate=cfg.quantile_sample),
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        # one CPU per actor leaves the rest of a small node to the tasks after the pool
-        num_cpus=1,
-        num_gpus=cfg.num_gpus_per_actor or None,
-        batch_size=cfg.batch_size,
-        batch_format="numpy",
-    )
+    shards = _windows_dataset(windows, cfg.batch_size, cfg.num_actors).streaming_split(cfg.num_actors, equal=False)
+    # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
+    # concurrent call answers the progress polls while consume runs
+    actor = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2)(Recorder)
+    actors = [actor.remote(path, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads,
+                           cfg.quantile_sample, cfg.num_actors) for _ in shards]
+    try:
+        pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
+        shown = 0
+        while len(ray.wait(pending, num_returns=len(pending), timeout=2.0)[0]) < len(pending):
+            done = sum(ray.get([a.progress.remote() for a in actors]))
+            if done > shown:
+                shown = done
+                progress(f"record: {done}/{len(windows)} windows, {done * cfg.window} tokens")
+        parts = ray.get(pending)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    # merged into fresh summaries: the actors' arrays arrive read-only from the object store
     summaries = {layer: Summary(len(neurons), cfg.top_k, cfg.random_k) for layer in layers}
-    last = 0.0
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for i, layer in enumerate(batch["layer"]):
-            summaries[int(layer)].add({k: v[i] for k, v in batch.items() if k != "layer"})
-        tokens = summaries[layers[0]].count
-        if time.time() - last > 2 or tokens == windows.size:
-            last = time.time()
-            progress(f"record: {tokens // cfg.window}/{len(windows)} windows, {tokens} tokens")
+    for part in parts:
+        for layer, s in part.items():
+            summaries[layer].merge(s)
     return summaries
 
 
-def _exemplar_tables(cfg, path, tokenizer, layers, neurons, windows, summaries) -> dict[int, pa.Table]:
-    import ray
-
-    wanted, meta = [], []
-    n = len(neurons)
-    for layer in layers:
-        s = summaries[layer]
-        kinds = [("top", s.top_code, s.top_val), ("random", s.rnd_code, s.rnd_val)]
-        cols, codes, kind, rank, val = [], [], [], [], []
-        for name, code, v in kinds:
-            k = code.shape[1]
-            cols.append(np.repeat(np.arange(n), k))
-            codes.append(code.reshape(-1))
-            kind += [name] * (n * k)
-            rank.append(np.tile(np.arange(k), n))
-            val.append(v.reshape(-1))
-        code = np.concatenate(codes)
-        wid, pos = split_code(code)
-        wanted.append(Wanted(layer, np.concatenate(cols), wid))
-        meta.append((np.array(kind), np.concatenate(rank), pos, np.concatenate(val)))
-    needed = np.unique(np.concatenate([w.window_id for w in wanted]))
-    if summaries[layers[0]].top_win is not None:
-        acts = [_carried(summaries[layer], cfg.window) for layer in layers]
-    else:
-        task = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None)(window_activations)
-        acts = ray.get(task.remote(path, {int(w): windows[w] for w in needed}, wanted, neurons,
-                                   cfg.batch_size, cfg.torch_threads))
+def _exemplar_tables(tokenizer, layers: list[int], neurons: list[int], windows: np.ndarray,
+                     summaries: dict[int, Summary]) -> dict[int, pa.Table]:
+    codes = [c.reshape(-1) for s in summaries.values() for c in (s.top_code, s.rnd_code)]
+    needed = np.unique(split_code(np.concatenate(codes))[0])
     pieces = _token_pieces(tokenizer, windows[needed])
-    tables = {}
-    for w, (kind, rank, pos, val), a in zip(wanted, meta, acts):
-        is_top = kind == "top"
-        # top exemplars keep the recorded token (first in the tie order); random ones point at
-        # the window's own maximum
-        max_pos = np.where(is_top, pos, a.argmax(axis=1)).astype(np.int32)
-        max_act = np.where(is_top, val, a[np.arange(len(a)), max_pos]).astype(np.float32)
-        toks = windows[w.window_id]
-        tables[w.layer] = _sorted(pa.table({
-            "layer": np.full(len(kind), w.layer, np.int32),
-            "neuron": np.asarray(neurons, np.int32)[w.col],
-            "kind": kind,
-            "rank": rank.astype(np.int32),
-            "window_id": w.window_id.astype(np.int64),
-            "tokens": _lists(pieces(toks.reshape(-1)), len(toks)),
-            "token_ids": _lists(pa.array(toks.reshape(-1).astype(np.int32)), len(toks)),
-            "activations": _lists(pa.array(a.reshape(-1).astype(np.float32)), len(toks)),
-            "max_pos": max_pos,
-            "max_act": max_act,
-        }))
-    return tables
+    return {layer: _exemplar_table(layer, neurons, windows, summaries[layer], pieces) for layer in layers}
 
 
-def _carried(s: Summary, window: int) -> np.ndarray:
-    """Exemplar activations carried by the first pass, in _exemplar_tables' row order."""
-    parts = [s.top_win.reshape(-1, window)]
-    if s.rnd_win is not None:
-        parts.append(s.rnd_win.reshape(-1, window))
-    return np.concatenate(parts)
+def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summary, pieces) -> pa.Table:
+    n, window = len(neurons), windows.shape[1]
+    parts = [("top", s.top_code, s.top_val, s.top_win), ("random", s.rnd_code, s.rnd_val, s.rnd_win)]
+    parts = [p for p in parts if p[1].shape[1]]
+    kind = np.concatenate([np.full(code.size, name) for name, code, _, _ in parts])
+    rank = np.concatenate([np.tile(np.arange(code.shape[1]), n) for _, code, _, _ in parts])
+    col = np.concatenate([np.repeat(np.arange(n), code.shape[1]) for _, code, _, _ in parts])
+    wid, pos = split_code(np.concatenate([code.reshape(-1) for _, code, _, _ in parts]))
+    val = np.concatenate([v.reshape(-1) for _, _, v, _ in parts])
+    a = np.concatenate([w.reshape(-1, window) for _, _, _, w in parts])
+    is_top = kind == "top"
+    # top exemplars keep the recorded token (first in the tie order); random ones point at
+    # the window's own maximum
+    max_pos = np.where(is_top, pos, a.argmax(axis=1)).astype(np.int32)
+    max_act = np.where(is_top, val, a[np.arange(len(a)), max_pos]).astype(np.float32)
+    toks = windows[wid]
+    return _sorted(pa.table({
+        "layer": np.full(len(kind), layer, np.int32),
+        "neuron": np.asarray(neurons, np.int32)[col],
+        "kind": kind,
+        "rank": rank.astype(np.int32),
+        "window_id": wid.astype(np.int64),
+        "tokens": _lists(pieces(toks.reshape(-1)), len(toks)),
+        "token_ids": _lists(pa.array(toks.reshape(-1).astype(np.int32)), len(toks)),
+        "activations": _lists(pa.array(a.reshape(-1).astype(np.float32)), len(toks)),
+        "max_pos": max_pos,
+        "max_act": max_act,
+    }))
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -244,9 +220,7 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
         progress(f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
                  f"{len(p_layers)} layers x {len(p_neurons)} neurons")
         summaries = _summarize(cfg, path, p_layers, p_neurons, windows, progress)
-        if not _inline(cfg, p_layers, p_neurons):
-            progress("record: second pass over the exemplar windows")
-        tables = _exemplar_tables(cfg, path, tokenizer, p_layers, p_neurons, windows, summaries)
+        tables = _exemplar_tables(tokenizer, p_layers, p_neurons, windows, summaries)
         for layer in p_layers:
             stats = _by_shard(_stats_table(layer, p_neurons, summaries[layer]))
             for shard, part in _by_shard(tables[layer]).items():

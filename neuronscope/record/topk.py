@@ -1,11 +1,11 @@
 """Mergeable per-neuron summaries: exact top-k, hashed random sample, running stats + histogram.
 
-Per batch, on the device (:func:`batch_partials`), each summary is reduced over the batch's
-tokens; the driver folds partials into a :class:`Summary` whose memory is O(neurons × k).
+Each recording actor folds its batches into a :class:`Summary` per layer (see ``fold.py``); the
+driver merges the actors' summaries. Memory is O(neurons × k × window).
 
 Orders are total, so the result does not depend on batching, actors or order:
 - top-k: larger activation, then smaller window_id, then smaller position. A batch may get a
-  per-neuron ``floor``: the k-th best (activation, code) its actor has already seen. Only
+  per-neuron ``floor``: the k-th best (activation, code) its summary already holds. Only
   windows that could beat it are examined, which is exact: any other token has k better ones.
 - random sample: the ``random_k`` smallest keys. A key is (level, hash): the 5-bit level hashes
   (seed, token) alone, the 58-bit hash (seed, layer, neuron, token), so keys are a uniform random
@@ -88,8 +88,8 @@ def hist_rows(seed: int, token_code: torch.Tensor, rate: float) -> torch.Tensor:
     return (h < int(rate * (1 << 53))).nonzero().flatten()
 
 
-def histogram(x: torch.Tensor) -> torch.Tensor:
-    """(neurons, N_BINS) int32 counts of x: (tokens, neurons) float32, binned by its bits."""
+def hist_index(x: torch.Tensor) -> torch.Tensor:
+    """(tokens, neurons) int64 flat bin indices of x into a (neurons, N_BINS) histogram."""
     n = x.shape[1]
     bits = x.contiguous().view(torch.int32)
     # (exponent, top mantissa bits) is a log2 level; clamp folds |x| < 2**-13 into the centre
@@ -97,8 +97,13 @@ def histogram(x: torch.Tensor) -> torch.Tensor:
     m = (((bits & 0x7FFFFFFF) >> _SHIFT) - (_LEVEL0 - 1)).clamp_(0, _SIDE + 1)
     sign = bits >> 31  # 0 or -1: (m ^ sign) - sign is -m for negative x
     offset = _CENTER + torch.arange(n, dtype=torch.int32, device=x.device) * N_BINS
-    idx = ((m ^ sign) - sign) + offset
-    return torch.bincount(idx.view(-1), minlength=n * N_BINS).view(n, N_BINS).to(torch.int32)
+    return (((m ^ sign) - sign) + offset).to(torch.int64)
+
+
+def histogram(x: torch.Tensor) -> torch.Tensor:
+    """(neurons, N_BINS) int32 counts of x: (tokens, neurons) float32, binned by its bits."""
+    n = x.shape[1]
+    return torch.bincount(hist_index(x).view(-1), minlength=n * N_BINS).view(n, N_BINS).to(torch.int32)
 
 
 def _exact_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,18 +130,15 @@ Floor = tuple[torch.Tensor, torch.Tensor]  # per neuron: k-th best value and its
 _SPARSE_WINDOWS = 4  # a neuron with at most this many candidate windows skips the others
 
 
-def _dense_top(acts: torch.Tensor, code: torch.Tensor, k: int, keep_windows: bool) -> dict[str, torch.Tensor]:
+def _dense_top(acts: torch.Tensor, code: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """Top-k of each neuron (column) over every token of the batch."""
     b, t, n = acts.shape
     vals, idx = _exact_topk(acts.reshape(b * t, n), k)
-    out = {"top_val": vals.T, "top_code": code[idx].T}
-    if keep_windows:
-        out["top_win"] = acts.permute(2, 0, 1)[torch.arange(n, device=acts.device)[:, None], (idx // t).T]
-    return out
+    win = acts.permute(2, 0, 1)[torch.arange(n, device=acts.device)[:, None], (idx // t).T]
+    return {"top_val": vals.T, "top_code": code[idx].T, "top_win": win}
 
 
-def _sparse_top(acts: torch.Tensor, code: torch.Tensor, hit: torch.Tensor, k: int,
-                keep_windows: bool) -> dict[str, torch.Tensor]:
+def _sparse_top(acts: torch.Tensor, code: torch.Tensor, hit: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """Top-k of each neuron over its candidate windows only (``hit``: (windows, neurons) bool);
     padded with value -inf, code -1 where a neuron has fewer than k candidate tokens."""
     b, t, n = acts.shape
@@ -155,80 +157,46 @@ def _sparse_top(acts: torch.Tensor, code: torch.Tensor, hit: torch.Tensor, k: in
     # rows of the flattened mat are in (slot, position) = code order, as _exact_topk's ties need
     vals, idx = _exact_topk(mat.reshape(rows * t, n), k)
     out = {"top_val": vals.T, "top_code": mat_code.reshape(rows * t, n).gather(0, idx).T}
-    if keep_windows:
-        window = torch.full((rows, n), -1, dtype=torch.int64, device=dev)
-        window[slot, pn] = pw  # the batch window each slot holds
-        win = window.gather(0, idx // t).T  # (neurons, k), -1 for padding
-        got = acts.permute(2, 0, 1)[torch.arange(n, device=dev)[:, None], win.clamp(min=0)]
-        out["top_win"] = torch.where((win >= 0)[:, :, None], got, torch.zeros((), device=dev))
+    window = torch.full((rows, n), -1, dtype=torch.int64, device=dev)
+    window[slot, pn] = pw  # the batch window each slot holds
+    win = window.gather(0, idx // t).T  # (neurons, k), -1 for padding
+    got = acts.permute(2, 0, 1)[torch.arange(n, device=dev)[:, None], win.clamp(min=0)]
+    out["top_win"] = torch.where((win >= 0)[:, :, None], got, torch.zeros((), device=dev))
     return out
 
 
-def _top(acts: torch.Tensor, code: torch.Tensor, wmax: torch.Tensor, k: int, floor: Floor | None,
-         keep_windows: bool) -> dict[str, torch.Tensor]:
-    """Top-k of each neuron: values, codes (and windows), skipping what cannot beat ``floor``."""
-    b, t, n = acts.shape
-    if floor is None:
-        return _dense_top(acts, code, k, keep_windows)
-    # a window can hold a better token than the floor if its max beats the floor's value, or
-    # ties it and the window does not come after the floor's (ties go to smaller codes)
+def may_beat(code: torch.Tensor, wmax: torch.Tensor, floor: Floor) -> torch.Tensor:
+    """(windows, neurons) bool: the windows that can hold a token better than each neuron's floor.
+
+    A window qualifies if its max beats the floor's value, or ties it and the window does not
+    come after the floor's (ties go to smaller codes).
+    """
+    b = wmax.shape[0]
     fval, fwid = floor[0][None, :], (floor[1] >> _POS_BITS)[None, :]
-    wid = (code.view(b, t)[:, 0] >> _POS_BITS)[:, None]
-    hit = (wmax > fval) | ((wmax == fval) & (wid <= fwid))
+    wid = (code.view(b, -1)[:, 0] >> _POS_BITS)[:, None]
+    return (wmax > fval) | ((wmax == fval) & (wid <= fwid))
+
+
+def top_candidates(acts: torch.Tensor, code: torch.Tensor, k: int, hit: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Top-k of each neuron (column) of a batch: values, codes and windows ((neurons, k, positions)).
+
+    ``hit`` (from :func:`may_beat`) limits each neuron to its candidate windows, which is exact for
+    a floor of k tokens seen elsewhere; entries may then be padding (value -inf, code -1).
+    """
+    n = acts.shape[2]
+    if hit is None:
+        return _dense_top(acts, code, k)
     crowded = (hit.sum(0) > _SPARSE_WINDOWS).nonzero().flatten()
     if len(crowded) * 2 > n:  # mostly crowded (an actor's first batches): all dense
-        return _dense_top(acts, code, k, keep_windows)
+        return _dense_top(acts, code, k)
+    hit = hit.clone()
     hit[:, crowded] = False
-    out = _sparse_top(acts, code, hit, k, keep_windows)
+    out = _sparse_top(acts, code, hit, k)
     if len(crowded):
-        dense = _dense_top(acts[:, :, crowded], code, k, keep_windows)
+        dense = _dense_top(acts[:, :, crowded], code, k)
         for key, value in dense.items():
             out[key][crowded] = value
     return out
-
-
-def batch_partials(
-    acts: torch.Tensor, window_ids: torch.Tensor, layer: int, neurons: torch.Tensor,
-    top_k: int, random_k: int, seed: int, keep_windows: bool = False,
-    floor: Floor | None = None, hist_rate: float = 1.0,
-) -> dict[str, np.ndarray]:
-    """Summaries of one layer over one batch. acts: (windows, positions, neurons) float32,
-    rows sorted by window_id so that row-major token order is (window_id, position) order.
-
-    ``floor`` ((neurons,) values, (neurons,) codes): each neuron's k-th best token among tokens
-    summarized elsewhere; tokens that cannot beat it are skipped (top entries may then be
-    padding: value -inf, code -1). With ``keep_windows``, each candidate also carries its neuron's
-    activations over its whole window (``top_win`` / ``rnd_win``: (neurons, k, positions)),
-    which spares the second pass when the selection is small.
-    """
-    b, t, n = acts.shape
-    dev = acts.device
-    flat = acts.reshape(b * t, n)
-    code = ((window_ids.to(torch.int64)[:, None] << _POS_BITS) + torch.arange(t, device=dev)[None, :]).reshape(-1)
-    wmax = acts.amax(1)  # (windows, neurons): the top-k prefilter and the max
-    out = _top(acts, code, wmax, min(top_k, b * t), floor, keep_windows)
-    rk = min(random_k, b * t)
-    if rk:
-        th = token_hash(seed, code)
-        level = _srl(th, 59)
-        # the lowest levels holding >= rk tokens hold the rk smallest keys of every neuron
-        cut = torch.searchsorted(torch.bincount(level, minlength=_LEVELS).cumsum(0), rk)
-        rows = (level <= cut).nonzero().flatten()  # in token order: ties go to the smaller code
-        keys, order = torch.sort(_keys(th[rows], _neuron_hash(seed, layer, neurons)), dim=0, stable=True)
-        ridx = rows[order[:rk]]
-        out["rnd_key"], out["rnd_code"], out["rnd_val"] = keys[:rk].T, code[ridx].T, flat.gather(0, ridx).T
-        if keep_windows:
-            out["rnd_win"] = acts.permute(2, 0, 1)[torch.arange(n, device=dev)[:, None], (ridx // t).T]
-    # float32 over one batch (thousands of tokens) is exact enough; the Summary adds in float64
-    out["sum"], out["sumsq"] = flat.sum(0), (flat * flat).sum(0)
-    out["min"], out["max"] = acts.amin(1).amin(0), wmax.amax(0)
-    counted = hist_rows(seed, code, hist_rate)
-    out["hist"] = histogram(flat if len(counted) == b * t else flat.index_select(0, counted))
-    res = {key: v.contiguous().cpu().numpy() for key, v in out.items()}
-    res["sum"], res["sumsq"] = res["sum"].astype(np.float64), res["sumsq"].astype(np.float64)
-    res["count"] = np.int64(b * t)
-    res["hist_count"] = np.int64(len(counted))
-    return res
 
 
 def split_code(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +217,12 @@ def _merge_windows(kept: np.ndarray | None, new: np.ndarray, order: np.ndarray) 
 
 
 class Summary:
-    """Running summaries of one layer's selected neurons, folded from batch partials."""
+    """Running summaries of one layer's selected neurons.
+
+    Each top / random entry carries its neuron's activations over the entry's whole window
+    (``top_win`` / ``rnd_win``: (neurons, k, positions)), so that no second pass is needed:
+    memory is O(neurons x k x window), whatever the corpus size.
+    """
 
     def __init__(self, n: int, top_k: int, random_k: int):
         self.top_k, self.random_k = top_k, random_k
@@ -265,29 +238,51 @@ class Summary:
         self.max = np.full(n, -np.inf, np.float32)
         self.hist = np.zeros((n, N_BINS), np.int64)
         self.hist_count = 0  # tokens counted in the histogram
-        self.top_win: np.ndarray | None = None  # (n, top_k, window) when the batches carry windows
+        self.top_win: np.ndarray | None = None  # (n, k, window) once something was folded
         self.rnd_win: np.ndarray | None = None
 
-    def add(self, p: dict[str, np.ndarray]) -> None:
-        self.top_val, self.top_code, order = merge_top(self.top_val, self.top_code, p["top_val"], p["top_code"],
-                                                       self.top_k)
-        if "top_win" in p:
-            self.top_win = _merge_windows(self.top_win, p["top_win"], order)
-        if self.random_k and "rnd_key" in p:
-            key = np.concatenate([self.rnd_key, p["rnd_key"]], axis=1)
-            code = np.concatenate([self.rnd_code, p["rnd_code"]], axis=1)
-            val = np.concatenate([self.rnd_val, p["rnd_val"]], axis=1)
-            order = np.lexsort((code, key), axis=1)[:, : self.random_k]
-            self.rnd_key, self.rnd_code, self.rnd_val = (np.take_along_axis(a, order, 1) for a in (key, code, val))
-            if "rnd_win" in p:
-                self.rnd_win = _merge_windows(self.rnd_win, p["rnd_win"], order)
-        self.count += int(p["count"])
-        self.sum += p["sum"]
-        self.sumsq += p["sumsq"]
-        np.minimum(self.min, p["min"], out=self.min)
-        np.maximum(self.max, p["max"], out=self.max)
-        self.hist += p["hist"]
-        self.hist_count += int(p["hist_count"])
+    def fold_top(self, cols: np.ndarray | None, val: np.ndarray, code: np.ndarray, win: np.ndarray) -> None:
+        """Merge candidates (rows: ``cols`` of the neurons, or all of them) into the top-k."""
+        sel = slice(None) if cols is None else cols
+        v, c, order = merge_top(self.top_val[sel], self.top_code[sel], val, code, self.top_k)
+        w = _merge_windows(None if self.top_win is None else self.top_win[sel], win, order)
+        if cols is None:
+            self.top_val, self.top_code, self.top_win = v, c, w
+        else:
+            self.top_val[cols], self.top_code[cols], self.top_win[cols] = v, c, w
+
+    def fold_random(self, cols: np.ndarray | None, key: np.ndarray, code: np.ndarray, val: np.ndarray,
+                    win: np.ndarray) -> None:
+        """Merge sampled entries into the random sample: the ``random_k`` smallest keys win."""
+        sel = slice(None) if cols is None else cols
+        key, code, val = (np.concatenate([a[sel], b], axis=1)
+                          for a, b in ((self.rnd_key, key), (self.rnd_code, code), (self.rnd_val, val)))
+        order = np.lexsort((code, key), axis=1)[:, : self.random_k]
+        k, c, v = (np.take_along_axis(a, order, 1) for a in (key, code, val))
+        w = _merge_windows(None if self.rnd_win is None else self.rnd_win[sel], win, order)
+        if cols is None:
+            self.rnd_key, self.rnd_code, self.rnd_val, self.rnd_win = k, c, v, w
+        else:
+            self.rnd_key[cols], self.rnd_code[cols], self.rnd_val[cols], self.rnd_win[cols] = k, c, v, w
+
+    def fold_stats(self, count: int, total, sumsq, lo, hi, hist: np.ndarray | None, hist_count: int) -> None:
+        self.count += int(count)
+        self.sum += np.asarray(total, np.float64)
+        self.sumsq += np.asarray(sumsq, np.float64)
+        np.minimum(self.min, lo, out=self.min)
+        np.maximum(self.max, hi, out=self.max)
+        if hist is not None:  # a LayerFold counts its histogram apart and adds it at the end
+            self.hist += hist
+        self.hist_count += int(hist_count)
+
+    def merge(self, other: "Summary") -> None:
+        """Fold another Summary of the same neurons (another actor's share of the corpus) in."""
+        if not other.count:
+            return
+        self.fold_top(None, other.top_val, other.top_code, other.top_win)
+        if other.rnd_win is not None:
+            self.fold_random(None, other.rnd_key, other.rnd_code, other.rnd_val, other.rnd_win)
+        self.fold_stats(other.count, other.sum, other.sumsq, other.min, other.max, other.hist, other.hist_count)
 
     def stats(self, levels=QUANTILE_LEVELS) -> dict[str, np.ndarray]:
         mean = self.sum / max(self.count, 1)

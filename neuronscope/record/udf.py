@@ -1,65 +1,68 @@
-"""The Ray Data class UDF: holds the model, turns batches of windows into summary partials."""
+"""The recording actor: holds the model and folds its share of the windows into summaries."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 
+from .fold import BatchTokens, LayerFold, token_codes
 from .hooks import capture, load_model
-from .topk import Floor, batch_partials, merge_top
+from .topk import Summary
 
 
-def _threads(requested: int | None) -> int:
+def cpu_threads(requested: int | None, actors: int = 1) -> int:
+    """Torch threads: as requested, else this machine's cores shared among the actors on it.
+
+    The actor reserves one CPU in Ray (leaving the rest to the tasks feeding it) but its
+    forward pass is the work of the node: the feeding tasks are light.
+    """
     if requested:
         return requested
-    try:
-        import ray
-
-        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    except Exception:  # outside Ray (tests, second pass in the driver)
-        return 1
+    return max(1, len(os.sched_getaffinity(0)) // actors)
 
 
-class RecorderUDF:
-    """map_batches UDF: {window_id, tokens} -> one row per recorded layer of batch partials.
+class Recorder:
+    """Folds batches {window_id, tokens} of windows into one :class:`Summary` per recorded layer.
 
-    The actor keeps, per layer, the k best activations it has seen; they are the floor below
-    which later batches skip top-k candidates (see :func:`batch_partials`).
+    Statistics stay on this side (one Summary per layer, O(neurons x k x window)): only the
+    final summaries travel to the driver, not a partial per batch.
     """
 
-    def __init__(self, model_path: str, layers: list[int], neurons: list[int], top_k: int,
-                 random_k: int, seed: int, torch_threads: int | None = None, keep_windows: bool = False,
-                 hist_rate: float = 1.0):
-        torch.set_num_threads(_threads(torch_threads))
+    def __init__(self, model_path: str, layers: list[int], neurons: list[int], top_k: int, random_k: int,
+                 seed: int, torch_threads: int | None = None, hist_rate: float = 1.0, actors: int = 1):
+        self.threads = cpu_threads(torch_threads, actors)
+        torch.set_num_threads(self.threads)
         self.model, self.device = load_model(model_path)
-        self.layers = layers
-        self.neurons = torch.as_tensor(neurons, dtype=torch.int64, device=self.device)
-        self.top_k, self.random_k, self.seed, self.keep_windows = top_k, random_k, seed, keep_windows
-        self.hist_rate = hist_rate
-        empty = (np.zeros((len(neurons), 0), np.float32), np.zeros((len(neurons), 0), np.int64))
-        self.best = {layer: empty for layer in layers}
-        self._capture = capture(self.model, layers, self.neurons)
-        self.run = self._capture.__enter__()  # hooks live as long as the actor
+        idx = torch.as_tensor(neurons, dtype=torch.int64, device=self.device)
+        self.folds = {layer: LayerFold(layer, idx, top_k, random_k, seed, hist_rate) for layer in layers}
+        self.seed, self.hist_rate = seed, hist_rate
+        self._tokens: BatchTokens | None = None  # the current batch's, for the sink
+        self._capture = capture(self.model, layers, idx, self._fold)
+        self.run = self._capture.__enter__()  # hooks live as long as the recorder
+        self.windows = 0
 
-    def _floor(self, layer: int) -> Floor | None:
-        val, code = self.best[layer]
-        if val.shape[1] < self.top_k:
-            return None
-        return torch.as_tensor(val[:, -1], device=self.device), torch.as_tensor(code[:, -1], device=self.device)
+    def _fold(self, layer: int, acts: torch.Tensor) -> None:
+        self.folds[layer].add(acts, self._tokens)
 
-    def _keep_best(self, layer: int, p: dict[str, np.ndarray]) -> None:
-        self.best[layer] = merge_top(*self.best[layer], p["top_val"], p["top_code"], self.top_k)[:2]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> None:
         order = np.argsort(batch["window_id"], kind="stable")
         wids = torch.as_tensor(batch["window_id"][order], device=self.device)
         ids = torch.as_tensor(np.asarray(batch["tokens"])[order], dtype=torch.int64, device=self.device)
-        acts = self.run(ids)
-        rows = []
-        for layer in self.layers:
-            rows.append(batch_partials(acts.pop(layer), wids, layer, self.neurons, self.top_k, self.random_k,
-                                       self.seed, self.keep_windows, self._floor(layer), self.hist_rate))
-            self._keep_best(layer, rows[-1])
-        out = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
-        out["layer"] = np.asarray(self.layers, dtype=np.int32)
-        return out
+        self._tokens = BatchTokens.of(token_codes(wids, ids.shape[1]), self.seed, self.hist_rate)
+        self.run(ids)  # folds each layer from its hook
+        self.windows += len(order)
+
+    def summaries(self) -> dict[int, Summary]:
+        return {layer: fold.finish() for layer, fold in self.folds.items()}
+
+    def consume(self, shard, batch_size: int) -> dict[int, Summary]:
+        """Fold every batch of ``shard`` (a Ray Data iterator); the summaries at its end."""
+        torch.set_num_threads(self.threads)  # OpenMP settings are per thread; this may be another one
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            self(batch)
+        return self.summaries()
+
+    def progress(self) -> int:
+        return self.windows
