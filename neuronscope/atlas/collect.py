@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
 from .. import schema
 from ..errors import NeuronScopeError
@@ -17,8 +18,10 @@ SOURCES = ("records/", "stats/", "explanations/")
 
 @dataclass
 class RunTables:
-    records: pd.DataFrame  # each empty (with its columns) when the run has none
-    stats: pd.DataFrame
+    # Arrow, not pandas: a whole-model run has millions of exemplars of 64 tokens, too many
+    # Python objects; each neuron's rows are converted when its page is made
+    records: pa.Table
+    stats: pd.DataFrame  # each empty (with its columns) when the run has none
     explanations: pd.DataFrame
     transcripts: frozenset[str]  # keys of the transcripts the run holds
     manifest: dict
@@ -35,14 +38,15 @@ def _frame(store: Store, prefix: str, table_schema) -> pd.DataFrame:
 
 def read_run(store: Store) -> RunTables:
     """Everything the atlas shows; a run with neither records nor explanations is an error."""
+    records = read_stage(store, "records/")
     tables = RunTables(
-        records=_frame(store, "records/", schema.RECORDS),
+        records=records if records is not None else schema.RECORDS.empty_table(),
         stats=_frame(store, "stats/", schema.STATS),
         explanations=_frame(store, "explanations/", schema.EXPLANATIONS),
         transcripts=frozenset(k for k in store.list("transcripts/") if k.endswith(".jsonl")),
         manifest=store.read_json("manifest.json") if store.exists("manifest.json") else {},
     )
-    if tables.records.empty and tables.explanations.empty:
+    if not tables.records.num_rows and tables.explanations.empty:
         raise NeuronScopeError(f"run {store.uri} has no activation records or explanations to build an atlas from; "
                                "run `neuronscope record` (and `neuronscope explain`) first")
     return tables
@@ -55,5 +59,5 @@ def source_keys(store: Store) -> list[str]:
 
 def neuron_ids(tables: RunTables) -> pd.DataFrame:
     """(layer, neuron) of every neuron with records or explanations, sorted."""
-    both = pd.concat([tables.records[["layer", "neuron"]], tables.explanations[["layer", "neuron"]]])
+    both = pd.concat([tables.records.select(["layer", "neuron"]).to_pandas(), tables.explanations[["layer", "neuron"]]])
     return both.drop_duplicates().sort_values(["layer", "neuron"]).reset_index(drop=True)

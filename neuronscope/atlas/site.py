@@ -14,11 +14,12 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..explain.fanout import _jsonable
 from ..store import Store
 from .semantic import similar_neurons
-from .table import KEYS, neuron_id
+from .table import neuron_id
 
 STATIC = ("index.html", "atlas.js", "atlas.css")
 DATA_DIR = "data/"
@@ -90,6 +91,19 @@ def neuron_shard(rows: list[dict], records: pd.DataFrame, similar: list, explana
                          "explanation": explanations.get((lay, n))} for lay, n, s in similar]}
 
 
+def _neuron_slices(records: pa.Table) -> tuple[pa.Table, dict]:
+    """``records`` sorted by layer and neuron (the record stage writes them so), and each neuron's
+    (offset, length) in it: a neuron's rows are then a zero-copy slice."""
+    key = records["layer"].to_numpy().astype(np.int64) << 32 | records["neuron"].to_numpy().astype(np.int64)
+    if len(key) and np.any(key[1:] < key[:-1]):
+        records = records.sort_by([("layer", "ascending"), ("neuron", "ascending")])
+        key = np.sort(key)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(key)]
+    return records, {(int(k >> 32), int(k & 0xFFFFFFFF)): (int(a), int(b - a))
+                     for k, a, b in zip(key[starts], starts, ends)}
+
+
 def _write_all(out: Store, items) -> list[str]:
     """Write (key, bytes) pairs, many at once; returns the keys."""
     keys = []
@@ -108,11 +122,11 @@ def _shards(run: Store, out: Store, built):
         neurons.setdefault((row["layer"], row["neuron"]), []).append(row)
     similar = similar_neurons(built.atlas.neurons, built.atlas.index, built.vectors, built.ids) if len(built.ids) else {}
     explanations = {key: rows[0]["explanation"] for key, rows in neurons.items()}
-    by_neuron = dict(iter(tables.records.groupby(KEYS))) if len(tables.records) else {}
+    records, slices = _neuron_slices(tables.records)
     yield DATA_DIR + INDEX_SHARD + ".js", js_shard(INDEX_SHARD, index_shard(neurons, tables.manifest))
     for key, rows in neurons.items():
         transcript = tables.transcript(*key)
-        shard = neuron_shard(rows, by_neuron.get(key, tables.records.iloc[:0]), similar.get(key, []), explanations,
+        shard = neuron_shard(rows, records.slice(*slices.get(key, (0, 0))).to_pandas(), similar.get(key, []), explanations,
                              relative_link(run, out, transcript) if transcript else None)
         yield DATA_DIR + shard["id"] + ".js", js_shard(shard["id"], shard)
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, EXPLANATIONS, STATS, conform
 from .collect import RunTables, neuron_ids
@@ -37,19 +38,40 @@ def density(levels, quantiles, lo: float, hi: float) -> float:
     return float(1.0 - np.interp(FIRE_FRACTION * hi, np.r_[lo, quantiles, hi], np.r_[0.0, levels, 1.0]))
 
 
-def token_profiles(records: pd.DataFrame) -> pd.DataFrame:
+def _flat_top(records: pa.Table) -> tuple:
+    """Every token of the top exemplars: (its neuron's group, token text code, texts, activation).
+
+    In Arrow and numpy: a whole-model run has ~60 M such tokens, too many for Python objects.
+    """
+    top = records.filter(pc.equal(records["kind"], "top"))
+    keys = top["layer"].to_numpy().astype(np.int64) << 32 | top["neuron"].to_numpy().astype(np.int64)
+    uniq, group = np.unique(keys, return_inverse=True)
+    lens = pc.list_value_length(top["tokens"]).to_numpy()
+    texts = pc.list_flatten(top["tokens"].combine_chunks())
+    encoded = pc.dictionary_encode(texts)
+    act = pc.list_flatten(top["activations"].combine_chunks()).to_numpy(zero_copy_only=False).astype(np.float32)
+    return np.repeat(group, lens), encoded.indices.to_numpy(), encoded.dictionary, act, uniq, lens
+
+
+def token_profiles(records: pa.Table) -> pd.DataFrame:
     """ATLAS_TOKENS rows: per neuron, each token text that fires in its top exemplars, with how
     often and how strongly; most frequent first."""
-    top = records[records["kind"] == "top"]
-    if top.empty:
+    if not pc.any(pc.equal(records["kind"], "top")).as_py():
         return ATLAS_TOKENS.empty_table().to_pandas()
-    lens = top["tokens"].map(len).to_numpy()
-    flat = pd.DataFrame({k: np.repeat(top[k].to_numpy(), lens) for k in KEYS})
-    flat["token"] = np.concatenate(top["tokens"].to_numpy())
-    flat["act"] = np.concatenate(top["activations"].to_numpy()).astype(np.float32)
-    peak = flat.groupby(KEYS)["act"].transform("max")
-    hot = flat[(peak > 0) & (flat["act"] >= FIRE_FRACTION * peak)]
-    prof = hot.groupby(["token", *KEYS])["act"].agg(count="size", max_act="max").reset_index()
+    group, code, texts, act, uniq, lens = _flat_top(records)
+    peak = np.full(len(uniq), -np.inf, np.float32)
+    starts = np.r_[0, np.cumsum(lens)[:-1]]
+    np.maximum.at(peak, group[starts], np.maximum.reduceat(act, starts))
+    p = peak[group]
+    hot = (p > 0) & (act >= FIRE_FRACTION * p)
+    key = group[hot].astype(np.int64) * len(texts) + code[hot]
+    pairs, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
+    best = np.full(len(pairs), -np.inf, np.float32)
+    np.maximum.at(best, inverse, act[hot])
+    g = pairs // len(texts)
+    prof = pd.DataFrame({"token": texts.take(pa.array(pairs % len(texts))).to_numpy(zero_copy_only=False),
+                         "layer": (uniq[g] >> 32).astype(np.int32), "neuron": (uniq[g] & 0xFFFFFFFF).astype(np.int32),
+                         "count": count.astype(np.int32), "max_act": best})
     prof = prof.sort_values([*KEYS, "count", "max_act", "token"], ascending=[True, True, False, False, True])
     return prof[ATLAS_TOKENS.names].reset_index(drop=True)
 
