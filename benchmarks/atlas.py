@@ -1,0 +1,262 @@
+"""The whole-model atlas: record every MLP neuron end to end, build the atlas, open it, search it.
+
+On the bundled SmolLM2-135M (30 layers x 1536 = 46,080 neurons), corpus bundled:shakespeare:
+
+- R1_e2e = tokens/s of ``record`` over ``--tokens`` tokens, all layers and neurons, end to end
+  (Ray Data, actors, model load, merge, Parquet writes; Ray itself already started) / tokens/s of
+  the decoder-stack forward of the same model, batch and threads, measured in this run just
+  before and just after the recording (their mean, so that a change of machine load hits both).
+- peak memory of the recording processes (the driver and the recording actor, each its own
+  peak) at N and 4N tokens, each in a fresh child process with its own Ray: it must not grow
+  with the corpus.
+- atlas_s = seconds of ``build_atlas`` on the recorded run (no explanations: every neuron gets
+  a page). index_ms = milliseconds until the atlas index page, opened from file:// in headless
+  Chromium, shows its first table rows. search_ms = median milliseconds of a token search
+  (``AtlasIndex.search(token=True)``) over the loaded atlas.
+Appends a section to benchmarks/RESULTS.md; the last printed line is
+``R1_e2e=... atlas_s=... index_ms=... search_ms=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray starts its workers at niceness 15; the forward they are compared with runs at 0, so on a
+# busy machine the ratio would measure the scheduler: same priority for both
+os.environ.setdefault("RAY_worker_niceness", "0")
+
+MODEL = "bundled:smollm2-135m"
+CORPUS = "bundled:shakespeare"
+CHROMIUM = "/usr/bin/chromium"
+QUERIES = (" the", " king", " love", ",", " thou", " death", " night", " sword", ".", " my")
+
+
+def _record_config(n_tokens: int, args):
+    from neuronscope.config import RecordConfig
+
+    return RecordConfig(model=MODEL, corpus=CORPUS, max_tokens=n_tokens, batch_size=args.batch_size,
+                        torch_threads=args.threads)
+
+
+def stack_tok_s(n_tokens: int, args) -> float:
+    """Tokens/s of the decoder stack's forward (no LM head) over the first n_tokens of the corpus."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from neuronscope.models.bundled import resolve_model
+    from neuronscope.record.hooks import load_model
+    from neuronscope.record.pipeline import load_windows
+
+    torch.set_num_threads(args.threads)
+    path = resolve_model(MODEL).path
+    model = load_model(path, "cpu")[0]
+    windows = load_windows(_record_config(n_tokens, args), AutoTokenizer.from_pretrained(path))[0]
+    batches = [torch.as_tensor(windows[s : s + args.batch_size], dtype=torch.int64)
+               for s in range(0, len(windows), args.batch_size)]
+    with torch.inference_mode():
+        model.model(input_ids=batches[0], use_cache=False)  # warm-up
+        t0 = time.perf_counter()
+        for b in batches:
+            model.model(input_ids=b, use_cache=False)
+    return int(np.asarray(windows).size) / (time.perf_counter() - t0)
+
+
+def _vm_hwm_mb(pid: int | str = "self") -> float:
+    # VmHWM: the process's own peak resident size
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class ActorPeak:
+    """Polls the peak RSS of the recording actor processes while a recording runs."""
+
+    def __init__(self):
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.1):
+            for pid in os.listdir("/proc"):
+                if pid.isdigit() and b"ray::Recorder" in _cmdline(pid):
+                    self.peak = max(self.peak, _vm_hwm_mb(pid))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def record_run(n_tokens: int, out: str, args) -> dict:
+    """``record`` of every neuron over n_tokens into ``out``: seconds, tokens and peak RSS."""
+    import ray
+
+    from neuronscope.record import record
+    from neuronscope.store import Store
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+    with ActorPeak() as actor:
+        t0 = time.perf_counter()
+        summary = record(_record_config(n_tokens, args), Store.open(out))
+        seconds = time.perf_counter() - t0
+    return {"tokens": summary["n_tokens"], "neurons": summary["neurons"] * len(summary["layers"]),
+            "seconds": seconds, "driver_mb": _vm_hwm_mb(), "actor_mb": actor.peak}
+
+
+def _memory_child(n_tokens: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--child-tokens", str(n_tokens), "--batch-size", str(args.batch_size),
+           "--threads", str(args.threads), "--ray-cpus", str(args.ray_cpus)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def index_ms(index_html: str) -> float:
+    """Milliseconds from navigation to the first rows of the neurons table, headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        t0 = time.perf_counter()
+        page.goto(Path(index_html).as_uri())
+        page.wait_for_selector("#neurons tbody tr", timeout=120_000)
+        ms = (time.perf_counter() - t0) * 1000
+        browser.close()
+    return ms
+
+
+def search_ms(atlas_dir: str) -> tuple[float, int]:
+    """Median milliseconds of the token searches of QUERIES, and their hits in all."""
+    from neuronscope.atlas.search import AtlasIndex
+    from neuronscope.store import Store
+
+    atlas = AtlasIndex.load(Store.open(atlas_dir))
+    times, hits = [], 0
+    for q in QUERIES:
+        t0 = time.perf_counter()
+        hits += len(atlas.search(q, k=20, token=True))
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), hits
+
+
+def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wall: float) -> tuple[str, float]:
+    import torch
+
+    fwd_tok_s = statistics.mean(fwd)
+    r1 = rec["tokens"] / rec["seconds"] / fwd_tok_s
+    n, n4 = mem
+    lines = [
+        f"## Whole-model atlas (R1_e2e, atlas_s, index_ms, search_ms) — {dt.date.today().isoformat()}",
+        "",
+        f"Command: `python benchmarks/atlas.py{''.join(' ' + a for a in sys.argv[1:])}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} torch "
+        f"threads, Ray with {args.ray_cpus} CPUs. Model {MODEL}, all {rec['neurons']} neurons; corpus {CORPUS}; "
+        f"batch {args.batch_size} x 64 tokens; default top-k / random-k.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| decoder-stack forward, before / after the recording | {fwd[0]:.0f} / {fwd[1]:.0f} tok/s |",
+        f"| `record`, {rec['tokens']} tokens, end to end | {rec['seconds']:.1f} s = {rec['tokens'] / rec['seconds']:.0f} tok/s |",
+        f"| **R1_e2e** = record / forward (goal >= 0.90) | **{r1:.3f}** |",
+        f"| **atlas_s**: `build_atlas`, {rec['neurons']} neuron pages (goal <= 300) | **{atlas['build_s']:.1f}** |",
+        f"| atlas size on disk | {atlas['mb']:.0f} MB in {atlas['files']} files |",
+        f"| **index_ms**: index page to first table rows, headless Chromium (goal <= 2000) | **{atlas['index_ms']:.0f}** |",
+        f"| **search_ms**: median token search over {len(QUERIES)} queries (goal <= 200) | **{atlas['search_ms']:.1f}** |",
+        "",
+        "Peak RSS of the recording processes (fresh driver and Ray per row):",
+        "",
+        "| tokens | driver MB | recording actor MB |",
+        "|---|---|---|",
+        f"| {n['tokens']} | {n['driver_mb']:.0f} | {n['actor_mb']:.0f} |",
+        f"| {n4['tokens']} | {n4['driver_mb']:.0f} | {n4['actor_mb']:.0f} |",
+        "",
+        f"Wall time of the benchmark: {wall:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines), r1
+
+
+def _append(results: Path, text: str) -> None:
+    prefix = "" if not results.exists() else ("\n" if results.read_text().endswith("\n") else "\n\n")
+    with open(results, "a") as f:
+        f.write(("# Benchmark results\n\n" if not results.exists() else prefix) + text)
+
+
+def _atlas(run: str) -> dict:
+    from neuronscope.atlas import build_atlas
+
+    t0 = time.perf_counter()
+    index = build_atlas(run)
+    build_s = time.perf_counter() - t0
+    folder = Path(index).parent
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    ms, _ = search_ms(str(folder))
+    return {"build_s": build_s, "files": len(files), "mb": sum(p.stat().st_size for p in files) / 2**20,
+            "index_ms": index_ms(index), "search_ms": ms}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=16384,
+                   help="tokens recorded for R1_e2e and the atlas (the issue's scale: 200000)")
+    p.add_argument("--forward-tokens", type=int, default=4096, help="tokens of each decoder-stack forward run")
+    p.add_argument("--mem-tokens", type=int, default=4096, help="N: peak memory is measured at N and 4N tokens")
+    p.add_argument("--batch-size", type=int, default=32, help="windows of 64 tokens per batch")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (forward and recording actor)")
+    p.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray")
+    p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    p.add_argument("--child-tokens", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_tokens:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(record_run(args.child_tokens, tmp, args)))
+        return
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        fwd = [stack_tok_s(args.forward_tokens, args)]
+        rec = record_run(args.tokens, tmp, args)
+        fwd.append(stack_tok_s(args.forward_tokens, args))
+        print(f"record: {rec}, forward tok/s {fwd}", flush=True)
+        atlas = _atlas(tmp)
+        print(f"atlas: {atlas}", flush=True)
+    mem = [_memory_child(n, args) for n in (args.mem_tokens, 4 * args.mem_tokens)]
+    text, r1 = _section(args, fwd, rec, mem, atlas, time.time() - t0)
+    _append(Path(args.results), text)
+    print(text)
+    print(f"R1_e2e={r1:.3f} atlas_s={atlas['build_s']:.1f} index_ms={atlas['index_ms']:.0f} "
+          f"search_ms={atlas['search_ms']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
