@@ -141,6 +141,18 @@ def test_neuron_shards(run):
     assert unexplained["rows"][0]["status"] == "unexplained" and unexplained["exemplars"] and unexplained["transcript"] is None
 
 
+def test_transcript_links_follow_compaction(tmp_path):
+    from neuronscope.explain.compact import compact
+
+    path = str(tmp_path / "run")
+    make_run(Store.open(path))
+    compact(Store.open(path), 3, [0, 1, 2])
+    build_atlas(path)
+    link = shard(Path(path) / "atlas" / "data" / "L3_N1.js")["transcript"]
+    assert link.startswith("../transcripts/layer_003/part-") and (Path(path) / "atlas" / link).is_file()
+    assert '"neuron": 1' in (Path(path) / "atlas" / link).read_text()
+
+
 def test_cli_atlas_elsewhere(run, cli, tmp_path):
     out = tmp_path / "site"
     (out / "data").mkdir(parents=True)

@@ -87,3 +87,18 @@ def test_the_hub_is_offline_unless_a_hub_id_is_named(argv, hub, tmp_path):
     folder = tmp_path / "my-model"
     folder.mkdir()
     assert _names_a_hub_id(_parser().parse_args(["record", "--out", "r", "--model", str(folder)])) is False
+
+
+@pytest.mark.slow
+def test_a_normal_record_run_prints_only_its_own_lines(tmp_path):
+    """What a user sees: the CLI's progress lines and result, none of Ray's routine logging."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "neuronscope.cli", "record", "--out", str(tmp_path / "run"),
+                           "--layers", "0", "--neurons", "0-1", "--max-tokens", "1024"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    noise = [ln for ln in proc.stderr.splitlines() if not ln.startswith("[")]
+    assert noise == [], noise
+    assert "record: done" in proc.stderr and proc.stdout.splitlines()[-1] == f"run: {tmp_path / 'run'}"

@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from .. import schema
 from ..errors import NeuronScopeError
-from ..explain.fanout import transcript_key
+from ..explain.compact import TRANSCRIPTS_FOLDER
+from ..parts import FolderIndex
 from ..show import read_stage
 from ..store import Store
 
@@ -23,12 +24,14 @@ class RunTables:
     records: pa.Table
     stats: pd.DataFrame  # each empty (with its columns) when the run has none
     explanations: pd.DataFrame
-    transcripts: frozenset[str]  # keys of the transcripts the run holds
+    transcripts: FolderIndex  # the run's transcripts: per-neuron objects and compacted parts
     manifest: dict
 
     def transcript(self, layer: int, neuron: int) -> str | None:
-        key = transcript_key(layer, neuron)
-        return key if key in self.transcripts else None
+        """The object holding the neuron's transcript: its own, or the part it was merged into
+        (one JSON line per neuron)."""
+        li = self.transcripts.layer(layer)
+        return li.single.get(neuron) or next(iter(reversed(li.part_of(neuron))), None)
 
 
 def _frame(store: Store, prefix: str, table_schema) -> pd.DataFrame:
@@ -43,7 +46,7 @@ def read_run(store: Store) -> RunTables:
         records=records if records is not None else schema.RECORDS.empty_table(),
         stats=_frame(store, "stats/", schema.STATS),
         explanations=_frame(store, "explanations/", schema.EXPLANATIONS),
-        transcripts=frozenset(k for k in store.list("transcripts/") if k.endswith(".jsonl")),
+        transcripts=FolderIndex.listing(store, TRANSCRIPTS_FOLDER),
         manifest=store.read_json("manifest.json") if store.exists("manifest.json") else {},
     )
     if not tables.records.num_rows and tables.explanations.empty:

@@ -51,7 +51,7 @@ def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
     return ray.data.from_arrow(blocks)
 
 
-def _summarize(cfg: RecordConfig, path: str, layers: list[int], neurons: list[int], windows: np.ndarray,
+def _summarize(cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray,
                progress: Progress) -> dict[int, Summary]:
     """One pass over the windows: each actor folds its stream share, the driver merges the results."""
     import ray
@@ -60,7 +60,7 @@ def _summarize(cfg: RecordConfig, path: str, layers: list[int], neurons: list[in
     # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
     # concurrent call answers the progress polls while consume runs
     actor = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2)(Recorder)
-    actors = [actor.remote(path, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads,
+    actors = [actor.remote(cfg.model, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads,
                            cfg.quantile_sample, cfg.num_actors) for _ in shards]
     try:
         pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
@@ -219,7 +219,7 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     for i, (p_layers, p_neurons) in enumerate(passes):
         progress(f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
                  f"{len(p_layers)} layers x {len(p_neurons)} neurons")
-        summaries = _summarize(cfg, path, p_layers, p_neurons, windows, progress)
+        summaries = _summarize(cfg, p_layers, p_neurons, windows, progress)
         tables = _exemplar_tables(tokenizer, p_layers, p_neurons, windows, summaries)
         for layer in p_layers:
             stats = _by_shard(_stats_table(layer, p_neurons, summaries[layer]))

@@ -30,11 +30,14 @@ class Recorder:
     final summaries travel to the driver, not a partial per batch.
     """
 
-    def __init__(self, model_path: str, layers: list[int], neurons: list[int], top_k: int, random_k: int,
+    def __init__(self, model: str, layers: list[int], neurons: list[int], top_k: int, random_k: int,
                  seed: int, torch_threads: int | None = None, hist_rate: float = 1.0, actors: int = 1):
+        from ..models.bundled import resolve_model
+
         self.threads = cpu_threads(torch_threads, actors)
         torch.set_num_threads(self.threads)
-        self.model, self.device = load_model(model_path)
+        # resolved here, on the actor's node: a path resolved on the driver need not exist there
+        self.model, self.device = load_model(resolve_model(model).path)
         idx = torch.as_tensor(neurons, dtype=torch.int64, device=self.device)
         self.folds = {layer: LayerFold(layer, idx, top_k, random_k, seed, hist_rate) for layer in layers}
         self.seed, self.hist_rate = seed, hist_rate
