@@ -55,9 +55,9 @@ def _cfg(model, corpus, **kw):
     return RecordConfig(**{**base, **kw})
 
 
-def _run(ray_local, tmp_path, cfg):
+def _run(ray_local, tmp_path, cfg, progress=None):
     store = Store.open(str(tmp_path))
-    summary = record(cfg, store)
+    summary = record(cfg, store, progress)
     return summary, store
 
 
@@ -118,6 +118,27 @@ def test_topk_exact_against_brute_force(llama_run, llama_dir):
 def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, batch_size, actors):
     cfg, _, store = llama_run
     _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(batch_size=batch_size, num_actors=actors)))
+    for prefix in ("records/", "stats/"):
+        _assert_same(_read(store, prefix), _read(other, prefix))
+
+
+def test_more_actors_than_free_cpus_do_not_stall_the_pass(llama_run, ray_local, tmp_path):
+    """An engine holding a CPU leaves room for one recorder of two: the pass runs with one."""
+    cfg, _, store = llama_run
+
+    @ray_local.remote(num_cpus=1)
+    class Holder:
+        def ready(self):
+            return True
+
+    holder = Holder.remote()
+    ray_local.get(holder.ready.remote())
+    try:
+        seen = []
+        _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(num_actors=2)), progress=seen.append)
+    finally:
+        ray_local.kill(holder)
+    assert any("1 of 2 recording actors" in m for m in seen)
     for prefix in ("records/", "stats/"):
         _assert_same(_read(store, prefix), _read(other, prefix))
 

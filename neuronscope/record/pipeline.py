@@ -51,17 +51,34 @@ def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
     return ray.data.from_arrow(blocks)
 
 
+def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
+    """How many recorders to start: at most what the cluster's free CPUs (and GPUs) hold now.
+    Every split of a streaming_split must be read for any to advance, so a recorder left waiting
+    for resources (an LLM engine holding a CPU, say) would stall the ones that started."""
+    import ray
+
+    free = ray.available_resources()
+    n = min(cfg.num_actors, int(free.get("CPU", 0)))
+    if cfg.num_gpus_per_actor:
+        n = min(n, int(free.get("GPU", 0) / cfg.num_gpus_per_actor))
+    n = max(1, n)
+    if n < cfg.num_actors:
+        progress(f"record: {n} of {cfg.num_actors} recording actors fit the free resources; using {n}")
+    return n
+
+
 def _summarize(cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray,
                progress: Progress) -> dict[int, Summary]:
     """One pass over the windows: each actor folds its stream share, the driver merges the results."""
     import ray
 
-    shards = _windows_dataset(windows, cfg.batch_size, cfg.num_actors).streaming_split(cfg.num_actors, equal=False)
+    n = _startable_actors(cfg, progress)
+    shards = _windows_dataset(windows, cfg.batch_size, n).streaming_split(n, equal=False)
     # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
     # concurrent call answers the progress polls while consume runs
     actor = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2)(Recorder)
     actors = [actor.remote(cfg.model, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads,
-                           cfg.quantile_sample, cfg.num_actors) for _ in shards]
+                           cfg.quantile_sample, n) for _ in shards]
     try:
         pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
         shown = 0
