@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo lint test test-fast clean
 
 install: $(STAMP)
 
@@ -26,10 +26,14 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/neuronscope demo $(if $(OUT),--out $(OUT),)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: install
+test-fast: lint
 	$(BIN)/python -m pytest -q -ra -m 'not slow'
 
 clean:

@@ -48,8 +48,9 @@ QUERIES = (" the", " king", " love", ",", " thou", " death", " night", " sword",
 def _record_config(n_tokens: int, args):
     from neuronscope.config import RecordConfig
 
-    return RecordConfig(model=MODEL, corpus=CORPUS, max_tokens=n_tokens, batch_size=args.batch_size,
-                        torch_threads=args.threads)
+    return RecordConfig(
+        model=MODEL, corpus=CORPUS, max_tokens=n_tokens, batch_size=args.batch_size, torch_threads=args.threads
+    )
 
 
 def stack_tok_s(n_tokens: int, args) -> float:
@@ -66,8 +67,10 @@ def stack_tok_s(n_tokens: int, args) -> float:
     path = resolve_model(MODEL).path
     model = load_model(path, "cpu")[0]
     windows = load_windows(_record_config(n_tokens, args), AutoTokenizer.from_pretrained(path))[0]
-    batches = [torch.as_tensor(windows[s : s + args.batch_size], dtype=torch.int64)
-               for s in range(0, len(windows), args.batch_size)]
+    batches = [
+        torch.as_tensor(windows[s : s + args.batch_size], dtype=torch.int64)
+        for s in range(0, len(windows), args.batch_size)
+    ]
     with torch.inference_mode():
         model.model(input_ids=batches[0], use_cache=False)  # warm-up
         t0 = time.perf_counter()
@@ -129,13 +132,28 @@ def record_run(n_tokens: int, out: str, args) -> dict:
         t0 = time.perf_counter()
         summary = record(_record_config(n_tokens, args), Store.open(out))
         seconds = time.perf_counter() - t0
-    return {"tokens": summary["n_tokens"], "neurons": summary["neurons"] * len(summary["layers"]),
-            "seconds": seconds, "driver_mb": _vm_hwm_mb(), "actor_mb": actor.peak}
+    return {
+        "tokens": summary["n_tokens"],
+        "neurons": summary["neurons"] * len(summary["layers"]),
+        "seconds": seconds,
+        "driver_mb": _vm_hwm_mb(),
+        "actor_mb": actor.peak,
+    }
 
 
 def _memory_child(n_tokens: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--child-tokens", str(n_tokens), "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads), "--ray-cpus", str(args.ray_cpus)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-tokens",
+        str(n_tokens),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--ray-cpus",
+        str(args.ray_cpus),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -237,16 +255,21 @@ def _atlas(run: str, budget_s: float) -> dict:
     files = [p for p in folder.rglob("*") if p.is_file()]
     # the search indexes are written before the pages: searchable even when the pages are not done
     searchable = (folder / "tokens.parquet").exists()
-    return {"build_s": build_s if finished else math.nan, "budget_s": budget_s, "files": len(files),
-            "mb": sum(p.stat().st_size for p in files) / 2**20,
-            "index_ms": index_ms(str(folder / "index.html")) if finished else math.nan,
-            "search_ms": search_ms(str(folder))[0] if searchable else math.nan}
+    return {
+        "build_s": build_s if finished else math.nan,
+        "budget_s": budget_s,
+        "files": len(files),
+        "mb": sum(p.stat().st_size for p in files) / 2**20,
+        "index_ms": index_ms(str(folder / "index.html")) if finished else math.nan,
+        "search_ms": search_ms(str(folder))[0] if searchable else math.nan,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=16384,
-                   help="tokens recorded for R1_e2e and the atlas (the issue's scale: 200000)")
+    p.add_argument(
+        "--tokens", type=int, default=16384, help="tokens recorded for R1_e2e and the atlas (the issue's scale: 200000)"
+    )
     p.add_argument("--forward-tokens", type=int, default=4096, help="tokens of each decoder-stack forward run")
     p.add_argument("--mem-tokens", type=int, default=4096, help="N: peak memory is measured at N and 4N tokens")
     p.add_argument("--batch-size", type=int, default=32, help="windows of 64 tokens per batch")
@@ -273,8 +296,10 @@ def main() -> None:
     text, r1 = _section(args, fwd, rec, mem, atlas, time.time() - t0)
     _append(Path(args.results), text)
     print(text)
-    print(f"R1_e2e={r1:.3f} atlas_s={atlas['build_s']:.1f} index_ms={atlas['index_ms']:.0f} "
-          f"search_ms={atlas['search_ms']:.1f}")
+    print(
+        f"R1_e2e={r1:.3f} atlas_s={atlas['build_s']:.1f} index_ms={atlas['index_ms']:.0f} "
+        f"search_ms={atlas['search_ms']:.1f}"
+    )
 
 
 if __name__ == "__main__":

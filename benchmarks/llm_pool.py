@@ -31,12 +31,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from neuronscope import pipeline  # noqa: E402
-from neuronscope.config import load_config  # noqa: E402
-from neuronscope.llm.base import GenParams  # noqa: E402
-from neuronscope.store import Store  # noqa: E402
+from neuronscope import pipeline
+from neuronscope.config import load_config
+from neuronscope.llm.base import GenParams
+from neuronscope.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RECORD = {"layers": "6,18", "neurons": "0-5", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
@@ -102,8 +102,13 @@ def replay(pool, folder: str) -> dict:
     ray.get(refs)
     seconds = time.time() - t0
     n1, t1_tokens = served_tokens(pool)
-    return {"requests": n1 - n0, "tokens": t1_tokens - t0_tokens, "seconds": seconds,
-            "chat_requests": sum(map(len, chats.values())), "logprob_requests": sum(len(p) for p, _ in scoring.values())}
+    return {
+        "requests": n1 - n0,
+        "tokens": t1_tokens - t0_tokens,
+        "seconds": seconds,
+        "chat_requests": sum(map(len, chats.values())),
+        "logprob_requests": sum(len(p) for p, _ in scoring.values()),
+    }
 
 
 def tokens_by_agent(store: Store) -> dict[str, int]:
@@ -185,8 +190,14 @@ def main() -> None:
         c0, _ = served_tokens(pool)
         pipeline.run_explain(cfg, str(first), str(second), progress, llm=pool)
         cache_calls = served_tokens(pool)[0] - c0
-        x, y = (Store.open(str(s)).read_parquet("explanations/").to_pandas()
-                .sort_values(["layer", "neuron", "mode"]).reset_index(drop=True) for s in (first, second))
+        x, y = (
+            Store.open(str(s))
+            .read_parquet("explanations/")
+            .to_pandas()
+            .sort_values(["layer", "neuron", "mode"])
+            .reset_index(drop=True)
+            for s in (first, second)
+        )
         try:
             pd.testing.assert_frame_equal(x.drop(columns="llm_calls"), y.drop(columns="llm_calls"))
             identical = True
@@ -200,14 +211,25 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     figures = {
-        "neurons": len(rows), "ok": int(ok.sum()), "explain_s": round(explain_s, 1),
-        "engine_requests_explain": n1 - n0, "engine_tokens_explain": tok1 - tok0, "ledger_tokens": ledger_tokens,
-        "a_tok_s": round(a, 1), "replay_requests": rep["requests"], "replay_tokens": rep["tokens"],
-        "replay_s": round(rep["seconds"], 1), "b_tok_s": round(b, 1),
-        "mean_ns_tokens": round(float(ns[ok].mean()), 1), "mean_baseline_tokens": round(float(base[ok].mean()), 1),
+        "neurons": len(rows),
+        "ok": int(ok.sum()),
+        "explain_s": round(explain_s, 1),
+        "engine_requests_explain": n1 - n0,
+        "engine_tokens_explain": tok1 - tok0,
+        "ledger_tokens": ledger_tokens,
+        "a_tok_s": round(a, 1),
+        "replay_requests": rep["requests"],
+        "replay_tokens": rep["tokens"],
+        "replay_s": round(rep["seconds"], 1),
+        "b_tok_s": round(b, 1),
+        "mean_ns_tokens": round(float(ns[ok].mean()), 1),
+        "mean_baseline_tokens": round(float(base[ok].mean()), 1),
         "mean_score": round(float(rows["score"][ok].mean()), 3),
         "mean_baseline_score": round(float(rows["baseline_score"][ok].mean()), 3),
-        "tokens_by_agent": by_agent, "cache_calls": cache_calls, "rerun_rows_identical": identical, "total_s": round(time.time() - t_all, 1),
+        "tokens_by_agent": by_agent,
+        "cache_calls": cache_calls,
+        "rerun_rows_identical": identical,
+        "total_s": round(time.time() - t_all, 1),
     }
     print(json.dumps(figures, indent=1))
     if not args.no_append:
@@ -226,23 +248,23 @@ Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.recor
 
 | figure | value |
 |---|---|
-| neurons explained (ok) | {f['neurons']} ({f['ok']}) |
-| explain stage wall time | {f['explain_s']} s |
-| LLM tokens in the rows' ledgers (in + out, both methods) | {f['ledger_tokens']} |
-| engine requests / tokens served during the explain stage | {f['engine_requests_explain']} / {f['engine_tokens_explain']} |
-| (a) explain-stage LLM tokens/s | {f['a_tok_s']} |
-| replay of the same {f['replay_requests']} requests at once: tokens, wall time | {f['replay_tokens']}, {f['replay_s']} s |
-| (b) the engine's saturated tokens/s | {f['b_tok_s']} |
+| neurons explained (ok) | {f["neurons"]} ({f["ok"]}) |
+| explain stage wall time | {f["explain_s"]} s |
+| LLM tokens in the rows' ledgers (in + out, both methods) | {f["ledger_tokens"]} |
+| engine requests / tokens served during the explain stage | {f["engine_requests_explain"]} / {f["engine_tokens_explain"]} |
+| (a) explain-stage LLM tokens/s | {f["a_tok_s"]} |
+| replay of the same {f["replay_requests"]} requests at once: tokens, wall time | {f["replay_tokens"]}, {f["replay_s"]} s |
+| (b) the engine's saturated tokens/s | {f["b_tok_s"]} |
 | **R3** = a / b (goal >= 0.80) | **{r3:.2f}** |
-| LLM tokens per neuron: NeuronScope / single-pass | {f['mean_ns_tokens']} / {f['mean_baseline_tokens']} |
+| LLM tokens per neuron: NeuronScope / single-pass | {f["mean_ns_tokens"]} / {f["mean_baseline_tokens"]} |
 | **R4** = mean per-neuron ratio (goal <= 3) | **{r4:.2f}** |
-| LLM tokens by agent, all neurons | {', '.join(f'{k} {v}' for k, v in f['tokens_by_agent'].items())} |
-| mean held-out score: NeuronScope / single-pass | {f['mean_score']} / {f['mean_baseline_score']} |
-| rerun with the response cache: engine calls | **{f['cache_calls']}** |
-| rerun rows identical (all columns but llm_calls) | {f['rerun_rows_identical']} |
-| benchmark wall time | {f['total_s']} s |
+| LLM tokens by agent, all neurons | {", ".join(f"{k} {v}" for k, v in f["tokens_by_agent"].items())} |
+| mean held-out score: NeuronScope / single-pass | {f["mean_score"]} / {f["mean_baseline_score"]} |
+| rerun with the response cache: engine calls | **{f["cache_calls"]}** |
+| rerun rows identical (all columns but llm_calls) | {f["rerun_rows_identical"]} |
+| benchmark wall time | {f["total_s"]} s |
 
-`R3={r3:.2f} R4={r4:.2f} cache_calls={f['cache_calls']}`
+`R3={r3:.2f} R4={r4:.2f} cache_calls={f["cache_calls"]}`
 """
     with open(RESULTS, "a", encoding="utf-8") as fh:
         if fh.tell() == 0:

@@ -34,12 +34,12 @@ import pyarrow as pa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from neuronscope import pipeline  # noqa: E402
-from neuronscope.cli import _add_flags, _config  # noqa: E402
-from neuronscope.config import ExplainConfig  # noqa: E402
-from neuronscope.explain.fanout import explain_run, read_transcript  # noqa: E402
-from neuronscope.llm.vllm_backend import resolve_dtype  # noqa: E402
-from neuronscope.store import Store  # noqa: E402
+from neuronscope import pipeline
+from neuronscope.cli import _add_flags, _config
+from neuronscope.config import ExplainConfig
+from neuronscope.explain.fanout import explain_run, read_transcript
+from neuronscope.llm.vllm_backend import resolve_dtype
+from neuronscope.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 Q2_EXPLAIN = {"method": "both"}  # otherwise the default settings
@@ -54,8 +54,12 @@ def _args(argv):
     p.add_argument("--max-tokens", type=int, default=40_000, help="Q1 corpus tokens recorded")
     p.add_argument("--q2-neurons", type=int, default=8, help="planted neurons per concept count (1, 2, 3)")
     p.add_argument("--q2-tokens", type=int, default=300_000, help="corpus tokens the planted neurons draw from")
-    p.add_argument("--q2-draws", type=int, default=8,
-                   help="further planted draws on which the activating-words clustering alone is measured (no LLM)")
+    p.add_argument(
+        "--q2-draws",
+        type=int,
+        default=8,
+        help="further planted draws on which the activating-words clustering alone is measured (no LLM)",
+    )
     p.add_argument("--parts", default="q1,q2", help="which parts to run (q1, q2 or both)")
     p.add_argument("--config", help="run.yaml with explain/llm sections; flags override it")
     p.add_argument("--no-append", action="store_true", help="print, do not append to RESULTS.md")
@@ -69,18 +73,31 @@ def compare(df: pd.DataFrame) -> dict:
     scorer, each beside the control (an unrelated explanation on the same held-out exemplars)."""
     per = df.drop_duplicates(["layer", "neuron"])
     ok = per[per["status"] == "ok"]
-    out = {"neurons": len(per), "failed": int((per["status"] != "ok").sum()),
-           "modes_mean": float(ok["n_modes"].mean()) if len(ok) else float("nan"),
-           "tokens_ratio": float(((ok["llm_tokens_in"] + ok["llm_tokens_out"])
-                                  / (ok["baseline_llm_tokens_in"] + ok["baseline_llm_tokens_out"])).mean()),
-           "scorer": next((x for x in per["scorer"] if x), "?")}
+    out = {
+        "neurons": len(per),
+        "failed": int((per["status"] != "ok").sum()),
+        "modes_mean": float(ok["n_modes"].mean()) if len(ok) else float("nan"),
+        "tokens_ratio": float(
+            (
+                (ok["llm_tokens_in"] + ok["llm_tokens_out"])
+                / (ok["baseline_llm_tokens_in"] + ok["baseline_llm_tokens_out"])
+            ).mean()
+        ),
+        "scorer": next((x for x in per["scorer"] if x), "?"),
+    }
     for key, pre in (("judge", ""), ("sim", "sim_")):
         both = ok[np.isfinite(ok[pre + "score"]) & np.isfinite(ok[pre + "baseline_score"])]
         ns, base = both[pre + "score"].to_numpy(), both[pre + "baseline_score"].to_numpy()
-        out[key] = {"scored": len(both), "ns_mean": float(ns.mean()), "ns_median": float(np.median(ns)),
-                    "base_mean": float(base.mean()), "base_median": float(np.median(base)),
-                    "control_mean": float(np.nanmean(both[pre + "control_score"])),
-                    "delta": float(ns.mean() - base.mean()), "win": float((ns > base).mean())}
+        out[key] = {
+            "scored": len(both),
+            "ns_mean": float(ns.mean()),
+            "ns_median": float(np.median(ns)),
+            "base_mean": float(base.mean()),
+            "base_median": float(np.median(base)),
+            "control_mean": float(np.nanmean(both[pre + "control_score"])),
+            "delta": float(ns.mean() - base.mean()),
+            "win": float((ns > base).mean()),
+        }
     return out
 
 
@@ -116,8 +133,14 @@ def _plant(ecfg, windows, tok, n_per: int, seed: int = Q2_SEED, plant_seed: int 
     from neuronscope.explain.exemplars import FEEDBACK_RANDOM, VALIDATION_RANDOM, VALIDATION_TOP
     from neuronscope.record.synthetic import concept_sets, plant
 
-    return plant(windows, tok, concept_sets(n_per, seed=seed), top_k=ecfg.n_explain + ecfg.n_heldout_top + VALIDATION_TOP,
-                 random_k=ecfg.n_heldout_random + VALIDATION_RANDOM + FEEDBACK_RANDOM, seed=plant_seed)
+    return plant(
+        windows,
+        tok,
+        concept_sets(n_per, seed=seed),
+        top_k=ecfg.n_explain + ecfg.n_heldout_top + VALIDATION_TOP,
+        random_k=ecfg.n_heldout_random + VALIDATION_RANDOM + FEEDBACK_RANDOM,
+        seed=plant_seed,
+    )
 
 
 def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
@@ -133,8 +156,9 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
         for p in _plant(ecfg, windows, tok, n_per, seed=Q2_SEED + d, plant_seed=d):
             top, rnd = exemplars.load(p.table)
             sp = exemplars.split(top, rnd, ecfg.n_explain, ecfg.n_heldout_top, ecfg.n_heldout_random)
-            modes, _ = cluster.modes_from_words(embedder, [exemplars.activating(e, sp.max_act) for e in sp.explain],
-                                                ecfg.max_modes)
+            modes, _ = cluster.modes_from_words(
+                embedder, [exemplars.activating(e, sp.max_act) for e in sp.explain], ecfg.max_modes
+            )
             truth = {e.window_id: p.truth[e.window_id] for e in sp.explain}
             ari, n = _ari_and_modes(truth, dict(zip(truth, modes)))
             res.append({"concepts": p.concepts, "modes": n, "ari": ari})
@@ -162,70 +186,112 @@ def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
                 labels = {int(w): lab for w, lab in entry["modes"].items()}
                 truth = {w: c for w, c in p.truth.items() if w in labels}
                 ari, n = _ari_and_modes(truth, labels)
-                out[entry["variant"]].append({"neuron": p.neuron, "concepts": p.concepts, "ok": True, "modes": n,
-                                              "ari": ari, "explanations": g["explanation"].tolist()})
+                out[entry["variant"]].append(
+                    {
+                        "neuron": p.neuron,
+                        "concepts": p.concepts,
+                        "ok": True,
+                        "modes": n,
+                        "ari": ari,
+                        "explanations": g["explanation"].tolist(),
+                    }
+                )
     poly = {p.neuron for p in planted if len(p.concepts) > 1}
-    summary = {"q1_planted": compare(rows[rows["neuron"].isin(poly)]), "used": ecfg.clustering,
-               "n_explain": ecfg.n_explain}
+    summary = {
+        "q1_planted": compare(rows[rows["neuron"].isin(poly)]),
+        "used": ecfg.clustering,
+        "n_explain": ecfg.n_explain,
+    }
     for variant, res in out.items():
         summary[variant] = {"neurons": res, **_by_k(res)}
     return summary
 
 
 def _by_k(res: list[dict]) -> dict:
-    return {**_mode_stats(res), "by_k": {k: _mode_stats([r for r in res if len(r["concepts"]) == k]) for k in (1, 2, 3)}}
+    return {
+        **_mode_stats(res),
+        "by_k": {k: _mode_stats([r for r in res if len(r["concepts"]) == k]) for k in (1, 2, 3)},
+    }
 
 
 def _mode_stats(res: list[dict]) -> dict:
-    return {"n": len(res), "modes": float(np.mean([r["modes"] == len(r["concepts"]) for r in res])) if res else np.nan,
-            "ari": float(np.mean([r["ari"] for r in res])) if res else np.nan}
+    return {
+        "n": len(res),
+        "modes": float(np.mean([r["modes"] == len(r["concepts"]) for r in res])) if res else np.nan,
+        "ari": float(np.mean([r["ari"] for r in res])) if res else np.nan,
+    }
 
 
 def _compare_lines(title: str, r: dict) -> list[str]:
-    lines = [title + f" {r['failed']} failed; {r['modes_mean']:.2f} modes per neuron on average; LLM tokens "
-             f"NeuronScope ÷ single-pass {r['tokens_ratio']:.2f} (mean over neurons). Held-out scores, same "
-             "exemplars for both methods, each scorer beside its control (an unrelated explanation):\n",
-             "| scorer | neurons | single-pass mean (median) | NeuronScope mean (median) | control mean | delta | "
-             "NeuronScope higher |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        title + f" {r['failed']} failed; {r['modes_mean']:.2f} modes per neuron on average; LLM tokens "
+        f"NeuronScope ÷ single-pass {r['tokens_ratio']:.2f} (mean over neurons). Held-out scores, same "
+        "exemplars for both methods, each scorer beside its control (an unrelated explanation):\n",
+        "| scorer | neurons | single-pass mean (median) | NeuronScope mean (median) | control mean | delta | "
+        "NeuronScope higher |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, name in (("judge", f"{r['scorer']} (the judge)"), ("sim", "simulation r (paper)")):
         x = r[key]
-        lines.append(f"| {name} | {x['scored']} | {x['base_mean']:.3f} ({x['base_median']:.3f}) | "
-                     f"{x['ns_mean']:.3f} ({x['ns_median']:.3f}) | {x['control_mean']:.3f} | {x['delta']:+.3f} | "
-                     f"{x['win']:.0%} |")
+        lines.append(
+            f"| {name} | {x['scored']} | {x['base_mean']:.3f} ({x['base_median']:.3f}) | "
+            f"{x['ns_mean']:.3f} ({x['ns_median']:.3f}) | {x['control_mean']:.3f} | {x['delta']:+.3f} | "
+            f"{x['win']:.0%} |"
+        )
     return lines + ["\nGoals: delta ≥ +0.10 and NeuronScope higher on ≥ 70 % of neurons.\n"]
 
 
 def _q1_lines(args, cfg, r1: dict) -> list[str]:
-    return _compare_lines(f"**Q1 (real)** — {r1['neurons']} real neurons of `{cfg.record.model}` (layers "
-                          f"{args.layers}, neurons {args.neurons}; {args.max_tokens} tokens of `{cfg.record.corpus}`);", r1)
+    return _compare_lines(
+        f"**Q1 (real)** — {r1['neurons']} real neurons of `{cfg.record.model}` (layers "
+        f"{args.layers}, neurons {args.neurons}; {args.max_tokens} tokens of `{cfg.record.corpus}`);",
+        r1,
+    )
 
 
 def _q2_lines(r2: dict) -> list[str]:
     names = {"activation": "activating words (agglomerative)", "components": "components (paper, k-means)"}
     order = [r2["used"]] + [v for v in names if v != r2["used"]]
-    lines = [f"**Q2** — {r2['components']['n']} planted neurons (1, 2 and 3 concepts; {r2['n_explain']} explain "
-             "exemplars each, balanced over the concepts; default explain settings). Right number of modes / "
-             "mean ARI of the explain exemplars' modes against their planted concept:\n",
-             "| clustering | all | 1 concept | 2 concepts | 3 concepts |", "|---|---|---|---|---|"]
+    lines = [
+        f"**Q2** — {r2['components']['n']} planted neurons (1, 2 and 3 concepts; {r2['n_explain']} explain "
+        "exemplars each, balanced over the concepts; default explain settings). Right number of modes / "
+        "mean ARI of the explain exemplars' modes against their planted concept:\n",
+        "| clustering | all | 1 concept | 2 concepts | 3 concepts |",
+        "|---|---|---|---|---|",
+    ]
     for v in order:
         x = r2[v]
-        cells = [f"{x['modes']:.0%} / {x['ari']:.3f}"] + \
-            [f"{x['by_k'][k]['modes']:.0%} / {x['by_k'][k]['ari']:.2f}" for k in (1, 2, 3)]
+        cells = [f"{x['modes']:.0%} / {x['ari']:.3f}"] + [
+            f"{x['by_k'][k]['modes']:.0%} / {x['by_k'][k]['ari']:.2f}" for k in (1, 2, 3)
+        ]
         lines.append(f"| {names[v]}{' (used)' if v == r2['used'] else ''} | " + " | ".join(cells) + " |")
     if "wide" in r2:
         w = r2["wide"]
-        lines.append(f"| activating words, clustering alone, {w['n']} neurons of {w['n'] // r2['components']['n']} "
-                     f"further draws | {w['modes']:.0%} / {w['ari']:.3f} | " +
-                     " | ".join(f"{w['by_k'][k]['modes']:.0%} / {w['by_k'][k]['ari']:.2f}" for k in (1, 2, 3)) + " |")
-    lines += ["\nGoals: right number of modes on ≥ 90 %, mean ARI ≥ 0.8.\n",
-              "| concepts | " + " | ".join(f"modes ({v}) | ARI" for v in order) + " |",
-              "|---|" + "---|---|" * len(order)]
+        lines.append(
+            f"| activating words, clustering alone, {w['n']} neurons of {w['n'] // r2['components']['n']} "
+            f"further draws | {w['modes']:.0%} / {w['ari']:.3f} | "
+            + " | ".join(f"{w['by_k'][k]['modes']:.0%} / {w['by_k'][k]['ari']:.2f}" for k in (1, 2, 3))
+            + " |"
+        )
+    lines += [
+        "\nGoals: right number of modes on ≥ 90 %, mean ARI ≥ 0.8.\n",
+        "| concepts | " + " | ".join(f"modes ({v}) | ARI" for v in order) + " |",
+        "|---|" + "---|---|" * len(order),
+    ]
     for rows in zip(*(r2[v]["neurons"] for v in order)):
-        lines.append(f"| {' ∪ '.join(rows[0]['concepts'])} | " +
-                     " | ".join(f"{r['modes']} | {r['ari']:.2f}" for r in rows) + " |")
-    return lines + [""] + _compare_lines(
-        f"**Q1 (planted)** — the {r2['q1_planted']['neurons']} planted neurons with 2 or 3 concepts, same runs;",
-        r2["q1_planted"])
+        lines.append(
+            f"| {' ∪ '.join(rows[0]['concepts'])} | "
+            + " | ".join(f"{r['modes']} | {r['ari']:.2f}" for r in rows)
+            + " |"
+        )
+    return (
+        lines
+        + [""]
+        + _compare_lines(
+            f"**Q1 (planted)** — the {r2['q1_planted']['neurons']} planted neurons with 2 or 3 concepts, same runs;",
+            r2["q1_planted"],
+        )
+    )
 
 
 def _report(args, cfg, r1: dict | None, r2: dict | None, seconds: float) -> str:
@@ -243,9 +309,15 @@ def _report(args, cfg, r1: dict | None, r2: dict | None, seconds: float) -> str:
 def main(argv=None) -> None:
     args = _args(argv)
     parts = set(args.parts.split(","))
-    base = {"record": {**pipeline.DEMO_OVERRIDES["record"], "layers": args.layers, "neurons": args.neurons,
-                       "max_tokens": args.max_tokens},
-            "explain": {**pipeline.DEMO_OVERRIDES["explain"], "method": "both"}}
+    base = {
+        "record": {
+            **pipeline.DEMO_OVERRIDES["record"],
+            "layers": args.layers,
+            "neurons": args.neurons,
+            "max_tokens": args.max_tokens,
+        },
+        "explain": {**pipeline.DEMO_OVERRIDES["explain"], "method": "both"},
+    }
     cfg = _config(args, base)
     progress = pipeline.printer()
     out = args.out or tempfile.mkdtemp(prefix="ns-quality-")
@@ -266,13 +338,15 @@ def main(argv=None) -> None:
     print(f"runs kept in {out}", file=sys.stderr)
     nan = float("nan")
     qp = r2["q1_planted"]["judge"] if r2 else {}
-    print(f"Q1_delta={r1['judge']['delta'] if r1 else nan:.3f} Q1_win={r1['judge']['win'] if r1 else nan:.2f} "
-          f"Q1_sim_delta={r1['sim']['delta'] if r1 else nan:.3f} "
-          f"Q1p_delta={qp.get('delta', nan):.3f} Q1p_win={qp.get('win', nan):.2f} "
-          f"Q2_modes={r2[r2['used']]['modes'] if r2 else nan:.2f} Q2_ari={r2[r2['used']]['ari'] if r2 else nan:.3f} "
-          f"Q2_modes_paper={r2['components']['modes'] if r2 else nan:.2f} "
-          f"Q2_ari_paper={r2['components']['ari'] if r2 else nan:.3f} "
-          f"Q2_modes_wide={r2['wide']['modes'] if r2 else nan:.2f} Q2_ari_wide={r2['wide']['ari'] if r2 else nan:.3f}")
+    print(
+        f"Q1_delta={r1['judge']['delta'] if r1 else nan:.3f} Q1_win={r1['judge']['win'] if r1 else nan:.2f} "
+        f"Q1_sim_delta={r1['sim']['delta'] if r1 else nan:.3f} "
+        f"Q1p_delta={qp.get('delta', nan):.3f} Q1p_win={qp.get('win', nan):.2f} "
+        f"Q2_modes={r2[r2['used']]['modes'] if r2 else nan:.2f} Q2_ari={r2[r2['used']]['ari'] if r2 else nan:.3f} "
+        f"Q2_modes_paper={r2['components']['modes'] if r2 else nan:.2f} "
+        f"Q2_ari_paper={r2['components']['ari'] if r2 else nan:.3f} "
+        f"Q2_modes_wide={r2['wide']['modes'] if r2 else nan:.2f} Q2_ari_wide={r2['wide']['ari'] if r2 else nan:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 MODEL = "bundled:smollm2-135m"
 CORPUS = "bundled:shakespeare"
@@ -67,8 +67,16 @@ class Recorder:
         from neuronscope.models import arch
         from neuronscope.record.udf import Recorder as Actor
 
-        self.actor = Actor(path, LAYERS, NEURONS, TOP_K, RANDOM_K, SEED, torch_threads=threads,
-                           hist_rate=RecordConfig().quantile_sample)
+        self.actor = Actor(
+            path,
+            LAYERS,
+            NEURONS,
+            TOP_K,
+            RANDOM_K,
+            SEED,
+            torch_threads=threads,
+            hist_rate=RecordConfig().quantile_sample,
+        )
         assert len(NEURONS) == arch.n_neurons(self.actor.model.config)
 
     def step(self, batch: dict) -> None:
@@ -152,8 +160,18 @@ def _peak_rss_mb() -> float:
 
 
 def _run_child(kind: str, n_tokens: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--tokens", str(n_tokens),
-           "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--tokens",
+        str(n_tokens),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -168,8 +186,10 @@ def throughput(args) -> dict:
     warmup = windows[: args.warmup_tokens // WINDOW]
     for b in _batches(warmup, args.batch_size):
         recorder.step(b)  # untimed: an actor's floors after its first batches, as over most of a run
-    batches = [{"window_id": b["window_id"] + len(warmup), "tokens": b["tokens"]}
-               for b in _batches(windows[len(warmup):], args.batch_size)]
+    batches = [
+        {"window_id": b["window_id"] + len(warmup), "tokens": b["tokens"]}
+        for b in _batches(windows[len(warmup) :], args.batch_size)
+    ]
 
     def full(b):
         with torch.inference_mode():
@@ -199,8 +219,9 @@ def throughput(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=8192, help="tokens for the throughput runs")
-    p.add_argument("--warmup-tokens", type=int, default=16384,
-                   help="tokens the recorder sees (untimed) before the throughput runs")
+    p.add_argument(
+        "--warmup-tokens", type=int, default=16384, help="tokens the recorder sees (untimed) before the throughput runs"
+    )
     p.add_argument("--mem-tokens", type=int, default=4096, help="N: memory is measured at N and 4N tokens")
     p.add_argument("--batch-size", type=int, default=32, help="windows of 64 tokens per batch")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -213,8 +234,11 @@ def main() -> None:
 
     t0 = time.time()
     tp = throughput(args)
-    mem = {(kind, n): _run_child(kind, n, args) for kind in ("record", "naive")
-           for n in (args.mem_tokens, 4 * args.mem_tokens)}
+    mem = {
+        (kind, n): _run_child(kind, n, args)
+        for kind in ("record", "naive")
+        for n in (args.mem_tokens, 4 * args.mem_tokens)
+    }
     tok_s = tp["tok_s"]
     r1, r1_full = tok_s["record"] / tok_s["stack"], tok_s["record"] / tok_s["forward"]
     r2 = tok_s["record"] / tok_s["naive"]
@@ -251,8 +275,10 @@ def main() -> None:
     ]
     for kind in ("record", "naive"):
         a, b = mem[(kind, n)], mem[(kind, n4)]
-        lines.append(f"| {kind} | {a['tokens']} | {a['peak_rss_mb']:.0f} | {b['tokens']} | {b['peak_rss_mb']:.0f} | "
-                     f"x{growth[kind]:.2f} |")
+        lines.append(
+            f"| {kind} | {a['tokens']} | {a['peak_rss_mb']:.0f} | {b['tokens']} | {b['peak_rss_mb']:.0f} | "
+            f"x{growth[kind]:.2f} |"
+        )
     lines += ["", f"Wall time of the benchmark: {time.time() - t0:.0f} s.", ""]
     text = "\n".join(lines)
     results = Path(args.results)

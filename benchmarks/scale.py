@@ -58,13 +58,20 @@ def synthetic_records(store) -> int:
             ids = rng.integers(0, len(words), size=(n, WINDOW))
             acts = rng.random((n, WINDOW), dtype=np.float32)
             per = np.tile(np.r_[np.zeros(TOP, np.int32), np.ones(RANDOM, np.int32)], SHARD)
-            table = pa.table({
-                "layer": np.full(n, layer, np.int32), "neuron": neurons.astype(np.int32),
-                "kind": np.where(per == 0, "top", "random"),
-                "rank": np.tile(np.r_[np.arange(TOP), np.arange(RANDOM)], SHARD).astype(np.int32),
-                "window_id": rng.integers(0, 10**6, size=n), "tokens": words[ids].tolist(),
-                "token_ids": ids.astype(np.int32).tolist(), "activations": acts.tolist(),
-                "max_pos": acts.argmax(axis=1).astype(np.int32), "max_act": acts.max(axis=1)})
+            table = pa.table(
+                {
+                    "layer": np.full(n, layer, np.int32),
+                    "neuron": neurons.astype(np.int32),
+                    "kind": np.where(per == 0, "top", "random"),
+                    "rank": np.tile(np.r_[np.arange(TOP), np.arange(RANDOM)], SHARD).astype(np.int32),
+                    "window_id": rng.integers(0, 10**6, size=n),
+                    "tokens": words[ids].tolist(),
+                    "token_ids": ids.astype(np.int32).tolist(),
+                    "activations": acts.tolist(),
+                    "max_pos": acts.argmax(axis=1).astype(np.int32),
+                    "max_act": acts.max(axis=1),
+                }
+            )
             store.write_parquet(f"records/layer_{layer:03d}/part-{shard:05d}.parquet", conform(table, RECORDS))
             rows += n
     return rows
@@ -90,8 +97,17 @@ def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None
     ledger = Ledger()
     prompts = [[{"role": "user", "content": "".join(t)}] for t in top["tokens"].head(3)]
     answers = Metered(llm, ledger, cache).chat("explain", prompts, GenParams())
-    row = _row(layer, neuron, mode=0, n_modes=1, explanation=answers[0].text, mode_size=len(top),
-               exemplar_ids=top["window_id"].tolist(), score=float(top["max_act"].mean()), method="trivial")
+    row = _row(
+        layer,
+        neuron,
+        mode=0,
+        n_modes=1,
+        explanation=answers[0].text,
+        mode_size=len(top),
+        exemplar_ids=top["window_id"].tolist(),
+        score=float(top["max_act"].mean()),
+        method="trivial",
+    )
     transcript = [{"agent": "trivial", "prompt": p[0]["content"], "answer": a.text} for p, a in zip(prompts, answers)]
     return NeuronResult([row], transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
 
@@ -119,10 +135,17 @@ def measure(records_uri: str, out_uri: str, n: int) -> dict:
     tracemalloc.stop()
     ray.shutdown()
     objects = {f: len(out.list(f)) for f in FOLDERS}
-    return {"neurons": n, "ok": summary["ok"], "failed": summary["failed"], "seconds": round(seconds, 1),
-            "python_peak": py_peak, "arrow_peak": max(0, (pool.max_memory() or 0) - arrow0),
-            "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "objects": objects,
-            "compaction_errors": summary["compaction_errors"]}
+    return {
+        "neurons": n,
+        "ok": summary["ok"],
+        "failed": summary["failed"],
+        "seconds": round(seconds, 1),
+        "python_peak": py_peak,
+        "arrow_peak": max(0, (pool.max_memory() or 0) - arrow0),
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "objects": objects,
+        "compaction_errors": summary["compaction_errors"],
+    }
 
 
 def child(records_uri: str, work: Path, n: int) -> dict:
@@ -171,24 +194,24 @@ def append_results(f: dict, peak: dict, ratio: float, per_neuron: float) -> None
     from llm_pool import machine
 
     a, b = (f["runs"][n] for n in SIZES)
-    mib = lambda x: f"{x / 2**20:.2f} MiB"  # noqa: E731
-    objs = lambda r: ", ".join(f"{k} {v}" for k, v in r["objects"].items())  # noqa: E731
+    mib = lambda x: f"{x / 2**20:.2f} MiB"
+    objs = lambda r: ", ".join(f"{k} {v}" for k, v in r["objects"].items())
     command = " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]])
     text = f"""
 ## Scale: driver memory and objects per neuron ({datetime.date.today().isoformat()})
 
 Command: `{command}`
 Machine: {machine()}; local run folder, 2-CPU Ray.
-Records: synthetic, {LAYERS} layers x {NEURONS} neurons, {TOP} top + {RANDOM} random exemplars of {WINDOW} tokens each ({f['records_rows']} rows, one object per layer and {SHARD} neurons).
+Records: synthetic, {LAYERS} layers x {NEURONS} neurons, {TOP} top + {RANDOM} random exemplars of {WINDOW} tokens each ({f["records_rows"]} rows, one object per layer and {SHARD} neurons).
 The explain step is a **trivial workload** (`trivial_workflow` in the script, passed to `explain_run` as `workflow=` in this benchmark only): it reads the neuron's records, asks a scripted stand-in LLM three questions through the response cache and writes one row and a transcript. The figures are the fan-out driver's and the store's, not the explanations'.
 
 | figure | {SIZES[0]} neurons | {SIZES[1]} neurons |
 |---|---|---|
-| neurons ok / failed | {a['ok']} / {a['failed']} | {b['ok']} / {b['failed']} |
-| driver peak, Python allocations (tracemalloc) | {mib(a['python_peak'])} | {mib(b['python_peak'])} |
-| driver peak, Arrow memory pool | {mib(a['arrow_peak'])} | {mib(b['arrow_peak'])} |
-| driver max RSS (whole process, Ray client included) | {a['max_rss_kib'] / 1024:.0f} MiB | {b['max_rss_kib'] / 1024:.0f} MiB |
-| fan-out wall time | {a['seconds']} s | {b['seconds']} s |
+| neurons ok / failed | {a["ok"]} / {a["failed"]} | {b["ok"]} / {b["failed"]} |
+| driver peak, Python allocations (tracemalloc) | {mib(a["python_peak"])} | {mib(b["python_peak"])} |
+| driver peak, Arrow memory pool | {mib(a["arrow_peak"])} | {mib(b["arrow_peak"])} |
+| driver max RSS (whole process, Ray client included) | {a["max_rss_kib"] / 1024:.0f} MiB | {b["max_rss_kib"] / 1024:.0f} MiB |
+| fan-out wall time | {a["seconds"]} s | {b["seconds"]} s |
 | objects left (explanations, transcripts, llm_cache) | {objs(a)} | {objs(b)} |
 
 **driver_mem_ratio** = {mib(peak[SIZES[1]])} / {mib(peak[SIZES[0]])} = **{ratio:.3f}** (goal 0.9-1.1).

@@ -30,18 +30,18 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from neuronscope import pipeline  # noqa: E402
-from neuronscope.cli import _config  # noqa: E402
-from neuronscope.config import ExplainConfig  # noqa: E402
-from neuronscope.explain import agents  # noqa: E402
-from neuronscope.explain.cluster import get_embedder  # noqa: E402
-from neuronscope.explain.exemplars import load, split  # noqa: E402
-from neuronscope.explain.simulate import Vocab  # noqa: E402
-from neuronscope.llm.base import Ledger, Metered  # noqa: E402
-from neuronscope.llm.vllm_backend import resolve_dtype  # noqa: E402
-from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer  # noqa: E402
-from neuronscope.scoring.calibration import self_check  # noqa: E402
-from neuronscope.scoring.metrics import pairwise_win  # noqa: E402
+from neuronscope import pipeline
+from neuronscope.cli import _config
+from neuronscope.config import ExplainConfig
+from neuronscope.explain import agents
+from neuronscope.explain.cluster import get_embedder
+from neuronscope.explain.exemplars import load, split
+from neuronscope.explain.simulate import Vocab
+from neuronscope.llm.base import Ledger, Metered
+from neuronscope.llm.vllm_backend import resolve_dtype
+from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer
+from neuronscope.scoring.calibration import self_check
+from neuronscope.scoring.metrics import pairwise_win
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEFORE = "simulation (0-10, before)"
@@ -69,8 +69,11 @@ def _args(argv):
     p.add_argument("--neurons", default="0-3", help="real neurons: neurons of each layer")
     p.add_argument("--max-tokens", type=int, default=40_000, help="real neurons: corpus tokens recorded")
     p.add_argument("--out", help="folder for the real-neuron run (default: a temporary folder)")
-    p.add_argument("--scorers", default=",".join([*SCORERS, BEFORE]),
-                   help=f"comma list of scorers to measure (default: all, and {BEFORE!r})")
+    p.add_argument(
+        "--scorers",
+        default=",".join([*SCORERS, BEFORE]),
+        help=f"comma list of scorers to measure (default: all, and {BEFORE!r})",
+    )
     p.add_argument("--no-append", action="store_true", help="print, do not append to RESULTS.md")
     return p.parse_args(argv)
 
@@ -80,8 +83,12 @@ def _scorers(llm, embedder, ledger: Ledger, names: list[str]) -> dict:
     if unknown:
         raise SystemExit(f"unknown scorer(s) {unknown}; known: {[*SCORERS, BEFORE]}")
     metered = Metered(llm, ledger)
-    return {n: OldScaleSimulation(metered, agent=BEFORE) if n == BEFORE else
-            make_scorer(n, llm=metered, embedder=embedder, agent=n) for n in names}
+    return {
+        n: OldScaleSimulation(metered, agent=BEFORE)
+        if n == BEFORE
+        else make_scorer(n, llm=metered, embedder=embedder, agent=n)
+        for n in names
+    }
 
 
 def _timed(scorer, jobs, ledger: Ledger) -> tuple[list[float], float, int]:
@@ -110,7 +117,7 @@ def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, pr
     e = cfg.explain
     rng = np.random.default_rng(5)
     jobs = []
-    for i, p in enumerate(planted):
+    for p in planted:
         sp = split(*load(p.table), e.n_explain, e.n_heldout_top, e.n_heldout_random)
         wrong = str(rng.choice([c for c in CONCEPTS if c not in p.concepts]))
         others = [q for q in planted if not set(q.concepts) & set(p.concepts)]
@@ -120,10 +127,16 @@ def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, pr
     for name, sc in scorers.items():
         scores, secs, spent = _timed(sc, jobs, ledger)
         s = np.array(scores).reshape(len(planted), 3)
-        out[name] = {"right_vs_wrong": pairwise_win(s[:, 0], s[:, 1]), "right_vs_other": pairwise_win(s[:, 0], s[:, 2]),
-                     "right": float(np.nanmean(s[:, 0])), "wrong": float(np.nanmean(s[:, 1])),
-                     "other": float(np.nanmean(s[:, 2])), "seconds": secs / len(planted),
-                     "tokens": spent / len(planted), "n": len(planted)}
+        out[name] = {
+            "right_vs_wrong": pairwise_win(s[:, 0], s[:, 1]),
+            "right_vs_other": pairwise_win(s[:, 0], s[:, 2]),
+            "right": float(np.nanmean(s[:, 0])),
+            "wrong": float(np.nanmean(s[:, 1])),
+            "other": float(np.nanmean(s[:, 2])),
+            "seconds": secs / len(planted),
+            "tokens": spent / len(planted),
+            "n": len(planted),
+        }
         progress(f"planted: {name}: right over wrong {out[name]['right_vs_wrong']:.2f}")
     return out
 
@@ -145,8 +158,10 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
     metered = Metered(llm, Ledger())
     texts = [agents.single_pass(metered, sp.explain, sp.max_act, e.max_parse_retries, []) for _, sp in neurons]
     shift = len(neurons) // 2 or 1  # another neuron's explanation: half the list away (another layer)
-    jobs = [(sp.max_act, [(texts[i], sp.heldout), (texts[(i + shift) % len(neurons)], sp.heldout)])
-            for i, (_, sp) in enumerate(neurons)]
+    jobs = [
+        (sp.max_act, [(texts[i], sp.heldout), (texts[(i + shift) % len(neurons)], sp.heldout)])
+        for i, (_, sp) in enumerate(neurons)
+    ]
     out, own = {}, {}
     for name, sc in scorers.items():
         if name == BEFORE:  # the numeral fix is measured on planted neurons; real ones need no twin run
@@ -154,8 +169,13 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
         scores, secs, spent = _timed(sc, jobs, ledger)
         s = np.array(scores).reshape(len(neurons), 2)
         own[name] = s[:, 0]
-        out[name] = {"own_vs_other": pairwise_win(s[:, 0], s[:, 1]), "own": float(np.nanmean(s[:, 0])),
-                     "other": float(np.nanmean(s[:, 1])), "seconds": secs / len(neurons), "tokens": spent / len(neurons)}
+        out[name] = {
+            "own_vs_other": pairwise_win(s[:, 0], s[:, 1]),
+            "own": float(np.nanmean(s[:, 0])),
+            "other": float(np.nanmean(s[:, 1])),
+            "seconds": secs / len(neurons),
+            "tokens": spent / len(neurons),
+        }
         progress(f"real: {name}: own over other {out[name]['own_vs_other']:.2f}")
     names = list(own)
     agree = {(a, b): float(spearmanr(own[a], own[b], nan_policy="omit")[0]) for a in names for b in names if a < b}
@@ -163,42 +183,61 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
 
 
 def _report(args, cfg, checks, planted, real, seconds) -> str:
-    lines = [f"\n## Scorers — {dt.date.today().isoformat()}\n",
-             f"Command: `python benchmarks/scorers.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`  ",
-             f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
-             f"LLM scorers: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); embedder `{cfg.explain.embedder}`; "
-             f"held-out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random exemplars per neuron "
-             f"(the demo's split); wall time {seconds / 60:.1f} min.\n",
-             f"**Planted neurons** ({next(iter(planted.values()))['n']}: {args.planted_per} each of 1, 2 and 3 "
-             "concepts). Pairwise AUROC = share of neurons where the right explanation (the planted concepts' "
-             "names) scores above a wrong concept's / another planted neuron's; self-check = the run-time "
-             "calibration (`neuronscope.scoring.calibration`), right name over wrong name.\n",
-             "| scorer | right > wrong | right > other neuron | mean right / wrong / other | self-check | "
-             "s per neuron | LLM tokens per neuron |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"\n## Scorers — {dt.date.today().isoformat()}\n",
+        f"Command: `python benchmarks/scorers.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`  ",
+        f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
+        f"LLM scorers: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); embedder `{cfg.explain.embedder}`; "
+        f"held-out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random exemplars per neuron "
+        f"(the demo's split); wall time {seconds / 60:.1f} min.\n",
+        f"**Planted neurons** ({next(iter(planted.values()))['n']}: {args.planted_per} each of 1, 2 and 3 "
+        "concepts). Pairwise AUROC = share of neurons where the right explanation (the planted concepts' "
+        "names) scores above a wrong concept's / another planted neuron's; self-check = the run-time "
+        "calibration (`neuronscope.scoring.calibration`), right name over wrong name.\n",
+        "| scorer | right > wrong | right > other neuron | mean right / wrong / other | self-check | "
+        "s per neuron | LLM tokens per neuron |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in planted.items():
         c = checks.get(name)
         check = f"{c.discrimination:.2f} ({'pass' if c.passed else 'FAIL'}, {c.seconds:.1f} s)" if c else "-"
-        lines.append(f"| {name} | {r['right_vs_wrong']:.2f} | {r['right_vs_other']:.2f} | "
-                     f"{r['right']:.3f} / {r['wrong']:.3f} / {r['other']:.3f} | {check} | {r['seconds']:.2f} | "
-                     f"{r['tokens']:.0f} |")
-    lines += [f"\n**Real neurons** ({real['n']} of `{cfg.record.model}`, layers {args.layers}, neurons "
-              f"{args.neurons}, {args.max_tokens} tokens): each neuron's single-pass explanation (own) against "
-              "another neuron's (other), same held-out exemplars.\n",
-              "| scorer | own > other | mean own / other | s per neuron | LLM tokens per neuron |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {r['right_vs_wrong']:.2f} | {r['right_vs_other']:.2f} | "
+            f"{r['right']:.3f} / {r['wrong']:.3f} / {r['other']:.3f} | {check} | {r['seconds']:.2f} | "
+            f"{r['tokens']:.0f} |"
+        )
+    lines += [
+        f"\n**Real neurons** ({real['n']} of `{cfg.record.model}`, layers {args.layers}, neurons "
+        f"{args.neurons}, {args.max_tokens} tokens): each neuron's single-pass explanation (own) against "
+        "another neuron's (other), same held-out exemplars.\n",
+        "| scorer | own > other | mean own / other | s per neuron | LLM tokens per neuron |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in real["per"].items():
-        lines.append(f"| {name} | {r['own_vs_other']:.2f} | {r['own']:.3f} / {r['other']:.3f} | "
-                     f"{r['seconds']:.2f} | {r['tokens']:.0f} |")
-    lines += ["\nAgreement between scorers on the real neurons' own-explanation scores (Spearman):\n",
-              "| pair | rho |", "|---|---|"]
+        lines.append(
+            f"| {name} | {r['own_vs_other']:.2f} | {r['own']:.3f} / {r['other']:.3f} | "
+            f"{r['seconds']:.2f} | {r['tokens']:.0f} |"
+        )
+    lines += [
+        "\nAgreement between scorers on the real neurons' own-explanation scores (Spearman):\n",
+        "| pair | rho |",
+        "|---|---|",
+    ]
     lines += [f"| {a} ~ {b} | {rho:.2f} |" for (a, b), rho in real["agree"].items()]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     args = _args(argv)
-    base = {"record": {**pipeline.DEMO_OVERRIDES["record"], "layers": args.layers, "neurons": args.neurons,
-                       "max_tokens": args.max_tokens},
-            "explain": dict(pipeline.DEMO_OVERRIDES["explain"])}
+    base = {
+        "record": {
+            **pipeline.DEMO_OVERRIDES["record"],
+            "layers": args.layers,
+            "neurons": args.neurons,
+            "max_tokens": args.max_tokens,
+        },
+        "explain": dict(pipeline.DEMO_OVERRIDES["explain"]),
+    }
     cfg = _config(argparse.Namespace(config=None), base)
     progress = pipeline.printer()
     t0 = time.time()
@@ -218,8 +257,12 @@ def main(argv=None) -> None:
         with open(RESULTS, "a", encoding="utf-8") as fh:
             fh.write(report)
     default = ExplainConfig().scorer
-    print(f"S_right_vs_wrong={planted[default]['right_vs_wrong'] if default in planted else float('nan'):.2f} " + " ".join(
-        f"S_{n.split()[0]}{'_before' if n == BEFORE else ''}={r['right_vs_wrong']:.2f}" for n, r in planted.items()))
+    print(
+        f"S_right_vs_wrong={planted[default]['right_vs_wrong'] if default in planted else float('nan'):.2f} "
+        + " ".join(
+            f"S_{n.split()[0]}{'_before' if n == BEFORE else ''}={r['right_vs_wrong']:.2f}" for n, r in planted.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,13 @@ def _add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] =
             continue
         flag = "--" + prefix + name.replace("_", "-")
         # Values stay strings here: pydantic validates and converts them, naming any bad one.
-        group.add_argument(flag, dest=f"{section}.{name}", default=None, metavar=name.upper(),
-                           help=f"{field.description or ''} (default: {field.default})")
+        group.add_argument(
+            flag,
+            dest=f"{section}.{name}",
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description or ''} (default: {field.default})",
+        )
 
 
 def _config(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
@@ -98,8 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--layer", type=int, required=True)
     ex.add_argument("--neuron", type=int, required=True)
 
-    atl = sub.add_parser("atlas", help="the neuron atlas of a run: table, search indexes, static site; "
-                                       "`atlas serve RUN` serves it with search by meaning")
+    atl = sub.add_parser(
+        "atlas",
+        help="the neuron atlas of a run: table, search indexes, static site; "
+        "`atlas serve RUN` serves it with search by meaning",
+    )
     atl.add_argument("run", metavar="RUN", help="run folder or s3:// URI (or the word serve, then RUN)")
     atl.add_argument("serve_run", nargs="?", metavar="RUN", help=argparse.SUPPRESS)
     atl.add_argument("--out", help="atlas folder or s3:// URI (default: RUN/atlas)")
@@ -201,12 +209,21 @@ def _score(args: argparse.Namespace, progress) -> None:
         llm = pipeline.start_llm(cfg, progress)
     result = score_hypothesis(args.run, args.layer, args.neuron, args.explanation, names, cfg, llm=llm)
     if args.json:
+
         def finite(x):  # strict JSON: an unscorable set is null, not NaN
             return x if x == x else None
 
-        print(json.dumps({"scores": {k: {"score": finite(v["score"]), "control": finite(v["control"])}
-                                     for k, v in result["scores"].items()},
-                          "default": result["default"]}))
+        print(
+            json.dumps(
+                {
+                    "scores": {
+                        k: {"score": finite(v["score"]), "control": finite(v["control"])}
+                        for k, v in result["scores"].items()
+                    },
+                    "default": result["default"],
+                }
+            )
+        )
     else:
         print(render(result, args.explanation))
 
@@ -218,8 +235,9 @@ def _atlas(args: argparse.Namespace, progress) -> None:
         print(f"atlas: {build_atlas(args.run, args.out, progress)}")
         return
     if args.run != "serve":
-        raise ConfigError(f"unexpected argument {args.serve_run!r}: use `neuronscope atlas RUN` or "
-                          "`neuronscope atlas serve RUN`")
+        raise ConfigError(
+            f"unexpected argument {args.serve_run!r}: use `neuronscope atlas RUN` or `neuronscope atlas serve RUN`"
+        )
     import threading
 
     from .atlas.serve import start

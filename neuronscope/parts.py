@@ -15,8 +15,10 @@ import re
 from dataclasses import dataclass, field
 
 MAX_RANGES_CHARS = 160  # the ranges in a part's name; longer sets are split over several parts
-_NAME = re.compile(r"^(?P<folder>.+)/layer_(?P<layer>\d+)/(?:neuron_(?P<neuron>\d+)(?P<failed>\.failed)?"
-                   r"|part-(?P<ranges>\d+(?:-\d+)?(?:_\d+(?:-\d+)?)*))(?P<ext>\.[a-z]+)$")
+_NAME = re.compile(
+    r"^(?P<folder>.+)/layer_(?P<layer>\d+)/(?:neuron_(?P<neuron>\d+)(?P<failed>\.failed)?"
+    r"|part-(?P<ranges>\d+(?:-\d+)?(?:_\d+(?:-\d+)?)*))(?P<ext>\.[a-z]+)$"
+)
 
 
 def layer_dir(folder: str, layer: int) -> str:
@@ -57,8 +59,10 @@ def part_keys(folder: str, ext: str, layer: int, neurons) -> list[tuple[str, lis
             chunk = []
         chunk.append((a, b))
     out += [chunk] if chunk else []
-    return [(f"{layer_dir(folder, layer)}part-{_ranges_text(c)}{ext}", [n for a, b in c for n in range(a, b + 1)])
-            for c in out]
+    return [
+        (f"{layer_dir(folder, layer)}part-{_ranges_text(c)}{ext}", [n for a, b in c for n in range(a, b + 1)])
+        for c in out
+    ]
 
 
 def _parse_ranges(text: str) -> list[tuple[int, int]]:
@@ -109,7 +113,7 @@ class FolderIndex:
                 layer.single[int(m["neuron"])] = key
 
     @classmethod
-    def listing(cls, store, folder: str) -> "FolderIndex":
+    def listing(cls, store, folder: str) -> FolderIndex:
         return cls(folder, store.list(folder + "/"))
 
     def layer(self, layer: int) -> LayerIndex:

@@ -6,7 +6,7 @@ import logging
 import math
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import manifest
 from .config import RunConfig
@@ -84,15 +84,19 @@ def check_records(store: Store) -> None:
     for key in (k for k in store.list("records/") if k.endswith(".parquet")):
         missing = [c for c in RECORDS.names if c not in store.parquet_schema(key).names]
         if missing:
-            raise NeuronScopeError(f"records {store.url(key)} is missing column(s) {missing}; "
-                                   "it was not written by `neuronscope record` or `neuronscope import`")
+            raise NeuronScopeError(
+                f"records {store.url(key)} is missing column(s) {missing}; "
+                "it was not written by `neuronscope record` or `neuronscope import`"
+            )
         peaks = store.read_parquet_where(key, None, ["layer", "neuron", "max_act"])
         bad = peaks.filter(pc.invert(pc.fill_null(pc.is_finite(peaks["max_act"]), False)))  # null too
         if bad.num_rows:
             r = bad.slice(0, 1).to_pylist()[0]
-            raise NeuronScopeError(f"records {store.url(key)} hold activations that are not finite "
-                                   f"({bad.num_rows} row(s), first: layer {r['layer']} neuron {r['neuron']}, "
-                                   f"max_act {r['max_act']})")
+            raise NeuronScopeError(
+                f"records {store.url(key)} hold activations that are not finite "
+                f"({bad.num_rows} row(s), first: layer {r['layer']} neuron {r['neuron']}, "
+                f"max_act {r['max_act']})"
+            )
 
 
 def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict:
@@ -108,7 +112,10 @@ def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=
     if llm is None:
         llm = start_llm(cfg, progress)
     inputs = {"records": src.uri, "llm_model": cfg.llm.model}
-    config = {"explain": cfg.explain.model_dump(), "llm": {**cfg.llm.model_dump(), "base_url": redact_url(cfg.llm.base_url)}}
+    config = {
+        "explain": cfg.explain.model_dump(),
+        "llm": {**cfg.llm.model_dump(), "base_url": redact_url(cfg.llm.base_url)},
+    }
 
     def work() -> dict:
         check = self_check(cfg, llm, progress) if cfg.explain.self_check else None
@@ -169,20 +176,28 @@ def summary_table(store: Store) -> str:
     df = store.read_parquet("explanations/").to_pandas()
     per = df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
     scorer = next((x for x in per["scorer"] if x), "?")
-    lines = [_judge_line(store, scorer),
-             f"{'':20}{scorer + ' (score vs control)':^34}  {'simulation r (score vs control)':^34}",
-             "layer  neuron  modes  single-pass    neuronscope       single-pass    neuronscope       status"]
+    lines = [
+        _judge_line(store, scorer),
+        f"{'':20}{scorer + ' (score vs control)':^34}  {'simulation r (score vs control)':^34}",
+        "layer  neuron  modes  single-pass    neuronscope       single-pass    neuronscope       status",
+    ]
     for r in per.itertuples(index=False):
         modes = int(r.n_modes) if r.status == "ok" else 0
-        lines.append(f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {_pair(r.baseline_score, r.control_score)}  "
-                     f"{_pair(r.score, r.control_score)}  {_pair(r.sim_baseline_score, r.sim_control_score)}  "
-                     f"{_pair(r.sim_score, r.sim_control_score)}  {r.status}")
+        lines.append(
+            f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {_pair(r.baseline_score, r.control_score)}  "
+            f"{_pair(r.score, r.control_score)}  {_pair(r.sim_baseline_score, r.sim_control_score)}  "
+            f"{_pair(r.sim_score, r.sim_control_score)}  {r.status}"
+        )
     ok = per[per["status"] == "ok"]
     if len(ok):
-        m = ok[["baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score"]].mean()
-        lines.append(f"mean over {len(ok)} neurons: {scorer} single-pass {_fmt(m.baseline_score)}, neuronscope "
-                     f"{_fmt(m.score)}, control {_fmt(m.control_score)}; simulation single-pass "
-                     f"{_fmt(m.sim_baseline_score)}, neuronscope {_fmt(m.sim_score)}, control {_fmt(m.sim_control_score)}")
+        m = ok[
+            ["baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score"]
+        ].mean()
+        lines.append(
+            f"mean over {len(ok)} neurons: {scorer} single-pass {_fmt(m.baseline_score)}, neuronscope "
+            f"{_fmt(m.score)}, control {_fmt(m.control_score)}; simulation single-pass "
+            f"{_fmt(m.sim_baseline_score)}, neuronscope {_fmt(m.sim_score)}, control {_fmt(m.sim_control_score)}"
+        )
         lines.append(polysemanticity_line(polysemanticity(df)))
     return "\n".join(lines)
 

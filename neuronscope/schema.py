@@ -104,9 +104,27 @@ SCORE_COLUMNS = [n for n in EXPLANATIONS.names if n.endswith("score") or "contro
 # The atlas table (``atlas/neurons.parquet``): one row per (layer, neuron, mode). A neuron with
 # records but no explanation has one row, mode -1, status "unexplained".
 ATLAS_NEURONS = pa.schema(
-    _fields(EXPLANATIONS, ["layer", "neuron", "mode", "n_modes", "mode_share", "mode_size", "explanation",
-                           "mode_tokens", "exemplar_ids", "scorer", "calibrated", "coverage", "baseline_explanation",
-                           *SCORE_COLUMNS, "status", "error"])
+    _fields(
+        EXPLANATIONS,
+        [
+            "layer",
+            "neuron",
+            "mode",
+            "n_modes",
+            "mode_share",
+            "mode_size",
+            "explanation",
+            "mode_tokens",
+            "exemplar_ids",
+            "scorer",
+            "calibrated",
+            "coverage",
+            "baseline_explanation",
+            *SCORE_COLUMNS,
+            "status",
+            "error",
+        ],
+    )
     + [pa.field("density", pa.float64())]  # share of tokens above a quarter of the neuron's max
     + _fields(STATS, ["mean", "std", "min", "max", "quantile_levels", "quantiles", "n_tokens"])
     + [

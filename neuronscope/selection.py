@@ -30,16 +30,12 @@ def parse_selection(spec: str | list[int] | None, upper: int, what: str) -> list
                 else:
                     items.append(int(piece))
             except ValueError:
-                raise ConfigError(
-                    f"{what} selection {piece!r} is not an index or a range like 3-7"
-                ) from None
+                raise ConfigError(f"{what} selection {piece!r} is not an index or a range like 3-7") from None
     else:
         items = [int(i) for i in spec]
     if not items:
         raise ConfigError(f"{what} selection {spec!r} selects nothing")
     bad = [i for i in items if i < 0 or i >= upper]
     if bad:
-        raise ConfigError(
-            f"{what} {bad[0]} is out of range: this model has {upper} {what}s (0-{upper - 1})"
-        )
+        raise ConfigError(f"{what} {bad[0]} is out of range: this model has {upper} {what}s (0-{upper - 1})")
     return sorted(set(items))

@@ -59,17 +59,26 @@ def _vs(score, control) -> str:
 def _explanation_lines(exp) -> list[str]:
     """Scores under the run's judge, each beside its control, then the simulation's."""
     r = exp.iloc[0]
-    judge = r["scorer"] + ("" if r["calibrated"] is None else ", self-check passed" if r["calibrated"]
-                           else ", self-check FAILED: uncalibrated")
-    out = [f"  scorer: {judge}; control explanation: {r['control_explanation']}",
-           f"  baseline    {_vs(r['baseline_score'], r['control_score'])} (simulation r "
-           f"{_vs(r['sim_baseline_score'], r['sim_control_score'])}): {r['baseline_explanation']}",
-           f"  neuronscope {_vs(r['score'], r['control_score'])} (simulation r {_vs(r['sim_score'], r['sim_control_score'])}), "
-           f"{int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:"]
+    judge = r["scorer"] + (
+        ""
+        if r["calibrated"] is None
+        else ", self-check passed"
+        if r["calibrated"]
+        else ", self-check FAILED: uncalibrated"
+    )
+    out = [
+        f"  scorer: {judge}; control explanation: {r['control_explanation']}",
+        f"  baseline    {_vs(r['baseline_score'], r['control_score'])} (simulation r "
+        f"{_vs(r['sim_baseline_score'], r['sim_control_score'])}): {r['baseline_explanation']}",
+        f"  neuronscope {_vs(r['score'], r['control_score'])} (simulation r {_vs(r['sim_score'], r['sim_control_score'])}), "
+        f"{int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:",
+    ]
     for _, m in exp.iterrows():
         if m["mode"] >= 0:
-            out.append(f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, simulation r {m['sim_mode_score']:.3f}, "
-                       f"{int(m['mode_size'])} exemplars, {m['mode_share']:.0%} of the top): {m['explanation']}")
+            out.append(
+                f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, simulation r {m['sim_mode_score']:.3f}, "
+                f"{int(m['mode_size'])} exemplars, {m['mode_share']:.0%} of the top): {m['explanation']}"
+            )
             out.append(f"      fires on: {', '.join(m['mode_tokens'])}")
             out.append(f"      exemplars: {', '.join(str(w) for w in m['exemplar_ids'])}")
     return out
@@ -100,7 +109,9 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcr
         top = rec[rec["kind"] == "top"].sort_values("rank").head(n_exemplars)
         out.append("  top exemplars (max token in [[ ]]):")
         for _, e in top.iterrows():
-            out.append(f"    {e['max_act']:8.3f}  {_exemplar_line(list(e['tokens']), list(e['activations']), int(e['max_pos']))}")
+            out.append(
+                f"    {e['max_act']:8.3f}  {_exemplar_line(list(e['tokens']), list(e['activations']), int(e['max_pos']))}"
+            )
     if transcript:
         out += _transcript_lines(store, layer, neuron)
     return "\n".join(out)

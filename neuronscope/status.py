@@ -13,7 +13,11 @@ from .store import Store
 
 def _table(store: Store, prefix: str, columns: list[str]) -> pa.Table | None:
     """Those columns of a stage's table (only they are fetched), or None when the run has none."""
-    return store.read_parquet_where(prefix, None, columns) if any(k.endswith(".parquet") for k in store.list(prefix)) else None
+    return (
+        store.read_parquet_where(prefix, None, columns)
+        if any(k.endswith(".parquet") for k in store.list(prefix))
+        else None
+    )
 
 
 def _pairs(t: pa.Table | None) -> set[tuple[int, int]]:
@@ -44,15 +48,19 @@ def _explain_lines(store: Store, entry: dict) -> list[str]:
     cfg = (entry.get("config") or {}).get("explain", {})
     source = Store.open((entry.get("inputs") or {}).get("records") or store.uri)
     todo = selected(_pairs(_table(source, "stats/", ["layer", "neuron"])), cfg.get("layers"), cfg.get("neurons"))
-    rows = _table(store, "explanations/", ["layer", "neuron", "mode", "status", "error", "llm_tokens_in", "llm_tokens_out"])
+    rows = _table(
+        store, "explanations/", ["layer", "neuron", "mode", "status", "error", "llm_tokens_in", "llm_tokens_out"]
+    )
     if rows is None:
         return [f"  neurons: 0 done, 0 failed, {len(todo)} pending; LLM tokens 0"]
     first = rows.filter(pc.less_equal(rows["mode"], 0))  # one row per neuron carries its totals
     ok = _pairs(first.filter(pc.equal(first["status"], "ok")))
     failed = first.filter(pc.equal(first["status"], "failed"))
     spent = sum(pc.sum(first[c]).as_py() or 0 for c in ("llm_tokens_in", "llm_tokens_out"))
-    lines = [f"  neurons: {len(ok)} done, {failed.num_rows} failed, {len(todo - ok - _pairs(failed))} pending; "
-             f"LLM tokens {spent:,}"]
+    lines = [
+        f"  neurons: {len(ok)} done, {failed.num_rows} failed, {len(todo - ok - _pairs(failed))} pending; "
+        f"LLM tokens {spent:,}"
+    ]
     if failed.num_rows:
         r = failed.slice(failed.num_rows - 1).to_pylist()[0]
         lines.append(f"  last neuron failure: layer {r['layer']} neuron {r['neuron']}: {r['error']}")
@@ -63,8 +71,10 @@ def run_status(run: str) -> str:
     """Each stage's state, its neuron counts and token spend, and the last error, as lines."""
     store = Store.open(run)
     if not store.exists(manifest.MANIFEST):
-        raise NeuronScopeError(f"{store.uri} is not a NeuronScope run (no {manifest.MANIFEST}); "
-                               f"start one with `neuronscope record --out {store.uri}`")
+        raise NeuronScopeError(
+            f"{store.uri} is not a NeuronScope run (no {manifest.MANIFEST}); "
+            f"start one with `neuronscope record --out {store.uri}`"
+        )
     m = manifest.load(store)
     lines = [f"run {store.uri}"]
     for stage, details in (("record", _record_lines), ("explain", _explain_lines)):
@@ -72,8 +82,9 @@ def run_status(run: str) -> str:
         if entry is None:
             lines.append(f"{stage}: not started")
             continue
-        lines.append(f"{stage}: {entry.get('status')} (started {entry.get('started')}, "
-                     f"finished {entry.get('finished', '-')})")
+        lines.append(
+            f"{stage}: {entry.get('status')} (started {entry.get('started')}, finished {entry.get('finished', '-')})"
+        )
         lines += details(store, entry)
         if entry.get("error"):
             lines.append(f"  last error: {entry['error']}")

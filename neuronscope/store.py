@@ -55,7 +55,7 @@ class Store:
     local_root: Path | None  # the folder, for local stores only (tests and tools that want paths)
 
     @classmethod
-    def open(cls, uri: str) -> "Store":
+    def open(cls, uri: str) -> Store:
         if not isinstance(uri, (str, os.PathLike)) or not str(uri):
             raise StoreError(f"run location must be a path or s3://bucket/prefix URI, got {uri!r}")
         uri = str(uri)
@@ -154,8 +154,9 @@ class Store:
     def write_json(self, key: str, obj) -> None:
         self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
-    def write_parquet(self, key: str, table: pa.Table, replaces: list[str] | None = None,
-                      row_group_size: int | None = None) -> None:
+    def write_parquet(
+        self, key: str, table: pa.Table, replaces: list[str] | None = None, row_group_size: int | None = None
+    ) -> None:
         """``replaces``: keys whose rows this object now holds (compaction). Until they are
         deleted, folder reads skip them, so a merge interrupted before its deletes duplicates nothing."""
         if replaces:
@@ -289,7 +290,7 @@ class LocalStore(Store):
             with io.FileIO(fd, "wb") as f:
                 view = memoryview(data)
                 while view:
-                    view = view[f.write(view):]
+                    view = view[f.write(view) :]
                 os.fsync(f.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -334,9 +335,18 @@ class LocalStore(Store):
 
 
 # Settings that decide which endpoint/credentials a client uses: a change makes a new client.
-_AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-             "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
-             "AWS_SHARED_CREDENTIALS_FILE")
+_AWS_VARS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
 _CLIENTS: dict = {}
 
 
@@ -396,9 +406,14 @@ class S3Store(Store):
             creds = boto3.session.Session().get_credentials()
             frozen = creds.get_frozen_credentials() if creds else None
             url = urlparse(self.endpoint)
-            s3 = fs.S3FileSystem(access_key=frozen and frozen.access_key, secret_key=frozen and frozen.secret_key,
-                                 session_token=frozen and frozen.token, region=self.client.meta.region_name,
-                                 endpoint_override=url.netloc, scheme=url.scheme or "https")
+            s3 = fs.S3FileSystem(
+                access_key=frozen and frozen.access_key,
+                secret_key=frozen and frozen.secret_key,
+                session_token=frozen and frozen.token,
+                region=self.client.meta.region_name,
+                endpoint_override=url.netloc,
+                scheme=url.scheme or "https",
+            )
         self._arrow = s3, f"{self.bucket}/{self.prefix}".rstrip("/")
         return self._arrow
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
+
 from neuronscope.explain.fanout import write_result
 from neuronscope.explain.workflow import _row
 from neuronscope.record.pipeline import records_key, stats_key
@@ -27,40 +27,61 @@ COLOUR_SENTENCES = [
     "The sky turned yellow and then a deep blue at dusk.",
 ]
 MONTHS_TEXT = "names of calendar months such as January, March and October"
-EXPLAINED = {(3, 0): [MONTHS_TEXT], (3, 1): ["animals such as dogs, horses and cats", "colour words like red and green"],
-             (3, 2): [HOSTILE_EXPLANATION]}
+EXPLAINED = {
+    (3, 0): [MONTHS_TEXT],
+    (3, 1): ["animals such as dogs, horses and cats", "colour words like red and green"],
+    (3, 2): [HOSTILE_EXPLANATION],
+}
 QUANTILE_LEVELS = [0.5, 0.9, 0.99]
 
 
 def _hostile_records(layer: int, neuron: int) -> pd.DataFrame:
     """Windows with markup tokens; the script token is the neuron's strongest, a word is negative."""
-    windows = [[" a", " tag", " " + SCRIPT_TOKEN, " and", " " + IMG_TOKEN, " end"],
-               [" plain", " " + IMG_TOKEN, " words", " here"], [" the", " quiet", " line", " ."]]
+    windows = [
+        [" a", " tag", " " + SCRIPT_TOKEN, " and", " " + IMG_TOKEN, " end"],
+        [" plain", " " + IMG_TOKEN, " words", " here"],
+        [" the", " quiet", " line", " ."],
+    ]
     acts = [[0.1, -0.8, 4.0, 0.2, 3.0, 0.0], [0.0, 2.5, 0.1, 0.0], [0.0, 0.1, 0.0, 0.0]]
     rows = []
     for wid, (toks, a) in enumerate(zip(windows, acts)):
         kind = "top" if wid < 2 else "random"
-        rows.append({"layer": layer, "neuron": neuron, "kind": kind, "rank": wid if kind == "top" else 0,
-                     "window_id": 500 + wid, "tokens": toks, "token_ids": list(range(len(toks))), "activations": a,
-                     "max_pos": int(np.argmax(a)), "max_act": float(max(a))})
+        rows.append(
+            {
+                "layer": layer,
+                "neuron": neuron,
+                "kind": kind,
+                "rank": wid if kind == "top" else 0,
+                "window_id": 500 + wid,
+                "tokens": toks,
+                "token_ids": list(range(len(toks))),
+                "activations": a,
+                "max_pos": int(np.argmax(a)),
+                "max_act": float(max(a)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _with_quantile_and_negatives(df: pd.DataFrame) -> pd.DataFrame:
     """Some quiet tokens made negative; the first random window also serves as a quantile sample."""
     df = df.copy()
-    df["activations"] = [[-0.4 if t.strip() == "the" else a for t, a in zip(toks, acts)]
-                         for toks, acts in zip(df["tokens"], df["activations"])]
+    df["activations"] = [
+        [-0.4 if t.strip() == "the" else a for t, a in zip(toks, acts)]
+        for toks, acts in zip(df["tokens"], df["activations"])
+    ]
     quantile = df[df["kind"] == "random"].groupby(["layer", "neuron"]).head(1).assign(kind="quantile_1", rank=0)
     return pd.concat([df, quantile], ignore_index=True)
 
 
 def run_records() -> pd.DataFrame:
-    parts = [records(MONTH_SENTENCES[:10], MONTHS, layer=3, neuron=0, randoms=PLAIN_SENTENCES[:4]),
-             records(ANIMAL_SENTENCES + COLOUR_SENTENCES, ANIMALS | COLOURS, layer=3, neuron=1, randoms=PLAIN_SENTENCES[4:]),
-             _hostile_records(3, 2),
-             records(MONTH_SENTENCES[10:], MONTHS, layer=3, neuron=3, randoms=PLAIN_SENTENCES[:2]),
-             records(ANIMAL_SENTENCES, ANIMALS, layer=5, neuron=7, randoms=PLAIN_SENTENCES[:2])]
+    parts = [
+        records(MONTH_SENTENCES[:10], MONTHS, layer=3, neuron=0, randoms=PLAIN_SENTENCES[:4]),
+        records(ANIMAL_SENTENCES + COLOUR_SENTENCES, ANIMALS | COLOURS, layer=3, neuron=1, randoms=PLAIN_SENTENCES[4:]),
+        _hostile_records(3, 2),
+        records(MONTH_SENTENCES[10:], MONTHS, layer=3, neuron=3, randoms=PLAIN_SENTENCES[:2]),
+        records(ANIMAL_SENTENCES, ANIMALS, layer=5, neuron=7, randoms=PLAIN_SENTENCES[:2]),
+    ]
     return _with_quantile_and_negatives(pd.concat(parts, ignore_index=True))
 
 
@@ -68,24 +89,64 @@ def run_stats(recs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (layer, neuron), g in recs.groupby(["layer", "neuron"]):
         a = np.concatenate(g["activations"].to_numpy()).astype(float)
-        rows.append({"layer": layer, "neuron": neuron, "mean": a.mean(), "std": a.std(), "min": a.min(), "max": a.max(),
-                     "quantile_levels": QUANTILE_LEVELS, "quantiles": np.quantile(a, QUANTILE_LEVELS).tolist(),
-                     "n_tokens": len(a)})
+        rows.append(
+            {
+                "layer": layer,
+                "neuron": neuron,
+                "mean": a.mean(),
+                "std": a.std(),
+                "min": a.min(),
+                "max": a.max(),
+                "quantile_levels": QUANTILE_LEVELS,
+                "quantiles": np.quantile(a, QUANTILE_LEVELS).tolist(),
+                "n_tokens": len(a),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def explanation_rows(layer: int, neuron: int, texts: list[str], recs: pd.DataFrame) -> list[dict]:
     """One row per mode; the top exemplars are dealt to the modes by which planted words they hold."""
     top = recs[(recs["layer"] == layer) & (recs["neuron"] == neuron) & (recs["kind"] == "top")]
-    groups = [top["window_id"].tolist()] if len(texts) == 1 else [
-        [w for w, toks in zip(top["window_id"], top["tokens"]) if any(t.strip(" ,.") in words for t in toks)]
-        for words in (ANIMALS, COLOURS)]
-    base = dict(n_modes=len(texts), scorer="embedding", calibrated=True, score=0.9, coverage=1.0,
-                baseline_explanation=f"single pass: {texts[0]}", baseline_score=0.8, control_explanation="kitchen furniture",
-                control_score=0.45, sim_score=0.6, sim_baseline_score=0.5, sim_control_score=0.1, method="neuronscope")
-    return [_row(layer, neuron, mode=m, explanation=t, mode_size=len(g), exemplar_ids=g, mode_share=len(g) / len(top),
-                 mode_tokens=["word (3)"], mode_score=0.9 - 0.1 * m, sim_mode_score=0.5, **base)
-            for m, (t, g) in enumerate(zip(texts, groups))]
+    groups = (
+        [top["window_id"].tolist()]
+        if len(texts) == 1
+        else [
+            [w for w, toks in zip(top["window_id"], top["tokens"]) if any(t.strip(" ,.") in words for t in toks)]
+            for words in (ANIMALS, COLOURS)
+        ]
+    )
+    base = dict(
+        n_modes=len(texts),
+        scorer="embedding",
+        calibrated=True,
+        score=0.9,
+        coverage=1.0,
+        baseline_explanation=f"single pass: {texts[0]}",
+        baseline_score=0.8,
+        control_explanation="kitchen furniture",
+        control_score=0.45,
+        sim_score=0.6,
+        sim_baseline_score=0.5,
+        sim_control_score=0.1,
+        method="neuronscope",
+    )
+    return [
+        _row(
+            layer,
+            neuron,
+            mode=m,
+            explanation=t,
+            mode_size=len(g),
+            exemplar_ids=g,
+            mode_share=len(g) / len(top),
+            mode_tokens=["word (3)"],
+            mode_score=0.9 - 0.1 * m,
+            sim_mode_score=0.5,
+            **base,
+        )
+        for m, (t, g) in enumerate(zip(texts, groups))
+    ]
 
 
 def make_run(store) -> pd.DataFrame:
@@ -97,9 +158,16 @@ def make_run(store) -> pd.DataFrame:
     for layer, g in stats.groupby("layer"):
         store.write_parquet(stats_key(int(layer)), conform(pa.Table.from_pandas(g, preserve_index=False), STATS))
     for (layer, neuron), texts in EXPLAINED.items():
-        write_result(store, layer, neuron, explanation_rows(layer, neuron, texts, recs),
-                     [{"agent": "explain", "prompt": f"<b>{SCRIPT_TOKEN}</b>", "answer": texts[0]}])
+        write_result(
+            store,
+            layer,
+            neuron,
+            explanation_rows(layer, neuron, texts, recs),
+            [{"agent": "explain", "prompt": f"<b>{SCRIPT_TOKEN}</b>", "answer": texts[0]}],
+        )
     failed = _row(5, 7, status="failed", error="explainer answers were malformed 3 times", method="neuronscope")
     write_result(store, 5, 7, [failed], [{"agent": "explain", "error": failed["error"]}])
-    store.write_json("manifest.json", {"stages": {"record": {"inputs": {"model": "planted", "corpus": "test sentences"}}}})
+    store.write_json(
+        "manifest.json", {"stages": {"record": {"inputs": {"model": "planted", "corpus": "test sentences"}}}}
+    )
     return recs

@@ -10,8 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from llm_server_helpers import bad_llm_server  # noqa: E402,F401  (fixtures, re-exported for every test module)
-from s3_server import s3_env, seaweedfs  # noqa: E402,F401
+# Fixture modules, registered once here rather than imported into each test module.
+pytest_plugins = ["llm_server_helpers", "record_helpers", "s3_server"]
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,20 @@ import re
 
 import pandas as pd
 
-MONTHS = {"January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"}
+MONTHS = {
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+}
 
 
 def words(text: str) -> list[str]:
@@ -19,17 +31,30 @@ def planted(tokens: list[str], hot: set[str], peak: float = 5.0) -> list[float]:
     return [peak if t.strip(" ,.;") in hot else 0.1 * (i % 3) for i, t in enumerate(tokens)]
 
 
-def records(sentences: list[str], hot: set[str], layer: int = 0, neuron: int = 0,
-            n_top: int | None = None, randoms: list[str] = ()) -> pd.DataFrame:
+def records(
+    sentences: list[str],
+    hot: set[str],
+    layer: int = 0,
+    neuron: int = 0,
+    n_top: int | None = None,
+    randoms: list[str] = (),
+) -> pd.DataFrame:
     """One neuron's RECORDS rows: sentences containing a hot word are 'top' (ranked by max
     activation, ties by order), the rest and ``randoms`` are 'random'."""
     rows, top = [], []
     for wid, s in enumerate(list(sentences) + list(randoms)):
         toks = words(s)
         acts = planted(toks, hot, peak=5.0 - 0.1 * (wid % 7))
-        row = {"layer": layer, "neuron": neuron, "window_id": 1000 + wid, "tokens": toks,
-               "token_ids": list(range(len(toks))), "activations": acts,
-               "max_pos": max(range(len(acts)), key=acts.__getitem__), "max_act": max(acts)}
+        row = {
+            "layer": layer,
+            "neuron": neuron,
+            "window_id": 1000 + wid,
+            "tokens": toks,
+            "token_ids": list(range(len(toks))),
+            "activations": acts,
+            "max_pos": max(range(len(acts)), key=acts.__getitem__),
+            "max_act": max(acts),
+        }
         (top if wid < len(sentences) and row["max_act"] > 1 else rows).append(row)
     top.sort(key=lambda r: -r["max_act"])
     top = top[:n_top] if n_top else top
@@ -77,8 +102,9 @@ PLAIN_SENTENCES = [
 ANIMALS = {"dog", "horse", "cat", "sheep", "fox", "ducks", "chickens"}
 
 
-def token_records(llm, top_sentences: list[str], random_sentences: list[str], hot: set[str],
-                  layer: int, neuron: int) -> pd.DataFrame:
+def token_records(
+    llm, top_sentences: list[str], random_sentences: list[str], hot: set[str], layer: int, neuron: int
+) -> pd.DataFrame:
     """RECORDS rows with the explainer's real tokens; activation planted on tokens in ``hot``
     (peak varies a little by sentence so ranks are distinct), small noise elsewhere."""
     rows = []
@@ -88,9 +114,19 @@ def token_records(llm, top_sentences: list[str], random_sentences: list[str], ho
         peak = 4.0 - 0.05 * wid
         acts = [peak if t.strip() in hot else 0.05 * ((i * 7 + wid) % 5) for i, t in enumerate(toks)]
         kind = "top" if wid < len(top_sentences) else "random"
-        rows.append({"layer": layer, "neuron": neuron, "kind": kind, "window_id": layer * 10_000 + neuron * 100 + wid,
-                     "tokens": toks, "token_ids": ids, "activations": acts,
-                     "max_pos": max(range(len(acts)), key=acts.__getitem__), "max_act": max(acts)})
+        rows.append(
+            {
+                "layer": layer,
+                "neuron": neuron,
+                "kind": kind,
+                "window_id": layer * 10_000 + neuron * 100 + wid,
+                "tokens": toks,
+                "token_ids": ids,
+                "activations": acts,
+                "max_pos": max(range(len(acts)), key=acts.__getitem__),
+                "max_act": max(acts),
+            }
+        )
     df = pd.DataFrame(rows)
     df["rank"] = df.groupby("kind")["max_act"].rank(ascending=False, method="first").astype(int) - 1
     return df
@@ -100,15 +136,195 @@ class WordVocabulary:
     """Tokenizer stand-in for test embedders: a vocabulary of everyday English words, which the
     activating-words clustering ranks word similarities against (``cluster.reference``)."""
 
-    WORDS = """the of and to in is that for it as was with be by on not he this are or his from at which but have
-    an they you were her she there one all we their been has would when if so no what will can more who out up
-    them some could into time other than then its only new like now over also after first way even made man many
-    before must through back years where much your well should down say day good still own see men might long
-    great life little world just any these old same few came never last place make house while work under part
-    people thought left around take know said home light done night yet far young here told look half kind less
-    things name open going set saw end asked word speak heard sound keep upon shall love come give stand walk run
-    fall hold bring leave live die fight think feel tell call seem water stone river table window paper music
-    garden street money market winter summer morning evening village city church school letter story""".split()
+    WORDS = (
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "that",
+        "for",
+        "it",
+        "as",
+        "was",
+        "with",
+        "be",
+        "by",
+        "on",
+        "not",
+        "he",
+        "this",
+        "are",
+        "or",
+        "his",
+        "from",
+        "at",
+        "which",
+        "but",
+        "have",
+        "an",
+        "they",
+        "you",
+        "were",
+        "her",
+        "she",
+        "there",
+        "one",
+        "all",
+        "we",
+        "their",
+        "been",
+        "has",
+        "would",
+        "when",
+        "if",
+        "so",
+        "no",
+        "what",
+        "will",
+        "can",
+        "more",
+        "who",
+        "out",
+        "up",
+        "them",
+        "some",
+        "could",
+        "into",
+        "time",
+        "other",
+        "than",
+        "then",
+        "its",
+        "only",
+        "new",
+        "like",
+        "now",
+        "over",
+        "also",
+        "after",
+        "first",
+        "way",
+        "even",
+        "made",
+        "man",
+        "many",
+        "before",
+        "must",
+        "through",
+        "back",
+        "years",
+        "where",
+        "much",
+        "your",
+        "well",
+        "should",
+        "down",
+        "say",
+        "day",
+        "good",
+        "still",
+        "own",
+        "see",
+        "men",
+        "might",
+        "long",
+        "great",
+        "life",
+        "little",
+        "world",
+        "just",
+        "any",
+        "these",
+        "old",
+        "same",
+        "few",
+        "came",
+        "never",
+        "last",
+        "place",
+        "make",
+        "house",
+        "while",
+        "work",
+        "under",
+        "part",
+        "people",
+        "thought",
+        "left",
+        "around",
+        "take",
+        "know",
+        "said",
+        "home",
+        "light",
+        "done",
+        "night",
+        "yet",
+        "far",
+        "young",
+        "here",
+        "told",
+        "look",
+        "half",
+        "kind",
+        "less",
+        "things",
+        "name",
+        "open",
+        "going",
+        "set",
+        "saw",
+        "end",
+        "asked",
+        "word",
+        "speak",
+        "heard",
+        "sound",
+        "keep",
+        "upon",
+        "shall",
+        "love",
+        "come",
+        "give",
+        "stand",
+        "walk",
+        "run",
+        "fall",
+        "hold",
+        "bring",
+        "leave",
+        "live",
+        "die",
+        "fight",
+        "think",
+        "feel",
+        "tell",
+        "call",
+        "seem",
+        "water",
+        "stone",
+        "river",
+        "table",
+        "window",
+        "paper",
+        "music",
+        "garden",
+        "street",
+        "money",
+        "market",
+        "winter",
+        "summer",
+        "morning",
+        "evening",
+        "village",
+        "city",
+        "church",
+        "school",
+        "letter",
+        "story",
+    )
 
     def get_vocab(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.WORDS)}

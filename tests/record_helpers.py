@@ -12,8 +12,17 @@ from neuronscope.record.hooks import capture, load_model
 from neuronscope.record.pipeline import load_windows
 
 # transformers config class and its size arguments, per model_type (2 layers, hidden 32)
-_GATED = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_GATED = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 TINY = {
     "gpt2": ("GPT2Config", dict(n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=128)),
     "llama": ("LlamaConfig", _GATED),
@@ -54,7 +63,22 @@ def tokenizer_dir():
 def corpus(tmp_path_factory):
     """Varied lines, then one short line repeated: the repeats make identical windows (ties)."""
     rng = np.random.default_rng(0)
-    words = "the a king queen night day love death sword crown rose thou art fair".split()
+    words = [
+        "the",
+        "a",
+        "king",
+        "queen",
+        "night",
+        "day",
+        "love",
+        "death",
+        "sword",
+        "crown",
+        "rose",
+        "thou",
+        "art",
+        "fair",
+    ]
     lines = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(40)]
     lines += ["O Romeo"] * 60
     p = tmp_path_factory.mktemp("corpus") / "c.txt"

@@ -77,9 +77,14 @@ class SeaweedS3:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-                            config=Config(**config) if config else None)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(**config) if config else None,
+        )
 
     def new_bucket(self) -> str:
         name = f"ns-{uuid.uuid4().hex[:16]}"
@@ -91,21 +96,41 @@ def _start(weed: str, d: Path) -> tuple[subprocess.Popen, SeaweedS3]:
     """One start on fresh ports; RuntimeError if the server exits or never answers."""
     s3, s3g, master, masterg, volume, volumeg, filer, filerg = _free_ports(8)
     admin = _free_port_with_grpc_twin([s3, s3g, master, masterg, volume, volumeg, filer, filerg])
-    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-master.port={master}", f"-master.port.grpc={masterg}",
-           f"-volume.port={volume}", f"-volume.port.grpc={volumeg}", f"-filer.port={filer}",
-           f"-filer.port.grpc={filerg}", f"-admin.port={admin}", f"-admin.port.grpc={admin + GRPC_OFFSET}",
-           # Only S3 is needed: everything else off, so parallel test runs cannot clash on ports.
-           "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-           "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
-           # Real-S3 behaviour: writing to a missing bucket must fail, not create it.
-           "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
-           f"-s3.config={d / 'identities.json'}"]
+    cmd = [
+        weed,
+        "mini",
+        f"-dir={d / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3g}",
+        f"-master.port={master}",
+        f"-master.port.grpc={masterg}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volumeg}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filerg}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin + GRPC_OFFSET}",
+        # Only S3 is needed: everything else off, so parallel test runs cannot clash on ports.
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.preStopSeconds=0",
+        # Real-S3 behaviour: writing to a missing bucket must fail, not create it.
+        "-s3.autoCreateBucket=false",
+        "-s3.allowDeleteBucketNotEmpty=false",
+        f"-s3.config={d / 'identities.json'}",
+    ]
     shutil.rmtree(d / "data", ignore_errors=True)
     (d / "data").mkdir()
     with open(d / "weed.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     server = SeaweedS3(endpoint=f"http://127.0.0.1:{s3}")
     probe = server.client(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -113,11 +138,14 @@ def _start(weed: str, d: Path) -> tuple[subprocess.Popen, SeaweedS3]:
         try:
             probe.list_buckets()
             return proc, server
-        except Exception as e:
+        except Exception as e:  # not up yet
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop(proc)
-                raise RuntimeError(f"exited with {proc.returncode}" if proc.poll() is not None else
-                                   f"S3 did not answer on {server.endpoint} within {START_TIMEOUT_S}s ({e})")
+                raise RuntimeError(
+                    f"exited with {proc.returncode}"
+                    if proc.poll() is not None
+                    else f"S3 did not answer on {server.endpoint} within {START_TIMEOUT_S}s ({e})"
+                ) from e
             time.sleep(0.2)
 
 
@@ -134,9 +162,15 @@ def _stop(proc: subprocess.Popen) -> None:
 def seaweedfs():
     weed = _weed()
     d = Path(tempfile.mkdtemp(prefix="ns-seaweed-"))
-    identities = {"identities": [{"name": "admin",
-                                  "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    identities = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
     (d / "identities.json").write_text(json.dumps(identities))
     try:
         errors = []

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
+
 from neuronscope import pipeline, schema
 from neuronscope.atlas import build_atlas
 from neuronscope.atlas.search import AtlasIndex, Hit
@@ -57,8 +57,14 @@ def test_neurons_table(run):
     t = pd.read_parquet(Path(run) / "atlas" / "neurons.parquet")
     assert list(t.columns) == schema.ATLAS_NEURONS.names
     keys = list(zip(t["layer"], t["neuron"], t["mode"], t["status"]))
-    assert keys == [(3, 0, 0, "ok"), (3, 1, 0, "ok"), (3, 1, 1, "ok"), (3, 2, 0, "ok"), (3, 3, -1, "unexplained"),
-                    (5, 7, -1, "failed")]
+    assert keys == [
+        (3, 0, 0, "ok"),
+        (3, 1, 0, "ok"),
+        (3, 1, 1, "ok"),
+        (3, 2, 0, "ok"),
+        (3, 3, -1, "unexplained"),
+        (5, 7, -1, "failed"),
+    ]
     expl = pd.read_parquet(Path(run) / "explanations").sort_values(["layer", "neuron", "mode"]).reset_index(drop=True)
     explained = t[t["status"] != "unexplained"].reset_index(drop=True)
     for col in schema.SCORE_COLUMNS:  # every score and its control, as the explain stage wrote them
@@ -68,8 +74,24 @@ def test_neurons_table(run):
     assert list(n1["explanation"]) == ["animals such as dogs, horses and cats", "colour words like red and green"]
     n0 = t.iloc[0]
     assert n0["link"] == "index.html#/L3/N0" and n0["explanation"] == MONTHS_TEXT
-    assert all(tok.strip(" ,.") in {"January", "February", "March", "April", "May", "June", "July", "August",
-                                     "September", "October", "November", "December"} for tok in n0["top_tokens"])
+    assert all(
+        tok.strip(" ,.")
+        in {
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        }
+        for tok in n0["top_tokens"]
+    )
     assert list(n0["top_token_acts"]) == sorted(n0["top_token_acts"], reverse=True)  # all counts 1: strongest first
     stats = pd.read_parquet(Path(run) / "stats").set_index(["layer", "neuron"])
     assert n0["max"] == stats.loc[(3, 0), "max"] and n0["mean"] == pytest.approx(stats.loc[(3, 0), "mean"])
@@ -99,7 +121,7 @@ def test_token_search(run):
 
 def test_semantic_search(run):
     index = AtlasIndex.load(Store.open(run + "/atlas"))
-    first = lambda q, **kw: [(h.layer, h.neuron, h.mode) for h in index.search(q, k=3, **kw)][0]  # noqa: E731
+    first = lambda q, **kw: next((h.layer, h.neuron, h.mode) for h in index.search(q, k=3, **kw))
     assert first("calendar months of the year") == (3, 0, 0)
     assert first("pets and farm animals") == (3, 1, 0)
     assert first("colours") == (3, 1, 1)
@@ -115,7 +137,9 @@ def test_shards_escape_hostile_strings(run):
     for bad in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()):
         assert bad not in raw
     obj = shard(data)
-    assert obj["exemplars"][0]["tokens"][2] == " " + SCRIPT_TOKEN and obj["exemplars"][0]["tokens"][4] == " " + IMG_TOKEN
+    assert (
+        obj["exemplars"][0]["tokens"][2] == " " + SCRIPT_TOKEN and obj["exemplars"][0]["tokens"][4] == " " + IMG_TOKEN
+    )
     assert obj["rows"][0]["explanation"] == HOSTILE_EXPLANATION
     tricky = {"t": "</script><!-- \u2028\u2029 & <b>"}
     out = js_shard('a"</script>', tricky)
@@ -138,7 +162,11 @@ def test_neuron_shards(run):
     assert [n["id"] for n in index["neurons"]] == ["L3_N0", "L3_N1", "L3_N2", "L3_N3", "L5_N7"]
     assert index["model"] == "planted"
     unexplained = shard(Path(run) / "atlas" / "data" / "L3_N3.js")
-    assert unexplained["rows"][0]["status"] == "unexplained" and unexplained["exemplars"] and unexplained["transcript"] is None
+    assert (
+        unexplained["rows"][0]["status"] == "unexplained"
+        and unexplained["exemplars"]
+        and unexplained["transcript"] is None
+    )
 
 
 def test_transcript_links_follow_compaction(tmp_path):
@@ -157,11 +185,13 @@ def test_cli_atlas_elsewhere(run, cli, tmp_path):
     out = tmp_path / "site"
     (out / "data").mkdir(parents=True)
     (out / "data" / "L9_N9.js").write_text("stale")
-    code, lines, err = cli("atlas", run, "--out", str(out))
+    code, lines, _err = cli("atlas", run, "--out", str(out))
     assert code == 0 and lines[-1] == f"atlas: {out}/index.html"
     assert (out / "index.html").is_file() and not (out / "data" / "L9_N9.js").exists()
     link = shard(out / "data" / "L3_N0.js")["transcript"]
-    assert not link.startswith("/") and (out / link).resolve() == (Path(run) / "transcripts/layer_003/neuron_00000.jsonl")
+    assert not link.startswith("/") and (out / link).resolve() == (
+        Path(run) / "transcripts/layer_003/neuron_00000.jsonl"
+    )
 
 
 def test_cli_search(run, cli):
@@ -180,7 +210,9 @@ def test_search_rebuilds_a_stale_index(run, cli, tmp_path):
     shutil.rmtree(Path(copy) / "atlas")
     code, lines, err = cli("search", copy, "weather: rain and snow", "-k", "1")
     assert code == 0 and len(lines) == 1 and not lines[0].startswith("L3 N3")
-    assert (Path(copy) / "atlas" / "explanations.faiss").is_file() and not (Path(copy) / "atlas" / "index.html").exists()
+    assert (Path(copy) / "atlas" / "explanations.faiss").is_file() and not (
+        Path(copy) / "atlas" / "index.html"
+    ).exists()
     store = Store.open(copy)
     recs = pd.read_parquet(Path(copy) / "records")
     write_result(store, 3, 3, explanation_rows(3, 3, ["weather words such as rain and snow"], recs), [])
@@ -188,14 +220,17 @@ def test_search_rebuilds_a_stale_index(run, cli, tmp_path):
     assert code == 0 and lines[0].startswith("L3 N3 mode 0") and any("atlas:" in e for e in err)  # rebuilt
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (("atlas", "{empty}"), "has no activation records or explanations"),
-    (("search", "{empty}", "months"), "has no activation records or explanations"),
-    (("atlas", "{run}", "extra"), "unexpected argument 'extra'"),
-    (("search", "{run}", "months", "-k", "0"), "-k 0: ask for at least 1 hit"),
-    (("search", "{run}", "months", "--layers", "x"), "layer selection 'x' is not an index"),
-    (("search", "{run}", "  "), "the search query is empty"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (("atlas", "{empty}"), "has no activation records or explanations"),
+        (("search", "{empty}", "months"), "has no activation records or explanations"),
+        (("atlas", "{run}", "extra"), "unexpected argument 'extra'"),
+        (("search", "{run}", "months", "-k", "0"), "-k 0: ask for at least 1 hit"),
+        (("search", "{run}", "months", "--layers", "x"), "layer selection 'x' is not an index"),
+        (("search", "{run}", "  "), "the search query is empty"),
+    ],
+)
 def test_cli_errors(run, cli, tmp_path, argv, fragment):
     (tmp_path / "empty").mkdir()
     code, lines, err = cli(*(a.format(run=run, empty=tmp_path / "empty") for a in argv))
@@ -205,7 +240,7 @@ def test_cli_errors(run, cli, tmp_path, argv, fragment):
 def test_cli_serve_on_a_taken_port(run, cli):
     server = start(run, port=0)
     try:
-        code, lines, err = cli("atlas", "serve", run, "--port", str(server.server_address[1]))
+        code, _lines, err = cli("atlas", "serve", run, "--port", str(server.server_address[1]))
         assert code == 2 and err[-1].startswith("error: cannot serve on 127.0.0.1:")
     finally:
         server.shutdown()
@@ -227,7 +262,7 @@ def test_serve_endpoint_matches_cli(run, cli):
         status, body = _get(f"{base}/api/search?q={urllib.parse.quote(query)}&k=4")
         assert status == 200
         hits = [Hit(**h) for h in json.loads(body)["hits"]]
-        code, lines, err = cli("search", run, query, "-k", "4")
+        code, lines, _err = cli("search", run, query, "-k", "4")
         assert code == 0 and [h.line() for h in hits] == lines  # the same search behind both
         assert (hits[0].layer, hits[0].neuron, hits[0].mode) == (3, 0, 0) and len(hits) == 4
         assert _get(f"{base}/")[0] == 200 and b"atlas.js" in _get(f"{base}/index.html")[1]
@@ -242,13 +277,15 @@ def test_serve_endpoint_matches_cli(run, cli):
 def test_s3_run(s3_env, cli):
     uri = f"s3://{s3_env}/runs/r1"
     make_run(Store.open(uri))
-    code, lines, err = cli("atlas", uri)
+    code, lines, _err = cli("atlas", uri)
     assert code == 0 and lines[-1] == f"atlas: {uri}/atlas/index.html"
     store = Store.open(uri)
-    assert {"atlas/index.html", "atlas/atlas.js", "atlas/data/L3_N0.js", "atlas/explanations.faiss"} <= set(store.list("atlas/"))
+    assert {"atlas/index.html", "atlas/atlas.js", "atlas/data/L3_N0.js", "atlas/explanations.faiss"} <= set(
+        store.list("atlas/")
+    )
     link = json.loads(store.read_bytes("atlas/data/L3_N0.js").decode().partition("]=")[2][:-2])["transcript"]
     assert link == "../transcripts/layer_003/neuron_00000.jsonl"
-    code, lines, err = cli("search", uri, "calendar months")
+    code, lines, _err = cli("search", uri, "calendar months")
     assert code == 0 and lines[0].startswith("L3 N0 mode 0")
 
 
@@ -256,7 +293,7 @@ def test_demo_ends_with_the_atlas(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run_record", lambda cfg, out, progress: make_run(Store.open(out)))
     monkeypatch.setattr(pipeline, "run_explain", lambda cfg, records, out, progress: None)
     out = tmp_path / "demo"
-    code, lines, err = cli("demo", "--out", str(out))
+    code, lines, _err = cli("demo", "--out", str(out))
     assert code == 0 and lines[-2] == f"run: {out}" and lines[-1] == f"atlas: {out}/atlas/index.html"
     assert (out / "atlas" / "index.html").is_file()
     assert not math.isnan(pd.read_parquet(out / "atlas" / "neurons.parquet")["score"].iloc[0])

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, SCRIPT_TOKEN, make_run
+
 from neuronscope.atlas import build_atlas
 from neuronscope.atlas.serve import start
 from neuronscope.cli import main
@@ -110,10 +110,16 @@ def test_index_lists_neurons_and_filters(run, watched):
 
 def shading(page) -> list[tuple[float, float, str]]:
     """(activation, alpha, rgb) of every shaded token on the page."""
-    return [tuple(x) for x in page.eval_on_selector_all(".tok", """spans => spans.map(s => {
+    return [
+        tuple(x)
+        for x in page.eval_on_selector_all(
+            ".tok",
+            """spans => spans.map(s => {
         const m = getComputedStyle(s).backgroundColor.match(/rgba?\\(([^)]*)\\)/)[1].split(',').map(Number);
         return [Number(s.dataset.act), m.length === 4 ? m[3] : 1, m.slice(0, 3).join(',')];
-    })""")]
+    })""",
+        )
+    ]
 
 
 def test_neuron_page(run, watched):
@@ -121,9 +127,14 @@ def test_neuron_page(run, watched):
     page.goto(url(run / "atlas", "#/L3/N1"))  # a deep link, fresh
     page.wait_for_selector(".mode")
     watched.shot("neuron-L3-N1")
-    modes = page.eval_on_selector_all(".mode", "ms => ms.map(m => [m.dataset.mode, m.querySelector('.explanation').textContent, m.querySelector('.scores').textContent, m.querySelectorAll('.exemplar').length])")
-    assert [(m[0], m[1], m[3]) for m in modes] == [("0", "animals such as dogs, horses and cats", 6),
-                                                   ("1", "colour words like red and green", 4)]
+    modes = page.eval_on_selector_all(
+        ".mode",
+        "ms => ms.map(m => [m.dataset.mode, m.querySelector('.explanation').textContent, m.querySelector('.scores').textContent, m.querySelectorAll('.exemplar').length])",
+    )
+    assert [(m[0], m[1], m[3]) for m in modes] == [
+        ("0", "animals such as dogs, horses and cats", 6),
+        ("1", "colour words like red and green", 4),
+    ]
     assert all(" vs " in m[2] for m in modes), "every score beside its control"
     assert "score 0.90 vs 0.45" in modes[0][2] and "score 0.80 vs 0.45" in modes[1][2]
     tokens = shading(page)
@@ -219,7 +230,9 @@ def test_served_search_by_meaning(run, watched, capsys):
         cli = [ln.split()[:2] for ln in capsys.readouterr().out.splitlines()]
         assert ids == list(dict.fromkeys(f"{layer}_{neuron}" for layer, neuron in cli))  # the CLI's ranking
         page.fill("#f-search", "colour words")
-        page.wait_for_function("document.querySelector('#neurons tbody tr td:nth-child(3)').textContent.startsWith('mode 1:')")
+        page.wait_for_function(
+            "document.querySelector('#neurons tbody tr td:nth-child(3)').textContent.startsWith('mode 1:')"
+        )
         assert page.eval_on_selector("#neurons tbody tr", "r => r.dataset.id") == "L3_N1"
     finally:
         server.shutdown()

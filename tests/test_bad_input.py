@@ -29,23 +29,29 @@ def _corpus(kind: str, tmp: Path) -> str:
     if kind == "parquet_without_text":
         pq.write_table(pa.table({"body": ["some words"]}), tmp / "c.parquet")
         return str(tmp / "c.parquet")
-    return _write(tmp / {"jsonl_broken_line": "c.jsonl"}.get(kind, "c.txt"), {
-        "invalid_utf8": b"\xff\xfe\xfa\xfb\n\xc3\x28\n",
-        "nul_bytes": b"plain words\x00 and a NUL\n",
-        "one_50mb_line": b"word " * (10 * 1024 * 1024) + b"\n",
-        "only_blank_lines": b"\n  \n\t\n\n",
-        "jsonl_broken_line": b'{"text": "fine"}\n{"text": "also fine"}\n{"text": "cut sho\n',
-    }[kind])
+    return _write(
+        tmp / {"jsonl_broken_line": "c.jsonl"}.get(kind, "c.txt"),
+        {
+            "invalid_utf8": b"\xff\xfe\xfa\xfb\n\xc3\x28\n",
+            "nul_bytes": b"plain words\x00 and a NUL\n",
+            "one_50mb_line": b"word " * (10 * 1024 * 1024) + b"\n",
+            "only_blank_lines": b"\n  \n\t\n\n",
+            "jsonl_broken_line": b'{"text": "fine"}\n{"text": "also fine"}\n{"text": "cut sho\n',
+        }[kind],
+    )
 
 
-@pytest.mark.parametrize("kind,fragment", [
-    ("invalid_utf8", "holds no usable text (skipped: {'binary': 2})"),
-    ("nul_bytes", "holds no usable text (skipped: {'binary': 1})"),
-    ("one_50mb_line", "holds no usable text (skipped: {'too_long': 1})"),
-    ("only_blank_lines", "holds no usable text (skipped: {'empty': 2})"),
-    ("parquet_without_text", "has no text column 'text'; columns: ['body']"),
-    ("jsonl_broken_line", "line 3 is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "kind,fragment",
+    [
+        ("invalid_utf8", "holds no usable text (skipped: {'binary': 2})"),
+        ("nul_bytes", "holds no usable text (skipped: {'binary': 1})"),
+        ("one_50mb_line", "holds no usable text (skipped: {'too_long': 1})"),
+        ("only_blank_lines", "holds no usable text (skipped: {'empty': 2})"),
+        ("parquet_without_text", "has no text column 'text'; columns: ['body']"),
+        ("jsonl_broken_line", "line 3 is not valid JSON"),
+    ],
+)
 def test_bad_corpus(cli, tmp_path, kind, fragment):
     corpus = _corpus(kind, tmp_path)
     line = cli(2, "record", "--out", str(tmp_path / "run"), "--corpus", corpus, *RECORD)
@@ -55,8 +61,11 @@ def test_bad_corpus(cli, tmp_path, kind, fragment):
 def _records(tmp: Path, kind: str) -> str:
     run = tmp / "run"
     store = Store.open(str(run))
-    df = records([f"The report was filed in {m} by the clerk." for m in sorted(MONTHS)[:8]], MONTHS,
-                 randoms=[f"The river ran {n} miles." for n in ["two", "three", "four", "five"]])
+    df = records(
+        [f"The report was filed in {m} by the clerk." for m in sorted(MONTHS)[:8]],
+        MONTHS,
+        randoms=[f"The river ran {n} miles." for n in ["two", "three", "four", "five"]],
+    )
     if kind == "corrupt_parquet":
         store.write_bytes(records_key(0), b"PAR1 this is not a parquet file")
     elif kind == "wrong_schema":
@@ -70,12 +79,15 @@ def _records(tmp: Path, kind: str) -> str:
     return str(run)
 
 
-@pytest.mark.parametrize("kind,fragment", [
-    ("corrupt_parquet", "is not a readable Parquet file"),
-    ("wrong_schema", "is missing column(s) ['kind', 'rank', 'window_id'"),
-    ("nan", "activations that are not finite"),
-    ("inf", "activations that are not finite"),
-])
+@pytest.mark.parametrize(
+    "kind,fragment",
+    [
+        ("corrupt_parquet", "is not a readable Parquet file"),
+        ("wrong_schema", "is missing column(s) ['kind', 'rank', 'window_id'"),
+        ("nan", "activations that are not finite"),
+        ("inf", "activations that are not finite"),
+    ],
+)
 def test_bad_records(cli, tmp_path, kind, fragment):
     run = _records(tmp_path, kind)
     line = cli(2, "explain", "--records", run, "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1")
@@ -83,12 +95,15 @@ def test_bad_records(cli, tmp_path, kind, fragment):
     assert (Path(run) / "precious.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("yaml_text,fragment", [
-    ("record:\n  top_kk: 5\n", "record.top_kk"),
-    ("record:\n  top_k: lots\n", "record.top_k='lots'"),
-    ("record:\n  neurons: 0-5000\n  layers: '0'\n", "neuron 1536 is out of range"),
-    ("recrod:\n  top_k: 5\n", "recrod"),
-])
+@pytest.mark.parametrize(
+    "yaml_text,fragment",
+    [
+        ("record:\n  top_kk: 5\n", "record.top_kk"),
+        ("record:\n  top_k: lots\n", "record.top_k='lots'"),
+        ("record:\n  neurons: 0-5000\n  layers: '0'\n", "neuron 1536 is out of range"),
+        ("recrod:\n  top_k: 5\n", "recrod"),
+    ],
+)
 def test_bad_config(cli, tmp_path, yaml_text, fragment):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml_text)
@@ -112,16 +127,22 @@ def test_run_folder_that_is_a_file(cli, tmp_path):
     assert str(f) in line and f.read_text() == "precious"
 
 
-@pytest.mark.parametrize("kind,fragment", [
-    ("missing_files", "config.json"),
-    ("unsupported_architecture", "'bert'"),
-])
+@pytest.mark.parametrize(
+    "kind,fragment",
+    [
+        ("missing_files", "config.json"),
+        ("unsupported_architecture", "'bert'"),
+    ],
+)
 def test_bad_model(cli, tmp_path, kind, fragment):
     model = tmp_path / "model"
     model.mkdir()
     if kind == "unsupported_architecture":
-        (model / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"],
-                                                       "num_hidden_layers": 2, "intermediate_size": 8}))
+        (model / "config.json").write_text(
+            json.dumps(
+                {"model_type": "bert", "architectures": ["BertModel"], "num_hidden_layers": 2, "intermediate_size": 8}
+            )
+        )
     line = cli(2, "record", "--out", str(tmp_path / "run"), "--model", str(model), *RECORD)
     assert fragment in line and str(model) in line
 
@@ -137,6 +158,7 @@ def test_store_errors(cli, tmp_path, s3_env, monkeypatch):
 @pytest.fixture
 def cli(ray_local, capsys):
     """Run the CLI; assert its exit status and that it printed exactly one error line; return it."""
+
     def run(expected: int, *argv: str) -> str:
         code = main(list(argv))
         out = capsys.readouterr()

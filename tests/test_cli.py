@@ -24,11 +24,14 @@ def test_unknown_model(run_cli, tmp_path):
     assert code == 2 and "no-such-model" in out
 
 
-@pytest.mark.parametrize("flag,value,fragment", [
-    ("--layers", "30", "layer 30 is out of range: this model has 30 layers (0-29)"),
-    ("--neurons", "0,1536", "neuron 1536 is out of range: this model has 1536 neurons (0-1535)"),
-    ("--top-k", "0", "record.top_k='0'"),
-])
+@pytest.mark.parametrize(
+    "flag,value,fragment",
+    [
+        ("--layers", "30", "layer 30 is out of range: this model has 30 layers (0-29)"),
+        ("--neurons", "0,1536", "neuron 1536 is out of range: this model has 1536 neurons (0-1535)"),
+        ("--top-k", "0", "record.top_k='0'"),
+    ],
+)
 def test_out_of_range_selection(run_cli, tmp_path, flag, value, fragment):
     code, out = run_cli("record", "--out", str(tmp_path / "r"), flag, value)
     assert code == 2 and fragment in out
@@ -37,7 +40,9 @@ def test_out_of_range_selection(run_cli, tmp_path, flag, value, fragment):
 def test_empty_and_unreadable_corpus(run_cli, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n   \n\t\n")
-    code, out = run_cli("record", "--out", str(tmp_path / "r1"), "--corpus", str(empty), "--layers", "0", "--neurons", "0")
+    code, out = run_cli(
+        "record", "--out", str(tmp_path / "r1"), "--corpus", str(empty), "--layers", "0", "--neurons", "0"
+    )
     assert code == 2 and "empty.txt" in out
     code, out = run_cli("record", "--out", str(tmp_path / "r2"), "--corpus", str(tmp_path / "missing.jsonl"))
     assert code == 2 and "missing.jsonl" in out
@@ -74,12 +79,15 @@ def test_a_rerun_with_another_top_k_is_refused(run_cli, tmp_path):
     assert run.read_bytes("manifest.json") == before
 
 
-@pytest.mark.parametrize("argv,hub", [
-    (["record", "--out", "r"], False),
-    (["record", "--out", "r", "--model", "HuggingFaceTB/SmolLM2-360M"], True),
-    (["explain", "--records", "r", "--llm-model", "Qwen/Qwen3-0.6B"], True),
-    (["show", "r", "--layer", "0", "--neuron", "0"], False),
-])
+@pytest.mark.parametrize(
+    "argv,hub",
+    [
+        (["record", "--out", "r"], False),
+        (["record", "--out", "r", "--model", "HuggingFaceTB/SmolLM2-360M"], True),
+        (["explain", "--records", "r", "--llm-model", "Qwen/Qwen3-0.6B"], True),
+        (["show", "r", "--layer", "0", "--neuron", "0"], False),
+    ],
+)
 def test_the_hub_is_offline_unless_a_hub_id_is_named(argv, hub, tmp_path):
     from neuronscope.cli import _names_a_hub_id, _parser
 
@@ -95,9 +103,25 @@ def test_a_normal_record_run_prints_only_its_own_lines(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "neuronscope.cli", "record", "--out", str(tmp_path / "run"),
-                           "--layers", "0", "--neurons", "0-1", "--max-tokens", "1024"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neuronscope.cli",
+            "record",
+            "--out",
+            str(tmp_path / "run"),
+            "--layers",
+            "0",
+            "--neurons",
+            "0-1",
+            "--max-tokens",
+            "1024",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     noise = [ln for ln in proc.stderr.splitlines() if not ln.startswith("[")]
     assert noise == [], noise

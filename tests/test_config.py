@@ -10,7 +10,14 @@ from neuronscope.selection import parse_selection
 
 @pytest.mark.parametrize(
     "spec,expected",
-    [(None, [0, 1, 2, 3]), ("all", [0, 1, 2, 3]), ("3,1", [1, 3]), ("0-2", [0, 1, 2]), ("1-2,2,0", [0, 1, 2]), ([3, 0], [0, 3])],
+    [
+        (None, [0, 1, 2, 3]),
+        ("all", [0, 1, 2, 3]),
+        ("3,1", [1, 3]),
+        ("0-2", [0, 1, 2]),
+        ("1-2,2,0", [0, 1, 2]),
+        ([3, 0], [0, 3]),
+    ],
 )
 def test_selection_parses(spec, expected):
     assert parse_selection(spec, 4, "layer") == expected
@@ -18,7 +25,13 @@ def test_selection_parses(spec, expected):
 
 @pytest.mark.parametrize(
     "spec,fragment",
-    [("4", "layer 4 is out of range"), ("-1", "not an index"), ("x", "'x' is not an index"), ("3-1", "'3-1' is empty"), (",", "selects nothing")],
+    [
+        ("4", "layer 4 is out of range"),
+        ("-1", "not an index"),
+        ("x", "'x' is not an index"),
+        ("3-1", "'3-1' is empty"),
+        (",", "selects nothing"),
+    ],
 )
 def test_selection_errors_name_the_value(spec, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -40,7 +53,12 @@ def test_yaml_config_with_overrides(tmp_path):
 
 @pytest.mark.parametrize(
     "yaml_text,fragment",
-    [("record:\n  top_k: 0\n", "record.top_k=0"), ("record:\n  nope: 1\n", "record.nope"), ("- 1\n", "must hold a mapping"), ("a: [\n", "not valid YAML")],
+    [
+        ("record:\n  top_k: 0\n", "record.top_k=0"),
+        ("record:\n  nope: 1\n", "record.nope"),
+        ("- 1\n", "must hold a mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
 )
 def test_bad_config_values_are_named(tmp_path, yaml_text, fragment):
     p = tmp_path / "run.yaml"

@@ -26,7 +26,9 @@ class CharTokenizer:
 
 def test_txt_skips_and_counts(tmp_path):
     p = tmp_path / "c.txt"
-    p.write_bytes(b"first doc\n\n   \t\nbad \xff\xfe bytes\nnul\x00here\nsecond doc\n" + b"x" * (MAX_DOC_BYTES + 1) + b"\n")
+    p.write_bytes(
+        b"first doc\n\n   \t\nbad \xff\xfe bytes\nnul\x00here\nsecond doc\n" + b"x" * (MAX_DOC_BYTES + 1) + b"\n"
+    )
     docs = load_documents(str(p))
     assert list(docs) == ["first doc", "second doc"]
     assert docs.skipped == {"empty": 1, "binary": 2, "too_long": 1}

@@ -21,8 +21,24 @@ from neuronscope.cli import _config, _parser
 from neuronscope.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--layers", "3", "--neurons", "0-1", "--max-tokens", "6000", "--top-k", "10", "--random-k", "4",
-         "--n-explain", "6", "--n-heldout-top", "2", "--n-heldout-random", "2"]
+SMALL = [
+    "--layers",
+    "3",
+    "--neurons",
+    "0-1",
+    "--max-tokens",
+    "6000",
+    "--top-k",
+    "10",
+    "--random-k",
+    "4",
+    "--n-explain",
+    "6",
+    "--n-heldout-top",
+    "2",
+    "--n-heldout-random",
+    "2",
+]
 
 
 def _check_run(run: Path, n_neurons: int) -> pd.DataFrame:
@@ -98,20 +114,51 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
     tmp_ray = Path("/tmp") / f"nsray{port}"  # Ray's socket paths must stay short
     # Every listening port is a free one: the agents' defaults (e.g. 52365) are taken by any other
     # Ray on the machine, such as the test session's own.
-    agent_ports = [f"--{name}={_free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-        "metrics-export-port", "ray-client-server-port")]
-    start = [str(bindir / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-             "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={tmp_ray}", "--disable-usage-stats",
-             *agent_ports]
+    agent_ports = [
+        f"--{name}={_free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "ray-client-server-port",
+        )
+    ]
+    start = [
+        str(bindir / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--dashboard-port={dash}",
+        "--include-dashboard=true",
+        "--num-cpus=2",
+        f"--temp-dir={tmp_ray}",
+        "--disable-usage-stats",
+        *agent_ports,
+    ]
     # --block keeps the head in this process tree, so stopping it never touches another Ray on the machine.
-    head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         _wait_for_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
         run = tmp_path / "jobrun"
-        submit = [str(bindir / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
-                  sys.executable, str(REPO / "ray_jobs" / "demo.py"), "--out", str(run),
-                  *SMALL[:2], "--neurons", "0", *SMALL[4:]]
+        submit = [
+            str(bindir / "ray"),
+            "job",
+            "submit",
+            f"--address=http://127.0.0.1:{dash}",
+            "--",
+            sys.executable,
+            str(REPO / "ray_jobs" / "demo.py"),
+            "--out",
+            str(run),
+            *SMALL[:2],
+            "--neurons",
+            "0",
+            *SMALL[4:],
+        ]
         deadline = time.time() + 180
         while True:
             proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)

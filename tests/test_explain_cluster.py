@@ -22,7 +22,7 @@ def test_k_is_recovered_for_separated_groups(k):
     assert choice.k == k
     if k > 1:  # each planted group lands in one cluster
         for g in range(k):
-            assert len(set(choice.labels[g * 6:(g + 1) * 6])) == 1
+            assert len(set(choice.labels[g * 6 : (g + 1) * 6])) == 1
         assert len(set(choice.labels)) == k
 
 
@@ -85,7 +85,7 @@ def test_agglomeration_recovers_separated_groups(k):
     labels, merges = C.agglomerate(x @ x.T, max_modes=3, merge_at=0.2)
     assert len(set(labels)) == k and len(merges) == len(x) - k
     for g in range(k):
-        assert len(set(labels[g * 4:(g + 1) * 4])) == 1
+        assert len(set(labels[g * 4 : (g + 1) * 4])) == 1
 
 
 def test_agglomeration_folds_outliers_and_caps_the_modes():
@@ -102,15 +102,18 @@ def minilm():
     return C.get_embedder("bundled:all-minilm-l6-v2")
 
 
-@pytest.mark.parametrize("concepts", [
-    # one concept phrased many ways (different words, repeats, two at once) stays one mode
-    [["sword", "dagger", "spear", "blade, sword", "axe", "sword", "lance", "swords"]],
-    [["January", "march", "June", "October", "june, july", "december", "April", "May"]],
-    [["january", "march", "june", "october"], ["iron", "copper", "silver", "gold"]],
-    [["oak", "elm", "willow"], ["iron", "copper", "silver"], ["march", "june", "october"]],
-    # related but distinct: raw cosine merged these (kings and swords are both "medieval")
-    [["duke", "King", "king", "prince, prince"], ["sword", "sword", "swords", "spear"]],
-])
+@pytest.mark.parametrize(
+    "concepts",
+    [
+        # one concept phrased many ways (different words, repeats, two at once) stays one mode
+        [["sword", "dagger", "spear", "blade, sword", "axe", "sword", "lance", "swords"]],
+        [["January", "march", "June", "October", "june, july", "december", "April", "May"]],
+        [["january", "march", "june", "october"], ["iron", "copper", "silver", "gold"]],
+        [["oak", "elm", "willow"], ["iron", "copper", "silver"], ["march", "june", "october"]],
+        # related but distinct: raw cosine merged these (kings and swords are both "medieval")
+        [["duke", "King", "king", "prince, prince"], ["sword", "sword", "swords", "spear"]],
+    ],
+)
 def test_words_give_one_mode_per_concept(minilm, concepts):
     words = [w for c in concepts for w in c]
     truth = [i for i, c in enumerate(concepts) for _ in c]

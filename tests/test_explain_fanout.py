@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import sys
 
+import explain_helpers
 import pandas as pd
 import pyarrow as pa
 import pytest
-
-import explain_helpers
 import test_explain_workflow as tw
 from explain_helpers import MONTHS, records
+
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import fanout
 from neuronscope.schema import EXPLANATIONS, RECORDS
-
 
 EMB = tw.PlantedEmbedder()  # no sentence-transformers model to load in the workers
 
@@ -30,7 +29,9 @@ def _records_store(store):
     frames.append(records(tw.SENTENCES[:1], MONTHS, layer=1, neuron=3, randoms=tw.RANDOMS))  # too few top
     df = pd.concat(frames, ignore_index=True)
     df["window_id"] = df["window_id"] + 100 * df["neuron"]
-    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False))
+    store.write_parquet(
+        "records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False)
+    )
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def ray_with_test_modules(ray_local):
 
 def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_modules):
     from neuronscope.store import Store
+
     store = Store.open(str(tmp_path / "run"))
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
@@ -64,6 +66,7 @@ def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_m
 
 def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_test_modules):
     from neuronscope.store import Store
+
     store = Store.open(str(tmp_path / "run"))
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2)
@@ -74,13 +77,13 @@ def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_tes
     assert row["status"] == "failed" and row["mode"] == -1
 
 
-
 class Cached(tw.ScriptedLLM):
     model_id = "scripted@1"  # the response cache keys on it
 
 
 def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cache(tmp_path, ray_with_test_modules):
     from neuronscope.store import Store
+
     store, fresh = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "fresh"))
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2, compact_every=2)
@@ -90,8 +93,9 @@ def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cach
     for folder in ("explanations/", "transcripts/", "llm_cache/"):
         keys = store.list(folder)
         assert all("/part-" in k or "neuron_00003" in k for k in keys) and len(keys) <= 3, keys
-    assert store.read_parquet("explanations/").num_rows == len(set(store.read_parquet("explanations/")
-                                                                    .to_pandas()[["neuron", "mode"]].itertuples()))
+    assert store.read_parquet("explanations/").num_rows == len(
+        set(store.read_parquet("explanations/").to_pandas()[["neuron", "mode"]].itertuples())
+    )
     again = fanout.explain_run(store, store, Cached(), cfg, [(1, 0), (1, 1), (1, 2)], embedder=EMB)
     assert again["skipped"] == 3 and again["explained"] == 0
     for key in store.list("llm_cache/"):

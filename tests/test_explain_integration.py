@@ -10,9 +10,8 @@ import time
 import pandas as pd
 import pyarrow as pa
 import pytest
+from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, token_records
 
-from explain_helpers import (ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES,
-                             token_records)
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import neuron_explanations, read_transcript, rows_table
 from neuronscope.explain.workflow import explain_neuron
@@ -22,8 +21,10 @@ CFG = ExplainConfig(n_explain=8, n_heldout_top=3, n_heldout_random=3, max_modes=
 
 
 def _neurons(llm) -> dict[tuple[int, int], pd.DataFrame]:
-    return {(5, 0): token_records(llm, MONTH_SENTENCES, PLAIN_SENTENCES, MONTHS, 5, 0),
-            (5, 1): token_records(llm, MONTH_SENTENCES[:8] + ANIMAL_SENTENCES, PLAIN_SENTENCES, MONTHS | ANIMALS, 5, 1)}
+    return {
+        (5, 0): token_records(llm, MONTH_SENTENCES, PLAIN_SENTENCES, MONTHS, 5, 0),
+        (5, 1): token_records(llm, MONTH_SENTENCES[:8] + ANIMAL_SENTENCES, PLAIN_SENTENCES, MONTHS | ANIMALS, 5, 1),
+    }
 
 
 def _check_rows(rows: list[dict]) -> None:
@@ -54,8 +55,9 @@ def test_two_neurons_end_to_end_with_the_bundled_engine(vllm_pool):
     timings = {}
     for (layer, neuron), df in _neurons(vllm_pool).items():
         t0 = time.time()
-        res = explain_neuron(layer, neuron, pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False),
-                             vllm_pool, CFG)
+        res = explain_neuron(
+            layer, neuron, pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False), vllm_pool, CFG
+        )
         timings[neuron] = round(time.time() - t0, 1)
         _check_rows(res.rows)
         _check_transcript(res.transcript)
@@ -65,9 +67,12 @@ def test_two_neurons_end_to_end_with_the_bundled_engine(vllm_pool):
 @pytest.mark.slow
 def test_fanout_writes_and_skips_with_the_bundled_engine(tmp_path, vllm_pool):
     from neuronscope.store import Store
+
     store = Store.open(str(tmp_path / "run"))
     df = pd.concat(_neurons(vllm_pool).values(), ignore_index=True)
-    store.write_parquet("records/layer_005/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False))
+    store.write_parquet(
+        "records/layer_005/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False)
+    )
     from neuronscope.explain.fanout import explain_run
 
     seen = []
@@ -78,4 +83,3 @@ def test_fanout_writes_and_skips_with_the_bundled_engine(tmp_path, vllm_pool):
         _check_rows(neuron_explanations(store, 5, n).to_pylist())
     again = explain_run(store, store, vllm_pool, CFG, None)
     assert again["skipped"] == 2 and again["explained"] == 0
-

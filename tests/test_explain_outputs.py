@@ -9,7 +9,13 @@ import pytest
 
 from neuronscope.explain.compact import FOLDERS, compact
 from neuronscope.explain.fanout import Outputs
-from neuronscope.explain.outputs import explanation_key, iter_transcripts, neuron_explanations, read_transcript, write_result
+from neuronscope.explain.outputs import (
+    explanation_key,
+    iter_transcripts,
+    neuron_explanations,
+    read_transcript,
+    write_result,
+)
 from neuronscope.explain.workflow import _row
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.cache import NeuronCache
@@ -27,8 +33,10 @@ def store(request, tmp_path):
 
 
 def _ok(layer, neuron, modes=2):
-    return [_row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
-            for m in range(modes)]
+    return [
+        _row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
+        for m in range(modes)
+    ]
 
 
 def _failed(layer, neuron):
@@ -51,8 +59,9 @@ def test_part_names_list_their_neurons_and_split_when_long():
     assert key == "explanations/layer_003/part-00000-00002_00009.parquet" and ns == [0, 1, 2, 9]
     scattered = part_keys("transcripts", ".jsonl", 0, range(0, 400, 2))
     assert len(scattered) > 1 and sorted(n for _, ns in scattered for n in ns) == list(range(0, 400, 2))
-    index = FolderIndex("transcripts", [k for k, _ in scattered] + ["transcripts/layer_000/neuron_00001.jsonl",
-                                                                   "transcripts/notes.txt"])
+    index = FolderIndex(
+        "transcripts", [k for k, _ in scattered] + ["transcripts/layer_000/neuron_00001.jsonl", "transcripts/notes.txt"]
+    )
     assert index.in_part(0, 398) and not index.in_part(0, 399) and index.n_other == 1
     assert index.ok(0, 1) and index.sources(0, 1) == ["transcripts/layer_000/neuron_00001.jsonl"]
 
@@ -62,8 +71,10 @@ def test_compaction_reads_the_same_and_leaves_few_objects(store):
     before = store.read_parquet("explanations/")
     merged = compact(store, 2, [n for n in range(10) if n != 4])
     assert merged == {"explanations": 9, "transcripts": 9, "llm_cache": 0}
-    assert store.list("explanations/") == ["explanations/layer_002/neuron_00004.failed.parquet",
-                                           "explanations/layer_002/part-00000-00003_00005-00009.parquet"]
+    assert store.list("explanations/") == [
+        "explanations/layer_002/neuron_00004.failed.parquet",
+        "explanations/layer_002/part-00000-00003_00005-00009.parquet",
+    ]
     assert len(store.list("transcripts/")) == 2
     after = store.read_parquet("explanations/")
     assert after.schema == EXPLANATIONS and _pairs(after) == _pairs(before) and after.num_rows == 19
@@ -134,12 +145,26 @@ def test_a_retried_neuron_replaces_its_failure(tmp_path):
 
 def test_records_and_explanations_are_read_one_neuron_at_a_time(tmp_path):
     store = Store.open(str(tmp_path / "run"))
-    rows = [{"layer": 1, "neuron": n, "kind": "top", "rank": 0, "window_id": n, "tokens": ["a"], "token_ids": [1],
-             "activations": [1.0], "max_pos": 0, "max_act": 1.0} for n in range(50)]
+    rows = [
+        {
+            "layer": 1,
+            "neuron": n,
+            "kind": "top",
+            "rank": 0,
+            "window_id": n,
+            "tokens": ["a"],
+            "token_ids": [1],
+            "activations": [1.0],
+            "max_pos": 0,
+            "max_act": 1.0,
+        }
+        for n in range(50)
+    ]
     from neuronscope.schema import RECORDS
 
-    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pylist(rows, schema=RECORDS),
-                        row_group_size=10)
+    store.write_parquet(
+        "records/layer_001/part-00000.parquet", pa.Table.from_pylist(rows, schema=RECORDS), row_group_size=10
+    )
     got = neuron_rows(store, "records/", 1, 17)
     assert got["window_id"].tolist() == [17]
     assert neuron_rows(store, "records/", 2, 17).empty and neuron_rows(store, "stats/", 1, 17) is None
@@ -171,7 +196,7 @@ def test_the_response_cache_is_one_object_per_neuron_and_survives_compaction(tmp
     assert _ask(cache, engine, ["a", "b", "c"])[0] == ["A", "B", "C"]
     cache.flush()
     assert store.list("llm_cache/") == ["llm_cache/layer_004/neuron_00009.parquet"] and engine.requests == 3
-    index = lambda: FolderIndex.listing(store, "llm_cache")  # noqa: E731
+    index = lambda: FolderIndex.listing(store, "llm_cache")
     again = NeuronCache(store, engine.model_id, 4, 9, index().sources(4, 9))
     texts, used = _ask(again, engine, ["a", "b", "d"])
     assert texts == ["A", "B", "D"] and (used.calls, used.cached) == (1, 2)

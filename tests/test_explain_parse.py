@@ -7,13 +7,16 @@ import pytest
 from neuronscope.explain.parse import ParseError, components, explanation, not_a_copy
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("- month name\n- word after 'in'\n- time of the year", ["month name", "word after 'in'", "time of the year"]),
-    ("Features:\n* Month name.\n\n- date", ["Month name", "date"]),
-    ("- month name\n- Month Name", ["month name"]),  # duplicates folded
-    ("  • capitalized proper noun  ", ["capitalized proper noun"]),
-    ("- weapon\n- " + " ".join(["word"] * 9), ["weapon"]),  # an over-long feature beside good ones is dropped
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("- month name\n- word after 'in'\n- time of the year", ["month name", "word after 'in'", "time of the year"]),
+        ("Features:\n* Month name.\n\n- date", ["Month name", "date"]),
+        ("- month name\n- Month Name", ["month name"]),  # duplicates folded
+        ("  • capitalized proper noun  ", ["capitalized proper noun"]),
+        ("- weapon\n- " + " ".join(["word"] * 9), ["weapon"]),  # an over-long feature beside good ones is dropped
+    ],
+)
 def test_components_good(answer, expected):
     assert components(answer) == expected
 
@@ -24,36 +27,45 @@ def test_components_truncated_answer_drops_the_cut_line():
         components("- month\n-", truncated=False)
 
 
-@pytest.mark.parametrize("answer,reason", [
-    ("", "no '- ' lines"),
-    ("The word is a month.", "does not start with '- '"),
-    ("- month name\nSure! Here you go", "does not start with '- '"),
-    ("- " + " ".join(["word"] * 9), "1 to 8 words"),
-    ("\n".join(f"- feature {i}" for i in range(7)), "at most 6"),
-])
+@pytest.mark.parametrize(
+    "answer,reason",
+    [
+        ("", "no '- ' lines"),
+        ("The word is a month.", "does not start with '- '"),
+        ("- month name\nSure! Here you go", "does not start with '- '"),
+        ("- " + " ".join(["word"] * 9), "1 to 8 words"),
+        ("\n".join(f"- feature {i}" for i in range(7)), "at most 6"),
+    ],
+)
 def test_components_malformed(answer, reason):
     with pytest.raises(ParseError, match=reason):
         components(answer)
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("Explanation: names of months", "names of months"),
-    ("Sure.\nexplanation:  \"month names, in dates.\"\nMore text", "month names, in dates"),
-    ("EXPLANATION: May", "May"),
-    ("Explanation: the word <<May>>", "the word May"),
-    ("Explanation: month (10), fruit (9)", "month, fruit"),  # our marks copied from the prompt are removed
-    ("Explanation: <text>swords</text> and spears", "swords and spears"),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("Explanation: names of months", "names of months"),
+        ('Sure.\nexplanation:  "month names, in dates."\nMore text', "month names, in dates"),
+        ("EXPLANATION: May", "May"),
+        ("Explanation: the word <<May>>", "the word May"),
+        ("Explanation: month (10), fruit (9)", "month, fruit"),  # our marks copied from the prompt are removed
+        ("Explanation: <text>swords</text> and spears", "swords and spears"),
+    ],
+)
 def test_explanation_good(answer, expected):
     assert explanation(answer) == expected
 
 
-@pytest.mark.parametrize("answer,reason", [
-    ("names of months", "no line starts with 'Explanation:'"),
-    ("Explanation:   ", "empty"),
-    ("Explanation: " + " ".join(["w"] * 26), "longer than 25 words"),
-    ("Explanation: tokens like <b>", "without < or >"),
-])
+@pytest.mark.parametrize(
+    "answer,reason",
+    [
+        ("names of months", "no line starts with 'Explanation:'"),
+        ("Explanation:   ", "empty"),
+        ("Explanation: " + " ".join(["w"] * 26), "longer than 25 words"),
+        ("Explanation: tokens like <b>", "without < or >"),
+    ],
+)
 def test_explanation_malformed(answer, reason):
     with pytest.raises(ParseError, match=reason):
         explanation(answer)
@@ -61,20 +73,27 @@ def test_explanation_malformed(answer, reason):
 
 def _conversation():
     from neuronscope.explain import prompts
-    return prompts.render("explain", components="place; country",
-                          exemplars="<text>the army marched from <<France>> into the hills of Wales</text>\nStrongest: France (10)",
-                          tokens="France (1)")
+
+    return prompts.render(
+        "explain",
+        components="place; country",
+        exemplars="<text>the army marched from <<France>> into the hills of Wales</text>\nStrongest: France (10)",
+        tokens="France (1)",
+    )
 
 
-@pytest.mark.parametrize("phrase", ["the army marched from France", "marched from France into the hills",
-                                    "weather", "Weather."])
+@pytest.mark.parametrize(
+    "phrase", ["the army marched from France", "marched from France into the hills", "weather", "Weather."]
+)
 def test_a_copy_of_the_text_or_of_the_example_answer_is_rejected(phrase):
     with pytest.raises(ParseError, match="copies the text|example's answer"):
         not_a_copy(explanation("Explanation: " + phrase), _conversation())
 
 
-@pytest.mark.parametrize("phrase", ["names of countries", "France and other countries", "weather in France",
-                                    "countries an army marches from"])
+@pytest.mark.parametrize(
+    "phrase",
+    ["names of countries", "France and other countries", "weather in France", "countries an army marches from"],
+)
 def test_an_explanation_in_its_own_words_passes(phrase):
     not_a_copy(phrase, _conversation())
 
@@ -98,10 +117,13 @@ def test_a_looping_explanation_is_malformed():
     with pytest.raises(ParseError, match="repeats 'england' 3 times"):
         explanation("Explanation: England and England or England and France")
     # the loop follows the answer: the first clause is kept
-    assert explanation("Explanation: number of people; number of couples; number of people who died") \
-        == "number of people"
+    assert (
+        explanation("Explanation: number of people; number of couples; number of people who died") == "number of people"
+    )
     # a list that loops over the same items keeps each item once
-    assert explanation("Explanation: number ratified (5), number ratified (3), number ratified (4), Number ratified") \
+    assert (
+        explanation("Explanation: number ratified (5), number ratified (3), number ratified (4), Number ratified")
         == "number ratified"
+    )
     assert explanation("Explanation: England, France, england, Wales, France") == "England, France, Wales"
     assert explanation("Explanation: the word the, twice in the text") == "the word the, twice in the text"

@@ -57,7 +57,7 @@ def test_a_digit_splitting_tokenizer_gets_a_0_to_9_scale_read_back_on_0_to_10():
         def next_token_logprobs(self, agent, prompts, positions, top_k):
             return [[{ord("9"): 0.0} for _ in pos] for pos in positions]
 
-    (preds,), = S.simulate(Top(), "simulate", [("x", [_ex([0, 1])])], split)
+    ((preds,),) = S.simulate(Top(), "simulate", [("x", [_ex([0, 1])])], split)
     assert preds.tolist() == [10.0, 10.0]
 
 

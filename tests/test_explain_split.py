@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from explain_helpers import MONTHS, records
+
 from neuronscope.explain import exemplars as X
 
-SENTENCES = [f"Report number {i} was filed in {m} by the clerk." for i, m in
-             enumerate(["January", "March", "May", "July", "August", "October", "June", "April",
-                        "December", "February", "November", "September", "March", "May", "July", "June"])]
+SENTENCES = [
+    f"Report number {i} was filed in {m} by the clerk."
+    for i, m in enumerate(
+        [
+            "January",
+            "March",
+            "May",
+            "July",
+            "August",
+            "October",
+            "June",
+            "April",
+            "December",
+            "February",
+            "November",
+            "September",
+            "March",
+            "May",
+            "July",
+            "June",
+        ]
+    )
+]
 RANDOMS = [f"The river ran {i} miles past the old mill." for i in range(8)]
 
 
@@ -18,11 +38,13 @@ def _load(n_top=16):
     return X.load(records(SENTENCES[:n_top], MONTHS, randoms=RANDOMS))
 
 
-@pytest.mark.parametrize("n_top,n_explain,h_top,h_rand", [(16, 8, 3, 3), (16, 8, 4, 4), (10, 6, 2, 2), (5, 8, 4, 4), (2, 8, 4, 0)])
+@pytest.mark.parametrize(
+    "n_top,n_explain,h_top,h_rand", [(16, 8, 3, 3), (16, 8, 4, 4), (10, 6, 2, 2), (5, 8, 4, 4), (2, 8, 4, 0)]
+)
 def test_split_is_disjoint_deterministic_and_spread(n_top, n_explain, h_top, h_rand):
     top, rnd = _load(n_top)
     sp = X.split(top, rnd, n_explain, h_top, h_rand)
-    ids = lambda xs: [e.window_id for e in xs]  # noqa: E731
+    ids = lambda xs: [e.window_id for e in xs]
     explain, held, val = set(ids(sp.explain)), set(ids(sp.heldout)), set(ids(sp.validation))
     assert not (explain & held) and not (explain & val) and not (held & val), "never score on explain exemplars"
     assert sp.explain and len(sp.explain) <= n_explain

@@ -8,17 +8,21 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from explain_helpers import MONTHS, WordVocabulary, records
+
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import rows_table
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.llm.base import Completion
 from neuronscope.schema import EXPLANATIONS
 
-SENTENCES = [f"The {w} report was filed in {m} by the clerk." for w, m in
-             zip(["first", "second", "third", "fourth", "fifth", "sixth", "last", "new", "old", "big", "small", "late"],
-                 ["January", "March", "May", "July", "August", "October", "June", "April", "December", "May", "June", "July"])]
+SENTENCES = [
+    f"The {w} report was filed in {m} by the clerk."
+    for w, m in zip(
+        ["first", "second", "third", "fourth", "fifth", "sixth", "last", "new", "old", "big", "small", "late"],
+        ["January", "March", "May", "July", "August", "October", "June", "April", "December", "May", "June", "July"],
+    )
+]
 RANDOMS = [f"The river ran {n} miles past the old mill." for n in ["two", "three", "four", "five", "six", "seven"]]
 
 
@@ -27,10 +31,19 @@ class ScriptedLLM:
     lines and 0 elsewhere when the explanation mentions months (so scores are known to be high),
     and 0 everywhere otherwise."""
 
-    def __init__(self, deconstruct="- month name\n- date", explain="Explanation: month names",
-                 refine="Explanation: month names", single_pass=None):
-        self.answers = {"features": deconstruct, "guessed": refine, "default": explain,
-                        "single": single_pass or explain}
+    def __init__(
+        self,
+        deconstruct="- month name\n- date",
+        explain="Explanation: month names",
+        refine="Explanation: month names",
+        single_pass=None,
+    ):
+        self.answers = {
+            "features": deconstruct,
+            "guessed": refine,
+            "default": explain,
+            "single": single_pass or explain,
+        }
         self.seen = []
         self.params = []
 
@@ -73,8 +86,14 @@ class PlantedEmbedder:
     tokenizer = WordVocabulary()
 
     def encode(self, texts, **_):
-        return np.array([[1.0, 0.0, 0.01 * len(t)] if any(m.lower() in t.lower() for m in MONTHS | {"month"})
-                         else [0.0, 1.0, 0.01 * len(t)] for t in texts])
+        return np.array(
+            [
+                [1.0, 0.0, 0.01 * len(t)]
+                if any(m.lower() in t.lower() for m in MONTHS | {"month"})
+                else [0.0, 1.0, 0.01 * len(t)]
+                for t in texts
+            ]
+        )
 
 
 def _run(llm=None, **cfg):
@@ -98,7 +117,11 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["mode_share"] == 1.0 and r["mode_tokens"]
     words = [t.rsplit(" (", 1) for t in r["mode_tokens"]]
     assert all(w in MONTHS for w, _ in words) and sum(int(c.rstrip(")")) for _, c in words) == r["mode_size"]
-    assert (r["sim_score"], r["sim_baseline_score"], r["sim_mode_score"]) == (r["score"], r["baseline_score"], r["mode_score"])
+    assert (r["sim_score"], r["sim_baseline_score"], r["sim_mode_score"]) == (
+        r["score"],
+        r["baseline_score"],
+        r["mode_score"],
+    )
     # the control: an unrelated explanation, scored on the same held-out exemplars, near 0
     assert r["control_explanation"] and "month" not in r["control_explanation"]
     assert r["control_score"] == r["sim_control_score"] and abs(r["control_score"]) < 0.1
@@ -121,8 +144,9 @@ def test_mode_evidence_round_trips_through_parquet(tmp_path):
     rows = _run().rows
     pq.write_table(rows_table(rows), tmp_path / "x.parquet")
     back = pq.read_table(tmp_path / "x.parquet").to_pylist()
-    assert [(b["mode_tokens"], b["mode_share"], b["exemplar_ids"]) for b in back] == \
-        [(r["mode_tokens"], r["mode_share"], r["exemplar_ids"]) for r in rows]
+    assert [(b["mode_tokens"], b["mode_share"], b["exemplar_ids"]) for b in back] == [
+        (r["mode_tokens"], r["mode_share"], r["exemplar_ids"]) for r in rows
+    ]
 
 
 def test_single_pass_and_neuronscope_only():
@@ -154,7 +178,11 @@ def test_refinement_is_kept_only_when_the_validation_score_rises(revision, kept)
     res = _run(ScriptedLLM(explain="Explanation: words", refine=revision), refine_rounds=2)
     decisions = [t for t in res.transcript if t["agent"] == "refine_decision"]
     assert decisions[0]["kept"] is kept and decisions[0]["judged_on"] == "validation"
-    assert decisions[0]["new_score"] > decisions[0]["old_score"] if kept else decisions[0]["new_score"] <= decisions[0]["old_score"]
+    assert (
+        decisions[0]["new_score"] > decisions[0]["old_score"]
+        if kept
+        else decisions[0]["new_score"] <= decisions[0]["old_score"]
+    )
     r = res.rows[0]
     # A kept revision that fixed every miss ends the loop; a rejected one also stops it (no gain).
     assert r["rounds"] == len(decisions) == 1
@@ -169,7 +197,9 @@ def test_two_planted_modes_are_found():
             for i, conv in enumerate(conversations):
                 if "features" in conv[0]["content"]:
                     text = conv[-1]["content"]
-                    out[i] = Completion("- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3)
+                    out[i] = Completion(
+                        "- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3
+                    )
             return out
 
     class ComponentEmbedder:
@@ -179,9 +209,14 @@ def test_two_planted_modes_are_found():
             return np.array([[1.0, 0.0] if "month" in t else [0.0, 1.0] for t in texts])
 
     df = records(SENTENCES, MONTHS, randoms=RANDOMS)
-    res = explain_neuron(0, 0, df, TwoConcepts(), ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3,
-                                                                 clustering="components"),
-                         embedder=ComponentEmbedder())
+    res = explain_neuron(
+        0,
+        0,
+        df,
+        TwoConcepts(),
+        ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3, clustering="components"),
+        embedder=ComponentEmbedder(),
+    )
     assert [r["n_modes"] for r in res.rows] == [2, 2] and [r["mode"] for r in res.rows] == [0, 1]
     assert sum(r["mode_size"] for r in res.rows) == 6
     assert len({x for r in res.rows for x in r["exemplar_ids"]}) == 6
@@ -218,8 +253,14 @@ class KeywordEmbedder:
 
     def encode(self, texts, **_):
         def vec(t):
-            return [1.0, 0, 0] if any(m in t for m in MONTHS) or "month" in t else \
-                [0, 1.0, 0] if len(t.split()) > 4 else [0, 0, 1.0]
+            return (
+                [1.0, 0, 0]
+                if any(m in t for m in MONTHS) or "month" in t
+                else [0, 1.0, 0]
+                if len(t.split()) > 4
+                else [0, 0, 1.0]
+            )
+
         return np.array([vec(t) for t in texts])
 
 
@@ -230,8 +271,15 @@ def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, refine_rounds=1)
     assert cfg.scorer == "embedding"
-    res = explain_neuron(3, 7, df, ScriptedLLM(explain="Explanation: words", refine=revision), cfg,
-                         embedder=KeywordEmbedder(), calibrated=True)
+    res = explain_neuron(
+        3,
+        7,
+        df,
+        ScriptedLLM(explain="Explanation: words", refine=revision),
+        cfg,
+        embedder=KeywordEmbedder(),
+        calibrated=True,
+    )
     (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
     assert decision["scorer"] == "embedding" and decision["kept"] is kept
     r = res.rows[0]
@@ -245,7 +293,9 @@ def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
 
 
 def test_a_malformed_refine_answer_keeps_the_explanation():
-    res = _run(ScriptedLLM(explain="Explanation: words", refine="Explanation: a < b"), refine_rounds=1, max_parse_retries=0)
+    res = _run(
+        ScriptedLLM(explain="Explanation: words", refine="Explanation: a < b"), refine_rounds=1, max_parse_retries=0
+    )
     r = res.rows[0]
     assert r["status"] == "ok" and r["explanation"] == "words"
     (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
@@ -266,6 +316,7 @@ def test_a_malformed_baseline_keeps_the_neuronscope_explanations():
 
 def test_the_configured_clustering_decides_the_modes():
     """Both variants are always in the transcript; ExplainConfig.clustering picks the one used."""
+
     class WordEmbedder:  # the activating words are month names: one group, one mode
         tokenizer = WordVocabulary()
 
@@ -274,8 +325,14 @@ def test_the_configured_clustering_decides_the_modes():
 
     df = records(SENTENCES, MONTHS, randoms=RANDOMS)
     for variant in ("components", "activation"):
-        res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(n_explain=6, n_heldout_top=3, clustering=variant),
-                             embedder=WordEmbedder())
+        res = explain_neuron(
+            0,
+            0,
+            df,
+            ScriptedLLM(),
+            ExplainConfig(n_explain=6, n_heldout_top=3, clustering=variant),
+            embedder=WordEmbedder(),
+        )
         used = [t["variant"] for t in res.transcript if t["agent"] == "cluster" and t["used"]]
         assert used == [variant] and res.rows[0]["status"] == "ok"
 

@@ -26,7 +26,9 @@ def test_unreachable_endpoint_is_a_clear_error_not_a_hang(tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = OpenAIClient(LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, timeout_s=5))
+    client = OpenAIClient(
+        LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, timeout_s=5)
+    )
     t0 = time.time()
     with pytest.raises(LLMError, match=rf"127\.0\.0\.1:{port}/v1/chat/completions unreachable after 2 attempts"):
         client.chat([[{"role": "user", "content": "hi"}]], GenParams(max_tokens=4))
@@ -55,8 +57,10 @@ def test_ledger_books_calls_per_agent():
     llm = Metered(_CountingLLM(), ledger)
     llm.chat("explain", [[{"role": "user", "content": "a"}]] * 2, GenParams())
     llm.chat("refine", [[{"role": "user", "content": "b"}]], GenParams())
-    assert ledger.as_dict() == {"explain": {"calls": 2, "cached": 0, "tokens_in": 20, "tokens_out": 6},
-                                "refine": {"calls": 1, "cached": 0, "tokens_in": 10, "tokens_out": 3}}
+    assert ledger.as_dict() == {
+        "explain": {"calls": 2, "cached": 0, "tokens_in": 20, "tokens_out": 6},
+        "refine": {"calls": 1, "cached": 0, "tokens_in": 10, "tokens_out": 3},
+    }
     assert ledger.total(["explain"]).tokens_in == 20 and ledger.total().calls == 3
 
 
@@ -82,7 +86,8 @@ def test_response_cache_makes_a_rerun_free_and_identical(tmp_path):
     # Other parameters are another key: no stale answer is served.
     ledger = Ledger()
     Metered(second_engine, ledger, ResponseCache(store, "model@rev")).chat(
-        "explain", [[{"role": "user", "content": "x"}]], GenParams(max_tokens=7))
+        "explain", [[{"role": "user", "content": "x"}]], GenParams(max_tokens=7)
+    )
     assert ledger.total().calls == 1
 
 
@@ -137,9 +142,28 @@ def vllm_server(tmp_path_factory):
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("bundled:smollm2-135m").path,
-           "--served-model-name", "bundled:smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", resolve_dtype(LLMConfig()), "--enforce-eager", "--max-model-len", "2048", "--max-logprobs", "20", "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        resolve_model("bundled:smollm2-135m").path,
+        "--served-model-name",
+        "bundled:smollm2-135m",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        resolve_dtype(LLMConfig()),
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--max-logprobs",
+        "20",
+        "--seed",
+        "0",
+    ]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -148,9 +172,9 @@ def vllm_server(tmp_path_factory):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read()
                 break
-            except OSError:
+            except OSError as e:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("vLLM server did not start:\n" + log.read_text()[-3000:])
+                    raise RuntimeError("vLLM server did not start:\n" + log.read_text()[-3000:]) from e
                 time.sleep(2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -164,7 +188,10 @@ def vllm_server(tmp_path_factory):
 @pytest.mark.slow
 def test_http_backend_matches_the_in_process_engine(vllm_server, vllm_pool):
     client = OpenAIClient(LLMConfig(backend="openai", base_url=vllm_server))
-    convs = [[{"role": "user", "content": "What is the capital of France?"}], [{"role": "user", "content": "Say hello."}]]
+    convs = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "user", "content": "Say hello."}],
+    ]
     http = client.chat(convs, GenParams(max_tokens=16))
     local = vllm_pool.chat(convs, GenParams(max_tokens=16))
     assert [c.text for c in http] == [c.text for c in local]
@@ -188,8 +215,7 @@ def test_answers_follow_the_regex_constraint_on_both_backends(vllm_server, vllm_
 
     client = OpenAIClient(LLMConfig(backend="openai", base_url=vllm_server))
     ask = [{"role": "user", "content": "Write <b>HTML</b> with three lines about the sea."}]
-    cases = [(ask + [{"role": "assistant", "content": "Explanation:"}], EXPLANATION_REGEX),
-             (ask, COMPONENTS_REGEX)]
+    cases = [(ask + [{"role": "assistant", "content": "Explanation:"}], EXPLANATION_REGEX), (ask, COMPONENTS_REGEX)]
     for conv, regex in cases:
         params = GenParams(max_tokens=40, regex=regex)
         (local,), (http,) = vllm_pool.chat([conv], params), client.chat([conv], params)
@@ -200,17 +226,27 @@ def test_answers_follow_the_regex_constraint_on_both_backends(vllm_server, vllm_
         assert "<" not in local.text and ">" not in local.text and len(lines) <= 7, local.text
 
 
-@pytest.mark.parametrize("mode,message", [
-    ("error500", r"/error500/v1/chat/completions unreachable after 2 attempts \(HTTP 500: .*internal error"),
-    ("garbage", r"answered with a body that is not JSON: '<html>"),
-    ("wrongjson", r"answered without choices\[0\]\.message\.content: .*result"),
-    ("hang", r"/hang/v1/chat/completions unreachable after 2 attempts \((TimeoutError|URLError)"),
-    ("echo401", r"answered HTTP 401: .*invalid api key None"),
-])
+@pytest.mark.parametrize(
+    "mode,message",
+    [
+        ("error500", r"/error500/v1/chat/completions unreachable after 2 attempts \(HTTP 500: .*internal error"),
+        ("garbage", r"answered with a body that is not JSON: '<html>"),
+        ("wrongjson", r"answered without choices\[0\]\.message\.content: .*result"),
+        ("hang", r"/hang/v1/chat/completions unreachable after 2 attempts \((TimeoutError|URLError)"),
+        ("echo401", r"answered HTTP 401: .*invalid api key None"),
+    ],
+)
 def test_a_misbehaving_llm_server_is_a_clear_error_in_bounded_time(bad_llm_server, mode, message):
     """Down, failing, answering garbage or another shape, or hanging: one LLMError naming what
     happened, after at most max_retries retries of at most timeout_s each."""
-    client = OpenAIClient(LLMConfig(backend="openai", base_url=f"{bad_llm_server}/{mode}/v1", max_retries=1,
-                                    timeout_s=1, api_key_env="NEURONSCOPE_NO_SUCH_KEY"))
+    client = OpenAIClient(
+        LLMConfig(
+            backend="openai",
+            base_url=f"{bad_llm_server}/{mode}/v1",
+            max_retries=1,
+            timeout_s=1,
+            api_key_env="NEURONSCOPE_NO_SUCH_KEY",
+        )
+    )
     with pytest.raises(LLMError, match=message):
         client.chat([[{"role": "user", "content": "hi"}]], GenParams(max_tokens=4))

@@ -59,7 +59,9 @@ def test_pool_skips_a_dead_replica_and_fails_clearly_when_none_is_left(ray_local
     (ans,) = _pool([dead, live]).chat(CONV, GenParams())
     assert ans.text == str(ray_local.get(live.chat.remote(CONV, GenParams()))[0].text)
     t0 = time.time()
-    with pytest.raises(LLMError, match=r"all 1 vLLM replica\(s\) are dead and cannot restart \(replica 0: ActorDiedError"):
+    with pytest.raises(
+        LLMError, match=r"all 1 vLLM replica\(s\) are dead and cannot restart \(replica 0: ActorDiedError"
+    ):
         _pool([dead]).chat(CONV, GenParams())
     assert time.time() - t0 < 10
 
@@ -160,12 +162,16 @@ def test_replica_whose_engine_cannot_start_is_skipped_then_a_clear_error(vllm_po
     pool = VLLMPool([broken, *vllm_pool.actors], vllm_pool.tokenizer_path, vllm_pool.cfg, vllm_pool.model_id)
     for start in (0, 1):
         pool._next = start
-        assert [c.text for c in pool.chat(CONVS[:2], GenParams(max_tokens=8))] == \
-            [c.text for c in vllm_pool.chat(CONVS[:2], GenParams(max_tokens=8))]
+        assert [c.text for c in pool.chat(CONVS[:2], GenParams(max_tokens=8))] == [
+            c.text for c in vllm_pool.chat(CONVS[:2], GenParams(max_tokens=8))
+        ]
     alone = VLLMPool([broken], vllm_pool.tokenizer_path, vllm_pool.cfg, vllm_pool.model_id)
     t0 = time.time()
-    with pytest.raises(LLMError, match=r"dead and cannot restart \(replica 0: ActorDiedError: its engine could not "
-                                       r"start: .*no-such-model"):
+    with pytest.raises(
+        LLMError,
+        match=r"dead and cannot restart \(replica 0: ActorDiedError: its engine could not "
+        r"start: .*no-such-model",
+    ):
         alone.chat(CONVS[:1], GenParams(max_tokens=8))
     assert time.time() - t0 < 60
 
@@ -216,8 +222,10 @@ def test_explain_run_into_a_fresh_store_with_the_cache_is_free_and_identical(vll
     from neuronscope.store import Store
 
     first, second = Store.open(str(tmp_path / "first")), Store.open(str(tmp_path / "second"))
-    first.write_parquet("records/layer_004/part-00000.parquet",
-                        pa.Table.from_pandas(_month_records(vllm_pool), schema=RECORDS, preserve_index=False))
+    first.write_parquet(
+        "records/layer_004/part-00000.parquet",
+        pa.Table.from_pandas(_month_records(vllm_pool), schema=RECORDS, preserve_index=False),
+    )
     assert explain_run(first, first, vllm_pool, CFG)["ok"] == 1
     shutil.copytree(tmp_path / "first" / "llm_cache", tmp_path / "second" / "llm_cache")
     served = _served(vllm_pool)

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from record_helpers import brute, expected_top, save_tiny, tiny_model
 
 from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError
@@ -16,8 +17,6 @@ from neuronscope.record.fold import LayerFold, token_codes
 from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Summary, hist_rows, histogram, sample_keys
 from neuronscope.schema import RECORDS, STATS
 from neuronscope.store import Store
-
-from record_helpers import brute, corpus, expected_top, save_tiny, tiny_model, tokenizer_dir  # noqa: F401
 
 WINDOW = 16
 ZERO_NEURON = 5  # its gate/up rows are zeroed: 0 everywhere, a tie on every token
@@ -29,8 +28,15 @@ def _tiny(tmp_path_factory, tokenizer_dir, kind: str):
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     if kind == "llama":
-        model = tiny_model("llama", len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=3,
-                           num_attention_heads=2, max_position_embeddings=64)
+        model = tiny_model(
+            "llama",
+            len(tok),
+            hidden_size=16,
+            intermediate_size=24,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+        )
         for layer in model.model.layers:
             layer.mlp.gate_proj.weight.data[ZERO_NEURON] = 0
             layer.mlp.up_proj.weight.data[ZERO_NEURON] = 0
@@ -51,7 +57,9 @@ def gpt2_dir(tmp_path_factory, tokenizer_dir):
 
 def _cfg(model, corpus, **kw):
     # every token in the quantile histogram, so that quantiles can be checked against exact ones
-    base = dict(model=model, corpus=corpus, window=WINDOW, top_k=6, random_k=5, batch_size=4, seed=3, quantile_sample=1.0)
+    base = dict(
+        model=model, corpus=corpus, window=WINDOW, top_k=6, random_k=5, batch_size=4, seed=3, quantile_sample=1.0
+    )
     return RecordConfig(**{**base, **kw})
 
 
@@ -145,7 +153,7 @@ def test_more_actors_than_free_cpus_do_not_stall_the_pass(llama_run, ray_local, 
 
 def test_random_sample_and_stats(llama_run, llama_dir):
     cfg, _, store = llama_run
-    windows, acts = brute(llama_dir, cfg)
+    _windows, acts = brute(llama_dir, cfg)
     rec = _read(store, "records/")
     rnd = rec[rec.kind == "random"]
     assert len(rnd) == 3 * acts[0].shape[2] * cfg.random_k
@@ -199,7 +207,18 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
     for batch, actors, sparse_windows in [(1, 1, 4), (3, 1, 4), (7, 1, 4), (7, 3, 4), (7, 1, 2), (2, 2, 2)]:
         monkeypatch.setattr(topk, "_SPARSE_WINDOWS", sparse_windows)
         other = _summarize(acts, batch, 0.25, actors)
-        for name in ("top_val", "top_code", "rnd_key", "rnd_code", "rnd_val", "top_win", "rnd_win", "hist", "min", "max"):
+        for name in (
+            "top_val",
+            "top_code",
+            "rnd_key",
+            "rnd_code",
+            "rnd_val",
+            "top_win",
+            "rnd_win",
+            "hist",
+            "min",
+            "max",
+        ):
             np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
         np.testing.assert_allclose(one.sum, other.sum, rtol=1e-5)
     assert list(one.top_code[0]) == [0, 1, 2, 3]  # all tied: the first tokens
@@ -207,8 +226,9 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
     code = ((torch.arange(40)[:, None] << 20) + torch.arange(8)).reshape(-1)
     counted = hist_rows(7, code, 0.25)
     assert one.hist_count == len(counted) and 0.1 < len(counted) / len(code) < 0.4
-    exact = np.quantile(acts.reshape(-1, 6)[counted].numpy().astype(np.float64), QUANTILE_LEVELS, axis=0,
-                        method="inverted_cdf").T
+    exact = np.quantile(
+        acts.reshape(-1, 6)[counted].numpy().astype(np.float64), QUANTILE_LEVELS, axis=0, method="inverted_cdf"
+    ).T
     assert np.all(np.abs(one.quantiles(QUANTILE_LEVELS) - exact) <= 0.062 * np.abs(exact) + 2e-4)
     assert np.isnan(Summary(2, 4, 3).quantiles(QUANTILE_LEVELS)).all()  # nothing counted
 
@@ -236,11 +256,11 @@ def test_schema_round_trip(llama_run):
 def test_gpt2_hooks_mlp_act_output(ray_local, tmp_path, gpt2_dir, corpus):
     cfg = _cfg(gpt2_dir, corpus, layers="1", neurons="0-9,40", top_k=4, random_k=2)
     summary, store = _run(ray_local, tmp_path, cfg)
-    windows, acts = brute(gpt2_dir, cfg)
+    _windows, acts = brute(gpt2_dir, cfg)
     top = _read(store, "records/").query("kind == 'top'")
     assert summary["neurons"] == 11 and sorted(set(top.neuron)) == list(range(10)) + [40]
     for neuron, g in top.groupby("neuron"):
-        wid, pos, val = expected_top(acts[1][:, :, neuron], cfg.top_k)
+        wid, pos, _val = expected_top(acts[1][:, :, neuron], cfg.top_k)
         np.testing.assert_array_equal(g.sort_values("rank").window_id, wid)
         np.testing.assert_array_equal(g.sort_values("rank").max_pos, pos)
 
@@ -274,7 +294,10 @@ def test_plan_groups_shards_into_passes(monkeypatch):
     monkeypatch.setattr(pipeline, "MAX_CELLS_PER_PASS", 60)
     neurons = list(range(24))
     assert pipeline._plan([0, 1, 2], neurons, set()) == [([0, 1, 2], list(range(20))), ([0, 1, 2], list(range(20, 24)))]
-    assert pipeline._plan([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [([1], list(range(10, 20))), ([0, 1], list(range(20, 24)))]
+    assert pipeline._plan([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
+        ([1], list(range(10, 20))),
+        ([0, 1], list(range(20, 24))),
+    ]
     assert pipeline._plan([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
 
 

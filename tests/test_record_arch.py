@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from record_helpers import TINY, brute, expected_top, save_tiny, tiny_model
 
 from neuronscope.config import RecordConfig
 from neuronscope.errors import ModelError
@@ -13,8 +14,6 @@ from neuronscope.models import arch
 from neuronscope.record import record
 from neuronscope.record.hooks import capture, load_model
 from neuronscope.store import Store
-
-from record_helpers import TINY, brute, corpus, expected_top, save_tiny, tiny_model, tokenizer_dir  # noqa: F401
 
 
 def _neurons_from_input(model_type: str, mlp, x: torch.Tensor) -> torch.Tensor:
@@ -37,8 +36,10 @@ def test_hooks_capture_the_mlp_neurons(model_type):
     assert model.config.model_type in arch.ARCHITECTURES
     assert arch.n_layers(model.config) == 2 and arch.n_neurons(model.config) == 64
     inputs: dict[int, torch.Tensor] = {}
-    handles = [b.mlp.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
-               for i, b in enumerate(_blocks(model))]
+    handles = [
+        b.mlp.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
+        for i, b in enumerate(_blocks(model))
+    ]
     ids = torch.randint(0, 256, (3, 10), generator=torch.Generator().manual_seed(1))
     neurons = torch.tensor([0, 5, 17, 63])
     with capture(model, [0, 1], neurons) as run:
@@ -64,10 +65,12 @@ def test_record_run_on_phi3(ray_local, tmp_path_factory, tokenizer_dir, corpus):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    model_dir = save_tiny(tiny_model("phi3", len(tok), hidden_size=16, num_attention_heads=2), tok,
-                          tmp_path_factory.mktemp("phi3"))
-    cfg = RecordConfig(model=model_dir, corpus=corpus, window=16, top_k=3, random_k=2, batch_size=8,
-                       neurons="0-7", layers="1")
+    model_dir = save_tiny(
+        tiny_model("phi3", len(tok), hidden_size=16, num_attention_heads=2), tok, tmp_path_factory.mktemp("phi3")
+    )
+    cfg = RecordConfig(
+        model=model_dir, corpus=corpus, window=16, top_k=3, random_k=2, batch_size=8, neurons="0-7", layers="1"
+    )
     store = Store.open(str(tmp_path_factory.mktemp("run")))
     assert record(cfg, store)["shards_recorded"] == 1
     _, acts = brute(model_dir, cfg)

@@ -24,7 +24,10 @@ RECORD = {
     "random_sample": [_ar(["a", " b"], [0.1, -0.2])],
     "random_sample_by_quantile": [[_ar(["c"], [0.5])], [_ar(["d", "e"], [1.0, 2.0])]],
     "quantile_boundaries": [0.0, 0.5, 1.5],
-    "mean": 0.25, "variance": 0.04, "skewness": 1.0, "kurtosis": 3.0,
+    "mean": 0.25,
+    "variance": 0.04,
+    "skewness": 1.0,
+    "kurtosis": 3.0,
     "most_positive_activation_records": [_ar(["x", " y", " z"], [0.0, 9.0, 1.0]), _ar(["w"], [4.0])],
 }
 
@@ -33,7 +36,13 @@ def test_neuron_record_to_tables():
     rec, st = neuron_record_tables(json.dumps(RECORD))
     assert rec.schema.equals(RECORDS) and st.schema.equals(STATS)
     rows = rec.to_pylist()
-    assert [(r["kind"], r["rank"]) for r in rows] == [("top", 0), ("top", 1), ("random", 0), ("quantile_0", 0), ("quantile_1", 0)]
+    assert [(r["kind"], r["rank"]) for r in rows] == [
+        ("top", 0),
+        ("top", 1),
+        ("random", 0),
+        ("quantile_0", 0),
+        ("quantile_1", 0),
+    ]
     assert rows[0]["tokens"] == ["x", " y", " z"] and rows[0]["max_pos"] == 1 and rows[0]["max_act"] == 9.0
     assert {r["layer"] for r in rows} == {3} and {r["neuron"] for r in rows} == {300}
     assert len({r["window_id"] for r in rows}) == len(rows)
@@ -62,8 +71,14 @@ def test_import_folder_into_store(tmp_path):
 
 def test_bad_input_names_the_file(tmp_path):
     bad = tmp_path / "7.json"
-    bad.write_text(json.dumps({"neuron_id": {"layer_index": 0, "neuron_index": 7},
-                               "most_positive_activation_records": [{"tokens": ["a"], "activations": [1, 2]}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "neuron_id": {"layer_index": 0, "neuron_index": 7},
+                "most_positive_activation_records": [{"tokens": ["a"], "activations": [1, 2]}],
+            }
+        )
+    )
     with pytest.raises(CorpusError, match=r"7\.json.*1 tokens but 2 activations"):
         import_openai(str(bad), None)
     bad.write_text("{}")
@@ -74,13 +89,22 @@ def test_bad_input_names_the_file(tmp_path):
 # --- neuron puzzles and NeuronRecord export -------------------------------------------------
 
 PUZZLES = {  # their puzzles.json shape: plain strings have activation 0
-    "colors": {"name": "colors", "explanation": "words related to colors",
-               "sentences": [["His", " shoes", " were", [" black", 9], "."],
-                             [["Red", 9], ",", [" yellow", 10]],
-                             ["No", " color", " here"]],
-               "false_explanations": ["adjectives", "clothes"]},
-    "years": {"name": "years", "explanation": "wrong years",
-              "sentences": [["In", " ", ["168", 9], ["7", 8.5]]], "false_explanations": []},
+    "colors": {
+        "name": "colors",
+        "explanation": "words related to colors",
+        "sentences": [
+            ["His", " shoes", " were", [" black", 9], "."],
+            [["Red", 9], ",", [" yellow", 10]],
+            ["No", " color", " here"],
+        ],
+        "false_explanations": ["adjectives", "clothes"],
+    },
+    "years": {
+        "name": "years",
+        "explanation": "wrong years",
+        "sentences": [["In", " ", ["168", 9], ["7", 8.5]]],
+        "false_explanations": [],
+    },
 }
 
 
@@ -97,13 +121,19 @@ def test_puzzles_import(tmp_path):
     rows = [r for r in rec.to_pylist() if r["neuron"] == 0]
     # ranked by max activation; the all-zero sentence last
     assert [(r["kind"], r["rank"], r["window_id"], r["max_act"], r["max_pos"]) for r in rows] == [
-        ("top", 0, 1, 10.0, 2), ("top", 1, 0, 9.0, 3), ("top", 2, 2, 0.0, 0)]
+        ("top", 0, 1, 10.0, 2),
+        ("top", 1, 0, 9.0, 3),
+        ("top", 2, 2, 0.0, 0),
+    ]
     assert rows[0]["tokens"] == ["Red", ",", " yellow"] and rows[0]["activations"] == [9.0, 0.0, 10.0]
     st = pq.read_table(tmp_path / "run" / stats_key(0, 0), partitioning=None).to_pylist()
     assert [s["neuron"] for s in st] == [0, 1] and st[0]["n_tokens"] == 11 and st[0]["max"] == 10.0
     assert st[0]["mean"] == pytest.approx(28 / 11)
-    assert store.read_json("puzzles.json")["1"] == {"name": "years", "explanation": "wrong years",
-                                                     "false_explanations": []}
+    assert store.read_json("puzzles.json")["1"] == {
+        "name": "years",
+        "explanation": "wrong years",
+        "false_explanations": [],
+    }
 
 
 def test_puzzles_bad_input_names_the_puzzle(tmp_path):
@@ -140,13 +170,44 @@ def test_export_of_recorded_rows_keeps_what_the_format_holds():
     from neuronscope.record.interop import neuron_record_json
     from neuronscope.schema import conform
 
-    rows = [dict(layer=2, neuron=9, kind=kind, rank=rank, window_id=wid, tokens=["a", "b"],
-                 token_ids=[5, 6], activations=acts, max_pos=1, max_act=acts[1])
-            for kind, rank, wid, acts in [("top", 1, 40, [0.5, 2.0]), ("top", 0, 7, [1.0, 3.0]),
-                                          ("random", 0, 3, [0.1, 0.2])]]
+    rows = [
+        dict(
+            layer=2,
+            neuron=9,
+            kind=kind,
+            rank=rank,
+            window_id=wid,
+            tokens=["a", "b"],
+            token_ids=[5, 6],
+            activations=acts,
+            max_pos=1,
+            max_act=acts[1],
+        )
+        for kind, rank, wid, acts in [
+            ("top", 1, 40, [0.5, 2.0]),
+            ("top", 0, 7, [1.0, 3.0]),
+            ("random", 0, 3, [0.1, 0.2]),
+        ]
+    ]
     rec = conform(pa.Table.from_pylist(rows), RECORDS)
-    stats = conform(pa.Table.from_pylist([dict(layer=2, neuron=9, mean=0.5, std=2.0, min=-1.0, max=3.0,
-                                               quantile_levels=[0.5], quantiles=[0.4], n_tokens=100)]), STATS)
+    stats = conform(
+        pa.Table.from_pylist(
+            [
+                dict(
+                    layer=2,
+                    neuron=9,
+                    mean=0.5,
+                    std=2.0,
+                    min=-1.0,
+                    max=3.0,
+                    quantile_levels=[0.5],
+                    quantiles=[0.4],
+                    n_tokens=100,
+                )
+            ]
+        ),
+        STATS,
+    )
     back, st = neuron_record_tables(json.dumps(neuron_record_json(rec, stats)))
     cols = ["layer", "neuron", "kind", "rank", "tokens", "activations", "max_pos", "max_act"]
     expected = rec.sort_by([("kind", "descending"), ("rank", "ascending")]).select(cols)

@@ -39,7 +39,7 @@ def test_planted_neurons_fire_on_their_concepts_only(corpus):
         assert list(top["rank"]) == list(range(12)) and top["max_act"].is_monotonic_decreasing
         # the concepts take turns down the ranks, so any split of the ranks keeps them balanced
         by_rank = [p.truth[w] for w in top.sort_values("rank")["window_id"]]
-        assert all(set(by_rank[i:i + len(concepts)]) == set(concepts) for i in range(0, 12, len(concepts)))
+        assert all(set(by_rank[i : i + len(concepts)]) == set(concepts) for i in range(0, 12, len(concepts)))
         for r in top.itertuples():
             words = CONCEPTS[p.truth[r.window_id]]
             hot = [t for t, a in zip(r.tokens, r.activations) if a >= 0.6]

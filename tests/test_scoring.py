@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
-
 from explain_helpers import MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, planted, words
+
 from neuronscope.explain.exemplars import Exemplar
-from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer, metrics as M
+from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer
+from neuronscope.scoring import metrics as M
 from neuronscope.scoring.calibration import PASS_AT, calibration_sets, self_check
 from neuronscope.scoring.contexts import window_items
 from neuronscope.scoring.controls import UNRELATED, control_explanation
@@ -51,13 +52,22 @@ class TwoWayEmbedder:
     """Month words and 'month' point one way, other long texts another, short texts a third."""
 
     def encode(self, texts, **_):
-        return np.array([[1.0, 0, 0] if any(m in t for m in MONTHS) or "month" in t else
-                         [0, 1.0, 0] if len(t.split()) > 4 else [0, 0, 1.0] for t in texts])
+        return np.array(
+            [
+                [1.0, 0, 0]
+                if any(m in t for m in MONTHS) or "month" in t
+                else [0, 1.0, 0]
+                if len(t.split()) > 4
+                else [0, 0, 1.0]
+                for t in texts
+            ]
+        )
 
 
 def test_embedding_scorer_right_above_wrong_and_nothing_at_chance():
     right, wrong, nothing = EmbeddingScorer(TwoWayEmbedder())(
-        [("month names", HELDOUT), ("river", HELDOUT), ("zzz", HELDOUT)], 5.0)
+        [("month names", HELDOUT), ("river", HELDOUT), ("zzz", HELDOUT)], 5.0
+    )
     assert right.score == 1.0 and nothing.score == 0.5 and wrong.score == 0.5
     assert right.values.shape == (len(right.items),)
 
@@ -155,14 +165,15 @@ def test_self_check_passes_a_scorer_that_sees_and_flags_one_that_cannot(minilm):
 def hand_written_run(tmp_path):
     """A run holding only records, written by hand in the records schema."""
     import pyarrow as pa
-
     from explain_helpers import records
+
     from neuronscope.schema import RECORDS
     from neuronscope.store import Store
 
     df = records(MONTH_SENTENCES, MONTHS, layer=2, neuron=5, randoms=PLAIN_SENTENCES)
-    Store.open(str(tmp_path / "run")).write_parquet("records/layer_002/part-00000.parquet",
-                                                    pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False))
+    Store.open(str(tmp_path / "run")).write_parquet(
+        "records/layer_002/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False)
+    )
     return str(tmp_path / "run")
 
 
@@ -172,7 +183,10 @@ def test_score_command_scores_a_users_explanation_beside_its_control(hand_writte
     from neuronscope.cli import main
 
     def score(text, *extra):
-        assert main(["score", hand_written_run, "--layer", "2", "--neuron", "5", text, "--scorer", "embedding", *extra]) == 0
+        assert (
+            main(["score", hand_written_run, "--layer", "2", "--neuron", "5", text, "--scorer", "embedding", *extra])
+            == 0
+        )
         return capsys.readouterr().out
 
     right, wrong = json.loads(score("months of the year", "--json")), json.loads(score("kinds of fish", "--json"))
@@ -183,11 +197,14 @@ def test_score_command_scores_a_users_explanation_beside_its_control(hand_writte
     assert "embedding" in text and " vs control " in text and "the workflow's judge" in text
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--layer", "2", "--neuron", "6", "x", "--scorer", "embedding"], "no records for layer 2 neuron 6"),
-    (["--layer", "2", "--neuron", "5", "x", "--scorer", "astrology"], "unknown scorer 'astrology'"),
-    (["--layer", "2", "--neuron", "5", "  ", "--scorer", "embedding"], "the explanation to score is empty"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--layer", "2", "--neuron", "6", "x", "--scorer", "embedding"], "no records for layer 2 neuron 6"),
+        (["--layer", "2", "--neuron", "5", "x", "--scorer", "astrology"], "unknown scorer 'astrology'"),
+        (["--layer", "2", "--neuron", "5", "  ", "--scorer", "embedding"], "the explanation to score is empty"),
+    ],
+)
 def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv, fragment):
     from neuronscope.cli import main
 
@@ -202,14 +219,31 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
-    manifest.note_stage(store, "explain", "self_check", {"scorer": "simulation", "discrimination": 0.52,
-                                                         "passed": False})
-    row = _row(1, 2, mode=0, n_modes=1, explanation="x", scorer="simulation", calibrated=False, score=0.31,
-               mode_score=0.31, baseline_score=0.12, control_score=0.29, sim_score=0.31, sim_baseline_score=0.12,
-               sim_control_score=0.29, method="both")
+    manifest.note_stage(
+        store, "explain", "self_check", {"scorer": "simulation", "discrimination": 0.52, "passed": False}
+    )
+    row = _row(
+        1,
+        2,
+        mode=0,
+        n_modes=1,
+        explanation="x",
+        scorer="simulation",
+        calibrated=False,
+        score=0.31,
+        mode_score=0.31,
+        baseline_score=0.12,
+        control_score=0.29,
+        sim_score=0.31,
+        sim_baseline_score=0.12,
+        sim_control_score=0.29,
+        method="both",
+    )
     write_result(store, 1, 2, [row], [])
     lines = pipeline.summary_table(store).splitlines()
-    assert lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
+    assert (
+        lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
+    )
     assert " 0.12 vs  0.29" in lines[3] and " 0.31 vs  0.29" in lines[3]
     assert "control  0.29" in lines[-2]
     assert lines[-1] == "modes per neuron (1 neurons, mean 1.00): 1 mode: 1 (100%); single-mode share by layer: 1: 100%"
@@ -226,6 +260,6 @@ def test_window_guesses_decompose_the_auroc_and_show_only_real_errors():
     v = y.astype(float)
     v[worst_neg] = 2.0  # one quiet context above every activating one
     r = sc.result(v, items)
-    misses, alarms = r.errors()
+    _misses, alarms = r.errors()
     assert [(a[0], a[1]) for a in alarms] == [(items[worst_neg].exemplar, items[worst_neg].pos)]
     assert np.mean(r.guesses[y]) / 10 == pytest.approx(r.score)

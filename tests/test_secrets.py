@@ -4,7 +4,6 @@ LLM server echoes the key back (as some do in their 401 answers)."""
 from __future__ import annotations
 
 import pyarrow as pa
-import pytest
 from explain_helpers import MONTHS, records
 
 from neuronscope.cli import main
@@ -14,9 +13,13 @@ from neuronscope.schema import RECORDS, conform
 from neuronscope.store import Store
 
 SECRET = "sk-neuronscope-FAKE-4f1d9c2a7e"
-SENTENCES = [f"The {w} report was filed in {m} by the clerk." for w, m in
-             zip(["first", "second", "third", "fourth", "fifth", "sixth", "last", "next"],
-                 ["May", "June", "July", "March", "April", "August", "October", "December"])]
+SENTENCES = [
+    f"The {w} report was filed in {m} by the clerk."
+    for w, m in zip(
+        ["first", "second", "third", "fourth", "fifth", "sixth", "last", "next"],
+        ["May", "June", "July", "March", "April", "August", "October", "December"],
+    )
+]
 
 
 def test_the_key_never_leaves_the_process(bad_llm_server, ray_local, tmp_path, monkeypatch, capsys):
@@ -24,9 +27,27 @@ def test_the_key_never_leaves_the_process(bad_llm_server, ray_local, tmp_path, m
     run = tmp_path / "run"
     df = records(SENTENCES, MONTHS, randoms=[f"The river ran {n} miles." for n in ["two", "three", "four", "five"]])
     Store.open(str(run)).write_parquet(records_key(0), conform(pa.Table.from_pandas(df, preserve_index=False), RECORDS))
-    main(["explain", "--records", str(run), "--llm-backend", "openai", "--llm-base-url", bad_llm_server + "/echo401/v1",
-          "--llm-api-key-env", "NEURONSCOPE_TEST_KEY", "--llm-max-retries", "0", "--n-explain", "4",
-          "--n-heldout-top", "2", "--n-heldout-random", "2"])
+    main(
+        [
+            "explain",
+            "--records",
+            str(run),
+            "--llm-backend",
+            "openai",
+            "--llm-base-url",
+            bad_llm_server + "/echo401/v1",
+            "--llm-api-key-env",
+            "NEURONSCOPE_TEST_KEY",
+            "--llm-max-retries",
+            "0",
+            "--n-explain",
+            "4",
+            "--n-heldout-top",
+            "2",
+            "--n-heldout-random",
+            "2",
+        ]
+    )
     out = capsys.readouterr()
     written = [p for p in run.rglob("*") if p.is_file()]
     assert any(p.name == "manifest.json" for p in written) and any("explanations" in str(p) for p in written)

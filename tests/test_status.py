@@ -28,7 +28,9 @@ def test_status_counts_neurons_and_names_the_errors(where, tmp_path, request, ca
     assert main(["status", uri]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"run {Store.open(uri).uri}"
-    assert lines[1].startswith("record: done") and lines[2] == f"  neurons recorded: {recorded}; shards 3/3; tokens 1,234"
+    assert (
+        lines[1].startswith("record: done") and lines[2] == f"  neurons recorded: {recorded}; shards 3/3; tokens 1,234"
+    )
     assert lines[3].startswith("explain: failed")
     pending = recorded - explained - 1
     assert lines[4].startswith(f"  neurons: {explained} done, 1 failed, {pending} pending; LLM tokens ")

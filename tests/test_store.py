@@ -12,7 +12,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from neuronscope import schema, store as store_mod
+from neuronscope import schema
+from neuronscope import store as store_mod
 from neuronscope.errors import StoreError
 from neuronscope.store import Store
 
@@ -26,9 +27,21 @@ def store(request, tmp_path):
 
 
 def _records(neurons: range, layer: int = 1) -> pa.Table:
-    rows = [{"layer": layer, "neuron": n, "kind": "top", "rank": 0, "window_id": 10 + n, "tokens": ["a", " b", "\n"],
-             "token_ids": [1, 2, 3], "activations": [0.5, float(n), -1.0], "max_pos": 1, "max_act": float(n)}
-            for n in neurons]
+    rows = [
+        {
+            "layer": layer,
+            "neuron": n,
+            "kind": "top",
+            "rank": 0,
+            "window_id": 10 + n,
+            "tokens": ["a", " b", "\n"],
+            "token_ids": [1, 2, 3],
+            "activations": [0.5, float(n), -1.0],
+            "max_pos": 1,
+            "max_act": float(n),
+        }
+        for n in neurons
+    ]
     return pa.Table.from_pylist(rows, schema=schema.RECORDS)
 
 
@@ -50,7 +63,10 @@ def test_round_trips(store):
     assert store.exists("a/b.bin") and not store.exists("a/c.bin") and not store.exists("a")
     store.write_json("manifest.json", {"b": [1, 2], "a": "é"})
     assert store.read_json("manifest.json") == {"a": "é", "b": [1, 2]}
-    assert store.read_bytes("manifest.json").decode() == json.dumps({"a": "é", "b": [1, 2]}, indent=2, sort_keys=True) + "\n"
+    assert (
+        store.read_bytes("manifest.json").decode()
+        == json.dumps({"a": "é", "b": [1, 2]}, indent=2, sort_keys=True) + "\n"
+    )
     t = _records(range(3))
     store.write_parquet("records/layer=1/part-00000.parquet", t)
     back = store.read_parquet("records/layer=1/part-00000.parquet")
@@ -66,8 +82,12 @@ def test_list_prefix_read_and_delete(store):
     store.write_bytes("records/README.txt", b"not parquet")
     store.write_json("manifest.json", {})
     _plant_crashed_write(store, "records/layer=1")
-    expected = ["records/README.txt", "records/layer=1/part-00000.parquet",
-                "records/layer=1/part-00001.parquet", "records/layer=2/part-00000.parquet"]
+    expected = [
+        "records/README.txt",
+        "records/layer=1/part-00000.parquet",
+        "records/layer=1/part-00001.parquet",
+        "records/layer=2/part-00000.parquet",
+    ]
     assert store.list("records/") == store.list("records") == expected
     assert store.list() == ["manifest.json"] + expected
     assert store.list("nothing/") == [] and store.list("manifest.json") == []
@@ -92,8 +112,10 @@ def test_create_only_write(store):
     assert not store.write_bytes_if_absent("claims/n1", b"you")
     assert store.read_bytes("claims/n1") == b"me"
     wins = []  # racing claimers: exactly one gets it
-    threads = [threading.Thread(target=lambda i=i: wins.append(store.write_bytes_if_absent("claims/n2", b"%d" % i)))
-               for i in range(6)]
+    threads = [
+        threading.Thread(target=lambda i=i: wins.append(store.write_bytes_if_absent("claims/n2", b"%d" % i)))
+        for i in range(6)
+    ]
     for th in threads:
         th.start()
     for th in threads:
@@ -214,8 +236,13 @@ def test_s3_failed_multipart_leaves_nothing(s3_env, monkeypatch):
 
 def test_s3_missing_bucket_is_named(s3_env):
     gone = Store.open("s3://no-such-bucket-ns/run")
-    for call in (gone.check_writable, lambda: gone.write_bytes("k", b"1"), lambda: gone.read_bytes("k"),
-                 gone.list, lambda: gone.read_parquet("records/")):
+    for call in (
+        gone.check_writable,
+        lambda: gone.write_bytes("k", b"1"),
+        lambda: gone.read_bytes("k"),
+        gone.list,
+        lambda: gone.read_parquet("records/"),
+    ):
         with pytest.raises(StoreError, match=r"bucket 'no-such-bucket-ns' does not exist \(s3://no-such-bucket-ns/run"):
             call()
 

@@ -40,17 +40,23 @@ def build_indexes(run: Store, out: Store, progress=None) -> Built:
     neurons = neurons_table(tables, profiles)
     ids = semantic.searchable(neurons)
     if progress:
-        progress(f"atlas: {neurons[['layer', 'neuron']].drop_duplicates().shape[0]} neurons, "
-                 f"embedding {len(ids)} explanations")
-    vectors = semantic.embed_texts(neurons["explanation"].iloc[ids].tolist()) if len(ids) else np.zeros((0, 384), np.float32)
+        progress(
+            f"atlas: {neurons[['layer', 'neuron']].drop_duplicates().shape[0]} neurons, "
+            f"embedding {len(ids)} explanations"
+        )
+    vectors = (
+        semantic.embed_texts(neurons["explanation"].iloc[ids].tolist()) if len(ids) else np.zeros((0, 384), np.float32)
+    )
     index = semantic.build_index(vectors, ids)
     table = to_arrow(neurons, ATLAS_NEURONS)
     out.check_writable()
     out.write_parquet(NEURONS_KEY, table)
     out.write_parquet(TOKENS_KEY, to_arrow(profiles, ATLAS_TOKENS))
     out.write_bytes(INDEX_KEY, semantic.index_bytes(index))
-    out.write_json(BUILD_KEY, {"run": run.uri, "sources": sources, "embedder": semantic.EMBEDDER,
-                               "neuronscope_version": __version__})
+    out.write_json(
+        BUILD_KEY,
+        {"run": run.uri, "sources": sources, "embedder": semantic.EMBEDDER, "neuronscope_version": __version__},
+    )
     return Built(tables, AtlasIndex(neurons, index, profiles), vectors, ids, table)
 
 

@@ -50,8 +50,10 @@ def read_run(store: Store) -> RunTables:
         manifest=store.read_json("manifest.json") if store.exists("manifest.json") else {},
     )
     if not tables.records.num_rows and tables.explanations.empty:
-        raise NeuronScopeError(f"run {store.uri} has no activation records or explanations to build an atlas from; "
-                               "run `neuronscope record` (and `neuronscope explain`) first")
+        raise NeuronScopeError(
+            f"run {store.uri} has no activation records or explanations to build an atlas from; "
+            "run `neuronscope record` (and `neuronscope explain`) first"
+        )
     return tables
 
 

@@ -28,8 +28,10 @@ class Hit:
 
     def line(self) -> str:
         text = self.explanation or "(not explained)"
-        return (f"L{self.layer} N{self.neuron} mode {self.mode}  score {_pair(self.score, self.control)}  "
-                f"{self.match_kind} {self.match:.3f}  {text}")
+        return (
+            f"L{self.layer} N{self.neuron} mode {self.mode}  score {_pair(self.score, self.control)}  "
+            f"{self.match_kind} {self.match:.3f}  {text}"
+        )
 
     def as_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -49,25 +51,40 @@ class AtlasIndex:
         self._first = neurons.reset_index().drop_duplicates(["layer", "neuron"]).set_index(["layer", "neuron"])["index"]
 
     @classmethod
-    def load(cls, store) -> "AtlasIndex":
-        return cls(store.read_parquet(NEURONS_KEY).to_pandas(),
-                   semantic.index_from_bytes(store.read_bytes(INDEX_KEY)),
-                   store.read_parquet(TOKENS_KEY).to_pandas())
+    def load(cls, store) -> AtlasIndex:
+        return cls(
+            store.read_parquet(NEURONS_KEY).to_pandas(),
+            semantic.index_from_bytes(store.read_bytes(INDEX_KEY)),
+            store.read_parquet(TOKENS_KEY).to_pandas(),
+        )
 
-    def search(self, query: str, k: int = 10, layers=None, min_score: float | None = None,
-               token: bool = False) -> list[Hit]:
+    def search(
+        self, query: str, k: int = 10, layers=None, min_score: float | None = None, token: bool = False
+    ) -> list[Hit]:
         """The k best hits that pass the filters (layers: a collection of layer numbers)."""
         filtered = bool(layers) or min_score is not None
         # with filters every vector is ranked, so that k hits survive them when they exist
         hits = self._by_token(query) if token else self._by_meaning(query, self.index.ntotal if filtered else k)
-        keep = (h for h in hits if (not layers or h.layer in layers)
-                and (min_score is None or (math.isfinite(h.score) and h.score >= min_score)))
+        keep = (
+            h
+            for h in hits
+            if (not layers or h.layer in layers)
+            and (min_score is None or (math.isfinite(h.score) and h.score >= min_score))
+        )
         return [h for _, h in zip(range(k), keep)] if k > 0 else []
 
     def _hit(self, row: int, match: float, kind: str, score_col: str) -> Hit:
         r = self.neurons.iloc[row]
-        return Hit(int(r["layer"]), int(r["neuron"]), int(r["mode"]), _num(r[score_col]), _num(r["control_score"]),
-                   r["explanation"] if isinstance(r["explanation"], str) else None, float(match), kind)
+        return Hit(
+            int(r["layer"]),
+            int(r["neuron"]),
+            int(r["mode"]),
+            _num(r[score_col]),
+            _num(r["control_score"]),
+            r["explanation"] if isinstance(r["explanation"], str) else None,
+            float(match),
+            kind,
+        )
 
     def _by_meaning(self, query: str, k: int):
         sims, rows = semantic.nearest(self.index, semantic.embed_texts([query]), k)

@@ -34,14 +34,18 @@ def _handler(run: Store, atlas: Store, searcher):
             except StoreError:
                 return self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
             ext = "." + key.rsplit(".", 1)[-1]
-            self._send(HTTPStatus.OK, body, TYPES.get(ext) or mimetypes.guess_type(key)[0] or "application/octet-stream")
+            self._send(
+                HTTPStatus.OK, body, TYPES.get(ext) or mimetypes.guess_type(key)[0] or "application/octet-stream"
+            )
 
         def _search(self, params):
             query = (params.get("q") or [""])[0].strip()
             try:
                 k = min(max(int((params.get("k") or [DEFAULT_K])[0]), 1), MAX_K)
             except ValueError:
-                return self._send(HTTPStatus.BAD_REQUEST, b'{"error": "k must be a whole number"}\n', "application/json")
+                return self._send(
+                    HTTPStatus.BAD_REQUEST, b'{"error": "k must be a whole number"}\n', "application/json"
+                )
             hits = [h.as_dict() for h in searcher().search(query, k)] if query else []
             self._send(HTTPStatus.OK, json.dumps({"query": query, "hits": hits}).encode(), "application/json")
 

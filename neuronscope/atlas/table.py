@@ -69,17 +69,26 @@ def token_profiles(records: pa.Table) -> pd.DataFrame:
     best = np.full(len(pairs), -np.inf, np.float32)
     np.maximum.at(best, inverse, act[hot])
     g = pairs // len(texts)
-    prof = pd.DataFrame({"token": texts.take(pa.array(pairs % len(texts))).to_numpy(zero_copy_only=False),
-                         "layer": (uniq[g] >> 32).astype(np.int32), "neuron": (uniq[g] & 0xFFFFFFFF).astype(np.int32),
-                         "count": count.astype(np.int32), "max_act": best})
+    prof = pd.DataFrame(
+        {
+            "token": texts.take(pa.array(pairs % len(texts))).to_numpy(zero_copy_only=False),
+            "layer": (uniq[g] >> 32).astype(np.int32),
+            "neuron": (uniq[g] & 0xFFFFFFFF).astype(np.int32),
+            "count": count.astype(np.int32),
+            "max_act": best,
+        }
+    )
     prof = prof.sort_values([*KEYS, "count", "max_act", "token"], ascending=[True, True, False, False, True])
     return prof[ATLAS_TOKENS.names].reset_index(drop=True)
 
 
 def _top_lists(profiles: pd.DataFrame) -> pd.DataFrame:
     head = profiles.groupby(KEYS, sort=False).head(TOP_TOKENS)
-    return head.groupby(KEYS).agg(top_tokens=("token", list), top_token_counts=("count", list),
-                                  top_token_acts=("max_act", list)).reset_index()
+    return (
+        head.groupby(KEYS)
+        .agg(top_tokens=("token", list), top_token_counts=("count", list), top_token_acts=("max_act", list))
+        .reset_index()
+    )
 
 
 def _stats(stats: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +104,15 @@ def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
     missing = rows["status"].isna()
     rows.loc[missing, "mode"], rows.loc[missing, "n_modes"], rows.loc[missing, "status"] = -1, 0, "unexplained"
     rows = rows.merge(_stats(tables.stats), on=KEYS, how="left").merge(_top_lists(profiles), on=KEYS, how="left")
-    for col in ("top_tokens", "top_token_counts", "top_token_acts", "mode_tokens", "exemplar_ids", "quantile_levels", "quantiles"):
+    for col in (
+        "top_tokens",
+        "top_token_counts",
+        "top_token_acts",
+        "mode_tokens",
+        "exemplar_ids",
+        "quantile_levels",
+        "quantiles",
+    ):
         rows[col] = [v if isinstance(v, (list, np.ndarray)) else [] for v in rows[col]]
     rows["link"] = [page_link(layer, n) for layer, n in zip(rows["layer"], rows["neuron"])]
     rows = rows.sort_values([*KEYS, "mode"]).reset_index(drop=True)

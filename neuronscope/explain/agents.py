@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from ..errors import AgentOutputError
 from ..llm.base import GenParams, Message, Metered
@@ -17,17 +17,27 @@ from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, s
 # the "Explanation:" prefill (no markup, no second line), or up to six "- " feature lines.
 EXPLANATION_REGEX = r" [A-Za-z0-9\"'(][^\n<>]{0,100}"
 COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,6}"
-PARAMS = {"deconstruct": GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
-          "explain": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
-          "refine": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
-          "single_pass": GenParams(max_tokens=24, regex=EXPLANATION_REGEX)}
+PARAMS = {
+    "deconstruct": GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
+    "explain": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+    "refine": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+    "single_pass": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+}
 RETRY_TEMPERATURE = 0.7
 EXPLANATION_PREFILL = "Explanation:"
 
 
-def run_batch(llm: Metered, agent: str, conversations: list[list[Message]], parser: Callable,
-              max_retries: int, transcript: list[dict], params: GenParams | None = None,
-              prefill: str = "", guard: Callable | None = None) -> list:
+def run_batch(
+    llm: Metered,
+    agent: str,
+    conversations: list[list[Message]],
+    parser: Callable,
+    max_retries: int,
+    transcript: list[dict],
+    params: GenParams | None = None,
+    prefill: str = "",
+    guard: Callable | None = None,
+) -> list:
     """Parsed answers, one per conversation; AgentOutputError if one stays malformed after
     ``max_retries`` corrective follow-ups (never a guessed value). A ``prefill`` starts the
     answer (e.g. "Explanation:"), so a small model only has to continue the required format.
@@ -65,7 +75,8 @@ def run_batch(llm: Metered, agent: str, conversations: list[list[Message]], pars
         todo = [i for i, _, _ in failed]
     i, raw, reason = failed[0]
     raise AgentOutputError(
-        f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}")
+        f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}"
+    )
 
 
 def deconstruct(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> list[list[str]]:
@@ -84,21 +95,44 @@ def tokens_line(exemplars: list[Exemplar], max_act: float) -> str:
     return ", ".join(escape(t) for t in mode_tokens(exemplars, max_act))
 
 
-def explain_modes(llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float,
-                  retries: int, transcript) -> list[str]:
+def explain_modes(
+    llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float, retries: int, transcript
+) -> list[str]:
     """One explanation per semantic mode, from that mode's exemplars and components."""
-    convs = [prompts.render("explain", exemplars=_listing(ex, max_act), tokens=tokens_line(ex, max_act),
-                            components="; ".join(escape(c) for c in comps))
-             for ex, comps in zip(modes, components)]
-    return run_batch(llm, "explain", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL,
-                     guard=parse.not_a_copy)
+    convs = [
+        prompts.render(
+            "explain",
+            exemplars=_listing(ex, max_act),
+            tokens=tokens_line(ex, max_act),
+            components="; ".join(escape(c) for c in comps),
+        )
+        for ex, comps in zip(modes, components)
+    ]
+    return run_batch(
+        llm,
+        "explain",
+        convs,
+        parse.explanation,
+        retries,
+        transcript,
+        prefill=EXPLANATION_PREFILL,
+        guard=parse.not_a_copy,
+    )
 
 
 def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> str:
     """The Bills et al. baseline: one explanation from all explain exemplars."""
     conv = prompts.render("single_pass", exemplars=_listing(exemplars, max_act), tokens=tokens_line(exemplars, max_act))
-    return run_batch(llm, "single_pass", [conv], parse.explanation, retries, transcript,
-                     prefill=EXPLANATION_PREFILL, guard=parse.not_a_copy)[0]
+    return run_batch(
+        llm,
+        "single_pass",
+        [conv],
+        parse.explanation,
+        retries,
+        transcript,
+        prefill=EXPLANATION_PREFILL,
+        guard=parse.not_a_copy,
+    )[0]
 
 
 def _cases(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
@@ -114,11 +148,29 @@ def _cases(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
     return "\n".join(lines) or "(none)"
 
 
-def refine(llm, explanations: list[str], tokens: list[str], misses: list[list], false_alarms: list[list],
-           max_act: float, retries: int, transcript) -> list[str]:
+def refine(
+    llm,
+    explanations: list[str],
+    tokens: list[str],
+    misses: list[list],
+    false_alarms: list[list],
+    max_act: float,
+    retries: int,
+    transcript,
+) -> list[str]:
     """A revised explanation per mode, from the judge's misses and false alarms; ``tokens`` is
     each mode's ``tokens_line``."""
-    convs = [prompts.render("refine", explanation=x, tokens=t, misses=_cases(m, max_act), false_alarms=_cases(f, max_act))
-             for x, t, m, f in zip(explanations, tokens, misses, false_alarms)]
-    return run_batch(llm, "refine", convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL,
-                     guard=parse.not_a_copy)
+    convs = [
+        prompts.render("refine", explanation=x, tokens=t, misses=_cases(m, max_act), false_alarms=_cases(f, max_act))
+        for x, t, m, f in zip(explanations, tokens, misses, false_alarms)
+    ]
+    return run_batch(
+        llm,
+        "refine",
+        convs,
+        parse.explanation,
+        retries,
+        transcript,
+        prefill=EXPLANATION_PREFILL,
+        guard=parse.not_a_copy,
+    )

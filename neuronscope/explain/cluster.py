@@ -43,7 +43,7 @@ REFERENCE_STRIDE = 10
 
 _EMBEDDERS: dict[str, object] = {}
 # keyed by the embedder object itself: an id() could be reused by a later embedder
-_REFERENCES: "weakref.WeakKeyDictionary[object, np.ndarray]" = weakref.WeakKeyDictionary()
+_REFERENCES: weakref.WeakKeyDictionary[object, np.ndarray] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -88,8 +88,16 @@ def kmeans(x: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
 
     if k == 1:
         return np.zeros(len(x), dtype=np.int64)
-    km = faiss.Kmeans(x.shape[1], k, niter=50, nredo=5, seed=seed, verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=1_000_000)
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=50,
+        nredo=5,
+        seed=seed,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=1_000_000,
+    )
     km.train(x)
     return km.index.search(x, 1)[1][:, 0].astype(np.int64)
 
@@ -102,8 +110,7 @@ class Choice:
     merges: list[float] = field(default_factory=list)  # words only: similarity of each join, in order
 
 
-def choose_k(x: np.ndarray, max_k: int, min_silhouette: float = MIN_SILHOUETTE, seed: int = SEED,
-             valid=None) -> Choice:
+def choose_k(x: np.ndarray, max_k: int, min_silhouette: float = MIN_SILHOUETTE, seed: int = SEED, valid=None) -> Choice:
     """The k in 1..max_k with the best silhouette, or 1 when none clears ``min_silhouette``.
     ``valid(labels)`` can veto a clustering (e.g. one whose clusters win no exemplar)."""
     best = Choice(1, np.zeros(len(x), dtype=np.int64), {})
@@ -142,8 +149,9 @@ def _recurring(owner: list[int], n_exemplars: int):
     return valid
 
 
-def modes_from_components(embedder, components: list[list[str]], max_modes: int,
-                          min_silhouette: float = MIN_SILHOUETTE) -> tuple[list[int], Choice]:
+def modes_from_components(
+    embedder, components: list[list[str]], max_modes: int, min_silhouette: float = MIN_SILHOUETTE
+) -> tuple[list[int], Choice]:
     """NeuronScope's clustering: components embedded and clustered; exemplars follow them."""
     owner = [i for i, comps in enumerate(components) for _ in comps]
     flat = [c for comps in components for c in comps]
@@ -219,7 +227,9 @@ def agglomerate(sim: np.ndarray, max_modes: int, merge_at: float = MERGE_AT) -> 
     return labels, merges
 
 
-def modes_from_words(embedder, words: list[str], max_modes: int, merge_at: float = MERGE_AT) -> tuple[list[int], Choice]:
+def modes_from_words(
+    embedder, words: list[str], max_modes: int, merge_at: float = MERGE_AT
+) -> tuple[list[int], Choice]:
     """Activation-guided modes: ``words[i]`` is exemplar i's activating words ("sword, spear")."""
     if len(words) < 2:
         return [0] * len(words), Choice(1, np.zeros(len(words), dtype=np.int64), {})

@@ -35,8 +35,11 @@ class Folder:
     dedupe_on_resume: bool  # a neuron's own object may be deleted once a part holds the neuron
 
 
-FOLDERS = (Folder(EXPLANATIONS_FOLDER, ".parquet", True, True), Folder(TRANSCRIPTS_FOLDER, ".jsonl", False, True),
-           Folder(CACHE_FOLDER, ".parquet", False, False))
+FOLDERS = (
+    Folder(EXPLANATIONS_FOLDER, ".parquet", True, True),
+    Folder(TRANSCRIPTS_FOLDER, ".jsonl", False, True),
+    Folder(CACHE_FOLDER, ".parquet", False, False),
+)
 
 
 def part_line(layer: int, neuron: int, entries: list[dict]) -> str:
@@ -84,8 +87,9 @@ def _merge_folder(store, folder: Folder, layer: int, neurons: list[int]) -> int:
             store.write_bytes(key, _merge_jsonl(store, existing + inputs, layer, chunk))
         else:
             table = _merge_parquet(store, existing + inputs)
-            store.write_parquet(key, table, replaces=inputs + stale if folder.replaces else None,
-                                row_group_size=ROW_GROUP_ROWS)
+            store.write_parquet(
+                key, table, replaces=inputs + stale if folder.replaces else None, row_group_size=ROW_GROUP_ROWS
+            )
         for k in inputs + stale:
             store.delete(k)
         merged += len(inputs)

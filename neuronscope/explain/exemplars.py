@@ -48,8 +48,9 @@ def load(records: pa.Table | pd.DataFrame) -> tuple[list[Exemplar], list[Exempla
         if r.kind in out:
             acts = tuple(float(a) for a in r.activations)
             if not all(math.isfinite(a) for a in acts):
-                raise ValueError(f"window {int(r.window_id)} ({r.kind} rank {int(r.rank)}) has activations "
-                                 "that are not finite")
+                raise ValueError(
+                    f"window {int(r.window_id)} ({r.kind} rank {int(r.rank)}) has activations that are not finite"
+                )
             out[r.kind].append(Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens), acts, int(r.max_pos)))
     return out["top"], out["random"]
 
@@ -61,8 +62,9 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({min(n - 1, int((i + 0.5) * n / k + 0.5)) for i in range(k)}) if k else []
 
 
-def split(top: list[Exemplar], random: list[Exemplar], n_explain: int, n_heldout_top: int,
-          n_heldout_random: int) -> Split:
+def split(
+    top: list[Exemplar], random: list[Exemplar], n_explain: int, n_heldout_top: int, n_heldout_random: int
+) -> Split:
     """Deterministic split. Held-out top exemplars are spread over the ranks, so the score covers
     weak as well as strong activations; the explainer gets the best of the rest."""
     if len(top) < 2:
@@ -72,10 +74,10 @@ def split(top: list[Exemplar], random: list[Exemplar], n_explain: int, n_heldout
     rest = [e for i, e in enumerate(top) if i not in ho_idx]
     explain, spare = rest[:n_explain], rest[n_explain:]
     heldout = [top[i] for i in sorted(ho_idx)] + random[:n_heldout_random]
-    validation = spare[:VALIDATION_TOP] + random[n_heldout_random:n_heldout_random + VALIDATION_RANDOM]
+    validation = spare[:VALIDATION_TOP] + random[n_heldout_random : n_heldout_random + VALIDATION_RANDOM]
     max_act = max(max(e.activations) for e in top)
     used = n_heldout_random + VALIDATION_RANDOM
-    return Split(explain, heldout, validation, max_act, tuple(random[used:used + FEEDBACK_RANDOM]))
+    return Split(explain, heldout, validation, max_act, tuple(random[used : used + FEEDBACK_RANDOM]))
 
 
 def scaled(acts, max_act: float) -> np.ndarray:

@@ -22,9 +22,17 @@ from ..llm.cache import CACHE_FOLDER
 from ..parts import FolderIndex
 from ..selection import parse_selection
 from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
+
 # The stage's API: its callers import these from here.
-from .outputs import _jsonable, explanation_key, neuron_explanations, read_transcript, rows_table  # noqa: F401
-from .outputs import transcript_key, write_result  # noqa: F401
+from .outputs import (  # noqa: F401  # noqa: F401
+    _jsonable,
+    explanation_key,
+    neuron_explanations,
+    read_transcript,
+    rows_table,
+    transcript_key,
+    write_result,
+)
 from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
 from .task import Shared, _failed, _reason, _summary, _task, record_failure
 from .workflow import explain_neuron
@@ -55,8 +63,10 @@ def _fmt(x) -> str:
 def _note(cfg: ExplainConfig, s: dict) -> str:
     if s["status"] != "ok":
         return f"FAILED: {s['error']}"
-    return f"{cfg.scorer} {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])} " \
+    return (
+        f"{cfg.scorer} {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])} "
         f"control {_fmt(s['control_score'])}, {s['n_modes']} mode(s)"
+    )
 
 
 def selection(index: RecordsIndex, cfg: ExplainConfig, neurons) -> np.ndarray:
@@ -132,8 +142,9 @@ class Driver:
     """Submits tasks with at most ``limit`` in flight, collects them, and starts a compaction
     task per layer every ``compact_every`` finished neurons and when the layer ends."""
 
-    def __init__(self, shared_ref, shared: Shared, outputs: Outputs, index: RecordsIndex, limit: int,
-                 total: int, progress):
+    def __init__(
+        self, shared_ref, shared: Shared, outputs: Outputs, index: RecordsIndex, limit: int, total: int, progress
+    ):
         import ray
 
         self.ray, self.shared_ref, self.cfg, self.out_store = ray, shared_ref, shared.cfg, shared.out
@@ -151,7 +162,9 @@ class Driver:
             self.wait_one()
         keys = self.index.keys_of(layer, neuron)
         if not keys:
-            self.record(record_failure(self.out_store, layer, neuron, self.cfg, "no activation records for this neuron"))
+            self.record(
+                record_failure(self.out_store, layer, neuron, self.cfg, "no activation records for this neuron")
+            )
             return
         ref = self.task.remote(layer, neuron, keys, self.outputs.cache_sources(layer, neuron), self.shared_ref)
         self.in_flight[ref] = (layer, neuron)
@@ -180,8 +193,10 @@ class Driver:
             if len(ready) >= self.cfg.compact_every:
                 self.compact(s["layer"])
         if self.progress:
-            self.progress(f"explain {self.tally.explained}/{self.total}: layer {s['layer']} neuron {s['neuron']}: "
-                          f"{_note(self.cfg, s)}")
+            self.progress(
+                f"explain {self.tally.explained}/{self.total}: layer {s['layer']} neuron {s['neuron']}: "
+                f"{_note(self.cfg, s)}"
+            )
 
     def compact(self, layer: int) -> None:
         neurons = sorted(self.ready.pop(layer, ()))
@@ -209,9 +224,18 @@ class Driver:
         return errors
 
 
-def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list[tuple[int, int]] | None = None,
-                progress=None, retry_failed: bool = True, embedder=None, calibrated: bool | None = None,
-                workflow=None) -> dict:
+def explain_run(
+    records_store,
+    out_store,
+    llm,
+    cfg: ExplainConfig,
+    neurons: list[tuple[int, int]] | None = None,
+    progress=None,
+    retry_failed: bool = True,
+    embedder=None,
+    calibrated: bool | None = None,
+    workflow=None,
+) -> dict:
     """Explain every selected neuron (``neurons``, else cfg.layers x cfg.neurons over the records)
     not already done in ``out_store``; returns counts and mean scores. Needs Ray initialised;
     ``progress(message)`` is called once per finished neuron. ``embedder`` (picklable, shipped to
@@ -227,10 +251,12 @@ def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
         out_store.delete(key)
     layers, units = uncode(todo)
-    pending = np.fromiter((not outputs.done(int(a), int(b), retry_failed) for a, b in zip(layers, units)),
-                          dtype=bool, count=len(todo))
-    shared = Shared(records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron,
-                    outputs.legacy_cache)
+    pending = np.fromiter(
+        (not outputs.done(int(a), int(b), retry_failed) for a, b in zip(layers, units)), dtype=bool, count=len(todo)
+    )
+    shared = Shared(
+        records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron, outputs.legacy_cache
+    )
     driver = Driver(ray.put(shared), shared, outputs, index, max_in_flight(cfg, llm), int(sum(pending)), progress)
     for layer, neuron, go in zip(layers, units, pending):
         if go:
@@ -238,7 +264,17 @@ def explain_run(records_store, out_store, llm, cfg: ExplainConfig, neurons: list
             driver.submit(int(layer), int(neuron))
     errors = driver.finish()
     t = driver.tally
-    return {"neurons": len(todo), "explained": t.explained, "skipped": len(todo) - int(sum(pending)), "ok": t.ok,
-            "failed": t.failed, "failures": t.failures, "scorer": cfg.scorer, "mean_score": t.mean("score"),
-            "mean_baseline_score": t.mean("baseline_score"), "mean_control_score": t.mean("control_score"),
-            "compaction_errors": errors, "seconds": round(time.time() - t0, 1)}
+    return {
+        "neurons": len(todo),
+        "explained": t.explained,
+        "skipped": len(todo) - int(sum(pending)),
+        "ok": t.ok,
+        "failed": t.failed,
+        "failures": t.failures,
+        "scorer": cfg.scorer,
+        "mean_score": t.mean("score"),
+        "mean_baseline_score": t.mean("baseline_score"),
+        "mean_control_score": t.mean("control_score"),
+        "compaction_errors": errors,
+        "seconds": round(time.time() - t0, 1),
+    }

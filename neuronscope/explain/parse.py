@@ -130,8 +130,8 @@ def not_a_copy(phrase: str, conversation) -> None:
         elif m["role"] == "user":
             for fence in _FENCED.findall(m["content"]):
                 text = _WORDS.findall(_ECHOES.sub(" ", fence).lower())
-                runs = {tuple(text[i:i + COPY_RUN]) for i in range(len(text) - COPY_RUN + 1)}
-                if any(tuple(words[i:i + COPY_RUN]) in runs for i in range(len(words) - COPY_RUN + 1)):
+                runs = {tuple(text[i : i + COPY_RUN]) for i in range(len(text) - COPY_RUN + 1)}
+                if any(tuple(words[i : i + COPY_RUN]) in runs for i in range(len(words) - COPY_RUN + 1)):
                     raise ParseError("the explanation copies the text; say what the marked words have in common")
 
 

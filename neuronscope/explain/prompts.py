@@ -9,13 +9,20 @@ output, so a changed prompt is never confused with an old one.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from ..llm.base import Message
 
-VERSIONS = {"deconstruct": "v2", "explain": "v2", "refine": "v2", "single_pass": "v2", "simulate": "v2",
-            "detection": "v1", "fuzzing": "v1"}
+VERSIONS = {
+    "deconstruct": "v2",
+    "explain": "v2",
+    "refine": "v2",
+    "single_pass": "v2",
+    "simulate": "v2",
+    "detection": "v1",
+    "fuzzing": "v1",
+}
 _SECTION = re.compile(r"^### (system|user|assistant)\s*$", re.M)
 
 
@@ -23,7 +30,7 @@ def template_id(name: str) -> str:
     return f"{name}.{VERSIONS[name]}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> list[tuple[str, str]]:
     """(role, text) sections of the current version of template ``name``."""
     text = resources.files(__package__).joinpath("prompts", f"{template_id(name)}.txt").read_text("utf-8")

@@ -31,7 +31,7 @@ class RecordsIndex:
         self.keys, self.codes = keys, codes
 
     @classmethod
-    def scan(cls, store) -> "RecordsIndex":
+    def scan(cls, store) -> RecordsIndex:
         """One listing, then the two key columns of each object (no activations, no tokens)."""
         keys = [k for k in store.list(RECORDS_FOLDER) if k.endswith(".parquet")]
         if not keys:

@@ -14,9 +14,12 @@ def polysemanticity(df: pd.DataFrame) -> dict:
 
     def of(g: pd.DataFrame) -> dict:
         counts = g["n_modes"].value_counts().sort_index()
-        return {"neurons": len(g), "modes": {int(k): int(v) for k, v in counts.items()},
-                "mean_modes": round(float(g["n_modes"].mean()), 3),
-                "single_mode_share": round(float((g["n_modes"] == 1).mean()), 3)}
+        return {
+            "neurons": len(g),
+            "modes": {int(k): int(v) for k, v in counts.items()},
+            "mean_modes": round(float(g["n_modes"].mean()), 3),
+            "single_mode_share": round(float((g["n_modes"] == 1).mean()), 3),
+        }
 
     return {**of(per), "per_layer": {int(layer): of(g) for layer, g in per.groupby("layer")}}
 
@@ -27,5 +30,6 @@ def polysemanticity_line(report: dict) -> str:
     n = report["neurons"]
     dist = ", ".join(f"{k} mode{'s' if k > 1 else ''}: {v} ({v / n:.0%})" for k, v in report["modes"].items())
     layers = ", ".join(f"{layer}: {r['single_mode_share']:.0%}" for layer, r in report["per_layer"].items())
-    return (f"modes per neuron ({n} neurons, mean {report['mean_modes']:.2f}): {dist}; "
-            f"single-mode share by layer: {layers}")
+    return (
+        f"modes per neuron ({n} neurons, mean {report['mean_modes']:.2f}): {dist}; single-mode share by layer: {layers}"
+    )

@@ -35,12 +35,14 @@ class Vocab:
     top: int  # the scale's highest numeral: 10, or 9 where "10" is not a single token
 
     @classmethod
-    def of(cls, llm) -> "Vocab":
+    def of(cls, llm) -> Vocab:
         ids = {v: llm.tokenize(str(v)) for v in range(11)}
         top = 10 if len(ids[10]) == 1 else 9
         if any(len(ids[v]) != 1 for v in range(top + 1)):
-            raise ValueError(f"the explainer's tokenizer has no single-token numerals 0..{top}: "
-                             f"{ {v: len(i) for v, i in ids.items() if len(i) != 1} } token(s)")
+            raise ValueError(
+                f"the explainer's tokenizer has no single-token numerals 0..{top}: "
+                f"{ {v: len(i) for v, i in ids.items() if len(i) != 1} } token(s)"
+            )
         numerals = {ids[v][0]: v for v in range(top + 1)}
         return cls(numerals, llm.tokenize("\t"), llm.tokenize("\n"), llm.tokenize(SLOT)[0], top)
 
@@ -79,6 +81,6 @@ def simulate(llm, agent: str, jobs: list[tuple[str, list[Exemplar]]], vocab: Voc
     preds = [np.array([expected_value(d, vocab.numerals) * scale for d in per_pos]) for per_pos in out]
     result, at = [], 0
     for _, exs in jobs:
-        result.append(preds[at:at + len(exs)])
+        result.append(preds[at : at + len(exs)])
         at += len(exs)
     return result

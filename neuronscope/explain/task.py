@@ -29,9 +29,16 @@ class Shared:
 
 def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
     r = rows[0]
-    return {"layer": layer, "neuron": neuron, "status": r["status"], "error": r["error"],
-            "n_modes": r["n_modes"], "score": r["score"], "baseline_score": r["baseline_score"],
-            "control_score": r["control_score"]}
+    return {
+        "layer": layer,
+        "neuron": neuron,
+        "status": r["status"],
+        "error": r["error"],
+        "n_modes": r["n_modes"],
+        "score": r["score"],
+        "baseline_score": r["baseline_score"],
+        "control_score": r["control_score"],
+    }
 
 
 def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
@@ -39,8 +46,9 @@ def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[s
     model_id = getattr(s.llm, "model_id", None)
     cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
     try:
-        result = s.workflow(layer, neuron, records, s.llm, s.cfg, embedder=s.embedder, cache=cache,
-                            calibrated=s.calibrated)
+        result = s.workflow(
+            layer, neuron, records, s.llm, s.cfg, embedder=s.embedder, cache=cache, calibrated=s.calibrated
+        )
     finally:
         if cache is not None:
             cache.flush()  # answers paid for are kept, whatever happened

@@ -85,27 +85,50 @@ class Judge:
 
 
 def _score_entry(purpose: str, scorer: Scorer, explanation: str, exemplars: list[Exemplar], r: ScoreResult) -> dict:
-    return {"agent": "score", "scorer": scorer.name, "purpose": purpose, "explanation": explanation,
-            "window_ids": [e.window_id for e in exemplars], "values": np.round(r.values, 3).tolist(),
-            "score": r.score, **r.extra}
+    return {
+        "agent": "score",
+        "scorer": scorer.name,
+        "purpose": purpose,
+        "explanation": explanation,
+        "window_ids": [e.window_id for e in exemplars],
+        "values": np.round(r.values, 3).tolist(),
+        "score": r.score,
+        **r.extra,
+    }
 
 
-def _modes(llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float,
-           transcript) -> list[Mode]:
+def _modes(
+    llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float, transcript
+) -> list[Mode]:
     comps = agents.deconstruct(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
     by_comp, choice_c = cluster.modes_from_components(embedder, comps, cfg.max_modes, min_silhouette)
-    by_ctx, choice_a = cluster.modes_from_words(embedder, [activating(e, sp.max_act) for e in sp.explain], cfg.max_modes)
+    by_ctx, choice_a = cluster.modes_from_words(
+        embedder, [activating(e, sp.max_act) for e in sp.explain], cfg.max_modes
+    )
     for name, labels, choice in (("components", by_comp, choice_c), ("activation", by_ctx, choice_a)):
-        transcript.append({"agent": "cluster", "variant": name, "used": name == clustering, "k": choice.k,
-                           "silhouettes": choice.silhouettes, "merges": choice.merges, "n_modes": len(set(labels)),
-                           "modes": dict(zip([e.window_id for e in sp.explain], labels))})
+        transcript.append(
+            {
+                "agent": "cluster",
+                "variant": name,
+                "used": name == clustering,
+                "k": choice.k,
+                "silhouettes": choice.silhouettes,
+                "merges": choice.merges,
+                "n_modes": len(set(labels)),
+                "modes": dict(zip([e.window_id for e in sp.explain], labels)),
+            }
+        )
     labels = by_comp if clustering == "components" else by_ctx
     modes = []
     for m in range(len(set(labels))):
         members = [i for i, lab in enumerate(labels) if lab == m]
         counts = Counter(c.lower() for i in members for c in comps[i])
-        modes.append(Mode([sp.explain[i] for i in members],
-                          [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:MAX_MODE_COMPONENTS]))
+        modes.append(
+            Mode(
+                [sp.explain[i] for i in members],
+                [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:MAX_MODE_COMPONENTS],
+            )
+        )
     return modes
 
 
@@ -122,10 +145,16 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
         if not active:
             break
         try:
-            revised = agents.refine(llm, [modes[i].explanation for i in active],
-                                    [agents.tokens_line(modes[i].exemplars, sp.max_act) for i in active],
-                                    [cases[i][0] for i in active], [cases[i][1] for i in active], sp.max_act,
-                                    cfg.max_parse_retries, transcript)
+            revised = agents.refine(
+                llm,
+                [modes[i].explanation for i in active],
+                [agents.tokens_line(modes[i].exemplars, sp.max_act) for i in active],
+                [cases[i][0] for i in active],
+                [cases[i][1] for i in active],
+                sp.max_act,
+                cfg.max_parse_retries,
+                transcript,
+            )
         except AgentOutputError as e:
             transcript.append({"agent": "refine_decision", "round": rnd, "kept": False, "error": str(e)})
             break
@@ -140,10 +169,21 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
             old_s, new_s = results[2 * j].score, results[2 * j + 1].score
             modes[i].rounds += 1
             kept = bool(new_s > old_s)  # NaN (unscorable) never wins
-            transcript.append({"agent": "refine_decision", "scorer": judge.scorer.name, "mode": i, "round": rnd,
-                               "old": modes[i].explanation, "new": new, "old_score": old_s, "new_score": new_s,
-                               "kept": kept, "judged_on": "validation" if decide_on else "explain",
-                               "window_ids": [e.window_id for e in ex]})
+            transcript.append(
+                {
+                    "agent": "refine_decision",
+                    "scorer": judge.scorer.name,
+                    "mode": i,
+                    "round": rnd,
+                    "old": modes[i].explanation,
+                    "new": new,
+                    "old_score": old_s,
+                    "new_score": new_s,
+                    "kept": kept,
+                    "judged_on": "validation" if decide_on else "explain",
+                    "window_ids": [e.window_id for e in ex],
+                }
+            )
             if kept:
                 modes[i].explanation = new
                 still.append(i)
@@ -172,13 +212,41 @@ def _coverage(judge: Judge, modes: list[Mode]) -> float:
 
 
 def _row(layer: int, neuron: int, **kw) -> dict:
-    row = {"layer": layer, "neuron": neuron, "mode": -1, "n_modes": 0, "explanation": None, "mode_size": 0,
-           "exemplar_ids": [], "mode_share": math.nan, "mode_tokens": [], "scorer": "", "calibrated": None, "mode_score": math.nan, "score": math.nan,
-           "coverage": math.nan, "baseline_explanation": None, "baseline_score": math.nan,
-           "control_explanation": None, "control_score": math.nan, "sim_mode_score": math.nan,
-           "sim_score": math.nan, "sim_baseline_score": math.nan, "sim_control_score": math.nan,
-           "rounds": 0, "malformed_answers": 0, "llm_calls": 0, "llm_tokens_in": 0, "llm_tokens_out": 0, "baseline_llm_tokens_in": 0,
-           "baseline_llm_tokens_out": 0, "template_version": "", "method": "", "status": "ok", "error": None}
+    row = {
+        "layer": layer,
+        "neuron": neuron,
+        "mode": -1,
+        "n_modes": 0,
+        "explanation": None,
+        "mode_size": 0,
+        "exemplar_ids": [],
+        "mode_share": math.nan,
+        "mode_tokens": [],
+        "scorer": "",
+        "calibrated": None,
+        "mode_score": math.nan,
+        "score": math.nan,
+        "coverage": math.nan,
+        "baseline_explanation": None,
+        "baseline_score": math.nan,
+        "control_explanation": None,
+        "control_score": math.nan,
+        "sim_mode_score": math.nan,
+        "sim_score": math.nan,
+        "sim_baseline_score": math.nan,
+        "sim_control_score": math.nan,
+        "rounds": 0,
+        "malformed_answers": 0,
+        "llm_calls": 0,
+        "llm_tokens_in": 0,
+        "llm_tokens_out": 0,
+        "baseline_llm_tokens_in": 0,
+        "baseline_llm_tokens_out": 0,
+        "template_version": "",
+        "method": "",
+        "status": "ok",
+        "error": None,
+    }
     row.update(kw)
     return row
 
@@ -186,14 +254,18 @@ def _row(layer: int, neuron: int, **kw) -> dict:
 def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, Judge]:
     """The decision scorer and the simulation scorer for the method and for the baseline (the
     baseline's LLM calls are booked under agents of its own)."""
+
     def judge(name: str, agent: str | None) -> Judge:
-        return Judge(make_scorer(name, llm=metered, embedder=embedder, agent=agent,
-                                 hard_negatives=cfg.hard_negatives), max_act)
+        return Judge(
+            make_scorer(name, llm=metered, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives), max_act
+        )
 
     decide, sim = cfg.scorer, "simulation"
     llm_agent = {"simulation": "simulate"}.get(decide, decide)
-    out = {"decide": judge(decide, None if decide == "embedding" else llm_agent),
-           "decide_base": judge(decide, None if decide == "embedding" else f"{llm_agent}_baseline")}
+    out = {
+        "decide": judge(decide, None if decide == "embedding" else llm_agent),
+        "decide_base": judge(decide, None if decide == "embedding" else f"{llm_agent}_baseline"),
+    }
     out["sim"] = out["decide"] if decide == sim else judge(sim, "simulate")
     out["sim_base"] = out["decide_base"] if decide == sim else judge(sim, "simulate_baseline")
     out["control"] = judge(decide, None if decide == "embedding" else "control")
@@ -205,23 +277,35 @@ def _final_scores(modes: list[Mode], base_text: str | None, control: str, sp: Sp
     """Every held-out score of the neuron: per mode, combined, baseline and control, under the
     decision scorer and the simulation scorer."""
     out = {}
-    for key, judge, base_judge, ctrl_judge in (("", j["decide"], j["decide_base"], j["control"]),
-                                               ("sim_", j["sim"], j["sim_base"], j["sim_control"])):
+    for key, judge, base_judge, ctrl_judge in (
+        ("", j["decide"], j["decide_base"], j["control"]),
+        ("sim_", j["sim"], j["sim_base"], j["sim_control"]),
+    ):
         if modes:
             results = _heldout_scores(judge, [m.explanation for m in modes], sp, transcript, "mode heldout")
             for m, r in zip(modes, results):
                 setattr(m, f"{key}score", r.score)
             out[f"{key}score"] = _combined(judge, modes, results, sp, transcript)
         if base_text is not None:
-            out[f"{key}baseline_score"] = _heldout_scores(base_judge, [base_text], sp, transcript, "baseline heldout")[0].score
+            out[f"{key}baseline_score"] = _heldout_scores(base_judge, [base_text], sp, transcript, "baseline heldout")[
+                0
+            ].score
         out[f"{key}control_score"] = _heldout_scores(ctrl_judge, [control], sp, transcript, "control heldout")[0].score
     return out
 
 
-def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, llm, cfg: ExplainConfig,
-                   embedder=None, clustering: str | None = None,
-                   min_silhouette: float = cluster.MIN_SILHOUETTE, cache=None,
-                   calibrated: bool | None = None) -> NeuronResult:
+def explain_neuron(
+    layer: int,
+    neuron: int,
+    records: pa.Table | pd.DataFrame,
+    llm,
+    cfg: ExplainConfig,
+    embedder=None,
+    clustering: str | None = None,
+    min_silhouette: float = cluster.MIN_SILHOUETTE,
+    cache=None,
+    calibrated: bool | None = None,
+) -> NeuronResult:
     """Explain one neuron from its RECORDS rows; any failure becomes one 'failed' row with the reason.
 
     ``embedder`` is anything with sentence-transformers' ``encode``; default: ``cfg.embedder``,
@@ -237,24 +321,44 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
     ledger, transcript = Ledger(), []
     metered = Metered(llm, ledger, cache)
     run_ns, run_base = cfg.method in ("neuronscope", "both"), cfg.method in ("single-pass", "both")
-    used = (["deconstruct", "explain", "refine"] if run_ns else []) + (["single_pass"] if run_base else []) + \
-        ["simulate"] + ([cfg.scorer] if cfg.scorer in ("detection", "fuzzing") else [])
-    common = {"template_version": prompts.template_versions(dict.fromkeys(used)), "method": cfg.method,
-              "scorer": cfg.scorer, "calibrated": calibrated}
+    used = (
+        (["deconstruct", "explain", "refine"] if run_ns else [])
+        + (["single_pass"] if run_base else [])
+        + ["simulate"]
+        + ([cfg.scorer] if cfg.scorer in ("detection", "fuzzing") else [])
+    )
+    common = {
+        "template_version": prompts.template_versions(dict.fromkeys(used)),
+        "method": cfg.method,
+        "scorer": cfg.scorer,
+        "calibrated": calibrated,
+    }
     try:
         sp = split(*load(records), cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random)
-        transcript.append({"agent": "split", "max_act": sp.max_act,
-                           **{k: [e.window_id for e in getattr(sp, k)] for k in ("explain", "heldout", "validation")}})
+        transcript.append(
+            {
+                "agent": "split",
+                "max_act": sp.max_act,
+                **{k: [e.window_id for e in getattr(sp, k)] for k in ("explain", "heldout", "validation")},
+            }
+        )
         embedder = embedder or cluster.get_embedder(cfg.embedder)
         judges = _judges(metered, cfg, embedder, sp.max_act)
-        control = control_explanation(layer, neuron, embedder=embedder,
-                                      avoid=", ".join(activating(e, sp.max_act) for e in sp.explain))
+        control = control_explanation(
+            layer, neuron, embedder=embedder, avoid=", ".join(activating(e, sp.max_act) for e in sp.explain)
+        )
         base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
         modes, coverage = [], math.nan
         if run_ns:
             modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
-            texts = agents.explain_modes(metered, [m.exemplars for m in modes], [m.components for m in modes],
-                                         sp.max_act, cfg.max_parse_retries, transcript)
+            texts = agents.explain_modes(
+                metered,
+                [m.exemplars for m in modes],
+                [m.components for m in modes],
+                sp.max_act,
+                cfg.max_parse_retries,
+                transcript,
+            )
             for m, t in zip(modes, texts):
                 m.explanation = t
             _refine(metered, modes, sp, judges["decide"], cfg, transcript)
@@ -262,19 +366,47 @@ def explain_neuron(layer: int, neuron: int, records: pa.Table | pd.DataFrame, ll
         scores = _final_scores(modes, base_text, control, sp, judges, transcript)
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append({"agent": "error", "error": f"{type(e).__name__}: {e}"})
-        rows = [_row(layer, neuron, status="failed", error=f"{type(e).__name__}: {e}",
-                     malformed_answers=_malformed(transcript), **common, **_usage(ledger))]
+        rows = [
+            _row(
+                layer,
+                neuron,
+                status="failed",
+                error=f"{type(e).__name__}: {e}",
+                malformed_answers=_malformed(transcript),
+                **common,
+                **_usage(ledger),
+            )
+        ]
         return NeuronResult(rows, transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
-    shared = {"n_modes": len(modes), "coverage": coverage, "baseline_explanation": base_text,
-              "malformed_answers": _malformed(transcript),
-              "control_explanation": control, **scores, **common, **_usage(ledger)}
+    shared = {
+        "n_modes": len(modes),
+        "coverage": coverage,
+        "baseline_explanation": base_text,
+        "malformed_answers": _malformed(transcript),
+        "control_explanation": control,
+        **scores,
+        **common,
+        **_usage(ledger),
+    }
     if modes:
         total = sum(len(m.exemplars) for m in modes)
-        rows = [_row(layer, neuron, mode=i, explanation=m.explanation, mode_size=len(m.exemplars),
-                     exemplar_ids=[e.window_id for e in m.exemplars], mode_share=len(m.exemplars) / total,
-                     mode_tokens=mode_tokens(m.exemplars, sp.max_act), mode_score=m.score,
-                     sim_mode_score=m.sim_score, rounds=m.rounds, **shared)
-                for i, m in enumerate(modes)]
+        rows = [
+            _row(
+                layer,
+                neuron,
+                mode=i,
+                explanation=m.explanation,
+                mode_size=len(m.exemplars),
+                exemplar_ids=[e.window_id for e in m.exemplars],
+                mode_share=len(m.exemplars) / total,
+                mode_tokens=mode_tokens(m.exemplars, sp.max_act),
+                mode_score=m.score,
+                sim_mode_score=m.sim_score,
+                rounds=m.rounds,
+                **shared,
+            )
+            for i, m in enumerate(modes)
+        ]
     else:  # single-pass only: one row carrying the baseline, no NeuronScope modes
         rows = [_row(layer, neuron, **shared)]
     transcript.append({"agent": "ledger", **ledger.as_dict()})
@@ -299,5 +431,10 @@ def _malformed(transcript: list[dict]) -> int:
 
 def _usage(ledger: Ledger) -> dict:
     ns, base = ledger.total(NEURONSCOPE_AGENTS), ledger.total(BASELINE_AGENTS)
-    return {"llm_calls": ledger.total().calls, "llm_tokens_in": ns.tokens_in, "llm_tokens_out": ns.tokens_out,
-            "baseline_llm_tokens_in": base.tokens_in, "baseline_llm_tokens_out": base.tokens_out}
+    return {
+        "llm_calls": ledger.total().calls,
+        "llm_tokens_in": ns.tokens_in,
+        "llm_tokens_out": ns.tokens_out,
+        "baseline_llm_tokens_in": base.tokens_in,
+        "baseline_llm_tokens_out": base.tokens_out,
+    }

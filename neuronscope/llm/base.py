@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -116,16 +117,23 @@ class Metered:
 
     def chat(self, agent: str, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
         return self._cached(
-            agent, "chat", list(conversations), vars(params),
+            agent,
+            "chat",
+            list(conversations),
+            vars(params),
             run=lambda convs: self.llm.chat(convs, params),
-            encode=lambda c: vars(c), decode=lambda d: Completion(**d),
+            encode=lambda c: vars(c),
+            decode=lambda d: Completion(**d),
             tokens=lambda _, c: (c.tokens_in, c.tokens_out),
         )
 
     def next_token_logprobs(self, agent: str, prompts, positions, top_k: int):
         items = [[list(p), list(q)] for p, q in zip(prompts, positions)]
         return self._cached(
-            agent, "prompt_logprobs", items, {"top_k": top_k},
+            agent,
+            "prompt_logprobs",
+            items,
+            {"top_k": top_k},
             run=lambda its: self.llm.next_token_logprobs([i[0] for i in its], [i[1] for i in its], top_k),
             # JSON object keys are strings: keep token ids as ints on the way back.
             encode=lambda r: [sorted(d.items()) for d in r],

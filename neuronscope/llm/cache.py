@@ -64,8 +64,9 @@ class NeuronCache(ResponseCache):
     earlier answers (the layer's parts that list the neuron, its own object); ``legacy``: whether
     the run also has per-request objects to fall back on."""
 
-    def __init__(self, store: Store, model_id: str, layer: int, neuron: int, sources: list[str] = (),
-                 legacy: bool = False):
+    def __init__(
+        self, store: Store, model_id: str, layer: int, neuron: int, sources: list[str] = (), legacy: bool = False
+    ):
         super().__init__(store, model_id)
         self.layer, self.neuron, self.legacy = layer, neuron, legacy
         self.own_key = neuron_key(self.prefix, ".parquet", layer, neuron)
@@ -101,7 +102,14 @@ class NeuronCache(ResponseCache):
         if not self.fresh:
             return
         n = len(self.own)
-        table = pa.table({"layer": pa.array([self.layer] * n, pa.int32()), "neuron": pa.array([self.neuron] * n, pa.int32()),
-                          "key": list(self.own), "value": list(self.own.values())}, schema=ENTRIES)
+        table = pa.table(
+            {
+                "layer": pa.array([self.layer] * n, pa.int32()),
+                "neuron": pa.array([self.neuron] * n, pa.int32()),
+                "key": list(self.own),
+                "value": list(self.own.values()),
+            },
+            schema=ENTRIES,
+        )
         self.store.write_parquet(self.own_key, table)
         self.fresh = False

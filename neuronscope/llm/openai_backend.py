@@ -11,9 +11,9 @@ import os
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from urllib.parse import urlsplit
 
 from ..config import LLMConfig
 from ..errors import ConfigError, LLMError, ModelError
@@ -78,8 +78,13 @@ class OpenAIClient:
 
     def chat(self, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
         def one(messages):
-            body = {"model": self.cfg.model, "messages": messages, "max_tokens": params.max_tokens,
-                    "temperature": params.temperature, "seed": params.seed}
+            body = {
+                "model": self.cfg.model,
+                "messages": messages,
+                "max_tokens": params.max_tokens,
+                "temperature": params.temperature,
+                "seed": params.seed,
+            }
             if params.ignore_eos:
                 body["ignore_eos"] = True  # vLLM's extension; other servers may reject it
             if params.regex:
@@ -90,8 +95,10 @@ class OpenAIClient:
             try:
                 text, usage = r["choices"][0]["message"]["content"] or "", r.get("usage") or {}
             except (KeyError, IndexError, TypeError, AttributeError):
-                raise LLMError(f"{redact_url(self.base_url)}/chat/completions answered without "
-                               f"choices[0].message.content: {str(r)[:120]!r}") from None
+                raise LLMError(
+                    f"{redact_url(self.base_url)}/chat/completions answered without "
+                    f"choices[0].message.content: {str(r)[:120]!r}"
+                ) from None
             return Completion(text, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
 
         return self._map(one, conversations)
@@ -99,13 +106,21 @@ class OpenAIClient:
     def next_token_logprobs(self, prompts, positions, top_k: int):
         def one(args):
             ids, pos = args
-            r = self._post("/completions", {
-                "model": self.cfg.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
-                "prompt_logprobs": top_k,
-            })
+            r = self._post(
+                "/completions",
+                {
+                    "model": self.cfg.model,
+                    "prompt": list(ids),
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "prompt_logprobs": top_k,
+                },
+            )
             plp = r["choices"][0].get("prompt_logprobs")
             if plp is None:
-                raise LLMError(f"{redact_url(self.base_url)} does not return prompt_logprobs; the logprob simulator needs a vLLM server")
+                raise LLMError(
+                    f"{redact_url(self.base_url)} does not return prompt_logprobs; the logprob simulator needs a vLLM server"
+                )
             return [{int(t): float(v["logprob"]) for t, v in (plp[i] or {}).items()} for i in pos]
 
         return self._map(one, list(zip(prompts, positions)))
@@ -120,7 +135,9 @@ class OpenAIClient:
             try:
                 self._tok = AutoTokenizer.from_pretrained(resolve_model(self.cfg.model).path)
             except ModelError as e:
-                raise LLMError(f"no local tokenizer for {self.cfg.model!r} ({e}); set llm.model to a loadable model") from None
+                raise LLMError(
+                    f"no local tokenizer for {self.cfg.model!r} ({e}); set llm.model to a loadable model"
+                ) from None
         return self._tok
 
     def tokenize(self, text: str) -> list[int]:

@@ -14,7 +14,7 @@ import re
 import tempfile
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 import ray
 
@@ -94,7 +94,9 @@ class VLLMEngineActor:
         final = None
         self.running += 1
         try:
-            async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, sp, f"r{next(_SEQ)}-{uuid.uuid4().hex[:8]}"):
+            async for out in self.engine.generate(
+                {"prompt_token_ids": prompt_ids}, sp, f"r{next(_SEQ)}-{uuid.uuid4().hex[:8]}"
+            ):
                 final = out
         except EngineDeadError:
             # The engine's core process is gone (e.g. killed for memory) and this actor can never
@@ -111,13 +113,15 @@ class VLLMEngineActor:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed,
-                            ignore_eos=params.ignore_eos,
-                            structured_outputs=StructuredOutputsParams(regex=params.regex) if params.regex else None)
+        sp = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            seed=params.seed,
+            ignore_eos=params.ignore_eos,
+            structured_outputs=StructuredOutputsParams(regex=params.regex) if params.regex else None,
+        )
         ids = [
-            self.tokenizer.apply_chat_template(
-                c, tokenize=True, return_dict=False, **continuation_flags(c)
-            )
+            self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=False, **continuation_flags(c))
             for c in conversations
         ]
         outs = await asyncio.gather(*(self._run(list(p), sp) for p in ids))
@@ -238,7 +242,11 @@ class VLLMPool:
         return self._call("chat", list(conversations), params) if conversations else []
 
     def next_token_logprobs(self, prompts, positions, top_k: int):
-        return self._call("next_token_logprobs", [list(p) for p in prompts], [list(p) for p in positions], top_k) if prompts else []
+        return (
+            self._call("next_token_logprobs", [list(p) for p in prompts], [list(p) for p in positions], top_k)
+            if prompts
+            else []
+        )
 
     def stats(self) -> list[dict]:
         """Each replica's ``VLLMEngineActor.stats()`` (requests and tokens served)."""
@@ -282,7 +290,12 @@ def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:
     else:
         options["num_cpus"] = 1  # the rest of a 2-core machine stays free for the workflow tasks
     dtype = resolve_dtype(cfg)
-    engine_cfg = {"dtype": dtype, "max_model_len": cfg.max_model_len, "seed": cfg.seed, "gpu": bool(cfg.gpus_per_replica)}
+    engine_cfg = {
+        "dtype": dtype,
+        "max_model_len": cfg.max_model_len,
+        "seed": cfg.seed,
+        "gpu": bool(cfg.gpus_per_replica),
+    }
     actors = [VLLMEngineActor.options(**options).remote(cfg.model, engine_cfg) for _ in range(cfg.replicas)]
     if progress:
         progress(f"starting {cfg.replicas} vLLM engine(s) for {cfg.model} ({dtype})")

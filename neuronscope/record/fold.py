@@ -13,8 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .topk import (_LEVELS, N_BINS, Summary, _keys, _neuron_hash, _POS_BITS, _srl, hist_index, hist_rows, may_beat,
-                   token_hash, top_candidates)
+from .topk import (
+    _LEVELS,
+    _POS_BITS,
+    N_BINS,
+    Summary,
+    _keys,
+    _neuron_hash,
+    _srl,
+    hist_index,
+    hist_rows,
+    may_beat,
+    token_hash,
+    top_candidates,
+)
 
 
 def token_codes(window_ids: torch.Tensor, positions: int) -> torch.Tensor:
@@ -33,7 +45,7 @@ class BatchTokens:
     counted: torch.Tensor  # rows counted in the quantile histogram
 
     @classmethod
-    def of(cls, code: torch.Tensor, seed: int, hist_rate: float) -> "BatchTokens":
+    def of(cls, code: torch.Tensor, seed: int, hist_rate: float) -> BatchTokens:
         th = token_hash(seed, code)
         return cls(code, th, _srl(th, 59), hist_rows(seed, code, hist_rate))
 
@@ -45,8 +57,7 @@ def _np(x: torch.Tensor) -> np.ndarray:
 class LayerFold:
     """One recorded layer: its Summary, updated batch by batch."""
 
-    def __init__(self, layer: int, neurons: torch.Tensor, top_k: int, random_k: int, seed: int,
-                 hist_rate: float = 1.0):
+    def __init__(self, layer: int, neurons: torch.Tensor, top_k: int, random_k: int, seed: int, hist_rate: float = 1.0):
         self.summary = Summary(len(neurons), top_k, random_k)
         self.seed, self.hist_rate = seed, hist_rate
         self.neuron_hash = _neuron_hash(seed, layer, neurons)
@@ -82,8 +93,10 @@ class LayerFold:
         b, t, n = acts.shape
         cols = hit = None
         if s.top_val.shape[1] >= s.top_k:
-            floor = (torch.as_tensor(s.top_val[:, -1], device=acts.device),
-                     torch.as_tensor(s.top_code[:, -1], device=acts.device))
+            floor = (
+                torch.as_tensor(s.top_val[:, -1], device=acts.device),
+                torch.as_tensor(s.top_code[:, -1], device=acts.device),
+            )
             hit = may_beat(code, wmax, floor)
             cols = hit.any(0).nonzero().flatten()
             if not len(cols):
@@ -91,8 +104,7 @@ class LayerFold:
             if len(cols) < n:
                 acts, hit = acts[:, :, cols], hit[:, cols]
         out = top_candidates(acts, code, min(s.top_k, b * t), hit)
-        s.fold_top(None if cols is None else _np(cols), _np(out["top_val"]), _np(out["top_code"]),
-                   _np(out["top_win"]))
+        s.fold_top(None if cols is None else _np(cols), _np(out["top_val"]), _np(out["top_code"]), _np(out["top_win"]))
 
     def _random(self, acts: torch.Tensor, tokens: BatchTokens) -> None:
         s = self.summary
@@ -130,5 +142,4 @@ class LayerFold:
         # float32 over one batch is exact enough, the Summary adds in float64
         ones = self._ones(b * t, acts.dtype)[None, :]
         total, sumsq = (ones @ flat)[0], (ones @ flat.square())[0]
-        self.summary.fold_stats(b * t, _np(total), _np(sumsq), _np(wmin.amin(0)), _np(wmax.amax(0)), None,
-                                len(counted))
+        self.summary.fold_stats(b * t, _np(total), _np(sumsq), _np(wmin.amin(0)), _np(wmax.amax(0)), None, len(counted))

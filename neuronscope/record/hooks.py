@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
 
 import torch
 
@@ -49,7 +49,8 @@ def capture(model, layers: list[int], neurons: torch.Tensor, sink: Callable[[int
 
     # every neuron in order (the common whole-layer case): keep the tensor itself, no copy
     everything = len(neurons) == arch.n_neurons(model.config) and bool(
-        torch.equal(neurons.cpu(), torch.arange(len(neurons))))
+        torch.equal(neurons.cpu(), torch.arange(len(neurons)))
+    )
 
     def keep(layer: int, x: torch.Tensor) -> None:
         x = (x if everything else x.index_select(-1, neurons)).float()
@@ -70,11 +71,8 @@ def capture(model, layers: list[int], neurons: torch.Tensor, sink: Callable[[int
 
     def run(input_ids: torch.Tensor) -> dict[int, torch.Tensor]:
         got.clear()
-        with torch.inference_mode():
-            try:
-                model(input_ids=input_ids, use_cache=False)
-            except _StopForward:
-                pass
+        with torch.inference_mode(), suppress(_StopForward):
+            model(input_ids=input_ids, use_cache=False)
         return dict(got)
 
     try:

@@ -43,7 +43,9 @@ from ..schema import RECORDS, STATS, conform
 
 def _records_of(obj: dict, key: str, where: str) -> list[dict]:
     value = obj.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(r, dict) and "tokens" in r and "activations" in r for r in value):
+    if not isinstance(value, list) or not all(
+        isinstance(r, dict) and "tokens" in r and "activations" in r for r in value
+    ):
         raise CorpusError(f"{where}: field {key!r} is not a list of {{tokens, activations}} records")
     return value
 
@@ -55,8 +57,10 @@ def neuron_record_tables(data: dict | str | bytes, where: str = "NeuronRecord") 
         layer, neuron = int(obj["neuron_id"]["layer_index"]), int(obj["neuron_id"]["neuron_index"])
     except (KeyError, TypeError, ValueError):
         raise CorpusError(f"{where}: not a NeuronRecord (no neuron_id.layer_index/neuron_index)") from None
-    groups = [("top", _records_of(obj, "most_positive_activation_records", where)),
-              ("random", _records_of(obj, "random_sample", where))]
+    groups = [
+        ("top", _records_of(obj, "most_positive_activation_records", where)),
+        ("random", _records_of(obj, "random_sample", where)),
+    ]
     for q, sample in enumerate(obj.get("random_sample_by_quantile") or []):
         groups.append((f"quantile_{q}", _records_of({"s": sample}, "s", where)))
     rows: dict[str, list] = {name: [] for name in RECORDS.names}
@@ -79,15 +83,19 @@ def neuron_record_tables(data: dict | str | bytes, where: str = "NeuronRecord") 
     records = pa.table({k: pa.array(v, type=RECORDS.field(k).type) for k, v in rows.items()})
     top_max = max((max(r["activations"]) for r in groups[0][1] if r["activations"]), default=math.nan)
     variance = obj.get("variance")
-    stats = pa.table({
-        "layer": [layer], "neuron": [neuron],
-        "mean": [_num(obj.get("mean"))],
-        "std": [math.sqrt(variance) if _num(variance) >= 0 else math.nan],
-        "min": [math.nan], "max": [top_max],
-        "quantile_levels": [[]],
-        "quantiles": [[float(b) for b in obj.get("quantile_boundaries") or []]],
-        "n_tokens": [-1],
-    })
+    stats = pa.table(
+        {
+            "layer": [layer],
+            "neuron": [neuron],
+            "mean": [_num(obj.get("mean"))],
+            "std": [math.sqrt(variance) if _num(variance) >= 0 else math.nan],
+            "min": [math.nan],
+            "max": [top_max],
+            "quantile_levels": [[]],
+            "quantiles": [[float(b) for b in obj.get("quantile_boundaries") or []]],
+            "n_tokens": [-1],
+        }
+    )
     return conform(records, RECORDS), conform(stats, STATS)
 
 
@@ -149,24 +157,34 @@ def puzzle_tables(puzzle: dict, neuron: int, where: str = "puzzle") -> tuple[pa.
     peaks = [max(acts) for _, acts in sentences]
     order = sorted(range(len(sentences)), key=lambda i: -peaks[i])  # stable: ties stay in file order
     acts = [np.asarray(sentences[i][1], np.float32) for i in order]
-    records = pa.table({
-        "layer": np.zeros(len(order), np.int32),
-        "neuron": np.full(len(order), neuron, np.int32),
-        "kind": ["top"] * len(order),
-        "rank": np.arange(len(order), dtype=np.int32),
-        "window_id": np.asarray(order, np.int64),
-        "tokens": [sentences[i][0] for i in order],
-        "token_ids": [[] for _ in order],
-        "activations": acts,
-        "max_pos": np.asarray([int(a.argmax()) for a in acts], np.int32),
-        "max_act": np.asarray([a.max() for a in acts], np.float32),
-    })
+    records = pa.table(
+        {
+            "layer": np.zeros(len(order), np.int32),
+            "neuron": np.full(len(order), neuron, np.int32),
+            "kind": ["top"] * len(order),
+            "rank": np.arange(len(order), dtype=np.int32),
+            "window_id": np.asarray(order, np.int64),
+            "tokens": [sentences[i][0] for i in order],
+            "token_ids": [[] for _ in order],
+            "activations": acts,
+            "max_pos": np.asarray([int(a.argmax()) for a in acts], np.int32),
+            "max_act": np.asarray([a.max() for a in acts], np.float32),
+        }
+    )
     every = np.concatenate(acts).astype(np.float64)
-    stats = pa.table({
-        "layer": [0], "neuron": [neuron], "mean": [every.mean()], "std": [every.std()],
-        "min": [every.min()], "max": [every.max()], "quantile_levels": [[]], "quantiles": [[]],
-        "n_tokens": [len(every)],
-    })
+    stats = pa.table(
+        {
+            "layer": [0],
+            "neuron": [neuron],
+            "mean": [every.mean()],
+            "std": [every.std()],
+            "min": [every.min()],
+            "max": [every.max()],
+            "quantile_levels": [[]],
+            "quantiles": [[]],
+            "n_tokens": [len(every)],
+        }
+    )
     return conform(records, RECORDS), conform(stats, STATS)
 
 
@@ -183,8 +201,11 @@ def import_puzzles(src: str, store) -> dict:
     tables, index = [], {}
     for neuron, (key, puzzle) in enumerate(data.items()):
         tables.append(puzzle_tables(puzzle, neuron, where=f"{src}: puzzle {key!r}"))
-        index[str(neuron)] = {"name": puzzle.get("name", key), "explanation": puzzle.get("explanation"),
-                              "false_explanations": list(puzzle.get("false_explanations") or [])}
+        index[str(neuron)] = {
+            "name": puzzle.get("name", key),
+            "explanation": puzzle.get("explanation"),
+            "false_explanations": list(puzzle.get("false_explanations") or []),
+        }
     parts = _write(store, tables)
     store.write_json("puzzles.json", index)
     return {"neurons": len(tables), "parts": parts}
@@ -198,8 +219,14 @@ def _finite(x) -> float | None:
 
 
 def _activation_records(rows) -> list[dict]:
-    return [{"dataclass_name": "ActivationRecord", "tokens": list(r["tokens"]),
-             "activations": [float(a) for a in r["activations"]]} for r in rows]
+    return [
+        {
+            "dataclass_name": "ActivationRecord",
+            "tokens": list(r["tokens"]),
+            "activations": [float(a) for a in r["activations"]],
+        }
+        for r in rows
+    ]
 
 
 def neuron_record_json(records: pa.Table, stats: pa.Table | None = None) -> dict:
@@ -208,7 +235,7 @@ def neuron_record_json(records: pa.Table, stats: pa.Table | None = None) -> dict
     ids = {(r["layer"], r["neuron"]) for r in rows}
     if len(ids) != 1:
         raise ValueError(f"expected the records of one neuron, got {len(ids)} (layer, neuron) pairs")
-    (layer, neuron), = ids
+    ((layer, neuron),) = ids
     by_kind: dict[str, list] = {}
     for r in sorted(rows, key=lambda r: r["rank"]):
         by_kind.setdefault(r["kind"], []).append(r)
@@ -240,5 +267,5 @@ def export_neuron(run: str, layer: int, neuron: int) -> dict:
     if records is None or records.empty:
         raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
     stats = neuron_rows(store, "stats/", layer, neuron)
-    as_table = lambda df, schema: conform(pa.Table.from_pandas(df, preserve_index=False), schema)  # noqa: E731
+    as_table = lambda df, schema: conform(pa.Table.from_pandas(df, preserve_index=False), schema)
     return neuron_record_json(as_table(records, RECORDS), None if stats is None else as_table(stats, STATS))

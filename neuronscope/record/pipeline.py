@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -44,10 +44,14 @@ def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
     blocks = []
     for start in range(0, len(windows), size):
         w = windows[start : start + size]
-        blocks.append(pa.table({
-            "window_id": pa.array(np.arange(start, start + len(w), dtype=np.int64)),
-            "tokens": ArrowTensorArray.from_numpy(w),
-        }))
+        blocks.append(
+            pa.table(
+                {
+                    "window_id": pa.array(np.arange(start, start + len(w), dtype=np.int64)),
+                    "tokens": ArrowTensorArray.from_numpy(w),
+                }
+            )
+        )
     return ray.data.from_arrow(blocks)
 
 
@@ -67,8 +71,9 @@ def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
     return n
 
 
-def _summarize(cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray,
-               progress: Progress) -> dict[int, Summary]:
+def _summarize(
+    cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray, progress: Progress
+) -> dict[int, Summary]:
     """One pass over the windows: each actor folds its stream share, the driver merges the results."""
     import ray
 
@@ -77,8 +82,12 @@ def _summarize(cfg: RecordConfig, layers: list[int], neurons: list[int], windows
     # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
     # concurrent call answers the progress polls while consume runs
     actor = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2)(Recorder)
-    actors = [actor.remote(cfg.model, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads,
-                           cfg.quantile_sample, n) for _ in shards]
+    actors = [
+        actor.remote(
+            cfg.model, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads, cfg.quantile_sample, n
+        )
+        for _ in shards
+    ]
     try:
         pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
         shown = 0
@@ -99,8 +108,9 @@ def _summarize(cfg: RecordConfig, layers: list[int], neurons: list[int], windows
     return summaries
 
 
-def _exemplar_tables(tokenizer, layers: list[int], neurons: list[int], windows: np.ndarray,
-                     summaries: dict[int, Summary]) -> dict[int, pa.Table]:
+def _exemplar_tables(
+    tokenizer, layers: list[int], neurons: list[int], windows: np.ndarray, summaries: dict[int, Summary]
+) -> dict[int, pa.Table]:
     codes = [c.reshape(-1) for s in summaries.values() for c in (s.top_code, s.rnd_code)]
     needed = np.unique(split_code(np.concatenate(codes))[0])
     pieces = _token_pieces(tokenizer, windows[needed])
@@ -123,18 +133,22 @@ def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summ
     max_pos = np.where(is_top, pos, a.argmax(axis=1)).astype(np.int32)
     max_act = np.where(is_top, val, a[np.arange(len(a)), max_pos]).astype(np.float32)
     toks = windows[wid]
-    return _sorted(pa.table({
-        "layer": np.full(len(kind), layer, np.int32),
-        "neuron": np.asarray(neurons, np.int32)[col],
-        "kind": kind,
-        "rank": rank.astype(np.int32),
-        "window_id": wid.astype(np.int64),
-        "tokens": _lists(pieces(toks.reshape(-1)), len(toks)),
-        "token_ids": _lists(pa.array(toks.reshape(-1).astype(np.int32)), len(toks)),
-        "activations": _lists(pa.array(a.reshape(-1).astype(np.float32)), len(toks)),
-        "max_pos": max_pos,
-        "max_act": max_act,
-    }))
+    return _sorted(
+        pa.table(
+            {
+                "layer": np.full(len(kind), layer, np.int32),
+                "neuron": np.asarray(neurons, np.int32)[col],
+                "kind": kind,
+                "rank": rank.astype(np.int32),
+                "window_id": wid.astype(np.int64),
+                "tokens": _lists(pieces(toks.reshape(-1)), len(toks)),
+                "token_ids": _lists(pa.array(toks.reshape(-1).astype(np.int32)), len(toks)),
+                "activations": _lists(pa.array(a.reshape(-1).astype(np.float32)), len(toks)),
+                "max_pos": max_pos,
+                "max_act": max_act,
+            }
+        )
+    )
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -159,14 +173,22 @@ def _lists(values: pa.Array, n: int) -> pa.ListArray:
 def _stats_table(layer: int, neurons: list[int], s: Summary) -> pa.Table:
     st = s.stats()
     n = len(neurons)
-    return conform(pa.table({
-        "layer": np.full(n, layer, np.int32),
-        "neuron": np.asarray(neurons, np.int32),
-        "mean": st["mean"], "std": st["std"], "min": st["min"], "max": st["max"],
-        "quantile_levels": [list(QUANTILE_LEVELS)] * n,
-        "quantiles": list(st["quantiles"]),
-        "n_tokens": np.full(n, s.count, np.int64),
-    }), STATS)
+    return conform(
+        pa.table(
+            {
+                "layer": np.full(n, layer, np.int32),
+                "neuron": np.asarray(neurons, np.int32),
+                "mean": st["mean"],
+                "std": st["std"],
+                "min": st["min"],
+                "max": st["max"],
+                "quantile_levels": [list(QUANTILE_LEVELS)] * n,
+                "quantiles": list(st["quantiles"]),
+                "n_tokens": np.full(n, s.count, np.int64),
+            }
+        ),
+        STATS,
+    )
 
 
 def load_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, dict]:
@@ -174,9 +196,7 @@ def load_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, dict]:
     docs = load_documents(cfg.corpus, cfg.text_column)
     rows = list(iter_windows(docs, tokenizer, cfg.window, cfg.max_tokens))
     if not rows:
-        raise CorpusError(
-            f"corpus {cfg.corpus!r} is too short: fewer than {cfg.window} tokens (one window)"
-        )
+        raise CorpusError(f"corpus {cfg.corpus!r} is too short: fewer than {cfg.window} tokens (one window)")
     return np.stack(rows), dict(docs.skipped)
 
 
@@ -226,7 +246,9 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     neurons = parse_selection(cfg.neurons, arch.n_neurons(config), "neuron")
     shards = {(layer, n // SHARD_NEURONS) for layer in layers for n in neurons}
     # stats are written after records, so a stats part means its shard is complete
-    done = {(layer, s) for layer, s in shards if store.exists(stats_key(layer, s)) and store.exists(records_key(layer, s))}
+    done = {
+        (layer, s) for layer, s in shards if store.exists(stats_key(layer, s)) and store.exists(records_key(layer, s))
+    }
     tokenizer = AutoTokenizer.from_pretrained(path)
     windows, skipped = load_windows(cfg, tokenizer)
     passes = _plan(layers, neurons, done)
@@ -234,8 +256,10 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     if done:
         progress(f"record: {len(done)}/{len(shards)} shards already in the store, skipped")
     for i, (p_layers, p_neurons) in enumerate(passes):
-        progress(f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
-                 f"{len(p_layers)} layers x {len(p_neurons)} neurons")
+        progress(
+            f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
+            f"{len(p_layers)} layers x {len(p_neurons)} neurons"
+        )
         summaries = _summarize(cfg, p_layers, p_neurons, windows, progress)
         tables = _exemplar_tables(tokenizer, p_layers, p_neurons, windows, summaries)
         for layer in p_layers:
@@ -247,9 +271,14 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
                     done.add((layer, shard))
                     written += 1
     summary = {
-        "layers": layers, "neurons": len(neurons), "n_windows": int(len(windows)),
-        "n_tokens": int(windows.size), "seconds": round(time.time() - t0, 2), "skipped": skipped,
-        "shards": len(shards), "shards_recorded": written,
+        "layers": layers,
+        "neurons": len(neurons),
+        "n_windows": len(windows),
+        "n_tokens": int(windows.size),
+        "seconds": round(time.time() - t0, 2),
+        "skipped": skipped,
+        "shards": len(shards),
+        "shards_recorded": written,
     }
     progress(f"record: done, {summary['n_tokens']} tokens in {summary['seconds']} s")
     return summary

@@ -48,7 +48,9 @@ class Planted:
     truth: dict[int, str]  # window_id of each top exemplar -> its concept
 
 
-def concept_of_tokens(tokenizer, windows: np.ndarray, concepts: dict[str, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+def concept_of_tokens(
+    tokenizer, windows: np.ndarray, concepts: dict[str, tuple[str, ...]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(concept index of every token of ``windows`` or -1, decoded text of every token).
 
     A token belongs to a concept when its text, stripped and lower-cased, is one of the concept's
@@ -67,8 +69,16 @@ def concept_of_tokens(tokenizer, windows: np.ndarray, concepts: dict[str, tuple[
     return np.where(alone, word, -1), pieces
 
 
-def plant(windows: np.ndarray, tokenizer, neurons: list[tuple[str, ...]], top_k: int, random_k: int,
-          concepts: dict[str, tuple[str, ...]] = CONCEPTS, layer: int = 0, seed: int = 0) -> list[Planted]:
+def plant(
+    windows: np.ndarray,
+    tokenizer,
+    neurons: list[tuple[str, ...]],
+    top_k: int,
+    random_k: int,
+    concepts: dict[str, tuple[str, ...]] = CONCEPTS,
+    layer: int = 0,
+    seed: int = 0,
+) -> list[Planted]:
     """Planted neurons ``0..len(neurons)-1`` of ``layer`` over ``windows`` ((n, W) token ids).
 
     Activation: on a token of one of the neuron's concepts, a peak drawn per window from
@@ -106,9 +116,20 @@ def plant(windows: np.ndarray, tokenizer, neurons: list[tuple[str, ...]], top_k:
         for kind, wids in (("top", top_ids), ("random", rnd_ids)):
             for rank, w in enumerate(wids):
                 a = acts[w]
-                rows.append({"layer": layer, "neuron": neuron, "kind": kind, "rank": rank, "window_id": int(w),
-                             "tokens": pieces[w].tolist(), "token_ids": windows[w].astype(np.int32).tolist(),
-                             "activations": a.tolist(), "max_pos": int(a.argmax()), "max_act": float(a.max())})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "neuron": neuron,
+                        "kind": kind,
+                        "rank": rank,
+                        "window_id": int(w),
+                        "tokens": pieces[w].tolist(),
+                        "token_ids": windows[w].astype(np.int32).tolist(),
+                        "activations": a.tolist(),
+                        "max_pos": int(a.argmax()),
+                        "max_act": float(a.max()),
+                    }
+                )
         table = conform(pa.Table.from_pylist(rows, schema=RECORDS), RECORDS)
         out.append(Planted(neuron, tuple(wanted), table, dict(picks)))
     return out

@@ -251,12 +251,15 @@ class Summary:
         else:
             self.top_val[cols], self.top_code[cols], self.top_win[cols] = v, c, w
 
-    def fold_random(self, cols: np.ndarray | None, key: np.ndarray, code: np.ndarray, val: np.ndarray,
-                    win: np.ndarray) -> None:
+    def fold_random(
+        self, cols: np.ndarray | None, key: np.ndarray, code: np.ndarray, val: np.ndarray, win: np.ndarray
+    ) -> None:
         """Merge sampled entries into the random sample: the ``random_k`` smallest keys win."""
         sel = slice(None) if cols is None else cols
-        key, code, val = (np.concatenate([a[sel], b], axis=1)
-                          for a, b in ((self.rnd_key, key), (self.rnd_code, code), (self.rnd_val, val)))
+        key, code, val = (
+            np.concatenate([a[sel], b], axis=1)
+            for a, b in ((self.rnd_key, key), (self.rnd_code, code), (self.rnd_val, val))
+        )
         order = np.lexsort((code, key), axis=1)[:, : self.random_k]
         k, c, v = (np.take_along_axis(a, order, 1) for a in (key, code, val))
         w = _merge_windows(None if self.rnd_win is None else self.rnd_win[sel], win, order)
@@ -275,7 +278,7 @@ class Summary:
             self.hist += hist
         self.hist_count += int(hist_count)
 
-    def merge(self, other: "Summary") -> None:
+    def merge(self, other: Summary) -> None:
         """Fold another Summary of the same neurons (another actor's share of the corpus) in."""
         if not other.count:
             return
@@ -287,8 +290,13 @@ class Summary:
     def stats(self, levels=QUANTILE_LEVELS) -> dict[str, np.ndarray]:
         mean = self.sum / max(self.count, 1)
         var = np.maximum(self.sumsq / max(self.count, 1) - mean * mean, 0.0)
-        return {"mean": mean, "std": np.sqrt(var), "min": self.min, "max": self.max,
-                "quantiles": self.quantiles(levels)}
+        return {
+            "mean": mean,
+            "std": np.sqrt(var),
+            "min": self.min,
+            "max": self.max,
+            "quantiles": self.quantiles(levels),
+        }
 
     def quantiles(self, levels) -> np.ndarray:
         cdf = np.cumsum(self.hist, axis=1)

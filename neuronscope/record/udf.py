@@ -30,8 +30,18 @@ class Recorder:
     final summaries travel to the driver, not a partial per batch.
     """
 
-    def __init__(self, model: str, layers: list[int], neurons: list[int], top_k: int, random_k: int,
-                 seed: int, torch_threads: int | None = None, hist_rate: float = 1.0, actors: int = 1):
+    def __init__(
+        self,
+        model: str,
+        layers: list[int],
+        neurons: list[int],
+        top_k: int,
+        random_k: int,
+        seed: int,
+        torch_threads: int | None = None,
+        hist_rate: float = 1.0,
+        actors: int = 1,
+    ):
         from ..models.bundled import resolve_model
 
         self.threads = cpu_threads(torch_threads, actors)

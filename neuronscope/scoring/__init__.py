@@ -27,5 +27,15 @@ def make_scorer(name: str, llm=None, embedder=None, agent: str | None = None, ha
     return cls(llm, agent) if agent else cls(llm)
 
 
-__all__ = ["SCORERS", "LLM_SCORERS", "make_scorer", "Scorer", "ScoreResult", "Item", "EmbeddingScorer",
-           "SimulationScorer", "DetectionScorer", "FuzzingScorer"]
+__all__ = [
+    "LLM_SCORERS",
+    "SCORERS",
+    "DetectionScorer",
+    "EmbeddingScorer",
+    "FuzzingScorer",
+    "Item",
+    "ScoreResult",
+    "Scorer",
+    "SimulationScorer",
+    "make_scorer",
+]

@@ -21,36 +21,51 @@ from .metrics import pairwise_win
 PASS_AT = 0.8
 
 CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "months of the year": (("january", "march", "april", "june", "october", "december"), (
-        "The old mill by the river was finally sold in October after years of neglect and quiet decay.",
-        "We planted the beans in April and the first green shoots came up a fortnight later.",
-        "Her brother always visits us in December, bringing presents and far too much cake for everyone.",
-        "The bridge closed in March for repairs, so the whole village had to take the long road.",
-    )),
-    "animals": (("horse", "dog", "owl", "fox", "cattle", "sheep"), (
-        "At the edge of the wood an old fox watched the farmhouse, waiting for the lamps to go out.",
-        "The tired horse stood in the rain while the men argued about the price of the cart.",
-        "Every night an owl called from the barn roof and kept the children awake for hours.",
-        "The shepherd counted his sheep twice before he closed the gate and walked down the hill.",
-    )),
-    "colours": (("red", "blue", "green", "yellow", "purple", "white"), (
-        "She wore a long purple coat that trailed behind her on the wet stones of the square.",
-        "The door of the cottage was painted bright yellow, and the shutters were the same.",
-        "Beyond the hedge lay a field so green that it almost hurt to look at it in the sun.",
-        "He tied a red ribbon around the box and left it on the step for the morning.",
-    )),
-    "family members": (("mother", "father", "sister", "uncle", "grandmother", "cousin"), (
-        "After the funeral her uncle stayed on at the house and nobody quite knew how to ask him to leave.",
-        "My grandmother kept every letter in a tin under the bed, tied up with string.",
-        "The boy wrote to his sister each week, though she rarely found the time to answer him.",
-        "When the storm came her father went out to bring the boats higher up the beach.",
-    )),
-    "foods": (("bread", "cheese", "apples", "soup", "butter", "onions"), (
-        "On the table there was fresh bread, a little cold meat and a jug of water for the guests.",
-        "They ate the soup in silence, listening to the wind rattle the windows of the inn.",
-        "The market woman sold apples from a basket and called out the price to everyone passing by.",
-        "He cut a thick slice of cheese and wrapped it in paper for the long walk ahead.",
-    )),
+    "months of the year": (
+        ("january", "march", "april", "june", "october", "december"),
+        (
+            "The old mill by the river was finally sold in October after years of neglect and quiet decay.",
+            "We planted the beans in April and the first green shoots came up a fortnight later.",
+            "Her brother always visits us in December, bringing presents and far too much cake for everyone.",
+            "The bridge closed in March for repairs, so the whole village had to take the long road.",
+        ),
+    ),
+    "animals": (
+        ("horse", "dog", "owl", "fox", "cattle", "sheep"),
+        (
+            "At the edge of the wood an old fox watched the farmhouse, waiting for the lamps to go out.",
+            "The tired horse stood in the rain while the men argued about the price of the cart.",
+            "Every night an owl called from the barn roof and kept the children awake for hours.",
+            "The shepherd counted his sheep twice before he closed the gate and walked down the hill.",
+        ),
+    ),
+    "colours": (
+        ("red", "blue", "green", "yellow", "purple", "white"),
+        (
+            "She wore a long purple coat that trailed behind her on the wet stones of the square.",
+            "The door of the cottage was painted bright yellow, and the shutters were the same.",
+            "Beyond the hedge lay a field so green that it almost hurt to look at it in the sun.",
+            "He tied a red ribbon around the box and left it on the step for the morning.",
+        ),
+    ),
+    "family members": (
+        ("mother", "father", "sister", "uncle", "grandmother", "cousin"),
+        (
+            "After the funeral her uncle stayed on at the house and nobody quite knew how to ask him to leave.",
+            "My grandmother kept every letter in a tin under the bed, tied up with string.",
+            "The boy wrote to his sister each week, though she rarely found the time to answer him.",
+            "When the storm came her father went out to bring the boats higher up the beach.",
+        ),
+    ),
+    "foods": (
+        ("bread", "cheese", "apples", "soup", "butter", "onions"),
+        (
+            "On the table there was fresh bread, a little cold meat and a jug of water for the guests.",
+            "They ate the soup in silence, listening to the wind rattle the windows of the inn.",
+            "The market woman sold apples from a basket and called out the price to everyone passing by.",
+            "He cut a thick slice of cheese and wrapped it in paper for the long walk ahead.",
+        ),
+    ),
 }
 PLAIN = (
     "The meeting went on for most of the afternoon, and in the end nothing at all was decided by anyone.",
@@ -71,8 +86,10 @@ def _exemplar(wid: int, text: str, hot: tuple[str, ...], kind: str, rank: int) -
 def calibration_sets() -> dict[str, list[Exemplar]]:
     """Per concept: its sentences (top) and the plain pool (random), as exemplars."""
     plain = [_exemplar(900 + i, s, (), "random", i) for i, s in enumerate(PLAIN)]
-    return {name: [_exemplar(100 * c + i, s, words, "top", i) for i, s in enumerate(sents)] + plain
-            for c, (name, (words, sents)) in enumerate(CONCEPTS.items())}
+    return {
+        name: [_exemplar(100 * c + i, s, words, "top", i) for i, s in enumerate(sents)] + plain
+        for c, (name, (words, sents)) in enumerate(CONCEPTS.items())
+    }
 
 
 @dataclass
@@ -91,9 +108,11 @@ class SelfCheck:
 
     def line(self) -> str:
         verdict = "passed" if self.passed else f"FAILED (below {PASS_AT:.2f}): its scores are uncalibrated"
-        return (f"scorer self-check: {self.scorer} prefers the right concept name on "
-                f"{self.discrimination:.0%} of pairs (right {self.right_mean:.3f} vs wrong "
-                f"{self.wrong_mean:.3f}) - {verdict}")
+        return (
+            f"scorer self-check: {self.scorer} prefers the right concept name on "
+            f"{self.discrimination:.0%} of pairs (right {self.right_mean:.3f} vs wrong "
+            f"{self.wrong_mean:.3f}) - {verdict}"
+        )
 
 
 def self_check(scorer) -> SelfCheck:
@@ -106,5 +125,11 @@ def self_check(scorer) -> SelfCheck:
     right = np.repeat(np.diag(scores), len(names) - 1)
     wrong = scores[~np.eye(len(names), dtype=bool)]
     disc = pairwise_win(right, wrong)
-    return SelfCheck(scorer.name, disc, float(np.nanmean(np.diag(scores))), float(np.nanmean(wrong)),
-                     bool(disc >= PASS_AT), time.time() - t0)
+    return SelfCheck(
+        scorer.name,
+        disc,
+        float(np.nanmean(np.diag(scores))),
+        float(np.nanmean(wrong)),
+        bool(disc >= PASS_AT),
+        time.time() - t0,
+    )

@@ -32,11 +32,16 @@ class LabelScorer(Scorer):
 
     def _label_ids(self) -> tuple[set[int], set[int], list[int], list[int], int]:
         if self._ids is None:
-            first = lambda s: self.llm.tokenize(s)[0]  # noqa: E731
+            first = lambda s: self.llm.tokenize(s)[0]
             yes, no = {first(" Yes"), first("Yes")}, {first(" No"), first("No")}
             # a token shared by both (a bare space on a character tokenizer) says nothing
-            self._ids = (yes - no, no - yes,
-                         self.llm.tokenize("\nText: "), self.llm.tokenize("\nAnswer:"), self.llm.tokenize(" " + SLOT)[0])
+            self._ids = (
+                yes - no,
+                no - yes,
+                self.llm.tokenize("\nText: "),
+                self.llm.tokenize("\nAnswer:"),
+                self.llm.tokenize(" " + SLOT)[0],
+            )
         return self._ids
 
     def items(self, exemplars: list[Exemplar], max_act: float) -> list[Item]:
@@ -56,8 +61,11 @@ class LabelScorer(Scorer):
     def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
         yes, no, *_ = self._label_ids()
         built = [self.build_prompt(x, its) for x, its in jobs if its]
-        out = iter(self.llm.next_token_logprobs(self.agent, [b[0] for b in built], [b[1] for b in built], TOP_K)
-                   if built else [])
+        out = iter(
+            self.llm.next_token_logprobs(self.agent, [b[0] for b in built], [b[1] for b in built], TOP_K)
+            if built
+            else []
+        )
         return [np.array([p_yes(d, yes, no) for d in next(out)]) if its else np.zeros(0) for _, its in jobs]
 
     def metric(self, values: np.ndarray, items: list[Item]) -> float:

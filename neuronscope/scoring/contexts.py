@@ -39,7 +39,7 @@ def window_items(exemplars: list[Exemplar], max_act: float, mark: bool = False) 
         for pos in range(min(BEFORE, len(levels) - 1), len(levels), BEFORE + AFTER + 1):
             if taken == NEG_PER_WINDOW:
                 break
-            if levels[max(0, pos - BEFORE): pos + AFTER + 1].max() < QUIET:
+            if levels[max(0, pos - BEFORE) : pos + AFTER + 1].max() < QUIET:
                 out.append(_item(ex, pos, levels, False, mark))
                 taken += 1
     return out

@@ -8,10 +8,18 @@ import numpy as np
 # Concepts far from each other and from the bundled corpus's usual themes. Read as one list,
 # so a neuron's control is reproducible from its layer and neuron alone.
 UNRELATED = (
-    "programming language keywords", "chemical element names", "units of measurement",
-    "football match scores", "computer file extensions", "stock market tickers",
-    "cooking temperatures", "airline flight numbers", "software version numbers",
-    "email addresses", "mathematical operators", "postal codes",
+    "programming language keywords",
+    "chemical element names",
+    "units of measurement",
+    "football match scores",
+    "computer file extensions",
+    "stock market tickers",
+    "cooking temperatures",
+    "airline flight numbers",
+    "software version numbers",
+    "email addresses",
+    "mathematical operators",
+    "postal codes",
 )
 
 

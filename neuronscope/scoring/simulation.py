@@ -49,7 +49,7 @@ class SimulationScorer(Scorer):
         out, at = [], 0
         for ex in _exemplars(result.items):
             n = len(ex.activations)
-            out.append(pearson(result.values[at:at + n], ex.activations) > COVERAGE_R)
+            out.append(pearson(result.values[at : at + n], ex.activations) > COVERAGE_R)
             at += n
         return out
 
