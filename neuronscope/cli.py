@@ -8,11 +8,17 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from .config import ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
 from .errors import ConfigError, NeuronScopeError
 
 # (section, model, flag prefix)
-SECTIONS = {"record": (RecordConfig, ""), "explain": (ExplainConfig, ""), "llm": (LLMConfig, "llm-")}
+SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
+    "record": (RecordConfig, ""),
+    "explain": (ExplainConfig, ""),
+    "llm": (LLMConfig, "llm-"),
+}
 
 
 def _add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] = ()) -> None:
@@ -243,7 +249,7 @@ def _atlas(args: argparse.Namespace, progress) -> None:
     from .atlas.serve import start
 
     server = start(args.serve_run, args.out, args.port, progress)
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
     print(f"serving the atlas of {args.serve_run} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         threading.Event().wait()

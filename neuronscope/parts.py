@@ -52,7 +52,8 @@ def _ranges_text(runs) -> str:
 def part_keys(folder: str, ext: str, layer: int, neurons) -> list[tuple[str, list[int]]]:
     """(key, neurons) of the parts that hold ``neurons``: one, or several when one name would
     grow past MAX_RANGES_CHARS (a scattered set)."""
-    out, chunk = [], []
+    out: list[list[tuple[int, int]]] = []
+    chunk: list[tuple[int, int]] = []
     for a, b in ranges(neurons):
         if chunk and len(_ranges_text(chunk + [(a, b)])) > MAX_RANGES_CHARS:
             out.append(chunk)

@@ -8,6 +8,7 @@ Every write is atomic: readers see the old object or the whole new one, never a 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
@@ -15,6 +16,7 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -155,7 +157,7 @@ class Store:
         self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
     def write_parquet(
-        self, key: str, table: pa.Table, replaces: list[str] | None = None, row_group_size: int | None = None
+        self, key: str, table: pa.Table, replaces: builtins.list[str] | None = None, row_group_size: int | None = None
     ) -> None:
         """``replaces``: keys whose rows this object now holds (compaction). Until they are
         deleted, folder reads skip them, so a merge interrupted before its deletes duplicates nothing."""
@@ -172,20 +174,20 @@ class Store:
         keys = self._parquet_keys(key_or_prefix)
         with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
             blobs = list(pool.map(self.read_bytes, keys))
-        tables = {}
+        by_key = {}
         for key, blob in zip(keys, blobs):
             try:
-                tables[key] = pq.read_table(pa.BufferReader(blob))
+                by_key[key] = pq.read_table(pa.BufferReader(blob))
             except pa.ArrowException as e:
                 raise StoreError(f"{self.url(key)} is not a readable Parquet file: {e}") from e
-        gone = set().union(*(_replaced(t.schema.metadata) for t in tables.values()))
-        tables = [t.replace_schema_metadata(None) for k, t in tables.items() if k not in gone]
+        gone = set().union(*(_replaced(t.schema.metadata) for t in by_key.values()))
+        tables = [t.replace_schema_metadata(None) for k, t in by_key.items() if k not in gone]
         try:
             return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         except pa.ArrowException as e:
             raise StoreError(f"Parquet objects under {self.url(key_or_prefix)} have incompatible schemas: {e}") from e
 
-    def _parquet_keys(self, key_or_prefix: str) -> list[str]:
+    def _parquet_keys(self, key_or_prefix: str) -> builtins.list[str]:
         if not key_or_prefix.endswith("/") and key_or_prefix and self.exists(key_or_prefix):
             return [key_or_prefix]
         keys = [k for k in self.list(key_or_prefix) if k.endswith(".parquet")]
@@ -193,7 +195,9 @@ class Store:
             raise StoreError(f"cannot read {self.url(key_or_prefix)}: no Parquet object there or under it")
         return keys
 
-    def read_parquet_where(self, keys: str | list[str], where=None, columns: list[str] | None = None) -> pa.Table:
+    def read_parquet_where(
+        self, keys: str | builtins.list[str], where=None, columns: builtins.list[str] | None = None
+    ) -> pa.Table:
         """The rows matching ``where`` (a ``pyarrow.dataset`` expression) of the given Parquet
         objects (or of every one under a folder), read in place: row groups whose statistics rule
         ``where`` out are never fetched, nor are unneeded columns. Replaced objects are skipped,
@@ -232,18 +236,35 @@ class Store:
         raise NotImplementedError
 
     # -- backend primitives --------------------------------------------------------------------
-    def _prepare_root(self) -> None: ...
-    def _describe(self, exc: Exception, action: str, target: str) -> str | None: ...
-    def _exists(self, key: str) -> bool: ...
-    def _get(self, key: str) -> bytes: ...
-    def _put(self, key: str, data: bytes) -> None: ...
-    def _put_if_absent(self, key: str, data: bytes) -> bool: ...
-    def _delete(self, key: str) -> None: ...
-    def _list(self, folder: str) -> list[str]: ...
+    def _prepare_root(self) -> None:
+        raise NotImplementedError
+
+    def _describe(self, exc: Exception, action: str, target: str) -> str | None:
+        raise NotImplementedError
+
+    def _exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def _put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _list(self, folder: str) -> builtins.list[str]:
+        raise NotImplementedError
 
 
 class LocalStore(Store):
     """A folder. Writes go to a ``.tmp-*`` sibling, are fsynced, then renamed into place."""
+
+    local_root: Path
 
     def __init__(self, path: str):
         self.local_root = Path(os.path.abspath(os.path.expanduser(path)))
@@ -378,7 +399,7 @@ class S3Store(Store):
         self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         self.local_root = None
         self._client = None
-        self._arrow = None  # pyarrow's S3 filesystem, made on first use
+        self._arrow: tuple[Any, str] | None = None  # pyarrow's S3 filesystem, made on first use
 
     @property
     def client(self):

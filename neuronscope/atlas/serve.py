@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import NeuronScopeError, StoreError
 from ..store import Store
 from .build import atlas_store, build_atlas, load_index
+from .search import AtlasIndex
 
 HOST = "127.0.0.1"
 DEFAULT_K, MAX_K = 10, 200
@@ -70,7 +71,8 @@ def start(run_uri: str, out: str | None = None, port: int = 8000, progress=None)
     atlas = atlas_store(run, out)
     if not atlas.exists("index.html"):
         build_atlas(run_uri, out, progress)
-    lock, loaded = threading.Lock(), []
+    lock = threading.Lock()
+    loaded: list[AtlasIndex] = []
 
     def searcher():
         # loaded at the first search (the embedder takes seconds); rebuilt if the run changed since

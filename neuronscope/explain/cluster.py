@@ -128,7 +128,7 @@ def exemplar_modes(owner: list[int], labels: np.ndarray, n_exemplars: int) -> li
     """Mode per exemplar: majority vote of its components' clusters (ties: lowest cluster id),
     then modes renumbered 0.. by size (largest first, ties by first exemplar), so mode ids are
     dense and deterministic. ``owner[j]`` is the exemplar of component j."""
-    votes = [Counter() for _ in range(n_exemplars)]
+    votes: list[Counter[int]] = [Counter() for _ in range(n_exemplars)]
     for ex, lab in zip(owner, labels):
         votes[ex][int(lab)] += 1
     raw = [min(v, key=lambda c: (-v[c], c)) if v else 0 for v in votes]

@@ -105,7 +105,8 @@ def compact(store, layer: int, neurons: list[int]) -> dict[str, int]:
 def leftovers(explanations: FolderIndex, folder: Folder, index: FolderIndex) -> tuple[list[str], dict[int, set[int]]]:
     """From one listing of a folder: (own objects a part already holds, deletable; neurons per
     layer whose own objects still wait to be merged)."""
-    stale, waiting = [], {}
+    stale: list[str] = []
+    waiting: dict[int, set[int]] = {}
     for layer, li in index.layers.items():
         for n, key in li.single.items():
             if folder.dedupe_on_resume and li.part_of(n):

@@ -4,26 +4,28 @@ its outputs; and the failure record of a neuron whose task could not run or died
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
+from ..store import Store
 from .outputs import write_result
 from .records import read_neuron
-from .workflow import _row
+from .workflow import NeuronResult, _row
 
 
 @dataclass(frozen=True)
 class Shared:
     """What every task of a run gets (put into Ray's object store once)."""
 
-    records: object  # Store of the records
-    out: object  # Store of the outputs
+    records: Store  # of the records
+    out: Store  # of the outputs
     llm: object
     cfg: ExplainConfig
     embedder: object
     calibrated: bool | None
-    workflow: object  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
+    workflow: Callable[..., NeuronResult]  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
     legacy_cache: bool  # the run has per-request cache objects of an older layout
 
 

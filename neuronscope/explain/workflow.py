@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -212,7 +213,7 @@ def _coverage(judge: Judge, modes: list[Mode]) -> float:
 
 
 def _row(layer: int, neuron: int, **kw) -> dict:
-    row = {
+    row: dict[str, Any] = {
         "layer": layer,
         "neuron": neuron,
         "mode": -1,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -65,7 +66,7 @@ class NeuronCache(ResponseCache):
     the run also has per-request objects to fall back on."""
 
     def __init__(
-        self, store: Store, model_id: str, layer: int, neuron: int, sources: list[str] = (), legacy: bool = False
+        self, store: Store, model_id: str, layer: int, neuron: int, sources: Sequence[str] = (), legacy: bool = False
     ):
         super().__init__(store, model_id)
         self.layer, self.neuron, self.legacy = layer, neuron, legacy

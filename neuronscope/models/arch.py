@@ -32,7 +32,7 @@ ARCHITECTURES: dict[str, NeuronSite] = {
 
 
 def site(config) -> NeuronSite:
-    mt = getattr(config, "model_type", None)
+    mt = getattr(config, "model_type", "")
     try:
         return ARCHITECTURES[mt]
     except KeyError:

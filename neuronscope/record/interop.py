@@ -88,7 +88,7 @@ def neuron_record_tables(data: dict | str | bytes, where: str = "NeuronRecord") 
             "layer": [layer],
             "neuron": [neuron],
             "mean": [_num(obj.get("mean"))],
-            "std": [math.sqrt(variance) if _num(variance) >= 0 else math.nan],
+            "std": [math.sqrt(_num(variance)) if _num(variance) >= 0 else math.nan],
             "min": [math.nan],
             "max": [top_max],
             "quantile_levels": [[]],

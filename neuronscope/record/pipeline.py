@@ -119,8 +119,14 @@ def _exemplar_tables(
 
 def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summary, pieces) -> pa.Table:
     n, window = len(neurons), windows.shape[1]
-    parts = [("top", s.top_code, s.top_val, s.top_win), ("random", s.rnd_code, s.rnd_val, s.rnd_win)]
-    parts = [p for p in parts if p[1].shape[1]]
+    parts = [
+        (name, code, val, win)
+        for name, code, val, win in (
+            ("top", s.top_code, s.top_val, s.top_win),
+            ("random", s.rnd_code, s.rnd_val, s.rnd_win),
+        )
+        if code.shape[1] and win is not None  # windows exist once anything was folded
+    ]
     kind = np.concatenate([np.full(code.size, name) for name, code, _, _ in parts])
     rank = np.concatenate([np.tile(np.arange(code.shape[1]), n) for _, code, _, _ in parts])
     col = np.concatenate([np.repeat(np.arange(n), code.shape[1]) for _, code, _, _ in parts])

@@ -249,6 +249,7 @@ class Summary:
         if cols is None:
             self.top_val, self.top_code, self.top_win = v, c, w
         else:
+            assert self.top_win is not None, "a column fold comes after the first whole fold"
             self.top_val[cols], self.top_code[cols], self.top_win[cols] = v, c, w
 
     def fold_random(
@@ -266,6 +267,7 @@ class Summary:
         if cols is None:
             self.rnd_key, self.rnd_code, self.rnd_val, self.rnd_win = k, c, v, w
         else:
+            assert self.rnd_win is not None, "a column fold comes after the first whole fold"
             self.rnd_key[cols], self.rnd_code[cols], self.rnd_val[cols], self.rnd_win[cols] = k, c, v, w
 
     def fold_stats(self, count: int, total, sumsq, lo, hi, hist: np.ndarray | None, hist_count: int) -> None:
@@ -282,6 +284,7 @@ class Summary:
         """Fold another Summary of the same neurons (another actor's share of the corpus) in."""
         if not other.count:
             return
+        assert other.top_win is not None  # it counted tokens, so it holds windows
         self.fold_top(None, other.top_val, other.top_code, other.top_win)
         if other.rnd_win is not None:
             self.fold_random(None, other.rnd_key, other.rnd_code, other.rnd_val, other.rnd_win)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .classifier import DetectionScorer, FuzzingScorer
 from .embedding import EmbeddingScorer
 from .scorer import Item, Scorer, ScoreResult
@@ -19,7 +21,11 @@ def make_scorer(name: str, llm=None, embedder=None, agent: str | None = None, ha
         if embedder is None:
             raise ValueError("the embedding scorer needs a sentence embedder")
         return EmbeddingScorer(embedder, hard_negatives)
-    cls = {"simulation": SimulationScorer, "detection": DetectionScorer, "fuzzing": FuzzingScorer}.get(name)
+    cls: Callable[..., Scorer] | None = {
+        "simulation": SimulationScorer,
+        "detection": DetectionScorer,
+        "fuzzing": FuzzingScorer,
+    }.get(name)
     if cls is None:
         raise ValueError(f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")
     if llm is None:
