@@ -12,6 +12,7 @@ from . import manifest
 from .config import RunConfig
 from .errors import NeuronScopeError
 from .explain.report import polysemanticity, polysemanticity_line
+from .lease import StageLease
 from .redact import redact_url
 from .store import Store
 
@@ -69,9 +70,10 @@ def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
         "corpus": cfg.record.corpus,
         "corpus_hash": manifest.corpus_fingerprint(cfg.record.corpus),
     }
-    ensure_ray()
-    progress(f"record: {cfg.record.model} over {cfg.record.corpus} -> {store.uri}")
-    return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
+    with StageLease(store, "record"):
+        ensure_ray()
+        progress(f"record: {cfg.record.model} over {cfg.record.corpus} -> {store.uri}")
+        return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
 
 
 def check_records(store: Store) -> None:
@@ -100,14 +102,19 @@ def check_records(store: Store) -> None:
 
 
 def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict:
-    from .explain.fanout import explain_run
-
     src = Store.open(records)
     if not src.list("records/"):
         raise NeuronScopeError(f"no activation records under {src.url('records/')}; run `neuronscope record` first")
     check_records(src)
     store = Store.open(out)
     store.check_writable()
+    with StageLease(store, "explain"):  # before the LLM starts: a second process refuses at once
+        return _explain(cfg, src, store, progress, llm)
+
+
+def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm) -> dict:
+    from .explain.fanout import explain_run
+
     ensure_ray()
     if llm is None:
         llm = start_llm(cfg, progress)

@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 
 from . import manifest
 from .errors import NeuronScopeError
+from .lease import holder_line
 from .selection import parse_selection
 from .store import Store
 
@@ -85,6 +86,8 @@ def run_status(run: str) -> str:
         lines.append(
             f"{stage}: {entry.get('status')} (started {entry.get('started')}, finished {entry.get('finished', '-')})"
         )
+        if entry.get("status") == "running":
+            lines.append(holder_line(store, stage))
         lines += details(store, entry)
         if entry.get("error"):
             lines.append(f"  last error: {entry['error']}")

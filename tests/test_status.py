@@ -44,3 +44,20 @@ def test_status_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "not a NeuronScope run" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_status_of_a_running_stage_says_who_holds_it(tmp_path, capsys):
+    from neuronscope.lease import StageLease
+
+    store = Store.open(str(tmp_path / "run"))
+    make_run(store)
+    manifest.begin_stage(store, "explain", {"records": store.uri}, {"explain": {"layers": None, "neurons": None}})
+    with StageLease(store, "explain") as lease:
+        assert main(["status", store.uri]) == 0
+        held = capsys.readouterr().out.splitlines()
+    assert main(["status", store.uri]) == 0  # the manifest still says running: its process is gone
+    lost = capsys.readouterr().out.splitlines()
+    at = next(i for i, ln in enumerate(held) if ln.startswith("explain: running"))
+    assert lost[at].startswith("explain: running")
+    assert held[at + 1].startswith(f"  held by process {lease.owner['pid']} on {lease.owner['host']} (heartbeat ")
+    assert lost[at + 1] == "  no process holds it: it was stopped or lost; rerun the stage to resume"
