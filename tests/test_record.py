@@ -3,6 +3,9 @@ stats, GPT-2 hooks, schema."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -149,6 +152,35 @@ def test_more_actors_than_free_cpus_do_not_stall_the_pass(llama_run, ray_local, 
     assert any("1 of 2 recording actors" in m for m in seen)
     for prefix in ("records/", "stats/"):
         _assert_same(_read(store, prefix), _read(other, prefix))
+
+
+def _kill_first_recorder(running) -> int | None:
+    """SIGKILL the first recorder actor's worker process to appear; its pid, or None if the
+    pass ended before one was seen."""
+    import psutil
+
+    while running.is_alive():
+        for p in psutil.process_iter(["cmdline"]):
+            if any("ray::Recorder" in c for c in p.info["cmdline"] or []):
+                p.kill()
+                return p.pid
+        time.sleep(0.01)
+    return None
+
+
+@pytest.mark.slow
+def test_a_recorder_killed_mid_pass_is_retried_and_the_result_is_unchanged(llama_run, ray_local, tmp_path):
+    cfg, _, store = llama_run
+    seen: list[str] = []
+    done: dict = {}
+    running = threading.Thread(target=lambda: done.update(run=_run(ray_local, tmp_path, cfg, seen.append)))
+    running.start()
+    killed = _kill_first_recorder(running)
+    running.join()
+    assert killed is not None and "run" in done, seen
+    assert any("a recording actor died" in m and "starting the pass over (2/3)" in m for m in seen), seen
+    for prefix in ("records/", "stats/"):
+        _assert_same(_read(store, prefix), _read(done["run"][1], prefix))
 
 
 def test_random_sample_and_stats(llama_run, llama_dir):

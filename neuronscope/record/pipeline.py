@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from ..config import RecordConfig
 from ..corpus import iter_windows, load_documents
-from ..errors import CorpusError
+from ..errors import CorpusError, NeuronScopeError
 from ..models import arch
 from ..models.bundled import resolve_model
 from ..schema import RECORDS, STATS, conform
@@ -25,6 +25,7 @@ SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
 # layer x neuron summaries in one pass over the corpus: each holds its exemplars' windows
 # (40 x 64 float32 at the defaults: 10 kB), so this bounds a pass's memory
 MAX_CELLS_PER_PASS = 1 << 16
+PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
 
 
 def records_key(layer: int, part: int = 0) -> str:
@@ -69,6 +70,29 @@ def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
     if n < cfg.num_actors:
         progress(f"record: {n} of {cfg.num_actors} recording actors fit the free resources; using {n}")
     return n
+
+
+def _summarize_retrying(
+    cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray, progress: Progress
+) -> dict[int, Summary]:
+    """``_summarize``, started over when a recorder's worker dies: a streaming split cannot hand a
+    dead reader's share to another, and a pass's summaries are worthless until all are in."""
+    from ray.exceptions import RayActorError, WorkerCrashedError
+
+    for attempt in range(1, PASS_ATTEMPTS + 1):
+        try:
+            return _summarize(cfg, layers, neurons, windows, progress)
+        except (RayActorError, WorkerCrashedError) as e:
+            reason = str(e).strip().splitlines()[0][:200]
+            if attempt == PASS_ATTEMPTS:
+                raise NeuronScopeError(
+                    f"record: a recording actor died in each of {PASS_ATTEMPTS} tries of this pass ({reason}); "
+                    "the shards already written are kept: rerun to resume"
+                ) from e
+            progress(
+                f"record: a recording actor died ({type(e).__name__}); starting the pass over ({attempt + 1}/{PASS_ATTEMPTS})"
+            )
+    raise AssertionError("unreachable")
 
 
 def _summarize(
@@ -266,7 +290,7 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
             f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
             f"{len(p_layers)} layers x {len(p_neurons)} neurons"
         )
-        summaries = _summarize(cfg, p_layers, p_neurons, windows, progress)
+        summaries = _summarize_retrying(cfg, p_layers, p_neurons, windows, progress)
         tables = _exemplar_tables(tokenizer, p_layers, p_neurons, windows, summaries)
         for layer in p_layers:
             stats = _by_shard(_stats_table(layer, p_neurons, summaries[layer]))
