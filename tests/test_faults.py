@@ -18,6 +18,7 @@ import pytest
 import test_explain_fanout as tf
 import test_explain_workflow as tw
 from explain_helpers import MONTHS, records
+from s3_server import Outage
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import fanout
@@ -30,7 +31,7 @@ CFG = {"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 2, "max_in_flight
 DRIVER = textwrap.dedent(
     """
     import json, sys, time
-    sys.path.insert(0, sys.argv[3])
+    sys.path.insert(0, sys.argv[4])
     import ray
     import explain_helpers, test_explain_fanout as tf, test_explain_workflow as tw
     from neuronscope.config import ExplainConfig
@@ -42,11 +43,13 @@ DRIVER = textwrap.dedent(
             time.sleep(0.2)  # slow enough that the test can stop it part way
             return super().chat(conversations, params)
 
-    ray.init(address=sys.argv[1], log_to_driver=False)
+    records, out, tests, cfg, env = sys.argv[2:]
+    ray.init(address=sys.argv[1], log_to_driver=False, runtime_env={"env_vars": json.loads(env)})
     for m in (tw, tf, explain_helpers):
         ray.cloudpickle.register_pickle_by_value(m)
-    store = Store.open(sys.argv[2])
-    fanout.explain_run(store, store, Slow(), ExplainConfig(**json.loads(sys.argv[4])), None, print, embedder=tf.EMB)
+    cfg = ExplainConfig(**json.loads(cfg))
+    summary = fanout.explain_run(Store.open(records), Store.open(out), Slow(), cfg, None, print, embedder=tf.EMB)
+    print(json.dumps(summary, default=str))
     """
 )
 
@@ -63,6 +66,35 @@ def _explanations(store: Store) -> pd.DataFrame:
     return rows.sort_values(["layer", "neuron", "mode"]).reset_index(drop=True)
 
 
+def _driver(ray_local, records: str, out: str, env: dict | None = None) -> subprocess.Popen:
+    """An explain driver process on the test's Ray, its workers given ``env``."""
+    address = ray_local.get_runtime_context().gcs_address
+    args = [address, records, out, str(Path(__file__).parent), json.dumps(CFG), json.dumps(env or {})]
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _summary(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _reference(tmp_path, ray_local) -> Store:
+    for m in (tw, tf, sys.modules["explain_helpers"]):
+        ray_local.cloudpickle.register_pickle_by_value(m)
+    reference = Store.open(str(tmp_path / "reference"))
+    _records(reference)
+    whole = fanout.explain_run(reference, reference, tw.ScriptedLLM(), ExplainConfig(**CFG), None, embedder=tf.EMB)
+    assert whole["ok"] == NEURONS
+    return reference
+
+
 def _kill_when(proc: subprocess.Popen, store: Store, done: int, timeout_s: float = 300) -> None:
     """SIGKILL the driver once ``done`` neurons have their outputs (never before, never after all)."""
     deadline = time.monotonic() + timeout_s
@@ -76,25 +108,11 @@ def _kill_when(proc: subprocess.Popen, store: Store, done: int, timeout_s: float
 
 @pytest.mark.slow
 def test_an_explain_driver_killed_mid_run_resumes_with_nothing_lost_or_doubled(tmp_path, ray_local):
-    for m in (tw, tf, sys.modules["explain_helpers"]):
-        ray_local.cloudpickle.register_pickle_by_value(m)
-    run, reference = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "reference"))
+    reference = _reference(tmp_path, ray_local)
+    run = Store.open(str(tmp_path / "run"))
     _records(run)
-    _records(reference)
-    cfg = ExplainConfig(**CFG)
-    whole = fanout.explain_run(reference, reference, tw.ScriptedLLM(), cfg, None, embedder=tf.EMB)
-    assert whole["ok"] == NEURONS
-    address = ray_local.get_runtime_context().gcs_address
-    tests_dir = str(Path(__file__).parent)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, address, run.uri, tests_dir, json.dumps(CFG)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    _kill_when(proc, run, done=3)
-    resumed = fanout.explain_run(run, run, tw.ScriptedLLM(), cfg, None, embedder=tf.EMB)
+    _kill_when(_driver(ray_local, run.uri, run.uri), run, done=3)
+    resumed = fanout.explain_run(run, run, tw.ScriptedLLM(), ExplainConfig(**CFG), None, embedder=tf.EMB)
     assert resumed["skipped"] >= 3 and resumed["skipped"] + resumed["explained"] == NEURONS, resumed
     assert resumed["failed"] == 0
     got, want = _explanations(run), _explanations(reference)
@@ -102,3 +120,35 @@ def test_an_explain_driver_killed_mid_run_resumes_with_nothing_lost_or_doubled(t
     pd.testing.assert_frame_equal(got, want)
     for n in range(NEURONS):
         assert fanout.read_transcript(run, 1, n)
+
+
+@pytest.mark.slow
+def test_s3_lost_mid_explain_fails_neurons_with_the_reason_and_a_rerun_completes(
+    tmp_path, ray_local, s3_env, seaweedfs, monkeypatch
+):
+    reference = _reference(tmp_path, ray_local)
+    records = Store.open(str(tmp_path / "records"))
+    _records(records)
+    outage = Outage(seaweedfs.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", outage.endpoint)
+    env = {k: os.environ[k] for k in os.environ if k.startswith("AWS_")}
+    out, direct = f"s3://{s3_env}/run", seaweedfs.client()
+    listed = lambda: [o["Key"] for o in direct.list_objects_v2(Bucket=s3_env).get("Contents", [])]
+    proc = _driver(ray_local, records.uri, out, env)
+    deadline = time.monotonic() + 300
+    while sum("explanations/" in k for k in listed()) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.05)
+    outage.down()  # mid-run: connections in flight are cut, new ones refused
+    first = _summary(proc)
+    assert first["failed"] > 0 and first["ok"] + first["failed"] == NEURONS, first
+    assert all("cannot reach S3 endpoint" in why for why in first["failures"].values()), first["failures"]
+    outage.up()
+    store = Store.open(out)
+    kept = store.read_parquet("explanations/").to_pandas()  # every object whole: a write is all or nothing
+    assert set(kept.neuron) <= set(range(NEURONS)) and (kept.status == "ok").all()
+    second = _summary(_driver(ray_local, records.uri, out, env))
+    assert second["failed"] == 0 and second["skipped"] == first["ok"], second
+    got = _explanations(store)
+    assert not got.duplicated(["layer", "neuron", "mode"]).any()
+    pd.testing.assert_frame_equal(got, _explanations(reference))
