@@ -152,3 +152,37 @@ def test_s3_lost_mid_explain_fails_neurons_with_the_reason_and_a_rerun_completes
     got = _explanations(store)
     assert not got.duplicated(["layer", "neuron", "mode"]).any()
     pd.testing.assert_frame_equal(got, _explanations(reference))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "mode,reason",
+    [
+        ("down", "unreachable after 2 attempts"),
+        ("error500", "HTTP 500"),
+        ("garbage", "not JSON"),
+        ("hang", "unreachable after 2 attempts"),
+    ],
+)
+def test_a_failing_llm_fails_each_neuron_with_its_reason_in_bounded_time_and_a_rerun_completes(
+    mode, reason, tmp_path, ray_local, bad_llm_server
+):
+    from neuronscope.config import LLMConfig
+    from neuronscope.llm.openai_backend import OpenAIClient
+
+    for m in (tw, tf, sys.modules["explain_helpers"]):
+        ray_local.cloudpickle.register_pickle_by_value(m)
+    store = Store.open(str(tmp_path / "run"))
+    _records(store)
+    url = "http://127.0.0.1:9/v1" if mode == "down" else f"{bad_llm_server}/{mode}/v1"
+    llm = OpenAIClient(LLMConfig(backend="openai", base_url=url, max_retries=1, timeout_s=1))
+    cfg, some = ExplainConfig(**CFG), [(1, n) for n in range(4)]
+    t0 = time.monotonic()
+    first = fanout.explain_run(store, store, llm, cfg, some, embedder=tf.EMB)
+    # each neuron stops at its first call: two tries of at most timeout_s, two neurons at a time
+    assert first["failed"] == 4 and time.monotonic() - t0 < 120, first
+    assert all(reason in why for why in first["failures"].values()), first["failures"]
+    rows = store.read_parquet("explanations/").to_pandas()
+    assert (rows.status == "failed").all() and rows.error.str.contains(reason, regex=False).all()
+    second = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, some, embedder=tf.EMB)
+    assert second["ok"] == 4 and second["failed"] == 0, second
