@@ -31,4 +31,6 @@ def vllm_pool(ray_local):
     from neuronscope.config import LLMConfig
     from neuronscope.llm.vllm_backend import start_pool
 
-    return start_pool(LLMConfig())
+    pool = start_pool(LLMConfig())
+    yield pool
+    pool.shutdown()  # before Ray's own shutdown, which must not wait on a live engine
