@@ -155,11 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run: {args.out}")
         elif args.command == "explain":
             out = args.out or args.records
-            pipeline.run_explain(_config(args), args.records, out, progress)
-            from .store import Store
+            cfg = _config(args)
+            summary = pipeline.run_explain(cfg, args.records, out, progress)
+            if cfg.explain.dry_run:
+                print(pipeline.estimate_line(summary))
+            else:
+                from .store import Store
 
-            print(pipeline.summary_table(Store.open(out)))
-            print(f"run: {out}")
+                print(pipeline.summary_table(Store.open(out)))
+                print(f"run: {out}")
         elif args.command == "show":
             from .show import show_neuron
 

@@ -104,6 +104,19 @@ class ExplainConfig(_Strict):
         "object per output folder (also when the layer ends)",
     )
     max_parse_retries: int = Field(2, ge=0)
+    budget: int | None = Field(
+        None,
+        ge=1,
+        description="LLM tokens (prompt + answer, cached answers included) this run may spend; "
+        "no new neuron starts once the spend plus the likely spend of those in flight reaches it, and "
+        "the rest stay pending for a rerun. None: no limit",
+    )
+    dry_run: bool = Field(
+        False,
+        description="explain only a sample of the pending neurons, into a scratch folder removed "
+        "afterwards, and print the tokens and wall time the whole selection would take",
+    )
+    dry_run_sample: int = Field(12, ge=1, description="neurons in the --dry-run sample, spread over the selection")
 
 
 class RunConfig(_Strict):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from . import manifest
 from .config import RunConfig
 from .errors import NeuronScopeError
+from .explain.fanout import estimate_run
 from .explain.report import polysemanticity, polysemanticity_line
 from .lease import StageLease
 from .redact import redact_url
@@ -108,6 +109,9 @@ def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=
     check_records(src)
     store = Store.open(out)
     store.check_writable()
+    if cfg.explain.dry_run:  # writes only a scratch folder, removed after: no stage, no lease
+        ensure_ray()
+        return estimate_run(src, store, llm or start_llm(cfg, progress), cfg.explain, progress)
     with StageLease(store, "explain"):  # before the LLM starts: a second process refuses at once
         return _explain(cfg, src, store, progress, llm)
 
@@ -158,6 +162,16 @@ def start_llm(cfg: RunConfig, progress: Progress):
     from .llm.openai_backend import OpenAIClient
 
     return OpenAIClient(cfg.llm)
+
+
+def estimate_line(e: dict) -> str:
+    """The ``--dry-run`` verdict in one line."""
+    hours = e["seconds"] / 3600
+    return (
+        f"dry run: {e['sample']} of {e['pending']} pending neurons explained in {e['sample_seconds']} s "
+        f"({e['sample_failed']} failed), {e['tokens_per_neuron']:,} LLM tokens per neuron; the whole "
+        f"selection: ~{e['tokens']:,} tokens, ~{hours:.1f} h at this LLM pool's pace (nothing was kept)"
+    )
 
 
 def _fmt(x) -> str:

@@ -34,6 +34,14 @@ def _records_store(store):
     )
 
 
+def month_neurons(store, n: int) -> None:
+    """Records of ``n`` alike month neurons in layer 1."""
+    frames = [records(tw.SENTENCES, MONTHS, layer=1, neuron=i, randoms=tw.RANDOMS) for i in range(n)]
+    df = pd.concat(frames, ignore_index=True)
+    df["window_id"] = df["window_id"] + 100 * df["neuron"]
+    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS))
+
+
 @pytest.fixture
 def ray_with_test_modules(ray_local):
     # Workers unpickle the test doubles by value: they cannot import the tests folder.
@@ -113,3 +121,35 @@ def test_in_flight_default_follows_the_llm_pool():
     assert fanout.max_in_flight(cfg, Pool()) == 3 * fanout.IN_FLIGHT_PER_REPLICA
     assert fanout.max_in_flight(cfg, tw.ScriptedLLM()) == fanout.IN_FLIGHT_PER_REPLICA
     assert fanout.max_in_flight(ExplainConfig(max_in_flight=5), Pool()) == 5
+
+
+def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_with_test_modules):
+    from neuronscope.store import Store
+
+    store, probe = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "probe"))
+    month_neurons(store, 10)
+    month_neurons(probe, 1)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1)
+    per_neuron = fanout.explain_run(probe, probe, tw.ScriptedLLM(), cfg, None, embedder=EMB)["tokens"]
+    seen = []
+    capped = cfg.model_copy(update={"budget": int(2.5 * per_neuron)})
+    first = fanout.explain_run(store, store, tw.ScriptedLLM(), capped, None, seen.append, embedder=EMB)
+    assert first["ok"] == 3 and first["left_by_budget"] == 7 and first["tokens"] == 3 * per_neuron, first
+    assert "token budget reached" in seen[-1] and "7 neurons left pending" in seen[-1]
+    rest = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, embedder=EMB)
+    assert rest["skipped"] == 3 and rest["ok"] == 7 and rest["left_by_budget"] == 0
+
+
+def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_with_test_modules):
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    month_neurons(store, 10)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, dry_run=True, dry_run_sample=3)
+    before = sorted(store.list(""))
+    est = fanout.estimate_run(store, store, tw.ScriptedLLM(), cfg, embedder=EMB)
+    assert sorted(store.list("")) == before  # the sample's outputs went to a scratch folder, now gone
+    assert est["pending"] == 10 and est["sample"] == 3 and est["sample_failed"] == 0
+    real = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB)
+    assert est["tokens"] == real["tokens"]  # alike neurons: the sample's mean is exact
+    assert est["seconds"] > 0

@@ -13,16 +13,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 import test_explain_fanout as tf
 import test_explain_workflow as tw
-from explain_helpers import MONTHS, records
 from s3_server import Outage
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import fanout
-from neuronscope.schema import RECORDS
 from neuronscope.store import Store
 
 NEURONS = 10
@@ -55,10 +52,7 @@ DRIVER = textwrap.dedent(
 
 
 def _records(store: Store) -> None:
-    frames = [records(tw.SENTENCES, MONTHS, layer=1, neuron=n, randoms=tw.RANDOMS) for n in range(NEURONS)]
-    df = pd.concat(frames, ignore_index=True)
-    df["window_id"] = df["window_id"] + 100 * df["neuron"]
-    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS))
+    tf.month_neurons(store, NEURONS)
 
 
 def _explanations(store: Store) -> pd.DataFrame:

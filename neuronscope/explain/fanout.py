@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 
 import numpy as np
 
@@ -116,13 +117,14 @@ class Tally:
     KEYS = ("score", "baseline_score", "control_score")
 
     def __init__(self):
-        self.explained = self.ok = self.failed = 0
+        self.explained = self.ok = self.failed = self.tokens = 0
         self.sums = dict.fromkeys(self.KEYS, 0.0)
         self.counts = dict.fromkeys(self.KEYS, 0)
         self.failures: dict[str, str] = {}
 
     def add(self, s: dict) -> None:
         self.explained += 1
+        self.tokens += s.get("tokens", 0)
         if s["status"] != "ok":
             self.failed += 1
             if len(self.failures) < MAX_LISTED_FAILURES:
@@ -158,8 +160,7 @@ class Driver:
         self.tally = Tally()
 
     def submit(self, layer: int, neuron: int) -> None:
-        while len(self.in_flight) >= self.limit:
-            self.wait_one()
+        self.make_room()
         keys = self.index.keys_of(layer, neuron)
         if not keys:
             self.record(
@@ -169,6 +170,19 @@ class Driver:
         ref = self.task.remote(layer, neuron, keys, self.outputs.cache_sources(layer, neuron), self.shared_ref)
         self.in_flight[ref] = (layer, neuron)
         self.running[layer] = self.running.get(layer, 0) + 1
+
+    def make_room(self) -> None:
+        while len(self.in_flight) >= self.limit:
+            self.wait_one()
+
+    def over_budget(self, budget: int | None) -> bool:
+        """Whether the tokens spent, plus what the neurons in flight will likely spend (the mean so
+        far), reach ``budget``; before any neuron finished only the spend counts."""
+        if budget is None:
+            return False
+        t = self.tally
+        likely = t.tokens / t.explained * len(self.in_flight) if t.explained else 0
+        return t.tokens + likely >= budget
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
@@ -245,23 +259,15 @@ def explain_run(
     import ray
 
     t0 = time.time()
-    index = RecordsIndex.scan(records_store)
-    todo = selection(index, cfg, neurons)
-    outputs = Outputs(out_store)
+    index, outputs, todo, pending = _pending(records_store, out_store, cfg, neurons, retry_failed)
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
         out_store.delete(key)
     layers, units = uncode(todo)
-    pending = np.fromiter(
-        (not outputs.done(int(a), int(b), retry_failed) for a, b in zip(layers, units)), dtype=bool, count=len(todo)
-    )
     shared = Shared(
         records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron, outputs.legacy_cache
     )
     driver = Driver(ray.put(shared), shared, outputs, index, max_in_flight(cfg, llm), int(sum(pending)), progress)
-    for layer, neuron, go in zip(layers, units, pending):
-        if go:
-            driver.close_layers(int(layer))
-            driver.submit(int(layer), int(neuron))
+    left = _submit_all(driver, layers[pending], units[pending], cfg.budget, progress)
     errors = driver.finish()
     t = driver.tally
     return {
@@ -276,5 +282,67 @@ def explain_run(
         "mean_baseline_score": t.mean("baseline_score"),
         "mean_control_score": t.mean("control_score"),
         "compaction_errors": errors,
+        "tokens": t.tokens,
+        "budget": cfg.budget,
+        "left_by_budget": left,
         "seconds": round(time.time() - t0, 1),
     }
+
+
+def _pending(records_store, out_store, cfg: ExplainConfig, neurons, retry_failed: bool):
+    """(records index, outputs listing, selected codes, mask of those not done yet)."""
+    index = RecordsIndex.scan(records_store)
+    todo = selection(index, cfg, neurons)
+    outputs = Outputs(out_store)
+    layers, units = uncode(todo)
+    pending = np.fromiter(
+        (not outputs.done(int(a), int(b), retry_failed) for a, b in zip(layers, units)), dtype=bool, count=len(todo)
+    )
+    return index, outputs, todo, pending
+
+
+def estimate_run(records_store, out_store, llm, cfg: ExplainConfig, progress=None, **explain_kw) -> dict:
+    """``--dry-run``: explain a sample of the pending neurons, spread over the selection, into a
+    scratch folder of the run (removed afterwards), and scale its tokens and wall time to every
+    pending neuron. The sample runs as many neurons at once as the real run would, so its
+    per-neuron time is the real run's pace (a little slower: the sample's tail runs alone)."""
+    _, _, todo, pending = _pending(records_store, out_store, cfg, None, True)
+    waiting = todo[pending]
+    picks = np.unique(np.linspace(0, len(waiting) - 1, min(cfg.dry_run_sample, len(waiting))).round().astype(int))
+    sample = [(int(a), int(b)) for a, b in zip(*uncode(waiting[picks]))] if len(waiting) else []
+    scratch = type(out_store).open(out_store.url(f"dry-run-{uuid.uuid4().hex[:8]}"))
+    plain = cfg.model_copy(update={"budget": None, "dry_run": False})
+    try:
+        s = explain_run(records_store, scratch, llm, plain, sample, progress, **explain_kw) if sample else None
+    finally:
+        for key in scratch.list(""):
+            scratch.delete(key)
+    n = len(sample)
+    per_tokens, per_s = (s["tokens"] / n, s["seconds"] / n) if s else (0.0, 0.0)
+    return {
+        "pending": len(waiting),
+        "sample": n,
+        "sample_failed": s["failed"] if s else 0,
+        "sample_seconds": s["seconds"] if s else 0.0,
+        "tokens_per_neuron": round(per_tokens),
+        "tokens": round(per_tokens * len(waiting)),
+        "seconds": round(per_s * len(waiting)),
+    }
+
+
+def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: int | None, progress) -> int:
+    """Submit every neuron, in order, until the token budget is reached; how many were left."""
+    for i, (layer, neuron) in enumerate(zip(layers, units)):
+        driver.make_room()
+        if driver.over_budget(budget):
+            left = len(layers) - i
+            if progress:
+                progress(
+                    f"explain: token budget reached ({driver.tally.tokens:,} of {budget:,} spent, "
+                    f"{len(driver.in_flight)} neurons finishing); {left} neurons left pending: "
+                    "rerun with a larger --budget to continue"
+                )
+            return left
+        driver.close_layers(int(layer))
+        driver.submit(int(layer), int(neuron))
+    return 0

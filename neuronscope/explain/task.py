@@ -29,6 +29,9 @@ class Shared:
     legacy_cache: bool  # the run has per-request cache objects of an older layout
 
 
+TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
+
+
 def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
     r = rows[0]
     return {
@@ -40,6 +43,8 @@ def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
         "score": r["score"],
         "baseline_score": r["baseline_score"],
         "control_score": r["control_score"],
+        # LLM tokens the neuron cost (cached answers included, so the count is the same on a rerun)
+        "tokens": sum(r[c] or 0 for c in TOKEN_COLUMNS),
     }
 
 
