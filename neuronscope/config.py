@@ -63,7 +63,17 @@ class LLMConfig(_Strict):
 
 
 class ExplainConfig(_Strict):
-    method: Literal["neuronscope", "single-pass", "both"] = "both"
+    method: Literal["neuronscope", "single-pass", "both", "triage"] = Field(
+        "both",
+        description="neuronscope (the multi-agent workflow), single-pass (Bills et al.), both (each "
+        "neuron gets both, for comparison), or triage (single-pass for every neuron, the full workflow "
+        "only where the single-pass explanation scores below --triage-below or the activating words "
+        "form several modes; each row's method says which it got)",
+    )
+    triage_below: float = Field(
+        0.6,
+        description="triage: a single-pass held-out score under the decision scorer below this gets the full workflow",
+    )
     layers: str | None = None
     neurons: str | None = None
     n_explain: int = Field(8, ge=1, description="top exemplars shown to the explainer")

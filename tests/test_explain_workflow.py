@@ -190,6 +190,16 @@ def test_refinement_is_kept_only_when_the_validation_score_rises(revision, kept)
     assert (r["score"] > 0.9) is kept
 
 
+def test_triage_gives_the_full_workflow_only_where_single_pass_is_weak():
+    good = _run(method="triage").rows
+    assert len(good) == 1 and good[0]["method"] == "triage/single-pass" and good[0]["n_modes"] == 0
+    assert good[0]["baseline_score"] > 0.9 and good[0]["llm_tokens_in"] == 0
+    weak = _run(ScriptedLLM(single_pass="Explanation: rivers and lakes"), method="triage").rows
+    assert weak[0]["method"] == "triage/neuronscope" and weak[0]["n_modes"] >= 1 and weak[0]["score"] > 0.9
+    assert weak[0]["baseline_score"] < 0.6 and weak[0]["llm_tokens_in"] > 0
+    rows_table(good + weak)
+
+
 def test_two_planted_modes_are_found():
     class TwoConcepts(ScriptedLLM):
         def chat(self, conversations, params):

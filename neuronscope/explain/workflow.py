@@ -24,7 +24,8 @@ Output columns (EXPLANATIONS, one row per mode):
 - ``llm_calls``: engine requests for the whole neuron (cache hits excluded); ``llm_tokens_*``:
   the NeuronScope method's tokens; ``baseline_llm_tokens_*``: the single-pass baseline's.
 - method "single-pass": one row, mode -1, n_modes 0, the NeuronScope columns null/NaN;
-  method "neuronscope": the baseline columns null/NaN.
+  method "neuronscope": the baseline columns null/NaN; method "triage": single-pass first, then
+  the full workflow only where it is likely to pay (``_triage``); ``method`` says which it got.
 """
 
 from __future__ import annotations
@@ -321,7 +322,8 @@ def explain_neuron(
         raise ValueError(f"clustering must be 'components' or 'activation', got {clustering!r}")
     ledger, transcript = Ledger(), []
     metered = Metered(llm, ledger, cache)
-    run_ns, run_base = cfg.method in ("neuronscope", "both"), cfg.method in ("single-pass", "both")
+    run_ns = cfg.method in ("neuronscope", "both", "triage")
+    run_base = cfg.method in ("single-pass", "both", "triage")
     used = (
         (["deconstruct", "explain", "refine"] if run_ns else [])
         + (["single_pass"] if run_base else [])
@@ -349,6 +351,9 @@ def explain_neuron(
             layer, neuron, embedder=embedder, avoid=", ".join(activating(e, sp.max_act) for e in sp.explain)
         )
         base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
+        if cfg.method == "triage":
+            run_ns = _triage(judges["decide_base"], base_text, sp, embedder, cfg, transcript)
+            common["method"] = "triage/" + ("neuronscope" if run_ns else "single-pass")
         modes, coverage = [], math.nan
         if run_ns:
             modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
@@ -412,6 +417,20 @@ def explain_neuron(
         rows = [_row(layer, neuron, **shared)]
     transcript.append({"agent": "ledger", **ledger.as_dict()})
     return NeuronResult(rows, transcript, ledger)
+
+
+def _triage(judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, transcript) -> bool:
+    """Whether the full workflow is likely to pay for this neuron: its single-pass explanation
+    scores below ``cfg.triage_below`` on held-out exemplars, or its activating words fall into
+    several modes (one explanation cannot cover a polysemantic neuron)."""
+    score = math.nan
+    if base_text is not None:
+        score = _heldout_scores(judge, [base_text], sp, transcript, "triage heldout")[0].score
+    words = [activating(e, sp.max_act) for e in sp.explain]
+    k = len(set(cluster.modes_from_words(embedder, words, cfg.max_modes)[0]))
+    full = not score >= cfg.triage_below or k > 1  # a missing or NaN score counts as weak
+    transcript.append({"agent": "triage", "baseline_score": score, "word_modes": k, "full": full})
+    return full
 
 
 def _baseline(metered, sp, cfg, transcript: list[dict], required: bool) -> str | None:
