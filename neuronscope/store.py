@@ -237,7 +237,7 @@ class Store:
 
     # -- backend primitives --------------------------------------------------------------------
     def _prepare_root(self) -> None:
-        raise NotImplementedError
+        """Make the run location exist, where a backend needs that (a bucket's prefix does not)."""
 
     def _describe(self, exc: Exception, action: str, target: str) -> str | None:
         raise NotImplementedError
