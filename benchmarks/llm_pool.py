@@ -114,14 +114,14 @@ def replay(pool, folder: str) -> dict:
 def tokens_by_agent(store: Store) -> dict[str, int]:
     """LLM tokens (in + out, cache hits included) per agent, summed over the transcripts' ledgers."""
     from neuronscope.explain.outputs import iter_transcripts
+    from neuronscope.explain.transcript import LedgerEntry, entries_from_json
 
     total: dict[str, int] = {}
-    for _, _, entries in iter_transcripts(store):
-        for entry in entries:
-            if entry.get("agent") == "ledger":
-                for agent, u in entry.items():
-                    if agent != "agent":
-                        total[agent] = total.get(agent, 0) + u["tokens_in"] + u["tokens_out"]
+    for _, _, objects in iter_transcripts(store):
+        for entry in entries_from_json(objects):
+            if isinstance(entry, LedgerEntry):
+                for agent, u in entry.usage.items():
+                    total[agent] = total.get(agent, 0) + u["tokens_in"] + u["tokens_out"]
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 

@@ -37,7 +37,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from neuronscope import pipeline
 from neuronscope.cli import _add_flags, _config
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.fanout import explain_run, read_transcript
+from neuronscope.explain.fanout import explain_run
+from neuronscope.explain.outputs import read_entries
+from neuronscope.explain.transcript import ClusterEntry
 from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.store import Store
 
@@ -181,12 +183,12 @@ def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
             for v in out.values():
                 v.append({"neuron": p.neuron, "concepts": p.concepts, "ok": False, "modes": 0, "ari": 0.0})
             continue
-        for entry in read_transcript(store, 0, p.neuron):
-            if entry.get("agent") == "cluster":
-                labels = {int(w): lab for w, lab in entry["modes"].items()}
+        for entry in read_entries(store, 0, p.neuron):
+            if isinstance(entry, ClusterEntry):
+                labels = {int(w): lab for w, lab in entry.modes.items()}
                 truth = {w: c for w, c in p.truth.items() if w in labels}
                 ari, n = _ari_and_modes(truth, labels)
-                out[entry["variant"]].append(
+                out[entry.variant].append(
                     {
                         "neuron": p.neuron,
                         "concepts": p.concepts,

@@ -90,13 +90,14 @@ class ScriptedLLM:
 
 def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
+    from neuronscope.explain.transcript import Agent, LedgerEntry, OtherEntry
     from neuronscope.explain.workflow import NeuronResult, _row
     from neuronscope.llm.base import GenParams, Ledger, Metered
 
     top = records[records["kind"] == "top"].sort_values("rank")
     ledger = Ledger()
     prompts = [[{"role": "user", "content": "".join(t)}] for t in top["tokens"].head(3)]
-    answers = Metered(llm, ledger, cache).chat("explain", prompts, GenParams())
+    answers = Metered(llm, ledger, cache).chat(Agent.EXPLAIN, prompts, GenParams())
     row = _row(
         layer,
         neuron,
@@ -108,8 +109,10 @@ def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None
         score=float(top["max_act"].mean()),
         method="trivial",
     )
-    transcript = [{"agent": "trivial", "prompt": p[0]["content"], "answer": a.text} for p, a in zip(prompts, answers)]
-    return NeuronResult([row], transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
+    transcript = [
+        OtherEntry({"agent": "trivial", "prompt": p[0]["content"], "answer": a.text}) for p, a in zip(prompts, answers)
+    ]
+    return NeuronResult([row], transcript + [LedgerEntry(ledger.as_dict())], ledger)
 
 
 def measure(records_uri: str, out_uri: str, n: int) -> dict:

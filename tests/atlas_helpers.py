@@ -12,6 +12,7 @@ import pyarrow as pa
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
 
 from neuronscope.explain.fanout import write_result
+from neuronscope.explain.transcript import entries_from_json
 from neuronscope.explain.workflow import _row
 from neuronscope.record.pipeline import records_key, stats_key
 from neuronscope.schema import RECORDS, STATS, conform
@@ -163,10 +164,10 @@ def make_run(store) -> pd.DataFrame:
             layer,
             neuron,
             explanation_rows(layer, neuron, texts, recs),
-            [{"agent": "explain", "prompt": f"<b>{SCRIPT_TOKEN}</b>", "answer": texts[0]}],
+            entries_from_json([{"agent": "explain", "prompt": f"<b>{SCRIPT_TOKEN}</b>", "answer": texts[0]}]),
         )
     failed = _row(5, 7, status="failed", error="explainer answers were malformed 3 times", method="neuronscope")
-    write_result(store, 5, 7, [failed], [{"agent": "explain", "error": failed["error"]}])
+    write_result(store, 5, 7, [failed], entries_from_json([{"agent": "explain", "error": failed["error"]}]))
     store.write_json(
         "manifest.json", {"stages": {"record": {"inputs": {"model": "planted", "corpus": "test sentences"}}}}
     )

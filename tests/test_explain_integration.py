@@ -14,6 +14,7 @@ from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, 
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import neuron_explanations, read_transcript, rows_table
+from neuronscope.explain.transcript import Entry, LedgerEntry, ScoreEntry
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
@@ -40,14 +41,14 @@ def _check_rows(rows: list[dict]) -> None:
         assert r["n_modes"] == len(rows) and r["mode_size"] == len(r["exemplar_ids"]) > 0
 
 
-def _check_transcript(transcript: list[dict]) -> None:
-    stages = {t["agent"] for t in transcript}
+def _check_transcript(transcript: list[Entry]) -> None:
+    stages = {t.agent for t in transcript}
     assert {"split", "deconstruct", "cluster", "explain", "score", "single_pass", "ledger"} <= stages
     # the judge's scores and, beside them, the paper's simulation scores
-    assert {t["scorer"] for t in transcript if t["agent"] == "score"} == {CFG.scorer, "simulation"}
-    ledger = next(t for t in transcript if t["agent"] == "ledger")
-    assert {"deconstruct", "explain", "simulate", "single_pass", "simulate_baseline"} <= set(ledger)
-    json.dumps(transcript, default=float)  # everything in the audit trail serialises
+    assert {t.scorer for t in transcript if isinstance(t, ScoreEntry)} == {CFG.scorer, "simulation"}
+    ledger = next(t for t in transcript if isinstance(t, LedgerEntry))
+    assert {"deconstruct", "explain", "simulate", "single_pass", "simulate_baseline"} <= set(ledger.usage)
+    json.dumps([t.to_json() for t in transcript], default=float)  # everything in the audit trail serialises
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from neuronscope.explain.outputs import (
     read_transcript,
     write_result,
 )
+from neuronscope.explain.transcript import entries_from_json
 from neuronscope.explain.workflow import _row
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.cache import NeuronCache
@@ -46,7 +47,7 @@ def _failed(layer, neuron):
 def _write(store, layer, neurons, failed=()):
     for n in neurons:
         rows = _failed(layer, n) if n in failed else _ok(layer, n)
-        write_result(store, layer, n, rows, [{"agent": "explain", "neuron": n}, {"agent": "ledger"}])
+        write_result(store, layer, n, rows, entries_from_json([{"agent": "explain", "neuron": n}, {"agent": "ledger"}]))
 
 
 def _pairs(table):

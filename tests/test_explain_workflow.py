@@ -12,6 +12,7 @@ from explain_helpers import MONTHS, WordVocabulary, records
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import rows_table
+from neuronscope.explain.transcript import AgentAnswer, ClusterEntry, ScoreEntry
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.llm.base import Completion
 from neuronscope.schema import EXPLANATIONS
@@ -125,16 +126,16 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     # the control: an unrelated explanation, scored on the same held-out exemplars, near 0
     assert r["control_explanation"] and "month" not in r["control_explanation"]
     assert r["control_score"] == r["sim_control_score"] and abs(r["control_score"]) < 0.1
-    split = next(t for t in res.transcript if t["agent"] == "split")
-    assert set(r["exemplar_ids"]) == set(split["explain"]) and not set(split["explain"]) & set(split["heldout"])
-    assert not set(split["validation"]) & set(split["heldout"])
+    split = next(t for t in res.transcript if t.agent == "split")
+    assert set(r["exemplar_ids"]) == set(split.explain) and not set(split.explain) & set(split.heldout)
+    assert not set(split.validation) & set(split.heldout)
     assert r["llm_calls"] == res.ledger.total().calls > 0
     assert r["llm_tokens_in"] > 0 and r["baseline_llm_tokens_in"] > 0
     control = res.ledger.total(["control"]).tokens_in  # the control's scoring: neither method's cost
     assert control > 0 and r["llm_tokens_in"] + r["baseline_llm_tokens_in"] + control == res.ledger.total().tokens_in
-    agents = {t["agent"] for t in res.transcript}
+    agents = {t.agent for t in res.transcript}
     assert {"split", "deconstruct", "cluster", "explain", "single_pass", "score", "ledger"} <= agents
-    purposes = {t["purpose"] for t in res.transcript if t["agent"] == "score"}
+    purposes = {t.purpose for t in res.transcript if isinstance(t, ScoreEntry)}
     assert purposes == {"mode heldout", "combined heldout", "baseline heldout", "control heldout"}
 
 
@@ -164,10 +165,10 @@ def test_malformed_answers_are_retried_then_recorded_as_the_neurons_failure():
     r = res.rows[0]
     assert len(res.rows) == 1 and r["status"] == "failed" and r["mode"] == -1
     assert "deconstruct agent answer malformed after 3 attempt(s)" in r["error"]
-    tries = [t for t in res.transcript if t["agent"] == "deconstruct" and t["item"] == 0]
-    assert [t["attempt"] for t in tries] == [0, 1, 2]
+    tries = [t for t in res.transcript if isinstance(t, AgentAnswer) and t.agent == "deconstruct" and t.item == 0]
+    assert [t.attempt for t in tries] == [0, 1, 2]
     # The corrective follow-up is in the conversation of the retry.
-    assert "Wrong format" in tries[1]["messages"][-1]["content"]
+    assert "Wrong format" in tries[1].messages[-1]["content"]
     # Retries sample (seeded), since greedy decoding would repeat the malformed answer.
     assert [(p.temperature > 0, p.seed) for p in llm.params[-3:]] == [(False, 0), (True, 1), (True, 2)]
     rows_table(res.rows)
@@ -176,13 +177,9 @@ def test_malformed_answers_are_retried_then_recorded_as_the_neurons_failure():
 @pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])
 def test_refinement_is_kept_only_when_the_validation_score_rises(revision, kept):
     res = _run(ScriptedLLM(explain="Explanation: words", refine=revision), refine_rounds=2)
-    decisions = [t for t in res.transcript if t["agent"] == "refine_decision"]
-    assert decisions[0]["kept"] is kept and decisions[0]["judged_on"] == "validation"
-    assert (
-        decisions[0]["new_score"] > decisions[0]["old_score"]
-        if kept
-        else decisions[0]["new_score"] <= decisions[0]["old_score"]
-    )
+    decisions = [t for t in res.transcript if t.agent == "refine_decision"]
+    assert decisions[0].kept is kept and decisions[0].judged_on == "validation"
+    assert decisions[0].new_score > decisions[0].old_score if kept else decisions[0].new_score <= decisions[0].old_score
     r = res.rows[0]
     # A kept revision that fixed every miss ends the loop; a rejected one also stops it (no gain).
     assert r["rounds"] == len(decisions) == 1
@@ -290,8 +287,8 @@ def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
         embedder=KeywordEmbedder(),
         calibrated=True,
     )
-    (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
-    assert decision["scorer"] == "embedding" and decision["kept"] is kept
+    (decision,) = [t for t in res.transcript if t.agent == "refine_decision"]
+    assert decision.scorer == "embedding" and decision.kept is kept
     r = res.rows[0]
     assert r["scorer"] == "embedding" and r["calibrated"] is True
     assert r["explanation"] == ("month names" if kept else "words")
@@ -299,7 +296,7 @@ def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
     assert r["score"] == (1.0 if kept else 0.5) and r["baseline_score"] == 0.5 and r["control_score"] == 0.5
     # the paper's score, stored too: the scripted simulator knows months only
     assert (r["sim_score"] > 0.9) is kept and r["sim_baseline_score"] == 0.0 and abs(r["sim_control_score"]) < 0.1
-    assert {t["scorer"] for t in res.transcript if t["agent"] == "score"} == {"embedding", "simulation"}
+    assert {t.scorer for t in res.transcript if isinstance(t, ScoreEntry)} == {"embedding", "simulation"}
 
 
 def test_a_malformed_refine_answer_keeps_the_explanation():
@@ -308,8 +305,8 @@ def test_a_malformed_refine_answer_keeps_the_explanation():
     )
     r = res.rows[0]
     assert r["status"] == "ok" and r["explanation"] == "words"
-    (decision,) = [t for t in res.transcript if t["agent"] == "refine_decision"]
-    assert decision["kept"] is False and "refine agent answer malformed" in decision["error"]
+    (decision,) = [t for t in res.transcript if t.agent == "refine_decision"]
+    assert decision.kept is False and "refine agent answer malformed" in decision.error
 
 
 def test_a_malformed_baseline_keeps_the_neuronscope_explanations():
@@ -317,8 +314,8 @@ def test_a_malformed_baseline_keeps_the_neuronscope_explanations():
     r = res.rows[0]
     assert r["status"] == "ok" and r["explanation"] == "month names" and r["baseline_explanation"] is None
     assert r["malformed_answers"] == 1 and math.isnan(r["baseline_score"])
-    (entry,) = [t for t in res.transcript if t["agent"] == "single_pass" and "attempt" not in t]
-    assert "baseline missing" in entry["error"]
+    (entry,) = [t for t in res.transcript if t.agent == "single_pass" and not isinstance(t, AgentAnswer)]
+    assert "baseline missing" in entry.error
     # with the single-pass method alone there is nothing else to keep: the neuron fails
     res = _run(ScriptedLLM(single_pass="Explanation: a < b"), max_parse_retries=0, method="single-pass")
     assert res.rows[0]["status"] == "failed" and "single_pass agent answer malformed" in res.rows[0]["error"]
@@ -343,7 +340,7 @@ def test_the_configured_clustering_decides_the_modes():
             ExplainConfig(n_explain=6, n_heldout_top=3, clustering=variant),
             embedder=WordEmbedder(),
         )
-        used = [t["variant"] for t in res.transcript if t["agent"] == "cluster" and t["used"]]
+        used = [t.variant for t in res.transcript if isinstance(t, ClusterEntry) and t.used]
         assert used == [variant] and res.rows[0]["status"] == "ok"
 
 
@@ -360,5 +357,5 @@ def test_an_explanation_copied_from_the_text_is_rejected_and_counted():
     res = _run(Copier(), max_parse_retries=1)
     r = res.rows[0]
     assert r["status"] == "ok" and r["explanation"] == "month names" and r["baseline_explanation"] == "month names"
-    copies = [t for t in res.transcript if "copies the text" in t.get("error", "")]
+    copies = [t for t in res.transcript if "copies the text" in (getattr(t, "error", None) or "")]
     assert copies and r["malformed_answers"] == len(copies)

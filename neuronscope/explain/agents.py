@@ -10,6 +10,7 @@ from ..errors import AgentOutputError
 from ..llm.base import GenParams, Message, Metered
 from . import parse, prompts
 from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, scaled
+from .transcript import Agent, AgentAnswer, Entry
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
@@ -18,10 +19,10 @@ from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, s
 EXPLANATION_REGEX = r" [A-Za-z0-9\"'(][^\n<>]{0,100}"
 COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,6}"
 PARAMS = {
-    "deconstruct": GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
-    "explain": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
-    "refine": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
-    "single_pass": GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+    Agent.DECONSTRUCT: GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
+    Agent.EXPLAIN: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+    Agent.REFINE: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
+    Agent.SINGLE_PASS: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
 }
 RETRY_TEMPERATURE = 0.7
 EXPLANATION_PREFILL = "Explanation:"
@@ -29,11 +30,11 @@ EXPLANATION_PREFILL = "Explanation:"
 
 def run_batch(
     llm: Metered,
-    agent: str,
+    agent: Agent,
     conversations: list[list[Message]],
     parser: Callable,
     max_retries: int,
-    transcript: list[dict],
+    transcript: list[Entry],
     params: GenParams | None = None,
     prefill: str = "",
     guard: Callable | None = None,
@@ -50,19 +51,19 @@ def run_batch(
     for attempt in range(max_retries + 1):
         # Greedy decoding would repeat a malformed answer: retries sample, seeded, so reruns agree.
         p = params if attempt == 0 else replace(params, temperature=RETRY_TEMPERATURE, seed=params.seed + attempt)
-        start = [{"role": "assistant", "content": prefill}] if prefill else []
+        start: list[Message] = [{"role": "assistant", "content": prefill}] if prefill else []
         answers = llm.chat(agent, [convs[i] + start for i in todo], p)
         failed = []
         for i, ans in zip(todo, answers):
             text = prefill + ans.text
-            entry = {"agent": agent, "item": i, "attempt": attempt, "messages": convs[i] + start, "raw": text}
+            entry = AgentAnswer(agent, i, attempt, convs[i] + start, text)
             try:
                 results[i] = parser(text, truncated=ans.tokens_out >= p.max_tokens)
                 if guard:
                     guard(results[i], conversations[i])
-                entry["parsed"] = results[i]
+                entry.parsed = results[i]
             except parse.ParseError as e:
-                entry["error"] = str(e)
+                entry.error = str(e)
                 failed.append((i, text, str(e)))
             transcript.append(entry)
         if not failed:
@@ -79,10 +80,12 @@ def run_batch(
     )
 
 
-def deconstruct(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> list[list[str]]:
+def deconstruct(
+    llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]
+) -> list[list[str]]:
     """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch."""
-    convs = [prompts.render("deconstruct", exemplar=describe(e, max_act)) for e in exemplars]
-    return run_batch(llm, "deconstruct", convs, parse.components, retries, transcript)
+    convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act)) for e in exemplars]
+    return run_batch(llm, Agent.DECONSTRUCT, convs, parse.components, retries, transcript)
 
 
 def _listing(exemplars: list[Exemplar], max_act: float) -> str:
@@ -96,12 +99,12 @@ def tokens_line(exemplars: list[Exemplar], max_act: float) -> str:
 
 
 def explain_modes(
-    llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float, retries: int, transcript
+    llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float, retries: int, transcript: list[Entry]
 ) -> list[str]:
     """One explanation per semantic mode, from that mode's exemplars and components."""
     convs = [
         prompts.render(
-            "explain",
+            Agent.EXPLAIN,
             exemplars=_listing(ex, max_act),
             tokens=tokens_line(ex, max_act),
             components="; ".join(escape(c) for c in comps),
@@ -110,7 +113,7 @@ def explain_modes(
     ]
     return run_batch(
         llm,
-        "explain",
+        Agent.EXPLAIN,
         convs,
         parse.explanation,
         retries,
@@ -120,12 +123,14 @@ def explain_modes(
     )
 
 
-def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript) -> str:
+def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]) -> str:
     """The Bills et al. baseline: one explanation from all explain exemplars."""
-    conv = prompts.render("single_pass", exemplars=_listing(exemplars, max_act), tokens=tokens_line(exemplars, max_act))
+    conv = prompts.render(
+        Agent.SINGLE_PASS, exemplars=_listing(exemplars, max_act), tokens=tokens_line(exemplars, max_act)
+    )
     return run_batch(
         llm,
-        "single_pass",
+        Agent.SINGLE_PASS,
         [conv],
         parse.explanation,
         retries,
@@ -156,17 +161,19 @@ def refine(
     false_alarms: list[list],
     max_act: float,
     retries: int,
-    transcript,
+    transcript: list[Entry],
 ) -> list[str]:
     """A revised explanation per mode, from the judge's misses and false alarms; ``tokens`` is
     each mode's ``tokens_line``."""
     convs = [
-        prompts.render("refine", explanation=x, tokens=t, misses=_cases(m, max_act), false_alarms=_cases(f, max_act))
+        prompts.render(
+            Agent.REFINE, explanation=x, tokens=t, misses=_cases(m, max_act), false_alarms=_cases(f, max_act)
+        )
         for x, t, m, f in zip(explanations, tokens, misses, false_alarms)
     ]
     return run_batch(
         llm,
-        "refine",
+        Agent.REFINE,
         convs,
         parse.explanation,
         retries,

@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 from ..parts import FolderIndex, layer_dir, neuron_key, neuron_of
 from ..schema import EXPLANATIONS, conform
 from .compact import EXPLANATIONS_FOLDER, TRANSCRIPTS_FOLDER, part_line_prefix
+from .transcript import Entry, entries_from_json
 
 
 def explanation_key(layer: int, neuron: int, failed: bool = False) -> str:
@@ -47,10 +48,10 @@ def rows_table(rows: list[dict]) -> pa.Table:
     return conform(pa.Table.from_pylist(rows, schema=EXPLANATIONS), EXPLANATIONS)
 
 
-def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: list[dict]) -> None:
+def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: list[Entry]) -> None:
     """The neuron's transcript, then its explanation rows (named ``.failed`` when it failed; a
     success replaces an earlier failure, which is deleted after)."""
-    lines = "".join(json.dumps(_jsonable(t), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
+    lines = "".join(json.dumps(_jsonable(t.to_json()), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
     store.write_bytes(transcript_key(layer, neuron), lines.encode("utf-8"))
     failed = any(r["status"] == "failed" for r in rows)
     if failed:
@@ -77,7 +78,8 @@ def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
 
 
 def read_transcript(store, layer: int, neuron: int) -> list[dict] | None:
-    """One neuron's transcript entries (None when the run has none for it)."""
+    """One neuron's transcript, as its stored JSON objects (None when the run has none for it);
+    ``read_entries`` types them."""
     index = FolderIndex(TRANSCRIPTS_FOLDER, store.list(layer_dir(TRANSCRIPTS_FOLDER, layer)))
     li = index.layer(layer)
     if neuron in li.single:
@@ -89,6 +91,12 @@ def read_transcript(store, layer: int, neuron: int) -> list[dict] | None:
             if line.startswith(prefix):
                 return json.loads(line)["transcript"]
     return None
+
+
+def read_entries(store, layer: int, neuron: int) -> list[Entry] | None:
+    """One neuron's transcript entries, typed (None when the run has none for it)."""
+    objects = read_transcript(store, layer, neuron)
+    return None if objects is None else entries_from_json(objects)
 
 
 def iter_transcripts(store):

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import prompts
 from .exemplars import Exemplar, escape
+from .transcript import Agent
 
 TOP_K = 20
 SLOT = "unknown"  # Bills et al.'s placeholder; a single token on the bundled tokenizer
@@ -47,7 +48,7 @@ class Vocab:
         return cls(numerals, llm.tokenize("\t"), llm.tokenize("\n"), llm.tokenize(SLOT)[0], top)
 
     def header(self, explanation: str) -> str:
-        return prompts.raw_text("simulate", explanation=explanation, top=self.top, mid=round(self.top * 0.4))
+        return prompts.raw_text(Agent.SIMULATE, explanation=explanation, top=self.top, mid=round(self.top * 0.4))
 
 
 def build_prompt(llm, vocab: Vocab, explanation: str, tokens) -> tuple[list[int], list[int]]:
@@ -72,7 +73,7 @@ def expected_value(logprobs: dict[int, float], numerals: dict[int, int]) -> floa
     return sum(v * p for v, p in found) / total if total > 0 else 0.0
 
 
-def simulate(llm, agent: str, jobs: list[tuple[str, list[Exemplar]]], vocab: Vocab) -> list[list[np.ndarray]]:
+def simulate(llm, agent: Agent, jobs: list[tuple[str, list[Exemplar]]], vocab: Vocab) -> list[list[np.ndarray]]:
     """Predicted 0-10 activation per token, for each (explanation, exemplars) job: all jobs go
     in one next_token_logprobs call, so the engine batches them."""
     built = [build_prompt(llm, vocab, x, e.tokens) for x, exs in jobs for e in exs]

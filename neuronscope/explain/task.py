@@ -12,6 +12,7 @@ from ..llm.cache import NeuronCache
 from ..store import Store
 from .outputs import write_result
 from .records import read_neuron
+from .transcript import NeuronError
 from .workflow import NeuronResult, _row
 
 
@@ -69,7 +70,7 @@ def _failed(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[di
 
 def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> dict:
     rows = _failed(layer, neuron, cfg, reason)
-    write_result(store, layer, neuron, rows, [{"agent": "error", "error": rows[0]["error"]}])
+    write_result(store, layer, neuron, rows, [NeuronError(rows[0]["error"])])
     return _summary(layer, neuron, rows)
 
 

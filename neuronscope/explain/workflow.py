@@ -46,18 +46,38 @@ from ..scoring import Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
 from . import agents, cluster, prompts
 from .exemplars import Exemplar, Split, activating, load, mode_tokens, split
+from .transcript import (
+    Agent,
+    AgentAnswer,
+    AgentFailure,
+    ClusterEntry,
+    Entry,
+    LedgerEntry,
+    NeuronError,
+    RefineDecision,
+    RefineFailure,
+    ScoreEntry,
+    SplitEntry,
+    TriageEntry,
+)
 
 # The scorers' ledger entries: the NeuronScope method's and the baseline's.
 # Control scoring ("control") belongs to neither method: it counts in llm_calls only.
-NEURONSCOPE_AGENTS = ("deconstruct", "explain", "refine", "simulate", "detection", "fuzzing")
-BASELINE_AGENTS = ("single_pass", "simulate_baseline", "detection_baseline", "fuzzing_baseline")
+NEURONSCOPE_AGENTS = (Agent.DECONSTRUCT, Agent.EXPLAIN, Agent.REFINE, Agent.SIMULATE, Agent.DETECTION, Agent.FUZZING)
+BASELINE_AGENTS = (Agent.SINGLE_PASS, Agent.SIMULATE_BASELINE, Agent.DETECTION_BASELINE, Agent.FUZZING_BASELINE)
+# An LLM scorer's agents: the method's and the baseline's (the embedding scorer calls no LLM).
+SCORER_AGENTS = {
+    "simulation": (Agent.SIMULATE, Agent.SIMULATE_BASELINE),
+    "detection": (Agent.DETECTION, Agent.DETECTION_BASELINE),
+    "fuzzing": (Agent.FUZZING, Agent.FUZZING_BASELINE),
+}
 MAX_MODE_COMPONENTS = 3  # components shown per mode, most frequent first (more get parroted as a list)
 
 
 @dataclass
 class NeuronResult:
     rows: list[dict]
-    transcript: list[dict] = field(default_factory=list)
+    transcript: list[Entry] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
 
 
@@ -86,21 +106,26 @@ class Judge:
         return [self.memo[k] for k in keys]
 
 
-def _score_entry(purpose: str, scorer: Scorer, explanation: str, exemplars: list[Exemplar], r: ScoreResult) -> dict:
-    return {
-        "agent": "score",
-        "scorer": scorer.name,
-        "purpose": purpose,
-        "explanation": explanation,
-        "window_ids": [e.window_id for e in exemplars],
-        "values": np.round(r.values, 3).tolist(),
-        "score": r.score,
-        **r.extra,
-    }
+def _score_entry(
+    purpose: str, scorer: Scorer, explanation: str, exemplars: list[Exemplar], r: ScoreResult
+) -> ScoreEntry:
+    return ScoreEntry(
+        scorer.name,
+        purpose,
+        explanation,
+        _ids(exemplars),
+        np.round(r.values, 3).tolist(),
+        r.score,
+        dict(r.extra),
+    )
+
+
+def _ids(exemplars: list[Exemplar]) -> list[int]:
+    return [e.window_id for e in exemplars]
 
 
 def _modes(
-    llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float, transcript
+    llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float, transcript: list[Entry]
 ) -> list[Mode]:
     comps = agents.deconstruct(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
     by_comp, choice_c = cluster.modes_from_components(embedder, comps, cfg.max_modes, min_silhouette)
@@ -109,16 +134,15 @@ def _modes(
     )
     for name, labels, choice in (("components", by_comp, choice_c), ("activation", by_ctx, choice_a)):
         transcript.append(
-            {
-                "agent": "cluster",
-                "variant": name,
-                "used": name == clustering,
-                "k": choice.k,
-                "silhouettes": choice.silhouettes,
-                "merges": choice.merges,
-                "n_modes": len(set(labels)),
-                "modes": dict(zip([e.window_id for e in sp.explain], labels)),
-            }
+            ClusterEntry(
+                name,
+                name == clustering,
+                choice.k,
+                choice.silhouettes,
+                choice.merges,
+                len(set(labels)),
+                dict(zip(_ids(sp.explain), labels)),
+            )
         )
     labels = by_comp if clustering == "components" else by_ctx
     modes = []
@@ -134,7 +158,7 @@ def _modes(
     return modes
 
 
-def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig, transcript) -> None:
+def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig, transcript: list[Entry]) -> None:
     """Revise each mode's explanation from the judge's misses and false alarms on its explain
     exemplars (with a few spare random ones, where false alarms show); keep a revision only when the judge's validation score rises; stop at no gain or
     refine_rounds. A malformed revision keeps the current explanation (recorded, not fatal)."""
@@ -158,7 +182,7 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
                 transcript,
             )
         except AgentOutputError as e:
-            transcript.append({"agent": "refine_decision", "round": rnd, "kept": False, "error": str(e)})
+            transcript.append(RefineFailure(rnd, False, str(e)))
             break
         jobs = []
         for i, new in zip(active, revised):
@@ -172,19 +196,18 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
             modes[i].rounds += 1
             kept = bool(new_s > old_s)  # NaN (unscorable) never wins
             transcript.append(
-                {
-                    "agent": "refine_decision",
-                    "scorer": judge.scorer.name,
-                    "mode": i,
-                    "round": rnd,
-                    "old": modes[i].explanation,
-                    "new": new,
-                    "old_score": old_s,
-                    "new_score": new_s,
-                    "kept": kept,
-                    "judged_on": "validation" if decide_on else "explain",
-                    "window_ids": [e.window_id for e in ex],
-                }
+                RefineDecision(
+                    judge.scorer.name,
+                    i,
+                    rnd,
+                    modes[i].explanation,
+                    new,
+                    old_s,
+                    new_s,
+                    kept,
+                    "validation" if decide_on else "explain",
+                    _ids(ex),
+                )
             )
             if kept:
                 modes[i].explanation = new
@@ -192,14 +215,16 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
         active = still
 
 
-def _heldout_scores(judge: Judge, texts: list[str], sp: Split, transcript, purpose: str) -> list[ScoreResult]:
+def _heldout_scores(
+    judge: Judge, texts: list[str], sp: Split, transcript: list[Entry], purpose: str
+) -> list[ScoreResult]:
     results = judge([(t, sp.heldout) for t in texts])
     for t, r in zip(texts, results):
         transcript.append(_score_entry(purpose, judge.scorer, t, sp.heldout, r))
     return results
 
 
-def _combined(judge: Judge, modes: list[Mode], results: list[ScoreResult], sp: Split, transcript) -> float:
+def _combined(judge: Judge, modes: list[Mode], results: list[ScoreResult], sp: Split, transcript: list[Entry]) -> float:
     """The neuron's held-out score with every mode at once: the best mode per held-out item."""
     sc = judge.scorer
     r = sc.result(sc.combine([x.values for x in results]), results[0].items)
@@ -257,25 +282,27 @@ def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, 
     """The decision scorer and the simulation scorer for the method and for the baseline (the
     baseline's LLM calls are booked under agents of its own)."""
 
-    def judge(name: str, agent: str | None) -> Judge:
+    def judge(name: str, agent: Agent | None) -> Judge:
         return Judge(
             make_scorer(name, llm=metered, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives), max_act
         )
 
     decide, sim = cfg.scorer, "simulation"
-    llm_agent = {"simulation": "simulate"}.get(decide, decide)
+    agent, base_agent = SCORER_AGENTS.get(decide, (None, None))
     out = {
-        "decide": judge(decide, None if decide == "embedding" else llm_agent),
-        "decide_base": judge(decide, None if decide == "embedding" else f"{llm_agent}_baseline"),
+        "decide": judge(decide, agent),
+        "decide_base": judge(decide, base_agent),
     }
-    out["sim"] = out["decide"] if decide == sim else judge(sim, "simulate")
-    out["sim_base"] = out["decide_base"] if decide == sim else judge(sim, "simulate_baseline")
-    out["control"] = judge(decide, None if decide == "embedding" else "control")
-    out["sim_control"] = out["control"] if decide == sim else judge(sim, "control")
+    out["sim"] = out["decide"] if decide == sim else judge(sim, Agent.SIMULATE)
+    out["sim_base"] = out["decide_base"] if decide == sim else judge(sim, Agent.SIMULATE_BASELINE)
+    out["control"] = judge(decide, None if agent is None else Agent.CONTROL)
+    out["sim_control"] = out["control"] if decide == sim else judge(sim, Agent.CONTROL)
     return out
 
 
-def _final_scores(modes: list[Mode], base_text: str | None, control: str, sp: Split, j: dict, transcript) -> dict:
+def _final_scores(
+    modes: list[Mode], base_text: str | None, control: str, sp: Split, j: dict, transcript: list[Entry]
+) -> dict:
     """Every held-out score of the neuron: per mode, combined, baseline and control, under the
     decision scorer and the simulation scorer."""
     out = {}
@@ -317,6 +344,7 @@ def explain_neuron(
     ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``);
     ``calibrated`` is the run's scorer self-check verdict, carried into the rows.
     """
+    transcript: list[Entry]
     clustering = clustering or cfg.clustering
     if clustering not in ("components", "activation"):
         raise ValueError(f"clustering must be 'components' or 'activation', got {clustering!r}")
@@ -325,10 +353,10 @@ def explain_neuron(
     run_ns = cfg.method in ("neuronscope", "both", "triage")
     run_base = cfg.method in ("single-pass", "both", "triage")
     used = (
-        (["deconstruct", "explain", "refine"] if run_ns else [])
-        + (["single_pass"] if run_base else [])
-        + ["simulate"]
-        + ([cfg.scorer] if cfg.scorer in ("detection", "fuzzing") else [])
+        ([Agent.DECONSTRUCT, Agent.EXPLAIN, Agent.REFINE] if run_ns else [])
+        + ([Agent.SINGLE_PASS] if run_base else [])
+        + [Agent.SIMULATE]
+        + ([Agent(cfg.scorer)] if cfg.scorer in ("detection", "fuzzing") else [])
     )
     common = {
         "template_version": prompts.template_versions(dict.fromkeys(used)),
@@ -338,13 +366,7 @@ def explain_neuron(
     }
     try:
         sp = split(*load(records), cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random)
-        transcript.append(
-            {
-                "agent": "split",
-                "max_act": sp.max_act,
-                **{k: [e.window_id for e in getattr(sp, k)] for k in ("explain", "heldout", "validation")},
-            }
-        )
+        transcript.append(SplitEntry(sp.max_act, _ids(sp.explain), _ids(sp.heldout), _ids(sp.validation)))
         embedder = embedder or cluster.get_embedder(cfg.embedder)
         judges = _judges(metered, cfg, embedder, sp.max_act)
         control = control_explanation(
@@ -371,7 +393,7 @@ def explain_neuron(
             coverage = _coverage(judges["decide"], modes)
         scores = _final_scores(modes, base_text, control, sp, judges, transcript)
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
-        transcript.append({"agent": "error", "error": f"{type(e).__name__}: {e}"})
+        transcript.append(NeuronError(f"{type(e).__name__}: {e}"))
         rows = [
             _row(
                 layer,
@@ -383,7 +405,7 @@ def explain_neuron(
                 **_usage(ledger),
             )
         ]
-        return NeuronResult(rows, transcript + [{"agent": "ledger", **ledger.as_dict()}], ledger)
+        return NeuronResult(rows, transcript + [LedgerEntry(ledger.as_dict())], ledger)
     shared = {
         "n_modes": len(modes),
         "coverage": coverage,
@@ -403,7 +425,7 @@ def explain_neuron(
                 mode=i,
                 explanation=m.explanation,
                 mode_size=len(m.exemplars),
-                exemplar_ids=[e.window_id for e in m.exemplars],
+                exemplar_ids=_ids(m.exemplars),
                 mode_share=len(m.exemplars) / total,
                 mode_tokens=mode_tokens(m.exemplars, sp.max_act),
                 mode_score=m.score,
@@ -415,11 +437,13 @@ def explain_neuron(
         ]
     else:  # single-pass only: one row carrying the baseline, no NeuronScope modes
         rows = [_row(layer, neuron, **shared)]
-    transcript.append({"agent": "ledger", **ledger.as_dict()})
+    transcript.append(LedgerEntry(ledger.as_dict()))
     return NeuronResult(rows, transcript, ledger)
 
 
-def _triage(judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, transcript) -> bool:
+def _triage(
+    judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, transcript: list[Entry]
+) -> bool:
     """Whether the full workflow is likely to pay for this neuron: its single-pass explanation
     scores below ``cfg.triage_below`` on held-out exemplars, or its activating words fall into
     several modes (one explanation cannot cover a polysemantic neuron)."""
@@ -429,11 +453,11 @@ def _triage(judge: Judge, base_text: str | None, sp: Split, embedder, cfg: Expla
     words = [activating(e, sp.max_act) for e in sp.explain]
     k = len(set(cluster.modes_from_words(embedder, words, cfg.max_modes)[0]))
     full = not score >= cfg.triage_below or k > 1  # a missing or NaN score counts as weak
-    transcript.append({"agent": "triage", "baseline_score": score, "word_modes": k, "full": full})
+    transcript.append(TriageEntry(score, k, full))
     return full
 
 
-def _baseline(metered, sp, cfg, transcript: list[dict], required: bool) -> str | None:
+def _baseline(metered, sp, cfg, transcript: list[Entry], required: bool) -> str | None:
     """The single-pass explanation; when NeuronScope's own explanations are made too, a baseline
     that stays malformed is recorded as missing instead of failing the neuron."""
     try:
@@ -441,12 +465,12 @@ def _baseline(metered, sp, cfg, transcript: list[dict], required: bool) -> str |
     except AgentOutputError as e:
         if required:
             raise
-        transcript.append({"agent": "single_pass", "error": f"{e}; baseline missing"})
+        transcript.append(AgentFailure(Agent.SINGLE_PASS, f"{e}; baseline missing"))
         return None
 
 
-def _malformed(transcript: list[dict]) -> int:
-    return sum(1 for t in transcript if "attempt" in t and "error" in t)
+def _malformed(transcript: list[Entry]) -> int:
+    return sum(1 for t in transcript if isinstance(t, AgentAnswer) and t.error is not None)
 
 
 def _usage(ledger: Ledger) -> dict:

@@ -6,9 +6,16 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, TypedDict
 
-Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(TypedDict):
+    """One chat message, as the backends and the transcripts carry it."""
+
+    role: Role
+    content: str
 
 
 def continuation_flags(conversation: list[Message]) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..explain.transcript import Agent
 from .classifier import DetectionScorer, FuzzingScorer
 from .embedding import EmbeddingScorer
 from .scorer import Item, Scorer, ScoreResult
@@ -13,7 +14,7 @@ SCORERS = ("embedding", "simulation", "detection", "fuzzing")
 LLM_SCORERS = ("simulation", "detection", "fuzzing")
 
 
-def make_scorer(name: str, llm=None, embedder=None, agent: str | None = None, hard_negatives: int = 0) -> Scorer:
+def make_scorer(name: str, llm=None, embedder=None, agent: Agent | None = None, hard_negatives: int = 0) -> Scorer:
     """The scorer called ``name``: the embedding scorer needs ``embedder`` (sentence-transformers;
     ``hard_negatives``: keep only that many quiet contexts, the nearest to the activating ones),
     the others ``llm`` (the metered pool; ``agent`` names their ledger entry)."""

@@ -15,6 +15,7 @@ import numpy as np
 from ..explain import prompts
 from ..explain.exemplars import Exemplar
 from ..explain.simulate import SLOT, TOP_K
+from ..explain.transcript import Agent
 from .contexts import window_items
 from .metrics import auroc, balanced_accuracy
 from .scorer import Item, Scorer
@@ -25,9 +26,10 @@ class LabelScorer(Scorer):
 
     metric_name = "auroc"
     mark = False  # fuzzing marks the context's centre token
+    template: Agent  # the agent whose prompt template judges, and its calls' default ledger name
 
-    def __init__(self, llm, agent: str | None = None):
-        self.llm, self.agent = llm, agent or self.name
+    def __init__(self, llm, agent: Agent | None = None):
+        self.llm, self.agent = llm, agent or self.template
         self._ids: tuple | None = None
 
     def _label_ids(self) -> tuple[set[int], set[int], list[int], list[int], int]:
@@ -50,7 +52,7 @@ class LabelScorer(Scorer):
     def build_prompt(self, explanation: str, items: list[Item]) -> tuple[list[int], list[int]]:
         """(token ids, answer-slot positions) of the one prompt judging every item."""
         _, _, text, answer, slot = self._label_ids()
-        ids = list(self.llm.tokenize(prompts.raw_text(self.name, explanation=explanation)))
+        ids = list(self.llm.tokenize(prompts.raw_text(self.template, explanation=explanation)))
         slots = []
         for it in items:
             ids += text + self.llm.tokenize(f"<text>{it.text}</text>") + answer
@@ -89,6 +91,7 @@ class DetectionScorer(LabelScorer):
     """Does the context contain what the explanation describes?"""
 
     name = "detection"
+    template = Agent.DETECTION
 
 
 class FuzzingScorer(LabelScorer):
@@ -96,4 +99,5 @@ class FuzzingScorer(LabelScorer):
     that fires; quiet ones mark their centre token."""
 
     name = "fuzzing"
+    template = Agent.FUZZING
     mark = True

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..explain.exemplars import Exemplar, scaled
 from ..explain.simulate import Vocab, simulate
+from ..explain.transcript import Agent
 from .metrics import pearson
 from .scorer import Item, Scorer
 
@@ -19,7 +20,7 @@ class SimulationScorer(Scorer):
     name = "simulation"
     metric_name = "pearson"
 
-    def __init__(self, llm, agent: str = "simulate"):
+    def __init__(self, llm, agent: Agent = Agent.SIMULATE):
         self.llm, self.agent = llm, agent
         self._vocab: Vocab | None = None
 
