@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -82,6 +83,36 @@ def test_every_template_has_a_version_and_parses():
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
     assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v2+simulate.v2"
+
+
+def _pinned() -> dict[str, str]:
+    """File name -> sha256 of every released template version (the committed manifest)."""
+    lines = (GOLDEN / "prompt_versions.sha256").read_text(encoding="utf-8").splitlines()
+    return {name: digest for digest, name in (ln.split() for ln in lines if ln and not ln.startswith("#"))}
+
+
+def _unpinned(name: str, text: bytes, pinned: dict[str, str]) -> str | None:
+    """Why a template file breaks the pins, or None."""
+    digest = hashlib.sha256(text).hexdigest()
+    if name not in pinned:
+        return f"new template {name}: add the line '{digest}  {name}' to tests/golden/prompt_versions.sha256"
+    if pinned[name] != digest:
+        return (
+            f"{name} changed under the same version: bump the version (rename it to the next .vN.txt) "
+            "and add its line to tests/golden/prompt_versions.sha256, keeping the old one"
+        )
+    return None
+
+
+def test_a_template_text_changes_only_with_a_version_bump():
+    pinned = _pinned()
+    files = [f for f in P.TEMPLATES.iterdir() if f.name.endswith(".txt")]
+    assert {f.name for f in files} == {f"{P.template_id(n)}.txt" for n in P.VERSIONS}
+    problems = [_unpinned(f.name, f.read_bytes(), pinned) for f in files]
+    assert not any(problems), "\n".join(p for p in problems if p)
+    # the check itself: an edited text under a released name, and a retired name reused
+    assert "bump the version" in _unpinned("explain.v2.txt", b"### user\nnew words\n", pinned)
+    assert "bump the version" in _unpinned("explain.v1.txt", (P.TEMPLATES / "explain.v2.txt").read_bytes(), pinned)
 
 
 def test_hostile_corpus_text_stays_inside_its_fence():

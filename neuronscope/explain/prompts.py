@@ -2,50 +2,65 @@
 
 A template is a sequence of ``### role`` sections (system / user / assistant; earlier
 user/assistant pairs are the few-shot example). ``{name}`` fields are filled with str.format, so
-literal braces are written ``{{ }}``. The version is part of the file name and is recorded in the
-output, so a changed prompt is never confused with an old one.
+literal braces are written ``{{ }}``. The version is part of the file name (its one source) and
+is recorded in the output, so a changed prompt is never confused with an old one; a test pins
+each versioned file's text (``tests/golden/prompt_versions.sha256``): new text, new version.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
+from typing import cast
 
-from ..llm.base import Message
+from ..llm.base import Message, Role
+from .transcript import Agent
 
-VERSIONS = {
-    "deconstruct": "v2",
-    "explain": "v2",
-    "refine": "v2",
-    "single_pass": "v2",
-    "simulate": "v2",
-    "detection": "v1",
-    "fuzzing": "v1",
-}
+TEMPLATES = resources.files(__package__).joinpath("prompts")
+_FILE = re.compile(r"(\w+)\.(v\d+)\.txt")
 _SECTION = re.compile(r"^### (system|user|assistant)\s*$", re.M)
 
 
-def template_id(name: str) -> str:
+def _versions() -> dict[Agent, str]:
+    """Each agent's template version, read from the file names: the one place it is written."""
+    out: dict[Agent, str] = {}
+    for f in TEMPLATES.iterdir():
+        m = _FILE.fullmatch(f.name)
+        if not m:
+            continue
+        name = Agent(m[1])  # a template is named after its agent
+        if name in out:
+            raise ValueError(f"template {name} has two versions ({out[name]}, {m[2]}): keep the current one")
+        out[name] = m[2]
+    return out
+
+
+VERSIONS = _versions()
+
+
+def template_id(name: Agent) -> str:
     return f"{name}.{VERSIONS[name]}"
 
 
 @cache
-def load(name: str) -> list[tuple[str, str]]:
+def load(name: Agent) -> list[tuple[Role, str]]:
     """(role, text) sections of the current version of template ``name``."""
-    text = resources.files(__package__).joinpath("prompts", f"{template_id(name)}.txt").read_text("utf-8")
+    text = TEMPLATES.joinpath(f"{template_id(name)}.txt").read_text("utf-8")
     pieces = _SECTION.split(text)
     if pieces[0].strip():
         raise ValueError(f"template {template_id(name)} has text before its first ### section")
-    return [(role, body.strip("\n")) for role, body in zip(pieces[1::2], pieces[2::2])]
+    # _SECTION matches the three roles only
+    return [(cast(Role, role), body.strip("\n")) for role, body in zip(pieces[1::2], pieces[2::2])]
 
 
-def render(name: str, **fields) -> list[Message]:
+def render(name: Agent, **fields) -> list[Message]:
     """Chat messages of template ``name`` with ``fields`` filled in."""
     return [{"role": role, "content": body.format(**fields)} for role, body in load(name)]
 
 
-def raw_text(name: str, **fields) -> str:
+def raw_text(name: Agent, **fields) -> str:
     """A template with a single section (e.g. the simulator header), filled in."""
     sections = load(name)
     if len(sections) != 1:
@@ -58,5 +73,5 @@ def as_text(messages: list[Message]) -> str:
     return "".join(f"### {m['role']}\n{m['content']}\n" for m in messages)
 
 
-def template_versions(names) -> str:
+def template_versions(names: Iterable[Agent]) -> str:
     return "+".join(template_id(n) for n in names)
