@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from neuronscope import pipeline
-from neuronscope.cli import _add_flags, _config
+from neuronscope.cli import add_flags, config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import explain_run
 from neuronscope.explain.outputs import read_entries
@@ -65,8 +65,8 @@ def _args(argv):
     p.add_argument("--parts", default="q1,q2", help="which parts to run (q1, q2 or both)")
     p.add_argument("--config", help="run.yaml with explain/llm sections; flags override it")
     p.add_argument("--no-append", action="store_true", help="print, do not append to RESULTS.md")
-    _add_flags(p, "explain", skip=("layers", "neurons", "method"))
-    _add_flags(p, "llm")
+    add_flags(p, "explain", skip=("layers", "neurons", "method"))
+    add_flags(p, "llm")
     return p.parse_args(argv)
 
 
@@ -320,7 +320,7 @@ def main(argv=None) -> None:
         },
         "explain": {**pipeline.DEMO_OVERRIDES["explain"], "method": "both"},
     }
-    cfg = _config(args, base)
+    cfg = config_from_args(args, base)
     progress = pipeline.printer()
     out = args.out or tempfile.mkdtemp(prefix="ns-quality-")
     t0 = time.time()

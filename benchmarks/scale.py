@@ -91,14 +91,14 @@ class ScriptedLLM:
 def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
     from neuronscope.explain.transcript import Agent, LedgerEntry, OtherEntry
-    from neuronscope.explain.workflow import NeuronResult, _row
+    from neuronscope.explain.workflow import NeuronResult, result_row
     from neuronscope.llm.base import GenParams, Ledger, Metered
 
     top = records[records["kind"] == "top"].sort_values("rank")
     ledger = Ledger()
     prompts = [[{"role": "user", "content": "".join(t)}] for t in top["tokens"].head(3)]
     answers = Metered(llm, ledger, cache).chat(Agent.EXPLAIN, prompts, GenParams())
-    row = _row(
+    row = result_row(
         layer,
         neuron,
         mode=0,

@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from neuronscope import pipeline
-from neuronscope.cli import _config
+from neuronscope.cli import config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import agents
 from neuronscope.explain.cluster import get_embedder
@@ -238,7 +238,7 @@ def main(argv=None) -> None:
         },
         "explain": dict(pipeline.DEMO_OVERRIDES["explain"]),
     }
-    cfg = _config(argparse.Namespace(config=None), base)
+    cfg = config_from_args(argparse.Namespace(config=None), base)
     progress = pipeline.printer()
     t0 = time.time()
     pipeline.ensure_ray()

@@ -21,7 +21,8 @@ SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
-def _add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] = ()) -> None:
+def add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of a config section (``SECTIONS``), except those in ``skip``."""
     model, prefix = SECTIONS[section]
     group = p.add_argument_group(f"{section} settings")
     for name, field in model.model_fields.items():
@@ -38,7 +39,8 @@ def _add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] =
         )
 
 
-def _config(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
+def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
+    """The --config file (or the defaults) with ``base`` and then the flags given on top, validated."""
     overrides: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
     for key, value in vars(args).items():
         if "." in key and value is not None:
@@ -47,38 +49,38 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
     return load_config(args.config, overrides)
 
 
-def _names_a_hub_id(args: argparse.Namespace) -> bool:
+def names_a_hub_id(args: argparse.Namespace) -> bool:
     """Whether the command's models name a Hugging Face hub id (to be fetched) rather than only
     bundled models and local folders (which need no network, and then no hub call is made)."""
     if not hasattr(args, "config"):
         return False
     try:
-        cfg = _config(args)
+        cfg = config_from_args(args)
     except NeuronScopeError:
         return False  # the command itself reports the bad config
     names = (cfg.record.model, cfg.llm.model, cfg.explain.embedder)
     return any(not n.startswith("bundled:") and not Path(n).expanduser().exists() for n in names)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuronscope", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the embedded defaults")
     demo.add_argument("--out", help="run folder or s3:// URI (default: runs/demo-<time>)")
-    _add_flags(demo, "record")
-    _add_flags(demo, "explain", skip=("layers", "neurons"))
-    _add_flags(demo, "llm")
+    add_flags(demo, "record")
+    add_flags(demo, "explain", skip=("layers", "neurons"))
+    add_flags(demo, "llm")
 
     rec = sub.add_parser("record", help="record top-k activations per neuron")
     rec.add_argument("--out", required=True, help="run folder or s3:// URI")
-    _add_flags(rec, "record")
+    add_flags(rec, "record")
 
     exp = sub.add_parser("explain", help="explain recorded neurons")
     exp.add_argument("--records", required=True, help="run (folder or s3:// URI) holding records/")
     exp.add_argument("--out", help="run to write explanations into (default: the records run)")
-    _add_flags(exp, "explain")
-    _add_flags(exp, "llm")
+    add_flags(exp, "explain")
+    add_flags(exp, "llm")
 
     show = sub.add_parser("show", help="one neuron's explanations in the terminal")
     show.add_argument("run")
@@ -97,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--scorer", help="one scorer (default: every scorer; all but embedding start the LLM)")
     sc.add_argument("--json", action="store_true", help='print one JSON object {"scores": {...}, "default": ...}')
     sc.add_argument("--config", help="run.yaml with explain/llm sections; flags override it")
-    _add_flags(sc, "llm")
+    add_flags(sc, "llm")
 
     imp = sub.add_parser("import", help="records from OpenAI NeuronRecord JSON or their neuron puzzles")
     imp.add_argument("src", help="a NeuronRecord .json file or a folder of them; or a puzzles .json file")
@@ -135,27 +137,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # before anything imports huggingface_hub, which reads it once
-    os.environ.setdefault("HF_HUB_OFFLINE", "0" if _names_a_hub_id(args) else "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "0" if names_a_hub_id(args) else "1")
     from . import pipeline
 
     progress = pipeline.printer()
     try:
         if args.command == "demo":
             out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-            cfg = _config(args, pipeline.DEMO_OVERRIDES)
+            cfg = config_from_args(args, pipeline.DEMO_OVERRIDES)
             table, index = pipeline.run_demo(out, cfg, progress)
             print(table)
             print(f"run: {out}")
             print(f"atlas: {index}")
         elif args.command == "record":
-            summary = pipeline.run_record(_config(args), args.out, progress)
+            summary = pipeline.run_record(config_from_args(args), args.out, progress)
             print(f"recorded {summary}")
             print(f"run: {args.out}")
         elif args.command == "explain":
             out = args.out or args.records
-            cfg = _config(args)
+            cfg = config_from_args(args)
             summary = pipeline.run_explain(cfg, args.records, out, progress)
             if cfg.explain.dry_run:
                 print(pipeline.estimate_line(summary))
@@ -211,7 +213,7 @@ def _score(args: argparse.Namespace, progress) -> None:
 
     if args.scorer is not None and args.scorer not in SCORERS:
         raise ConfigError(f"unknown scorer {args.scorer!r}; known: {', '.join(SCORERS)}")
-    cfg = _config(args)
+    cfg = config_from_args(args)
     names = [args.scorer] if args.scorer else list(SCORERS)
     llm = None
     if any(n in LLM_SCORERS for n in names):

@@ -178,7 +178,7 @@ def _fmt(x) -> str:
     return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.2f}"
 
 
-def _pair(score, control) -> str:
+def score_vs_control(score, control) -> str:
     """'0.91 vs 0.48': a score beside its control, never alone."""
     return f"{_fmt(score)} vs {_fmt(control)}"
 
@@ -205,9 +205,9 @@ def summary_table(store: Store) -> str:
     for r in per.itertuples(index=False):
         modes = int(r.n_modes) if r.status == "ok" else 0
         lines.append(
-            f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {_pair(r.baseline_score, r.control_score)}  "
-            f"{_pair(r.score, r.control_score)}  {_pair(r.sim_baseline_score, r.sim_control_score)}  "
-            f"{_pair(r.sim_score, r.sim_control_score)}  {r.status}"
+            f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {score_vs_control(r.baseline_score, r.control_score)}  "
+            f"{score_vs_control(r.score, r.control_score)}  {score_vs_control(r.sim_baseline_score, r.sim_control_score)}  "
+            f"{score_vs_control(r.sim_score, r.sim_control_score)}  {r.status}"
         )
     ok = per[per["status"] == "ok"]
     if len(ok):

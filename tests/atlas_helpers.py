@@ -13,7 +13,7 @@ from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, 
 
 from neuronscope.explain.fanout import write_result
 from neuronscope.explain.transcript import entries_from_json
-from neuronscope.explain.workflow import _row
+from neuronscope.explain.workflow import result_row
 from neuronscope.record.pipeline import records_key, stats_key
 from neuronscope.schema import RECORDS, STATS, conform
 
@@ -133,7 +133,7 @@ def explanation_rows(layer: int, neuron: int, texts: list[str], recs: pd.DataFra
         method="neuronscope",
     )
     return [
-        _row(
+        result_row(
             layer,
             neuron,
             mode=m,
@@ -166,7 +166,7 @@ def make_run(store) -> pd.DataFrame:
             explanation_rows(layer, neuron, texts, recs),
             entries_from_json([{"agent": "explain", "prompt": f"<b>{SCRIPT_TOKEN}</b>", "answer": texts[0]}]),
         )
-    failed = _row(5, 7, status="failed", error="explainer answers were malformed 3 times", method="neuronscope")
+    failed = result_row(5, 7, status="failed", error="explainer answers were malformed 3 times", method="neuronscope")
     write_result(store, 5, 7, [failed], entries_from_json([{"agent": "explain", "error": failed["error"]}]))
     store.write_json(
         "manifest.json", {"stages": {"record": {"inputs": {"model": "planted", "corpus": "test sentences"}}}}

@@ -89,12 +89,12 @@ def test_a_rerun_with_another_top_k_is_refused(run_cli, tmp_path):
     ],
 )
 def test_the_hub_is_offline_unless_a_hub_id_is_named(argv, hub, tmp_path):
-    from neuronscope.cli import _names_a_hub_id, _parser
+    from neuronscope.cli import build_parser, names_a_hub_id
 
-    assert _names_a_hub_id(_parser().parse_args(argv)) is hub
+    assert names_a_hub_id(build_parser().parse_args(argv)) is hub
     folder = tmp_path / "my-model"
     folder.mkdir()
-    assert _names_a_hub_id(_parser().parse_args(["record", "--out", "r", "--model", str(folder)])) is False
+    assert names_a_hub_id(build_parser().parse_args(["record", "--out", "r", "--model", str(folder)])) is False
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 import pytest
 
-from neuronscope.cli import _config, _parser
+from neuronscope.cli import build_parser, config_from_args
 from neuronscope.config import RunConfig, load_config
 from neuronscope.errors import ConfigError
 from neuronscope.selection import parse_selection
@@ -73,18 +73,18 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_cli_flags_come_from_the_config_models():
-    args = _parser().parse_args(
+    args = build_parser().parse_args(
         ["explain", "--records", "r", "--max-modes", "2", "--llm-replicas", "3", "--method", "single-pass"]
     )
-    cfg = _config(args)
+    cfg = config_from_args(args)
     assert cfg.explain.max_modes == 2 and cfg.llm.replicas == 3 and cfg.explain.method == "single-pass"
     with pytest.raises(ConfigError, match="explain.method='bogus'"):
-        _config(_parser().parse_args(["explain", "--records", "r", "--method", "bogus"]))
+        config_from_args(build_parser().parse_args(["explain", "--records", "r", "--method", "bogus"]))
 
 
 def test_demo_flags_override_demo_defaults():
     from neuronscope.pipeline import DEMO_OVERRIDES
 
-    cfg = _config(_parser().parse_args(["demo", "--layers", "1", "--top-k", "5"]), DEMO_OVERRIDES)
+    cfg = config_from_args(build_parser().parse_args(["demo", "--layers", "1", "--top-k", "5"]), DEMO_OVERRIDES)
     assert cfg.record.layers == "1" and cfg.record.top_k == 5
     assert cfg.record.window == DEMO_OVERRIDES["record"]["window"]

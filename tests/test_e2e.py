@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from neuronscope import pipeline
-from neuronscope.cli import _config, _parser
+from neuronscope.cli import build_parser, config_from_args
 from neuronscope.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def _check_run(run: Path, n_neurons: int) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
-    cfg = _config(_parser().parse_args(["demo", *SMALL]), pipeline.DEMO_OVERRIDES)
+    cfg = config_from_args(build_parser().parse_args(["demo", *SMALL]), pipeline.DEMO_OVERRIDES)
     run = tmp_path / "run"
     pipeline.run_record(cfg, str(run), print)
     pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)

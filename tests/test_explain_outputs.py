@@ -17,7 +17,7 @@ from neuronscope.explain.outputs import (
     write_result,
 )
 from neuronscope.explain.transcript import entries_from_json
-from neuronscope.explain.workflow import _row
+from neuronscope.explain.workflow import result_row
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.cache import NeuronCache
 from neuronscope.parts import FolderIndex, part_keys, ranges
@@ -35,13 +35,13 @@ def store(request, tmp_path):
 
 def _ok(layer, neuron, modes=2):
     return [
-        _row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
+        result_row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
         for m in range(modes)
     ]
 
 
 def _failed(layer, neuron):
-    return [_row(layer, neuron, status="failed", error="boom")]
+    return [result_row(layer, neuron, status="failed", error="boom")]
 
 
 def _write(store, layer, neurons, failed=()):

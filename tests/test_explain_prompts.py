@@ -44,14 +44,16 @@ def _renders() -> dict[str, str]:
         "explain.txt": P.as_text(
             P.render(
                 "explain",
-                exemplars=agents._listing(ex, sp.max_act),
+                exemplars=agents.exemplar_lines(ex, sp.max_act),
                 tokens=agents.tokens_line(ex, sp.max_act),
                 components="month name; date",
             )
         ),
         "single_pass.txt": P.as_text(
             P.render(
-                "single_pass", exemplars=agents._listing(ex, sp.max_act), tokens=agents.tokens_line(ex, sp.max_act)
+                "single_pass",
+                exemplars=agents.exemplar_lines(ex, sp.max_act),
+                tokens=agents.tokens_line(ex, sp.max_act),
             )
         ),
         "refine.txt": P.as_text(
@@ -59,8 +61,8 @@ def _renders() -> dict[str, str]:
                 "refine",
                 explanation="numbers",
                 tokens=agents.tokens_line(ex[:2], sp.max_act),
-                misses=agents._cases(miss, sp.max_act),
-                false_alarms=agents._cases(alarm, sp.max_act),
+                misses=agents.case_lines(miss, sp.max_act),
+                false_alarms=agents.case_lines(alarm, sp.max_act),
             )
         ),
         "simulate.txt": P.raw_text("simulate", explanation="month names", top=9, mid=4) + "\n",

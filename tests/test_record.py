@@ -237,7 +237,7 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
     one = _summarize(acts, len(acts), 0.25, 1)
     # floors from the batches before: candidate windows only, all dense, or split by neuron
     for batch, actors, sparse_windows in [(1, 1, 4), (3, 1, 4), (7, 1, 4), (7, 3, 4), (7, 1, 2), (2, 2, 2)]:
-        monkeypatch.setattr(topk, "_SPARSE_WINDOWS", sparse_windows)
+        monkeypatch.setattr(topk, "SPARSE_WINDOWS", sparse_windows)
         other = _summarize(acts, batch, 0.25, actors)
         for name in (
             "top_val",
@@ -325,12 +325,15 @@ def test_plan_groups_shards_into_passes(monkeypatch):
     monkeypatch.setattr(pipeline, "SHARD_NEURONS", 10)
     monkeypatch.setattr(pipeline, "MAX_CELLS_PER_PASS", 60)
     neurons = list(range(24))
-    assert pipeline._plan([0, 1, 2], neurons, set()) == [([0, 1, 2], list(range(20))), ([0, 1, 2], list(range(20, 24)))]
-    assert pipeline._plan([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
+    assert pipeline.plan_passes([0, 1, 2], neurons, set()) == [
+        ([0, 1, 2], list(range(20))),
+        ([0, 1, 2], list(range(20, 24))),
+    ]
+    assert pipeline.plan_passes([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
         ([1], list(range(10, 20))),
         ([0, 1], list(range(20, 24))),
     ]
-    assert pipeline._plan([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
+    assert pipeline.plan_passes([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
 
 
 def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):

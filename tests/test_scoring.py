@@ -80,8 +80,8 @@ def test_hard_negatives_keep_the_quiet_contexts_nearest_to_the_activating_ones(m
     neg = [it for it in all_items if not it.label]
     assert sum(not it.label for it in kept) == 2 < len(neg)
     # the kept ones are the negatives most like a positive context
-    pos = scorer._vectors([it.text for it in all_items if it.label])
-    nearest = (scorer._vectors([it.text for it in neg]) @ pos.T).max(axis=1)
+    pos = scorer.vectors([it.text for it in all_items if it.label])
+    nearest = (scorer.vectors([it.text for it in neg]) @ pos.T).max(axis=1)
     assert {it.text for it in kept if not it.label} == {neg[i].text for i in np.argsort(-nearest)[:2]}
     right, wrong = scorer([("months of the year", HELDOUT), ("animals", HELDOUT)], 5.0)
     assert right.score > wrong.score
@@ -215,14 +215,14 @@ def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv
 def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_control(tmp_path):
     from neuronscope import manifest, pipeline
     from neuronscope.explain.fanout import write_result
-    from neuronscope.explain.workflow import _row
+    from neuronscope.explain.workflow import result_row
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
     manifest.note_stage(
         store, "explain", "self_check", {"scorer": "simulation", "discrimination": 0.52, "passed": False}
     )
-    row = _row(
+    row = result_row(
         1,
         2,
         mode=0,

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from ..pipeline import _pair
+from ..pipeline import score_vs_control
 from . import semantic
 
 NEURONS_KEY, TOKENS_KEY, INDEX_KEY = "neurons.parquet", "tokens.parquet", "explanations.faiss"
@@ -29,7 +29,7 @@ class Hit:
     def line(self) -> str:
         text = self.explanation or "(not explained)"
         return (
-            f"L{self.layer} N{self.neuron} mode {self.mode}  score {_pair(self.score, self.control)}  "
+            f"L{self.layer} N{self.neuron} mode {self.mode}  score {score_vs_control(self.score, self.control)}  "
             f"{self.match_kind} {self.match:.3f}  {text}"
         )
 

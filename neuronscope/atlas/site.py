@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..explain.fanout import _jsonable
+from ..explain.outputs import jsonable
 from ..store import Store
 from .semantic import similar_neurons
 from .table import neuron_id
@@ -44,7 +44,7 @@ _UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028
 
 def js_shard(name: str, obj) -> bytes:
     """``obj`` as a script that stores it in ``window.NS_DATA[name]``."""
-    text = json.dumps(_jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return f"window.NS_DATA[{json.dumps(name).translate(_UNSAFE)}]={text.translate(_UNSAFE)};\n".encode()
 
 

@@ -88,7 +88,8 @@ def deconstruct(
     return run_batch(llm, Agent.DECONSTRUCT, convs, parse.components, retries, transcript)
 
 
-def _listing(exemplars: list[Exemplar], max_act: float) -> str:
+def exemplar_lines(exemplars: list[Exemplar], max_act: float) -> str:
+    """The exemplars as the agents read them, one ``describe`` block each."""
     return "\n".join(describe(e, max_act) for e in exemplars)
 
 
@@ -105,7 +106,7 @@ def explain_modes(
     convs = [
         prompts.render(
             Agent.EXPLAIN,
-            exemplars=_listing(ex, max_act),
+            exemplars=exemplar_lines(ex, max_act),
             tokens=tokens_line(ex, max_act),
             components="; ".join(escape(c) for c in comps),
         )
@@ -126,7 +127,7 @@ def explain_modes(
 def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]) -> str:
     """The Bills et al. baseline: one explanation from all explain exemplars."""
     conv = prompts.render(
-        Agent.SINGLE_PASS, exemplars=_listing(exemplars, max_act), tokens=tokens_line(exemplars, max_act)
+        Agent.SINGLE_PASS, exemplars=exemplar_lines(exemplars, max_act), tokens=tokens_line(exemplars, max_act)
     )
     return run_batch(
         llm,
@@ -140,7 +141,7 @@ def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, tr
     )[0]
 
 
-def _cases(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
+def case_lines(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
     """'<text>...<<tok>>...</text> true 9, guessed 1' lines; the mark is on the case's token only."""
     lines = []
     for ex, pos, pred in cases:
@@ -167,7 +168,7 @@ def refine(
     each mode's ``tokens_line``."""
     convs = [
         prompts.render(
-            Agent.REFINE, explanation=x, tokens=t, misses=_cases(m, max_act), false_alarms=_cases(f, max_act)
+            Agent.REFINE, explanation=x, tokens=t, misses=case_lines(m, max_act), false_alarms=case_lines(f, max_act)
         )
         for x, t, m, f in zip(explanations, tokens, misses, false_alarms)
     ]

@@ -25,8 +25,7 @@ from ..selection import parse_selection
 from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
 
 # The stage's API: its callers import these from here.
-from .outputs import (  # noqa: F401  # noqa: F401
-    _jsonable,
+from .outputs import (  # noqa: F401
     explanation_key,
     neuron_explanations,
     read_transcript,
@@ -35,7 +34,7 @@ from .outputs import (  # noqa: F401  # noqa: F401
     write_result,
 )
 from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
-from .task import Shared, _failed, _reason, _summary, _task, record_failure
+from .task import Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
 from .workflow import explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
@@ -151,7 +150,7 @@ class Driver:
 
         self.ray, self.shared_ref, self.cfg, self.out_store = ray, shared_ref, shared.cfg, shared.out
         self.outputs, self.index, self.limit, self.total, self.progress = outputs, index, limit, total, progress
-        self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=0)(_task)
+        self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=0)(run_task)
         self.compactor = ray.remote(num_cpus=TASK_CPUS, max_retries=1)(compact)
         self.in_flight: dict = {}  # ref -> (layer, neuron)
         self.running: dict[int, int] = {}  # layer -> tasks in flight
@@ -192,11 +191,11 @@ class Driver:
         try:
             summary = self.ray.get(ref)
         except Exception as e:  # the task itself died (OOM, worker crash, store write): still recorded
-            reason = f"task failed: {_reason(e)}"
+            reason = f"task failed: {failure_reason(e)}"
             try:
                 summary = record_failure(self.out_store, layer, neuron, self.cfg, reason)
             except Exception:  # the summary still names the neuron and its failure
-                summary = _summary(layer, neuron, _failed(layer, neuron, self.cfg, reason))
+                summary = task_summary(layer, neuron, failed_rows(layer, neuron, self.cfg, reason))
         self.record(summary)
 
     def record(self, s: dict) -> None:
@@ -234,7 +233,7 @@ class Driver:
             try:
                 self.ray.get(ref)
             except Exception as e:  # the neurons' own objects are still there: the next run merges them
-                errors.append(_reason(e))
+                errors.append(failure_reason(e))
         return errors
 
 

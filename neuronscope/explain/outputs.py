@@ -29,14 +29,14 @@ def transcript_key(layer: int, neuron: int) -> str:
     return neuron_key(TRANSCRIPTS_FOLDER, ".jsonl", layer, neuron)
 
 
-def _jsonable(x):
+def jsonable(x):
     """Strict JSON: numpy scalars/arrays as Python values, NaN/inf as null."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -51,7 +51,7 @@ def rows_table(rows: list[dict]) -> pa.Table:
 def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: list[Entry]) -> None:
     """The neuron's transcript, then its explanation rows (named ``.failed`` when it failed; a
     success replaces an earlier failure, which is deleted after)."""
-    lines = "".join(json.dumps(_jsonable(t.to_json()), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
+    lines = "".join(json.dumps(jsonable(t.to_json()), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
     store.write_bytes(transcript_key(layer, neuron), lines.encode("utf-8"))
     failed = any(r["status"] == "failed" for r in rows)
     if failed:

@@ -13,7 +13,7 @@ from ..store import Store
 from .outputs import write_result
 from .records import read_neuron
 from .transcript import NeuronError
-from .workflow import NeuronResult, _row
+from .workflow import NeuronResult, result_row
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class Shared:
 TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
 
 
-def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
+def task_summary(layer: int, neuron: int, rows: list[dict]) -> dict:
+    """What the driver keeps of a finished neuron (for progress and the manifest)."""
     r = rows[0]
     return {
         "layer": layer,
@@ -49,7 +50,7 @@ def _summary(layer: int, neuron: int, rows: list[dict]) -> dict:
     }
 
 
-def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
+def run_task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
     records = read_neuron(s.records, record_keys, layer, neuron)
     model_id = getattr(s.llm, "model_id", None)
     cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
@@ -61,23 +62,24 @@ def _task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[s
         if cache is not None:
             cache.flush()  # answers paid for are kept, whatever happened
     write_result(s.out, layer, neuron, result.rows, result.transcript)
-    return _summary(layer, neuron, result.rows)
+    return task_summary(layer, neuron, result.rows)
 
 
-def _failed(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
-    return [_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
+def failed_rows(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
+    """The one "failed" row of a neuron whose workflow could not run."""
+    return [result_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
 
 
 def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> dict:
-    rows = _failed(layer, neuron, cfg, reason)
+    rows = failed_rows(layer, neuron, cfg, reason)
     write_result(store, layer, neuron, rows, [NeuronError(rows[0]["error"])])
-    return _summary(layer, neuron, rows)
+    return task_summary(layer, neuron, rows)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _reason(e: BaseException) -> str:
+def failure_reason(e: BaseException) -> str:
     """The original exception of a Ray task error, on one line, without terminal colours."""
     cause = getattr(e, "cause", None) or e
     text = _ANSI.sub("", f"{type(cause).__name__}: {cause}")

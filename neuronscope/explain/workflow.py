@@ -238,7 +238,8 @@ def _coverage(judge: Judge, modes: list[Mode]) -> float:
     return sum(flags) / max(1, len(flags))
 
 
-def _row(layer: int, neuron: int, **kw) -> dict:
+def result_row(layer: int, neuron: int, **kw) -> dict:
+    """One EXPLANATIONS row of the neuron: the columns in ``kw``, every other at its empty value."""
     row: dict[str, Any] = {
         "layer": layer,
         "neuron": neuron,
@@ -395,7 +396,7 @@ def explain_neuron(
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append(NeuronError(f"{type(e).__name__}: {e}"))
         rows = [
-            _row(
+            result_row(
                 layer,
                 neuron,
                 status="failed",
@@ -419,7 +420,7 @@ def explain_neuron(
     if modes:
         total = sum(len(m.exemplars) for m in modes)
         rows = [
-            _row(
+            result_row(
                 layer,
                 neuron,
                 mode=i,
@@ -436,7 +437,7 @@ def explain_neuron(
             for i, m in enumerate(modes)
         ]
     else:  # single-pass only: one row carrying the baseline, no NeuronScope modes
-        rows = [_row(layer, neuron, **shared)]
+        rows = [result_row(layer, neuron, **shared)]
     transcript.append(LedgerEntry(ledger.as_dict()))
     return NeuronResult(rows, transcript, ledger)
 

@@ -14,16 +14,16 @@ import numpy as np
 import torch
 
 from .topk import (
-    _LEVELS,
-    _POS_BITS,
     N_BINS,
+    POS_BITS,
+    SAMPLE_LEVELS,
     Summary,
-    _keys,
-    _neuron_hash,
-    _srl,
     hist_index,
     hist_rows,
+    keys_from_hashes,
     may_beat,
+    neuron_hash,
+    srl,
     token_hash,
     top_candidates,
 )
@@ -32,7 +32,7 @@ from .topk import (
 def token_codes(window_ids: torch.Tensor, positions: int) -> torch.Tensor:
     """(windows * positions,) int64 codes window_id << 20 | position, in row-major order."""
     pos = torch.arange(positions, device=window_ids.device)
-    return ((window_ids.to(torch.int64)[:, None] << _POS_BITS) + pos[None, :]).reshape(-1)
+    return ((window_ids.to(torch.int64)[:, None] << POS_BITS) + pos[None, :]).reshape(-1)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class BatchTokens:
     @classmethod
     def of(cls, code: torch.Tensor, seed: int, hist_rate: float) -> BatchTokens:
         th = token_hash(seed, code)
-        return cls(code, th, _srl(th, 59), hist_rows(seed, code, hist_rate))
+        return cls(code, th, srl(th, 59), hist_rows(seed, code, hist_rate))
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -60,7 +60,7 @@ class LayerFold:
     def __init__(self, layer: int, neurons: torch.Tensor, top_k: int, random_k: int, seed: int, hist_rate: float = 1.0):
         self.summary = Summary(len(neurons), top_k, random_k)
         self.seed, self.hist_rate = seed, hist_rate
-        self.neuron_hash = _neuron_hash(seed, layer, neurons)
+        self.neuron_hash = neuron_hash(seed, layer, neurons)
         # counted here, on the device, by scatter-add (torch.bincount is several times slower)
         self.hist = torch.zeros(len(neurons) * N_BINS, dtype=torch.int64, device=neurons.device)
         self._ones_cache: dict[torch.dtype, torch.Tensor] = {}
@@ -113,7 +113,7 @@ class LayerFold:
         rk = min(s.random_k, b * t)
         # the lowest levels holding >= rk tokens hold the rk smallest keys of every neuron; once
         # the sample is full, a level above every neuron's largest kept key cannot enter it
-        cut = torch.searchsorted(torch.bincount(level, minlength=_LEVELS).cumsum(0), rk)
+        cut = torch.searchsorted(torch.bincount(level, minlength=SAMPLE_LEVELS).cumsum(0), rk)
         full = s.rnd_key.shape[1] >= s.random_k
         if full:
             kth = torch.as_tensor(s.rnd_key[:, -1], device=acts.device)
@@ -121,7 +121,7 @@ class LayerFold:
         rows = (level <= cut).nonzero().flatten()  # in token order: ties go to the smaller code
         if not len(rows):
             return
-        keys, order = torch.sort(_keys(th[rows], self.neuron_hash), dim=0, stable=True)
+        keys, order = torch.sort(keys_from_hashes(th[rows], self.neuron_hash), dim=0, stable=True)
         keys, ridx = keys[:rk], rows[order[:rk]]
         cols = torch.arange(n, device=acts.device)
         if full:

@@ -230,7 +230,7 @@ def load_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, dict]:
     return np.stack(rows), dict(docs.skipped)
 
 
-def _plan(layers: list[int], neurons: list[int], done: set[tuple[int, int]]) -> list[tuple[list[int], list[int]]]:
+def plan_passes(layers: list[int], neurons: list[int], done: set[tuple[int, int]]) -> list[tuple[list[int], list[int]]]:
     """Passes (layers, neurons) covering every (layer, shard) not yet done.
 
     Consecutive shards needing the same layers share a pass (one forward serves them all), up
@@ -281,7 +281,7 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     }
     tokenizer = AutoTokenizer.from_pretrained(path)
     windows, skipped = load_windows(cfg, tokenizer)
-    passes = _plan(layers, neurons, done)
+    passes = plan_passes(layers, neurons, done)
     written = 0
     if done:
         progress(f"record: {len(done)}/{len(shards)} shards already in the store, skipped")

@@ -37,8 +37,8 @@ EDGES = (np.arange(_LEVEL0, _LEVEL0 + _SIDE + 1, dtype=np.int32) << _SHIFT).view
 _POS_MID = np.sqrt(EDGES[1:].astype(np.float64) * EDGES[:-1])
 _BIN_MID = np.concatenate([[-EDGES[-1]], -_POS_MID[::-1], [0.0], _POS_MID, [EDGES[-1]]])
 
-_POS_BITS = 20  # window length <= 4096 < 2**20: (window_id, pos) packs into one int64
-_LEVELS = 32  # random-sample levels (5 bits above the 58-bit hash: keys stay non-negative)
+POS_BITS = 20  # window length <= 4096 < 2**20: (window_id, pos) packs into one int64
+SAMPLE_LEVELS = 32  # random-sample levels (5 bits above the 58-bit hash: keys stay non-negative)
 
 
 def _signed(c: int) -> int:
@@ -49,42 +49,45 @@ _C1, _C2, _GOLD = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB), _sig
 _HIST_SALT = _signed(0xD6E8FEB86659FD93)
 
 
-def _srl(x: torch.Tensor, s: int) -> torch.Tensor:
-    # logical right shift on int64 (torch's >> is arithmetic)
+def srl(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift on int64 (torch's >> is arithmetic)."""
     return (x >> s) & ((1 << (64 - s)) - 1)
 
 
 def mix64(x: torch.Tensor) -> torch.Tensor:
     """splitmix64 finalizer in wrapping int64 arithmetic: a cheap, well-mixed integer hash."""
-    x = x ^ _srl(x, 30)
+    x = x ^ srl(x, 30)
     x = x * _C1
-    x = x ^ _srl(x, 27)
+    x = x ^ srl(x, 27)
     x = x * _C2
-    return x ^ _srl(x, 31)
+    return x ^ srl(x, 31)
 
 
 def token_hash(seed: int, token_code: torch.Tensor) -> torch.Tensor:
     return mix64(token_code.to(torch.int64) * _GOLD + seed)
 
 
-def _neuron_hash(seed: int, layer: int, neurons: torch.Tensor) -> torch.Tensor:
+def neuron_hash(seed: int, layer: int, neurons: torch.Tensor) -> torch.Tensor:
+    """A seeded hash per recorded neuron of a layer: each neuron samples its own random tokens."""
     return mix64(neurons.to(torch.int64) + ((layer + 1) << 32) + _signed((seed * _GOLD) % (1 << 64)))
 
 
-def _keys(th: torch.Tensor, nh: torch.Tensor) -> torch.Tensor:
-    return (_srl(th, 59) << 58)[:, None] | _srl(mix64(th[:, None] ^ nh[None, :]), 6)
+def keys_from_hashes(th: torch.Tensor, nh: torch.Tensor) -> torch.Tensor:
+    """(tokens, neurons) sample keys from token hashes ``th`` and neuron hashes ``nh``: the level
+    (top bits of the token hash, shared by every neuron) above a per-pair hash."""
+    return (srl(th, 59) << 58)[:, None] | srl(mix64(th[:, None] ^ nh[None, :]), 6)
 
 
 def sample_keys(seed: int, layer: int, neurons: torch.Tensor, token_code: torch.Tensor) -> torch.Tensor:
     """(tokens, neurons) non-negative int64 keys for the random sample; token_code = wid<<20 | pos."""
-    return _keys(token_hash(seed, token_code), _neuron_hash(seed, layer, neurons))
+    return keys_from_hashes(token_hash(seed, token_code), neuron_hash(seed, layer, neurons))
 
 
 def hist_rows(seed: int, token_code: torch.Tensor, rate: float) -> torch.Tensor:
     """Indices of the tokens counted in the quantile histogram (a ``rate`` fraction, by hash)."""
     if rate >= 1:
         return torch.arange(len(token_code), device=token_code.device)
-    h = _srl(mix64(token_hash(seed, token_code) ^ _HIST_SALT), 11)  # 53 bits: exact as a float
+    h = srl(mix64(token_hash(seed, token_code) ^ _HIST_SALT), 11)  # 53 bits: exact as a float
     return (h < int(rate * (1 << 53))).nonzero().flatten()
 
 
@@ -127,7 +130,7 @@ def _exact_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 Floor = tuple[torch.Tensor, torch.Tensor]  # per neuron: k-th best value and its code
-_SPARSE_WINDOWS = 4  # a neuron with at most this many candidate windows skips the others
+SPARSE_WINDOWS = 4  # a neuron with at most this many candidate windows skips the others
 
 
 def _dense_top(acts: torch.Tensor, code: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
@@ -172,8 +175,8 @@ def may_beat(code: torch.Tensor, wmax: torch.Tensor, floor: Floor) -> torch.Tens
     come after the floor's (ties go to smaller codes).
     """
     b = wmax.shape[0]
-    fval, fwid = floor[0][None, :], (floor[1] >> _POS_BITS)[None, :]
-    wid = (code.view(b, -1)[:, 0] >> _POS_BITS)[:, None]
+    fval, fwid = floor[0][None, :], (floor[1] >> POS_BITS)[None, :]
+    wid = (code.view(b, -1)[:, 0] >> POS_BITS)[:, None]
     return (wmax > fval) | ((wmax == fval) & (wid <= fwid))
 
 
@@ -186,7 +189,7 @@ def top_candidates(acts: torch.Tensor, code: torch.Tensor, k: int, hit: torch.Te
     n = acts.shape[2]
     if hit is None:
         return _dense_top(acts, code, k)
-    crowded = (hit.sum(0) > _SPARSE_WINDOWS).nonzero().flatten()
+    crowded = (hit.sum(0) > SPARSE_WINDOWS).nonzero().flatten()
     if len(crowded) * 2 > n:  # mostly crowded (an actor's first batches): all dense
         return _dense_top(acts, code, k)
     hit = hit.clone()
@@ -200,7 +203,7 @@ def top_candidates(acts: torch.Tensor, code: torch.Tensor, k: int, hit: torch.Te
 
 
 def split_code(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return code >> _POS_BITS, (code & ((1 << _POS_BITS) - 1)).astype(np.int32)
+    return code >> POS_BITS, (code & ((1 << POS_BITS) - 1)).astype(np.int32)
 
 
 def merge_top(val: np.ndarray, code: np.ndarray, new_val: np.ndarray, new_code: np.ndarray, k: int):

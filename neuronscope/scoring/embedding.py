@@ -37,16 +37,16 @@ class EmbeddingScorer(Scorer):
         neg = [i for i, it in enumerate(items) if not it.label]  # positions of the quiet items
         if not pos or len(neg) <= self.hard_negatives:
             return items
-        quiet = self._vectors([items[i].text for i in neg]).astype(np.float32)
+        quiet = self.vectors([items[i].text for i in neg]).astype(np.float32)
         index = faiss.IndexFlatIP(quiet.shape[1])
         index.add(quiet)
-        sims, ids = index.search(self._vectors(pos).astype(np.float32), len(neg))
+        sims, ids = index.search(self.vectors(pos).astype(np.float32), len(neg))
         nearest = np.full(len(neg), -np.inf)
         np.maximum.at(nearest, ids.ravel(), sims.ravel())
         keep = {neg[j] for j in np.argsort(-nearest, kind="stable")[: self.hard_negatives]}
         return [it for i, it in enumerate(items) if it.label or i in keep]
 
-    def _vectors(self, texts: list[str]) -> np.ndarray:
+    def vectors(self, texts: list[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
         if todo:
             self._memo.update(zip(todo, embed(self.embedder, todo)))
@@ -54,8 +54,8 @@ class EmbeddingScorer(Scorer):
 
     def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
         # Contexts are shared between jobs (the same held-out set): embedded once, memoised.
-        self._vectors([x for x, _ in jobs] + [it.text for _, its in jobs for it in its])
-        return [self._vectors([it.text for it in its]) @ self._memo[x] if its else np.zeros(0) for x, its in jobs]
+        self.vectors([x for x, _ in jobs] + [it.text for _, its in jobs for it in its])
+        return [self.vectors([it.text for it in its]) @ self._memo[x] if its else np.zeros(0) for x, its in jobs]
 
     def metric(self, values: np.ndarray, items: list[Item]) -> float:
         return auroc(values, [it.label for it in items])
