@@ -60,8 +60,8 @@ def stack_tok_s(n_tokens: int, args) -> float:
     from transformers import AutoTokenizer
 
     from neuronscope.models.bundled import resolve_model
+    from neuronscope.record.driver import load_windows
     from neuronscope.record.hooks import load_model
-    from neuronscope.record.pipeline import load_windows
 
     torch.set_num_threads(args.threads)
     path = resolve_model(MODEL).path

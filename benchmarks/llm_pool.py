@@ -33,14 +33,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pandas as pd
 
-from neuronscope import pipeline
+from neuronscope import stages
 from neuronscope.config import load_config
 from neuronscope.llm.base import GenParams
 from neuronscope.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RECORD = {"layers": "6,18", "neurons": "0-5", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
-EXPLAIN = {**pipeline.DEMO_OVERRIDES["explain"], "method": "both"}
+EXPLAIN = {**stages.DEMO_OVERRIDES["explain"], "method": "both"}
 
 
 class Recorder:
@@ -151,7 +151,7 @@ def main() -> None:
 
     import ray
 
-    progress = pipeline.printer()
+    progress = stages.printer()
     cfg = load_config(None, {"record": RECORD, "explain": {**EXPLAIN, "max_in_flight": args.max_in_flight}})
     work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-llm-pool-"))
     first, second, logs = work / "first", work / "second", work / "requests"
@@ -160,13 +160,13 @@ def main() -> None:
     logs.mkdir(parents=True)
     t_all = time.time()
     try:
-        pipeline.run_record(cfg, str(first), progress)
-        pool = pipeline.start_llm(cfg, progress)
+        stages.run_record(cfg, str(first), progress)
+        pool = stages.start_llm(cfg, progress)
 
         # (a) the explain stage, many workflows in flight
         n0, tok0 = served_tokens(pool)
         t0 = time.time()
-        pipeline.run_explain(cfg, str(first), str(first), progress, llm=Recorder(pool, str(logs)))
+        stages.run_explain(cfg, str(first), str(first), progress, llm=Recorder(pool, str(logs)))
         explain_s = time.time() - t0
         n1, tok1 = served_tokens(pool)
         rows = per_neuron(Store.open(str(first)))
@@ -188,7 +188,7 @@ def main() -> None:
         # (d) rerun from the response cache into a fresh run
         shutil.copytree(first / "llm_cache", second / "llm_cache")
         c0, _ = served_tokens(pool)
-        pipeline.run_explain(cfg, str(first), str(second), progress, llm=pool)
+        stages.run_explain(cfg, str(first), str(second), progress, llm=pool)
         cache_calls = served_tokens(pool)[0] - c0
         x, y = (
             Store.open(str(s))

@@ -34,7 +34,7 @@ import pyarrow as pa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from neuronscope import pipeline
+from neuronscope import stages
 from neuronscope.cli import add_flags, config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import explain_run
@@ -104,8 +104,8 @@ def compare(df: pd.DataFrame) -> dict:
 
 
 def q1(cfg, run: str, llm, progress) -> dict:
-    pipeline.run_record(cfg, run, progress)
-    pipeline.run_explain(cfg, run, run, progress, llm=llm)
+    stages.run_record(cfg, run, progress)
+    stages.run_explain(cfg, run, run, progress, llm=llm)
     return compare(Store.open(run).read_parquet("explanations/").to_pandas())
 
 
@@ -125,7 +125,7 @@ def _windows(cfg, tokens: int):
 
     from neuronscope.config import RecordConfig
     from neuronscope.models.bundled import resolve_model
-    from neuronscope.record.pipeline import load_windows
+    from neuronscope.record.driver import load_windows
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
     return load_windows(RecordConfig(corpus=cfg.record.corpus, window=32, max_tokens=tokens), tok)[0], tok
@@ -168,7 +168,7 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
 
 
 def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
-    from neuronscope.record.pipeline import records_key
+    from neuronscope.record.driver import records_key
 
     ecfg = ExplainConfig(**{**cfg.explain.model_dump(), **Q2_EXPLAIN})
     planted = _plant(ecfg, windows, tok, n_per)
@@ -313,19 +313,19 @@ def main(argv=None) -> None:
     parts = set(args.parts.split(","))
     base = {
         "record": {
-            **pipeline.DEMO_OVERRIDES["record"],
+            **stages.DEMO_OVERRIDES["record"],
             "layers": args.layers,
             "neurons": args.neurons,
             "max_tokens": args.max_tokens,
         },
-        "explain": {**pipeline.DEMO_OVERRIDES["explain"], "method": "both"},
+        "explain": {**stages.DEMO_OVERRIDES["explain"], "method": "both"},
     }
     cfg = config_from_args(args, base)
-    progress = pipeline.printer()
+    progress = stages.printer()
     out = args.out or tempfile.mkdtemp(prefix="ns-quality-")
     t0 = time.time()
-    pipeline.ensure_ray()
-    llm = pipeline.start_llm(cfg, progress)
+    stages.ensure_ray()
+    llm = stages.start_llm(cfg, progress)
     r2 = None
     if "q2" in parts:
         windows, tok = _windows(cfg, args.q2_tokens)

@@ -47,7 +47,7 @@ def _windows(n_tokens: int) -> np.ndarray:
 
     from neuronscope.config import RecordConfig
     from neuronscope.models.bundled import resolve_model
-    from neuronscope.record.pipeline import load_windows
+    from neuronscope.record.driver import load_windows
 
     cfg = RecordConfig(model=MODEL, corpus=CORPUS, window=WINDOW, max_tokens=n_tokens)
     return load_windows(cfg, AutoTokenizer.from_pretrained(resolve_model(MODEL).path))[0]

@@ -30,7 +30,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from neuronscope import pipeline
+from neuronscope import stages
 from neuronscope.cli import config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import agents
@@ -107,7 +107,7 @@ def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, pr
 
     from neuronscope.config import RecordConfig
     from neuronscope.models.bundled import resolve_model
-    from neuronscope.record.pipeline import load_windows
+    from neuronscope.record.driver import load_windows
     from neuronscope.record.synthetic import CONCEPTS, concept_sets, plant
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
@@ -147,7 +147,7 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
     from neuronscope.explain.fanout import load_records
     from neuronscope.store import Store
 
-    pipeline.run_record(cfg, run, progress)
+    stages.run_record(cfg, run, progress)
     df = load_records(Store.open(run))
     e, neurons = cfg.explain, []
     for (layer, neuron), g in sorted(df.groupby(["layer", "neuron"])):
@@ -231,18 +231,18 @@ def main(argv=None) -> None:
     args = _args(argv)
     base = {
         "record": {
-            **pipeline.DEMO_OVERRIDES["record"],
+            **stages.DEMO_OVERRIDES["record"],
             "layers": args.layers,
             "neurons": args.neurons,
             "max_tokens": args.max_tokens,
         },
-        "explain": dict(pipeline.DEMO_OVERRIDES["explain"]),
+        "explain": dict(stages.DEMO_OVERRIDES["explain"]),
     }
     cfg = config_from_args(argparse.Namespace(config=None), base)
-    progress = pipeline.printer()
+    progress = stages.printer()
     t0 = time.time()
-    pipeline.ensure_ray()
-    llm = pipeline.start_llm(cfg, progress)
+    stages.ensure_ray()
+    llm = stages.start_llm(cfg, progress)
     ledger = Ledger()
     scorers = _scorers(llm, get_embedder(cfg.explain.embedder), ledger, args.scorers.split(","))
     checks = {}

@@ -140,31 +140,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # before anything imports huggingface_hub, which reads it once
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if names_a_hub_id(args) else "1")
-    from . import pipeline
+    from . import stages
 
-    progress = pipeline.printer()
+    progress = stages.printer()
     try:
         if args.command == "demo":
             out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-            cfg = config_from_args(args, pipeline.DEMO_OVERRIDES)
-            table, index = pipeline.run_demo(out, cfg, progress)
+            cfg = config_from_args(args, stages.DEMO_OVERRIDES)
+            table, index = stages.run_demo(out, cfg, progress)
             print(table)
             print(f"run: {out}")
             print(f"atlas: {index}")
         elif args.command == "record":
-            summary = pipeline.run_record(config_from_args(args), args.out, progress)
+            summary = stages.run_record(config_from_args(args), args.out, progress)
             print(f"recorded {summary}")
             print(f"run: {args.out}")
         elif args.command == "explain":
             out = args.out or args.records
             cfg = config_from_args(args)
-            summary = pipeline.run_explain(cfg, args.records, out, progress)
+            summary = stages.run_explain(cfg, args.records, out, progress)
             if cfg.explain.dry_run:
-                print(pipeline.estimate_line(summary))
+                print(stages.estimate_line(summary))
             else:
                 from .store import Store
 
-                print(pipeline.summary_table(Store.open(out)))
+                print(stages.summary_table(Store.open(out)))
                 print(f"run: {out}")
         elif args.command == "show":
             from .show import show_neuron
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 def _score(args: argparse.Namespace, progress) -> None:
     import json
 
-    from . import pipeline
+    from . import stages
     from .hypothesis import render, score_hypothesis
     from .scoring import LLM_SCORERS, SCORERS
 
@@ -217,8 +217,8 @@ def _score(args: argparse.Namespace, progress) -> None:
     names = [args.scorer] if args.scorer else list(SCORERS)
     llm = None
     if any(n in LLM_SCORERS for n in names):
-        pipeline.ensure_ray()
-        llm = pipeline.start_llm(cfg, progress)
+        stages.ensure_ray()
+        llm = stages.start_llm(cfg, progress)
     result = score_hypothesis(args.run, args.layer, args.neuron, args.explanation, names, cfg, llm=llm)
     if args.json:
 

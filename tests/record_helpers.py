@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from neuronscope.models import arch
+from neuronscope.record.driver import load_windows
 from neuronscope.record.hooks import capture, load_model
-from neuronscope.record.pipeline import load_windows
 
 # transformers config class and its size arguments, per model_type (2 layers, hidden 32)
 _GATED = dict(

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
 
-from neuronscope import pipeline, schema
+from neuronscope import schema, stages
 from neuronscope.atlas import build_atlas
 from neuronscope.atlas.search import AtlasIndex, Hit
 from neuronscope.atlas.serve import start
@@ -290,8 +290,8 @@ def test_s3_run(s3_env, cli):
 
 
 def test_demo_ends_with_the_atlas(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "run_record", lambda cfg, out, progress: make_run(Store.open(out)))
-    monkeypatch.setattr(pipeline, "run_explain", lambda cfg, records, out, progress: None)
+    monkeypatch.setattr(stages, "run_record", lambda cfg, out, progress: make_run(Store.open(out)))
+    monkeypatch.setattr(stages, "run_explain", lambda cfg, records, out, progress: None)
     out = tmp_path / "demo"
     code, lines, _err = cli("demo", "--out", str(out))
     assert code == 0 and lines[-2] == f"run: {out}" and lines[-1] == f"atlas: {out}/atlas/index.html"

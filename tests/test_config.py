@@ -83,7 +83,7 @@ def test_cli_flags_come_from_the_config_models():
 
 
 def test_demo_flags_override_demo_defaults():
-    from neuronscope.pipeline import DEMO_OVERRIDES
+    from neuronscope.stages import DEMO_OVERRIDES
 
     cfg = config_from_args(build_parser().parse_args(["demo", "--layers", "1", "--top-k", "5"]), DEMO_OVERRIDES)
     assert cfg.record.layers == "1" and cfg.record.top_k == 5

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from neuronscope import pipeline
+from neuronscope import stages
 from neuronscope.cli import build_parser, config_from_args
 from neuronscope.store import Store
 
@@ -58,20 +58,20 @@ def _check_run(run: Path, n_neurons: int) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
-    cfg = config_from_args(build_parser().parse_args(["demo", *SMALL]), pipeline.DEMO_OVERRIDES)
+    cfg = config_from_args(build_parser().parse_args(["demo", *SMALL]), stages.DEMO_OVERRIDES)
     run = tmp_path / "run"
-    pipeline.run_record(cfg, str(run), print)
-    pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
+    stages.run_record(cfg, str(run), print)
+    stages.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
     _check_run(run, 2)
-    table = pipeline.summary_table(Store.open(str(run)))
+    table = stages.summary_table(Store.open(str(run)))
     lines = table.splitlines()
     assert lines[0].startswith("scorer: embedding, self-check passed") and len(lines) == 3 + 2 + 2
     assert lines[-1].startswith("modes per neuron (2 neurons")
     assert all(ln.count(" vs ") == 4 for ln in lines[3:5]), "every score beside its control"
-    stages = Store.open(str(run)).read_json("manifest.json")["stages"]
-    assert stages["record"]["status"] == stages["explain"]["status"] == "done"
-    check = stages["explain"]["self_check"]
-    poly = stages["explain"]["summary"]["polysemanticity"]
+    by_stage = Store.open(str(run)).read_json("manifest.json")["stages"]
+    assert by_stage["record"]["status"] == by_stage["explain"]["status"] == "done"
+    check = by_stage["explain"]["self_check"]
+    poly = by_stage["explain"]["summary"]["polysemanticity"]
     assert poly["neurons"] == 2 and sum(poly["modes"].values()) == 2 and set(poly["per_layer"]) == {"3"}
     assert check["scorer"] == "embedding" and check["passed"] and check["discrimination"] >= 0.8
     expl = pd.read_parquet(run / "explanations")
@@ -79,7 +79,7 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     assert expl[["control_score", "sim_score", "sim_baseline_score", "sim_control_score"]].notna().all().all()
     # A rerun skips every finished neuron and leaves the results as they were.
     before = pd.read_parquet(run / "explanations")
-    pipeline.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
+    stages.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
     pd.testing.assert_frame_equal(before, pd.read_parquet(run / "explanations"))
 
 

@@ -16,7 +16,7 @@ from explain_helpers import MONTHS, records
 
 from neuronscope.cli import main
 from neuronscope.lease import RunLockedError, StageLease, lease_key
-from neuronscope.record.pipeline import records_key
+from neuronscope.record.driver import records_key
 from neuronscope.schema import RECORDS, conform
 from neuronscope.store import Store
 

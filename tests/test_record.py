@@ -89,12 +89,12 @@ def _assert_same(a, b):
 
 @pytest.fixture(scope="module")
 def llama_run(ray_local, tmp_path_factory, llama_dir, corpus):
-    from neuronscope.record import pipeline
+    from neuronscope.record import driver
 
     cfg = _cfg(llama_dir, corpus)
     root = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "SHARD_NEURONS", SHARD)  # 24 neurons: parts 0, 1, 2 per layer
+        mp.setattr(driver, "SHARD_NEURONS", SHARD)  # 24 neurons: parts 0, 1, 2 per layer
         summary, store = _run(ray_local, root, cfg)
     store.local_root = root
     return cfg, summary, store
@@ -320,26 +320,26 @@ def test_unsupported_architecture_lists_supported():
 
 
 def test_plan_groups_shards_into_passes(monkeypatch):
-    from neuronscope.record import pipeline
+    from neuronscope.record import driver
 
-    monkeypatch.setattr(pipeline, "SHARD_NEURONS", 10)
-    monkeypatch.setattr(pipeline, "MAX_CELLS_PER_PASS", 60)
+    monkeypatch.setattr(driver, "SHARD_NEURONS", 10)
+    monkeypatch.setattr(driver, "MAX_CELLS_PER_PASS", 60)
     neurons = list(range(24))
-    assert pipeline.plan_passes([0, 1, 2], neurons, set()) == [
+    assert driver.plan_passes([0, 1, 2], neurons, set()) == [
         ([0, 1, 2], list(range(20))),
         ([0, 1, 2], list(range(20, 24))),
     ]
-    assert pipeline.plan_passes([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
+    assert driver.plan_passes([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
         ([1], list(range(10, 20))),
         ([0, 1], list(range(20, 24))),
     ]
-    assert pipeline.plan_passes([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
+    assert driver.plan_passes([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
 
 
 def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
     import shutil
 
-    from neuronscope.record import pipeline
+    from neuronscope.record import driver
 
     cfg, summary, full = llama_run
     assert summary["shards"] == summary["shards_recorded"] == 9
@@ -348,7 +348,7 @@ def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
     store = Store.open(str(tmp_path))
     store.delete(records_key(1, 1))  # a lost shard ...
     store.delete(stats_key(2, 1))  # ... and one whose stats never landed
-    monkeypatch.setattr(pipeline, "SHARD_NEURONS", SHARD)
+    monkeypatch.setattr(driver, "SHARD_NEURONS", SHARD)
     assert record(cfg, store)["shards_recorded"] == 2
     for prefix in ("records/", "stats/"):
         _assert_same(_read(full, prefix), _read(store, prefix))

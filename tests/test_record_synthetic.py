@@ -9,7 +9,7 @@ import pytest
 
 from neuronscope.config import RecordConfig
 from neuronscope.models.bundled import resolve_model
-from neuronscope.record.pipeline import load_windows
+from neuronscope.record.driver import load_windows
 from neuronscope.record.synthetic import CONCEPTS, plant
 from neuronscope.schema import RECORDS
 

@@ -213,7 +213,7 @@ def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv
 
 
 def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_control(tmp_path):
-    from neuronscope import manifest, pipeline
+    from neuronscope import manifest, stages
     from neuronscope.explain.fanout import write_result
     from neuronscope.explain.workflow import result_row
     from neuronscope.store import Store
@@ -240,7 +240,7 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
         method="both",
     )
     write_result(store, 1, 2, [row], [])
-    lines = pipeline.summary_table(store).splitlines()
+    lines = stages.summary_table(store).splitlines()
     assert (
         lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
     )

@@ -105,7 +105,7 @@ def _num(x) -> float:
 
 def _write(store, tables: list[tuple[pa.Table, pa.Table]]) -> int:
     """Write (records, stats) pairs under the record stage's keys, grouped into its shards."""
-    from .pipeline import SHARD_NEURONS, records_key, stats_key
+    from .driver import SHARD_NEURONS, records_key, stats_key
 
     parts: dict[tuple[int, int], tuple[list, list]] = {}
     for rec, st in tables:
