@@ -43,7 +43,7 @@ RECORD = {"layers": "6,18", "neurons": "0-5", "window": 32, "max_tokens": 20_000
 EXPLAIN = {**stages.DEMO_OVERRIDES["explain"], "method": "both"}
 
 
-class Recorder:
+class LoggingLLM:
     """The LLM client, logging every request that reaches it (below the response cache) to a
     JSONL file per process, so the benchmark can replay exactly the run's engine work."""
 
@@ -166,7 +166,7 @@ def main() -> None:
         # (a) the explain stage, many workflows in flight
         n0, tok0 = served_tokens(pool)
         t0 = time.time()
-        stages.run_explain(cfg, str(first), str(first), progress, llm=Recorder(pool, str(logs)))
+        stages.run_explain(cfg, str(first), str(first), progress, llm=LoggingLLM(pool, str(logs)))
         explain_s = time.time() - t0
         n1, tok1 = served_tokens(pool)
         rows = per_neuron(Store.open(str(first)))

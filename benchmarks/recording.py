@@ -59,15 +59,15 @@ def _batches(windows: np.ndarray, batch_size: int):
         yield {"window_id": np.arange(start, start + len(w), dtype=np.int64), "tokens": w}
 
 
-class Recorder:
+class InProcessActor:
     """The record stage's per-batch path: the recording actor's fold of each batch."""
 
     def __init__(self, path: str, threads: int):
         from neuronscope.config import RecordConfig
         from neuronscope.models import arch
-        from neuronscope.record.udf import Recorder as Actor
+        from neuronscope.record.udf import Recorder
 
-        self.actor = Actor(
+        self.actor = Recorder(
             path,
             LAYERS,
             NEURONS,
@@ -139,7 +139,7 @@ def child(kind: str, n_tokens: int, batch_size: int, threads: int) -> dict:
     path, model = _load(threads)
     _configure(path)
     windows = _windows(n_tokens)
-    worker = Recorder(path, threads) if kind == "record" else Naive(model)
+    worker = InProcessActor(path, threads) if kind == "record" else Naive(model)
     if kind == "record":
         del model  # the recorder holds its own copy, as a Ray actor does
     t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def throughput(args) -> dict:
     """Tokens/s of the four contenders over the same batches, taking turns batch by batch."""
     path, model = _load(args.threads)
     _configure(path)
-    recorder = Recorder(path, args.threads)
+    recorder = InProcessActor(path, args.threads)
     naive = Naive(model)
     windows = _windows(args.warmup_tokens + args.tokens)
     warmup = windows[: args.warmup_tokens // WINDOW]

@@ -114,7 +114,7 @@ def test_pooled_score_combine_and_errors():
     both = sc.combine([a, b])
     assert both.tolist() == [0, 0, 8, 0, 6, 0]
     assert sc.result(both, items).score > max(ra.score, rb.score)
-    misses, alarms = sc.result(np.array([9.0, 0, 0, 0, 0, 0]), items).errors()
+    misses, alarms = sc.result(np.array([9.0, 0, 0, 0, 0, 0]), items).mistakes()
     assert [(m[0] is exs[0], m[1]) for m in misses] == [(True, 2), (False, 1)]
     assert [(a[0] is exs[0], a[1]) for a in alarms] == [(True, 0)]
     assert sc.covered(sc.result(both, items)) == [True, True]
@@ -123,12 +123,12 @@ def test_pooled_score_combine_and_errors():
 def test_simulate_batches_all_jobs_in_one_call():
     calls = []
 
-    class Recorder(CharTokenizer):
+    class CallLoggingLLM(CharTokenizer):
         def next_token_logprobs(self, agent, prompts, positions, top_k):
             calls.append((agent, len(prompts), top_k))
             return [[{ord("7"): 0.0} for _ in pos] for pos in positions]
 
-    llm = Recorder()
+    llm = CallLoggingLLM()
     v = S.Vocab.of(llm)
     out = S.simulate(llm, "simulate", [("x", [_ex([0, 1]), _ex([1, 0, 0])]), ("y", [_ex([2])])], v)
     assert calls == [("simulate", 3, 20)]

@@ -254,12 +254,12 @@ def test_window_guesses_decompose_the_auroc_and_show_only_real_errors():
     items = sc.items(HELDOUT, 5.0)
     y = np.array([it.label for it in items])
     perfect = sc.result(y.astype(float), items)
-    assert perfect.score == 1.0 and perfect.errors() == ([], []), "nothing to fix when every context is ranked right"
+    assert perfect.score == 1.0 and perfect.mistakes() == ([], []), "nothing to fix when every context is ranked right"
     assert set(perfect.guesses[y]) == {10.0} and set(perfect.guesses[~y]) == {0.0}
     worst_neg = int(np.flatnonzero(~y)[0])
     v = y.astype(float)
     v[worst_neg] = 2.0  # one quiet context above every activating one
     r = sc.result(v, items)
-    _misses, alarms = r.errors()
+    _misses, alarms = r.mistakes()
     assert [(a[0], a[1]) for a in alarms] == [(items[worst_neg].exemplar, items[worst_neg].pos)]
     assert np.mean(r.guesses[y]) / 10 == pytest.approx(r.score)

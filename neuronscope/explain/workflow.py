@@ -166,7 +166,7 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
     active = list(range(len(modes)))
     for rnd in range(cfg.refine_rounds):
         own = judge([(modes[i].explanation, modes[i].exemplars + list(sp.feedback)) for i in active])
-        cases = {i: r.errors() for i, r in zip(active, own)}
+        cases = {i: r.mistakes() for i, r in zip(active, own)}
         active = [i for i in active if cases[i][0] or cases[i][1]]  # nothing to fix: done
         if not active:
             break

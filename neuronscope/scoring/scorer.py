@@ -17,7 +17,7 @@ import numpy as np
 from ..explain.exemplars import Exemplar
 
 # A case whose truth and 0-10 guess differ by more than this is shown to the refine agent.
-ERROR_GAP = 2.0
+MISTAKE_GAP = 2.0
 # An exemplar is covered when its activating context outranks this share of the quiet contexts.
 COVERED_AT = 0.75
 
@@ -44,12 +44,12 @@ class ScoreResult:
     guesses: np.ndarray  # the values on the 0-10 scale, comparable with each item's level
     extra: dict  # other metrics of the same values (e.g. balanced accuracy)
 
-    def errors(self, n: int = 2) -> tuple[list, list]:
+    def mistakes(self, n: int = 2) -> tuple[list, list]:
         """(misses, false alarms): up to ``n`` items each whose guess is furthest below / above
         their true level, as (exemplar, position, guess) triples for the refine agent."""
         gaps = [(it.level - g, it, g) for it, g in zip(self.items, self.guesses)]
-        misses = [(it.exemplar, it.pos, g) for d, it, g in sorted(gaps, key=lambda x: -x[0])[:n] if d > ERROR_GAP]
-        alarms = [(it.exemplar, it.pos, g) for d, it, g in sorted(gaps, key=lambda x: x[0])[:n] if d < -ERROR_GAP]
+        misses = [(it.exemplar, it.pos, g) for d, it, g in sorted(gaps, key=lambda x: -x[0])[:n] if d > MISTAKE_GAP]
+        alarms = [(it.exemplar, it.pos, g) for d, it, g in sorted(gaps, key=lambda x: x[0])[:n] if d < -MISTAKE_GAP]
         return misses, alarms
 
 
@@ -79,7 +79,7 @@ class Scorer(ABC):
         mean over positives is the AUROC."""
         v = np.asarray(values, dtype=np.float64)
         y = np.array([it.label for it in items], dtype=bool)
-        if not y.any() or y.all():  # nothing to rank against: no item is shown as an error
+        if not y.any() or y.all():  # nothing to rank against: no item is shown as a mistake
             return np.array([it.level for it in items], dtype=np.float64)
         d = v[y][:, None] - v[~y][None, :]  # activating minus quiet, every pair
         wins = (d > 0) + 0.5 * (d == 0)
