@@ -13,7 +13,7 @@ import torch
 from record_helpers import brute, expected_top, save_tiny, tiny_model
 
 from neuronscope.config import RecordConfig
-from neuronscope.errors import ConfigError, CorpusError, ModelError
+from neuronscope.errors import ConfigError, CorpusError, ModelError, NeuronScopeError
 from neuronscope.models import arch
 from neuronscope.record import record, records_key, stats_key
 from neuronscope.record.fold import LayerFold, token_codes
@@ -133,22 +133,44 @@ def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, batch_size
         _assert_same(_read(store, prefix), _read(other, prefix))
 
 
-def test_more_actors_than_free_cpus_do_not_stall_the_pass(llama_run, ray_local, tmp_path):
-    """An engine holding a CPU leaves room for one recorder of two: the pass runs with one."""
-    cfg, _, store = llama_run
+@pytest.fixture
+def hold_cpus(ray_local):
+    """Hold CPUs of the test Ray (as an LLM engine would) so that exactly ``n`` stay free."""
+    held = []
 
-    @ray_local.remote(num_cpus=1)
+    @ray_local.remote
     class Holder:
         def ready(self):
             return True
 
-    holder = Holder.remote()
-    ray_local.get(holder.ready.remote())
-    try:
-        seen = []
-        _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(num_actors=2)), progress=seen.append)
-    finally:
-        ray_local.kill(holder)
+    def hold(n: int) -> None:
+        busy = int(ray_local.available_resources().get("CPU", 0)) - n
+        if busy > 0:  # the session's vLLM engine, when started, already holds one
+            held.append(Holder.options(num_cpus=busy).remote())
+            ray_local.get(held[-1].ready.remote())
+
+    yield hold
+    for h in held:
+        ray_local.kill(h)
+
+
+def test_no_free_cpu_is_a_clear_error_after_the_wait(ray_local, hold_cpus, monkeypatch):
+    from neuronscope.record import driver
+
+    hold_cpus(0)
+    monkeypatch.setattr(driver, "CPU_WAIT_S", 1.0)
+    seen: list[str] = []
+    with pytest.raises(NeuronScopeError, match=r"no CPU of the Ray cluster \(2 in all\) came free in 1 s"):
+        driver._free_resources(seen.append)
+    assert seen == ["record: every CPU of the Ray cluster is held by other work; waiting up to 1 s"]
+
+
+def test_more_actors_than_free_cpus_do_not_stall_the_pass(llama_run, ray_local, tmp_path, hold_cpus):
+    """Other work holding all CPUs but one leaves room for one recorder of two: the pass runs with one."""
+    cfg, _, store = llama_run
+    hold_cpus(1)
+    seen: list[str] = []
+    _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(num_actors=2)), progress=seen.append)
     assert any("1 of 2 recording actors" in m for m in seen)
     for prefix in ("records/", "stats/"):
         _assert_same(_read(store, prefix), _read(other, prefix))

@@ -25,6 +25,7 @@ SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
 # layer x neuron summaries in one pass over the corpus: each holds its exemplars' windows
 # (40 x 64 float32 at the defaults: 10 kB), so this bounds a pass's memory
 MAX_CELLS_PER_PASS = 1 << 16
+CPU_WAIT_S = 600.0  # how long a pass waits for a free CPU before giving up
 PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
 
 
@@ -56,13 +57,32 @@ def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
     return ray.data.from_arrow(blocks)
 
 
+def _free_resources(progress: Progress) -> dict:
+    """The cluster's free resources once at least one CPU is free (the pass's data tasks and a
+    recorder need one); waits up to CPU_WAIT_S, as an autoscaler may be adding a node."""
+    import ray
+
+    deadline = time.monotonic() + CPU_WAIT_S
+    free = ray.available_resources()
+    if free.get("CPU", 0) < 1:
+        progress(f"record: every CPU of the Ray cluster is held by other work; waiting up to {CPU_WAIT_S:.0f} s")
+    while free.get("CPU", 0) < 1:
+        if time.monotonic() > deadline:
+            raise NeuronScopeError(
+                f"record: no CPU of the Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} in all) came free "
+                f"in {CPU_WAIT_S:.0f} s; stop the work holding them (an LLM engine, another run) or add a node"
+            )
+        time.sleep(1.0)
+        free = ray.available_resources()
+    return free
+
+
 def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
     """How many recorders to start: at most what the cluster's free CPUs (and GPUs) hold now.
     Every split of a streaming_split must be read for any to advance, so a recorder left waiting
     for resources (an LLM engine holding a CPU, say) would stall the ones that started."""
-    import ray
 
-    free = ray.available_resources()
+    free = _free_resources(progress)
     n = min(cfg.num_actors, int(free.get("CPU", 0)))
     if cfg.num_gpus_per_actor:
         n = min(n, int(free.get("GPU", 0) / cfg.num_gpus_per_actor))
