@@ -3,6 +3,7 @@ serve endpoint, on a small planted run made without any model."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import shutil
@@ -11,6 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
@@ -19,7 +21,7 @@ from neuronscope import schema, stages
 from neuronscope.atlas import build_atlas
 from neuronscope.atlas.search import AtlasIndex, Hit
 from neuronscope.atlas.serve import start
-from neuronscope.atlas.site import js_shard
+from neuronscope.atlas.site import js_shard, shard_name
 from neuronscope.atlas.table import density
 from neuronscope.cli import main
 from neuronscope.explain.fanout import write_result
@@ -51,6 +53,24 @@ def shard(path: Path):
     name, _, body = text.partition("]=")
     assert name.startswith("window.NS_DATA[") and body.endswith(";\n")
     return json.loads(body[:-2])
+
+
+def neuron_data(atlas: Path, layer: int, neuron: int) -> dict:
+    """The neuron's page data as the page's script puts it together: its entry in its shard, each
+    exemplar with its tokens (from the text shards) and activations (decoded)."""
+    d = shard(atlas / "data" / f"{shard_name(layer, neuron)}.js")[f"L{layer}_N{neuron}"]
+    cols, per = d["exemplars"], shard(atlas / "data" / "index.js")["texts_per_shard"]
+    acts = np.frombuffer(base64.b64decode(cols["acts"]), "<f4")
+    ends = np.cumsum(cols["n"]).tolist()
+    d["exemplars"] = [
+        {
+            **{c: cols[c][i] for c in ("kind", "rank", "window_id", "max_act", "max_pos")},
+            "tokens": shard(atlas / "data" / f"texts_{t // per}.js")[t % per],
+            "acts": acts[end - n : end].tolist(),
+        }
+        for i, (t, n, end) in enumerate(zip(cols["text"], cols["n"], ends))
+    ]
+    return d
 
 
 def test_neurons_table(run):
@@ -132,11 +152,11 @@ def test_semantic_search(run):
 
 
 def test_shards_escape_hostile_strings(run):
-    data = Path(run) / "atlas" / "data" / "L3_N2.js"
-    raw = data.read_bytes()
-    for bad in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()):
-        assert bad not in raw
-    obj = shard(data)
+    for data in (Path(run) / "atlas" / "data").glob("*.js"):
+        raw = data.read_bytes()
+        for bad in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()):
+            assert bad not in raw
+    obj = neuron_data(Path(run) / "atlas", 3, 2)
     assert (
         obj["exemplars"][0]["tokens"][2] == " " + SCRIPT_TOKEN and obj["exemplars"][0]["tokens"][4] == " " + IMG_TOKEN
     )
@@ -148,20 +168,24 @@ def test_shards_escape_hostile_strings(run):
 
 
 def test_neuron_shards(run):
-    n1 = shard(Path(run) / "atlas" / "data" / "L3_N1.js")
+    atlas = Path(run) / "atlas"
+    n1 = neuron_data(atlas, 3, 1)
     assert [r["mode"] for r in n1["rows"]] == [0, 1]
-    modes = {e["window_id"]: e["mode"] for e in n1["exemplars"] if e["kind"] == "top"}
-    assert set(modes.values()) == {0, 1} and len(modes) == 10
+    top = [e["window_id"] for e in n1["exemplars"] if e["kind"] == "top"]
+    assert sorted(top) == sorted(w for r in n1["rows"] for w in r["exemplar_ids"]) and len(top) == 10
     kinds = [e["kind"] for e in n1["exemplars"]]
     assert kinds == sorted(kinds, key=lambda k: (k != "top", k)) and "quantile_1" in kinds
-    assert sum(n1["histogram"]["counts"]) == n1["histogram"]["n"] > 0
+    recs = pd.read_parquet(Path(run) / "records").query("layer == 3 and neuron == 1")
+    for e in n1["exemplars"]:  # tokens and activations as recorded (float32)
+        rec = recs[(recs["kind"] == e["kind"]) & (recs["rank"] == e["rank"])].iloc[0]
+        assert e["tokens"] == list(rec["tokens"]) and e["acts"] == list(np.float32(rec["activations"]))
     assert n1["transcript"] == "../transcripts/layer_003/neuron_00001.jsonl"
     assert (Path(run) / "atlas" / n1["transcript"]).is_file()
     assert [s["id"] for s in n1["similar"]] and all(s["id"] != "L3_N1" for s in n1["similar"])
-    index = shard(Path(run) / "atlas" / "data" / "index.js")
+    index = shard(atlas / "data" / "index.js")
     assert [n["id"] for n in index["neurons"]] == ["L3_N0", "L3_N1", "L3_N2", "L3_N3", "L5_N7"]
     assert index["model"] == "planted"
-    unexplained = shard(Path(run) / "atlas" / "data" / "L3_N3.js")
+    unexplained = neuron_data(atlas, 3, 3)
     assert (
         unexplained["rows"][0]["status"] == "unexplained"
         and unexplained["exemplars"]
@@ -176,7 +200,7 @@ def test_transcript_links_follow_compaction(tmp_path):
     make_run(Store.open(path))
     compact(Store.open(path), 3, [0, 1, 2])
     build_atlas(path)
-    link = shard(Path(path) / "atlas" / "data" / "L3_N1.js")["transcript"]
+    link = neuron_data(Path(path) / "atlas", 3, 1)["transcript"]
     assert link.startswith("../transcripts/layer_003/part-") and (Path(path) / "atlas" / link).is_file()
     assert '"neuron": 1' in (Path(path) / "atlas" / link).read_text()
 
@@ -188,7 +212,7 @@ def test_cli_atlas_elsewhere(run, cli, tmp_path):
     code, lines, _err = cli("atlas", run, "--out", str(out))
     assert code == 0 and lines[-1] == f"atlas: {out}/index.html"
     assert (out / "index.html").is_file() and not (out / "data" / "L9_N9.js").exists()
-    link = shard(out / "data" / "L3_N0.js")["transcript"]
+    link = neuron_data(out, 3, 0)["transcript"]
     assert not link.startswith("/") and (out / link).resolve() == (
         Path(run) / "transcripts/layer_003/neuron_00000.jsonl"
     )
@@ -280,10 +304,10 @@ def test_s3_run(s3_env, cli):
     code, lines, _err = cli("atlas", uri)
     assert code == 0 and lines[-1] == f"atlas: {uri}/atlas/index.html"
     store = Store.open(uri)
-    assert {"atlas/index.html", "atlas/atlas.js", "atlas/data/L3_N0.js", "atlas/explanations.faiss"} <= set(
+    assert {"atlas/index.html", "atlas/atlas.js", "atlas/data/L3_S0.js", "atlas/explanations.faiss"} <= set(
         store.list("atlas/")
     )
-    link = json.loads(store.read_bytes("atlas/data/L3_N0.js").decode().partition("]=")[2][:-2])["transcript"]
+    link = json.loads(store.read_bytes("atlas/data/L3_S0.js").decode().partition("]=")[2][:-2])["L3_N0"]["transcript"]
     assert link == "../transcripts/layer_003/neuron_00000.jsonl"
     code, lines, _err = cli("search", uri, "calendar months")
     assert code == 0 and lines[0].startswith("L3 N0 mode 0")

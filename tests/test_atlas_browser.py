@@ -199,12 +199,12 @@ def test_hostile_corpus_text_renders_as_text(run, watched):
 def test_missing_shard_shows_an_error(run, watched, tmp_path):
     atlas = tmp_path / "atlas"
     shutil.copytree(run / "atlas", atlas)
-    (atlas / "data" / "L3_N1.js").unlink()
+    (atlas / "data" / "L3_S0.js").unlink()
     watched.allow.append("ERR_FILE_NOT_FOUND")  # Chromium's own report of the missing file
     page = watched.page
     page.goto(url(atlas, "#/L3/N1"))
     page.wait_for_selector("#error:not([hidden])")
-    assert "data/L3_N1.js" in page.inner_text("#error")
+    assert "data/L3_S0.js" in page.inner_text("#error")
     watched.shot("missing-shard")
     (atlas / "data" / "index.js").unlink()
     page.goto(url(atlas))

@@ -12,19 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from urllib.parse import quote, urlsplit
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..explain.outputs import jsonable
 from ..store import Store
+from .exemplars import exemplars
 from .semantic import similar_neurons
 from .table import neuron_id
 
 STATIC = ("index.html", "atlas.js", "atlas.css")
 DATA_DIR = "data/"
 INDEX_SHARD = "index"
-HIST_BINS = 24
+NEURONS_PER_SHARD = 64  # a neuron's page loads the shard of its 64 neighbours in the layer (~1 MB)
+TEXTS_SHARD, TEXTS_PER_SHARD = "texts_", 64  # distinct token lists: a page loads those of its exemplars
 WRITE_THREADS, WRITE_BATCH = 16, 256  # shards are small: many writes in flight, a bounded batch in memory
 INDEX_COLUMNS = [
     "status",
@@ -39,13 +40,23 @@ INDEX_COLUMNS = [
     "max",
 ]
 # JSON may hold any corpus string: these would end the <script> or start markup in the shard.
-_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_UNSAFE = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def _json(obj) -> str:
+    """Strict JSON text; the generic clean-up (NaN as null, numpy values) only where it is needed."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError):
+        text = json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for bad, escaped in _UNSAFE:  # str.replace: much faster than translate() on megabytes
+        text = text.replace(bad, escaped)
+    return text
 
 
 def js_shard(name: str, obj) -> bytes:
     """``obj`` as a script that stores it in ``window.NS_DATA[name]``."""
-    text = json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return f"window.NS_DATA[{json.dumps(name).translate(_UNSAFE)}]={text.translate(_UNSAFE)};\n".encode()
+    return f"window.NS_DATA[{_json(name)}]={_json(obj)};\n".encode()
 
 
 def relative_link(run: Store, out: Store, key: str) -> str:
@@ -75,51 +86,25 @@ def index_shard(neurons: dict, manifest: dict) -> dict:
         for key, rows in neurons.items()
     ]
     record = manifest.get("stages", {}).get("record", {}).get("inputs", {})
-    return {"model": record.get("model"), "corpus": record.get("corpus"), "neurons": out}
+    return {
+        "model": record.get("model"),
+        "corpus": record.get("corpus"),
+        "neurons_per_shard": NEURONS_PER_SHARD,
+        "texts_per_shard": TEXTS_PER_SHARD,
+        "neurons": out,
+    }
 
 
-def _exemplars(records: pd.DataFrame, rows: list[dict]) -> list[dict]:
-    """The neuron's exemplars, top first then random then quantile samples; top ones name their mode."""
-    mode_of = {w: r["mode"] for r in rows if r["mode"] >= 0 for w in r["exemplar_ids"]}
-    order = records.assign(_top=records["kind"] != "top").sort_values(["_top", "kind", "rank"])
-    return [
-        {
-            "kind": r.kind,
-            "rank": int(r.rank),
-            "window_id": int(r.window_id),
-            "tokens": list(r.tokens),
-            "acts": np.round(np.asarray(r.activations, dtype=float), 4),
-            "max_act": float(r.max_act),
-            "max_pos": int(r.max_pos),
-            "mode": mode_of.get(int(r.window_id)) if r.kind == "top" else None,
-        }
-        for r in order.itertuples(index=False)
-    ]
-
-
-def histogram(records: pd.DataFrame) -> dict | None:
-    """Activation counts over the uniform samples (random and quantile exemplars), else the top ones."""
-    sample = records[records["kind"] != "top"]
-    source = "random and quantile exemplars" if len(sample) else "top exemplars"
-    sample = sample if len(sample) else records
-    if sample.empty:
-        return None
-    acts = np.concatenate(sample["activations"].to_numpy()).astype(float)
-    counts, edges = np.histogram(acts, bins=HIST_BINS)
-    return {"counts": counts, "edges": np.round(edges, 4), "source": source, "n": len(acts)}
-
-
-def neuron_shard(
-    rows: list[dict], records: pd.DataFrame, similar: list, explanations: dict, transcript: str | None
-) -> dict:
+def neuron_entry(rows: list[dict], exemplars: dict, similar: list, explanations: dict, transcript: str | None) -> dict:
+    """What the neuron's page shows: its table rows (their exemplar ids give each top exemplar its
+    mode), exemplars as columns, similar neurons and the transcript link."""
     layer, neuron = rows[0]["layer"], rows[0]["neuron"]
     return {
         "id": neuron_id(layer, neuron),
         "layer": layer,
         "neuron": neuron,
-        "rows": [{k: v for k, v in r.items() if k != "exemplar_ids"} for r in rows],
-        "exemplars": _exemplars(records, rows),
-        "histogram": histogram(records),
+        "rows": rows,
+        "exemplars": exemplars,
         "transcript": transcript,
         "similar": [
             {
@@ -134,18 +119,9 @@ def neuron_shard(
     }
 
 
-def _neuron_slices(records: pa.Table) -> tuple[pa.Table, dict]:
-    """``records`` sorted by layer and neuron (the record stage writes them so), and each neuron's
-    (offset, length) in it: a neuron's rows are then a zero-copy slice."""
-    key = records["layer"].to_numpy().astype(np.int64) << 32 | records["neuron"].to_numpy().astype(np.int64)
-    if len(key) and np.any(key[1:] < key[:-1]):
-        records = records.sort_by([("layer", "ascending"), ("neuron", "ascending")])
-        key = np.sort(key)
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], len(key)]
-    return records, {
-        (int(k >> 32), int(k & 0xFFFFFFFF)): (int(a), int(b - a)) for k, a, b in zip(key[starts], starts, ends)
-    }
+def shard_name(layer: int, neuron: int) -> str:
+    """The data shard holding the neuron's page data."""
+    return f"L{int(layer)}_S{int(neuron) // NEURONS_PER_SHARD}"
 
 
 def _write_all(out: Store, items) -> list[str]:
@@ -158,37 +134,54 @@ def _write_all(out: Store, items) -> list[str]:
     return keys
 
 
-def _shards(run: Store, out: Store, built):
-    """(key, bytes) of the index shard, then of each neuron's shard, made one at a time."""
+def _neuron_shards(run: Store, out: Store, built, neurons: dict):
+    """(key, bytes) of each shard of NEURONS_PER_SHARD neurons of a layer."""
     tables = built.tables
-    neurons: dict = {}  # (layer, neuron) -> its rows, in table order (sorted)
-    for row in built.table.to_pylist():
-        neurons.setdefault((row["layer"], row["neuron"]), []).append(row)
     similar = (
         similar_neurons(built.atlas.neurons, built.atlas.index, built.vectors, built.ids) if len(built.ids) else {}
     )
     explanations = {key: rows[0]["explanation"] for key, rows in neurons.items()}
-    records, slices = _neuron_slices(tables.records)
-    yield DATA_DIR + INDEX_SHARD + ".js", js_shard(INDEX_SHARD, index_shard(neurons, tables.manifest))
-    for key, rows in neurons.items():
-        transcript = tables.transcript(*key)
-        shard = neuron_shard(
-            rows,
-            records.slice(*slices.get(key, (0, 0))).to_pandas(),
-            similar.get(key, []),
-            explanations,
-            relative_link(run, out, transcript) if transcript else None,
-        )
-        yield DATA_DIR + shard["id"] + ".js", js_shard(shard["id"], shard)
+    ex = exemplars(tables.records)
+    for name, keys in itertools.groupby(neurons, key=lambda k: shard_name(*k)):
+        entries = {}
+        for key in keys:
+            transcript = tables.transcript(*key)
+            link = relative_link(run, out, transcript) if transcript else None
+            entry = neuron_entry(neurons[key], ex.columns(key), similar.get(key, []), explanations, link)
+            entries[entry["id"]] = entry
+        yield DATA_DIR + name + ".js", js_shard(name, entries)
+    for k in range(0, len(ex.texts), TEXTS_PER_SHARD):
+        name = f"{TEXTS_SHARD}{k // TEXTS_PER_SHARD}"
+        yield DATA_DIR + name + ".js", js_shard(name, ex.texts.slice(k, TEXTS_PER_SHARD).to_pylist())
+
+
+def _finite(table: pa.Table) -> pa.Table:
+    """NaN and infinities of the float columns as nulls (strict JSON), column by column in Arrow:
+    the shards then need no clean-up row by row."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_floating(field.type):
+            col = table.column(i)
+            table = table.set_column(i, field, pc.if_else(pc.is_finite(col), col, pa.scalar(None, field.type)))
+    return table
+
+
+def _shards(run: Store, out: Store, built):
+    """(key, bytes) of the index shard, then of the neuron and text shards, made one at a time."""
+    neurons: dict = {}  # (layer, neuron) -> its rows, in table order (sorted)
+    for row in _finite(built.table).to_pylist():
+        neurons.setdefault((row["layer"], row["neuron"]), []).append(row)
+    yield DATA_DIR + INDEX_SHARD + ".js", js_shard(INDEX_SHARD, index_shard(neurons, built.tables.manifest))
+    yield from _neuron_shards(run, out, built, neurons)
 
 
 def write_site(run: Store, out: Store, built, progress=None) -> None:
     """index.html, its script, style and data shards; shards of neurons no longer in the run are removed."""
     static = resources.files(__package__).joinpath("static")
     written = set(_write_all(out, _shards(run, out, built)))
+    neurons = {(r["layer"], r["neuron"]) for r in built.table.select(["layer", "neuron"]).to_pylist()}
     for key in out.list(DATA_DIR):
         if key not in written:
             out.delete(key)
     _write_all(out, iter([(name, static.joinpath(name).read_bytes()) for name in STATIC]))
     if progress:
-        progress(f"atlas: {len(written) - 1} neuron pages in {out.uri}")
+        progress(f"atlas: {len(neurons)} neuron pages in {out.uri}")

@@ -6,6 +6,7 @@ window.NS_DATA = window.NS_DATA || {};
 (function () {
   const MAX_ROWS = 1000; // rows drawn at once; the count still covers every match
   const SEARCH_K = 50;
+  const HIST_BINS = 24;
   const $ = (id) => document.getElementById(id);
   const state = {
     index: null,
@@ -189,9 +190,66 @@ window.NS_DATA = window.NS_DATA || {};
     const view = $("neuron-view");
     view.hidden = false;
     view.replaceChildren(pager(id), el("p", {}, "Loading…"));
-    const d = await load(id);
+    const d = await neuronData(layer, neuron);
     view.replaceChildren(pager(id), el("div", { id: "neuron" }, neuronPage(d)));
     window.scrollTo(0, 0);
+  }
+
+  // A neuron's data is in the shard of its block of neighbours in the layer; its exemplars come
+  // as columns, their token lists (shared by many neurons) in text shards, their activations as
+  // base64 little-endian float32.
+  async function neuronData(layer, neuron) {
+    const per = state.index.neurons_per_shard;
+    const name = `L${layer}_S${Math.floor(neuron / per)}`;
+    const d = (await load(name))[`L${layer}_N${neuron}`];
+    if (!d) throw new Error(`data shard data/${name}.js does not hold layer ${layer} neuron ${neuron}`);
+    const exemplars = exemplarList(d.exemplars, d.rows, await loadTexts(d.exemplars.text));
+    return { ...d, exemplars, histogram: histogram(exemplars) }; // the shard's own entry stays as loaded
+  }
+
+  async function loadTexts(ids) {
+    const per = state.index.texts_per_shard;
+    const shards = [...new Set(ids.map((t) => Math.floor(t / per)))];
+    const loaded = await Promise.all(shards.map((k) => load(`texts_${k}`)));
+    const at = new Map(shards.map((k, i) => [k, loaded[i]]));
+    return ids.map((t) => at.get(Math.floor(t / per))[t % per]);
+  }
+
+  function floats(b64) {
+    const bin = atob(b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new Float32Array(bytes.buffer); // little-endian, as on every platform browsers run on
+  }
+
+  // Top exemplars take the mode whose exemplars list their window.
+  function exemplarList(c, rows, texts) {
+    const modeOf = new Map();
+    for (const r of rows) if (r.mode >= 0) for (const w of r.exemplar_ids) modeOf.set(w, r.mode);
+    const acts = floats(c.acts);
+    let at = 0;
+    return c.kind.map((kind, i) => {
+      const e = { kind, rank: c.rank[i], window_id: c.window_id[i], tokens: texts[i], max_act: c.max_act[i],
+        max_pos: c.max_pos[i], acts: Array.from(acts.subarray(at, at + c.n[i])),
+        mode: kind === "top" && modeOf.has(c.window_id[i]) ? modeOf.get(c.window_id[i]) : null };
+      at += c.n[i];
+      return e;
+    });
+  }
+
+  // Activation counts over the uniform samples (random and quantile exemplars), else the top ones,
+  // in HIST_BINS equal bins from the least to the largest (the last bin closed), as numpy's.
+  function histogram(exemplars) {
+    const sample = exemplars.filter((e) => e.kind !== "top");
+    const source = sample.length ? "random and quantile exemplars" : "top exemplars";
+    const acts = (sample.length ? sample : exemplars).flatMap((e) => e.acts).filter(isNum);
+    if (!acts.length) return null;
+    let lo = acts.reduce((m, a) => Math.min(m, a)), hi = acts.reduce((m, a) => Math.max(m, a));
+    if (lo === hi) [lo, hi] = [lo - 0.5, hi + 0.5];
+    const counts = new Array(HIST_BINS).fill(0);
+    for (const a of acts) counts[Math.min(Math.floor(((a - lo) / (hi - lo)) * HIST_BINS), HIST_BINS - 1)]++;
+    const edges = counts.map((_, i) => lo + ((hi - lo) * i) / HIST_BINS).concat(hi);
+    return { counts, edges, source, n: acts.length };
   }
 
   function pager(id) {

@@ -1,0 +1,97 @@
+"""Every exemplar of a run in the order its neuron's page shows them, as columns, built in Arrow
+and numpy: a whole-model run has millions of exemplars of 64 tokens, too many for Python objects.
+
+The texts are stored once per distinct token list (a whole-model run's neurons share the corpus
+windows); each exemplar names its text and carries its activations as little-endian float32,
+base64-encoded."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass
+class Exemplars:
+    slices: dict  # (layer, neuron) -> (offset, length) of its exemplars in the columns below
+    kind: np.ndarray  # str objects
+    rank: np.ndarray
+    window_id: np.ndarray
+    max_act: np.ndarray  # float64, rounded: shown with 3 decimals
+    max_pos: np.ndarray
+    text: np.ndarray  # index of the exemplar's token list in ``texts``
+    starts: np.ndarray  # offset of each exemplar's activations in ``acts``; one more at the end
+    acts: np.ndarray  # float32, every exemplar's activations one after the other
+    texts: pa.Array  # list<string>: the distinct token lists
+
+    def columns(self, key: tuple[int, int]) -> dict:
+        """The neuron's exemplars as JSON-ready columns (empty for a neuron without records)."""
+        a, n = self.slices.get(key, (0, 0))
+        s = slice(a, a + n)
+        acts = self.acts[self.starts[a] : self.starts[a + n]] if n else self.acts[:0]
+        return {
+            **{c: getattr(self, c)[s].tolist() for c in ("kind", "rank", "window_id", "max_act", "max_pos", "text")},
+            "n": np.diff(self.starts[a : a + n + 1]).tolist() if n else [],
+            "acts": base64.b64encode(acts.astype("<f4").tobytes()).decode("ascii"),
+        }
+
+
+def _text_codes(tokens: pa.ChunkedArray) -> pa.DictionaryArray:
+    """One code per distinct token list. Lists are compared as their joined text: backslashes and
+    NULs in tokens are escaped first and the length leads, so two lists join alike only when equal."""
+    lists = tokens.combine_chunks()
+    flat = pc.list_flatten(lists)
+    flat = pc.replace_substring(pc.replace_substring(flat, "\\", "\\\\"), "\x00", "\\0")
+    offsets = pc.subtract(lists.offsets, lists.offsets[0])
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, flat), "\x00")
+    keyed = pc.binary_join_element_wise(pc.cast(pc.list_value_length(lists), pa.string()), joined, "|")
+    return pc.dictionary_encode(keyed)
+
+
+def page_order(records: pa.Table) -> np.ndarray:
+    """Row order of the pages: by layer and neuron; top exemplars first, then the other kinds
+    (random, quantile_*) by name; by rank within a kind."""
+    kinds = pc.dictionary_encode(records["kind"].combine_chunks())
+    names = kinds.dictionary.to_pylist()
+    place = sorted(range(len(names)), key=lambda i: (names[i] != "top", names[i]))
+    kind_key = np.argsort(np.asarray(place, np.int64))[kinds.indices.to_numpy()]
+    cols = [records[c].to_numpy() for c in ("rank", "neuron", "layer")]
+    return np.lexsort((cols[0], kind_key, cols[1], cols[2]))
+
+
+def _slices(layer: np.ndarray, neuron: np.ndarray) -> dict:
+    """(layer, neuron) -> (offset, length) of its rows in sorted columns."""
+    key = layer.astype(np.int64) << 32 | neuron.astype(np.int64)
+    if not len(key):
+        return {}
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    return {(int(k >> 32), int(k & 0xFFFFFFFF)): (int(a), int(b - a)) for k, a, b in zip(key[starts], starts, ends)}
+
+
+def exemplars(records: pa.Table) -> Exemplars:
+    """The run's exemplars in page order, with their distinct texts."""
+    codes = _text_codes(records["tokens"])
+    first = np.unique(codes.indices.to_numpy(), return_index=True)[1] if len(records) else np.zeros(0, np.int64)
+    texts = records["tokens"].combine_chunks().take(pa.array(first, pa.int64()))
+    perm = pa.array(page_order(records), pa.int64())
+    t = records.select(["layer", "neuron", "kind", "rank", "window_id", "max_act", "max_pos"]).take(perm)
+    acts = records["activations"].combine_chunks().take(perm)
+    lens = pc.list_value_length(acts).to_numpy(zero_copy_only=False)
+    col = {c: t[c].to_numpy() for c in t.column_names}
+    return Exemplars(
+        slices=_slices(col["layer"], col["neuron"]),
+        kind=t["kind"].to_numpy().astype(object),
+        rank=col["rank"],
+        window_id=col["window_id"],
+        max_act=np.round(col["max_act"].astype(np.float64), 4),
+        max_pos=col["max_pos"],
+        text=codes.indices.to_numpy()[perm.to_numpy()],
+        starts=np.r_[0, np.cumsum(lens)].astype(np.int64),
+        acts=pc.list_flatten(acts).to_numpy(zero_copy_only=False).astype(np.float32),
+        texts=texts,
+    )
