@@ -207,11 +207,7 @@ def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wa
         f"| decoder-stack forward, before / after the recording | {fwd[0]:.0f} / {fwd[1]:.0f} tok/s |",
         f"| `record`, {rec['tokens']} tokens, end to end | {rec['seconds']:.1f} s = {rec['tokens'] / rec['seconds']:.0f} tok/s |",
         f"| **R1_e2e** = record / forward (goal >= 0.90) | **{r1:.3f}** |",
-        f"| **atlas_s**: `build_atlas`, {rec['neurons']} neuron pages (goal <= 300) | **{atlas['build_s']:.1f}** "
-        f"(nan: not done within the {atlas['budget_s']:.0f} s budget) |",
-        f"| atlas size on disk (at the end or when stopped) | {atlas['mb']:.0f} MB in {atlas['files']} files |",
-        f"| **index_ms**: index page to first table rows, headless Chromium (goal <= 2000) | **{atlas['index_ms']:.0f}** |",
-        f"| **search_ms**: median token search over {len(QUERIES)} queries (goal <= 200) | **{atlas['search_ms']:.1f}** |",
+        *_atlas_rows(atlas, rec["neurons"]),
         "",
         "Peak RSS of the recording processes (fresh driver and Ray per row):",
         "",
@@ -224,6 +220,40 @@ def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wa
         "",
     ]
     return "\n".join(lines), r1
+
+
+def _atlas_rows(atlas: dict, neurons: int) -> list[str]:
+    return [
+        f"| **atlas_s**: `build_atlas`, {neurons} neuron pages (goal <= 300) | **{atlas['build_s']:.1f}** "
+        f"(nan: not done within the {atlas['budget_s']:.0f} s budget) |",
+        f"| atlas size on disk (at the end or when stopped) | {atlas['mb']:.0f} MB in {atlas['files']} files |",
+        f"| **index_ms**: index page to first table rows, headless Chromium (goal <= 2000) | **{atlas['index_ms']:.0f}** |",
+        f"| **search_ms**: median token search over {len(QUERIES)} queries (goal <= 200) | **{atlas['search_ms']:.1f}** |",
+        f"| load average (1 / 5 / 15 min) when the atlas was done | {atlas['load']} |",
+    ]
+
+
+def _atlas_section(run: str, atlas: dict, wall: float) -> str:
+    """The section of a run recorded earlier (``--run``): the atlas measures only."""
+    import pandas as pd
+
+    stats = pd.read_parquet(Path(run) / "stats", columns=["n_tokens"])
+    lines = [
+        f"## Whole-model atlas (atlas_s, index_ms, search_ms) — {dt.date.today().isoformat()}",
+        "",
+        f"Command: `python benchmarks/atlas.py{''.join(' ' + a for a in sys.argv[1:])}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores. Model {MODEL}, all {len(stats)} neurons; corpus "
+        f"{CORPUS}, {int(stats['n_tokens'].max())} tokens recorded earlier (not measured here: R1_e2e, peak memory).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *_atlas_rows(atlas, len(stats)),
+        "",
+        f"Wall time of the benchmark: {wall:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _append(results: Path, text: str) -> None:
@@ -262,6 +292,7 @@ def _atlas(run: str, budget_s: float) -> dict:
         "mb": sum(p.stat().st_size for p in files) / 2**20,
         "index_ms": index_ms(str(folder / "index.html")) if finished else math.nan,
         "search_ms": search_ms(str(folder))[0] if searchable else math.nan,
+        "load": " / ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
 
@@ -276,6 +307,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (forward and recording actor)")
     p.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray")
     p.add_argument("--atlas-budget", type=float, default=1800, help="seconds build_atlas may take before it is stopped")
+    p.add_argument(
+        "--run",
+        help="run folder to record into and keep; when it holds records already, only the atlas is built and measured",
+    )
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     p.add_argument("--child-tokens", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -285,21 +320,31 @@ def main() -> None:
         return
 
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        fwd = [stack_tok_s(args.forward_tokens, args)]
-        rec = record_run(args.tokens, tmp, args)
-        fwd.append(stack_tok_s(args.forward_tokens, args))
-        print(f"record: {rec}, forward tok/s {fwd}", flush=True)
-        atlas = _atlas(tmp, args.atlas_budget)
-        print(f"atlas: {atlas}", flush=True)
-    mem = [_memory_child(n, args) for n in (args.mem_tokens, 4 * args.mem_tokens)]
-    text, r1 = _section(args, fwd, rec, mem, atlas, time.time() - t0)
+    if args.run and (Path(args.run) / "records").is_dir():
+        atlas = _atlas(args.run, args.atlas_budget)
+        text, r1 = _atlas_section(args.run, atlas, time.time() - t0), math.nan
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            fwd, rec, atlas = _record_and_build(args.run or tmp, args)
+        mem = [_memory_child(n, args) for n in (args.mem_tokens, 4 * args.mem_tokens)]
+        text, r1 = _section(args, fwd, rec, mem, atlas, time.time() - t0)
     _append(Path(args.results), text)
     print(text)
     print(
         f"R1_e2e={r1:.3f} atlas_s={atlas['build_s']:.1f} index_ms={atlas['index_ms']:.0f} "
         f"search_ms={atlas['search_ms']:.1f}"
     )
+
+
+def _record_and_build(run: str, args) -> tuple[list[float], dict, dict]:
+    """The forward before and after recording every neuron into ``run``; then its atlas."""
+    fwd = [stack_tok_s(args.forward_tokens, args)]
+    rec = record_run(args.tokens, run, args)
+    fwd.append(stack_tok_s(args.forward_tokens, args))
+    print(f"record: {rec}, forward tok/s {fwd}", flush=True)
+    atlas = _atlas(run, args.atlas_budget)
+    print(f"atlas: {atlas}", flush=True)
+    return fwd, rec, atlas
 
 
 if __name__ == "__main__":
