@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
 
@@ -321,3 +322,11 @@ def test_demo_ends_with_the_atlas(cli, tmp_path, monkeypatch):
     assert code == 0 and lines[-2] == f"run: {out}" and lines[-1] == f"atlas: {out}/atlas/index.html"
     assert (out / "atlas" / "index.html").is_file()
     assert not math.isnan(pd.read_parquet(out / "atlas" / "neurons.parquet")["score"].iloc[0])
+
+
+def test_exemplar_texts_are_stored_once_per_distinct_token_list():
+    from neuronscope.atlas.exemplars import _text_codes
+
+    lists = [["a", "b"], ["a\x00b"], ["a", "b"], [], [""], ["a\\", "0b"], ["a\\0b"]]
+    codes = _text_codes(pa.chunked_array([pa.array(lists, pa.list_(pa.string()))])).indices.to_pylist()
+    assert codes[0] == codes[2] and len(set(codes)) == len(lists) - 1

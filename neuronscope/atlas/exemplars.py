@@ -41,11 +41,13 @@ class Exemplars:
 
 
 def _text_codes(tokens: pa.ChunkedArray) -> pa.DictionaryArray:
-    """One code per distinct token list. Lists are compared as their joined text: backslashes and
-    NULs in tokens are escaped first and the length leads, so two lists join alike only when equal."""
+    """One code per distinct token list. Lists are compared as their texts joined by NUL, the length
+    leading, so two lists join alike only when equal; tokens holding a NUL are escaped first (rare:
+    the scan for one is much cheaper than the escaping)."""
     lists = tokens.combine_chunks()
     flat = pc.list_flatten(lists)
-    flat = pc.replace_substring(pc.replace_substring(flat, "\\", "\\\\"), "\x00", "\\0")
+    if pc.any(pc.match_substring(flat, "\x00")).as_py():
+        flat = pc.replace_substring(pc.replace_substring(flat, "\\", "\\\\"), "\x00", "\\0")
     offsets = pc.subtract(lists.offsets, lists.offsets[0])
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, flat), "\x00")
     keyed = pc.binary_join_element_wise(pc.cast(pc.list_value_length(lists), pa.string()), joined, "|")
