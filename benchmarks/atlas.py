@@ -197,7 +197,7 @@ def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wa
     lines = [
         f"## Whole-model atlas (R1_e2e, atlas_s, index_ms, search_ms) — {dt.date.today().isoformat()}",
         "",
-        f"Command: `python benchmarks/atlas.py{''.join(' ' + a for a in sys.argv[1:])}`",
+        f"Command: `{_command()}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} torch "
         f"threads, Ray with {args.ray_cpus} CPUs. Model {MODEL}, all {rec['neurons']} neurons; corpus {CORPUS}; "
@@ -223,6 +223,13 @@ def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wa
     return "\n".join(lines), r1
 
 
+def _command() -> str:
+    """This run's command line, the run folder named RUN: a path of this machine tells a reader nothing."""
+    argv = sys.argv[1:]
+    argv = ["RUN" if i and argv[i - 1] == "--run" else a for i, a in enumerate(argv)]
+    return "python benchmarks/atlas.py" + "".join(" " + ("--run=RUN" if a.startswith("--run=") else a) for a in argv)
+
+
 def _atlas_rows(atlas: dict, neurons: int) -> list[str]:
     return [
         f"| **atlas_s**: `build_atlas`, {neurons} neuron pages (goal <= 300) | **{atlas['build_s']:.1f}** "
@@ -243,7 +250,7 @@ def _atlas_section(run: str, atlas: dict, wall: float) -> str:
     lines = [
         f"## Whole-model atlas (atlas_s, index_ms, search_ms) — {dt.date.today().isoformat()}",
         "",
-        f"Command: `python benchmarks/atlas.py{''.join(' ' + a for a in sys.argv[1:])}`",
+        f"Command: `{_command()}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores. Model {MODEL}, all {len(stats)} neurons; corpus "
         f"{CORPUS}, {int(stats['n_tokens'].max())} tokens recorded earlier (not measured here: R1_e2e, peak memory).",
