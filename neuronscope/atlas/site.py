@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -72,6 +73,11 @@ def _modes(rows: list[dict]) -> list[dict]:
     return [{k: r[k] for k in ("mode", "explanation", "mode_score")} for r in rows if r["mode"] >= 0]
 
 
+def _short(x):
+    """Floats to 4 decimals (the index shows at most 4): a whole-model index is megabytes of them."""
+    return round(x, 4) if isinstance(x, float) and math.isfinite(x) else x
+
+
 def index_shard(neurons: dict, manifest: dict) -> dict:
     """Every neuron in one row (its modes nested) for the index page's table, filters and search."""
     out = [
@@ -79,7 +85,7 @@ def index_shard(neurons: dict, manifest: dict) -> dict:
             "id": neuron_id(*key),
             "layer": key[0],
             "neuron": key[1],
-            **{c: rows[0][c] for c in INDEX_COLUMNS},
+            **{c: _short(rows[0][c]) for c in INDEX_COLUMNS},
             "modes": _modes(rows),
             "top_tokens": rows[0]["top_tokens"][:8],
         }

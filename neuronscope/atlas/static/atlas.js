@@ -97,8 +97,10 @@ window.NS_DATA = window.NS_DATA || {};
     $("index-view").hidden = false;
   }
 
-  function passes(n) {
-    const [layer, lo, hi, modes, explained] = ["f-layer", "f-min", "f-max", "f-modes", "f-explained"].map((id) => $(id).value);
+  // read once per render, not per neuron: a whole-model index has tens of thousands
+  const filterValues = () => ["f-layer", "f-min", "f-max", "f-modes", "f-explained"].map((id) => $(id).value);
+
+  function passes(n, [layer, lo, hi, modes, explained]) {
     if (layer !== "" && n.layer !== Number(layer)) return false;
     if (lo !== "" && !(isNum(n.score) && n.score >= Number(lo))) return false;
     if (hi !== "" && !(isNum(n.score) && n.score <= Number(hi))) return false;
@@ -150,7 +152,8 @@ window.NS_DATA = window.NS_DATA || {};
   }
 
   function renderTable() {
-    const rows = matching().filter(([n]) => passes(n));
+    const values = filterValues();
+    const rows = matching().filter(([n]) => passes(n, values));
     $("neurons").tBodies[0].replaceChildren(...rows.slice(0, MAX_ROWS).map(([n, hit]) => tableRow(n, hit)));
     const shown = rows.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown)` : "";
     $("count").textContent = `${rows.length} of ${state.index.neurons.length} neurons${shown}`;
