@@ -144,10 +144,16 @@ def hold_cpus(ray_local):
             return True
 
     def hold(n: int) -> None:
-        busy = int(ray_local.available_resources().get("CPU", 0)) - n
-        if busy > 0:  # the session's vLLM engine, when started, already holds one
-            held.append(Holder.options(num_cpus=busy).remote())
-            ray_local.get(held[-1].ready.remote())
+        # Until exactly n are free: the session's vLLM engine may hold one already, and actors of
+        # earlier tests may still be releasing theirs.
+        deadline = time.monotonic() + 120
+        while (free := int(ray_local.available_resources().get("CPU", 0))) != n:
+            assert time.monotonic() < deadline, f"{free} CPUs free, never {n}"
+            if free > n:
+                held.append(Holder.options(num_cpus=free - n).remote())
+                ray_local.get(held[-1].ready.remote())
+            else:
+                time.sleep(0.1)
 
     yield hold
     for h in held:
