@@ -6,7 +6,6 @@ CPU cannot load GGUF, so it is converted once into a bf16 safetensors folder und
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import os
@@ -14,6 +13,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from ..errors import ModelError
 
@@ -47,11 +48,8 @@ class ResolvedModel:
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def _convert_gguf(src_dir: Path, gguf: str, dest: Path) -> None:
@@ -85,8 +83,7 @@ def _bundled_model(spec: str) -> ResolvedModel:
     dest = cache_root() / "models" / f"{spec.split(':', 1)[1]}-{digest}"
     if not (dest / "config.json").is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest.parent / f".{dest.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one converter at a time across processes
+        with FileLock(dest.parent / f".{dest.name}.lock"):  # one converter at a time across processes
             if not (dest / "config.json").is_file():
                 _convert_gguf(src, gguf, dest)
     return ResolvedModel(spec=spec, path=str(dest), revision=f"gguf-sha256:{digest}")
