@@ -67,20 +67,13 @@ def embed(embedder, texts: list[str]) -> np.ndarray:
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette (Euclidean); singletons count 0, as in Rousseeuw's definition."""
-    ks = np.unique(labels)
-    if len(ks) < 2 or len(ks) >= len(x):
+    """Mean silhouette (Euclidean; singletons count 0, as in Rousseeuw's definition), or -1 where
+    it is undefined (fewer than 2 clusters, or one per point)."""
+    from sklearn.metrics import silhouette_score
+
+    if not 2 <= len(np.unique(labels)) < len(x):
         return -1.0
-    d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0))
-    s = np.zeros(len(x))
-    for i in range(len(x)):
-        own = labels == labels[i]
-        if own.sum() == 1:
-            continue
-        a = d[i, own].sum() / (own.sum() - 1)
-        b = min(d[i, labels == k].mean() for k in ks if k != labels[i])
-        s[i] = (b - a) / max(a, b) if max(a, b) > 0 else 0.0
-    return float(s.mean())
+    return float(silhouette_score(x, labels, metric="euclidean"))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
