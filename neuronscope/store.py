@@ -479,23 +479,18 @@ class S3Store(Store):
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def _put(self, key, data):
-        if len(data) <= MULTIPART_THRESHOLD:
+        if len(data) <= MULTIPART_THRESHOLD:  # one PUT: a managed transfer costs threads per object
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
             return
-        # Multipart: the object appears only on completion; abort so no parts linger on failure.
-        loc = dict(Bucket=self.bucket, Key=self._key(key))
-        upload_id = self.client.create_multipart_upload(**loc)["UploadId"]
-        try:
-            parts = []
-            for n, start in enumerate(range(0, len(data), PART_SIZE), start=1):
-                body = data[start : start + PART_SIZE]
-                etag = self.client.upload_part(**loc, UploadId=upload_id, PartNumber=n, Body=body)["ETag"]
-                parts.append({"PartNumber": n, "ETag": etag})
-            self.client.complete_multipart_upload(**loc, UploadId=upload_id, MultipartUpload={"Parts": parts})
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(**loc, UploadId=upload_id)
-            raise
+        from boto3.s3.transfer import TransferConfig
+
+        # A managed multipart upload: the object appears only on completion, and a failed upload is
+        # aborted, so no parts linger. "classic": s3transfer over this very client (its endpoint,
+        # retries, timeouts), never the optional CRT one.
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE, preferred_transfer_client="classic"
+        )
+        self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._key(key), Config=config)
 
     def _put_if_absent(self, key, data):
         from botocore.exceptions import ClientError
