@@ -6,6 +6,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, Protocol, TypedDict
 
 Role = Literal["system", "user", "assistant"]
@@ -61,6 +62,30 @@ class LLM(Protocol):
 
     def token_text(self, token_id: int) -> str:
         """The decoded text of one token id."""
+
+
+class LazyTokenizer:
+    """``tokenize``/``token_text`` over a Hugging Face tokenizer loaded on first use. Cached
+    properties (the tokenizer, clients) never cross a pickle: each Ray worker makes its own."""
+
+    def _tokenizer_source(self) -> str:
+        """The path or hub id ``AutoTokenizer`` loads."""
+        raise NotImplementedError
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self._tokenizer_source())
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not isinstance(getattr(type(self), k, None), cached_property)}
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
 
 
 @dataclass

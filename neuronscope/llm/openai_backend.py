@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 from ..config import LLMConfig
 from ..errors import ConfigError, LLMError, ModelError
 from ..redact import redact, redact_url
-from .base import Completion, GenParams, Message, continuation_flags
+from .base import Completion, GenParams, LazyTokenizer, Message, continuation_flags
 
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
 
 
-class OpenAIClient:
+class OpenAIClient(LazyTokenizer):
     """Implements the ``LLM`` protocol over HTTP; requests of one batch go out concurrently."""
 
     def __init__(self, cfg: LLMConfig, parallel: int = 16):
@@ -35,12 +35,6 @@ class OpenAIClient:
         self.model_id = f"openai:{self.base_url}:{cfg.model}"  # what the response cache keys on
         # read where the client is made: Ray workers on other nodes do not have the driver's environment
         self._key = os.environ.get(cfg.api_key_env)
-        self._tok = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_tok"] = None
-        return state
 
     def _post(self, path: str, body: dict) -> dict:
         url = self.base_url + path
@@ -125,23 +119,12 @@ class OpenAIClient:
 
         return self._map(one, list(zip(prompts, positions)))
 
-    @property
-    def tokenizer(self):
-        if self._tok is None:
-            from transformers import AutoTokenizer
+    def _tokenizer_source(self) -> str:
+        from ..models.bundled import resolve_model
 
-            from ..models.bundled import resolve_model
-
-            try:
-                self._tok = AutoTokenizer.from_pretrained(resolve_model(self.cfg.model).path)
-            except ModelError as e:
-                raise LLMError(
-                    f"no local tokenizer for {self.cfg.model!r} ({e}); set llm.model to a loadable model"
-                ) from None
-        return self._tok
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
+        try:
+            return resolve_model(self.cfg.model).path
+        except ModelError as e:
+            raise LLMError(
+                f"no local tokenizer for {self.cfg.model!r} ({e}); set llm.model to a loadable model"
+            ) from None

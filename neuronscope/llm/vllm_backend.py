@@ -21,7 +21,7 @@ import ray
 
 from ..config import LLMConfig
 from ..errors import LLMError
-from .base import Completion, GenParams, Message, continuation_flags
+from .base import Completion, GenParams, LazyTokenizer, Message, continuation_flags
 
 _SEQ = itertools.count()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -158,7 +158,7 @@ def _brief(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:600]
 
 
-class VLLMPool:
+class VLLMPool(LazyTokenizer):
     """Client of a pool of engine actors; implements the ``LLM`` protocol and is picklable.
 
     Each batch goes to one replica (round robin from a random start, so the many workflow
@@ -173,31 +173,14 @@ class VLLMPool:
         self.tokenizer_path = tokenizer_path
         self.cfg = cfg
         self.model_id = model_id  # what the response cache keys on
-        self._tok = None
         self._next = random.randrange(len(actors)) if actors else 0
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_tok"] = None
-        return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._next = random.randrange(len(self.actors)) if self.actors else 0
 
-    @property
-    def tokenizer(self):
-        if self._tok is None:
-            from transformers import AutoTokenizer
-
-            self._tok = AutoTokenizer.from_pretrained(self.tokenizer_path)
-        return self._tok
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
+    def _tokenizer_source(self) -> str:
+        return self.tokenizer_path
 
     def _call(self, method: str, *args):
         """Send one batch to a replica; fail over, retry with backoff, or raise LLMError."""
