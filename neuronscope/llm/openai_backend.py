@@ -6,14 +6,14 @@ it can still serve the agents' chat calls.
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from urllib.parse import urlsplit
+
+import httpx
+import tenacity
 
 from ..config import LLMConfig
 from ..errors import ConfigError, LLMError, ModelError
@@ -21,6 +21,10 @@ from ..redact import redact, redact_url
 from .base import Completion, GenParams, LazyTokenizer, Message, continuation_flags
 
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}
+
+
+class _Transient(Exception):
+    """A failure worth another attempt; its text is what the final error quotes."""
 
 
 class OpenAIClient(LazyTokenizer):
@@ -36,35 +40,46 @@ class OpenAIClient(LazyTokenizer):
         # read where the client is made: Ray workers on other nodes do not have the driver's environment
         self._key = os.environ.get(cfg.api_key_env)
 
+    @cached_property
+    def _http(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        return httpx.Client(headers=headers, timeout=self.cfg.timeout_s)
+
     def _post(self, path: str, body: dict) -> dict:
+        """POST with up to ``max_retries`` retries of transient failures (exponential backoff with
+        jitter); LLMError naming the endpoint, with any key masked, when it fails for good."""
         url = self.base_url + path
-        headers = {"Content-Type": "application/json"}
-        key = self._key
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        delay, last = 1.0, ""
-        for attempt in range(self.cfg.max_retries + 1):
-            req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
-                    raw = resp.read()
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    text = redact(raw[:120].decode(errors="replace"), key)
-                    raise LLMError(f"{redact_url(url)} answered with a body that is not JSON: {text!r}") from None
-            except urllib.error.HTTPError as e:
-                # a server may echo the key back ("invalid key sk-..."): masked before it can be stored
-                detail = redact(e.read()[:300].decode(errors="replace"), key, urlsplit(url).password)
-                if e.code not in _TRANSIENT:
-                    raise LLMError(f"{redact_url(url)} answered HTTP {e.code}: {detail}") from None
-                last = f"HTTP {e.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-            if attempt < self.cfg.max_retries:
-                time.sleep(delay)
-                delay *= 2
-        raise LLMError(f"LLM endpoint {redact_url(url)} unreachable after {self.cfg.max_retries + 1} attempts ({last})")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.cfg.max_retries + 1),
+            wait=tenacity.wait_exponential_jitter(initial=1, max=60),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        try:
+            return retrying(self._post_once, url, body)
+        except _Transient as e:
+            raise LLMError(
+                f"LLM endpoint {redact_url(url)} unreachable after {self.cfg.max_retries + 1} attempts ({e})"
+            ) from None
+
+    def _post_once(self, url: str, body: dict) -> dict:
+        try:
+            resp = self._http.post(url, json=body)
+        except httpx.TimeoutException:
+            raise _Transient(f"TimeoutError: no answer within {self.cfg.timeout_s:g}s") from None
+        except httpx.TransportError as e:
+            raise _Transient(f"{type(e).__name__}: {e}") from None
+        if resp.is_error:
+            # a server may echo the key back ("invalid key sk-..."): masked before it can be stored
+            detail = redact(resp.text[:300], self._key, urlsplit(url).password)
+            if resp.status_code in _TRANSIENT:
+                raise _Transient(f"HTTP {resp.status_code}: {detail}")
+            raise LLMError(f"{redact_url(url)} answered HTTP {resp.status_code}: {detail}")
+        try:
+            return resp.json()
+        except ValueError:
+            text = redact(resp.text[:120], self._key)
+            raise LLMError(f"{redact_url(url)} answered with a body that is not JSON: {text!r}") from None
 
     def _map(self, fn, items):
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
