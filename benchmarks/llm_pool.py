@@ -36,6 +36,7 @@ import pandas as pd
 from neuronscope import stages
 from neuronscope.config import load_config
 from neuronscope.llm.base import GenParams
+from neuronscope.logs import printer
 from neuronscope.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -151,7 +152,7 @@ def main() -> None:
 
     import ray
 
-    progress = stages.printer()
+    progress = printer()
     cfg = load_config(None, {"record": RECORD, "explain": {**EXPLAIN, "max_in_flight": args.max_in_flight}})
     work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-llm-pool-"))
     first, second, logs = work / "first", work / "second", work / "requests"

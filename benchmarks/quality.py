@@ -41,6 +41,7 @@ from neuronscope.explain.fanout import explain_run
 from neuronscope.explain.outputs import read_entries
 from neuronscope.explain.transcript import ClusterEntry
 from neuronscope.llm.vllm_backend import resolve_dtype
+from neuronscope.logs import printer
 from neuronscope.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -321,7 +322,7 @@ def main(argv=None) -> None:
         "explain": {**stages.DEMO_OVERRIDES["explain"], "method": "both"},
     }
     cfg = config_from_args(args, base)
-    progress = stages.printer()
+    progress = printer()
     out = args.out or tempfile.mkdtemp(prefix="ns-quality-")
     t0 = time.time()
     stages.ensure_ray()

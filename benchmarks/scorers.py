@@ -39,6 +39,7 @@ from neuronscope.explain.exemplars import load, split
 from neuronscope.explain.simulate import Vocab
 from neuronscope.llm.base import Ledger, Metered
 from neuronscope.llm.vllm_backend import resolve_dtype
+from neuronscope.logs import printer
 from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer
 from neuronscope.scoring.calibration import self_check
 from neuronscope.scoring.metrics import pairwise_win
@@ -239,7 +240,7 @@ def main(argv=None) -> None:
         "explain": dict(stages.DEMO_OVERRIDES["explain"]),
     }
     cfg = config_from_args(argparse.Namespace(config=None), base)
-    progress = stages.printer()
+    progress = printer()
     t0 = time.time()
     stages.ensure_ray()
     llm = stages.start_llm(cfg, progress)

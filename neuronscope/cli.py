@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     # before anything imports huggingface_hub, which reads it once
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if names_a_hub_id(args) else "1")
     from . import stages
+    from .logs import printer
 
-    progress = stages.printer()
+    progress = printer()
     try:
         if args.command == "demo":
             out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import time
 from collections.abc import Callable
 
 from . import manifest
@@ -14,26 +13,15 @@ from .errors import NeuronScopeError
 from .explain.fanout import estimate_run
 from .explain.report import polysemanticity, polysemanticity_line
 from .lease import StageLease
+from .logs import Progress
 from .redact import redact_url
 from .store import Store
-
-Progress = Callable[[str], None]
 
 # Small enough for 2 CPU cores in minutes; every stage still runs in full.
 DEMO_OVERRIDES = {
     "record": {"layers": "6,18", "neurons": "0-3", "window": 32, "max_tokens": 40_000, "top_k": 16, "random_k": 8},
     "explain": {"n_explain": 8, "n_heldout_top": 3, "n_heldout_random": 3, "max_modes": 3, "refine_rounds": 1},
 }
-
-
-def printer(stream=None) -> Progress:
-    start = time.time()
-
-    def progress(msg: str) -> None:
-        # sys.stderr looked up at each call: a default bound at import goes stale when it is swapped
-        print(f"[{time.time() - start:6.0f}s] {msg}", file=stream or sys.stderr, flush=True)
-
-    return progress
 
 
 def ensure_ray() -> None:

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from ..config import RecordConfig
 from ..corpus import iter_windows, load_documents
 from ..errors import CorpusError, NeuronScopeError
+from ..logs import Progress
 from ..models import arch
 from ..models.bundled import resolve_model
 from ..schema import RECORDS, STATS, conform
@@ -19,7 +20,6 @@ from ..selection import parse_selection
 from .topk import QUANTILE_LEVELS, Summary, split_code
 from .udf import Recorder
 
-Progress = Callable[[str], None]
 MAX_BLOCK_WINDOWS = 1024  # windows per Ray Data input block, at most
 SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
 # layer x neuron summaries in one pass over the corpus: each holds its exemplars' windows
