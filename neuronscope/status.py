@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from . import manifest
 from .errors import NeuronScopeError
 from .lease import holder_line
-from .selection import parse_selection
+from .selection import selected
 from .store import Store
 
 
@@ -27,13 +27,11 @@ def _pairs(t: pa.Table | None) -> set[tuple[int, int]]:
     return set(zip(t["layer"].to_pylist(), t["neuron"].to_pylist()))
 
 
-def selected(present: set[tuple[int, int]], layers: str | None, neurons: str | None) -> set[tuple[int, int]]:
+def _selected(present: set[tuple[int, int]], layers: str | None, neurons: str | None) -> set[tuple[int, int]]:
     """The recorded neurons an explain selection names (the whole recorded set when both are None)."""
-    if not present:
-        return set()
-    ls = set(parse_selection(layers, max(p[0] for p in present) + 1, "layer"))
-    ns = set(parse_selection(neurons, max(p[1] for p in present) + 1, "neuron"))
-    return {p for p in present if p[0] in ls and p[1] in ns}
+    pairs = sorted(present)
+    mask = selected([p[0] for p in pairs], [p[1] for p in pairs], layers, neurons)
+    return {p for p, keep in zip(pairs, mask) if keep}
 
 
 def _record_lines(store: Store, entry: dict) -> list[str]:
@@ -48,7 +46,7 @@ def _record_lines(store: Store, entry: dict) -> list[str]:
 def _explain_lines(store: Store, entry: dict) -> list[str]:
     cfg = (entry.get("config") or {}).get("explain", {})
     source = Store.open((entry.get("inputs") or {}).get("records") or store.uri)
-    todo = selected(_pairs(_table(source, "stats/", ["layer", "neuron"])), cfg.get("layers"), cfg.get("neurons"))
+    todo = _selected(_pairs(_table(source, "stats/", ["layer", "neuron"])), cfg.get("layers"), cfg.get("neurons"))
     rows = _table(
         store, "explanations/", ["layer", "neuron", "mode", "status", "error", "llm_tokens_in", "llm_tokens_out"]
     )

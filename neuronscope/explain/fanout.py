@@ -21,7 +21,7 @@ import numpy as np
 from ..config import ExplainConfig
 from ..llm.cache import CACHE_FOLDER
 from ..parts import FolderIndex
-from ..selection import parse_selection
+from ..selection import selected
 from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
 
 # The stage's API: its callers import these from here.
@@ -75,12 +75,7 @@ def selection(index: RecordsIndex, cfg: ExplainConfig, neurons) -> np.ndarray:
     if neurons is not None:
         return np.unique(np.array([code(int(a), int(b)) for a, b in neurons], dtype=np.int64))
     present = index.present()
-    if not len(present):
-        return present
-    layer, unit = uncode(present)
-    layers = parse_selection(cfg.layers, int(layer.max()) + 1, "layer")
-    units = parse_selection(cfg.neurons, int(unit.max()) + 1, "neuron")
-    return present[np.isin(layer, layers) & np.isin(unit, units)]
+    return present[selected(*uncode(present), cfg.layers, cfg.neurons)]
 
 
 class Outputs:
