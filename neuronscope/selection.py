@@ -40,6 +40,17 @@ def _pieces(spec: str, what: str) -> list[int]:
     return items
 
 
+def check_selection(spec: str | None, what: str) -> str | None:
+    """``spec`` unchanged when its syntax is sound (bounds need the model: parse_selection checks
+    them); else ValueError with parse_selection's message, so that pydantic reports it at load."""
+    if spec is not None and not _all(spec):
+        try:
+            _indices(spec, what)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+    return spec
+
+
 def parse_selection(spec: str | list[int] | None, upper: int, what: str) -> list[int]:
     """Indices named by ``spec`` (``None``/``"all"`` = every index below ``upper``), sorted and unique.
 

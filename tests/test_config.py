@@ -1,5 +1,7 @@
 """Selections, config validation and CLI flag generation: each bad value is named in the error."""
 
+import re
+
 import pytest
 
 from neuronscope.cli import build_parser, config_from_args
@@ -88,3 +90,46 @@ def test_demo_flags_override_demo_defaults():
     cfg = config_from_args(build_parser().parse_args(["demo", "--layers", "1", "--top-k", "5"]), DEMO_OVERRIDES)
     assert cfg.record.layers == "1" and cfg.record.top_k == 5
     assert cfg.record.window == DEMO_OVERRIDES["record"]["window"]
+
+
+def test_every_config_field_is_described_in_the_cli_help(monkeypatch):
+    import argparse
+    from typing import Literal, get_args, get_origin
+
+    from neuronscope.cli import SECTIONS
+
+    monkeypatch.setenv("COLUMNS", "100000")  # no wrapping inside a description
+    for name, field in RunConfig.model_fields.items():
+        assert field.description, f"RunConfig.{name} has no description"
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    shown = set()
+    for command, parser in subparsers.choices.items():
+        # a flag's entry: its line and the help text argparse may put on the next
+        entries = [" ".join(e.split()) for e in re.split(r"\n(?=  -)", parser.format_help())]
+        for action in (a for a in parser._actions if "." in a.dest):
+            section, name = action.dest.split(".", 1)
+            field = SECTIONS[section][0].model_fields[name]
+            assert field.description, f"{section}.{name} has no description"
+            entry = next(e for e in entries if e.startswith(action.option_strings[0] + " "))
+            assert field.description in entry, (command, entry)
+            if get_origin(field.annotation) is Literal:
+                allowed = entry.split(field.description)[1]
+                assert all(str(v) in allowed for v in get_args(field.annotation)), (command, entry)
+            shown.add((section, name))
+    every = {(section, name) for section, (model, _) in SECTIONS.items() for name in model.model_fields}
+    assert every <= shown, f"in no subcommand's help: {sorted(every - shown)}"
+
+
+@pytest.mark.parametrize(
+    "section,field,value,fragment",
+    [
+        ("record", "layers", "x", "record.layers='x': layer selection 'x' is not an index"),
+        ("record", "neurons", "5-2", "record.neurons='5-2': neuron range '5-2' is empty"),
+        ("explain", "layers", ",", "explain.layers=',': layer selection ',' selects nothing"),
+        ("explain", "neurons", "1-x", "explain.neurons='1-x': neuron selection '1-x' is not an index"),
+    ],
+)
+def test_bad_selections_fail_at_load(section, field, value, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(None, {section: {field: value}})
+    assert getattr(load_config(None, {section: {field: "0-3,7"}}), section).model_dump()[field] == "0-3,7"
