@@ -9,76 +9,91 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "3"
 
+
+def _schema(spec: str) -> pa.Schema:
+    """A schema from ``name: type`` lines (``# why`` comments allowed); a type is an Arrow alias
+    (int32, float64, string, bool, ...) or ``list<alias>``."""
+    fields = []
+    for line in spec.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, kind = (x.strip() for x in line.split(":", 1))
+            inner = kind.removeprefix("list<").removesuffix(">")
+            t = pa.type_for_alias(inner)
+            fields.append(pa.field(name, pa.list_(t) if inner != kind else t))
+    return pa.schema(fields)
+
+
 # One row per (layer, neuron, exemplar). ``kind`` is "top" or "random"; ``rank`` orders the
 # exemplars of one kind (0 = highest activation for "top", sample order for "random").
-RECORDS = pa.schema(
-    [
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("kind", pa.string()),
-        ("rank", pa.int32()),
-        ("window_id", pa.int64()),
-        ("tokens", pa.list_(pa.string())),
-        ("token_ids", pa.list_(pa.int32())),
-        ("activations", pa.list_(pa.float32())),
-        ("max_pos", pa.int32()),
-        ("max_act", pa.float32()),
-    ]
+RECORDS = _schema(
+    """
+    layer: int32
+    neuron: int32
+    kind: string
+    rank: int32
+    window_id: int64
+    tokens: list<string>
+    token_ids: list<int32>
+    activations: list<float32>
+    max_pos: int32
+    max_act: float32
+    """
 )
 
 # One row per (layer, neuron): summary of the neuron over every recorded token.
-STATS = pa.schema(
-    [
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("mean", pa.float64()),
-        ("std", pa.float64()),
-        ("min", pa.float32()),
-        ("max", pa.float32()),
-        ("quantile_levels", pa.list_(pa.float32())),
-        ("quantiles", pa.list_(pa.float32())),
-        ("n_tokens", pa.int64()),
-    ]
+STATS = _schema(
+    """
+    layer: int32
+    neuron: int32
+    mean: float64
+    std: float64
+    min: float32
+    max: float32
+    quantile_levels: list<float32>
+    quantiles: list<float32>
+    n_tokens: int64
+    """
 )
 
 # One row per (layer, neuron, mode) of the NeuronScope method. A neuron whose workflow failed
 # has a single row with status "failed", mode -1 and the reason in ``error``.
-EXPLANATIONS = pa.schema(
-    [
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("mode", pa.int32()),
-        ("n_modes", pa.int32()),
-        ("explanation", pa.string()),
-        ("mode_size", pa.int32()),
-        ("exemplar_ids", pa.list_(pa.int64())),
-        ("mode_share", pa.float64()),  # the mode's share of the neuron's explain top exemplars
-        ("mode_tokens", pa.list_(pa.string())),  # its activating tokens, most frequent first: "king (5)"
-        ("scorer", pa.string()),  # the decision scorer of the four scores below
-        ("calibrated", pa.bool_()),  # it passed the run's self-check; null when none ran
-        ("mode_score", pa.float64()),
-        ("score", pa.float64()),
-        ("coverage", pa.float64()),
-        ("baseline_explanation", pa.string()),
-        ("baseline_score", pa.float64()),
-        ("control_explanation", pa.string()),  # an unrelated explanation: the scores' control
-        ("control_score", pa.float64()),
-        ("sim_mode_score", pa.float64()),  # the same four under the simulation scorer (Pearson r)
-        ("sim_score", pa.float64()),
-        ("sim_baseline_score", pa.float64()),
-        ("sim_control_score", pa.float64()),
-        ("rounds", pa.int32()),
-        ("malformed_answers", pa.int32()),  # agent answers rejected (bad format, copies), retried or not
-        ("llm_calls", pa.int64()),
-        ("llm_tokens_in", pa.int64()),
-        ("llm_tokens_out", pa.int64()),
-        ("baseline_llm_tokens_in", pa.int64()),
-        ("baseline_llm_tokens_out", pa.int64()),
-        ("template_version", pa.string()),
-        ("method", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
+EXPLANATIONS = _schema(
+    """
+    layer: int32
+    neuron: int32
+    mode: int32
+    n_modes: int32
+    explanation: string
+    mode_size: int32
+    exemplar_ids: list<int64>
+    mode_share: float64           # the mode's share of the neuron's explain top exemplars
+    mode_tokens: list<string>     # its activating tokens, most frequent first: "king (5)"
+    scorer: string                # the decision scorer of the four scores below
+    calibrated: bool              # it passed the run's self-check; null when none ran
+    mode_score: float64
+    score: float64
+    coverage: float64
+    baseline_explanation: string
+    baseline_score: float64
+    control_explanation: string   # an unrelated explanation: the scores' control
+    control_score: float64
+    sim_mode_score: float64       # the same four under the simulation scorer (Pearson r)
+    sim_score: float64
+    sim_baseline_score: float64
+    sim_control_score: float64
+    rounds: int32
+    malformed_answers: int32      # agent answers rejected (bad format, copies), retried or not
+    llm_calls: int64
+    llm_tokens_in: int64
+    llm_tokens_out: int64
+    baseline_llm_tokens_in: int64
+    baseline_llm_tokens_out: int64
+    template_version: string
+    method: string
+    status: string
+    error: string
+    """
 )
 
 
@@ -125,23 +140,27 @@ ATLAS_NEURONS = pa.schema(
             "error",
         ],
     )
-    + [pa.field("density", pa.float64())]  # share of tokens above a quarter of the neuron's max
+    + list(_schema("density: float64  # share of tokens above a quarter of the neuron's max"))
     + _fields(STATS, ["mean", "std", "min", "max", "quantile_levels", "quantiles", "n_tokens"])
-    + [
-        pa.field("top_tokens", pa.list_(pa.string())),  # most frequent activating tokens first
-        pa.field("top_token_counts", pa.list_(pa.int32())),
-        pa.field("top_token_acts", pa.list_(pa.float32())),  # each token's highest activation
-        pa.field("link", pa.string()),  # the neuron's page, relative to the atlas folder
-    ]
+    + list(
+        _schema(
+            """
+            top_tokens: list<string>        # most frequent activating tokens first
+            top_token_counts: list<int32>
+            top_token_acts: list<float32>   # each token's highest activation
+            link: string                    # the neuron's page, relative to the atlas folder
+            """
+        )
+    )
 )
 
 # The token index (``atlas/tokens.parquet``): which neurons fire on which token.
-ATLAS_TOKENS = pa.schema(
-    [
-        ("token", pa.string()),
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("count", pa.int32()),  # top-exemplar tokens of this text at or above the firing threshold
-        ("max_act", pa.float32()),
-    ]
+ATLAS_TOKENS = _schema(
+    """
+    token: string
+    layer: int32
+    neuron: int32
+    count: int32        # top-exemplar tokens of this text at or above the firing threshold
+    max_act: float32
+    """
 )
