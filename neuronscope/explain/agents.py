@@ -80,6 +80,13 @@ def run_batch(
     )
 
 
+def _explanations(llm, agent: Agent, convs: list[list[Message]], retries: int, transcript: list[Entry]) -> list[str]:
+    """One explanation per conversation: the "Explanation:" prefill, and no copy of the prompt."""
+    return run_batch(
+        llm, agent, convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL, guard=parse.not_a_copy
+    )
+
+
 def deconstruct(
     llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]
 ) -> list[list[str]]:
@@ -112,16 +119,7 @@ def explain_modes(
         )
         for ex, comps in zip(modes, components)
     ]
-    return run_batch(
-        llm,
-        Agent.EXPLAIN,
-        convs,
-        parse.explanation,
-        retries,
-        transcript,
-        prefill=EXPLANATION_PREFILL,
-        guard=parse.not_a_copy,
-    )
+    return _explanations(llm, Agent.EXPLAIN, convs, retries, transcript)
 
 
 def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]) -> str:
@@ -129,16 +127,7 @@ def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, tr
     conv = prompts.render(
         Agent.SINGLE_PASS, exemplars=exemplar_lines(exemplars, max_act), tokens=tokens_line(exemplars, max_act)
     )
-    return run_batch(
-        llm,
-        Agent.SINGLE_PASS,
-        [conv],
-        parse.explanation,
-        retries,
-        transcript,
-        prefill=EXPLANATION_PREFILL,
-        guard=parse.not_a_copy,
-    )[0]
+    return _explanations(llm, Agent.SINGLE_PASS, [conv], retries, transcript)[0]
 
 
 def case_lines(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
@@ -172,13 +161,4 @@ def refine(
         )
         for x, t, m, f in zip(explanations, tokens, misses, false_alarms)
     ]
-    return run_batch(
-        llm,
-        Agent.REFINE,
-        convs,
-        parse.explanation,
-        retries,
-        transcript,
-        prefill=EXPLANATION_PREFILL,
-        guard=parse.not_a_copy,
-    )
+    return _explanations(llm, Agent.REFINE, convs, retries, transcript)
