@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
+from explain_helpers import MONTHS
 
 from neuronscope import schema, stages
 from neuronscope.atlas import build_atlas
@@ -95,24 +96,7 @@ def test_neurons_table(run):
     assert list(n1["explanation"]) == ["animals such as dogs, horses and cats", "colour words like red and green"]
     n0 = t.iloc[0]
     assert n0["link"] == "index.html#/L3/N0" and n0["explanation"] == MONTHS_TEXT
-    assert all(
-        tok.strip(" ,.")
-        in {
-            "January",
-            "February",
-            "March",
-            "April",
-            "May",
-            "June",
-            "July",
-            "August",
-            "September",
-            "October",
-            "November",
-            "December",
-        }
-        for tok in n0["top_tokens"]
-    )
+    assert all(tok.strip(" ,.") in MONTHS for tok in n0["top_tokens"])
     assert list(n0["top_token_acts"]) == sorted(n0["top_token_acts"], reverse=True)  # all counts 1: strongest first
     stats = pd.read_parquet(Path(run) / "stats").set_index(["layer", "neuron"])
     assert n0["max"] == stats.loc[(3, 0), "max"] and n0["mean"] == pytest.approx(stats.loc[(3, 0), "mean"])

@@ -18,6 +18,7 @@ from neuronscope.schema import RECORDS, conform
 from neuronscope.store import Store
 
 RECORD = ["--layers", "0", "--neurons", "0", "--max-tokens", "256"]
+UNREACHABLE_LLM = ["--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1"]
 
 
 def _write(path: Path, data: bytes) -> str:
@@ -41,23 +42,6 @@ def _corpus(kind: str, tmp: Path) -> str:
     )
 
 
-@pytest.mark.parametrize(
-    "kind,fragment",
-    [
-        ("invalid_utf8", "holds no usable text (skipped: {'binary': 2})"),
-        ("nul_bytes", "holds no usable text (skipped: {'binary': 1})"),
-        ("one_50mb_line", "holds no usable text (skipped: {'too_long': 1})"),
-        ("only_blank_lines", "holds no usable text (skipped: {'empty': 2})"),
-        ("parquet_without_text", "has no text column 'text'; columns: ['body']"),
-        ("jsonl_broken_line", "line 3 is not valid JSON"),
-    ],
-)
-def test_bad_corpus(cli, tmp_path, kind, fragment):
-    corpus = _corpus(kind, tmp_path)
-    line = cli(2, "record", "--out", str(tmp_path / "run"), "--corpus", corpus, *RECORD)
-    assert fragment in line and Path(corpus).name in line
-
-
 def _records(tmp: Path, kind: str) -> str:
     run = tmp / "run"
     store = Store.open(str(run))
@@ -79,20 +63,38 @@ def _records(tmp: Path, kind: str) -> str:
     return str(run)
 
 
+def _bad_corpus(tmp: Path, kind: str) -> tuple[list[str], str]:
+    corpus = _corpus(kind, tmp)
+    return ["record", "--out", str(tmp / "run"), "--corpus", corpus, *RECORD], Path(corpus).name
+
+
+def _bad_records(tmp: Path, kind: str) -> tuple[list[str], str]:
+    run = _records(tmp, kind)
+    return ["explain", "--records", run, *UNREACHABLE_LLM], "records"
+
+
 @pytest.mark.parametrize(
-    "kind,fragment",
+    "make,kind,fragment",
     [
-        ("corrupt_parquet", "is not a readable Parquet file"),
-        ("wrong_schema", "is missing column(s) ['kind', 'rank', 'window_id'"),
-        ("nan", "activations that are not finite"),
-        ("inf", "activations that are not finite"),
+        (_bad_corpus, "invalid_utf8", "holds no usable text (skipped: {'binary': 2})"),
+        (_bad_corpus, "nul_bytes", "holds no usable text (skipped: {'binary': 1})"),
+        (_bad_corpus, "one_50mb_line", "holds no usable text (skipped: {'too_long': 1})"),
+        (_bad_corpus, "only_blank_lines", "holds no usable text (skipped: {'empty': 2})"),
+        (_bad_corpus, "parquet_without_text", "has no text column 'text'; columns: ['body']"),
+        (_bad_corpus, "jsonl_broken_line", "line 3 is not valid JSON"),
+        (_bad_records, "corrupt_parquet", "is not a readable Parquet file"),
+        (_bad_records, "wrong_schema", "is missing column(s) ['kind', 'rank', 'window_id'"),
+        (_bad_records, "nan", "activations that are not finite"),
+        (_bad_records, "inf", "activations that are not finite"),
     ],
 )
-def test_bad_records(cli, tmp_path, kind, fragment):
-    run = _records(tmp_path, kind)
-    line = cli(2, "explain", "--records", run, "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1")
-    assert fragment in line and "records" in line
-    assert (Path(run) / "precious.txt").read_text() == "mine"
+def test_bad_input_file(cli, tmp_path, make, kind, fragment):
+    """A bad corpus or bad records: the error names the file (or the records) and the fault."""
+    argv, named = make(tmp_path, kind)
+    line = cli(2, *argv)
+    assert fragment in line and named in line
+    if make is _bad_records:  # the run keeps what it held beside the bad records
+        assert (tmp_path / "run" / "precious.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize(

@@ -222,22 +222,11 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
     manifest.note_stage(
         store, "explain", "self_check", {"scorer": "simulation", "discrimination": 0.52, "passed": False}
     )
+    # the judge is the simulation scorer: its scores and the stored simulation scores are the same
+    scores = {"score": 0.31, "mode_score": 0.31, "baseline_score": 0.12, "control_score": 0.29}
+    scores |= {f"sim_{k}": v for k, v in scores.items() if k != "mode_score"}
     row = result_row(
-        1,
-        2,
-        mode=0,
-        n_modes=1,
-        explanation="x",
-        scorer="simulation",
-        calibrated=False,
-        score=0.31,
-        mode_score=0.31,
-        baseline_score=0.12,
-        control_score=0.29,
-        sim_score=0.31,
-        sim_baseline_score=0.12,
-        sim_control_score=0.29,
-        method="both",
+        1, 2, mode=0, n_modes=1, explanation="x", scorer="simulation", calibrated=False, method="both", **scores
     )
     write_result(store, 1, 2, [row], [])
     lines = stages.summary_table(store).splitlines()
