@@ -80,6 +80,14 @@ def split(
     return Split(explain, heldout, validation, max_act, tuple(random[used : used + FEEDBACK_RANDOM]))
 
 
+def needed(n_explain: int, n_heldout_top: int, n_heldout_random: int) -> tuple[int, int]:
+    """(top, random) exemplars per neuron that fill every part of ``split`` with these settings."""
+    return (
+        n_explain + n_heldout_top + VALIDATION_TOP,
+        n_heldout_random + VALIDATION_RANDOM + FEEDBACK_RANDOM,
+    )
+
+
 def scaled(acts, max_act: float) -> np.ndarray:
     """Activations on the 0-10 integer scale of the neuron's max top activation (negatives are 0)."""
     a = np.asarray(acts, dtype=np.float64)
