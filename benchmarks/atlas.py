@@ -20,15 +20,11 @@ Appends a section to benchmarks/RESULTS.md; the last printed line is
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
-import platform
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray starts its workers at niceness 15; the forward they are compared with runs at 0, so on a
 # busy machine the ratio would measure the scheduler: same priority for both
 os.environ.setdefault("RAY_worker_niceness", "0")
+
+from common import append_results, header, peak_rss_mb, run_child
 
 MODEL = "bundled:smollm2-135m"
 CORPUS = "bundled:shakespeare"
@@ -80,17 +78,6 @@ def stack_tok_s(n_tokens: int, args) -> float:
     return int(np.asarray(windows).size) / (time.perf_counter() - t0)
 
 
-def _vm_hwm_mb(pid: int | str = "self") -> float:
-    # VmHWM: the process's own peak resident size
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 class ActorPeak:
     """Polls the peak RSS of the recording actor processes while a recording runs."""
 
@@ -102,7 +89,7 @@ class ActorPeak:
         while not self._stop.wait(0.1):
             for pid in os.listdir("/proc"):
                 if pid.isdigit() and b"ray::Recorder" in _cmdline(pid):
-                    self.peak = max(self.peak, _vm_hwm_mb(pid))
+                    self.peak = max(self.peak, peak_rss_mb(pid))
 
     def __enter__(self):
         self._thread.start()
@@ -137,26 +124,9 @@ def record_run(n_tokens: int, out: str, args) -> dict:
         "tokens": summary["n_tokens"],
         "neurons": summary["neurons"] * len(summary["layers"]),
         "seconds": seconds,
-        "driver_mb": _vm_hwm_mb(),
+        "driver_mb": peak_rss_mb(),
         "actor_mb": actor.peak,
     }
-
-
-def _memory_child(n_tokens: int, args) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child-tokens",
-        str(n_tokens),
-        "--batch-size",
-        str(args.batch_size),
-        "--threads",
-        str(args.threads),
-        "--ray-cpus",
-        str(args.ray_cpus),
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def index_ms(index_html: str) -> float:
@@ -189,19 +159,13 @@ def search_ms(atlas_dir: str) -> tuple[float, int]:
 
 
 def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wall: float) -> tuple[str, float]:
-    import torch
-
     fwd_tok_s = statistics.mean(fwd)
     r1 = rec["tokens"] / rec["seconds"] / fwd_tok_s
     n, n4 = mem
-    lines = [
-        f"## Whole-model atlas (R1_e2e, atlas_s, index_ms, search_ms) — {dt.date.today().isoformat()}",
-        "",
-        f"Command: `{_command()}`",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} torch "
-        f"threads, Ray with {args.ray_cpus} CPUs. Model {MODEL}, all {rec['neurons']} neurons; corpus {CORPUS}; "
-        f"batch {args.batch_size} x 64 tokens; default top-k / random-k.",
+    cfg = _record_config(args.tokens, args)
+    lines = header("Whole-model atlas (R1_e2e, atlas_s, index_ms, search_ms)", __file__) + [
+        f"{args.threads} torch threads, Ray with {args.ray_cpus} CPUs. Model {MODEL}, all {rec['neurons']} neurons; "
+        f"corpus {CORPUS}; batch {args.batch_size} x {cfg.window} tokens; top-k {cfg.top_k}, random-k {cfg.random_k}.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -223,13 +187,6 @@ def _section(args, fwd: list[float], rec: dict, mem: list[dict], atlas: dict, wa
     return "\n".join(lines), r1
 
 
-def _command() -> str:
-    """This run's command line, the run folder named RUN: a path of this machine tells a reader nothing."""
-    argv = sys.argv[1:]
-    argv = ["RUN" if i and argv[i - 1] == "--run" else a for i, a in enumerate(argv)]
-    return "python benchmarks/atlas.py" + "".join(" " + ("--run=RUN" if a.startswith("--run=") else a) for a in argv)
-
-
 def _atlas_rows(atlas: dict, neurons: int) -> list[str]:
     return [
         f"| **atlas_s**: `build_atlas`, {neurons} neuron pages (goal <= 300) | **{atlas['build_s']:.1f}** "
@@ -247,13 +204,8 @@ def _atlas_section(run: str, atlas: dict, wall: float) -> str:
     import pandas as pd
 
     stats = pd.read_parquet(Path(run) / "stats", columns=["n_tokens"])
-    lines = [
-        f"## Whole-model atlas (atlas_s, index_ms, search_ms) — {dt.date.today().isoformat()}",
-        "",
-        f"Command: `{_command()}`",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores. Model {MODEL}, all {len(stats)} neurons; corpus "
-        f"{CORPUS}, {int(stats['n_tokens'].max())} tokens recorded earlier (not measured here: R1_e2e, peak memory).",
+    lines = header("Whole-model atlas (atlas_s, index_ms, search_ms)", __file__) + [
+        f"Model {MODEL}, all {len(stats)} neurons; corpus {CORPUS}, {int(stats['n_tokens'].max())} tokens recorded earlier (not measured here: R1_e2e, peak memory).",
         "",
         "| measure | value |",
         "|---|---|",
@@ -263,12 +215,6 @@ def _atlas_section(run: str, atlas: dict, wall: float) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _append(results: Path, text: str) -> None:
-    prefix = "" if not results.exists() else ("\n" if results.read_text().endswith("\n") else "\n\n")
-    with open(results, "a") as f:
-        f.write(("# Benchmark results\n\n" if not results.exists() else prefix) + text)
 
 
 def _build_child(run: str) -> None:
@@ -337,9 +283,10 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             fwd, rec, atlas = _record_and_build(args.run or tmp, args)
-        mem = [_memory_child(n, args) for n in (args.mem_tokens, 4 * args.mem_tokens)]
+        flags = ("--batch-size", args.batch_size, "--threads", args.threads, "--ray-cpus", args.ray_cpus)
+        mem = [run_child(__file__, "--child-tokens", n, *flags) for n in (args.mem_tokens, 4 * args.mem_tokens)]
         text, r1 = _section(args, fwd, rec, mem, atlas, time.time() - t0)
-    _append(Path(args.results), text)
+    append_results(text, args.results)
     print(text)
     print(
         f"R1_e2e={r1:.3f} atlas_s={atlas['build_s']:.1f} index_ms={atlas['index_ms']:.0f} "

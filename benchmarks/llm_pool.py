@@ -18,10 +18,8 @@ Run: ``python benchmarks/llm_pool.py`` (about 10 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pandas as pd
+from common import append_results, header
 
 from neuronscope import stages
 from neuronscope.config import load_config
@@ -39,7 +38,6 @@ from neuronscope.llm.base import GenParams
 from neuronscope.logs import printer
 from neuronscope.store import Store
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RECORD = {"layers": "6,18", "neurons": "0-5", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
 EXPLAIN = {**stages.DEMO_OVERRIDES["explain"], "method": "both"}
 
@@ -129,18 +127,6 @@ def tokens_by_agent(store: Store) -> dict[str, int]:
 def per_neuron(store: Store) -> pd.DataFrame:
     df = store.read_parquet("explanations/").to_pandas()
     return df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    import torch
-
-    return f"{os.cpu_count()} CPU cores ({cpu}), {'CUDA GPU' if torch.cuda.is_available() else 'no GPU'}"
 
 
 def main() -> None:
@@ -234,17 +220,14 @@ def main() -> None:
     }
     print(json.dumps(figures, indent=1))
     if not args.no_append:
-        append_results(cfg, args, figures, r3, r4)
+        append_results(_section(cfg, figures, r3, r4))
     print(f"R3={r3:.2f} R4={r4:.2f} cache_calls={cache_calls}")
 
 
-def append_results(cfg, args, f: dict, r3: float, r4: float) -> None:
+def _section(cfg, f: dict, r3: float, r4: float) -> str:
+    """The RESULTS.md section."""
     llm = cfg.llm
-    text = f"""
-## LLM pool: R3, R4, cached rerun ({datetime.date.today().isoformat()})
-
-Command: `python benchmarks/llm_pool.py` (`--max-in-flight {args.max_in_flight}`)
-Machine: {machine()}; one vLLM-CPU engine ({llm.model}, {llm.dtype}, {llm.replicas} replica, max_model_len {llm.max_model_len}, KV cache {llm.kv_cache_gib} GiB, prefix caching on).
+    body = f"""One vLLM-CPU engine ({llm.model}, {llm.dtype}, {llm.replicas} replica, max_model_len {llm.max_model_len}, KV cache {llm.kv_cache_gib} GiB, prefix caching on).
 Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.record.neurons}, {cfg.record.max_tokens} tokens, window {cfg.record.window}, top_k {cfg.record.top_k}, random_k {cfg.record.random_k}; explain method {cfg.explain.method}, n_explain {cfg.explain.n_explain}, held out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random, max_modes {cfg.explain.max_modes}, refine_rounds {cfg.explain.refine_rounds}, max_in_flight {cfg.explain.max_in_flight}.
 
 | figure | value |
@@ -267,10 +250,7 @@ Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.recor
 
 `R3={r3:.2f} R4={r4:.2f} cache_calls={f["cache_calls"]}`
 """
-    with open(RESULTS, "a", encoding="utf-8") as fh:
-        if fh.tell() == 0:
-            fh.write("# Benchmark results\n\nEach section is appended by the benchmark script it names.\n")
-        fh.write(text)
+    return "\n".join(header("LLM pool: R3, R4, cached rerun", __file__)) + "\n" + body
 
 
 if __name__ == "__main__":

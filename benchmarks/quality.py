@@ -19,13 +19,10 @@ Last line: Q1_delta=... Q1_win=... Q1_sim_delta=... Q1p_delta=... Q1p_win=... Q2
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +30,8 @@ import pyarrow as pa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from common import append_results, header
 
 from neuronscope import stages
 from neuronscope.cli import add_flags, config_from_args
@@ -44,7 +43,6 @@ from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
 from neuronscope.store import Store
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 Q2_EXPLAIN = {"method": "both"}  # otherwise the default settings
 Q2_SEED = 7  # the concept sets of the main draw; the wide draws take the next seeds
 
@@ -129,21 +127,22 @@ def _windows(cfg, tokens: int):
     from neuronscope.record.driver import load_windows
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
-    return load_windows(RecordConfig(corpus=cfg.record.corpus, window=32, max_tokens=tokens), tok)[0], tok
+    rcfg = RecordConfig(corpus=cfg.record.corpus, window=cfg.record.window, max_tokens=tokens)
+    return load_windows(rcfg, tok)[0], tok
 
 
 def _plant(ecfg, windows, tok, n_per: int, seed: int = Q2_SEED, plant_seed: int = 0):
-    from neuronscope.explain.exemplars import FEEDBACK_RANDOM, VALIDATION_RANDOM, VALIDATION_TOP
     from neuronscope.record.synthetic import concept_sets, plant
 
-    return plant(
-        windows,
-        tok,
-        concept_sets(n_per, seed=seed),
-        top_k=ecfg.n_explain + ecfg.n_heldout_top + VALIDATION_TOP,
-        random_k=ecfg.n_heldout_random + VALIDATION_RANDOM + FEEDBACK_RANDOM,
-        seed=plant_seed,
-    )
+    top_k, random_k = _needed(ecfg)
+    return plant(windows, tok, concept_sets(n_per, seed=seed), top_k=top_k, random_k=random_k, seed=plant_seed)
+
+
+def _needed(ecfg) -> tuple[int, int]:
+    """Q2's top-k and random-k: what the explain split of ``ecfg`` uses, no more."""
+    from neuronscope.explain.exemplars import needed
+
+    return needed(ecfg.n_explain, ecfg.n_heldout_top, ecfg.n_heldout_random)
 
 
 def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
@@ -204,6 +203,7 @@ def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
         "q1_planted": compare(rows[rows["neuron"].isin(poly)]),
         "used": ecfg.clustering,
         "n_explain": ecfg.n_explain,
+        "top_random_k": _needed(ecfg),
     }
     for variant, res in out.items():
         summary[variant] = {"neurons": res, **_by_k(res)}
@@ -255,10 +255,12 @@ def _q1_lines(args, cfg, r1: dict) -> list[str]:
 def _q2_lines(r2: dict) -> list[str]:
     names = {"activation": "activating words (agglomerative)", "components": "components (paper, k-means)"}
     order = [r2["used"]] + [v for v in names if v != r2["used"]]
+    top_k, random_k = r2["top_random_k"]
     lines = [
         f"**Q2** — {r2['components']['n']} planted neurons (1, 2 and 3 concepts; {r2['n_explain']} explain "
-        "exemplars each, balanced over the concepts; default explain settings). Right number of modes / "
-        "mean ARI of the explain exemplars' modes against their planted concept:\n",
+        f"exemplars each, balanced over the concepts, of top-k {top_k} / random-k {random_k} planted, what the "
+        "explain split uses; the run's explain settings). Right number of modes / mean ARI of the explain "
+        "exemplars' modes against their planted concept:\n",
         "| clustering | all | 1 concept | 2 concepts | 3 concepts |",
         "|---|---|---|---|---|",
     ]
@@ -297,11 +299,8 @@ def _q2_lines(r2: dict) -> list[str]:
     )
 
 
-def _report(args, cfg, r1: dict | None, r2: dict | None, seconds: float) -> str:
-    lines = [
-        f"\n## Quality (Q1, Q2) — {dt.date.today().isoformat()}\n",
-        f"Command: `python benchmarks/quality.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`  ",
-        f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
+def _report(argv, args, cfg, r1: dict | None, r2: dict | None, seconds: float) -> str:
+    lines = header("Quality (Q1, Q2)", __file__, argv) + [
         f"LLM: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); wall time {seconds / 60:.1f} min.\n",
     ]
     lines += _q1_lines(args, cfg, r1) if r1 else []
@@ -333,11 +332,10 @@ def main(argv=None) -> None:
         r2 = q2(cfg, os.path.join(out, "q2"), llm, progress, windows, tok, args.q2_neurons)
         r2["wide"] = q2_wide(cfg, windows, tok, args.q2_neurons, args.q2_draws)
     r1 = q1(cfg, os.path.join(out, "q1"), llm, progress) if "q1" in parts else None
-    report = _report(args, cfg, r1, r2, time.time() - t0)
+    report = _report(argv, args, cfg, r1, r2, time.time() - t0)
     print(report)
     if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as fh:
-            fh.write(report)
+        append_results(report)
     print(f"runs kept in {out}", file=sys.stderr)
     nan = float("nan")
     qp = r2["q1_planted"]["judge"] if r2 else {}

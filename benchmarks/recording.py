@@ -1,17 +1,24 @@
-"""R1/R2: the record stage's per-batch path against a plain forward and a naive recorder.
+"""R1/R2: the recording actor's per-batch work alone, in one process, against forwards and a naive one.
 
-On the bundled SmolLM2-135M, all 30 layers x 1536 neurons, windows of the bundled corpus, one
-batch size and one torch thread count for everything:
+What it times: the record stage's recording actor (``neuronscope.record.udf.Recorder``) called
+directly on batches of windows made beforehand, i.e. its forward with hooks on every MLP neuron,
+the top-k / random sample / quantile stats folded batch by batch, and its final stats. What it
+does not time: Ray, Ray Data and the actor pool, reading and tokenizing the corpus, merging the
+actors' summaries, building the records and writing Parquet. ``benchmarks/atlas.py`` times the
+whole ``record`` stage, all of that included (R1_e2e).
+
+On the bundled SmolLM2-135M, all 30 layers x 1536 neurons, windows of the bundled corpus, the
+record stage's default top-k / random-k / window / seed, one batch size and one torch thread
+count for everything:
 
 - throughput, in one process, the contenders taking turns batch by batch (so that load from
   other processes hits them alike): the plain forward ``model(input_ids)``; the forward of the
   decoder stack alone (no final norm / LM head, which the recorder skips too); the recorder
-  (the recording actor's ``Recorder``: hooks, top-k / sample / stats folded batch by batch;
-  first run untimed over the preceding tokens, so that it works from its top-k floors as an actor
-  does after its first batches); the
-  naive recorder, which keeps every activation and computes top-k, sample and stats at the end.
-- peak memory (max RSS of a fresh child process) of the recorder and the naive one over N and
-  4N tokens.
+  (first run untimed over the preceding tokens, so that it works from its top-k floors as an
+  actor does after its first batches); the naive recorder, which keeps every activation and
+  computes top-k, sample and stats at the end.
+- peak memory (VmHWM of a fresh child process, model load included) of the recorder and the
+  naive one over N and 4N tokens.
 
 R1 = recorder tokens/s / decoder-stack forward tokens/s (the stricter of the two forwards; the
 ratio to the full forward is reported too). R2 = recorder tokens/s / naive tokens/s.
@@ -21,13 +28,8 @@ Appends a section to benchmarks/RESULTS.md; the last printed line is ``R1=... R2
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,20 +38,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
+from common import append_results, header, peak_rss_mb, run_child
+
+from neuronscope.config import RecordConfig
 
 MODEL = "bundled:smollm2-135m"
 CORPUS = "bundled:shakespeare"
-TOP_K, RANDOM_K, WINDOW, SEED = 20, 20, 64, 0
+CFG = RecordConfig(model=MODEL, corpus=CORPUS)  # the record stage's defaults
+TOP_K, RANDOM_K, WINDOW, SEED = CFG.top_k, CFG.random_k, CFG.window, CFG.seed
+TIMES = (
+    "Times the recording actor's per-batch work only (`Recorder` called in-process on windows made "
+    "beforehand: hooked forward, top-k / sample / stats fold, final stats); not Ray Data, the actor pool, "
+    "corpus reading and tokenizing, merging or Parquet writes (`benchmarks/atlas.py` times `record` end to end)."
+)
 
 
 def _windows(n_tokens: int) -> np.ndarray:
     from transformers import AutoTokenizer
 
-    from neuronscope.config import RecordConfig
     from neuronscope.models.bundled import resolve_model
     from neuronscope.record.driver import load_windows
 
-    cfg = RecordConfig(model=MODEL, corpus=CORPUS, window=WINDOW, max_tokens=n_tokens)
+    cfg = CFG.model_copy(update={"max_tokens": n_tokens})
     return load_windows(cfg, AutoTokenizer.from_pretrained(resolve_model(MODEL).path))[0]
 
 
@@ -63,7 +73,6 @@ class InProcessActor:
     """The record stage's per-batch path: the recording actor's fold of each batch."""
 
     def __init__(self, path: str, threads: int):
-        from neuronscope.config import RecordConfig
         from neuronscope.models import arch
         from neuronscope.record.udf import Recorder
 
@@ -75,7 +84,7 @@ class InProcessActor:
             RANDOM_K,
             SEED,
             torch_threads=threads,
-            hist_rate=RecordConfig().quantile_sample,
+            hist_rate=CFG.quantile_sample,
         )
         assert len(NEURONS) == arch.n_neurons(self.actor.model.config)
 
@@ -147,33 +156,7 @@ def child(kind: str, n_tokens: int, batch_size: int, threads: int) -> dict:
         worker.step(batch)
     worker.finish()
     seconds = time.perf_counter() - t0
-    return {"kind": kind, "tokens": int(windows.size), "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM is this process's own peak; getrusage's ru_maxrss survives exec, so a child would
-    # report its parent's peak when that is larger
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _run_child(kind: str, n_tokens: int, args) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        kind,
-        "--tokens",
-        str(n_tokens),
-        "--batch-size",
-        str(args.batch_size),
-        "--threads",
-        str(args.threads),
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return {"kind": kind, "tokens": int(windows.size), "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def throughput(args) -> dict:
@@ -216,41 +199,15 @@ def throughput(args) -> dict:
     return {"tokens": tokens, "tok_s": {k: tokens / v for k, v in seconds.items()}}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=8192, help="tokens for the throughput runs")
-    p.add_argument(
-        "--warmup-tokens", type=int, default=16384, help="tokens the recorder sees (untimed) before the throughput runs"
-    )
-    p.add_argument("--mem-tokens", type=int, default=4096, help="N: memory is measured at N and 4N tokens")
-    p.add_argument("--batch-size", type=int, default=32, help="windows of 64 tokens per batch")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
-    p.add_argument("--child", choices=["record", "naive"], help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.tokens, args.batch_size, args.threads)))
-        return
-
-    t0 = time.time()
-    tp = throughput(args)
-    mem = {
-        (kind, n): _run_child(kind, n, args)
-        for kind in ("record", "naive")
-        for n in (args.mem_tokens, 4 * args.mem_tokens)
-    }
+def _section(args, tp: dict, mem: dict, wall: float) -> tuple[str, float, float]:
+    """The RESULTS.md section, R1 and R2."""
     tok_s = tp["tok_s"]
     r1, r1_full = tok_s["record"] / tok_s["stack"], tok_s["record"] / tok_s["forward"]
     r2 = tok_s["record"] / tok_s["naive"]
     n, n4 = args.mem_tokens, 4 * args.mem_tokens
-    growth = {k: mem[(k, n4)]["peak_rss_mb"] / mem[(k, n)]["peak_rss_mb"] for k in ("record", "naive")}
-
-    lines = [
-        f"## Recording (R1, R2) — {dt.date.today().isoformat()}",
+    lines = header("Recording (R1, R2)", __file__) + [
+        TIMES,
         "",
-        "Command: `python benchmarks/recording.py`",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{args.threads} torch threads. Model {MODEL}, all {len(LAYERS)} layers x {len(NEURONS)} neurons; "
         f"corpus {CORPUS}; batch {args.batch_size} x {WINDOW} tokens; top-k {TOP_K}, random-k {RANDOM_K}.",
         "",
@@ -268,7 +225,7 @@ def main() -> None:
         f"R1 = recorder / decoder-stack forward = **{r1:.3f}** (goal >= 0.90); recorder / full forward = {r1_full:.3f}.  ",
         f"R2 = recorder / naive = **{r2:.2f}** (goal >= 3).",
         "",
-        "Peak RSS of a fresh process over N and 4N tokens:",
+        "Peak RSS of a fresh process over N and 4N tokens (model load included):",
         "",
         "| contender | N tokens | peak MB | 4N tokens | peak MB | growth |",
         "|---|---|---|---|---|---|",
@@ -277,14 +234,38 @@ def main() -> None:
         a, b = mem[(kind, n)], mem[(kind, n4)]
         lines.append(
             f"| {kind} | {a['tokens']} | {a['peak_rss_mb']:.0f} | {b['tokens']} | {b['peak_rss_mb']:.0f} | "
-            f"x{growth[kind]:.2f} |"
+            f"x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} |"
         )
-    lines += ["", f"Wall time of the benchmark: {time.time() - t0:.0f} s.", ""]
-    text = "\n".join(lines)
-    results = Path(args.results)
-    prefix = "" if not results.exists() else ("\n" if results.read_text().endswith("\n") else "\n\n")
-    with open(results, "a") as f:
-        f.write(("# Benchmark results\n\n" if not results.exists() else prefix) + text)
+    lines += ["", f"Wall time of the benchmark: {wall:.0f} s."]
+    return "\n".join(lines), r1, r2
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=8192, help="tokens for the throughput runs")
+    p.add_argument(
+        "--warmup-tokens", type=int, default=16384, help="tokens the recorder sees (untimed) before the throughput runs"
+    )
+    p.add_argument("--mem-tokens", type=int, default=4096, help="N: memory is measured at N and 4N tokens")
+    p.add_argument("--batch-size", type=int, default=32, help=f"windows of {WINDOW} tokens per batch")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    p.add_argument("--child", choices=["record", "naive"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.tokens, args.batch_size, args.threads)))
+        return
+
+    t0 = time.time()
+    tp = throughput(args)
+    flags = ("--batch-size", args.batch_size, "--threads", args.threads)
+    mem = {
+        (kind, n): run_child(__file__, "--child", kind, "--tokens", n, *flags)
+        for kind in ("record", "naive")
+        for n in (args.mem_tokens, 4 * args.mem_tokens)
+    }
+    text, r1, r2 = _section(args, tp, mem, time.time() - t0)
+    append_results(text, args.results)
     print(text)
     print(f"R1={r1:.3f} R2={r2:.2f}")
 

@@ -24,22 +24,19 @@ Run: ``python benchmarks/scale.py`` (a few minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from common import append_results, header, run_child
 
 from neuronscope.schema import RECORDS, conform
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 LAYERS, NEURONS, SHARD = 2, 1536, 256
 TOP, RANDOM, WINDOW = 8, 4, 32
 SIZES = (100, 1000)
@@ -152,12 +149,7 @@ def measure(records_uri: str, out_uri: str, n: int) -> dict:
 
 
 def child(records_uri: str, work: Path, n: int) -> dict:
-    out = work / f"explain-{n}"
-    cmd = [sys.executable, __file__, "--measure", str(n), "--records", records_uri, "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"measuring {n} neurons failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(__file__, "--measure", n, "--records", records_uri, "--out", work / f"explain-{n}")
 
 
 def main() -> None:
@@ -189,22 +181,16 @@ def main() -> None:
     figures = {"records_rows": rows, "runs": runs, "total_s": round(time.time() - t0, 1)}
     print(json.dumps(figures, indent=1))
     if not args.no_append:
-        append_results(figures, peak, ratio, per_neuron)
+        append_results(_section(figures, peak, ratio, per_neuron))
     print(f"driver_mem_ratio={ratio:.3f} objects_per_neuron={per_neuron:.4f} dryrun_error=nan")
 
 
-def append_results(f: dict, peak: dict, ratio: float, per_neuron: float) -> None:
-    from llm_pool import machine
-
+def _section(f: dict, peak: dict, ratio: float, per_neuron: float) -> str:
+    """The RESULTS.md section."""
     a, b = (f["runs"][n] for n in SIZES)
     mib = lambda x: f"{x / 2**20:.2f} MiB"
     objs = lambda r: ", ".join(f"{k} {v}" for k, v in r["objects"].items())
-    command = " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]])
-    text = f"""
-## Scale: driver memory and objects per neuron ({datetime.date.today().isoformat()})
-
-Command: `{command}`
-Machine: {machine()}; local run folder, 2-CPU Ray.
+    body = f"""Local run folder, 2-CPU Ray.
 Records: synthetic, {LAYERS} layers x {NEURONS} neurons, {TOP} top + {RANDOM} random exemplars of {WINDOW} tokens each ({f["records_rows"]} rows, one object per layer and {SHARD} neurons).
 The explain step is a **trivial workload** (`trivial_workflow` in the script, passed to `explain_run` as `workflow=` in this benchmark only): it reads the neuron's records, asks a scripted stand-in LLM three questions through the response cache and writes one row and a transcript. The figures are the fan-out driver's and the store's, not the explanations'.
 
@@ -223,8 +209,7 @@ dryrun_error: not measured by this benchmark (nan).
 
 `driver_mem_ratio={ratio:.3f} objects_per_neuron={per_neuron:.4f} dryrun_error=nan`
 """
-    with open(RESULTS, "a", encoding="utf-8") as fh:
-        fh.write(text)
+    return "\n".join(header("Scale: driver memory and objects per neuron", __file__)) + "\n" + body
 
 
 if __name__ == "__main__":

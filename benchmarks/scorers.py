@@ -17,18 +17,16 @@ Last line: S_right_vs_wrong=<default scorer's pairwise AUROC> plus each scorer's
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from common import append_results, header
 
 from neuronscope import stages
 from neuronscope.cli import config_from_args
@@ -44,7 +42,6 @@ from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer
 from neuronscope.scoring.calibration import self_check
 from neuronscope.scoring.metrics import pairwise_win
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEFORE = "simulation (0-10, before)"
 
 
@@ -112,9 +109,10 @@ def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, pr
     from neuronscope.record.synthetic import CONCEPTS, concept_sets, plant
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
-    windows, _ = load_windows(RecordConfig(corpus=cfg.record.corpus, window=32, max_tokens=tokens), tok)
+    r = cfg.record
+    windows, _ = load_windows(RecordConfig(corpus=r.corpus, window=r.window, max_tokens=tokens), tok)
     sets = concept_sets(n_per, seed=11)
-    planted = plant(windows, tok, sets, top_k=16, random_k=8, seed=3)
+    planted = plant(windows, tok, sets, top_k=r.top_k, random_k=r.random_k, seed=3)
     e = cfg.explain
     rng = np.random.default_rng(5)
     jobs = []
@@ -183,16 +181,13 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
     return {"per": out, "agree": agree, "n": len(neurons)}
 
 
-def _report(args, cfg, checks, planted, real, seconds) -> str:
-    lines = [
-        f"\n## Scorers — {dt.date.today().isoformat()}\n",
-        f"Command: `python benchmarks/scorers.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`  ",
-        f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; "
+def _report(argv, args, cfg, checks, planted, real, seconds) -> str:
+    lines = header("Scorers", __file__, argv) + [
         f"LLM scorers: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); embedder `{cfg.explain.embedder}`; "
         f"held-out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random exemplars per neuron "
         f"(the demo's split); wall time {seconds / 60:.1f} min.\n",
         f"**Planted neurons** ({next(iter(planted.values()))['n']}: {args.planted_per} each of 1, 2 and 3 "
-        "concepts). Pairwise AUROC = share of neurons where the right explanation (the planted concepts' "
+        f"concepts; top-k {cfg.record.top_k} / random-k {cfg.record.random_k} planted). Pairwise AUROC = share of neurons where the right explanation (the planted concepts' "
         "names) scores above a wrong concept's / another planted neuron's; self-check = the run-time "
         "calibration (`neuronscope.scoring.calibration`), right name over wrong name.\n",
         "| scorer | right > wrong | right > other neuron | mean right / wrong / other | self-check | "
@@ -252,11 +247,10 @@ def main(argv=None) -> None:
         progress(checks[name].line())
     planted = planted_part(cfg, scorers, ledger, args.planted_per, args.planted_tokens, progress)
     real = real_part(cfg, scorers, llm, ledger, args.out or tempfile.mkdtemp(prefix="ns-scorers-"), progress)
-    report = _report(args, cfg, checks, planted, real, time.time() - t0)
+    report = _report(argv, args, cfg, checks, planted, real, time.time() - t0)
     print(report)
     if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as fh:
-            fh.write(report)
+        append_results(report)
     default = ExplainConfig().scorer
     print(
         f"S_right_vs_wrong={planted[default]['right_vs_wrong'] if default in planted else float('nan'):.2f} "
