@@ -103,6 +103,7 @@ def test_bad_input_file(cli, tmp_path, make, kind, fragment):
         ("record:\n  top_kk: 5\n", "record.top_kk"),
         ("record:\n  top_k: lots\n", "record.top_k='lots'"),
         ("record:\n  neurons: 0-5000\n  layers: '0'\n", "neuron 1536 is out of range"),
+        ("record:\n  layers: '3-x'\n", "record.layers='3-x': layer selection '3-x' is not an index or a range"),
         ("recrod:\n  top_k: 5\n", "recrod"),
     ],
 )
