@@ -13,6 +13,7 @@ from .schema import SCHEMA_VERSION
 from .store import Store
 
 MANIFEST = "manifest.json"
+MAX_EARLIER = 20  # earlier attempts a stage entry keeps
 
 
 def _now() -> str:
@@ -110,9 +111,22 @@ def begin_stage(store: Store, stage: str, inputs: dict, config: dict) -> dict:
         "inputs": inputs,
         "config": config,
         "package_version": __version__,
+        "earlier": _earlier(prev),
     }
     store.write_json(MANIFEST, m)
     return m
+
+
+def _earlier(prev: dict | None) -> list[dict]:
+    """The stage's earlier attempts, newest last: one still "running" when the next began was
+    interrupted (the stage lease rules out a live one), killed or its machine lost."""
+    if not prev or "started" not in prev:  # no attempt began: an entry written by hand or by notes
+        return list((prev or {}).get("earlier", []))
+    status = "interrupted" if prev.get("status") == "running" else prev.get("status")
+    attempt = {"started": prev.get("started"), "finished": prev.get("finished"), "status": status}
+    if prev.get("error"):
+        attempt["error"] = prev["error"]
+    return [*prev.get("earlier", []), attempt][-MAX_EARLIER:]
 
 
 def end_stage(store: Store, stage: str, status: str, summary: dict | None = None, error: str | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,6 +68,15 @@ def _explain_lines(store: Store, entry: dict) -> list[str]:
     return lines
 
 
+def _earlier_line(earlier: list[dict]) -> str:
+    counts = Counter(a.get("status") for a in earlier)
+    last = earlier[-1]
+    return (
+        f"  earlier attempts: {', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}; "
+        f"the last started {last.get('started')}, {last.get('status')}"
+    )
+
+
 def run_status(run: str) -> str:
     """Each stage's state, its neuron counts and token spend, and the last error, as lines."""
     store = Store.open(run)
@@ -86,6 +97,8 @@ def run_status(run: str) -> str:
         )
         if entry.get("status") == "running":
             lines.append(holder_line(store, stage))
+        if entry.get("earlier"):
+            lines.append(_earlier_line(entry["earlier"]))
         lines += details(store, entry)
         if entry.get("error"):
             lines.append(f"  last error: {entry['error']}")

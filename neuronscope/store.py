@@ -449,8 +449,10 @@ class S3Store(Store):
                 return f"bucket '{self.bucket}' does not exist ({target})"
             if code in ("NoSuchKey", "404") or status == 404:
                 return f"cannot {action} {target}: does not exist"
+            if code == "AccessDenied":  # known credentials, without the right to do this
+                return f"permission denied by {self.endpoint} to {action} {target} (AccessDenied)"
             # HEAD answers carry no body, so a refused signature there is a bare 403.
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403") or status == 403:
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403") or status == 403:
                 return f"credentials rejected by {self.endpoint} for {target} ({code or status})"
             return f"cannot {action} {target}: S3 error {code or status}: {err.get('Message', exc)}"
         if isinstance(exc, NoCredentialsError):

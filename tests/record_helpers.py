@@ -52,6 +52,32 @@ def save_tiny(model, tokenizer, folder) -> str:
     return str(folder)
 
 
+ZERO_NEURON = 5  # tiny_dir zeroes its gate/up rows in the llama: 0 everywhere, a tie on every token
+
+
+def tiny_dir(folder, tokenizer_dir: str, kind: str) -> str:
+    """A saved 3-layer llama with 24 MLP neurons (ZERO_NEURON zeroed) or a gpt2 of 64, in ``folder``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if kind == "llama":
+        model = tiny_model(
+            "llama",
+            len(tok),
+            hidden_size=16,
+            intermediate_size=24,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+        )
+        for layer in model.model.layers:
+            layer.mlp.gate_proj.weight.data[ZERO_NEURON] = 0
+            layer.mlp.up_proj.weight.data[ZERO_NEURON] = 0
+    else:  # n_inner left unset: 4 x hidden size
+        model = tiny_model("gpt2", len(tok), n_embd=16, n_inner=None, n_head=2, n_positions=64)
+    return save_tiny(model, tok, folder)
+
+
 @pytest.fixture(scope="module")
 def tokenizer_dir():
     from neuronscope.models.bundled import resolve_model

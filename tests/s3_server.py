@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 ACCESS_KEY, SECRET_KEY = "nstestaccess", "nstestsecret0123456789"
+READER_KEY, READER_SECRET = "nstestreader", "nstestreadsecret012345"  # may read and list, not write
 START_TIMEOUT_S = 30
 GRPC_OFFSET = 10000  # SeaweedFS's default gRPC port = http port + 10000
 
@@ -170,7 +171,12 @@ def seaweedfs():
                 "name": "admin",
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+                "actions": ["Read", "List"],
+            },
         ]
     }
     (d / "identities.json").write_text(json.dumps(identities))

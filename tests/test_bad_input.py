@@ -158,6 +158,21 @@ def test_store_errors(cli, tmp_path, s3_env, monkeypatch):
     assert s3_env in line and "wrong-secret" not in line
 
 
+def test_a_run_the_credentials_may_read_but_not_write_is_refused_and_keeps_its_objects(
+    cli, s3_env, seaweedfs, monkeypatch
+):
+    from s3_server import READER_KEY, READER_SECRET
+
+    run = Store.open(f"s3://{s3_env}/run")
+    run.write_bytes(records_key(0), b"rows recorded before the credentials changed")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
+    line = cli(2, "record", "--out", run.uri, *RECORD)
+    assert f"permission denied by {seaweedfs.endpoint} to write to run location {run.uri}" in line, line
+    assert "(AccessDenied)" in line and READER_SECRET not in line
+    assert Store.open(run.uri).read_bytes(records_key(0)) == b"rows recorded before the credentials changed"
+
+
 @pytest.fixture
 def cli(ray_local, capsys):
     """Run the CLI; assert its exit status and that it printed exactly one error line; return it."""

@@ -197,6 +197,16 @@ def test_triage_gives_the_full_workflow_only_where_single_pass_is_weak():
     rows_table(good + weak)
 
 
+def test_triage_scores_the_baseline_once_under_the_decision_scorer():
+    from neuronscope.explain.transcript import ScoreEntry, TriageEntry
+
+    res = _run(ScriptedLLM(single_pass="Explanation: rivers and lakes"), method="triage", scorer="embedding")
+    (triage,) = [t for t in res.transcript if isinstance(t, TriageEntry)]
+    scored = [t for t in res.transcript if isinstance(t, ScoreEntry) and t.explanation == "rivers and lakes"]
+    assert [t.purpose for t in scored if t.scorer == "embedding"] == ["triage heldout"]
+    assert res.rows[0]["baseline_score"] == triage.baseline_score
+
+
 def test_two_planted_modes_are_found():
     class TwoConcepts(ScriptedLLM):
         def chat(self, conversations, params):

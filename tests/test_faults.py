@@ -60,10 +60,13 @@ def _explanations(store: Store) -> pd.DataFrame:
     return rows.sort_values(["layer", "neuron", "mode"]).reset_index(drop=True)
 
 
-def _driver(ray_local, records: str, out: str, env: dict | None = None) -> subprocess.Popen:
-    """An explain driver process on the test's Ray, its workers given ``env``."""
-    address = ray_local.get_runtime_context().gcs_address
-    args = [address, records, out, str(Path(__file__).parent), json.dumps(CFG), json.dumps(env or {})]
+def _driver(
+    ray_or_address, records: str, out: str, env: dict | None = None, cfg: dict | None = None
+) -> subprocess.Popen:
+    """An explain driver process on the test's Ray (or the cluster at an address), its workers
+    given ``env``."""
+    address = ray_or_address if isinstance(ray_or_address, str) else ray_or_address.get_runtime_context().gcs_address
+    args = [address, records, out, str(Path(__file__).parent), json.dumps(cfg or CFG), json.dumps(env or {})]
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, *args],
         stdout=subprocess.PIPE,

@@ -54,3 +54,22 @@ def test_a_rerun_with_other_result_settings_is_refused_and_loses_nothing(tmp_pat
             "llm": {"temperature": 0.0, "replicas": 4},
         },
     )
+
+
+def test_a_stage_keeps_its_earlier_attempts_and_status_shows_them(tmp_path):
+    from neuronscope.status import run_status
+
+    store = Store.open(str(tmp_path / "run"))
+    manifest.begin_stage(store, "record", {}, {})  # killed: never ended
+    manifest.begin_stage(store, "record", {}, {})
+    manifest.end_stage(store, "record", "failed", error="OSError: disk full")
+    manifest.begin_stage(store, "record", {}, {})
+    manifest.end_stage(store, "record", "done", {"shards": 1})
+    entry = store.read_json("manifest.json")["stages"]["record"]
+    assert entry["status"] == "done"
+    assert [a["status"] for a in entry["earlier"]] == ["interrupted", "failed"]
+    assert entry["earlier"][1]["error"] == "OSError: disk full"
+    assert "earlier attempts: 1 failed, 1 interrupted; the last started" in run_status(store.uri)
+    for _ in range(manifest.MAX_EARLIER + 5):
+        manifest.begin_stage(store, "record", {}, {})
+    assert len(store.read_json("manifest.json")["stages"]["record"]["earlier"]) == manifest.MAX_EARLIER

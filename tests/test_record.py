@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from record_helpers import brute, expected_top, save_tiny, tiny_model
+from record_helpers import ZERO_NEURON, brute, expected_top, tiny_dir
 
 from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError, NeuronScopeError
@@ -22,40 +22,17 @@ from neuronscope.schema import RECORDS, STATS
 from neuronscope.store import Store
 
 WINDOW = 16
-ZERO_NEURON = 5  # its gate/up rows are zeroed: 0 everywhere, a tie on every token
 SHARD = 10  # neurons per output part in the tiny-model runs
-
-
-def _tiny(tmp_path_factory, tokenizer_dir, kind: str):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    if kind == "llama":
-        model = tiny_model(
-            "llama",
-            len(tok),
-            hidden_size=16,
-            intermediate_size=24,
-            num_hidden_layers=3,
-            num_attention_heads=2,
-            max_position_embeddings=64,
-        )
-        for layer in model.model.layers:
-            layer.mlp.gate_proj.weight.data[ZERO_NEURON] = 0
-            layer.mlp.up_proj.weight.data[ZERO_NEURON] = 0
-    else:  # n_inner left unset: 4 x hidden size
-        model = tiny_model("gpt2", len(tok), n_embd=16, n_inner=None, n_head=2, n_positions=64)
-    return save_tiny(model, tok, tmp_path_factory.mktemp(kind))
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory, tokenizer_dir):
-    return _tiny(tmp_path_factory, tokenizer_dir, "llama")
+    return tiny_dir(tmp_path_factory.mktemp("llama"), tokenizer_dir, "llama")
 
 
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory, tokenizer_dir):
-    return _tiny(tmp_path_factory, tokenizer_dir, "gpt2")
+    return tiny_dir(tmp_path_factory.mktemp("gpt2"), tokenizer_dir, "gpt2")
 
 
 def _cfg(model, corpus, **kw):

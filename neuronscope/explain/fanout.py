@@ -38,6 +38,7 @@ from .task import Shared, failed_rows, failure_reason, record_failure, run_task,
 from .workflow import explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
+TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
 MAX_LISTED_FAILURES = 50  # the summary goes into the manifest: the rest are in the files
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
 # requests to fill an engine's batches (benchmarks/llm_pool.py measured R3 at 12 on one engine).
@@ -145,7 +146,9 @@ class Driver:
 
         self.ray, self.shared_ref, self.cfg, self.out_store = ray, shared_ref, shared.cfg, shared.out
         self.outputs, self.index, self.limit, self.total, self.progress = outputs, index, limit, total, progress
-        self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=0)(run_task)
+        # SPREAD: a cluster's nodes share the workflows' CPU work; a task whose worker or node
+        # died is run again (only system failures are retried: a neuron's own errors are results)
+        self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
         self.compactor = ray.remote(num_cpus=TASK_CPUS, max_retries=1)(compact)
         self.in_flight: dict = {}  # ref -> (layer, neuron)
         self.running: dict[int, int] = {}  # layer -> tasks in flight
@@ -298,8 +301,10 @@ def _pending(records_store, out_store, cfg: ExplainConfig, neurons, retry_failed
 def estimate_run(records_store, out_store, llm, cfg: ExplainConfig, progress=None, **explain_kw) -> dict:
     """``--dry-run``: explain a sample of the pending neurons, spread over the selection, into a
     scratch folder of the run (removed afterwards), and scale its tokens and wall time to every
-    pending neuron. The sample runs as many neurons at once as the real run would, so its
-    per-neuron time is the real run's pace (a little slower: the sample's tail runs alone)."""
+    pending neuron. The sample runs up to as many neurons at once as the real run would: with at
+    least the in-flight limit its per-neuron time is the real run's pace (a little slower: the
+    sample's tail runs alone); a smaller sample overestimates the time (the records are listed
+    twice, once here and once by the sample's own run: a cheap listing next to its LLM work)."""
     _, _, todo, pending = _pending(records_store, out_store, cfg, None, True)
     waiting = todo[pending]
     picks = np.unique(np.linspace(0, len(waiting) - 1, min(cfg.dry_run_sample, len(waiting))).round().astype(int))

@@ -302,10 +302,17 @@ def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, 
 
 
 def _final_scores(
-    modes: list[Mode], base_text: str | None, control: str, sp: Split, j: dict, transcript: list[Entry]
+    modes: list[Mode],
+    base_text: str | None,
+    control: str,
+    sp: Split,
+    j: dict,
+    transcript: list[Entry],
+    base_score: float | None = None,
 ) -> dict:
     """Every held-out score of the neuron: per mode, combined, baseline and control, under the
-    decision scorer and the simulation scorer."""
+    decision scorer and the simulation scorer. ``base_score``: the baseline's decision score when
+    triage has already measured it on these held-out exemplars (not paid for twice)."""
     out = {}
     for key, judge, base_judge, ctrl_judge in (
         ("", j["decide"], j["decide_base"], j["control"]),
@@ -316,7 +323,9 @@ def _final_scores(
             for m, r in zip(modes, results):
                 setattr(m, f"{key}score", r.score)
             out[f"{key}score"] = _combined(judge, modes, results, sp, transcript)
-        if base_text is not None:
+        if base_text is not None and key == "" and base_score is not None:
+            out["baseline_score"] = base_score
+        elif base_text is not None:
             out[f"{key}baseline_score"] = _heldout_scores(base_judge, [base_text], sp, transcript, "baseline heldout")[
                 0
             ].score
@@ -374,8 +383,9 @@ def explain_neuron(
             layer, neuron, embedder=embedder, avoid=", ".join(activating(e, sp.max_act) for e in sp.explain)
         )
         base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
+        triage_score = None
         if cfg.method == "triage":
-            run_ns = _triage(judges["decide_base"], base_text, sp, embedder, cfg, transcript)
+            run_ns, triage_score = _triage(judges["decide_base"], base_text, sp, embedder, cfg, transcript)
             common["method"] = "triage/" + ("neuronscope" if run_ns else "single-pass")
         modes, coverage = [], math.nan
         if run_ns:
@@ -392,7 +402,7 @@ def explain_neuron(
                 m.explanation = t
             _refine(metered, modes, sp, judges["decide"], cfg, transcript)
             coverage = _coverage(judges["decide"], modes)
-        scores = _final_scores(modes, base_text, control, sp, judges, transcript)
+        scores = _final_scores(modes, base_text, control, sp, judges, transcript, triage_score)
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append(NeuronError(f"{type(e).__name__}: {e}"))
         rows = [
@@ -444,10 +454,11 @@ def explain_neuron(
 
 def _triage(
     judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, transcript: list[Entry]
-) -> bool:
+) -> tuple[bool, float | None]:
     """Whether the full workflow is likely to pay for this neuron: its single-pass explanation
     scores below ``cfg.triage_below`` on held-out exemplars, or its activating words fall into
-    several modes (one explanation cannot cover a polysemantic neuron)."""
+    several modes (one explanation cannot cover a polysemantic neuron); and that score (None
+    without a baseline)."""
     score = math.nan
     if base_text is not None:
         score = _heldout_scores(judge, [base_text], sp, transcript, "triage heldout")[0].score
@@ -455,7 +466,7 @@ def _triage(
     k = len(set(cluster.modes_from_words(embedder, words, cfg.max_modes)[0]))
     full = not score >= cfg.triage_below or k > 1  # a missing or NaN score counts as weak
     transcript.append(TriageEntry(score, k, full))
-    return full
+    return full, (score if base_text is not None else None)
 
 
 def _baseline(metered, sp, cfg, transcript: list[Entry], required: bool) -> str | None:

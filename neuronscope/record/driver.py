@@ -124,8 +124,11 @@ def _summarize(
     n = _startable_actors(cfg, progress)
     shards = _windows_dataset(windows, cfg.batch_size, n).streaming_split(n, equal=False)
     # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
-    # concurrent call answers the progress polls while consume runs
-    actor = ray.remote(num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2)(Recorder)
+    # concurrent call answers the progress polls while consume runs; SPREAD puts the recorders on
+    # as many nodes as they number
+    actor = ray.remote(
+        num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2, scheduling_strategy="SPREAD"
+    )(Recorder)
     actors = [
         actor.remote(
             cfg.model, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads, cfg.quantile_sample, n

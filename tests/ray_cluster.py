@@ -1,0 +1,117 @@
+"""A two-node Ray cluster on this machine: a head and a worker node, each one `ray start --block`
+in a session of its own, so that stopping a node kills its raylet and every worker it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# `ray start` turns token authentication on; a test cluster on one machine needs none
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+START_S = 180.0  # a node's start on a loaded 2-core machine
+
+
+@dataclass
+class TwoNodes:
+    address: str
+    head: subprocess.Popen
+    worker: subprocess.Popen
+    temp: str
+
+    def node_of(self, pid: int) -> str | None:
+        """ "head" or "worker" for a process one of the nodes started, else None."""
+        try:
+            sid = os.getsid(pid)
+        except ProcessLookupError:
+            return None
+        return {self.head.pid: "head", self.worker.pid: "worker"}.get(sid)
+
+    def nodes_running(self, name: str) -> set[str]:
+        """The nodes on which a Ray worker process now runs ``name`` (an actor class or task)."""
+        import psutil
+
+        found = set()
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if any(f"ray::{name}" in c for c in p.info["cmdline"] or []):
+                found.add(self.node_of(p.info["pid"]))
+        return found - {None}
+
+    def stop_worker(self) -> None:
+        """The worker node lost at once: its raylet and workers SIGKILLed."""
+        _kill(self.worker)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], temp: str, log: str) -> subprocess.Popen:
+    with open(os.path.join(temp, log), "w") as f:
+        return subprocess.Popen(
+            [RAY, "start", "--num-cpus=2", f"--temp-dir={temp}/{log[0]}", "--block", *args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            start_new_session=True,
+        )
+
+
+def _wait_for_nodes(address: str, n: int, nodes: list[subprocess.Popen], temp: str) -> None:
+    probe = f"import ray; ray.init(address={address!r}); print(sum(x['Alive'] for x in ray.nodes()))"
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        for node in nodes:
+            assert node.poll() is None, f"a Ray node did not start: {_logs(temp)}"
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=120)
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
+            return
+        time.sleep(1.0)  # polled until the deadline, not slept on
+    raise AssertionError(f"{n} Ray nodes did not come up in {START_S:.0f} s: {_logs(temp)}")
+
+
+def _logs(temp: str) -> str:
+    return "\n".join(Path(temp, name).read_text()[-2000:] for name in ("head.log", "worker.log"))
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture
+def two_nodes():
+    """A head and a worker node of 2 CPUs each; short temp dirs (Ray's sockets live there)."""
+    temp = tempfile.mkdtemp(prefix="ns-ray-")
+    port = _free_port()
+    head = _start(
+        ["--head", f"--port={port}", "--include-dashboard=false", f"--ray-client-server-port={_free_port()}"],
+        temp,
+        "head.log",
+    )
+    address = f"127.0.0.1:{port}"
+    worker = None
+    try:
+        _wait_for_nodes(address, 1, [head], temp)
+        worker = _start([f"--address={address}"], temp, "worker.log")
+        _wait_for_nodes(address, 2, [head, worker], temp)
+        yield TwoNodes(address, head, worker, temp)
+    finally:
+        for node in (worker, head):
+            if node is not None:
+                _kill(node)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""A two-node Ray cluster on this machine: record and explain spread over both nodes; a record
+driver killed mid-stage and resubmitted, and a worker node lost mid-explain, end equal to an
+uninterrupted run, with no neuron lost or done twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import test_faults as faults
+from record_helpers import tiny_dir
+
+from neuronscope.store import Store
+
+pytestmark = pytest.mark.slow
+
+RECORD = textwrap.dedent(
+    """
+    import sys
+    from neuronscope import cli
+    from neuronscope.record import driver
+
+    driver.SHARD_NEURONS = driver.MAX_CELLS_PER_PASS = 10  # a pass per layer and shard: 9 passes
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+SHARDS = 9  # 3 layers x 24 neurons in shards of 10
+WAIT_S = 600.0
+
+
+def _record(address: str, model: str, corpus: str, out: str) -> subprocess.Popen:
+    """`neuronscope record` as a driver process joining the cluster (as a submitted job does)."""
+    flags = [
+        "--window",
+        "16",
+        "--top-k",
+        "6",
+        "--random-k",
+        "5",
+        "--batch-size",
+        "4",
+        "--num-actors",
+        "2",
+        "--seed",
+        "3",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-c", RECORD, "record", "--out", out, "--model", model, "--corpus", corpus, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": address},
+        start_new_session=True,
+    )
+
+
+def _until(what, proc: subprocess.Popen, check) -> None:
+    """Poll ``check`` until true; fails if the driver ended first or after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver ended before {what}: {proc.stdout.read() if proc.stdout else ''}")
+        assert time.monotonic() < deadline, f"no {what} in {WAIT_S:.0f} s"
+        time.sleep(0.05)
+
+
+def _finished(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _table(store: Store, prefix: str) -> pd.DataFrame:
+    df = store.read_parquet(prefix).to_pandas()
+    df = df.sort_values([c for c in ("layer", "neuron", "kind", "rank") if c in df.columns]).reset_index(drop=True)
+    if "activations" in df.columns:
+        df["activations"] = [np.asarray(a).tolist() for a in df.activations]
+    return df
+
+
+def test_record_spreads_over_both_nodes_and_a_killed_driver_resubmitted_resumes_equal(
+    two_nodes, tmp_path, tokenizer_dir, corpus
+):
+    model = tiny_dir(tmp_path / "model", tokenizer_dir, "llama")
+    reference, run = Store.open(str(tmp_path / "reference")), Store.open(str(tmp_path / "run"))
+    proc, nodes = _record(two_nodes.address, model, corpus, reference.uri), set()
+    _until(
+        "recorders on both nodes", proc, lambda: nodes.update(two_nodes.nodes_running("Recorder")) or len(nodes) == 2
+    )
+    _finished(proc)
+
+    proc = _record(two_nodes.address, model, corpus, run.uri)
+    _until("two shards written", proc, lambda: len(run.list("stats/")) >= 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = len(run.list("stats/"))
+    assert kept < SHARDS, "the driver finished before it was killed"
+    out = _finished(_record(two_nodes.address, model, corpus, run.uri))
+    assert f"{kept}/{SHARDS} shards already in the store, skipped" in out, out
+    entry = run.read_json("manifest.json")["stages"]["record"]
+    assert entry["status"] == "done" and entry["summary"]["shards_recorded"] == SHARDS - kept
+    assert [a["status"] for a in entry["earlier"]] == ["interrupted"]
+    for prefix in ("records/", "stats/"):
+        got, want = _table(run, prefix), _table(reference, prefix)
+        assert not got.duplicated([c for c in ("layer", "neuron", "kind", "rank") if c in got.columns]).any()
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+def test_explain_spreads_over_both_nodes_and_finishes_on_the_head_when_the_worker_node_dies(
+    two_nodes, tmp_path, ray_local
+):
+    reference = faults._reference(tmp_path, ray_local)
+    run = Store.open(str(tmp_path / "run"))
+    faults._records(run)
+    proc = faults._driver(two_nodes.address, run.uri, run.uri, cfg={**faults.CFG, "max_in_flight": 4})
+    _until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
+    two_nodes.stop_worker()  # its workflows in flight die with it
+    summary = faults._summary(proc)
+    assert summary["ok"] == faults.NEURONS and summary["failed"] == 0, summary
+    got = faults._explanations(run)
+    assert not got.duplicated(["layer", "neuron", "mode"]).any()
+    pd.testing.assert_frame_equal(got, faults._explanations(reference))
