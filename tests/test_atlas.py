@@ -168,7 +168,14 @@ def test_neuron_shards(run):
     assert (Path(run) / "atlas" / n1["transcript"]).is_file()
     assert [s["id"] for s in n1["similar"]] and all(s["id"] != "L3_N1" for s in n1["similar"])
     index = shard(atlas / "data" / "index.js")
-    assert [n["id"] for n in index["neurons"]] == ["L3_N0", "L3_N1", "L3_N2", "L3_N3", "L5_N7"]
+    cols = index["columns"]
+    assert [f"L{a}_N{b}" for a, b in zip(cols["layer"], cols["neuron"])] == [
+        "L3_N0",
+        "L3_N1",
+        "L3_N2",
+        "L3_N3",
+        "L5_N7",
+    ]
     assert index["model"] == "planted"
     unexplained = neuron_data(atlas, 3, 3)
     assert (

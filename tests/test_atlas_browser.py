@@ -236,3 +236,28 @@ def test_served_search_by_meaning(run, watched, capsys):
         assert page.eval_on_selector("#neurons tbody tr", "r => r.dataset.id") == "L3_N1"
     finally:
         server.shutdown()
+
+
+def test_a_large_index_draws_its_rows_a_page_at_a_time(run, watched, tmp_path):
+    import json
+
+    atlas = tmp_path / "atlas"
+    shutil.copytree(run / "atlas", atlas)
+    shard = atlas / "data" / "index.js"
+    prefix, body = shard.read_text().split("=", 1)
+    index = json.loads(body.rstrip().rstrip(";"))
+    cols = index["columns"]
+    index["columns"] = {k: [v[0]] * 450 for k, v in cols.items()} | {"layer": [9] * 450, "neuron": list(range(450))}
+    shard.write_text(f"{prefix}={json.dumps(index)};\n")
+    page = watched.page
+    page.goto(url(atlas))
+    page.wait_for_selector("#neurons tbody tr")
+    rows = lambda: page.locator("#neurons tbody tr").count()
+    assert rows() == 200 and count(page) == "450 of 450 neurons (first 200 shown)"
+    assert page.inner_text("#more") == "show 200 more"
+    page.click("#more")
+    assert rows() == 400 and page.inner_text("#more") == "show 50 more"
+    page.click("#more")
+    assert rows() == 450 and count(page) == "450 of 450 neurons" and page.is_hidden("#more")
+    page.select_option("#f-explained", "no")  # a new filter starts over from its first page
+    assert rows() == 0 and count(page) == "0 of 450 neurons" and page.is_hidden("#more")

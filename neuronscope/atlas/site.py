@@ -79,25 +79,23 @@ def _short(x):
 
 
 def index_shard(neurons: dict, manifest: dict) -> dict:
-    """Every neuron in one row (its modes nested) for the index page's table, filters and search."""
-    out = [
-        {
-            "id": neuron_id(*key),
-            "layer": key[0],
-            "neuron": key[1],
-            **{c: _short(rows[0][c]) for c in INDEX_COLUMNS},
-            "modes": _modes(rows),
-            "top_tokens": rows[0]["top_tokens"][:8],
-        }
-        for key, rows in neurons.items()
-    ]
+    """Every neuron (its modes nested) for the index page's table, filters and search, column-wise:
+    a whole-model index is tens of thousands of rows, and its keys repeated per row would be most
+    of its megabytes (the page rebuilds the rows, with their ids, from the columns)."""
+    firsts = [rows[0] for rows in neurons.values()]
     record = manifest.get("stages", {}).get("record", {}).get("inputs", {})
     return {
         "model": record.get("model"),
         "corpus": record.get("corpus"),
         "neurons_per_shard": NEURONS_PER_SHARD,
         "texts_per_shard": TEXTS_PER_SHARD,
-        "neurons": out,
+        "columns": {
+            "layer": [key[0] for key in neurons],
+            "neuron": [key[1] for key in neurons],
+            **{c: [_short(r[c]) for r in firsts] for c in INDEX_COLUMNS},
+            "modes": [_modes(rows) for rows in neurons.values()],
+            "top_tokens": [r["top_tokens"][:8] for r in firsts],
+        },
     }
 
 

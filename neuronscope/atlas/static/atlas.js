@@ -4,7 +4,7 @@
 window.NS_DATA = window.NS_DATA || {};
 
 (function () {
-  const MAX_ROWS = 1000; // rows drawn at once; the count still covers every match
+  const PAGE_ROWS = 200; // rows drawn at once, more on demand: a table's layout grows with its rows
   const SEARCH_K = 50;
   const HIST_BINS = 24;
   const $ = (id) => document.getElementById(id);
@@ -14,6 +14,7 @@ window.NS_DATA = window.NS_DATA || {};
     hits: null, // the served semantic search's answer for the current query, or null
     api: location.protocol.startsWith("http") ? null : false, // null: not tried yet
     seq: 0,
+    rows: [], // the current filter's matches, as [neuron, search hit]
   };
 
   function build(node, attrs, kids) {
@@ -75,6 +76,7 @@ window.NS_DATA = window.NS_DATA || {};
   // -- index ------------------------------------------------------------------------------------
   async function loadIndex() {
     const data = await load("index");
+    data.neurons = rowsOf(data.columns);
     state.index = data;
     data.neurons.forEach((n, i) => state.pos.set(n.id, i));
     const about = [data.model && `model ${data.model}`, data.corpus && `corpus ${data.corpus}`];
@@ -89,7 +91,18 @@ window.NS_DATA = window.NS_DATA || {};
       timer = setTimeout(runSearch, 200);
     });
     $("filters").addEventListener("submit", (e) => e.preventDefault());
+    $("more").addEventListener("click", drawMore);
     renderTable();
+  }
+
+  // The index shard is column-wise (a key per column, not per neuron); the page works on rows.
+  function rowsOf(columns) {
+    const keys = Object.keys(columns);
+    return columns.layer.map((layer, i) => {
+      const n = { id: `L${layer}_N${columns.neuron[i]}` };
+      for (const k of keys) n[k] = columns[k][i];
+      return n;
+    });
   }
 
   function showIndex() {
@@ -153,12 +166,22 @@ window.NS_DATA = window.NS_DATA || {};
 
   function renderTable() {
     const values = filterValues();
-    const rows = matching().filter(([n]) => passes(n, values));
-    $("neurons").tBodies[0].replaceChildren(...rows.slice(0, MAX_ROWS).map(([n, hit]) => tableRow(n, hit)));
-    const shown = rows.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown)` : "";
-    $("count").textContent = `${rows.length} of ${state.index.neurons.length} neurons${shown}`;
+    state.rows = matching().filter(([n]) => passes(n, values));
+    $("neurons").tBodies[0].replaceChildren();
+    drawMore();
     $("search-mode").textContent = $("f-search").value.trim()
       ? state.hits ? "search by meaning" : "text search" : "";
+  }
+
+  function drawMore() {
+    const body = $("neurons").tBodies[0];
+    const [rows, drawn] = [state.rows, body.rows.length];
+    body.append(...rows.slice(drawn, drawn + PAGE_ROWS).map(([n, hit]) => tableRow(n, hit)));
+    const left = rows.length - body.rows.length;
+    const shown = left > 0 ? ` (first ${body.rows.length} shown)` : "";
+    $("count").textContent = `${rows.length} of ${state.index.neurons.length} neurons${shown}`;
+    $("more").hidden = left <= 0;
+    $("more").textContent = `show ${Math.min(left, PAGE_ROWS)} more`;
   }
 
   function explanationCell(n, hit) {
