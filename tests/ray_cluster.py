@@ -21,6 +21,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # `ray start` turns token authentication on; a test cluster on one machine needs none
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 START_S = 180.0  # a node's start on a loaded 2-core machine
+# `ray start` gives every node's workers and drivers ports from 10002-19999 unless told: two nodes
+# on one host would hand out the same ports, and a gRPC call meant for one process (an object's
+# owner) reaches another. Disjoint ranges, both below the ephemeral ports that ray.init() takes.
+WORKER_PORTS = {"head": (10002, 14999), "worker": (15000, 19999)}
 
 
 @dataclass
@@ -59,10 +63,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str], temp: str, log: str) -> subprocess.Popen:
-    with open(os.path.join(temp, log), "w") as f:
+def _start(args: list[str], temp: str, node: str) -> subprocess.Popen:
+    low, high = WORKER_PORTS[node]
+    ports = [f"--min-worker-port={low}", f"--max-worker-port={high}"]
+    with open(os.path.join(temp, f"{node}.log"), "w") as f:
         return subprocess.Popen(
-            [RAY, "start", "--num-cpus=2", f"--temp-dir={temp}/{log[0]}", "--block", *args],
+            [RAY, "start", "--num-cpus=2", f"--temp-dir={temp}/{node}", "--block", *ports, *args],
             stdout=f,
             stderr=subprocess.STDOUT,
             env=ENV,
@@ -101,13 +107,13 @@ def two_nodes():
     head = _start(
         ["--head", f"--port={port}", "--include-dashboard=false", f"--ray-client-server-port={_free_port()}"],
         temp,
-        "head.log",
+        "head",
     )
     address = f"127.0.0.1:{port}"
     worker = None
     try:
         _wait_for_nodes(address, 1, [head], temp)
-        worker = _start([f"--address={address}"], temp, "worker.log")
+        worker = _start([f"--address={address}"], temp, "worker")
         _wait_for_nodes(address, 2, [head, worker], temp)
         yield TwoNodes(address, head, worker, temp)
     finally:
