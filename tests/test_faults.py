@@ -61,10 +61,15 @@ def _explanations(store: Store) -> pd.DataFrame:
 
 
 def _driver(
-    ray_or_address, records: str, out: str, env: dict | None = None, cfg: dict | None = None
+    ray_or_address,
+    records: str,
+    out: str,
+    env: dict | None = None,
+    cfg: dict | None = None,
+    proc_env: dict | None = None,
 ) -> subprocess.Popen:
     """An explain driver process on the test's Ray (or the cluster at an address), its workers
-    given ``env``."""
+    given ``env``, itself ``proc_env`` (default: this process's)."""
     address = ray_or_address if isinstance(ray_or_address, str) else ray_or_address.get_runtime_context().gcs_address
     args = [address, records, out, str(Path(__file__).parent), json.dumps(cfg or CFG), json.dumps(env or {})]
     return subprocess.Popen(
@@ -72,6 +77,7 @@ def _driver(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=proc_env,
         start_new_session=True,
     )
 

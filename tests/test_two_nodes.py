@@ -35,7 +35,7 @@ SHARDS = 9  # 3 layers x 24 neurons in shards of 10
 WAIT_S = 600.0
 
 
-def _record(address: str, model: str, corpus: str, out: str) -> subprocess.Popen:
+def _record(cluster, model: str, corpus: str, out: str) -> subprocess.Popen:
     """`neuronscope record` as a driver process joining the cluster (as a submitted job does)."""
     flags = [
         "--window",
@@ -56,7 +56,7 @@ def _record(address: str, model: str, corpus: str, out: str) -> subprocess.Popen
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "RAY_ADDRESS": address},
+        env=cluster.env(),
         start_new_session=True,
     )
 
@@ -90,19 +90,19 @@ def test_record_spreads_over_both_nodes_and_a_killed_driver_resubmitted_resumes_
 ):
     model = tiny_dir(tmp_path / "model", tokenizer_dir, "llama")
     reference, run = Store.open(str(tmp_path / "reference")), Store.open(str(tmp_path / "run"))
-    proc, nodes = _record(two_nodes.address, model, corpus, reference.uri), set()
+    proc, nodes = _record(two_nodes, model, corpus, reference.uri), set()
     _until(
         "recorders on both nodes", proc, lambda: nodes.update(two_nodes.nodes_running("Recorder")) or len(nodes) == 2
     )
     _finished(proc)
 
-    proc = _record(two_nodes.address, model, corpus, run.uri)
+    proc = _record(two_nodes, model, corpus, run.uri)
     _until("two shards written", proc, lambda: len(run.list("stats/")) >= 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = len(run.list("stats/"))
     assert kept < SHARDS, "the driver finished before it was killed"
-    out = _finished(_record(two_nodes.address, model, corpus, run.uri))
+    out = _finished(_record(two_nodes, model, corpus, run.uri))
     assert f"{kept}/{SHARDS} shards already in the store, skipped" in out, out
     entry = run.read_json("manifest.json")["stages"]["record"]
     assert entry["status"] == "done" and entry["summary"]["shards_recorded"] == SHARDS - kept
@@ -119,7 +119,8 @@ def test_explain_spreads_over_both_nodes_and_finishes_on_the_head_when_the_worke
     reference = faults._reference(tmp_path, ray_local)
     run = Store.open(str(tmp_path / "run"))
     faults._records(run)
-    proc = faults._driver(two_nodes.address, run.uri, run.uri, cfg={**faults.CFG, "max_in_flight": 4})
+    cfg = {**faults.CFG, "max_in_flight": 4}
+    proc = faults._driver(two_nodes.address, run.uri, run.uri, cfg=cfg, proc_env=two_nodes.env())
     _until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
     two_nodes.stop_worker()  # its workflows in flight die with it
     summary = faults._summary(proc)
