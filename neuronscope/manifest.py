@@ -63,6 +63,7 @@ OPERATIONAL = frozenset(
         "explain.dry_run_sample",
         "llm.replicas",
         "llm.gpus_per_replica",
+        "llm.tensor_parallel_size",
         "llm.timeout_s",
         "llm.max_retries",
         "llm.kv_cache_gib",

@@ -133,3 +133,15 @@ def test_bad_selections_fail_at_load(section, field, value, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
         load_config(None, {section: {field: value}})
     assert getattr(load_config(None, {section: {field: "0-3,7"}}), section).model_dump()[field] == "0-3,7"
+
+
+def test_tensor_parallelism_needs_a_gpu_per_shard():
+    parse = build_parser().parse_args
+    with pytest.raises(
+        ConfigError, match=r"invalid config llm: tensor_parallel_size=2 .* set gpus_per_replica to 2 \(it is 0\)"
+    ):
+        config_from_args(parse(["explain", "--records", "r", "--llm-tensor-parallel-size", "2"]))
+    with pytest.raises(ConfigError, match=r"gpus_per_replica to 4 \(it is 0.5\)"):
+        load_config(None, {"llm": {"tensor_parallel_size": 4, "gpus_per_replica": 0.5}})
+    args = ["explain", "--records", "r", "--llm-tensor-parallel-size", "2", "--llm-gpus-per-replica", "2"]
+    assert config_from_args(parse(args)).llm.tensor_parallel_size == 2

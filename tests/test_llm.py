@@ -12,7 +12,7 @@ from neuronscope.config import LLMConfig
 from neuronscope.errors import ConfigError, LLMError
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.openai_backend import OpenAIClient
-from neuronscope.llm.vllm_backend import resolve_dtype
+from neuronscope.llm.vllm_backend import engine_args, resolve_dtype
 
 
 def test_openai_backend_needs_a_base_url():
@@ -250,3 +250,21 @@ def test_a_misbehaving_llm_server_is_a_clear_error_in_bounded_time(bad_llm_serve
     )
     with pytest.raises(LLMError, match=message):
         client.chat([[{"role": "user", "content": "hi"}]], GenParams(max_tokens=4))
+
+
+def test_engine_args_are_the_pinned_vllms_and_follow_the_device():
+    """CPU engines run eager and unsharded; GPU engines compile, and shard with tensor parallelism
+    over their actor's own GPUs (multiprocessing executor). Every name is a field of the installed
+    vLLM's AsyncEngineArgs."""
+    import dataclasses
+
+    from vllm import AsyncEngineArgs
+
+    base = {"dtype": "float32", "max_model_len": 2048, "seed": 0}
+    cpu = engine_args("m", {**base, "gpu": False, "tensor_parallel_size": 1})
+    gpu = engine_args("m", {**base, "gpu": True, "tensor_parallel_size": 4})
+    assert cpu["enforce_eager"] and "tensor_parallel_size" not in cpu
+    assert not gpu["enforce_eager"]
+    assert gpu["tensor_parallel_size"] == 4 and gpu["distributed_executor_backend"] == "mp"
+    known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    assert set(gpu) <= known and set(cpu) <= known

@@ -40,6 +40,27 @@ def _engine_env(cfg: LLMConfig) -> dict[str, str]:
     }
 
 
+def engine_args(model_path: str, cfg: dict) -> dict[str, Any]:
+    """vLLM ``AsyncEngineArgs`` of one replica, from the engine settings ``start_pool`` ships."""
+    tp = cfg.get("tensor_parallel_size", 1)
+    args: dict[str, Any] = {
+        "model": model_path,
+        "dtype": cfg["dtype"],
+        "max_model_len": cfg["max_model_len"],
+        # on CPUs, torch.compile / graph capture cost more start-up than they save; GPUs gain
+        "enforce_eager": not cfg["gpu"],
+        "enable_prefix_caching": True,
+        "max_logprobs": max(20, cfg.get("max_logprobs", 20)),
+        "seed": cfg["seed"],
+        "disable_log_stats": True,
+    }
+    if tp > 1:
+        # the shards run as subprocesses of this actor, on the GPUs Ray gave it: vLLM's Ray
+        # executor would look for a placement group its engine subprocess cannot see
+        args.update(tensor_parallel_size=tp, distributed_executor_backend="mp")
+    return args
+
+
 @ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
 class VLLMEngineActor:
     """One vLLM engine. Methods are async so calls from many callers are batched together.
@@ -57,19 +78,7 @@ class VLLMEngineActor:
         # resolved here, on the engine's node: a path resolved on the driver need not exist there
         model_path = resolve_model(model).path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.engine = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(
-                model=model_path,
-                dtype=cfg["dtype"],
-                max_model_len=cfg["max_model_len"],
-                # on CPUs, torch.compile / graph capture cost more start-up than they save; GPUs gain
-                enforce_eager=not cfg["gpu"],
-                enable_prefix_caching=True,
-                max_logprobs=max(20, cfg.get("max_logprobs", 20)),
-                seed=cfg["seed"],
-                disable_log_stats=True,
-            )
-        )
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(model_path, cfg)))
         self.served = {"requests": 0, "prompt_tokens": 0, "output_tokens": 0}
         self.running = 0  # requests handed to the engine and not finished
 
@@ -279,6 +288,7 @@ def start_pool(cfg: LLMConfig, progress=None) -> VLLMPool:
         "max_model_len": cfg.max_model_len,
         "seed": cfg.seed,
         "gpu": bool(cfg.gpus_per_replica),
+        "tensor_parallel_size": cfg.tensor_parallel_size,
     }
     # Ray's class decorator made an actor class; the checker sees the plain class.
     actors = [
