@@ -197,6 +197,20 @@ def test_triage_gives_the_full_workflow_only_where_single_pass_is_weak():
     rows_table(good + weak)
 
 
+def test_triage_held_back_by_the_budget_says_so():
+    from neuronscope.explain.transcript import TriageEntry
+
+    c = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method="triage")
+    df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
+    weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")
+    res = explain_neuron(3, 7, pa.Table.from_pandas(df), weak, c, embedder=PlantedEmbedder(), full_allowed=False)
+    (r,) = res.rows
+    assert r["method"] == "triage/single-pass (budget)" and r["n_modes"] == 0 and r["llm_tokens_in"] == 0
+    assert r["baseline_explanation"] == "rivers and lakes" and r["baseline_llm_tokens_in"] > 0
+    (t,) = [t for t in res.transcript if isinstance(t, TriageEntry)]
+    assert t.withheld and not t.full
+
+
 def test_triage_scores_the_baseline_once_under_the_decision_scorer():
     from neuronscope.explain.transcript import ScoreEntry, TriageEntry
 
