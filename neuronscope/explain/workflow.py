@@ -388,9 +388,9 @@ def explain_neuron(
         base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
         triage_score = None
         if cfg.method == "triage":
-            t = _triage(judges["decide_base"], base_text, sp, embedder, cfg, full_allowed, transcript)
-            run_ns, triage_score = t.full, (t.baseline_score if base_text is not None else None)
-            common["method"] = triage_method(t)
+            verdict = _triage(judges["decide_base"], base_text, sp, embedder, cfg, full_allowed, transcript)
+            run_ns, triage_score = verdict.full, (verdict.baseline_score if base_text is not None else None)
+            common["method"] = triage_method(verdict)
         modes, coverage = [], math.nan
         if run_ns:
             modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
