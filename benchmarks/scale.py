@@ -97,7 +97,7 @@ class ScriptedLLM:
         return [Completion(f"answer to {c[-1]['content'][:40]}", 20, 4) for c in conversations]
 
 
-def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None):
+def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None, full_allowed=True):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
     from neuronscope.explain.transcript import Agent, LedgerEntry, OtherEntry
     from neuronscope.explain.workflow import NeuronResult, result_row

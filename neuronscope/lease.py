@@ -31,9 +31,21 @@ def lease_key(stage: str) -> str:
     return f"locks/{stage}.json"
 
 
+def read_holder(store: Store, key: str) -> dict | None:
+    """The lease object at ``key``; None when no process holds it."""
+    try:
+        return json.loads(store.read_bytes(key))
+    except StoreError:
+        if not store.exists(key):
+            return None  # never taken, or released before our read
+        raise
+    except ValueError:
+        return {"beat": 0.0}  # unreadable: treat as stale rather than lock the run forever
+
+
 def holder_line(store: Store, stage: str) -> str:
     """For ``status``: who holds a stage the manifest calls running, or that nobody does."""
-    held = StageLease(store, stage)._holder() if store.exists(lease_key(stage)) else None
+    held = read_holder(store, lease_key(stage))
     if held is None:
         return "  no process holds it: it was stopped or lost; rerun the stage to resume"
     age = time.time() - float(held.get("beat", 0.0))
@@ -54,14 +66,7 @@ class StageLease:
         return json.dumps({**self.owner, "since": since, "beat": time.time()}).encode()
 
     def _holder(self) -> dict | None:
-        try:
-            return json.loads(self.store.read_bytes(self.key))
-        except StoreError:
-            if not self.store.exists(self.key):
-                return None  # released between our write and our read
-            raise
-        except ValueError:
-            return {"beat": 0.0}  # unreadable: treat as stale rather than lock the run forever
+        return read_holder(self.store, self.key)
 
     def acquire(self) -> None:
         since = time.time()

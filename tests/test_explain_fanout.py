@@ -140,6 +140,32 @@ def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_wi
     assert rest["skipped"] == 3 and rest["ok"] == 7 and rest["left_by_budget"] == 0
 
 
+def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(
+    tmp_path, ray_with_test_modules
+):
+    from neuronscope.store import Store
+
+    store, probe = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "probe"))
+    month_neurons(store, 10)
+    month_neurons(probe, 1)
+    weak = tw.ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1, method="triage")
+    fanout.explain_run(probe, probe, weak, cfg, None, embedder=EMB)
+    row = probe.read_parquet("explanations/").to_pandas().iloc[0]
+    single = int(row["baseline_llm_tokens_in"] + row["baseline_llm_tokens_out"])
+    extra = int(row["llm_tokens_in"] + row["llm_tokens_out"])
+    assert row["method"] == "triage/neuronscope" and single > 0 and extra > 0
+    seen = []
+    capped = cfg.model_copy(update={"budget": 10 * single + int(2.5 * extra)})
+    run = fanout.explain_run(store, store, weak, capped, None, seen.append, embedder=EMB)
+    # two full workflows fit beside ten single-pass ones; a third would not
+    assert run["ok"] == 10 and run["left_by_budget"] == 0 and run["tokens"] == 10 * single + 2 * extra, run
+    assert run["methods"] == {"triage/neuronscope": 2, "triage/single-pass (budget)": 8}
+    got = store.read_parquet("explanations/").to_pandas().drop_duplicates(["neuron"]).set_index("neuron")["method"]
+    assert list(got.sort_index()) == ["triage/neuronscope"] * 2 + ["triage/single-pass (budget)"] * 8
+    assert sum("neurons left get the single-pass explanation only" in m for m in seen) == 1
+
+
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_with_test_modules):
     from neuronscope.store import Store
 

@@ -57,7 +57,7 @@ STORED = [
     ),
     (
         TriageEntry(0.25, 2, True),
-        {"agent": "triage", "baseline_score": 0.25, "word_modes": 2, "full": True},
+        {"agent": "triage", "baseline_score": 0.25, "word_modes": 2, "full": True, "withheld": False},
     ),
     (
         ClusterEntry("components", True, 2, {"2": 0.5}, [], 2, {"1": 0, "2": 1}),

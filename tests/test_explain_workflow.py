@@ -4,6 +4,7 @@ transcript, methods, and failures. The real engine is exercised in test_explain_
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,9 @@ class ScriptedLLM:
             if key == "default" and not any("Features seen" in m["content"] for m in conv):
                 key = "single"  # the single-pass prompt is the explain prompt without features
             answer = self.answers[key]
+            if key == "features" and answer.startswith("- "):  # the same features for each numbered text
+                texts = re.findall(r"^Text (\d+):", conv[-1]["content"], re.M)
+                answer = "".join(f"Text {k}:\n{answer}\n" for k in texts)
             if conv[-1]["role"] == "assistant":  # a prefilled answer is continued, as real backends do
                 answer = answer.removeprefix(conv[-1]["content"])
             out.append(Completion(answer, sum(len(m["content"]) for m in conv), 5))
@@ -112,7 +116,7 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v2+explain.v2+refine.v2+single_pass.v2+simulate.v2"
+    assert r["template_version"] == "deconstruct.v3+explain.v2+refine.v2+single_pass.v2+simulate.v2"
     assert r["scorer"] == "simulation" and r["calibrated"] is None
     # the mode's evidence: its activating tokens with counts, its share of the top exemplars
     assert r["mode_share"] == 1.0 and r["mode_tokens"]
@@ -197,6 +201,20 @@ def test_triage_gives_the_full_workflow_only_where_single_pass_is_weak():
     rows_table(good + weak)
 
 
+def test_triage_held_back_by_the_budget_says_so():
+    from neuronscope.explain.transcript import TriageEntry
+
+    c = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method="triage")
+    df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
+    weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")
+    res = explain_neuron(3, 7, pa.Table.from_pandas(df), weak, c, embedder=PlantedEmbedder(), full_allowed=False)
+    (r,) = res.rows
+    assert r["method"] == "triage/single-pass (budget)" and r["n_modes"] == 0 and r["llm_tokens_in"] == 0
+    assert r["baseline_explanation"] == "rivers and lakes" and r["baseline_llm_tokens_in"] > 0
+    (t,) = [t for t in res.transcript if isinstance(t, TriageEntry)]
+    assert t.withheld and not t.full
+
+
 def test_triage_scores_the_baseline_once_under_the_decision_scorer():
     from neuronscope.explain.transcript import ScoreEntry, TriageEntry
 
@@ -213,9 +231,15 @@ def test_two_planted_modes_are_found():
             out = super().chat(conversations, params)
             for i, conv in enumerate(conversations):
                 if "features" in conv[0]["content"]:
-                    text = conv[-1]["content"]
+                    texts = re.findall(r"^Text (\d+): (.*)$", conv[-1]["content"], re.M)
                     out[i] = Completion(
-                        "- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3
+                        "".join(
+                            f"Text {k}:\n"
+                            + ("- month name\n" if any(m in t for m in ("May", "June", "July")) else "- number\n")
+                            for k, t in texts
+                        ),
+                        10,
+                        3,
                     )
             return out
 

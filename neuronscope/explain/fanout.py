@@ -113,6 +113,9 @@ class Tally:
 
     def __init__(self):
         self.explained = self.ok = self.failed = self.tokens = 0
+        self.baseline_tokens = 0  # of which the single-pass explanation and its scoring
+        self.full, self.full_extra = 0, 0  # triage: neurons that got the full workflow, its tokens
+        self.methods: dict[str, int] = {}  # what the neurons got (each row's method)
         self.sums = dict.fromkeys(self.KEYS, 0.0)
         self.counts = dict.fromkeys(self.KEYS, 0)
         self.failures: dict[str, str] = {}
@@ -120,6 +123,12 @@ class Tally:
     def add(self, s: dict) -> None:
         self.explained += 1
         self.tokens += s.get("tokens", 0)
+        self.baseline_tokens += s.get("baseline_tokens", 0)
+        method = s.get("method") or "?"
+        self.methods[method] = self.methods.get(method, 0) + 1
+        if method == "triage/neuronscope":
+            self.full += 1
+            self.full_extra += s.get("tokens", 0) - s.get("baseline_tokens", 0)
         if s["status"] != "ok":
             self.failed += 1
             if len(self.failures) < MAX_LISTED_FAILURES:
@@ -156,7 +165,7 @@ class Driver:
         self.compactions: list = []
         self.tally = Tally()
 
-    def submit(self, layer: int, neuron: int) -> None:
+    def submit(self, layer: int, neuron: int, full_allowed: bool = True) -> None:
         self.make_room()
         keys = self.index.keys_of(layer, neuron)
         if not keys:
@@ -164,7 +173,8 @@ class Driver:
                 record_failure(self.out_store, layer, neuron, self.cfg, "no activation records for this neuron")
             )
             return
-        ref = self.task.remote(layer, neuron, keys, self.outputs.cache_sources(layer, neuron), self.shared_ref)
+        cache = self.outputs.cache_sources(layer, neuron)
+        ref = self.task.remote(layer, neuron, keys, cache, self.shared_ref, full_allowed)
         self.in_flight[ref] = (layer, neuron)
         self.running[layer] = self.running.get(layer, 0) + 1
 
@@ -180,6 +190,20 @@ class Driver:
         t = self.tally
         likely = t.tokens / t.explained * len(self.in_flight) if t.explained else 0
         return t.tokens + likely >= budget
+
+    def full_affordable(self, budget: int | None, left: int) -> bool:
+        """Method triage under a budget: whether the next neuron may still get the full workflow.
+        The spend, the neurons in flight (at the mean so far), the single-pass share of the ``left``
+        neurons not submitted yet (the next one included) and one more full workflow must fit: every
+        neuron gets its single-pass explanation before the budget buys full workflows. A full
+        workflow's cost counts as 0 until one has finished."""
+        t = self.tally
+        if budget is None or self.cfg.method != "triage" or not t.explained:
+            return True
+        likely = t.tokens / t.explained * len(self.in_flight)
+        single = t.baseline_tokens / t.explained
+        extra = t.full_extra / t.full if t.full else 0
+        return t.tokens + likely + single * left + extra <= budget
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
@@ -282,6 +306,7 @@ def explain_run(
         "tokens": t.tokens,
         "budget": cfg.budget,
         "left_by_budget": left,
+        "methods": t.methods,
         "seconds": round(time.time() - t0, 1),
     }
 
@@ -330,9 +355,18 @@ def estimate_run(records_store, out_store, llm, cfg: ExplainConfig, progress=Non
 
 
 def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: int | None, progress) -> int:
-    """Submit every neuron, in order, until the token budget is reached; how many were left."""
+    """Submit every neuron, in order, until the token budget is reached; how many were left.
+    Under method triage the budget first holds back full workflows (``Driver.full_affordable``)."""
+    withheld = False
     for i, (layer, neuron) in enumerate(zip(layers, units)):
         driver.make_room()
+        full = driver.full_affordable(budget, len(layers) - i)
+        if not full and not withheld and progress:
+            progress(
+                f"explain: token budget: {driver.tally.tokens:,} of {budget:,} spent; the {len(layers) - i} "
+                "neurons left get the single-pass explanation only (method triage/single-pass (budget))"
+            )
+        withheld = withheld or not full
         if driver.over_budget(budget):
             left = len(layers) - i
             if progress:
@@ -343,5 +377,5 @@ def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: i
                 )
             return left
         driver.close_layers(int(layer))
-        driver.submit(int(layer), int(neuron))
+        driver.submit(int(layer), int(neuron), full)
     return 0

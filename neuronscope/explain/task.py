@@ -45,18 +45,31 @@ def task_summary(layer: int, neuron: int, rows: list[dict]) -> dict:
         "score": r["score"],
         "baseline_score": r["baseline_score"],
         "control_score": r["control_score"],
+        "method": r["method"],
         # LLM tokens the neuron cost (cached answers included, so the count is the same on a rerun)
         "tokens": sum(r[c] or 0 for c in TOKEN_COLUMNS),
+        "baseline_tokens": sum(r[c] or 0 for c in TOKEN_COLUMNS[2:]),
     }
 
 
-def run_task(layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared) -> dict:
+def run_task(
+    layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared, full_allowed: bool = True
+) -> dict:
+    """``full_allowed``: see ``explain_neuron`` (False: the run's budget holds triage's full workflow back)."""
     records = read_neuron(s.records, record_keys, layer, neuron)
     model_id = getattr(s.llm, "model_id", None)
     cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
     try:
         result = s.workflow(
-            layer, neuron, records, s.llm, s.cfg, embedder=s.embedder, cache=cache, calibrated=s.calibrated
+            layer,
+            neuron,
+            records,
+            s.llm,
+            s.cfg,
+            embedder=s.embedder,
+            cache=cache,
+            calibrated=s.calibrated,
+            full_allowed=full_allowed,
         )
     finally:
         if cache is not None:

@@ -113,7 +113,8 @@ class TriageEntry(Entry):
     agent = "triage"
     baseline_score: float  # the single-pass explanation's held-out score (NaN: none)
     word_modes: int  # modes of the activating words
-    full: bool
+    full: bool  # the neuron got the full workflow
+    withheld: bool = False  # it was due, but the run's token budget could not pay for it
 
 
 @dataclass

@@ -344,6 +344,7 @@ def explain_neuron(
     min_silhouette: float = cluster.MIN_SILHOUETTE,
     cache=None,
     calibrated: bool | None = None,
+    full_allowed: bool = True,
 ) -> NeuronResult:
     """Explain one neuron from its RECORDS rows; any failure becomes one 'failed' row with the reason.
 
@@ -353,6 +354,8 @@ def explain_neuron(
     reported in the transcript.
     ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``);
     ``calibrated`` is the run's scorer self-check verdict, carried into the rows.
+    ``full_allowed=False`` (method triage, a run short of budget): single-pass only, even where
+    the full workflow would be due (the row's method says so).
     """
     transcript: list[Entry]
     clustering = clustering or cfg.clustering
@@ -385,8 +388,9 @@ def explain_neuron(
         base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
         triage_score = None
         if cfg.method == "triage":
-            run_ns, triage_score = _triage(judges["decide_base"], base_text, sp, embedder, cfg, transcript)
-            common["method"] = "triage/" + ("neuronscope" if run_ns else "single-pass")
+            verdict = _triage(judges["decide_base"], base_text, sp, embedder, cfg, full_allowed, transcript)
+            run_ns, triage_score = verdict.full, (verdict.baseline_score if base_text is not None else None)
+            common["method"] = triage_method(verdict)
         modes, coverage = [], math.nan
         if run_ns:
             modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
@@ -453,20 +457,28 @@ def explain_neuron(
 
 
 def _triage(
-    judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, transcript: list[Entry]
-) -> tuple[bool, float | None]:
+    judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, allowed: bool, transcript: list
+) -> TriageEntry:
     """Whether the full workflow is likely to pay for this neuron: its single-pass explanation
-    scores below ``cfg.triage_below`` on held-out exemplars, or its activating words fall into
-    several modes (one explanation cannot cover a polysemantic neuron); and that score (None
-    without a baseline)."""
+    scores below ``cfg.triage_below`` on held-out exemplars (the score NaN without a baseline), or
+    its activating words fall into several modes (one explanation cannot cover a polysemantic
+    neuron); it runs where ``allowed``. The verdict goes into the transcript, after its scoring."""
     score = math.nan
     if base_text is not None:
         score = _heldout_scores(judge, [base_text], sp, transcript, "triage heldout")[0].score
     words = [activating(e, sp.max_act) for e in sp.explain]
     k = len(set(cluster.modes_from_words(embedder, words, cfg.max_modes)[0]))
-    full = not score >= cfg.triage_below or k > 1  # a missing or NaN score counts as weak
-    transcript.append(TriageEntry(score, k, full))
-    return full, (score if base_text is not None else None)
+    due = not score >= cfg.triage_below or k > 1  # a missing or NaN score counts as weak
+    verdict = TriageEntry(score, k, due and allowed, withheld=due and not allowed)
+    transcript.append(verdict)
+    return verdict
+
+
+def triage_method(t: TriageEntry) -> str:
+    """The ``method`` of a triaged neuron's rows: what it got, and why where the budget decided."""
+    if t.withheld:
+        return "triage/single-pass (budget)"
+    return "triage/" + ("neuronscope" if t.full else "single-pass")
 
 
 def _baseline(metered, sp, cfg, transcript: list[Entry], required: bool) -> str | None:

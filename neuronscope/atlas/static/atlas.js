@@ -37,6 +37,7 @@ window.NS_DATA = window.NS_DATA || {};
   const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`; // a score is never shown alone
   const showToken = (t) => String(t).replace(/\n/g, "⏎");
   const hashOf = (n) => `#/L${n.layer}/N${n.neuron}`;
+  const idOf = (layer, neuron) => `L${layer}_N${neuron}`; // the key of a neuron in the data shards
 
   // Shards are scripts, not fetch()ed JSON: Chromium refuses fetch() on file:// pages.
   function load(name) {
@@ -99,7 +100,7 @@ window.NS_DATA = window.NS_DATA || {};
   function rowsOf(columns) {
     const keys = Object.keys(columns);
     return columns.layer.map((layer, i) => {
-      const n = { id: `L${layer}_N${columns.neuron[i]}` };
+      const n = { id: idOf(layer, columns.neuron[i]) };
       for (const k of keys) n[k] = columns[k][i];
       return n;
     });
@@ -156,7 +157,7 @@ window.NS_DATA = window.NS_DATA || {};
     const seen = new Set();
     const out = [];
     for (const h of state.hits) {
-      const id = `L${h.layer}_N${h.neuron}`;
+      const id = idOf(h.layer, h.neuron);
       if (seen.has(id) || !state.pos.has(id)) continue;
       seen.add(id);
       out.push([neurons[state.pos.get(id)], h]);
@@ -210,7 +211,7 @@ window.NS_DATA = window.NS_DATA || {};
 
   // -- one neuron -------------------------------------------------------------------------------
   async function showNeuron(layer, neuron) {
-    const id = `L${layer}_N${neuron}`;
+    const id = idOf(layer, neuron);
     if (!state.pos.has(id)) throw new Error(`layer ${layer} neuron ${neuron} is not in this atlas`);
     $("index-view").hidden = true;
     const view = $("neuron-view");
@@ -227,7 +228,7 @@ window.NS_DATA = window.NS_DATA || {};
   async function neuronData(layer, neuron) {
     const per = state.index.neurons_per_shard;
     const name = `L${layer}_S${Math.floor(neuron / per)}`;
-    const d = (await load(name))[`L${layer}_N${neuron}`];
+    const d = (await load(name))[idOf(layer, neuron)];
     if (!d) throw new Error(`data shard data/${name}.js does not hold layer ${layer} neuron ${neuron}`);
     const exemplars = exemplarList(d.exemplars, d.rows, await loadTexts(d.exemplars.text));
     return { ...d, exemplars, histogram: histogram(exemplars) }; // the shard's own entry stays as loaded
