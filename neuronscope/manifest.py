@@ -67,6 +67,7 @@ OPERATIONAL = frozenset(
         "llm.timeout_s",
         "llm.max_retries",
         "llm.kv_cache_gib",
+        "llm.cpu_reserved_cores",
         "llm.base_url",
         "llm.api_key_env",
     }

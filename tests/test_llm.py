@@ -12,7 +12,7 @@ from neuronscope.config import LLMConfig
 from neuronscope.errors import ConfigError, LLMError
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.openai_backend import OpenAIClient
-from neuronscope.llm.vllm_backend import engine_args, resolve_dtype
+from neuronscope.llm.vllm_backend import _engine_env, engine_args, resolve_dtype
 
 
 def test_openai_backend_needs_a_base_url():
@@ -268,3 +268,11 @@ def test_engine_args_are_the_pinned_vllms_and_follow_the_device():
     assert gpu["tensor_parallel_size"] == 4 and gpu["distributed_executor_backend"] == "mp"
     known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
     assert set(gpu) <= known and set(cpu) <= known
+
+
+def test_cpu_engines_compute_on_every_core_unless_told():
+    """vLLM-CPU keeps a core per engine off its compute threads by default; the pool asks for
+    none (benchmarks/engine_cores.py), and None leaves vLLM's own choice."""
+    assert _engine_env(LLMConfig())["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert _engine_env(LLMConfig(cpu_reserved_cores=2))["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "2"
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in _engine_env(LLMConfig(cpu_reserved_cores=None))

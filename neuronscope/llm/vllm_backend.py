@@ -32,12 +32,15 @@ MAX_RESTARTS = 3
 
 def _engine_env(cfg: LLMConfig) -> dict[str, str]:
     cache = os.environ.get("VLLM_CACHE_ROOT") or os.path.join(tempfile.gettempdir(), "neuronscope-vllm-cache")
-    return {
+    env = {
         "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib),
         "VLLM_CACHE_ROOT": cache,
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
     }
+    if cfg.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
+    return env
 
 
 def engine_args(model_path: str, cfg: dict) -> dict[str, Any]:
