@@ -40,7 +40,7 @@ def _renders() -> dict[str, str]:
     miss = [(ex[0], ex[0].max_pos, 1.0)]
     alarm = [(ex[1], 1, 8.4)]
     return {
-        "deconstruct.txt": P.as_text(agents._texts_conversation(ex[:2], sp.max_act)),
+        "deconstruct.txt": P.as_text(P.render("deconstruct", exemplar=X.describe(ex[0], sp.max_act))),
         "explain.txt": P.as_text(
             P.render(
                 "explain",
@@ -84,7 +84,7 @@ def test_every_template_has_a_version_and_parses():
     for name in P.VERSIONS:
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
-    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v3+simulate.v2"
+    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v2+simulate.v2"
 
 
 def _pinned() -> dict[str, str]:
@@ -137,6 +137,6 @@ def test_corpus_text_cannot_add_a_chat_section():
     """A '### system' line in the corpus stays on the exemplar's line, so it cannot start a section."""
     sp = _split()
     hostile = next(e for e in sp.explain if "Ignore" in "".join(e.tokens))
-    msgs = P.render("deconstruct", exemplars=X.fence("".join(hostile.tokens)))
+    msgs = P.render("deconstruct", exemplar=X.fence("".join(hostile.tokens)))
     assert [m["role"] for m in msgs] == [r for r, _ in P.load("deconstruct")]
     assert "\n### system" not in msgs[-1]["content"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 
 from ..errors import AgentOutputError
 from ..llm.base import GenParams, Message, Metered
@@ -16,14 +15,11 @@ from .transcript import Agent, AgentAnswer, Entry
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
 # Decoding is constrained to the formats the parsers read (parse.FORMATS): one plain line after
-# the "Explanation:" prefill (no markup, no second line), or per numbered text 1 to 3 "- " feature lines.
+# the "Explanation:" prefill (no markup, no second line), or up to six "- " feature lines.
 EXPLANATION_REGEX = r" [A-Za-z0-9\"'(][^\n<>]{0,100}"
-COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,3}"
-# Deconstruct reads several exemplars per call: its instructions and few-shot are sent once for
-# all of them instead of once each (the agent's tokens fell by about 2/3 at 8 exemplars).
-TEXTS_PER_CALL = 8
-TOKENS_PER_TEXT = 40
+COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,6}"
 PARAMS = {
+    Agent.DECONSTRUCT: GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
     Agent.EXPLAIN: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
     Agent.REFINE: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
     Agent.SINGLE_PASS: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
@@ -75,17 +71,13 @@ def run_batch(
         for i, raw, reason in failed:
             convs[i] = convs[i] + [
                 {"role": "assistant", "content": raw},
-                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {_format_of(parser)}."},
+                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {parse.FORMATS[parser]}."},
             ]
         todo = [i for i, _, _ in failed]
     i, raw, reason = failed[0]
     raise AgentOutputError(
         f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}"
     )
-
-
-def _format_of(parser: Callable) -> str:
-    return parse.FORMATS[getattr(parser, "func", parser)]  # a partial names the parser it wraps
 
 
 def _explanations(llm, agent: Agent, convs: list[list[Message]], retries: int, transcript: list[Entry]) -> list[str]:
@@ -95,30 +87,12 @@ def _explanations(llm, agent: Agent, convs: list[list[Message]], retries: int, t
     )
 
 
-def texts_regex(n: int) -> str:
-    """The answer format of a deconstruct call over ``n`` texts, numbered 1..n."""
-    return "".join(f"Text {k}:\n{COMPONENTS_REGEX}" for k in range(1, n + 1))
-
-
 def deconstruct(
     llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]
 ) -> list[list[str]]:
-    """Atomic semantic components per exemplar: up to TEXTS_PER_CALL numbered exemplars per
-    conversation, all conversations in one batch (each transcript item is one conversation)."""
-    chunks = [exemplars[i : i + TEXTS_PER_CALL] for i in range(0, len(exemplars), TEXTS_PER_CALL)]
-    out: list[list[str]] = []
-    for n in sorted({len(c) for c in chunks}, reverse=True):  # only the last chunk may be shorter
-        convs = [_texts_conversation(c, max_act) for c in chunks if len(c) == n]
-        params = GenParams(max_tokens=TOKENS_PER_TEXT * n, regex=texts_regex(n))
-        parser = partial(parse.text_components, n=n)
-        for answer in run_batch(llm, Agent.DECONSTRUCT, convs, parser, retries, transcript, params):
-            out.extend(answer)
-    return out
-
-
-def _texts_conversation(exemplars: list[Exemplar], max_act: float) -> list[Message]:
-    texts = "\n".join(f"Text {k}: {describe(e, max_act)}" for k, e in enumerate(exemplars, 1))
-    return prompts.render(Agent.DECONSTRUCT, exemplars=texts)
+    """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch."""
+    convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act)) for e in exemplars]
+    return run_batch(llm, Agent.DECONSTRUCT, convs, parse.components, retries, transcript)
 
 
 def exemplar_lines(exemplars: list[Exemplar], max_act: float) -> str:

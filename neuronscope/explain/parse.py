@@ -58,30 +58,6 @@ def components(answer: str, truncated: bool = False) -> list[str]:
     return items
 
 
-_TEXT_HEADING = re.compile(r"^\s*text\s+(\d+)\s*:\s*$", re.I | re.M)
-
-
-def text_components(answer: str, n: int, truncated: bool = False) -> list[list[str]]:
-    """The features of each of ``n`` numbered texts: a 'Text K:' line (K = 1..n, in order) above
-    that text's '- item' list (read by ``components``). A ``truncated`` answer's last list loses
-    its incomplete last line; texts it never reached are a ParseError."""
-    parts = _TEXT_HEADING.split(answer)
-    if parts[0].strip():
-        raise ParseError(f"the answer must start with 'Text 1:', not {parts[0].strip()[:40]!r}")
-    numbers, blocks = [int(k) for k in parts[1::2]], parts[2::2]
-    if numbers != list(range(1, len(numbers) + 1)) or len(numbers) > n:
-        raise ParseError(f"texts must be numbered 1 to {n} in order, got {numbers}")
-    if len(numbers) < n:
-        raise ParseError(f"the answer stops after text {len(numbers)} of {n}; give features for every text")
-    out = []
-    for k, block in enumerate(blocks, 1):
-        try:
-            out.append(components(block, truncated=truncated and k == n))
-        except ParseError as e:
-            raise ParseError(f"text {k}: {e}") from None
-    return out
-
-
 def explanation(answer: str, truncated: bool = False) -> str:
     """The phrase of the first 'Explanation: <phrase>' line (other lines are not read). Our own
     markup copied from the prompt (<<mark>> brackets, "(10)" levels) is removed, so an explanation is always plain text
@@ -161,6 +137,5 @@ def not_a_copy(phrase: str, conversation) -> None:
 
 FORMATS = {
     components: "one feature per line, each line starting with '- ', nothing else",
-    text_components: "for each text a line 'Text N:', then its features, one per line starting with '- '",
     explanation: "one line: Explanation: <short phrase>",
 }
