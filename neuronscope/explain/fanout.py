@@ -35,7 +35,7 @@ from .outputs import (  # noqa: F401
 )
 from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
 from .task import Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
-from .workflow import explain_neuron
+from .workflow import TRIAGE_FULL, explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
@@ -114,7 +114,7 @@ class Tally:
     def __init__(self):
         self.explained = self.ok = self.failed = self.tokens = 0
         self.baseline_tokens = 0  # of which the single-pass explanation and its scoring
-        self.full, self.full_extra = 0, 0  # triage: neurons that got the full workflow, its tokens
+        self.full_extra = 0  # triage: tokens of the full workflows beyond their single-pass share
         self.methods: dict[str, int] = {}  # what the neurons got (each row's method)
         self.sums = dict.fromkeys(self.KEYS, 0.0)
         self.counts = dict.fromkeys(self.KEYS, 0)
@@ -126,8 +126,7 @@ class Tally:
         self.baseline_tokens += s.get("baseline_tokens", 0)
         method = s.get("method") or "?"
         self.methods[method] = self.methods.get(method, 0) + 1
-        if method == "triage/neuronscope":
-            self.full += 1
+        if method == TRIAGE_FULL:
             self.full_extra += s.get("tokens", 0) - s.get("baseline_tokens", 0)
         if s["status"] != "ok":
             self.failed += 1
@@ -187,9 +186,12 @@ class Driver:
         far), reach ``budget``; before any neuron finished only the spend counts."""
         if budget is None:
             return False
+        return self.tally.tokens + self._likely_in_flight() >= budget
+
+    def _likely_in_flight(self) -> float:
+        """What the neurons in flight will likely spend: the mean so far each (0 before any finished)."""
         t = self.tally
-        likely = t.tokens / t.explained * len(self.in_flight) if t.explained else 0
-        return t.tokens + likely >= budget
+        return t.tokens / t.explained * len(self.in_flight) if t.explained else 0
 
     def full_affordable(self, budget: int | None, left: int) -> bool:
         """Method triage under a budget: whether the next neuron may still get the full workflow.
@@ -200,10 +202,10 @@ class Driver:
         t = self.tally
         if budget is None or self.cfg.method != "triage" or not t.explained:
             return True
-        likely = t.tokens / t.explained * len(self.in_flight)
         single = t.baseline_tokens / t.explained
-        extra = t.full_extra / t.full if t.full else 0
-        return t.tokens + likely + single * left + extra <= budget
+        full = t.methods.get(TRIAGE_FULL, 0)
+        extra = t.full_extra / full if full else 0
+        return t.tokens + self._likely_in_flight() + single * left + extra <= budget
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)

@@ -457,7 +457,13 @@ def explain_neuron(
 
 
 def _triage(
-    judge: Judge, base_text: str | None, sp: Split, embedder, cfg: ExplainConfig, allowed: bool, transcript: list
+    judge: Judge,
+    base_text: str | None,
+    sp: Split,
+    embedder,
+    cfg: ExplainConfig,
+    allowed: bool,
+    transcript: list[Entry],
 ) -> TriageEntry:
     """Whether the full workflow is likely to pay for this neuron: its single-pass explanation
     scores below ``cfg.triage_below`` on held-out exemplars (the score NaN without a baseline), or
@@ -474,11 +480,14 @@ def _triage(
     return verdict
 
 
+TRIAGE_FULL = "triage/neuronscope"  # the method of a triaged neuron that got the full workflow
+
+
 def triage_method(t: TriageEntry) -> str:
     """The ``method`` of a triaged neuron's rows: what it got, and why where the budget decided."""
     if t.withheld:
         return "triage/single-pass (budget)"
-    return "triage/" + ("neuronscope" if t.full else "single-pass")
+    return TRIAGE_FULL if t.full else "triage/single-pass"
 
 
 def _baseline(metered, sp, cfg, transcript: list[Entry], required: bool) -> str | None:
