@@ -22,6 +22,13 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # process of it, drivers included, must agree, and ray.init() in this process sets
 # RAY_AUTH_MODE=token in os.environ: children get it from here, not from os.environ.
 AUTH_OFF = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _node_env() -> dict[str, str]:
+    """This process's environment with the test cluster's settings over it."""
+    return {**os.environ, **AUTH_OFF}
+
+
 START_S = 180.0  # a node's start on a loaded 2-core machine
 # `ray start` gives every node's workers and drivers ports from 10002-19999 unless told: two nodes
 # on one host would hand out the same ports, and a gRPC call meant for one process (an object's
@@ -38,7 +45,7 @@ class TwoNodes:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a process joining this cluster (a driver)."""
-        return {**os.environ, **AUTH_OFF, "RAY_ADDRESS": self.address, **extra}
+        return {**_node_env(), "RAY_ADDRESS": self.address, **extra}
 
     def node_of(self, pid: int) -> str | None:
         """ "head" or "worker" for a process one of the nodes started, else None."""
@@ -77,7 +84,7 @@ def _start(args: list[str], temp: str, node: str) -> subprocess.Popen:
             [RAY, "start", "--num-cpus=2", f"--temp-dir={temp}/{node}", "--block", *ports, *args],
             stdout=f,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **AUTH_OFF},
+            env=_node_env(),
             start_new_session=True,
         )
 
@@ -88,8 +95,9 @@ def _wait_for_nodes(address: str, n: int, nodes: list[subprocess.Popen], temp: s
     while time.monotonic() < deadline:
         for node in nodes:
             assert node.poll() is None, f"a Ray node did not start: {_logs(temp)}"
-        env = {**os.environ, **AUTH_OFF}
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=_node_env(), timeout=120
+        )
         if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
         time.sleep(1.0)  # polled until the deadline, not slept on
