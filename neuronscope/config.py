@@ -153,7 +153,14 @@ class ExplainConfig(_Strict):
         "embedding",
         description="the judge of every workflow decision and reported score: embedding "
         "(explanation vs context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), "
-        "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are always stored too",
+        "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are stored too unless "
+        "--simulation-scores is off",
+    )
+    simulation_scores: bool = Field(
+        True,
+        description="also score every explanation, the baseline and the control with the paper's simulator "
+        "(sim_* columns; on the bundled model about 1,400 LLM tokens per explanation scored, most of a "
+        "single-pass neuron's cost); off: the decision scorer's scores only, sim_* columns empty",
     )
     hard_negatives: int = Field(
         0,
@@ -183,7 +190,8 @@ class ExplainConfig(_Strict):
         ge=1,
         description="LLM tokens (prompt + answer, cached answers included) this run may spend; "
         "no new neuron starts once the spend plus the likely spend of those in flight reaches it, and "
-        "the rest stay pending for a rerun. None: no limit",
+        "the rest stay pending for a rerun; under method triage it first holds back full workflows, "
+        "keeping the single-pass cost of every neuron still to come. None: no limit",
     )
     dry_run: bool = Field(
         False,

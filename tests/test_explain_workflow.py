@@ -323,6 +323,23 @@ def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
     assert {t.scorer for t in res.transcript if isinstance(t, ScoreEntry)} == {"embedding", "simulation"}
 
 
+@pytest.mark.parametrize("method", ["both", "triage"])
+def test_simulation_scores_off_runs_no_simulation_and_leaves_the_sim_columns_empty(method):
+    """The decision scorer's scores and control stay; the paper's simulator is never called."""
+    df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method=method, simulation_scores=False)
+    llm = ScriptedLLM(explain="Explanation: month names", single_pass="Explanation: colours")
+    llm.next_token_logprobs = None  # any simulation would fail the neuron
+    res = explain_neuron(3, 7, df, llm, cfg, embedder=KeywordEmbedder())
+    r = res.rows[0]
+    assert r["status"] == "ok", r["error"]
+    assert r["score"] == 1.0 and r["baseline_score"] == 0.5 and r["control_score"] == 0.5
+    sims = ["sim_mode_score", "sim_score", "sim_baseline_score", "sim_control_score"]
+    assert all(math.isnan(r[k]) for k in sims)
+    assert "simulate" not in r["template_version"] and not {"simulate", "control"} & set(res.ledger.as_dict())
+    assert {t.scorer for t in res.transcript if isinstance(t, ScoreEntry)} == {"embedding"}
+
+
 def test_a_malformed_refine_answer_keeps_the_explanation():
     res = _run(
         ScriptedLLM(explain="Explanation: words", refine="Explanation: a < b"), refine_rounds=1, max_parse_retries=0

@@ -6,7 +6,8 @@ honest estimate; when there are no spare exemplars, the mode's own explain exemp
 
 Every decision (keep a refinement, per-mode and combined scores, coverage) is taken by the
 configured *decision scorer* (``cfg.scorer``, see ``neuronscope.scoring``); the paper's
-simulation score is always computed beside it on the same held-out exemplars.
+simulation score is computed beside it on the same held-out exemplars (unless
+``cfg.simulation_scores`` is off: the sim_* columns are then NaN).
 
 Output columns (EXPLANATIONS, one row per mode):
 - ``scorer``: the decision scorer; ``calibrated``: whether it passed the run's self-check (null
@@ -280,8 +281,8 @@ def result_row(layer: int, neuron: int, **kw) -> dict:
 
 
 def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, Judge]:
-    """The decision scorer and the simulation scorer for the method and for the baseline (the
-    baseline's LLM calls are booked under agents of its own)."""
+    """The decision scorer and the simulation scorer (``sim*``, absent when ``simulation_scores``
+    is off) for the method, the baseline (its LLM calls booked under agents of its own) and the control."""
 
     def judge(name: str, agent: Agent | None) -> Judge:
         return Judge(
@@ -294,10 +295,15 @@ def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, 
         "decide": judge(decide, agent),
         "decide_base": judge(decide, base_agent),
     }
-    out["sim"] = out["decide"] if decide == sim else judge(sim, Agent.SIMULATE)
-    out["sim_base"] = out["decide_base"] if decide == sim else judge(sim, Agent.SIMULATE_BASELINE)
     out["control"] = judge(decide, None if agent is None else Agent.CONTROL)
-    out["sim_control"] = out["control"] if decide == sim else judge(sim, Agent.CONTROL)
+    if decide == sim:
+        out.update(sim=out["decide"], sim_base=out["decide_base"], sim_control=out["control"])
+    elif cfg.simulation_scores:
+        out.update(
+            sim=judge(sim, Agent.SIMULATE),
+            sim_base=judge(sim, Agent.SIMULATE_BASELINE),
+            sim_control=judge(sim, Agent.CONTROL),
+        )
     return out
 
 
@@ -314,10 +320,10 @@ def _final_scores(
     decision scorer and the simulation scorer. ``base_score``: the baseline's decision score when
     triage has already measured it on these held-out exemplars (not paid for twice)."""
     out = {}
-    for key, judge, base_judge, ctrl_judge in (
-        ("", j["decide"], j["decide_base"], j["control"]),
-        ("sim_", j["sim"], j["sim_base"], j["sim_control"]),
-    ):
+    scorers = [("", j["decide"], j["decide_base"], j["control"])]
+    if "sim" in j:
+        scorers.append(("sim_", j["sim"], j["sim_base"], j["sim_control"]))
+    for key, judge, base_judge, ctrl_judge in scorers:
         if modes:
             results = _heldout_scores(judge, [m.explanation for m in modes], sp, transcript, "mode heldout")
             for m, r in zip(modes, results):
@@ -368,7 +374,7 @@ def explain_neuron(
     used = (
         ([Agent.DECONSTRUCT, Agent.EXPLAIN, Agent.REFINE] if run_ns else [])
         + ([Agent.SINGLE_PASS] if run_base else [])
-        + [Agent.SIMULATE]
+        + ([Agent.SIMULATE] if cfg.simulation_scores or cfg.scorer == "simulation" else [])
         + ([Agent(cfg.scorer)] if cfg.scorer in ("detection", "fuzzing") else [])
     )
     common = {
