@@ -190,7 +190,8 @@ class ExplainConfig(_Strict):
         ge=1,
         description="LLM tokens (prompt + answer, cached answers included) this run may spend; "
         "no new neuron starts once the spend plus the likely spend of those in flight reaches it, and "
-        "the rest stay pending for a rerun; under method triage it first holds back full workflows, "
+        "the rest stay pending for a rerun (the budget covers the selection: a rerun counts what its done neurons "
+        "spent); under method triage it first holds back full workflows, "
         "keeping the single-pass cost of every neuron still to come. None: no limit",
     )
     dry_run: bool = Field(

@@ -136,8 +136,14 @@ def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_wi
     first = fanout.explain_run(store, store, tw.ScriptedLLM(), capped, None, seen.append, embedder=EMB)
     assert first["ok"] == 3 and first["left_by_budget"] == 7 and first["tokens"] == 3 * per_neuron, first
     assert "token budget reached" in seen[-1] and "7 neurons left pending" in seen[-1]
+    # the budget covers the selection, not one run: the same budget again starts nothing new
+    same = fanout.explain_run(store, store, tw.ScriptedLLM(), capped, None, embedder=EMB)
+    assert same["explained"] == 0 and same["tokens_before"] == 3 * per_neuron and same["left_by_budget"] == 7, same
+    larger = capped.model_copy(update={"budget": int(5.5 * per_neuron)})
+    more = fanout.explain_run(store, store, tw.ScriptedLLM(), larger, None, embedder=EMB)
+    assert more["ok"] == 3 and more["left_by_budget"] == 4, more
     rest = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, embedder=EMB)
-    assert rest["skipped"] == 3 and rest["ok"] == 7 and rest["left_by_budget"] == 0
+    assert rest["skipped"] == 6 and rest["ok"] == 4 and rest["left_by_budget"] == 0
 
 
 def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(
@@ -164,6 +170,24 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
     got = store.read_parquet("explanations/").to_pandas().drop_duplicates(["neuron"]).set_index("neuron")["method"]
     assert list(got.sort_index()) == ["triage/neuronscope"] * 2 + ["triage/single-pass (budget)"] * 8
     assert sum("neurons left get the single-pass explanation only" in m for m in seen) == 1
+    # killed after four neurons and rerun: the rerun counts what the four spent, and the two runs
+    # together keep to the budget and buy the same full workflows as one run
+    again = Store.open(str(tmp_path / "again"))
+    month_neurons(again, 10)
+    finished: list[str] = []
+
+    def killed_after_four(message):
+        finished.extend([message] if "layer" in message else [])
+        if len(finished) == 4:
+            raise KeyboardInterrupt  # the driver dies with nothing in flight (max_in_flight 1)
+
+    with pytest.raises(KeyboardInterrupt):
+        fanout.explain_run(again, again, weak, capped, None, killed_after_four, embedder=EMB)
+    resumed = fanout.explain_run(again, again, weak, capped, None, embedder=EMB)
+    assert resumed["skipped"] == 4 and resumed["ok"] == 6 and resumed["left_by_budget"] == 0, resumed
+    assert resumed["tokens_before"] + resumed["tokens"] == run["tokens"]
+    methods = again.read_parquet("explanations/").to_pandas().drop_duplicates(["neuron"])["method"]
+    assert methods.value_counts().to_dict() == run["methods"]
 
 
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_with_test_modules):

@@ -34,7 +34,7 @@ from .outputs import (  # noqa: F401
     write_result,
 )
 from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
-from .task import Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
+from .task import TOKEN_COLUMNS, Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
 from .workflow import TRIAGE_FULL, explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
@@ -142,6 +142,35 @@ class Tally:
     def mean(self, key: str):
         return round(self.sums[key] / self.counts[key], 4) if self.counts[key] else None
 
+    def plus(self, other: Tally) -> Tally:
+        """The spend of both (tokens, neurons and methods; scores are not merged)."""
+        out = Tally()
+        for k in ("explained", "tokens", "baseline_tokens", "full_extra"):
+            setattr(out, k, getattr(self, k) + getattr(other, k))
+        out.methods = {m: self.methods.get(m, 0) + other.methods.get(m, 0) for m in {*self.methods, *other.methods}}
+        return out
+
+
+def spent_before(out_store, done: np.ndarray) -> Tally:
+    """What the already-done neurons of the selection (``done``: codes) spent, read from their
+    rows: a budget covers the whole selection, so a rerun after a kill does not spend it again."""
+    import pyarrow.dataset as ds
+
+    t = Tally()
+    if not len(done):
+        return t
+    layers, units = uncode(done)
+    columns = ["layer", "neuron", "status", "error", "n_modes", "score", "baseline_score", "control_score", "method"]
+    table = out_store.read_parquet_where(
+        EXPLANATIONS_FOLDER + "/", ds.field("layer").isin(np.unique(layers).tolist()), columns + list(TOKEN_COLUMNS)
+    )
+    df = table.to_pandas().drop_duplicates(["layer", "neuron"])
+    wanted = set(zip(layers.tolist(), units.tolist()))
+    for r in df.to_dict("records"):
+        if (r["layer"], r["neuron"]) in wanted:
+            t.add(task_summary(r["layer"], r["neuron"], [r]))
+    return t
+
 
 class Driver:
     """Submits tasks with at most ``limit`` in flight, collects them, and starts a compaction
@@ -163,6 +192,7 @@ class Driver:
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
         self.tally = Tally()
+        self.before = Tally()  # the selection's neurons done by earlier runs (set when a budget needs it)
 
     def submit(self, layer: int, neuron: int, full_allowed: bool = True) -> None:
         self.make_room()
@@ -186,11 +216,15 @@ class Driver:
         far), reach ``budget``; before any neuron finished only the spend counts."""
         if budget is None:
             return False
-        return self.tally.tokens + self._likely_in_flight() >= budget
+        return self.spent() + self._likely_in_flight() >= budget
+
+    def spent(self) -> int:
+        """Tokens the selection has cost: this run's and earlier runs' (the budget spans reruns)."""
+        return self.tally.tokens + self.before.tokens
 
     def _likely_in_flight(self) -> float:
         """What the neurons in flight will likely spend: the mean so far each (0 before any finished)."""
-        t = self.tally
+        t = self.tally.plus(self.before)
         return t.tokens / t.explained * len(self.in_flight) if t.explained else 0
 
     def full_affordable(self, budget: int | None, left: int) -> bool:
@@ -199,7 +233,7 @@ class Driver:
         neurons not submitted yet (the next one included) and one more full workflow must fit: every
         neuron gets its single-pass explanation before the budget buys full workflows. A full
         workflow's cost counts as 0 until one has finished."""
-        t = self.tally
+        t = self.tally.plus(self.before)
         if budget is None or self.cfg.method != "triage" or not t.explained:
             return True
         single = t.baseline_tokens / t.explained
@@ -290,6 +324,8 @@ def explain_run(
         records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron, outputs.legacy_cache
     )
     driver = Driver(ray.put(shared), shared, outputs, index, max_in_flight(cfg, llm), int(sum(pending)), progress)
+    if cfg.budget is not None:
+        driver.before = spent_before(out_store, todo[~pending])
     left = _submit_all(driver, layers[pending], units[pending], cfg.budget, progress)
     errors = driver.finish()
     t = driver.tally
@@ -306,6 +342,7 @@ def explain_run(
         "mean_control_score": t.mean("control_score"),
         "compaction_errors": errors,
         "tokens": t.tokens,
+        "tokens_before": driver.before.tokens,  # spent on the selection by earlier runs (counted when a budget is set)
         "budget": cfg.budget,
         "left_by_budget": left,
         "methods": t.methods,
@@ -365,7 +402,7 @@ def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: i
         full = driver.full_affordable(budget, len(layers) - i)
         if not full and not withheld and progress:
             progress(
-                f"explain: token budget: {driver.tally.tokens:,} of {budget:,} spent; the {len(layers) - i} "
+                f"explain: token budget: {driver.spent():,} of {budget:,} spent; the {len(layers) - i} "
                 "neurons left get the single-pass explanation only (method triage/single-pass (budget))"
             )
         withheld = withheld or not full
@@ -373,7 +410,7 @@ def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: i
             left = len(layers) - i
             if progress:
                 progress(
-                    f"explain: token budget reached ({driver.tally.tokens:,} of {budget:,} spent, "
+                    f"explain: token budget reached ({driver.spent():,} of {budget:,} spent, "
                     f"{len(driver.in_flight)} neurons finishing); {left} neurons left pending: "
                     "rerun with a larger --budget to continue"
                 )
