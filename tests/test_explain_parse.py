@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from neuronscope.explain.parse import ParseError, components, explanation, not_a_copy
+from neuronscope.explain.parse import ParseError, components, example_features, explanation, not_a_copy
+
+
+def test_the_example_answers_features_are_dropped_from_an_answer():
+    """The 135M deconstructor repeats its few-shot features on texts they do not fit; they are
+    left out, and an answer with nothing of its own leaves its exemplar without features."""
+    from neuronscope.explain import prompts
+    from neuronscope.explain.transcript import Agent
+
+    shown = example_features(prompts.render(Agent.DECONSTRUCT, exemplar="<text>x</text>"))
+    assert shown == {"day of the week", "time of a meeting"}
+    assert components("- Day of the week.\n- month name\n", drop=shown) == ["month name"]
+    assert components("- day of the week\n- time of a meeting\n", drop=shown) == []
 
 
 @pytest.mark.parametrize(
@@ -109,7 +121,7 @@ def test_the_decoding_constraints_admit_only_what_the_parsers_read():
         assert not re.fullmatch(EXPLANATION_REGEX, text), text
     comps = "- month name\n- after 'in'\n"
     assert re.fullmatch(COMPONENTS_REGEX, comps) and components(comps) == ["month name", "after 'in'"]
-    for text in ("month name\n", "- <<x>>\n", "- a\n" * 7, "Features:\n- a\n"):
+    for text in ("month name\n", "- <<x>>\n", "- a\n" * 4, "Features:\n- a\n"):
         assert not re.fullmatch(COMPONENTS_REGEX, text), text
 
 

@@ -84,7 +84,7 @@ def test_every_template_has_a_version_and_parses():
     for name in P.VERSIONS:
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
-    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v2+simulate.v2"
+    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v4+simulate.v2"
 
 
 def _pinned() -> dict[str, str]:

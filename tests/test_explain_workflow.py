@@ -112,7 +112,7 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v2+explain.v2+refine.v2+single_pass.v2+simulate.v2"
+    assert r["template_version"] == "deconstruct.v4+explain.v2+refine.v2+single_pass.v2+simulate.v2"
     assert r["scorer"] == "simulation" and r["calibrated"] is None
     # the mode's evidence: its activating tokens with counts, its share of the top exemplars
     assert r["mode_share"] == 1.0 and r["mode_tokens"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from ..errors import AgentOutputError
 from ..llm.base import GenParams, Message, Metered
@@ -15,11 +16,12 @@ from .transcript import Agent, AgentAnswer, Entry
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
 # Decoding is constrained to the formats the parsers read (parse.FORMATS): one plain line after
-# the "Explanation:" prefill (no markup, no second line), or up to six "- " feature lines.
+# the "Explanation:" prefill (no markup, no second line), or 1 to 3 "- " feature lines (the prompt
+# asks for 1 to 3; a fourth and later line were repeats of the first ones).
 EXPLANATION_REGEX = r" [A-Za-z0-9\"'(][^\n<>]{0,100}"
-COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,6}"
+COMPONENTS_REGEX = r"(- [A-Za-z0-9\"'(][^\n<>]{0,60}\n){1,3}"
 PARAMS = {
-    Agent.DECONSTRUCT: GenParams(max_tokens=40, regex=COMPONENTS_REGEX),
+    Agent.DECONSTRUCT: GenParams(max_tokens=24, regex=COMPONENTS_REGEX),
     Agent.EXPLAIN: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
     Agent.REFINE: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
     Agent.SINGLE_PASS: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
@@ -71,13 +73,17 @@ def run_batch(
         for i, raw, reason in failed:
             convs[i] = convs[i] + [
                 {"role": "assistant", "content": raw},
-                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {parse.FORMATS[parser]}."},
+                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {_format_of(parser)}."},
             ]
         todo = [i for i, _, _ in failed]
     i, raw, reason = failed[0]
     raise AgentOutputError(
         f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}"
     )
+
+
+def _format_of(parser: Callable) -> str:
+    return parse.FORMATS[getattr(parser, "func", parser)]  # a partial names the parser it wraps
 
 
 def _explanations(llm, agent: Agent, convs: list[list[Message]], retries: int, transcript: list[Entry]) -> list[str]:
@@ -90,9 +96,11 @@ def _explanations(llm, agent: Agent, convs: list[list[Message]], retries: int, t
 def deconstruct(
     llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]
 ) -> list[list[str]]:
-    """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch."""
+    """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch.
+    The example's own features are dropped from the answers (an exemplar may be left with none)."""
     convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act)) for e in exemplars]
-    return run_batch(llm, Agent.DECONSTRUCT, convs, parse.components, retries, transcript)
+    parser = partial(parse.components, drop=parse.example_features(convs[0])) if convs else parse.components
+    return run_batch(llm, Agent.DECONSTRUCT, convs, parser, retries, transcript)
 
 
 def exemplar_lines(exemplars: list[Exemplar], max_act: float) -> str:
@@ -115,7 +123,7 @@ def explain_modes(
             Agent.EXPLAIN,
             exemplars=exemplar_lines(ex, max_act),
             tokens=tokens_line(ex, max_act),
-            components="; ".join(escape(c) for c in comps),
+            components="; ".join(escape(c) for c in comps) or "(none)",
         )
         for ex, comps in zip(modes, components)
     ]

@@ -148,6 +148,8 @@ def modes_from_components(
     """NeuronScope's clustering: components embedded and clustered; exemplars follow them."""
     owner = [i for i, comps in enumerate(components) for _ in comps]
     flat = [c for comps in components for c in comps]
+    if not flat:  # no exemplar has a feature of its own: one mode
+        return [0] * len(components), Choice(1, np.zeros(0, dtype=np.int64), {})
     choice = choose_k(embed(embedder, flat), max_modes, min_silhouette, valid=_recurring(owner, len(components)))
     return exemplar_modes(owner, choice.labels, len(components)), choice
 

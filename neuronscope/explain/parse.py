@@ -29,10 +29,12 @@ def _clean(phrase: str) -> str:
     return p
 
 
-def components(answer: str, truncated: bool = False) -> list[str]:
+def components(answer: str, truncated: bool = False, drop: frozenset[str] = frozenset()) -> list[str]:
     """A '- item' list, one short feature per line. An optional first line ending with ':' is a
     heading; any other non-list line means the format was not followed. When the answer hit the
-    token limit (``truncated``), its last line is incomplete and is dropped."""
+    token limit (``truncated``), its last line is incomplete and is dropped. Features in ``drop``
+    (lower case: the prompt's example answer) are left out, even if none is left: a small model
+    repeats the example's features for texts they do not fit."""
     lines = [ln for ln in answer.strip().splitlines() if ln.strip()]
     if truncated and len(lines) > 1:
         lines = lines[:-1]
@@ -55,7 +57,16 @@ def components(answer: str, truncated: bool = False) -> list[str]:
         raise ParseError(f"feature {too_long[0][:60]!r} must be 1 to 8 words")
     if len(items) > MAX_COMPONENTS:
         raise ParseError(f"{len(items)} features; give at most {MAX_COMPONENTS}")
-    return items
+    return [i for i in items if i.lower() not in drop]
+
+
+def example_features(conversation) -> frozenset[str]:
+    """The features of a conversation's few-shot answers (its assistant turns), lower case."""
+    out: set[str] = set()
+    for m in conversation:
+        if m["role"] == "assistant":
+            out.update(_clean(b.group(1)).lower() for b in map(_BULLET.match, m["content"].splitlines()) if b)
+    return frozenset(out)
 
 
 def explanation(answer: str, truncated: bool = False) -> str:
