@@ -149,54 +149,38 @@ def main() -> None:
     try:
         stages.run_record(cfg, str(first), progress)
         pool = stages.start_llm(cfg, progress)
-
-        # (a) the explain stage, many workflows in flight
-        n0, tok0 = served_tokens(pool)
-        t0 = time.time()
-        stages.run_explain(cfg, str(first), str(first), progress, llm=LoggingLLM(pool, str(logs)))
-        explain_s = time.time() - t0
-        n1, tok1 = served_tokens(pool)
-        rows = per_neuron(Store.open(str(first)))
-        # A failed neuron's row still carries the tokens its workflow spent before failing.
-        ns = rows["llm_tokens_in"] + rows["llm_tokens_out"]
-        base = rows["baseline_llm_tokens_in"] + rows["baseline_llm_tokens_out"]
-        ledger_tokens = int((ns + base).sum())
-        a = ledger_tokens / explain_s
-        ok = rows["status"] == "ok"
-
-        # (b) the same engine, saturated with the same requests
-        rep = replay(pool, str(logs))
-        b = rep["tokens"] / rep["seconds"]
-        r3 = a / b
-        # (c) tokens per neuron, NeuronScope / single-pass
-        r4 = float((ns[ok] / base[ok]).mean())  # NeuronScope ran to the end on these
-        by_agent = tokens_by_agent(Store.open(str(first)))
-
-        # (d) rerun from the response cache into a fresh run
-        shutil.copytree(first / "llm_cache", second / "llm_cache")
-        c0, _ = served_tokens(pool)
-        stages.run_explain(cfg, str(first), str(second), progress, llm=pool)
-        cache_calls = served_tokens(pool)[0] - c0
-        x, y = (
-            Store.open(str(s))
-            .read_parquet("explanations/")
-            .to_pandas()
-            .sort_values(["layer", "neuron", "mode"])
-            .reset_index(drop=True)
-            for s in (first, second)
-        )
-        try:
-            pd.testing.assert_frame_equal(x.drop(columns="llm_calls"), y.drop(columns="llm_calls"))
-            identical = True
-        except AssertionError as e:
-            identical = False
-            print(f"the cached rerun's explanation rows differ from the first run's: {e}", file=sys.stderr)
+        figures, r3, r4 = _explain_figures(cfg, pool, first, logs, progress)
+        figures["cache_calls"], figures["rerun_rows_identical"] = _cached_rerun(cfg, pool, first, second, progress)
     finally:
         if ray.is_initialized():
             ray.shutdown()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    figures["total_s"] = round(time.time() - t_all, 1)
+    print(json.dumps(figures, indent=1))
+    if not args.no_append:
+        append_results(_section(cfg, figures, r3, r4))
+    print(f"R3={r3:.2f} R4={r4:.2f} cache_calls={figures['cache_calls']}")
 
+
+def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict, float, float]:
+    """(a) the explain stage with many workflows in flight, (b) the same requests replayed at once
+    on the same engine, (c) tokens per neuron: the figures, R3 and R4."""
+    n0, tok0 = served_tokens(pool)
+    t0 = time.time()
+    stages.run_explain(cfg, str(first), str(first), progress, llm=LoggingLLM(pool, str(logs)))
+    explain_s = time.time() - t0
+    n1, tok1 = served_tokens(pool)
+    rows = per_neuron(Store.open(str(first)))
+    # A failed neuron's row still carries the tokens its workflow spent before failing.
+    ns = rows["llm_tokens_in"] + rows["llm_tokens_out"]
+    base = rows["baseline_llm_tokens_in"] + rows["baseline_llm_tokens_out"]
+    ledger_tokens = int((ns + base).sum())
+    a = ledger_tokens / explain_s
+    ok = rows["status"] == "ok"
+    rep = replay(pool, str(logs))
+    b = rep["tokens"] / rep["seconds"]
+    r4 = float((ns[ok] / base[ok]).mean())  # NeuronScope ran to the end on these
     figures = {
         "neurons": len(rows),
         "ok": int(ok.sum()),
@@ -213,15 +197,32 @@ def main() -> None:
         "mean_baseline_tokens": round(float(base[ok].mean()), 1),
         "mean_score": round(float(rows["score"][ok].mean()), 3),
         "mean_baseline_score": round(float(rows["baseline_score"][ok].mean()), 3),
-        "tokens_by_agent": by_agent,
-        "cache_calls": cache_calls,
-        "rerun_rows_identical": identical,
-        "total_s": round(time.time() - t_all, 1),
+        "tokens_by_agent": tokens_by_agent(Store.open(str(first))),
     }
-    print(json.dumps(figures, indent=1))
-    if not args.no_append:
-        append_results(_section(cfg, figures, r3, r4))
-    print(f"R3={r3:.2f} R4={r4:.2f} cache_calls={cache_calls}")
+    return figures, a / b, r4
+
+
+def _cached_rerun(cfg, pool, first: Path, second: Path, progress) -> tuple[int, bool]:
+    """(d) the explain stage again into a fresh run holding only the first run's response cache:
+    (engine calls it made, whether its rows equal the first run's but for llm_calls)."""
+    shutil.copytree(first / "llm_cache", second / "llm_cache")
+    c0, _ = served_tokens(pool)
+    stages.run_explain(cfg, str(first), str(second), progress, llm=pool)
+    cache_calls = served_tokens(pool)[0] - c0
+    x, y = (
+        Store.open(str(s))
+        .read_parquet("explanations/")
+        .to_pandas()
+        .sort_values(["layer", "neuron", "mode"])
+        .reset_index(drop=True)
+        for s in (first, second)
+    )
+    try:
+        pd.testing.assert_frame_equal(x.drop(columns="llm_calls"), y.drop(columns="llm_calls"))
+        return cache_calls, True
+    except AssertionError as e:
+        print(f"the cached rerun's explanation rows differ from the first run's: {e}", file=sys.stderr)
+        return cache_calls, False
 
 
 def _section(cfg, f: dict, r3: float, r4: float) -> str:
