@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from . import manifest
 from .config import RunConfig
-from .errors import NeuronScopeError
 from .explain.fanout import estimate_run
+from .explain.records import RecordsIndex
 from .explain.report import polysemanticity, polysemanticity_line
 from .lease import StageLease
 from .logs import Progress
@@ -65,46 +65,19 @@ def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
         return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
 
 
-def check_records(store: Store) -> None:
-    """Records explain can use: each object has every RECORDS column and finite peak activations
-    (footers and three columns are read; per-token activations are checked per neuron)."""
-    import pyarrow.compute as pc
-
-    from .schema import RECORDS
-
-    for key in (k for k in store.list("records/") if k.endswith(".parquet")):
-        missing = [c for c in RECORDS.names if c not in store.parquet_schema(key).names]
-        if missing:
-            raise NeuronScopeError(
-                f"records {store.url(key)} is missing column(s) {missing}; "
-                "it was not written by `neuronscope record` or `neuronscope import`"
-            )
-        peaks = store.read_parquet_where(key, None, ["layer", "neuron", "max_act"])
-        bad = peaks.filter(pc.invert(pc.fill_null(pc.is_finite(peaks["max_act"]), False)))  # null too
-        if bad.num_rows:
-            r = bad.slice(0, 1).to_pylist()[0]
-            raise NeuronScopeError(
-                f"records {store.url(key)} hold activations that are not finite "
-                f"({bad.num_rows} row(s), first: layer {r['layer']} neuron {r['neuron']}, "
-                f"max_act {r['max_act']})"
-            )
-
-
 def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict:
     src = Store.open(records)
-    if not src.list("records/"):
-        raise NeuronScopeError(f"no activation records under {src.url('records/')}; run `neuronscope record` first")
-    check_records(src)
+    index = RecordsIndex.scan(src)  # lists and checks the records before anything starts
     store = Store.open(out)
     store.check_writable()
     if cfg.explain.dry_run:  # writes only a scratch folder, removed after: no stage, no lease
         ensure_ray()
-        return estimate_run(src, store, llm or start_llm(cfg, progress), cfg.explain, progress)
+        return estimate_run(src, store, llm or start_llm(cfg, progress), cfg.explain, progress, index=index)
     with StageLease(store, "explain"):  # before the LLM starts: a second process refuses at once
-        return _explain(cfg, src, store, progress, llm)
+        return _explain(cfg, src, store, progress, llm, index)
 
 
-def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm) -> dict:
+def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, index) -> dict:
     from .explain.fanout import explain_run
 
     ensure_ray()
@@ -120,7 +93,9 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm) 
         check = self_check(cfg, llm, progress) if cfg.explain.self_check else None
         if check is not None:
             manifest.note_stage(store, "explain", "self_check", check.as_dict())
-        summary = explain_run(src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed)
+        summary = explain_run(
+            src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed, index=index
+        )
         poly = polysemanticity(store.read_parquet("explanations/").to_pandas()) if store.list("explanations/") else {}
         return {**summary, "self_check": check.as_dict() if check else None, "polysemanticity": poly}
 

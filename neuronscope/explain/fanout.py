@@ -306,17 +306,19 @@ def explain_run(
     embedder=None,
     calibrated: bool | None = None,
     workflow=None,
+    index: RecordsIndex | None = None,
 ) -> dict:
     """Explain every selected neuron (``neurons``, else cfg.layers x cfg.neurons over the records)
     not already done in ``out_store``; returns counts and mean scores. Needs Ray initialised;
     ``progress(message)`` is called once per finished neuron. ``embedder`` (picklable, shipped to
     the workers) replaces cfg.embedder, which each worker process otherwise loads once;
     ``calibrated`` is the scorer self-check's verdict, written into every row; ``workflow``
-    replaces ``explain_neuron`` (same signature; for tests and benchmarks)."""
+    replaces ``explain_neuron`` (same signature; for tests and benchmarks); ``index``: the records'
+    ``RecordsIndex`` where the caller has scanned them already."""
     import ray
 
     t0 = time.time()
-    index, outputs, todo, pending = _pending(records_store, out_store, cfg, neurons, retry_failed)
+    index, outputs, todo, pending = _pending(records_store, out_store, cfg, neurons, retry_failed, index)
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
         out_store.delete(key)
     layers, units = uncode(todo)
@@ -350,9 +352,9 @@ def explain_run(
     }
 
 
-def _pending(records_store, out_store, cfg: ExplainConfig, neurons, retry_failed: bool):
+def _pending(records_store, out_store, cfg: ExplainConfig, neurons, retry_failed: bool, index=None):
     """(records index, outputs listing, selected codes, mask of those not done yet)."""
-    index = RecordsIndex.scan(records_store)
+    index = index or RecordsIndex.scan(records_store)
     todo = selection(index, cfg, neurons)
     outputs = Outputs(out_store)
     layers, units = uncode(todo)
@@ -367,16 +369,19 @@ def estimate_run(records_store, out_store, llm, cfg: ExplainConfig, progress=Non
     scratch folder of the run (removed afterwards), and scale its tokens and wall time to every
     pending neuron. The sample runs up to as many neurons at once as the real run would: with at
     least the in-flight limit its per-neuron time is the real run's pace (a little slower: the
-    sample's tail runs alone); a smaller sample overestimates the time (the records are listed
-    twice, once here and once by the sample's own run: a cheap listing next to its LLM work)."""
-    _, _, todo, pending = _pending(records_store, out_store, cfg, None, True)
+    sample's tail runs alone); a smaller sample overestimates the time."""
+    index, _, todo, pending = _pending(records_store, out_store, cfg, None, True, explain_kw.pop("index", None))
     waiting = todo[pending]
     picks = np.unique(np.linspace(0, len(waiting) - 1, min(cfg.dry_run_sample, len(waiting))).round().astype(int))
     sample = [(int(a), int(b)) for a, b in zip(*uncode(waiting[picks]))] if len(waiting) else []
     scratch = type(out_store).open(out_store.url(f"dry-run-{uuid.uuid4().hex[:8]}"))
     plain = cfg.model_copy(update={"budget": None, "dry_run": False})
     try:
-        s = explain_run(records_store, scratch, llm, plain, sample, progress, **explain_kw) if sample else None
+        s = (
+            explain_run(records_store, scratch, llm, plain, sample, progress, index=index, **explain_kw)
+            if sample
+            else None
+        )
     finally:
         for key in scratch.list(""):
             scratch.delete(key)

@@ -32,13 +32,16 @@ class RecordsIndex:
 
     @classmethod
     def scan(cls, store) -> RecordsIndex:
-        """One listing, then the two key columns of each object (no activations, no tokens)."""
+        """One listing, then per object its footer and three columns (no activations, no tokens),
+        checked on the way: every RECORDS column present, every peak activation finite."""
         keys = [k for k in store.list(RECORDS_FOLDER) if k.endswith(".parquet")]
         if not keys:
-            raise NeuronScopeError(f"no activation records under {store.url(RECORDS_FOLDER)}")
+            raise NeuronScopeError(
+                f"no activation records under {store.url(RECORDS_FOLDER)}; run `neuronscope record` first"
+            )
         codes = []
         for key in keys:
-            t = store.read_parquet_where(key, None, ["layer", "neuron"])
+            t = _checked_peaks(store, key)
             codes.append(np.unique(code(t["layer"].to_numpy(), t["neuron"].to_numpy())))
         return cls(keys, codes)
 
@@ -55,6 +58,30 @@ class RecordsIndex:
             if i < len(cs) and cs[i] == c:
                 out.append(key)
         return out
+
+
+def _checked_peaks(store, key: str):
+    """The object's (layer, neuron, max_act) columns; NeuronScopeError naming the object when it
+    lacks a RECORDS column or holds a peak that is not finite (or null)."""
+    import pyarrow.compute as pc
+
+    from ..schema import RECORDS
+
+    missing = [c for c in RECORDS.names if c not in store.parquet_schema(key).names]
+    if missing:
+        raise NeuronScopeError(
+            f"records {store.url(key)} is missing column(s) {missing}; "
+            "it was not written by `neuronscope record` or `neuronscope import`"
+        )
+    peaks = store.read_parquet_where(key, None, ["layer", "neuron", "max_act"])
+    bad = peaks.filter(pc.invert(pc.fill_null(pc.is_finite(peaks["max_act"]), False)))
+    if bad.num_rows:
+        r = bad.slice(0, 1).to_pylist()[0]
+        raise NeuronScopeError(
+            f"records {store.url(key)} hold activations that are not finite "
+            f"({bad.num_rows} row(s), first: layer {r['layer']} neuron {r['neuron']}, max_act {r['max_act']})"
+        )
+    return peaks
 
 
 def load_records(store) -> pd.DataFrame:
