@@ -96,7 +96,11 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, 
         summary = explain_run(
             src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed, index=index
         )
-        poly = polysemanticity(store.read_parquet("explanations/").to_pandas()) if store.list("explanations/") else {}
+        poly = (
+            polysemanticity(_explanations(store, ["layer", "neuron", "status", "n_modes"]))
+            if store.list("explanations/")
+            else {}
+        )
         return {**summary, "self_check": check.as_dict() if check else None, "polysemanticity": poly}
 
     return _staged(store, "explain", inputs, config, work)
@@ -154,10 +158,18 @@ def _judge_line(store: Store, scorer: str) -> str:
     return f"scorer: {scorer}, self-check {verdict} (right name over wrong on {check['discrimination']:.0%} of pairs)"
 
 
+SCORE_COLUMNS = ("baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score")
+
+
+def _explanations(store: Store, columns: list[str]):
+    """The run's explanation rows, only the given columns (a whole-model run has many rows)."""
+    return store.read_parquet_where("explanations/", None, columns).to_pandas()
+
+
 def summary_table(store: Store) -> str:
     """One line per neuron: modes, then each method's score beside the control's, under the
     decision scorer and under the simulation scorer."""
-    df = store.read_parquet("explanations/").to_pandas()
+    df = _explanations(store, ["layer", "neuron", "mode", "scorer", "n_modes", "status", *SCORE_COLUMNS])
     per = df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
     scorer = next((x for x in per["scorer"] if x), "?")
     lines = [
@@ -174,9 +186,7 @@ def summary_table(store: Store) -> str:
         )
     ok = per[per["status"] == "ok"]
     if len(ok):
-        m = ok[
-            ["baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score"]
-        ].mean()
+        m = ok[list(SCORE_COLUMNS)].mean()
         lines.append(
             f"mean over {len(ok)} neurons: {scorer} single-pass {_fmt(m.baseline_score)}, neuronscope "
             f"{_fmt(m.score)}, control {_fmt(m.control_score)}; simulation single-pass "
