@@ -40,7 +40,9 @@ def _renders() -> dict[str, str]:
     miss = [(ex[0], ex[0].max_pos, 1.0)]
     alarm = [(ex[1], 1, 8.4)]
     return {
-        "deconstruct.txt": P.as_text(P.render("deconstruct", exemplar=X.describe(ex[0], sp.max_act))),
+        "deconstruct.txt": P.as_text(
+            P.render("deconstruct", exemplar=X.describe(ex[0], sp.max_act, agents.DECONSTRUCT_BEFORE))
+        ),
         "explain.txt": P.as_text(
             P.render(
                 "explain",

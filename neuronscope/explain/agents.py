@@ -26,6 +26,9 @@ PARAMS = {
     Agent.REFINE: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
     Agent.SINGLE_PASS: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
 }
+# Deconstruct asks what the marked word means where it stands: half the explainers' context
+# before it is enough, and its 8 calls per neuron are the workflow's largest prompt share.
+DECONSTRUCT_BEFORE = 8
 RETRY_TEMPERATURE = 0.7
 EXPLANATION_PREFILL = "Explanation:"
 
@@ -98,7 +101,7 @@ def deconstruct(
 ) -> list[list[str]]:
     """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch.
     The example's own features are dropped from the answers (an exemplar may be left with none)."""
-    convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act)) for e in exemplars]
+    convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act, DECONSTRUCT_BEFORE)) for e in exemplars]
     parser = partial(parse.components, drop=parse.example_features(convs[0])) if convs else parse.components
     return run_batch(llm, Agent.DECONSTRUCT, convs, parser, retries, transcript)
 

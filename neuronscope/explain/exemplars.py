@@ -138,9 +138,9 @@ def top_tokens(ex: Exemplar, max_act: float, n: int = 3) -> str:
     return ", ".join(f"{escape(ex.tokens[i]).strip() or '␣'} ({s[i]})" for i in strongest(ex, max_act, n))
 
 
-def describe(ex: Exemplar, max_act: float) -> str:
-    """The exemplar as the explainer agents see it."""
-    return f"{marked_text(ex, max_act)}\nStrongest: {top_tokens(ex, max_act)}"
+def describe(ex: Exemplar, max_act: float, before: int = CONTEXT_BEFORE) -> str:
+    """The exemplar as the explainer agents see it (``before``: tokens of context before the max)."""
+    return f"{marked_text(ex, max_act, before)}\nStrongest: {top_tokens(ex, max_act)}"
 
 
 def activating(ex: Exemplar, max_act: float) -> str:
