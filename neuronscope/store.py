@@ -129,6 +129,10 @@ class Store:
         with self._errors("delete", self.url(key)):
             self._delete(key)
 
+    def prune(self) -> None:
+        """Remove the folders left empty under this store, itself included (a local folder keeps
+        them after its objects are deleted; S3 has none). Only for a store no one else writes to."""
+
     def list(self, prefix: str = "") -> list[str]:
         """Keys under the folder ``prefix`` ('' = the whole run), recursive, sorted."""
         _check_key(prefix, prefix=True)
@@ -339,6 +343,13 @@ class LocalStore(Store):
 
     def _delete(self, key):
         self._path(key).unlink(missing_ok=True)
+
+    def prune(self) -> None:
+        if not self.local_root.is_dir():
+            return
+        for dirpath, _, _ in sorted(os.walk(self.local_root), key=lambda d: -len(d[0])):  # deepest first
+            with contextlib.suppress(OSError):  # not empty: it holds an object
+                os.rmdir(dirpath)
 
     def _list(self, folder):
         base = self._path(folder) if folder else self.local_root

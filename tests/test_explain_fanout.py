@@ -199,6 +199,7 @@ def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, 
     before = sorted(store.list(""))
     est = fanout.estimate_run(store, store, tw.ScriptedLLM(), cfg, embedder=EMB)
     assert sorted(store.list("")) == before  # the sample's outputs went to a scratch folder, now gone
+    assert not list(tmp_path.glob("run/dry-run-*"))  # the folder too, not only its objects
     assert est["pending"] == 10 and est["sample"] == 3 and est["sample_failed"] == 0
     real = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB)
     assert est["tokens"] == real["tokens"]  # alike neurons: the sample's mean is exact

@@ -385,6 +385,7 @@ def estimate_run(records_store, out_store, llm, cfg: ExplainConfig, progress=Non
     finally:
         for key in scratch.list(""):
             scratch.delete(key)
+        scratch.prune()
     n = len(sample)
     per_tokens, per_s = (s["tokens"] / n, s["seconds"] / n) if s else (0.0, 0.0)
     return {
