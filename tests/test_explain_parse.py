@@ -132,6 +132,9 @@ def test_a_looping_explanation_is_malformed():
     assert (
         explanation("Explanation: number of people; number of couples; number of people who died") == "number of people"
     )
+    # one unit said again and again is that unit (the markup's levels are dropped first)
+    assert explanation("Explanation: darkness (1) of darkness (1) of darkness (1) of darkness (1) of") == "darkness"
+    assert explanation("Explanation: dark night dark night dark night") == "dark night"
     # a list that loops over the same items keeps each item once
     assert (
         explanation("Explanation: number ratified (5), number ratified (3), number ratified (4), Number ratified")

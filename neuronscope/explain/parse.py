@@ -109,12 +109,31 @@ def _most_repeated(phrase: str) -> tuple[str, int]:
     return max(counts.items(), key=lambda kv: kv[1], default=("", 0))
 
 
+_CONNECTORS = {"of", "and", "or", "the", "a", "an", "in", "to", "with"}
+
+
+def _repeated_unit(phrase: str) -> str:
+    """The unit of a phrase that is nothing but one unit said again and again ("darkness of
+    darkness of darkness" -> "darkness"), its trailing connectors dropped; "" for any other phrase."""
+    words = phrase.split()
+    for p in range(1, len(words) // 2 + 1):
+        if all(w.lower() == words[i % p].lower() for i, w in enumerate(words)):
+            unit = words[:p]
+            while unit and unit[-1].lower() in _CONNECTORS:
+                unit.pop()
+            return " ".join(unit)
+    return ""
+
+
 def _not_looping(phrase: str) -> str:
-    """A phrase that says one word again and again keeps its first clause ("number of people;
-    number of couples; number of ..." -> "number of people"): the loop follows the answer.
-    ParseError when even that clause loops."""
+    """A phrase that says one word again and again keeps its repeated unit, or else its first
+    clause ("number of people; number of couples; number of ..." -> "number of people"): the loop
+    follows the answer. ParseError when even that clause loops."""
     if _most_repeated(phrase)[1] <= MAX_REPEATS:
         return phrase
+    unit = _repeated_unit(phrase)
+    if unit:
+        return unit
     first = re.split(r"[;,]", phrase, maxsplit=1)[0].strip()
     if not first or _most_repeated(first)[1] > MAX_REPEATS:
         word, n = _most_repeated(phrase)
