@@ -151,10 +151,9 @@ class ExplainConfig(_Strict):
     )
     scorer: Literal["embedding", "simulation", "detection", "fuzzing"] = Field(
         "embedding",
-        description="the judge of every workflow decision and reported score: embedding "
-        "(explanation vs context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), "
-        "detection or fuzzing (LLM label logprobs, AUROC); simulation scores are stored too unless "
-        "--simulation-scores is off",
+        description="the judge of every workflow decision and reported score: embedding (explanation vs "
+        "context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), detection or fuzzing "
+        "(LLM label logprobs, AUROC); simulation scores are stored too (see --simulation-scores)",
     )
     simulation_scores: bool = Field(
         True,
