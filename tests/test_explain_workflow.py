@@ -12,7 +12,7 @@ from explain_helpers import MONTHS, WordVocabulary, records
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import rows_table
-from neuronscope.explain.transcript import AgentAnswer, ClusterEntry, ScoreEntry
+from neuronscope.explain.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.llm.base import Completion
 from neuronscope.schema import EXPLANATIONS
@@ -160,18 +160,29 @@ def test_single_pass_and_neuronscope_only():
 
 
 def test_malformed_answers_are_retried_then_recorded_as_the_neurons_failure():
-    llm = ScriptedLLM(deconstruct="I think it is about months.")
+    llm = ScriptedLLM(explain="Explanation: weather", single_pass="Explanation: month names")  # the example's answer
     res = _run(llm, max_parse_retries=2)
     r = res.rows[0]
     assert len(res.rows) == 1 and r["status"] == "failed" and r["mode"] == -1
-    assert "deconstruct agent answer malformed after 3 attempt(s)" in r["error"]
-    tries = [t for t in res.transcript if isinstance(t, AgentAnswer) and t.agent == "deconstruct" and t.item == 0]
+    assert "explain agent answer malformed after 3 attempt(s)" in r["error"]
+    tries = [t for t in res.transcript if isinstance(t, AgentAnswer) and t.agent == "explain" and t.item == 0]
     assert [t.attempt for t in tries] == [0, 1, 2]
     # The corrective follow-up is in the conversation of the retry.
-    assert "Wrong format" in tries[1].messages[-1]["content"]
+    assert "Wrong format" in tries[1].messages[-2]["content"]  # before the answer's prefill
     # Retries sample (seeded), since greedy decoding would repeat the malformed answer.
     assert [(p.temperature > 0, p.seed) for p in llm.params[-3:]] == [(False, 0), (True, 1), (True, 2)]
     rows_table(res.rows)
+
+
+def test_a_deconstruct_answer_malformed_after_its_retries_leaves_its_exemplar_without_features():
+    """One exemplar's features are not worth the neuron: it is recorded and explained without them."""
+    res = _run(ScriptedLLM(deconstruct="I think it is about months."), max_parse_retries=1)
+    r = res.rows[0]
+    assert r["status"] == "ok" and r["explanation"] == "month names", r["error"]
+    gave_up = [t for t in res.transcript if isinstance(t, AgentFailure) and t.agent == "deconstruct"]
+    assert len(gave_up) == 6 and all("no features" in t.error for t in gave_up)
+    explain = next(t for t in res.transcript if isinstance(t, AgentAnswer) and t.agent == "explain")
+    assert "Features seen: (none)" in explain.messages[-2]["content"]
 
 
 @pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])

@@ -11,7 +11,7 @@ from ..errors import AgentOutputError
 from ..llm.base import GenParams, Message, Metered
 from . import parse, prompts
 from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, scaled
-from .transcript import Agent, AgentAnswer, Entry
+from .transcript import Agent, AgentAnswer, AgentFailure, Entry
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.
@@ -43,12 +43,14 @@ def run_batch(
     params: GenParams | None = None,
     prefill: str = "",
     guard: Callable | None = None,
+    give_up: Callable[[int, str], object] | None = None,
 ) -> list:
     """Parsed answers, one per conversation; AgentOutputError if one stays malformed after
     ``max_retries`` corrective follow-ups (never a guessed value). A ``prefill`` starts the
     answer (e.g. "Explanation:"), so a small model only has to continue the required format.
     ``guard(parsed, conversation)`` raises ParseError for a well-formed answer that is still
-    unusable (e.g. a copy of the prompt's text)."""
+    unusable (e.g. a copy of the prompt's text). With ``give_up(i, reason)``, an answer still
+    malformed after the retries gets its return value instead of failing the batch."""
     params = params or PARAMS[agent]
     convs = [list(c) for c in conversations]
     results: list = [None] * len(convs)
@@ -79,6 +81,10 @@ def run_batch(
                 {"role": "user", "content": f"Wrong format: {reason}. Answer again, {_format_of(parser)}."},
             ]
         todo = [i for i, _, _ in failed]
+    if give_up is not None:
+        for i, _, reason in failed:
+            results[i] = give_up(i, reason)
+        return results
     i, raw, reason = failed[0]
     raise AgentOutputError(
         f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}"
@@ -100,10 +106,16 @@ def deconstruct(
     llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]
 ) -> list[list[str]]:
     """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch.
-    The example's own features are dropped from the answers (an exemplar may be left with none)."""
+    The example's own features are dropped from the answers, and an answer still malformed after
+    the retries leaves its exemplar without features (recorded): an exemplar may have none."""
     convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act, DECONSTRUCT_BEFORE)) for e in exemplars]
     parser = partial(parse.components, drop=parse.example_features(convs[0])) if convs else parse.components
-    return run_batch(llm, Agent.DECONSTRUCT, convs, parser, retries, transcript)
+
+    def no_features(i: int, reason: str) -> list[str]:
+        transcript.append(AgentFailure(Agent.DECONSTRUCT, f"exemplar {exemplars[i].window_id}: {reason}; no features"))
+        return []
+
+    return run_batch(llm, Agent.DECONSTRUCT, convs, parser, retries, transcript, give_up=no_features)
 
 
 def exemplar_lines(exemplars: list[Exemplar], max_act: float) -> str:
