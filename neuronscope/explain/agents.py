@@ -27,7 +27,7 @@ PARAMS = {
     Agent.SINGLE_PASS: GenParams(max_tokens=24, regex=EXPLANATION_REGEX),
 }
 # Deconstruct asks what the marked word means where it stands: half the explainers' context
-# before it is enough, and its 8 calls per neuron are the workflow's largest prompt share.
+# before it is enough (it is called once per explain exemplar, so its context is paid 8 times).
 DECONSTRUCT_BEFORE = 8
 RETRY_TEMPERATURE = 0.7
 EXPLANATION_PREFILL = "Explanation:"
