@@ -34,7 +34,7 @@ from .outputs import (  # noqa: F401
     write_result,
 )
 from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
-from .task import TOKEN_COLUMNS, Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
+from .task import SUMMARY_COLUMNS, Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
 from .workflow import TRIAGE_FULL, explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
@@ -160,9 +160,8 @@ def spent_before(out_store, done: np.ndarray) -> Tally:
     if not len(done):
         return t
     layers, units = uncode(done)
-    columns = ["layer", "neuron", "status", "error", "n_modes", "score", "baseline_score", "control_score", "method"]
     table = out_store.read_parquet_where(
-        EXPLANATIONS_FOLDER + "/", ds.field("layer").isin(np.unique(layers).tolist()), columns + list(TOKEN_COLUMNS)
+        EXPLANATIONS_FOLDER + "/", ds.field("layer").isin(np.unique(layers).tolist()), list(SUMMARY_COLUMNS)
     )
     df = table.to_pandas().drop_duplicates(["layer", "neuron"])
     wanted = set(zip(layers.tolist(), units.tolist()))
@@ -216,15 +215,19 @@ class Driver:
         far), reach ``budget``; before any neuron finished only the spend counts."""
         if budget is None:
             return False
-        return self.spent() + self._likely_in_flight() >= budget
+        t = self._spend()
+        return t.tokens + self._likely_in_flight(t) >= budget
+
+    def _spend(self) -> Tally:
+        """This run's spend and earlier runs' on the selection (the budget spans reruns)."""
+        return self.tally.plus(self.before)
 
     def spent(self) -> int:
-        """Tokens the selection has cost: this run's and earlier runs' (the budget spans reruns)."""
+        """Tokens the selection has cost: this run's and earlier runs'."""
         return self.tally.tokens + self.before.tokens
 
-    def _likely_in_flight(self) -> float:
-        """What the neurons in flight will likely spend: the mean so far each (0 before any finished)."""
-        t = self.tally.plus(self.before)
+    def _likely_in_flight(self, t: Tally) -> float:
+        """What the neurons in flight will likely spend: the mean of ``t`` so far each (0 before any finished)."""
         return t.tokens / t.explained * len(self.in_flight) if t.explained else 0
 
     def full_affordable(self, budget: int | None, left: int) -> bool:
@@ -233,13 +236,13 @@ class Driver:
         neurons not submitted yet (the next one included) and one more full workflow must fit: every
         neuron gets its single-pass explanation before the budget buys full workflows. A full
         workflow's cost counts as 0 until one has finished."""
-        t = self.tally.plus(self.before)
+        t = self._spend()
         if budget is None or self.cfg.method != "triage" or not t.explained:
             return True
         single = t.baseline_tokens / t.explained
         full = t.methods.get(TRIAGE_FULL, 0)
         extra = t.full_extra / full if full else 0
-        return t.tokens + self._likely_in_flight() + single * left + extra <= budget
+        return t.tokens + self._likely_in_flight(t) + single * left + extra <= budget
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
@@ -364,13 +367,15 @@ def _pending(records_store, out_store, cfg: ExplainConfig, neurons, retry_failed
     return index, outputs, todo, pending
 
 
-def estimate_run(records_store, out_store, llm, cfg: ExplainConfig, progress=None, **explain_kw) -> dict:
+def estimate_run(
+    records_store, out_store, llm, cfg: ExplainConfig, progress=None, index: RecordsIndex | None = None, **explain_kw
+) -> dict:
     """``--dry-run``: explain a sample of the pending neurons, spread over the selection, into a
     scratch folder of the run (removed afterwards), and scale its tokens and wall time to every
     pending neuron. The sample runs up to as many neurons at once as the real run would: with at
     least the in-flight limit its per-neuron time is the real run's pace (a little slower: the
     sample's tail runs alone); a smaller sample overestimates the time."""
-    index, _, todo, pending = _pending(records_store, out_store, cfg, None, True, explain_kw.pop("index", None))
+    index, _, todo, pending = _pending(records_store, out_store, cfg, None, True, index)
     waiting = todo[pending]
     picks = np.unique(np.linspace(0, len(waiting) - 1, min(cfg.dry_run_sample, len(waiting))).round().astype(int))
     sample = [(int(a), int(b)) for a, b in zip(*uncode(waiting[picks]))] if len(waiting) else []

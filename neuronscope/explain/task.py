@@ -33,6 +33,20 @@ class Shared:
 TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
 
 
+# The row columns task_summary reads (a rerun rebuilds earlier neurons' summaries from them).
+SUMMARY_COLUMNS = (
+    "layer",
+    "neuron",
+    "status",
+    "error",
+    "n_modes",
+    "score",
+    "baseline_score",
+    "control_score",
+    "method",
+) + TOKEN_COLUMNS
+
+
 def task_summary(layer: int, neuron: int, rows: list[dict]) -> dict:
     """What the driver keeps of a finished neuron (for progress and the manifest)."""
     r = rows[0]
