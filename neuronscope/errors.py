@@ -26,4 +26,8 @@ class LLMError(NeuronScopeError):
 
 
 class AgentOutputError(NeuronScopeError):
-    """An agent's answer could not be parsed after all retries."""
+    """An agent's answer could not be parsed after all retries; ``agent`` names the agent."""
+
+    def __init__(self, message: str, agent: str | None = None):
+        super().__init__(message)
+        self.agent = agent

@@ -208,6 +208,20 @@ def test_triage_gives_the_full_workflow_only_where_single_pass_is_weak():
     rows_table(good + weak)
 
 
+def test_triage_keeps_the_single_pass_explanation_when_the_full_workflow_stays_malformed():
+    llm = ScriptedLLM(single_pass="Explanation: rivers and lakes", explain="Explanation:")
+    res = _run(llm, method="triage")
+    (r,) = res.rows
+    assert r["status"] == "ok" and r["method"] == "triage/single-pass (full failed)", r["error"]
+    assert r["n_modes"] == 0 and r["baseline_explanation"] == "rivers and lakes" and r["malformed_answers"] > 0
+    assert r["llm_tokens_in"] > 0  # what the full workflow spent before it was given up still counts
+    (gave_up,) = [t for t in res.transcript if isinstance(t, AgentFailure)]
+    assert gave_up.agent == "explain" and "single-pass kept" in gave_up.error
+    # Method neuronscope has no single-pass explanation to keep: the neuron fails.
+    (f,) = _run(ScriptedLLM(explain="Explanation:"), method="neuronscope").rows
+    assert f["status"] == "failed" and "explain agent answer malformed" in f["error"]
+
+
 def test_triage_held_back_by_the_budget_says_so():
     from neuronscope.explain.transcript import TriageEntry
 

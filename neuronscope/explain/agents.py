@@ -87,7 +87,8 @@ def run_batch(
         return results
     i, raw, reason = failed[0]
     raise AgentOutputError(
-        f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}"
+        f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}",
+        agent=agent,
     )
 
 

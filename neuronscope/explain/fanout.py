@@ -35,7 +35,7 @@ from .outputs import (  # noqa: F401
 )
 from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
 from .task import SUMMARY_COLUMNS, Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
-from .workflow import TRIAGE_FULL, explain_neuron
+from .workflow import FULL_ATTEMPTS, explain_neuron
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
@@ -126,7 +126,7 @@ class Tally:
         self.baseline_tokens += s.get("baseline_tokens", 0)
         method = s.get("method") or "?"
         self.methods[method] = self.methods.get(method, 0) + 1
-        if method == TRIAGE_FULL:
+        if method in FULL_ATTEMPTS:
             self.full_extra += s.get("tokens", 0) - s.get("baseline_tokens", 0)
         if s["status"] != "ok":
             self.failed += 1
@@ -240,7 +240,7 @@ class Driver:
         if budget is None or self.cfg.method != "triage" or not t.explained:
             return True
         single = t.baseline_tokens / t.explained
-        full = t.methods.get(TRIAGE_FULL, 0)
+        full = sum(t.methods.get(m, 0) for m in FULL_ATTEMPTS)
         extra = t.full_extra / full if full else 0
         return t.tokens + self._likely_in_flight(t) + single * left + extra <= budget
 

@@ -31,6 +31,7 @@ Output columns (EXPLANATIONS, one row per mode):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -397,21 +398,14 @@ def explain_neuron(
             verdict = _triage(judges["decide_base"], base_text, sp, embedder, cfg, full_allowed, transcript)
             run_ns, triage_score = verdict.full, (verdict.baseline_score if base_text is not None else None)
             common["method"] = triage_method(verdict)
-        modes, coverage = [], math.nan
+        modes: list[Mode] = []
+        coverage = math.nan
         if run_ns:
-            modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
-            texts = agents.explain_modes(
-                metered,
-                [m.exemplars for m in modes],
-                [m.components for m in modes],
-                sp.max_act,
-                cfg.max_parse_retries,
-                transcript,
-            )
-            for m, t in zip(modes, texts):
-                m.explanation = t
-            _refine(metered, modes, sp, judges["decide"], cfg, transcript)
-            coverage = _coverage(judges["decide"], modes)
+            full = functools.partial(_full, metered, sp, cfg, embedder, clustering, min_silhouette, judges, transcript)
+            if cfg.method == "triage":
+                modes, coverage, common["method"] = _full_or_single_pass(full, transcript)
+            else:
+                modes, coverage = full()
         scores = _final_scores(modes, base_text, control, sp, judges, transcript, triage_score)
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append(NeuronError(f"{type(e).__name__}: {e}"))
@@ -462,6 +456,36 @@ def explain_neuron(
     return NeuronResult(rows, transcript, ledger)
 
 
+def _full(metered, sp, cfg, embedder, clustering, min_silhouette, judges, transcript) -> tuple[list[Mode], float]:
+    """The full workflow's explained, refined modes and their coverage."""
+    modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
+    texts = agents.explain_modes(
+        metered,
+        [m.exemplars for m in modes],
+        [m.components for m in modes],
+        sp.max_act,
+        cfg.max_parse_retries,
+        transcript,
+    )
+    for m, t in zip(modes, texts):
+        m.explanation = t
+    _refine(metered, modes, sp, judges["decide"], cfg, transcript)
+    return modes, _coverage(judges["decide"], modes)
+
+
+def _full_or_single_pass(full, transcript: list[Entry]) -> tuple[list[Mode], float, str]:
+    """Method triage: the full workflow, or, where its agents' answers stay malformed, the
+    single-pass explanation already made (a neuron is not lost for a weaker explainer's loops);
+    the reason goes into the transcript and the method says so."""
+    try:
+        return (*full(), TRIAGE_FULL)
+    except AgentOutputError as e:
+        transcript.append(
+            AgentFailure(Agent(e.agent or Agent.EXPLAIN), f"{e}; full workflow given up, single-pass kept")
+        )
+        return [], math.nan, TRIAGE_FULL_FAILED
+
+
 def _triage(
     judge: Judge,
     base_text: str | None,
@@ -487,6 +511,8 @@ def _triage(
 
 
 TRIAGE_FULL = "triage/neuronscope"  # the method of a triaged neuron that got the full workflow
+TRIAGE_FULL_FAILED = "triage/single-pass (full failed)"  # ... whose full workflow's answers stayed malformed
+FULL_ATTEMPTS = (TRIAGE_FULL, TRIAGE_FULL_FAILED)  # the triage methods that spent a full workflow's tokens
 
 
 def triage_method(t: TriageEntry) -> str:
