@@ -12,7 +12,7 @@ One vLLM engine (bundled SmolLM2-135M-Instruct) serves the whole benchmark:
    (but ``llm_calls``, which counts engine requests by definition).
 
 Appends a section to benchmarks/RESULTS.md; the last printed line is ``R3=.. R4=.. cache_calls=..``.
-Run: ``python benchmarks/llm_pool.py`` (about 10 minutes on 2 CPU cores).
+Run: ``python benchmarks/llm_pool.py`` (about 25 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from neuronscope.llm.base import GenParams
 from neuronscope.logs import printer
 from neuronscope.store import Store
 
-RECORD = {"layers": "6,18", "neurons": "0-5", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
+# 24 neurons, twice the workflows in flight: a stage with a steady state, not only ramp-up and tail
+RECORD = {"layers": "6,18", "neurons": "0-11", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
 EXPLAIN = {**stages.DEMO_OVERRIDES["explain"], "method": "both"}
 
 
@@ -55,13 +56,16 @@ class LoggingLLM:
             fh.write(json.dumps({"kind": kind, **request}) + "\n")
 
     def chat(self, conversations, params):
+        t0 = time.time()
         out = self.llm.chat(conversations, params)
-        self._log("chat", conversations=list(conversations), params=vars(params))
+        self._log("chat", t=[t0, time.time()], conversations=list(conversations), params=vars(params))
         return out
 
     def next_token_logprobs(self, prompts, positions, top_k):
+        t0 = time.time()
         out = self.llm.next_token_logprobs(prompts, positions, top_k)
-        self._log("logprobs", prompts=[list(p) for p in prompts], positions=[list(p) for p in positions], top_k=top_k)
+        p, q = [list(p) for p in prompts], [list(p) for p in positions]
+        self._log("logprobs", t=[t0, time.time()], prompts=p, positions=q, top_k=top_k)
         return out
 
     def tokenize(self, text):
@@ -69,6 +73,55 @@ class LoggingLLM:
 
     def token_text(self, token_id):
         return self.llm.token_text(token_id)
+
+
+def _logged(folder: str):
+    for log in sorted(Path(folder).glob("*.jsonl")):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            yield json.loads(line)
+
+
+def timeline(folder: str, start: float, end: float) -> dict:
+    """When the logged requests were in flight within the stage [start, end]: seconds before the
+    first one and after the last one, the share of the stage with at least one in flight, and
+    the mean number of calls in flight."""
+    spans = sorted(tuple(r["t"]) for r in _logged(folder))
+    busy, reach = 0.0, start
+    for a, b in spans:
+        busy += max(0.0, b - max(a, reach))
+        reach = max(reach, b)
+    return {
+        "before_first_s": round(spans[0][0] - start, 1),
+        "after_last_s": round(end - max(b for _, b in spans), 1),
+        "busy_share": round(busy / (end - start), 3),
+        "mean_calls_in_flight": round(sum(b - a for a, b in spans) / (end - start), 2),
+    }
+
+
+class CpuSplit:
+    """CPU seconds of the engine (its actor process and children) and of everything else on the
+    machine between ``start()`` and ``stop()``: what the workflows take from a shared engine."""
+
+    def __init__(self, pool):
+        import psutil
+
+        self.psutil = psutil
+        self.engine = [psutil.Process(s["pid"]) for s in pool.stats()]
+
+    def _engine_s(self) -> float:
+        procs = [q for p in self.engine for q in [p, *p.children(recursive=True)]]
+        return sum(sum(q.cpu_times()[:2]) for q in procs)
+
+    def _machine_s(self) -> float:
+        t = self.psutil.cpu_times()
+        return t.user + t.system + getattr(t, "nice", 0.0)
+
+    def start(self) -> None:
+        self.e0, self.m0 = self._engine_s(), self._machine_s()
+
+    def stop(self) -> dict:
+        engine = self._engine_s() - self.e0
+        return {"engine_cpu_s": round(engine, 1), "other_cpu_s": round(self._machine_s() - self.m0 - engine, 1)}
 
 
 def served_tokens(pool) -> tuple[int, int]:
@@ -83,15 +136,13 @@ def replay(pool, folder: str) -> dict:
 
     chats: dict[str, list] = {}
     scoring: dict[int, tuple[list, list]] = {}
-    for log in sorted(Path(folder).glob("*.jsonl")):
-        for line in log.read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)
-            if r["kind"] == "chat":
-                chats.setdefault(json.dumps(r["params"], sort_keys=True), []).extend(r["conversations"])
-            else:
-                p, q = scoring.setdefault(r["top_k"], ([], []))
-                p.extend(r["prompts"])
-                q.extend(r["positions"])
+    for r in _logged(folder):
+        if r["kind"] == "chat":
+            chats.setdefault(json.dumps(r["params"], sort_keys=True), []).extend(r["conversations"])
+        else:
+            p, q = scoring.setdefault(r["top_k"], ([], []))
+            p.extend(r["prompts"])
+            q.extend(r["positions"])
     actor = pool.actors[0]
     pool.reset_prefix_cache()  # the run started cold too
     n0, t0_tokens = served_tokens(pool)
@@ -167,9 +218,13 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
     """(a) the explain stage with many workflows in flight, (b) the same requests replayed at once
     on the same engine, (c) tokens per neuron: the figures, R3 and R4."""
     n0, tok0 = served_tokens(pool)
+    cpu = CpuSplit(pool)
+    cpu.start()
     t0 = time.time()
     stages.run_explain(cfg, str(first), str(first), progress, llm=LoggingLLM(pool, str(logs)))
-    explain_s = time.time() - t0
+    t1 = time.time()
+    explain_s = t1 - t0
+    cpu_split = cpu.stop()
     n1, tok1 = served_tokens(pool)
     rows = per_neuron(Store.open(str(first)))
     # A failed neuron's row still carries the tokens its workflow spent before failing.
@@ -198,6 +253,8 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
         "mean_score": round(float(rows["score"][ok].mean()), 3),
         "mean_baseline_score": round(float(rows["baseline_score"][ok].mean()), 3),
         "tokens_by_agent": tokens_by_agent(Store.open(str(first))),
+        **timeline(str(logs), t0, t1),
+        **cpu_split,
     }
     return figures, a / b, r4
 
@@ -241,6 +298,9 @@ Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.recor
 | replay of the same {f["replay_requests"]} requests at once: tokens, wall time | {f["replay_tokens"]}, {f["replay_s"]} s |
 | (b) the engine's saturated tokens/s | {f["b_tok_s"]} |
 | **R3** = a / b (goal >= 0.80) | **{r3:.2f}** |
+| explain stage: seconds before the first LLM call / after the last one | {f["before_first_s"]} / {f["after_last_s"]} |
+| share of the stage with an LLM call in flight; mean calls in flight | {f["busy_share"]}; {f["mean_calls_in_flight"]} |
+| CPU seconds during the explain stage: engine / everything else ({os.cpu_count()} cores x the stage = {os.cpu_count() * f["explain_s"]:.0f} s) | {f["engine_cpu_s"]} / {f["other_cpu_s"]} |
 | LLM tokens per neuron: NeuronScope / single-pass | {f["mean_ns_tokens"]} / {f["mean_baseline_tokens"]} |
 | **R4** = mean per-neuron ratio (goal <= 3) | **{r4:.2f}** |
 | LLM tokens by agent, all neurons | {", ".join(f"{k} {v}" for k, v in f["tokens_by_agent"].items())} |

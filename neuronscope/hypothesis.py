@@ -21,10 +21,9 @@ def run_config(store: Store, cfg: RunConfig) -> RunConfig:
 
 
 def _other_explanations(store: Store, layer: int, neuron: int) -> list[str]:
-    if not store.list("explanations/"):
-        return []
-    cols = ["layer", "neuron", "status", "explanation", "baseline_explanation"]
-    df = store.read_parquet_where("explanations/", None, cols).to_pandas()
+    from .explain.outputs import read_explanations
+
+    df = read_explanations(store, ["layer", "neuron", "status", "explanation", "baseline_explanation"])
     df = df[(df["status"] == "ok") & ~((df["layer"] == layer) & (df["neuron"] == neuron))]
     return sorted(set(df["explanation"].dropna()) | set(df["baseline_explanation"].dropna()))
 

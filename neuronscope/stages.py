@@ -10,6 +10,7 @@ from collections.abc import Callable
 from . import manifest
 from .config import RunConfig
 from .explain.fanout import estimate_run
+from .explain.outputs import read_explanations
 from .explain.records import RecordsIndex
 from .explain.report import polysemanticity, polysemanticity_line
 from .lease import StageLease
@@ -96,11 +97,7 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, 
         summary = explain_run(
             src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed, index=index
         )
-        poly = (
-            polysemanticity(_explanations(store, ["layer", "neuron", "status", "n_modes"]))
-            if store.list("explanations/")
-            else {}
-        )
+        poly = polysemanticity(read_explanations(store, ["layer", "neuron", "status", "n_modes"]))
         return {**summary, "self_check": check.as_dict() if check else None, "polysemanticity": poly}
 
     return _staged(store, "explain", inputs, config, work)
@@ -161,15 +158,10 @@ def _judge_line(store: Store, scorer: str) -> str:
 SCORE_COLUMNS = ("baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score")
 
 
-def _explanations(store: Store, columns: list[str]):
-    """The run's explanation rows, only the given columns (a whole-model run has many rows)."""
-    return store.read_parquet_where("explanations/", None, columns).to_pandas()
-
-
 def summary_table(store: Store) -> str:
     """One line per neuron: modes, then each method's score beside the control's, under the
     decision scorer and under the simulation scorer."""
-    df = _explanations(store, ["layer", "neuron", "mode", "scorer", "n_modes", "status", *SCORE_COLUMNS])
+    df = read_explanations(store, ["layer", "neuron", "mode", "scorer", "n_modes", "status", *SCORE_COLUMNS])
     per = df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
     scorer = next((x for x in per["scorer"] if x), "?")
     lines = [

@@ -13,6 +13,7 @@ from neuronscope.explain.outputs import (
     explanation_key,
     iter_transcripts,
     neuron_explanations,
+    read_explanations,
     read_transcript,
     write_result,
 )
@@ -79,6 +80,8 @@ def test_compaction_reads_the_same_and_leaves_few_objects(store):
     assert len(store.list("transcripts/")) == 2
     after = store.read_parquet("explanations/")
     assert after.schema == EXPLANATIONS and _pairs(after) == _pairs(before) and after.num_rows == 19
+    few = read_explanations(store, ["neuron", "status"])
+    assert list(few.columns) == ["neuron", "status"] and len(few) == 19 and (few["status"] == "failed").sum() == 1
     one = neuron_explanations(store, 2, 7)
     assert one.num_rows == 2 and set(one["neuron"].to_pylist()) == {7}
     assert neuron_explanations(store, 2, 4)["status"].to_pylist() == ["failed"]
@@ -134,6 +137,14 @@ def test_a_merge_retried_after_some_deletes_writes_no_second_part(tmp_path, monk
     compact(store, 1, range(4))  # the compaction task's retry
     assert store.list("explanations/") == ["explanations/layer_001/part-00000-00003.parquet"]
     assert store.read_parquet("explanations/").num_rows == 8
+
+
+def test_a_run_without_explanations_reads_as_no_rows(tmp_path):
+    from neuronscope.explain.report import polysemanticity
+
+    none = read_explanations(Store.open(str(tmp_path / "run")), ["layer", "neuron", "status", "n_modes"])
+    assert none.empty and list(none.columns) == ["layer", "neuron", "status", "n_modes"]
+    assert polysemanticity(none) == {"neurons": 0}
 
 
 def test_a_retried_neuron_replaces_its_failure(tmp_path):

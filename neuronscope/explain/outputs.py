@@ -12,6 +12,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
@@ -64,6 +65,15 @@ def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: l
 
 def _where(layer: int, neuron: int):
     return (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
+
+
+def read_explanations(store, columns: list[str]) -> pd.DataFrame:
+    """The run's explanation rows, only ``columns`` (a whole-model run has many rows); no rows
+    when the run has no explanations yet."""
+    folder = f"{EXPLANATIONS_FOLDER}/"
+    if not store.list(folder):
+        return pd.DataFrame(columns=columns)
+    return store.read_parquet_where(folder, None, columns).to_pandas()
 
 
 def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
