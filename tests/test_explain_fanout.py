@@ -204,3 +204,18 @@ def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, 
     real = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB)
     assert est["tokens"] == real["tokens"]  # alike neurons: the sample's mean is exact
     assert est["seconds"] > 0
+
+
+def test_a_full_workflow_given_up_still_counts_as_a_full_workflow_s_spend():
+    t = fanout.Tally()
+    blank = dict.fromkeys(("error", "score", "baseline_score", "control_score"))
+    for neuron, method, tokens in [
+        (0, "triage/neuronscope", 5000),
+        (1, "triage/single-pass (full failed)", 3000),
+        (2, "triage/single-pass (budget)", 600),
+    ]:
+        t.add(
+            {"layer": 0, "neuron": neuron, "status": "ok", "method": method, **blank}
+            | {"tokens": tokens, "baseline_tokens": 600}
+        )
+    assert t.full_extra == 4400 + 2400 and t.tokens == 8600 and t.baseline_tokens == 1800
