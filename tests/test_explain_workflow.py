@@ -217,8 +217,11 @@ def test_triage_keeps_the_single_pass_explanation_when_the_full_workflow_stays_m
     assert r["llm_tokens_in"] > 0  # what the full workflow spent before it was given up still counts
     (gave_up,) = [t for t in res.transcript if isinstance(t, AgentFailure)]
     assert gave_up.agent == "explain" and "single-pass kept" in gave_up.error
-    # Method neuronscope has no single-pass explanation to keep: the neuron fails.
+    # Without a single-pass explanation to keep, the neuron fails (a rerun retries it) rather
+    # than ending "ok" with no explanation at all.
     (f,) = _run(ScriptedLLM(explain="Explanation:"), method="neuronscope").rows
+    assert f["status"] == "failed" and "explain agent answer malformed" in f["error"]
+    (f,) = _run(ScriptedLLM(explain="Explanation:", single_pass="Explanation:"), method="triage").rows
     assert f["status"] == "failed" and "explain agent answer malformed" in f["error"]
 
 
@@ -234,6 +237,10 @@ def test_triage_held_back_by_the_budget_says_so():
     assert r["baseline_explanation"] == "rivers and lakes" and r["baseline_llm_tokens_in"] > 0
     (t,) = [t for t in res.transcript if isinstance(t, TriageEntry)]
     assert t.withheld and not t.full
+    # Held back with a malformed single-pass answer, the neuron has no explanation: it fails.
+    blank = ScriptedLLM(single_pass="Explanation:")
+    (f,) = explain_neuron(3, 7, pa.Table.from_pandas(df), blank, c, embedder=PlantedEmbedder(), full_allowed=False).rows
+    assert f["status"] == "failed" and "single_pass agent answer malformed" in f["error"]
 
 
 def test_triage_scores_the_baseline_once_under_the_decision_scorer():

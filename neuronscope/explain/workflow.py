@@ -392,7 +392,10 @@ def explain_neuron(
         control = control_explanation(
             layer, neuron, embedder=embedder, avoid=", ".join(activating(e, sp.max_act) for e in sp.explain)
         )
-        base_text = _baseline(metered, sp, cfg, transcript, required=not run_ns) if run_base else None
+        # a baseline may go missing only where the full workflow can still explain the neuron
+        base_text = (
+            _baseline(metered, sp, cfg, transcript, required=not (run_ns and full_allowed)) if run_base else None
+        )
         triage_score = None
         if cfg.method == "triage":
             verdict = _triage(judges["decide_base"], base_text, sp, embedder, cfg, full_allowed, transcript)
@@ -402,7 +405,7 @@ def explain_neuron(
         coverage = math.nan
         if run_ns:
             full = functools.partial(_full, metered, sp, cfg, embedder, clustering, min_silhouette, judges, transcript)
-            if cfg.method == "triage":
+            if cfg.method == "triage" and base_text is not None:
                 modes, coverage, common["method"] = _full_or_single_pass(full, transcript)
             else:
                 modes, coverage = full()
