@@ -96,6 +96,10 @@ EXPLANATIONS = _schema(
     """
 )
 
+# A neuron's LLM tokens (one row per neuron carries them): the NeuronScope method's and the
+# single-pass baseline's; a budget and every token count of a run sum all four.
+TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
+
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, order and types; names a missing column."""

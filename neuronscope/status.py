@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from . import manifest
 from .errors import NeuronScopeError
 from .lease import holder_line
+from .schema import TOKEN_COLUMNS
 from .selection import selected
 from .store import Store
 
@@ -49,19 +50,21 @@ def _explain_lines(store: Store, entry: dict) -> list[str]:
     cfg = (entry.get("config") or {}).get("explain", {})
     source = Store.open((entry.get("inputs") or {}).get("records") or store.uri)
     todo = _selected(_pairs(_table(source, "stats/", ["layer", "neuron"])), cfg.get("layers"), cfg.get("neurons"))
-    rows = _table(
-        store, "explanations/", ["layer", "neuron", "mode", "status", "error", "llm_tokens_in", "llm_tokens_out"]
-    )
+    rows = _table(store, "explanations/", ["layer", "neuron", "mode", "status", "error", "method", *TOKEN_COLUMNS])
     if rows is None:
         return [f"  neurons: 0 done, 0 failed, {len(todo)} pending; LLM tokens 0"]
     first = rows.filter(pc.less_equal(rows["mode"], 0))  # one row per neuron carries its totals
-    ok = _pairs(first.filter(pc.equal(first["status"], "ok")))
+    done = first.filter(pc.equal(first["status"], "ok"))
     failed = first.filter(pc.equal(first["status"], "failed"))
-    spent = sum(pc.sum(first[c]).as_py() or 0 for c in ("llm_tokens_in", "llm_tokens_out"))
+    # every token the run spent, the single-pass baseline's included: what --budget counts
+    spent = sum(pc.sum(first[c]).as_py() or 0 for c in TOKEN_COLUMNS)
     lines = [
-        f"  neurons: {len(ok)} done, {failed.num_rows} failed, {len(todo - ok - _pairs(failed))} pending; "
-        f"LLM tokens {spent:,}"
+        f"  neurons: {done.num_rows} done, {failed.num_rows} failed, "
+        f"{len(todo - _pairs(done) - _pairs(failed))} pending; LLM tokens {spent:,}"
     ]
+    if done.num_rows:
+        methods = Counter(done["method"].to_pylist())
+        lines.append(f"  methods: {', '.join(f'{m} {n}' for m, n in sorted(methods.items()))}")
     if failed.num_rows:
         r = failed.slice(failed.num_rows - 1).to_pylist()[0]
         lines.append(f"  last neuron failure: layer {r['layer']} neuron {r['neuron']}: {r['error']}")

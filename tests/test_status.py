@@ -8,6 +8,8 @@ from atlas_helpers import EXPLAINED, make_run
 
 from neuronscope import manifest
 from neuronscope.cli import main
+from neuronscope.explain.outputs import write_result
+from neuronscope.explain.workflow import result_row
 from neuronscope.store import Store
 
 
@@ -34,8 +36,25 @@ def test_status_counts_neurons_and_names_the_errors(where, tmp_path, request, ca
     assert lines[3].startswith("explain: failed")
     pending = recorded - explained - 1
     assert lines[4].startswith(f"  neurons: {explained} done, 1 failed, {pending} pending; LLM tokens ")
-    assert lines[5] == "  last neuron failure: layer 5 neuron 7: explainer answers were malformed 3 times"
-    assert lines[6] == "  last error: LLMError: the LLM endpoint stopped answering"
+    assert lines[5] == f"  methods: neuronscope {explained}"
+    assert lines[6] == "  last neuron failure: layer 5 neuron 7: explainer answers were malformed 3 times"
+    assert lines[7] == "  last error: LLMError: the LLM endpoint stopped answering"
+
+
+def test_status_counts_the_single_pass_tokens_and_says_what_each_neuron_got(tmp_path, capsys):
+    """A triage run: the spend is every neuron's four token columns (what --budget counts), not
+    only the full workflow's."""
+    store = Store.open(str(tmp_path / "run"))
+    _run(store)
+    full = dict(llm_tokens_in=3000, llm_tokens_out=400, baseline_llm_tokens_in=500, baseline_llm_tokens_out=60)
+    rows = {(3, 0): ("triage/neuronscope", full), (3, 1): ("triage/single-pass", dict(baseline_llm_tokens_in=520))}
+    for (layer, neuron), (method, tokens) in rows.items():
+        row = result_row(layer, neuron, mode=0, n_modes=1, explanation="x", method=method, status="ok", **tokens)
+        write_result(store, layer, neuron, [row], [])
+    assert main(["status", store.uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4].endswith("; LLM tokens 4,480")
+    assert lines[5] == "  methods: neuronscope 1, triage/neuronscope 1, triage/single-pass 1"
 
 
 def test_status_of_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
+from ..schema import TOKEN_COLUMNS
 from ..store import Store
 from .outputs import write_result
 from .records import read_neuron
@@ -28,9 +29,6 @@ class Shared:
     calibrated: bool | None
     workflow: Callable[..., NeuronResult]  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
     legacy_cache: bool  # the run has per-request cache objects of an older layout
-
-
-TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
 
 
 # The row columns task_summary reads (a rerun rebuilds earlier neurons' summaries from them).
