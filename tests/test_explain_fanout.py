@@ -190,6 +190,33 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
     assert methods.value_counts().to_dict() == run["methods"]
 
 
+def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
+    """A rerun's spend is mostly single-pass neurons, so their mean cost is far below a full
+    workflow's: the neurons in flight that were allowed the full workflow count at its cost."""
+    tally = fanout.Tally()
+    none = dict.fromkeys(fanout.Tally.KEYS)
+    for i, (method, tokens) in enumerate(
+        [("triage/neuronscope", 3900)] * 2 + [("triage/single-pass (budget)", 600)] * 8
+    ):
+        tally.add(
+            {
+                "layer": 0,
+                "neuron": i,
+                "status": "ok",
+                "method": method,
+                "tokens": tokens,
+                "baseline_tokens": 600,
+                **none,
+            }
+        )
+    single, extra, left = 600, 3300, 20
+    budget = tally.tokens + single * (4 + left) + 2 * extra  # room for two more full workflows
+    assert fanout.full_fits(tally, 4, 0, left, budget) and fanout.full_fits(tally, 4, 1, left, budget)
+    assert not fanout.full_fits(tally, 4, 2, left, budget)  # 4 in flight at the mean so far would still fit
+    assert not fanout.full_fits(tally, 4, 0, left + 6, budget)  # the single-pass share of those to come first
+    assert fanout.full_fits(fanout.Tally(), 12, 12, 1000, 1)  # nothing finished: nothing to go by yet
+
+
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_with_test_modules):
     from neuronscope.store import Store
 

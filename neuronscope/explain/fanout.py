@@ -151,6 +151,21 @@ class Tally:
         return out
 
 
+def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budget: int) -> bool:
+    """Whether one more full workflow fits the budget beside every neuron's single-pass share: the
+    spend ``t``, the ``in_flight`` neurons at the single-pass cost each plus a full workflow's extra
+    for the ``allowed_in_flight`` of them that may take one (a mean over all finished neurons would
+    count them at a few single-pass neurons' cost), the ``left`` neurons not submitted yet (the next
+    one included) at the single-pass cost, and one more extra. Costs are the means so far; a full
+    workflow's extra counts as 0 until one has finished."""
+    if not t.explained:
+        return True
+    single = t.baseline_tokens / t.explained
+    full = sum(t.methods.get(m, 0) for m in FULL_ATTEMPTS)
+    extra = t.full_extra / full if full else 0
+    return t.tokens + single * (in_flight + left) + extra * (allowed_in_flight + 1) <= budget
+
+
 def spent_before(out_store, done: np.ndarray) -> Tally:
     """What the already-done neurons of the selection (``done``: codes) spent, read from their
     rows: a budget covers the whole selection, so a rerun after a kill does not spend it again."""
@@ -187,6 +202,7 @@ class Driver:
         self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
         self.compactor = ray.remote(num_cpus=TASK_CPUS, max_retries=1)(compact)
         self.in_flight: dict = {}  # ref -> (layer, neuron)
+        self.full_in_flight: set = set()  # triage: the refs in flight allowed the full workflow
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
@@ -204,6 +220,8 @@ class Driver:
         cache = self.outputs.cache_sources(layer, neuron)
         ref = self.task.remote(layer, neuron, keys, cache, self.shared_ref, full_allowed)
         self.in_flight[ref] = (layer, neuron)
+        if full_allowed and self.cfg.method == "triage":
+            self.full_in_flight.add(ref)
         self.running[layer] = self.running.get(layer, 0) + 1
 
     def make_room(self) -> None:
@@ -231,23 +249,17 @@ class Driver:
         return t.tokens / t.explained * len(self.in_flight) if t.explained else 0
 
     def full_affordable(self, budget: int | None, left: int) -> bool:
-        """Method triage under a budget: whether the next neuron may still get the full workflow.
-        The spend, the neurons in flight (at the mean so far), the single-pass share of the ``left``
-        neurons not submitted yet (the next one included) and one more full workflow must fit: every
-        neuron gets its single-pass explanation before the budget buys full workflows. A full
-        workflow's cost counts as 0 until one has finished."""
-        t = self._spend()
-        if budget is None or self.cfg.method != "triage" or not t.explained:
+        """Method triage under a budget: whether the next neuron may still get the full workflow
+        (``full_fits``, with the neurons in flight and those of them already allowed one)."""
+        if budget is None or self.cfg.method != "triage":
             return True
-        single = t.baseline_tokens / t.explained
-        full = sum(t.methods.get(m, 0) for m in FULL_ATTEMPTS)
-        extra = t.full_extra / full if full else 0
-        return t.tokens + self._likely_in_flight(t) + single * left + extra <= budget
+        return full_fits(self._spend(), len(self.in_flight), len(self.full_in_flight), left, budget)
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
         ref = ready[0]
         layer, neuron = self.in_flight.pop(ref)
+        self.full_in_flight.discard(ref)
         self.running[layer] -= 1
         try:
             summary = self.ray.get(ref)
