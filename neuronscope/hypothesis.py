@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import manifest
 from .config import RunConfig
 from .errors import ConfigError, NeuronScopeError
+from .explain.outputs import read_explanations
 from .show import neuron_rows
 from .store import Store
 
@@ -21,8 +22,6 @@ def run_config(store: Store, cfg: RunConfig) -> RunConfig:
 
 
 def _other_explanations(store: Store, layer: int, neuron: int) -> list[str]:
-    from .explain.outputs import read_explanations
-
     df = read_explanations(store, ["layer", "neuron", "status", "explanation", "baseline_explanation"])
     df = df[(df["status"] == "ok") & ~((df["layer"] == layer) & (df["neuron"] == neuron))]
     return sorted(set(df["explanation"].dropna()) | set(df["baseline_explanation"].dropna()))

@@ -201,8 +201,7 @@ class Driver:
         # died is run again (only system failures are retried: a neuron's own errors are results)
         self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
         self.compactor = ray.remote(num_cpus=TASK_CPUS, max_retries=1)(compact)
-        self.in_flight: dict = {}  # ref -> (layer, neuron)
-        self.full_in_flight: set = set()  # triage: the refs in flight allowed the full workflow
+        self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow)
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
@@ -219,9 +218,7 @@ class Driver:
             return
         cache = self.outputs.cache_sources(layer, neuron)
         ref = self.task.remote(layer, neuron, keys, cache, self.shared_ref, full_allowed)
-        self.in_flight[ref] = (layer, neuron)
-        if full_allowed and self.cfg.method == "triage":
-            self.full_in_flight.add(ref)
+        self.in_flight[ref] = (layer, neuron, full_allowed)
         self.running[layer] = self.running.get(layer, 0) + 1
 
     def make_room(self) -> None:
@@ -253,13 +250,13 @@ class Driver:
         (``full_fits``, with the neurons in flight and those of them already allowed one)."""
         if budget is None or self.cfg.method != "triage":
             return True
-        return full_fits(self._spend(), len(self.in_flight), len(self.full_in_flight), left, budget)
+        allowed = sum(full for _, _, full in self.in_flight.values())
+        return full_fits(self._spend(), len(self.in_flight), allowed, left, budget)
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
         ref = ready[0]
-        layer, neuron = self.in_flight.pop(ref)
-        self.full_in_flight.discard(ref)
+        layer, neuron, _ = self.in_flight.pop(ref)
         self.running[layer] -= 1
         try:
             summary = self.ray.get(ref)
