@@ -193,22 +193,7 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
 def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
     """A rerun's spend is mostly single-pass neurons, so their mean cost is far below a full
     workflow's: the neurons in flight that were allowed the full workflow count at its cost."""
-    tally = fanout.Tally()
-    none = dict.fromkeys(fanout.Tally.KEYS)
-    for i, (method, tokens) in enumerate(
-        [("triage/neuronscope", 3900)] * 2 + [("triage/single-pass (budget)", 600)] * 8
-    ):
-        tally.add(
-            {
-                "layer": 0,
-                "neuron": i,
-                "status": "ok",
-                "method": method,
-                "tokens": tokens,
-                "baseline_tokens": 600,
-                **none,
-            }
-        )
+    tally = _tally([("triage/neuronscope", 3900)] * 2 + [("triage/single-pass (budget)", 600)] * 8)
     single, extra, left = 600, 3300, 20
     budget = tally.tokens + single * (4 + left) + 2 * extra  # room for two more full workflows
     assert fanout.full_fits(tally, 4, 0, left, budget) and fanout.full_fits(tally, 4, 1, left, budget)
@@ -233,16 +218,27 @@ def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, 
     assert est["seconds"] > 0
 
 
-def test_a_full_workflow_given_up_still_counts_as_a_full_workflow_s_spend():
+def _tally(neurons: list[tuple[str, int]]) -> fanout.Tally:
+    """A Tally of finished ok neurons, each (method, tokens) with a single-pass share of 600."""
     t = fanout.Tally()
-    blank = dict.fromkeys(("error", "score", "baseline_score", "control_score"))
-    for neuron, method, tokens in [
-        (0, "triage/neuronscope", 5000),
-        (1, "triage/single-pass (full failed)", 3000),
-        (2, "triage/single-pass (budget)", 600),
-    ]:
+    blank = dict.fromkeys(("error", *fanout.Tally.KEYS))
+    for i, (method, tokens) in enumerate(neurons):
         t.add(
-            {"layer": 0, "neuron": neuron, "status": "ok", "method": method, **blank}
-            | {"tokens": tokens, "baseline_tokens": 600}
+            {
+                "layer": 0,
+                "neuron": i,
+                "status": "ok",
+                "method": method,
+                "tokens": tokens,
+                "baseline_tokens": 600,
+                **blank,
+            }
         )
+    return t
+
+
+def test_a_full_workflow_given_up_still_counts_as_a_full_workflow_s_spend():
+    t = _tally(
+        [("triage/neuronscope", 5000), ("triage/single-pass (full failed)", 3000), ("triage/single-pass (budget)", 600)]
+    )
     assert t.full_extra == 4400 + 2400 and t.tokens == 8600 and t.baseline_tokens == 1800
