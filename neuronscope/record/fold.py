@@ -1,9 +1,9 @@
-"""Folding one layer's batch activations into its running Summary, on the recording actor.
+"""Folding one layer's batch activations into its running summary, on the recording actor.
 
-Once a summary is full, a batch can change only the top-k of the neurons with a window above
-their k-th best, and the random sample of the neurons with a key below their random_k-th one;
-only those neurons are merged and have their windows copied, so that after the first batches
-the cost per batch is a few passes over the activations (max, sums, a sampled histogram).
+Once a neuron holds k entries, a batch can change only its top-k with a token above its k-th
+best, and its random sample with a key below its random_k-th one; only those tokens become
+candidates and only the windows that enter are copied, so that after the first batches the
+cost per batch is a few passes over the activations (max, min, sums, a sampled histogram).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import topk
+from .bestk import PAD_CODE, BestK, worst_rank
 from .topk import (
     N_BINS,
     POS_BITS,
     SAMPLE_LEVELS,
     Summary,
+    dense_top,
     hist_index,
     hist_rows,
     keys_from_hashes,
@@ -25,8 +28,11 @@ from .topk import (
     neuron_hash,
     srl,
     token_hash,
-    top_candidates,
 )
+
+# tokens counted into the int32 histogram before it is added into the Summary's int64 one
+# (so that no bin can overflow)
+HIST_FLUSH_TOKENS = 1 << 30
 
 
 def token_codes(window_ids: torch.Tensor, positions: int) -> torch.Tensor:
@@ -54,92 +60,149 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.contiguous().cpu().numpy()
 
 
+def _grouped(neuron: torch.Tensor, n_cols: int, values: tuple[torch.Tensor, ...], fill: tuple):
+    """Candidates listed one per entry (``neuron`` and ``values`` 1-d) as rows per neuron:
+    (cols, each value as (len(cols), c)), padded with ``fill``."""
+    order = torch.sort(neuron, stable=True).indices
+    neuron = neuron[order]
+    count = torch.bincount(neuron, minlength=n_cols)
+    cols = count.nonzero().flatten()
+    row = torch.cumsum(count > 0, 0)[neuron] - 1
+    slot = torch.arange(len(neuron), device=neuron.device) - (torch.cumsum(count, 0) - count)[neuron]
+    width = int(count.max()) if len(neuron) else 0
+    out = []
+    for v, f in zip(values, fill):
+        mat = torch.full((len(cols), width), f, dtype=v.dtype, device=v.device)
+        mat[row, slot] = v[order]
+        out.append(mat)
+    return cols, out
+
+
 class LayerFold:
-    """One recorded layer: its Summary, updated batch by batch."""
+    """One recorded layer: its running top-k, random sample and stats, updated batch by batch."""
 
     def __init__(self, layer: int, neurons: torch.Tensor, top_k: int, random_k: int, seed: int, hist_rate: float = 1.0):
         self.summary = Summary(len(neurons), top_k, random_k)
         self.seed, self.hist_rate = seed, hist_rate
         self.neuron_hash = neuron_hash(seed, layer, neurons)
-        # counted here, on the device, by scatter-add (torch.bincount is several times slower)
-        self.hist = torch.zeros(len(neurons) * N_BINS, dtype=torch.int64, device=neurons.device)
-        self._ones_cache: dict[torch.dtype, torch.Tensor] = {}
+        self.top: BestK | None = None  # made at the first batch: windows need its length
+        self.random: BestK | None = None
+        # counted bin-major (neighbouring neurons of a token hit neighbouring counters), in
+        # int32 by scatter-add (torch.bincount is several times slower)
+        self.hist = torch.zeros(N_BINS * len(neurons), dtype=torch.int32, device=neurons.device)
+        self.hist_tokens = 0
+        self._ones = torch.ones(0, dtype=torch.int32, device=neurons.device)
 
     def finish(self) -> Summary:
-        """The Summary, with the histogram counted so far added in."""
-        self.summary.hist += _np(self.hist).reshape(self.summary.hist.shape)
-        self.hist.zero_()
-        return self.summary
+        """The Summary, with the entries and the histogram counted so far in it."""
+        s = self.summary
+        if self.top is not None:
+            _, s.top_code, s.top_val, s.top_win = (_np(x) for x in self.top.entries())
+        if self.random is not None and s.random_k:
+            s.rnd_key, s.rnd_code, s.rnd_val, s.rnd_win = (_np(x) for x in self.random.entries())
+        self._add_hist()
+        return s
 
-    def _ones(self, rows: int, dtype: torch.dtype) -> torch.Tensor:
-        have = self._ones_cache.get(dtype)
-        if have is None or len(have) < rows:
-            have = self._ones_cache[dtype] = torch.ones(rows, dtype=dtype, device=self.hist.device)
-        return have[:rows]
+    def _add_hist(self) -> None:
+        n = len(self.summary.hist)
+        self.summary.hist += _np(self.hist.view(N_BINS, n).T).astype(np.int64)
+        self.hist.zero_()
+        self.hist_tokens = 0
 
     def add(self, acts: torch.Tensor, tokens: BatchTokens | torch.Tensor) -> None:
         """acts: (windows, positions, neurons) float32, rows in window_id order; tokens: its
         BatchTokens (made with this fold's seed and hist_rate), or just its token_codes."""
         if not isinstance(tokens, BatchTokens):
             tokens = BatchTokens.of(tokens, self.seed, self.hist_rate)
-        wmin, wmax = torch.aminmax(acts, dim=1)  # (windows, neurons): wmax is the top-k prefilter
+        if self.top is None:
+            b, t, n = acts.shape
+            self.top = BestK(n, self.summary.top_k, t, torch.float32, acts.device)
+            self.random = BestK(n, self.summary.random_k, t, torch.int64, acts.device)
+        wmax = acts.amax(1)  # (windows, neurons): the top-k's prefilter, and the max
         self._top(acts, tokens.code, wmax)
         if self.summary.random_k:
             self._random(acts, tokens)
-        self._stats(acts, tokens.counted, wmin, wmax)
+        self._stats(acts, tokens.counted, wmax)
 
     def _top(self, acts: torch.Tensor, code: torch.Tensor, wmax: torch.Tensor) -> None:
-        s = self.summary
+        best = self.top
+        assert best is not None
         b, t, n = acts.shape
-        cols = hit = None
-        if s.top_val.shape[1] >= s.top_k:
-            floor = (
-                torch.as_tensor(s.top_val[:, -1], device=acts.device),
-                torch.as_tensor(s.top_code[:, -1], device=acts.device),
-            )
-            hit = may_beat(code, wmax, floor)
-            cols = hit.any(0).nonzero().flatten()
-            if not len(cols):
-                return
-            if len(cols) < n:
-                acts, hit = acts[:, :, cols], hit[:, cols]
-        out = top_candidates(acts, code, min(s.top_k, b * t), hit)
-        s.fold_top(None if cols is None else _np(cols), _np(out["top_val"]), _np(out["top_code"]), _np(out["top_win"]))
+        k = min(best.k, b * t)
+        if not best.full():
+            cols = torch.arange(n, device=acts.device)
+            val, idx = dense_top(acts, cols, k)
+            best.fold(cols, -val, code[idx], val, idx // t, acts)
+            return
+        frank, fcode = best.floor()
+        hit = may_beat(code, wmax, (-frank, fcode))
+        count = hit.sum(0)
+        crowded = (count > topk.SPARSE_WINDOWS).nonzero().flatten()
+        if len(crowded):
+            val, idx = dense_top(acts, crowded, k)
+            best.fold(crowded, -val, code[idx], val, idx // t, acts)
+            hit[:, crowded] = False
+        # the other neurons: every token of their candidate windows that beats their floor
+        pw, pn = hit.nonzero(as_tuple=True)
+        if not len(pw):
+            return
+        val = acts[pw, :, pn]  # (pairs, positions)
+        pcode = code.view(b, t)[pw]
+        fr, fc = frank[pn][:, None], fcode[pn][:, None]
+        p, j = ((-val < fr) | ((-val == fr) & (pcode < fc))).nonzero(as_tuple=True)
+        v = val[p, j]
+        cols, (v, c, w) = _grouped(pn[p], n, (v, pcode[p, j], pw[p]), (-torch.inf, PAD_CODE, 0))
+        best.fold(cols, -v, c, v, w, acts)
 
     def _random(self, acts: torch.Tensor, tokens: BatchTokens) -> None:
-        s = self.summary
+        best = self.random
+        assert best is not None
         b, t, n = acts.shape
-        code, th, level = tokens.code, tokens.hash, tokens.level
-        rk = min(s.random_k, b * t)
+        code, level = tokens.code, tokens.level
+        rk = min(best.k, b * t)
         # the lowest levels holding >= rk tokens hold the rk smallest keys of every neuron; once
         # the sample is full, a level above every neuron's largest kept key cannot enter it
         cut = torch.searchsorted(torch.bincount(level, minlength=SAMPLE_LEVELS).cumsum(0), rk)
-        full = s.rnd_key.shape[1] >= s.random_k
+        full = best.full()
         if full:
-            kth = torch.as_tensor(s.rnd_key[:, -1], device=acts.device)
-            cut = torch.minimum(cut, (kth >> 58).max())
-        rows = (level <= cut).nonzero().flatten()  # in token order: ties go to the smaller code
+            fkey, fcode = best.floor()
+            cut = torch.minimum(cut, (fkey >> 58).max())
+        rows = (level <= cut).nonzero().flatten()
         if not len(rows):
             return
-        keys, order = torch.sort(keys_from_hashes(th[rows], self.neuron_hash), dim=0, stable=True)
-        keys, ridx = keys[:rk], rows[order[:rk]]
-        cols = torch.arange(n, device=acts.device)
-        if full:
-            cols = (keys[0] <= kth).nonzero().flatten()
-            if not len(cols):
-                return
-            keys, ridx = keys[:, cols], ridx[:, cols]
-        val = acts.reshape(b * t, n)[ridx, cols[None, :]]
-        win = acts.permute(2, 0, 1)[cols[:, None], (ridx // t).T]
-        s.fold_random(_np(cols) if full else None, _np(keys.T), _np(code[ridx].T), _np(val.T), _np(win))
+        keys = keys_from_hashes(tokens.hash[rows], self.neuron_hash)  # (rows, neurons)
+        flat = acts.view(b * t, n)
+        if not full:
+            kept, pos = torch.topk(keys, min(rk, len(rows)), dim=0, largest=False)  # keys are unique
+            ridx = rows[pos]
+            cols = torch.arange(n, device=acts.device)
+            best.fold(cols, kept.T, code[ridx].T, flat[ridx, cols].T, (ridx // t).T, acts)
+            return
+        r, j = (keys < fkey[None, :]).nonzero(as_tuple=True)  # keys are unique: no tie to break
+        ridx = rows[r]
+        cols, (key, c, v, w) = _grouped(
+            j, n, (keys[r, j], code[ridx], flat[ridx, j], ridx // t), (worst_rank(torch.int64), PAD_CODE, 0.0, 0)
+        )
+        best.fold(cols, key, c, v, w, acts)
 
-    def _stats(self, acts: torch.Tensor, counted: torch.Tensor, wmin: torch.Tensor, wmax: torch.Tensor) -> None:
+    def _stats(self, acts: torch.Tensor, counted: torch.Tensor, wmax: torch.Tensor) -> None:
         b, t, n = acts.shape
-        flat = acts.reshape(b * t, n)
-        idx = hist_index(flat if len(counted) == b * t else flat.index_select(0, counted)).view(-1)
-        self.hist.scatter_add_(0, idx, self._ones(len(idx), torch.int64))
-        # sums as matrix-vector products (BLAS beats torch's column reductions several times);
+        flat = acts.view(b * t, n)
+        sample = flat if len(counted) == b * t else flat.index_select(0, counted)
+        if self.hist_tokens + len(counted) >= HIST_FLUSH_TOKENS:
+            self._add_hist()
+        idx = hist_index(sample).view(-1)
+        if len(self._ones) < len(idx):
+            self._ones = torch.ones(len(idx), dtype=torch.int32, device=idx.device)
+        self.hist.scatter_add_(0, idx, self._ones[: len(idx)])
+        self.hist_tokens += len(counted)
         # float32 over one batch is exact enough, the Summary adds in float64
-        ones = self._ones(b * t, acts.dtype)[None, :]
-        total, sumsq = (ones @ flat)[0], (ones @ flat.square())[0]
-        self.summary.fold_stats(b * t, _np(total), _np(sumsq), _np(wmin.amin(0)), _np(wmax.amax(0)), None, len(counted))
+        self.summary.fold_stats(
+            b * t,
+            _np(flat.sum(0)),
+            _np(flat.square().sum(0)),
+            _np(flat.amin(0)),
+            _np(wmax.amax(0)),
+            None,
+            len(counted),
+        )

@@ -92,21 +92,21 @@ def hist_rows(seed: int, token_code: torch.Tensor, rate: float) -> torch.Tensor:
 
 
 def hist_index(x: torch.Tensor) -> torch.Tensor:
-    """(tokens, neurons) int64 flat bin indices of x into a (neurons, N_BINS) histogram."""
+    """(tokens, neurons) int64 flat bin indices of x into a bin-major (N_BINS, neurons) histogram."""
     n = x.shape[1]
     bits = x.contiguous().view(torch.int32)
     # (exponent, top mantissa bits) is a log2 level; clamp folds |x| < 2**-13 into the centre
     # bin and |x| >= 2**13 (and inf/nan) into the outermost ones
     m = (((bits & 0x7FFFFFFF) >> _SHIFT) - (_LEVEL0 - 1)).clamp_(0, _SIDE + 1)
     sign = bits >> 31  # 0 or -1: (m ^ sign) - sign is -m for negative x
-    offset = _CENTER + torch.arange(n, dtype=torch.int32, device=x.device) * N_BINS
-    return (((m ^ sign) - sign) + offset).to(torch.int64)
+    col = torch.arange(n, dtype=torch.int64, device=x.device)
+    return (((m ^ sign) - sign) + _CENTER).to(torch.int64) * n + col
 
 
 def histogram(x: torch.Tensor) -> torch.Tensor:
     """(neurons, N_BINS) int32 counts of x: (tokens, neurons) float32, binned by its bits."""
     n = x.shape[1]
-    return torch.bincount(hist_index(x).view(-1), minlength=n * N_BINS).view(n, N_BINS).to(torch.int32)
+    return torch.bincount(hist_index(x).view(-1), minlength=n * N_BINS).view(N_BINS, n).T.to(torch.int32)
 
 
 def _exact_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,42 +130,16 @@ def _exact_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 Floor = tuple[torch.Tensor, torch.Tensor]  # per neuron: k-th best value and its code
-SPARSE_WINDOWS = 4  # a neuron with at most this many candidate windows skips the others
+SPARSE_WINDOWS = 4  # a neuron with more candidate windows than this takes the dense top-k
 
 
-def _dense_top(acts: torch.Tensor, code: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """Top-k of each neuron (column) over every token of the batch."""
+def dense_top(acts: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of the neurons ``cols`` over every token of a (windows, positions, neurons) batch:
+    (len(cols), k) values and token rows (window * positions + position)."""
     b, t, n = acts.shape
-    vals, idx = _exact_topk(acts.reshape(b * t, n), k)
-    win = acts.permute(2, 0, 1)[torch.arange(n, device=acts.device)[:, None], (idx // t).T]
-    return {"top_val": vals.T, "top_code": code[idx].T, "top_win": win}
-
-
-def _sparse_top(acts: torch.Tensor, code: torch.Tensor, hit: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """Top-k of each neuron over its candidate windows only (``hit``: (windows, neurons) bool);
-    padded with value -inf, code -1 where a neuron has fewer than k candidate tokens."""
-    b, t, n = acts.shape
-    dev = acts.device
-    pw, pn = hit.nonzero(as_tuple=True)
-    count = torch.bincount(pn, minlength=n)
-    # lay each neuron's candidate windows side by side, in window order, padded with -inf
-    order = torch.sort(pn, stable=True).indices
-    pw, pn = pw[order], pn[order]
-    slot = torch.arange(len(pn), device=dev) - (torch.cumsum(count, 0) - count)[pn]
-    rows = max(int(count.max()) if len(pn) else 0, -(-k // t))
-    mat = torch.full((rows, t, n), -torch.inf, device=dev)
-    mat_code = torch.full((rows, t, n), -1, dtype=torch.int64, device=dev)
-    mat[slot, :, pn] = acts[pw, :, pn]
-    mat_code[slot, :, pn] = code.view(b, t)[pw]
-    # rows of the flattened mat are in (slot, position) = code order, as _exact_topk's ties need
-    vals, idx = _exact_topk(mat.reshape(rows * t, n), k)
-    out = {"top_val": vals.T, "top_code": mat_code.reshape(rows * t, n).gather(0, idx).T}
-    window = torch.full((rows, n), -1, dtype=torch.int64, device=dev)
-    window[slot, pn] = pw  # the batch window each slot holds
-    win = window.gather(0, idx // t).T  # (neurons, k), -1 for padding
-    got = acts.permute(2, 0, 1)[torch.arange(n, device=dev)[:, None], win.clamp(min=0)]
-    out["top_win"] = torch.where((win >= 0)[:, :, None], got, torch.zeros((), device=dev))
-    return out
+    flat = acts.view(b * t, n)
+    vals, idx = _exact_topk(flat if len(cols) == n else flat.index_select(1, cols), k)
+    return vals.T, idx.T
 
 
 def may_beat(code: torch.Tensor, wmax: torch.Tensor, floor: Floor) -> torch.Tensor:
@@ -178,28 +152,6 @@ def may_beat(code: torch.Tensor, wmax: torch.Tensor, floor: Floor) -> torch.Tens
     fval, fwid = floor[0][None, :], (floor[1] >> POS_BITS)[None, :]
     wid = (code.view(b, -1)[:, 0] >> POS_BITS)[:, None]
     return (wmax > fval) | ((wmax == fval) & (wid <= fwid))
-
-
-def top_candidates(acts: torch.Tensor, code: torch.Tensor, k: int, hit: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Top-k of each neuron (column) of a batch: values, codes and windows ((neurons, k, positions)).
-
-    ``hit`` (from :func:`may_beat`) limits each neuron to its candidate windows, which is exact for
-    a floor of k tokens seen elsewhere; entries may then be padding (value -inf, code -1).
-    """
-    n = acts.shape[2]
-    if hit is None:
-        return _dense_top(acts, code, k)
-    crowded = (hit.sum(0) > SPARSE_WINDOWS).nonzero().flatten()
-    if len(crowded) * 2 > n:  # mostly crowded (an actor's first batches): all dense
-        return _dense_top(acts, code, k)
-    hit = hit.clone()
-    hit[:, crowded] = False
-    out = _sparse_top(acts, code, hit, k)
-    if len(crowded):
-        dense = _dense_top(acts[:, :, crowded], code, k)
-        for key, value in dense.items():
-            out[key][crowded] = value
-    return out
 
 
 def split_code(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,84 @@
+"""Each neuron's k best entries, kept while streaming: the top-k or the random sample of a layer.
+
+An entry is (rank, code, value) plus its neuron's activations over the entry's window; smaller
+(rank, code) is better, so one class serves the top-k (rank = -activation) and the random
+sample (rank = its hash key). Windows live in slots that entries keep while they stay: a batch
+copies the windows of the entries that enter (after the first batches, 0-2 per neuron) instead
+of re-gathering all k windows of every neuron it touches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PAD_CODE = torch.iinfo(torch.int64).max  # code of an empty entry: after every real one
+
+
+def worst_rank(dtype: torch.dtype) -> float | int:
+    return torch.inf if dtype.is_floating_point else torch.iinfo(dtype).max
+
+
+def lex_order(rank: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Per row, the order of entries by (rank, code): two stable sorts (torch has no lexsort)."""
+    by_code = torch.sort(code, dim=1, stable=True).indices
+    by_rank = torch.sort(rank.gather(1, by_code), dim=1, stable=True).indices
+    return by_code.gather(1, by_rank)
+
+
+class BestK:
+    """Per neuron, the k best entries seen so far, sorted by (rank, code)."""
+
+    def __init__(self, n: int, k: int, positions: int, rank_dtype: torch.dtype, device="cpu"):
+        self.k = k
+        self.rank = torch.full((n, k), worst_rank(rank_dtype), dtype=rank_dtype, device=device)
+        self.code = torch.full((n, k), PAD_CODE, dtype=torch.int64, device=device)
+        self.value = torch.zeros((n, k), dtype=torch.float32, device=device)
+        self.slot = torch.arange(k, device=device).repeat(n, 1)  # where each entry's window is
+        self.win = torch.zeros((n, k, positions), dtype=torch.float32, device=device)
+
+    def full(self) -> bool:
+        """Whether every neuron holds k entries (all neurons see the same tokens)."""
+        return bool(self.code[0, -1] != PAD_CODE)
+
+    def floor(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per neuron, the (rank, code) a candidate must beat to enter."""
+        return self.rank[:, -1], self.code[:, -1]
+
+    def fold(
+        self,
+        cols: torch.Tensor,
+        rank: torch.Tensor,
+        code: torch.Tensor,
+        value: torch.Tensor,
+        window: torch.Tensor,
+        acts: torch.Tensor,
+    ) -> None:
+        """Merge candidates into the neurons ``cols``: (len(cols), c) rank, code, value and the
+        batch window holding each (``acts``: (windows, positions, neurons)); in any order,
+        padding with rank worst and code PAD_CODE allowed."""
+        k, m = self.k, len(cols)
+        if not m:
+            return
+        old_rank, old_code, old_slot = self.rank[cols], self.code[cols], self.slot[cols]
+        order = lex_order(torch.cat([old_rank, rank], 1), torch.cat([old_code, code], 1))[:, :k]
+        enter = order >= k
+        e = enter.sum(1, keepdim=True)
+        # the e entries that enter push out the e worst kept ones, and take their slots
+        freed = (k - e + enter.cumsum(1) - 1).clamp(0, k - 1)
+        slot = torch.where(enter, old_slot.gather(1, freed), old_slot.gather(1, order.clamp(max=k - 1)))
+        cand = (order - k).clamp(min=0)
+        self.rank[cols] = torch.where(enter, rank.gather(1, cand), old_rank.gather(1, order.clamp(max=k - 1)))
+        self.code[cols] = torch.where(enter, code.gather(1, cand), old_code.gather(1, order.clamp(max=k - 1)))
+        self.value[cols] = torch.where(enter, value.gather(1, cand), self.value[cols].gather(1, order.clamp(max=k - 1)))
+        self.slot[cols] = slot
+        row, j = enter.nonzero(as_tuple=True)
+        if len(row):
+            neuron = cols[row]
+            wins = acts[window[row, cand[row, j]], :, neuron]  # (entering, positions)
+            self.win[neuron, slot[row, j]] = wins
+
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rank, code, value, windows) of the filled entries, best first: (n, m) and (n, m, positions)."""
+        m = int((self.code[0] != PAD_CODE).sum()) if len(self.code) else 0
+        rows = torch.arange(len(self.slot), device=self.slot.device)[:, None]
+        return self.rank[:, :m], self.code[:, :m], self.value[:, :m], self.win[rows, self.slot[:, :m]]
