@@ -161,16 +161,24 @@ class Store:
         self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
     def write_parquet(
-        self, key: str, table: pa.Table, replaces: builtins.list[str] | None = None, row_group_size: int | None = None
+        self,
+        key: str,
+        table: pa.Table,
+        replaces: builtins.list[str] | None = None,
+        row_group_size: int | None = None,
+        dictionary: builtins.list[str] | None = None,
     ) -> None:
         """``replaces``: keys whose rows this object now holds (compaction). Until they are
-        deleted, folder reads skip them, so a merge interrupted before its deletes duplicates nothing."""
+        deleted, folder reads skip them, so a merge interrupted before its deletes duplicates nothing.
+        ``dictionary``: the only columns dictionary-encoded (default: all)."""
         if replaces:
             meta = dict(table.schema.metadata or {})
             meta[REPLACES] = json.dumps(sorted(_check_key(k) for k in replaces)).encode()
             table = table.replace_schema_metadata(meta)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+        pq.write_table(
+            table, sink, compression="zstd", row_group_size=row_group_size, use_dictionary=dictionary or True
+        )
         self.write_bytes(key, sink.getvalue().to_pybytes())
 
     def read_parquet(self, key_or_prefix: str) -> pa.Table:

@@ -234,15 +234,24 @@ def _summarize(acts: torch.Tensor, batch: int, hist_rate: float, actors: int) ->
 
 
 def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
-    from neuronscope.record import topk
+    from neuronscope.record import fold, topk
 
     g = torch.Generator().manual_seed(1)
     acts = (torch.randn(40, 8, 6, generator=g) * torch.logspace(-1, 2, 6)).round(decimals=1)  # ties
     acts[:, :, 0] = 0.5
     one = _summarize(acts, len(acts), 0.25, 1)
     # floors from the batches before: candidate windows only, all dense, or split by neuron
-    for batch, actors, sparse_windows in [(1, 1, 4), (3, 1, 4), (7, 1, 4), (7, 3, 4), (7, 1, 2), (2, 2, 2)]:
+    # the last: the int32 histogram added into the Summary's every 5 tokens, not at the end only
+    for batch, actors, sparse_windows, flush in [
+        (1, 1, 4, 1 << 30),
+        (3, 1, 4, 1 << 30),
+        (7, 1, 4, 1 << 30),
+        (7, 3, 4, 1 << 30),
+        (7, 1, 2, 1 << 30),
+        (2, 2, 2, 5),
+    ]:
         monkeypatch.setattr(topk, "SPARSE_WINDOWS", sparse_windows)
+        monkeypatch.setattr(fold, "HIST_FLUSH_TOKENS", flush)
         other = _summarize(acts, batch, 0.25, actors)
         for name in (
             "top_val",

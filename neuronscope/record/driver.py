@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..config import RecordConfig
 from ..corpus import iter_windows, load_documents
@@ -26,6 +26,7 @@ SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
 # (40 x 64 float32 at the defaults: 10 kB), so this bounds a pass's memory
 MAX_CELLS_PER_PASS = 1 << 16
 CPU_WAIT_S = 600.0  # how long a pass waits for a free CPU before giving up
+WRITE_THREADS = 2  # layers written at once
 PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
 
 
@@ -122,6 +123,7 @@ def _summarize(
     import ray
 
     n = _startable_actors(cfg, progress)
+    # split before the recorders start: the split's coordinator actor needs a free CPU to be placed
     shards = _windows_dataset(windows, cfg.batch_size, n).streaming_split(n, equal=False)
     # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
     # concurrent call answers the progress polls while consume runs; SPREAD puts the recorders on
@@ -147,6 +149,8 @@ def _summarize(
     finally:
         for a in actors:
             ray.kill(a)
+    if len(parts) == 1:
+        return parts[0]
     # merged into fresh summaries: the actors' arrays arrive read-only from the object store
     summaries = {layer: Summary(len(neurons), cfg.top_k, cfg.random_k) for layer in layers}
     for part in parts:
@@ -155,16 +159,15 @@ def _summarize(
     return summaries
 
 
-def _exemplar_tables(
-    tokenizer, layers: list[int], neurons: list[int], windows: np.ndarray, summaries: dict[int, Summary]
-) -> dict[int, pa.Table]:
+def _exemplar_pieces(tokenizer, windows: np.ndarray, summaries: dict[int, Summary]) -> Callable[[np.ndarray], pa.Array]:
+    """The token text lookup of every window some exemplar of ``summaries`` holds."""
     codes = [c.reshape(-1) for s in summaries.values() for c in (s.top_code, s.rnd_code)]
     needed = np.unique(split_code(np.concatenate(codes))[0])
-    pieces = _token_pieces(tokenizer, windows[needed])
-    return {layer: _exemplar_table(layer, neurons, windows, summaries[layer], pieces) for layer in layers}
+    return _token_pieces(tokenizer, windows[needed])
 
 
 def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summary, pieces) -> pa.Table:
+    """Rows in reader order: one neuron's rows together, its top exemplars then its random ones."""
     n, window = len(neurons), windows.shape[1]
     parts = [
         (name, code, val, win)
@@ -174,22 +177,26 @@ def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summ
         )
         if code.shape[1] and win is not None  # windows exist once anything was folded
     ]
-    kind = np.concatenate([np.full(code.size, name) for name, code, _, _ in parts])
-    rank = np.concatenate([np.tile(np.arange(code.shape[1]), n) for _, code, _, _ in parts])
-    col = np.concatenate([np.repeat(np.arange(n), code.shape[1]) for _, code, _, _ in parts])
-    wid, pos = split_code(np.concatenate([code.reshape(-1) for _, code, _, _ in parts]))
-    val = np.concatenate([v.reshape(-1) for _, _, v, _ in parts])
-    a = np.concatenate([w.reshape(-1, window) for _, _, _, w in parts])
-    is_top = kind == "top"
+    widths = [code.shape[1] for _, code, _, _ in parts]
+    per = sum(widths)
+    names = [name for name, _, _, _ in parts]
+    kidx = np.tile(np.repeat(np.arange(len(parts), dtype=np.int8), widths), n)
+    kind = pa.DictionaryArray.from_arrays(pa.array(kidx), pa.array(names, pa.string())).cast(pa.string())
+    rank = np.tile(np.concatenate([np.arange(code.shape[1]) for _, code, _, _ in parts]), n)
+    col = np.repeat(np.arange(n), per)
+    wid, pos = split_code(np.concatenate([code for _, code, _, _ in parts], axis=1).reshape(-1))
+    val = np.concatenate([v for _, _, v, _ in parts], axis=1).reshape(-1)
+    a = np.concatenate([w for _, _, _, w in parts], axis=1).reshape(-1, window)
+    is_top = np.array([name == "top" for name in names], bool)[kidx]
     # top exemplars keep the recorded token (first in the tie order); random ones point at
     # the window's own maximum
     max_pos = np.where(is_top, pos, a.argmax(axis=1)).astype(np.int32)
     max_act = np.where(is_top, val, a[np.arange(len(a)), max_pos]).astype(np.float32)
     toks = windows[wid]
-    return _sorted(
+    return conform(
         pa.table(
             {
-                "layer": np.full(len(kind), layer, np.int32),
+                "layer": np.full(len(col), layer, np.int32),
                 "neuron": np.asarray(neurons, np.int32)[col],
                 "kind": kind,
                 "rank": rank.astype(np.int32),
@@ -200,21 +207,19 @@ def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summ
                 "max_pos": max_pos,
                 "max_act": max_act,
             }
-        )
+        ),
+        RECORDS,
     )
-
-
-def _sorted(table: pa.Table) -> pa.Table:
-    # one neuron's rows together ("top" before "random"), as readers fetch a neuron at a time
-    keys = [("neuron", "ascending"), ("kind", "descending"), ("rank", "ascending")]
-    return conform(table.sort_by(keys), RECORDS)
 
 
 def _token_pieces(tokenizer, windows: np.ndarray) -> Callable[[np.ndarray], pa.Array]:
     """A vectorized map from token ids to their decoded text (each token decoded alone)."""
     ids = np.unique(windows)
     text = pa.array(tokenizer.batch_decode([[i] for i in ids.tolist()]), pa.string())
-    return lambda tokens: text.take(pa.array(np.searchsorted(ids, tokens)))
+    # a lookup table over the whole id range: one gather, no search per token
+    lut = np.zeros(int(ids[-1]) + 1, np.int32)
+    lut[ids] = np.arange(len(ids), dtype=np.int32)
+    return lambda tokens: text.take(pa.array(lut[tokens]))
 
 
 def _lists(values: pa.Array, n: int) -> pa.ListArray:
@@ -275,8 +280,25 @@ def plan_passes(layers: list[int], neurons: list[int], done: set[tuple[int, int]
 
 
 def _by_shard(table: pa.Table) -> dict[int, pa.Table]:
-    shard = pc.divide(table["neuron"], SHARD_NEURONS)  # integer division on int32
-    return {int(s): table.filter(pc.equal(shard, s)) for s in pc.unique(shard).to_pylist()}
+    """The rows of each neuron shard (rows come sorted by neuron): slices, no copy."""
+    shard = table["neuron"].to_numpy() // SHARD_NEURONS
+    cuts = np.flatnonzero(np.diff(shard)) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(shard)]
+    return {int(shard[i]): table.slice(i, j - i) for i, j in zip(starts, ends) if j > i}
+
+
+def _write_layer(store, layer, neurons, windows, summary: Summary, pieces, skip: frozenset) -> int:
+    """A layer's records and stats shards not in ``skip``; stats after records, so that a stats
+    part means its shard is complete. Returns the shards written."""
+    stats = _by_shard(_stats_table(layer, neurons, summary))
+    written = 0
+    for shard, part in _by_shard(_exemplar_table(layer, neurons, windows, summary, pieces)).items():
+        if (layer, shard) not in skip:
+            # dictionary encoding pays on the repeated strings only (on activations it doubles the time)
+            store.write_parquet(records_key(layer, shard), part, dictionary=["kind", "tokens"])
+            store.write_parquet(stats_key(layer, shard), stats[shard])
+            written += 1
+    return written
 
 
 def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
@@ -314,15 +336,17 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
             f"{len(p_layers)} layers x {len(p_neurons)} neurons"
         )
         summaries = _summarize_retrying(cfg, p_layers, p_neurons, windows, progress)
-        tables = _exemplar_tables(tokenizer, p_layers, p_neurons, windows, summaries)
-        for layer in p_layers:
-            stats = _by_shard(_stats_table(layer, p_neurons, summaries[layer]))
-            for shard, part in _by_shard(tables[layer]).items():
-                if (layer, shard) not in done:
-                    store.write_parquet(records_key(layer, shard), part)
-                    store.write_parquet(stats_key(layer, shard), stats[shard])
-                    done.add((layer, shard))
-                    written += 1
+        progress(f"record: writing the records and stats of {len(p_layers)} layers")
+        pieces = _exemplar_pieces(tokenizer, windows, summaries)
+        skip = frozenset(done)
+        # Arrow and Parquet release the GIL: layers are built and written side by side
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            jobs = [
+                pool.submit(_write_layer, store, layer, p_neurons, windows, summaries[layer], pieces, skip)
+                for layer in p_layers
+            ]
+            written += sum(job.result() for job in jobs)
+        done |= {(layer, n // SHARD_NEURONS) for layer in p_layers for n in p_neurons}
     summary = {
         "layers": layers,
         "neurons": len(neurons),

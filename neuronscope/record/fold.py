@@ -115,7 +115,7 @@ class LayerFold:
         if not isinstance(tokens, BatchTokens):
             tokens = BatchTokens.of(tokens, self.seed, self.hist_rate)
         if self.top is None:
-            b, t, n = acts.shape
+            _, t, n = acts.shape
             self.top = BestK(n, self.summary.top_k, t, torch.float32, acts.device)
             self.random = BestK(n, self.summary.random_k, t, torch.int64, acts.device)
         wmax = acts.amax(1)  # (windows, neurons): the top-k's prefilter, and the max
@@ -165,7 +165,7 @@ class LayerFold:
         cut = torch.searchsorted(torch.bincount(level, minlength=SAMPLE_LEVELS).cumsum(0), rk)
         full = best.full()
         if full:
-            fkey, fcode = best.floor()
+            fkey = best.floor()[0]
             cut = torch.minimum(cut, (fkey >> 58).max())
         rows = (level <= cut).nonzero().flatten()
         if not len(rows):
