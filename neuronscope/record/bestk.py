@@ -62,15 +62,14 @@ class BestK:
         old_rank, old_code, old_slot = self.rank[cols], self.code[cols], self.slot[cols]
         order = lex_order(torch.cat([old_rank, rank], 1), torch.cat([old_code, code], 1))[:, :k]
         enter = order >= k
+        kept, cand = order.clamp(max=k - 1), (order - k).clamp(min=0)  # indices into old / candidates
         e = enter.sum(1, keepdim=True)
         # the e entries that enter push out the e worst kept ones, and take their slots
         freed = (k - e + enter.cumsum(1) - 1).clamp(0, k - 1)
-        slot = torch.where(enter, old_slot.gather(1, freed), old_slot.gather(1, order.clamp(max=k - 1)))
-        cand = (order - k).clamp(min=0)
-        self.rank[cols] = torch.where(enter, rank.gather(1, cand), old_rank.gather(1, order.clamp(max=k - 1)))
-        self.code[cols] = torch.where(enter, code.gather(1, cand), old_code.gather(1, order.clamp(max=k - 1)))
-        self.value[cols] = torch.where(enter, value.gather(1, cand), self.value[cols].gather(1, order.clamp(max=k - 1)))
-        self.slot[cols] = slot
+        self.slot[cols] = slot = torch.where(enter, old_slot.gather(1, freed), old_slot.gather(1, kept))
+        self.rank[cols] = torch.where(enter, rank.gather(1, cand), old_rank.gather(1, kept))
+        self.code[cols] = torch.where(enter, code.gather(1, cand), old_code.gather(1, kept))
+        self.value[cols] = torch.where(enter, value.gather(1, cand), self.value[cols].gather(1, kept))
         row, j = enter.nonzero(as_tuple=True)
         if len(row):
             neuron = cols[row]
