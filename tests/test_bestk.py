@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from neuronscope.record.bestk import PAD_CODE, BestK
+from neuronscope.record.bestk import PAD_CODE, BestK, lex_order, merge_order
 
 
 def test_bestk_keeps_the_k_smallest_rank_code_pairs_with_their_windows():
@@ -38,3 +38,18 @@ def test_bestk_keeps_the_k_smallest_rank_code_pairs_with_their_windows():
         assert got_code[col].tolist() == [e[1] for e in want]
         assert torch.equal(got_value[col], -got_rank[col])
         assert torch.equal(got_win[col], torch.stack([e[2] for e in want]))
+
+
+def test_merge_order_is_the_lexicographic_order_of_old_entries_then_candidates():
+    g = torch.Generator().manual_seed(0)
+    m, k = 7, 5
+    for trial in range(200):
+        c = 1 + trial % 6  # one candidate (counted) and wider rows (sorted)
+        rank = torch.randint(0, 4, (m, k + c), generator=g).float()  # ties on rank and on both keys
+        code = torch.randint(0, 6, (m, k + c), generator=g)
+        pad = torch.rand(m, k + c, generator=g) < 0.3
+        rank[pad], code[pad] = torch.inf, PAD_CODE
+        old = lex_order(rank[:, :k], code[:, :k])  # old entries come sorted
+        old_rank, old_code = rank[:, :k].gather(1, old), code[:, :k].gather(1, old)
+        want = lex_order(torch.cat([old_rank, rank[:, k:]], 1), torch.cat([old_code, code[:, k:]], 1))
+        assert torch.equal(merge_order(old_rank, old_code, rank[:, k:], code[:, k:]), want)

@@ -25,6 +25,25 @@ def lex_order(rank: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     return by_code.gather(1, by_rank)
 
 
+def merge_order(old_rank: torch.Tensor, old_code: torch.Tensor, rank: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """``lex_order`` of the rows' old entries (sorted) followed by their candidates (any order).
+
+    One candidate per row: its place is the count of old entries before it (no sort). Wider
+    rows: one stable sort by rank; rows where two different codes tie on rank sort again."""
+    m, k = old_rank.shape
+    if rank.shape[1] == 1:
+        old_first = (old_rank < rank) | ((old_rank == rank) & (old_code <= code))  # (m, k)
+        place = torch.cat([torch.arange(k, device=rank.device) + ~old_first, old_first.sum(1, keepdim=True)], 1)
+        return torch.empty_like(place).scatter_(1, place, torch.arange(k + 1, device=rank.device).expand(m, -1))
+    ranks, codes = torch.cat([old_rank, rank], 1), torch.cat([old_code, code], 1)
+    order = torch.sort(ranks, dim=1, stable=True).indices
+    r, c = ranks.gather(1, order), codes.gather(1, order)
+    tied = ((r[:, 1:] == r[:, :-1]) & (c[:, 1:] != c[:, :-1])).any(1).nonzero().flatten()
+    if len(tied):  # equal activations recur (a window's first token sees only itself)
+        order[tied] = lex_order(ranks[tied], codes[tied])
+    return order
+
+
 class BestK:
     """Per neuron, the k best entries seen so far, sorted by (rank, code)."""
 
@@ -60,7 +79,7 @@ class BestK:
         if not m:
             return
         old_rank, old_code, old_slot = self.rank[cols], self.code[cols], self.slot[cols]
-        order = lex_order(torch.cat([old_rank, rank], 1), torch.cat([old_code, code], 1))[:, :k]
+        order = merge_order(old_rank, old_code, rank, code)[:, :k]
         enter = order >= k
         kept, cand = order.clamp(max=k - 1), (order - k).clamp(min=0)  # indices into old / candidates
         e = enter.sum(1, keepdim=True)

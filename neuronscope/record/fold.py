@@ -20,8 +20,8 @@ from .topk import (
     POS_BITS,
     SAMPLE_LEVELS,
     Summary,
+    count_bins,
     dense_top,
-    hist_index,
     hist_rows,
     keys_from_hashes,
     may_beat,
@@ -87,11 +87,10 @@ class LayerFold:
         self.neuron_hash = neuron_hash(seed, layer, neurons)
         self.top: BestK | None = None  # made at the first batch: windows need its length
         self.random: BestK | None = None
-        # counted bin-major (neighbouring neurons of a token hit neighbouring counters), in
-        # int32 by scatter-add (torch.bincount is several times slower)
-        self.hist = torch.zeros(N_BINS * len(neurons), dtype=torch.int32, device=neurons.device)
+        # counted bin-major (neighbouring neurons of a token hit neighbouring counters), in int32
+        self.hist = torch.zeros((N_BINS, len(neurons)), dtype=torch.int32, device=neurons.device)
         self.hist_tokens = 0
-        self._ones = torch.ones(0, dtype=torch.int32, device=neurons.device)
+        self._ones = torch.ones((0, len(neurons)), dtype=torch.int32, device=neurons.device)
 
     def finish(self) -> Summary:
         """The Summary, with the entries and the histogram counted so far in it."""
@@ -104,8 +103,7 @@ class LayerFold:
         return s
 
     def _add_hist(self) -> None:
-        n = len(self.summary.hist)
-        self.summary.hist += _np(self.hist.view(N_BINS, n).T).astype(np.int64)
+        self.summary.hist += _np(self.hist.T).astype(np.int64)
         self.hist.zero_()
         self.hist_tokens = 0
 
@@ -191,17 +189,17 @@ class LayerFold:
         sample = flat if len(counted) == b * t else flat.index_select(0, counted)
         if self.hist_tokens + len(counted) >= HIST_FLUSH_TOKENS:
             self._add_hist()
-        idx = hist_index(sample).view(-1)
-        if len(self._ones) < len(idx):
-            self._ones = torch.ones(len(idx), dtype=torch.int32, device=idx.device)
-        self.hist.scatter_add_(0, idx, self._ones[: len(idx)])
+        if len(self._ones) < len(sample):
+            self._ones = torch.ones(sample.shape, dtype=torch.int32, device=sample.device)
+        count_bins(self.hist, sample, self._ones[: len(sample)])
         self.hist_tokens += len(counted)
-        # float32 over one batch is exact enough, the Summary adds in float64
+        # float32 over one batch is exact enough, the Summary adds in float64; reducing over
+        # positions first (the inner, contiguous run per window) measured ~1.5x faster
         self.summary.fold_stats(
             b * t,
-            _np(flat.sum(0)),
-            _np(flat.square().sum(0)),
-            _np(flat.amin(0)),
+            _np(acts.sum(1).sum(0)),
+            _np(acts.square().sum(1).sum(0)),
+            _np(acts.amin(1).amin(0)),
             _np(wmax.amax(0)),
             None,
             len(counted),

@@ -91,22 +91,27 @@ def hist_rows(seed: int, token_code: torch.Tensor, rate: float) -> torch.Tensor:
     return (h < int(rate * (1 << 53))).nonzero().flatten()
 
 
-def hist_index(x: torch.Tensor) -> torch.Tensor:
-    """(tokens, neurons) int64 flat bin indices of x into a bin-major (N_BINS, neurons) histogram."""
-    n = x.shape[1]
+def hist_bins(x: torch.Tensor) -> torch.Tensor:
+    """(tokens, neurons) int64 bin of each value of x (float32), read from its bits."""
     bits = x.contiguous().view(torch.int32)
     # (exponent, top mantissa bits) is a log2 level; clamp folds |x| < 2**-13 into the centre
     # bin and |x| >= 2**13 (and inf/nan) into the outermost ones
     m = (((bits & 0x7FFFFFFF) >> _SHIFT) - (_LEVEL0 - 1)).clamp_(0, _SIDE + 1)
     sign = bits >> 31  # 0 or -1: (m ^ sign) - sign is -m for negative x
-    col = torch.arange(n, dtype=torch.int64, device=x.device)
-    return (((m ^ sign) - sign) + _CENTER).to(torch.int64) * n + col
+    return (((m ^ sign) - sign) + _CENTER).to(torch.int64)
+
+
+def count_bins(hist: torch.Tensor, x: torch.Tensor, ones: torch.Tensor) -> None:
+    """Add the values of x (tokens, neurons) into the bin-major (N_BINS, neurons) counts ``hist``;
+    ``ones``: at least x's shape, of hist's dtype (scatter-add: torch.bincount is several times slower)."""
+    hist.scatter_add_(0, hist_bins(x), ones)
 
 
 def histogram(x: torch.Tensor) -> torch.Tensor:
     """(neurons, N_BINS) int32 counts of x: (tokens, neurons) float32, binned by its bits."""
-    n = x.shape[1]
-    return torch.bincount(hist_index(x).view(-1), minlength=n * N_BINS).view(N_BINS, n).T.to(torch.int32)
+    hist = torch.zeros(N_BINS, x.shape[1], dtype=torch.int32, device=x.device)
+    count_bins(hist, x, torch.ones(x.shape, dtype=torch.int32, device=x.device))
+    return hist.T
 
 
 def _exact_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
