@@ -75,6 +75,17 @@ def test_round_trips(store):
     assert store.read_bytes("a/b.bin") == b"v2"
 
 
+def test_parquet_statistics_on_scalar_columns_only(tmp_path):
+    import pyarrow.parquet as pq
+
+    store = Store.open(str(tmp_path / "run"))
+    store.write_parquet("records/part-00000.parquet", _records(range(3)))
+    meta = pq.ParquetFile(str(tmp_path / "run" / "records" / "part-00000.parquet")).metadata.row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(meta.num_columns)}
+    assert stats["neuron"] is not None and (stats["neuron"].min, stats["neuron"].max) == (0, 2)
+    assert stats["tokens.list.element"] is None and stats["activations.list.element"] is None
+
+
 def test_list_prefix_read_and_delete(store):
     store.write_parquet("records/layer=2/part-00000.parquet", _records(range(4, 6), layer=2))
     store.write_parquet("records/layer=1/part-00001.parquet", _records(range(2, 4)))
