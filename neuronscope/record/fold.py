@@ -87,10 +87,9 @@ class LayerFold:
         self.neuron_hash = neuron_hash(seed, layer, neurons)
         self.top: BestK | None = None  # made at the first batch: windows need its length
         self.random: BestK | None = None
-        # counted bin-major (neighbouring neurons of a token hit neighbouring counters), in int32
-        self.hist = torch.zeros((N_BINS, len(neurons)), dtype=torch.int32, device=neurons.device)
+        self.hist = torch.zeros((len(neurons), N_BINS), dtype=torch.int32, device=neurons.device)
         self.hist_tokens = 0
-        self._ones = torch.ones((0, len(neurons)), dtype=torch.int32, device=neurons.device)
+        self._ones = torch.ones((len(neurons), 0), dtype=torch.int32, device=neurons.device)
 
     def finish(self) -> Summary:
         """The Summary, with the entries and the histogram counted so far in it."""
@@ -103,7 +102,7 @@ class LayerFold:
         return s
 
     def _add_hist(self) -> None:
-        self.summary.hist += _np(self.hist.T).astype(np.int64)
+        self.summary.hist += _np(self.hist).astype(np.int64)
         self.hist.zero_()
         self.hist_tokens = 0
 
@@ -189,9 +188,9 @@ class LayerFold:
         sample = flat if len(counted) == b * t else flat.index_select(0, counted)
         if self.hist_tokens + len(counted) >= HIST_FLUSH_TOKENS:
             self._add_hist()
-        if len(self._ones) < len(sample):
-            self._ones = torch.ones(sample.shape, dtype=torch.int32, device=sample.device)
-        count_bins(self.hist, sample, self._ones[: len(sample)])
+        if self._ones.shape[1] < len(sample):
+            self._ones = torch.ones(sample.shape[::-1], dtype=torch.int32, device=sample.device)
+        count_bins(self.hist, sample, self._ones[:, : len(sample)])
         self.hist_tokens += len(counted)
         # float32 over one batch is exact enough, the Summary adds in float64; reducing over
         # positions first (the inner, contiguous run per window) measured ~1.5x faster

@@ -102,16 +102,17 @@ def hist_bins(x: torch.Tensor) -> torch.Tensor:
 
 
 def count_bins(hist: torch.Tensor, x: torch.Tensor, ones: torch.Tensor) -> None:
-    """Add the values of x (tokens, neurons) into the bin-major (N_BINS, neurons) counts ``hist``;
-    ``ones``: at least x's shape, of hist's dtype (scatter-add: torch.bincount is several times slower)."""
-    hist.scatter_add_(0, hist_bins(x), ones)
+    """Add the values of x (tokens, neurons) into the (neurons, N_BINS) counts ``hist``; ``ones``:
+    (neurons, tokens) or wider, of hist's dtype. Each neuron's values scatter into its own row:
+    parallel over neurons, ~5x faster than bin-major counting (torch.bincount is slower still)."""
+    hist.scatter_add_(1, hist_bins(x.T.contiguous()), ones)
 
 
 def histogram(x: torch.Tensor) -> torch.Tensor:
     """(neurons, N_BINS) int32 counts of x: (tokens, neurons) float32, binned by its bits."""
-    hist = torch.zeros(N_BINS, x.shape[1], dtype=torch.int32, device=x.device)
-    count_bins(hist, x, torch.ones(x.shape, dtype=torch.int32, device=x.device))
-    return hist.T
+    hist = torch.zeros(x.shape[1], N_BINS, dtype=torch.int32, device=x.device)
+    count_bins(hist, x, torch.ones(x.shape[::-1], dtype=torch.int32, device=x.device))
+    return hist
 
 
 def _exact_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
