@@ -168,7 +168,7 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
 
 
 def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
-    from neuronscope.record.driver import records_key
+    from neuronscope.layout import records_key
 
     ecfg = ExplainConfig(**{**cfg.explain.model_dump(), **Q2_EXPLAIN})
     planted = _plant(ecfg, windows, tok, n_per)

@@ -3,7 +3,7 @@ exemplars by the same scorers, split and control as the explain workflow."""
 
 from __future__ import annotations
 
-from . import manifest
+from . import layout, manifest
 from .config import RunConfig
 from .errors import ConfigError, NeuronScopeError
 from .explain.outputs import read_explanations
@@ -42,7 +42,7 @@ def score_hypothesis(
     if not text.strip():
         raise ConfigError("the explanation to score is empty")
     store = Store.open(run)
-    rec = neuron_rows(store, "records/", layer, neuron)
+    rec = neuron_rows(store, layout.prefix(layout.RECORDS), layer, neuron)
     if rec is None or rec.empty:
         raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
     cfg = run_config(store, cfg)

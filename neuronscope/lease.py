@@ -17,6 +17,7 @@ import time
 import uuid
 
 from .errors import NeuronScopeError, StoreError
+from .layout import lease_key
 from .store import Store
 
 BEAT_S = 20.0
@@ -25,10 +26,6 @@ STALE_AFTER_S = 120.0  # six missed heartbeats: the holder is gone (clocks of tw
 
 class RunLockedError(NeuronScopeError):
     """Another live process holds the stage of this run."""
-
-
-def lease_key(stage: str) -> str:
-    return f"locks/{stage}.json"
 
 
 def read_holder(store: Store, key: str) -> dict | None:

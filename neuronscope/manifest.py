@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError
+from .layout import MANIFEST
 from .schema import SCHEMA_VERSION
 from .store import Store
 
-MANIFEST = "manifest.json"
 MAX_EARLIER = 20  # earlier attempts a stage entry keeps
 
 

@@ -1,7 +1,7 @@
 """Per-layer folders of per-neuron objects and the parts they are compacted into.
 
 A stage that writes one object per finished neuron (explanations, transcripts, LLM response
-cache) keeps them under ``FOLDER/layer_LLL/``:
+cache) keeps them under ``FOLDER/layer_LLL/`` (keys built by ``layout.py``):
 
 - ``neuron_NNNNN.EXT``: one neuron (``neuron_NNNNN.failed.EXT``: a neuron whose workflow failed);
 - ``part-A-B_C.EXT``: many neurons merged into one object; the name lists them as ranges
@@ -14,19 +14,13 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
+from .layout import layer_dir
+
 MAX_RANGES_CHARS = 160  # the ranges in a part's name; longer sets are split over several parts
 _NAME = re.compile(
     r"^(?P<folder>.+)/layer_(?P<layer>\d+)/(?:neuron_(?P<neuron>\d+)(?P<failed>\.failed)?"
     r"|part-(?P<ranges>\d+(?:-\d+)?(?:_\d+(?:-\d+)?)*))(?P<ext>\.[a-z]+)$"
 )
-
-
-def layer_dir(folder: str, layer: int) -> str:
-    return f"{folder}/layer_{layer:03d}/"
-
-
-def neuron_key(folder: str, ext: str, layer: int, neuron: int, failed: bool = False) -> str:
-    return f"{layer_dir(folder, layer)}neuron_{neuron:05d}{'.failed' if failed else ''}{ext}"
 
 
 def neuron_of(key: str) -> int:

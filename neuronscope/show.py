@@ -8,8 +8,9 @@ import re
 import pandas as pd
 import pyarrow.dataset as ds
 
+from . import layout
 from .errors import NeuronScopeError
-from .explain.outputs import EXPLANATIONS_FOLDER, neuron_explanations, read_transcript
+from .explain.outputs import neuron_explanations, read_transcript
 from .store import Store
 
 _LAYER_DIR = re.compile(r"/layer_(\d+)/")
@@ -34,7 +35,7 @@ def _layer_keys(store: Store, prefix: str, layer: int) -> list[str]:
 def neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
     """One neuron's rows of a stage's table (``None`` when the run has no such table), read
     with a filter: only the row groups that may hold the neuron are fetched."""
-    if prefix.rstrip("/") == EXPLANATIONS_FOLDER:
+    if prefix.rstrip("/") == layout.EXPLANATIONS:
         if not store.list(prefix):
             return None
         t = neuron_explanations(store, layer, neuron)
@@ -93,8 +94,8 @@ def _transcript_lines(store: Store, layer: int, neuron: int) -> list[str]:
 
 def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcript: bool = False) -> str:
     store = Store.open(run)
-    rec = neuron_rows(store, "records/", layer, neuron)
-    exp = neuron_rows(store, "explanations/", layer, neuron)
+    rec = neuron_rows(store, layout.prefix(layout.RECORDS), layer, neuron)
+    exp = neuron_rows(store, layout.prefix(layout.EXPLANATIONS), layer, neuron)
     if (rec is None or rec.empty) and (exp is None or exp.empty):
         raise NeuronScopeError(f"run {store.uri} has no records or explanations for layer {layer} neuron {neuron}")
     out = [f"layer {layer} neuron {neuron}"]

@@ -7,7 +7,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import manifest
+from . import layout, manifest
 from .errors import NeuronScopeError
 from .lease import holder_line
 from .schema import TOKEN_COLUMNS
@@ -39,7 +39,7 @@ def _selected(present: set[tuple[int, int]], layers: str | None, neurons: str | 
 
 def _record_lines(store: Store, entry: dict) -> list[str]:
     s = entry.get("summary") or {}
-    recorded = _pairs(_table(store, "stats/", ["layer", "neuron"]))
+    recorded = _pairs(_table(store, layout.prefix(layout.STATS), ["layer", "neuron"]))
     line = f"  neurons recorded: {len(recorded)}"
     if "shards" in s:
         line += f"; shards {s.get('shards_recorded', 0)}/{s['shards']}; tokens {s.get('n_tokens', 0):,}"
@@ -49,8 +49,10 @@ def _record_lines(store: Store, entry: dict) -> list[str]:
 def _explain_lines(store: Store, entry: dict) -> list[str]:
     cfg = (entry.get("config") or {}).get("explain", {})
     source = Store.open((entry.get("inputs") or {}).get("records") or store.uri)
-    todo = _selected(_pairs(_table(source, "stats/", ["layer", "neuron"])), cfg.get("layers"), cfg.get("neurons"))
-    rows = _table(store, "explanations/", ["layer", "neuron", "mode", "status", "error", "method", *TOKEN_COLUMNS])
+    stats = _table(source, layout.prefix(layout.STATS), ["layer", "neuron"])
+    todo = _selected(_pairs(stats), cfg.get("layers"), cfg.get("neurons"))
+    columns = ["layer", "neuron", "mode", "status", "error", "method", *TOKEN_COLUMNS]
+    rows = _table(store, layout.prefix(layout.EXPLANATIONS), columns)
     if rows is None:
         return [f"  neurons: 0 done, 0 failed, {len(todo)} pending; LLM tokens 0"]
     first = rows.filter(pc.less_equal(rows["mode"], 0))  # one row per neuron carries its totals
@@ -83,9 +85,9 @@ def _earlier_line(earlier: list[dict]) -> str:
 def run_status(run: str) -> str:
     """Each stage's state, its neuron counts and token spend, and the last error, as lines."""
     store = Store.open(run)
-    if not store.exists(manifest.MANIFEST):
+    if not store.exists(layout.MANIFEST):
         raise NeuronScopeError(
-            f"{store.uri} is not a NeuronScope run (no {manifest.MANIFEST}); "
+            f"{store.uri} is not a NeuronScope run (no {layout.MANIFEST}); "
             f"start one with `neuronscope record --out {store.uri}`"
         )
     m = manifest.load(store)

@@ -14,7 +14,7 @@ from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, 
 from neuronscope.explain.fanout import write_result
 from neuronscope.explain.transcript import entries_from_json
 from neuronscope.explain.workflow import result_row
-from neuronscope.record.driver import records_key, stats_key
+from neuronscope.layout import records_key, stats_key
 from neuronscope.schema import RECORDS, STATS, conform
 
 SCRIPT_TOKEN = "<script>alert(1)</script>"

@@ -13,7 +13,7 @@ import pytest
 from explain_helpers import MONTHS, records
 
 from neuronscope.cli import main
-from neuronscope.record.driver import records_key
+from neuronscope.layout import records_key
 from neuronscope.schema import RECORDS, conform
 from neuronscope.store import Store
 

@@ -15,8 +15,8 @@ import pytest
 from explain_helpers import MONTHS, records
 
 from neuronscope.cli import main
-from neuronscope.lease import RunLockedError, StageLease, lease_key
-from neuronscope.record.driver import records_key
+from neuronscope.layout import lease_key, records_key
+from neuronscope.lease import RunLockedError, StageLease
 from neuronscope.schema import RECORDS, conform
 from neuronscope.store import Store
 

@@ -14,8 +14,9 @@ from record_helpers import ZERO_NEURON, brute, expected_top, tiny_dir
 
 from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError, NeuronScopeError
+from neuronscope.layout import records_key, stats_key
 from neuronscope.models import arch
-from neuronscope.record import record, records_key, stats_key
+from neuronscope.record import record
 from neuronscope.record.fold import LayerFold, token_codes
 from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Summary, hist_rows, histogram, sample_keys
 from neuronscope.schema import RECORDS, STATS

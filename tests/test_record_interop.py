@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from neuronscope.errors import CorpusError
-from neuronscope.record import records_key, stats_key
+from neuronscope.layout import records_key, stats_key
 from neuronscope.record.interop import import_openai, neuron_record_tables
 from neuronscope.schema import RECORDS, STATS
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 from explain_helpers import MONTHS, records
 
 from neuronscope.cli import main
-from neuronscope.record.driver import records_key
+from neuronscope.layout import records_key
 from neuronscope.redact import redact_url
 from neuronscope.schema import RECORDS, conform
 from neuronscope.store import Store

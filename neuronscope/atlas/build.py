@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .. import __version__
+from .. import __version__, layout
 from ..schema import ATLAS_NEURONS, ATLAS_TOKENS
 from ..store import Store
 from . import semantic
@@ -15,7 +15,6 @@ from .collect import RunTables, read_run, source_keys
 from .search import INDEX_KEY, NEURONS_KEY, TOKENS_KEY, AtlasIndex
 from .table import neurons_table, to_arrow, token_profiles
 
-ATLAS_DIR = "atlas"  # the default place of a run's atlas, inside the run
 BUILD_KEY = "build.json"  # written last: its sources say what the indexes were built from
 
 
@@ -29,7 +28,7 @@ class Built:
 
 
 def atlas_store(run: Store, out: str | None = None) -> Store:
-    return Store.open(out) if out else Store.open(run.url(ATLAS_DIR))
+    return Store.open(out) if out else Store.open(run.url(layout.ATLAS))
 
 
 def build_indexes(run: Store, out: Store, progress=None) -> Built:

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow as pa
 
-from .. import schema
+from .. import layout, schema
 from ..errors import NeuronScopeError
-from ..explain.compact import TRANSCRIPTS_FOLDER
 from ..parts import FolderIndex
 from ..show import read_stage
 from ..store import Store
 
-SOURCES = ("records/", "stats/", "explanations/")
+SOURCES = tuple(layout.prefix(f) for f in (layout.RECORDS, layout.STATS, layout.EXPLANATIONS))
 # the atlas never shows token ids: not reading them saves a fifth of a whole-model run's read
 RECORD_COLUMNS = [name for name in schema.RECORDS.names if name != "token_ids"]
 
@@ -43,17 +42,18 @@ def _frame(store: Store, prefix: str, table_schema) -> pd.DataFrame:
 
 def read_run(store: Store) -> RunTables:
     """Everything the atlas shows; a run with neither records nor explanations is an error."""
-    has_records = any(k.endswith(".parquet") for k in store.list("records/"))
+    records = layout.prefix(layout.RECORDS)
+    has_records = any(k.endswith(".parquet") for k in store.list(records))
     tables = RunTables(
         records=(
-            store.read_parquet_where("records/", columns=RECORD_COLUMNS)
+            store.read_parquet_where(records, columns=RECORD_COLUMNS)
             if has_records
             else schema.RECORDS.empty_table().select(RECORD_COLUMNS)
         ),
-        stats=_frame(store, "stats/", schema.STATS),
-        explanations=_frame(store, "explanations/", schema.EXPLANATIONS),
-        transcripts=FolderIndex.listing(store, TRANSCRIPTS_FOLDER),
-        manifest=store.read_json("manifest.json") if store.exists("manifest.json") else {},
+        stats=_frame(store, layout.prefix(layout.STATS), schema.STATS),
+        explanations=_frame(store, layout.prefix(layout.EXPLANATIONS), schema.EXPLANATIONS),
+        transcripts=FolderIndex.listing(store, layout.TRANSCRIPTS),
+        manifest=store.read_json(layout.MANIFEST) if store.exists(layout.MANIFEST) else {},
     )
     if not tables.records.num_rows and tables.explanations.empty:
         raise NeuronScopeError(

@@ -12,6 +12,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .. import layout
 from ..errors import NeuronScopeError, StoreError
 from ..store import Store
 from .build import atlas_store, build_atlas, load_index
@@ -29,7 +30,7 @@ def _handler(run: Store, atlas: Store, searcher):
             if url.path == "/api/search":
                 return self._search(parse_qs(url.query))
             key = unquote(url.path).lstrip("/") or "index.html"
-            store = run if key.startswith("transcripts/") else atlas
+            store = run if key.startswith(layout.prefix(layout.TRANSCRIPTS)) else atlas
             try:
                 body = store.read_bytes(key)
             except StoreError:

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ..llm.cache import CACHE_FOLDER
-from ..parts import FolderIndex, layer_dir, neuron_of, part_keys
+from .. import layout
+from ..parts import FolderIndex, neuron_of, part_keys
 
-EXPLANATIONS_FOLDER = "explanations"
-TRANSCRIPTS_FOLDER = "transcripts"
 ROW_GROUP_ROWS = 1024  # small row groups: one neuron's rows are read without the rest of the part
 READ_THREADS = 16
 
@@ -36,9 +34,9 @@ class Folder:
 
 
 FOLDERS = (
-    Folder(EXPLANATIONS_FOLDER, ".parquet", True, True),
-    Folder(TRANSCRIPTS_FOLDER, ".jsonl", False, True),
-    Folder(CACHE_FOLDER, ".parquet", False, False),
+    Folder(layout.EXPLANATIONS, ".parquet", True, True),
+    Folder(layout.TRANSCRIPTS, ".jsonl", False, True),
+    Folder(layout.LLM_CACHE, ".parquet", False, False),
 )
 
 
@@ -73,7 +71,7 @@ def _merge_jsonl(store, keys: list[str], layer: int, neurons: list[int]) -> byte
 
 def _merge_folder(store, folder: Folder, layer: int, neurons: list[int]) -> int:
     """Merge the own objects of ``neurons`` in one folder of ``layer``; returns how many."""
-    li = FolderIndex(folder.name, store.list(layer_dir(folder.name, layer))).layer(layer)
+    li = FolderIndex(folder.name, store.list(layout.layer_dir(folder.name, layer))).layer(layer)
     own = {n: li.single[n] for n in neurons if n in li.single}
     if folder.dedupe_on_resume:  # a merge retried after its part was written: only its deletes remain
         for n in [n for n in own if li.part_of(n)]:

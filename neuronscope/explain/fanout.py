@@ -18,11 +18,11 @@ import uuid
 
 import numpy as np
 
+from .. import layout
 from ..config import ExplainConfig
-from ..llm.cache import CACHE_FOLDER
 from ..parts import FolderIndex
 from ..selection import selected
-from .compact import EXPLANATIONS_FOLDER, FOLDERS, compact, leftovers
+from .compact import FOLDERS, compact, leftovers
 
 # The stage's API: its callers import these from here.
 from .outputs import (  # noqa: F401
@@ -85,7 +85,7 @@ class Outputs:
 
     def __init__(self, store):
         self.index = {f.name: FolderIndex.listing(store, f.name) for f in FOLDERS}
-        self.explanations = self.index[EXPLANATIONS_FOLDER]
+        self.explanations = self.index[layout.EXPLANATIONS]
         self.stale: list[str] = []
         self.waiting: dict[int, set[int]] = {}
         for f in FOLDERS:
@@ -99,11 +99,11 @@ class Outputs:
         return self.explanations.ok(layer, neuron) or (not retry_failed and neuron in li.failed)
 
     def cache_sources(self, layer: int, neuron: int) -> list[str]:
-        return self.index[CACHE_FOLDER].sources(layer, neuron)
+        return self.index[layout.LLM_CACHE].sources(layer, neuron)
 
     @property
     def legacy_cache(self) -> bool:
-        return self.index[CACHE_FOLDER].n_other > 0
+        return self.index[layout.LLM_CACHE].n_other > 0
 
 
 class Tally:
@@ -176,7 +176,7 @@ def spent_before(out_store, done: np.ndarray) -> Tally:
         return t
     layers, units = uncode(done)
     table = out_store.read_parquet_where(
-        EXPLANATIONS_FOLDER + "/", ds.field("layer").isin(np.unique(layers).tolist()), list(SUMMARY_COLUMNS)
+        layout.prefix(layout.EXPLANATIONS), ds.field("layer").isin(np.unique(layers).tolist()), list(SUMMARY_COLUMNS)
     )
     df = table.to_pandas().drop_duplicates(["layer", "neuron"])
     wanted = set(zip(layers.tolist(), units.tolist()))
@@ -388,7 +388,7 @@ def estimate_run(
     waiting = todo[pending]
     picks = np.unique(np.linspace(0, len(waiting) - 1, min(cfg.dry_run_sample, len(waiting))).round().astype(int))
     sample = [(int(a), int(b)) for a, b in zip(*uncode(waiting[picks]))] if len(waiting) else []
-    scratch = type(out_store).open(out_store.url(f"dry-run-{uuid.uuid4().hex[:8]}"))
+    scratch = type(out_store).open(out_store.url(layout.dry_run_folder(uuid.uuid4().hex[:8])))
     plain = cfg.model_copy(update={"budget": None, "dry_run": False})
     try:
         s = (

@@ -16,18 +16,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from ..parts import FolderIndex, layer_dir, neuron_key, neuron_of
+from .. import layout
+from ..layout import explanation_key, transcript_key
+from ..parts import FolderIndex, neuron_of
 from ..schema import EXPLANATIONS, conform
-from .compact import EXPLANATIONS_FOLDER, TRANSCRIPTS_FOLDER, part_line_prefix
+from .compact import part_line_prefix
 from .transcript import Entry, entries_from_json
-
-
-def explanation_key(layer: int, neuron: int, failed: bool = False) -> str:
-    return neuron_key(EXPLANATIONS_FOLDER, ".parquet", layer, neuron, failed)
-
-
-def transcript_key(layer: int, neuron: int) -> str:
-    return neuron_key(TRANSCRIPTS_FOLDER, ".jsonl", layer, neuron)
 
 
 def jsonable(x):
@@ -70,7 +64,7 @@ def _where(layer: int, neuron: int):
 def read_explanations(store, columns: list[str]) -> pd.DataFrame:
     """The run's explanation rows, only ``columns`` (a whole-model run has many rows); no rows
     when the run has no explanations yet."""
-    folder = f"{EXPLANATIONS_FOLDER}/"
+    folder = layout.prefix(layout.EXPLANATIONS)
     if not store.list(folder):
         return pd.DataFrame(columns=columns)
     return store.read_parquet_where(folder, None, columns).to_pandas()
@@ -79,7 +73,7 @@ def read_explanations(store, columns: list[str]) -> pd.DataFrame:
 def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
     """One neuron's explanation rows (None when the run has none for it), read from its own
     object or the part that holds it, never the whole folder."""
-    index = FolderIndex(EXPLANATIONS_FOLDER, store.list(layer_dir(EXPLANATIONS_FOLDER, layer)))
+    index = FolderIndex(layout.EXPLANATIONS, store.list(layout.layer_dir(layout.EXPLANATIONS, layer)))
     sources = index.sources(layer, neuron)
     if not sources:
         return None
@@ -90,7 +84,7 @@ def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
 def read_transcript(store, layer: int, neuron: int) -> list[dict] | None:
     """One neuron's transcript, as its stored JSON objects (None when the run has none for it);
     ``read_entries`` types them."""
-    index = FolderIndex(TRANSCRIPTS_FOLDER, store.list(layer_dir(TRANSCRIPTS_FOLDER, layer)))
+    index = FolderIndex(layout.TRANSCRIPTS, store.list(layout.layer_dir(layout.TRANSCRIPTS, layer)))
     li = index.layer(layer)
     if neuron in li.single:
         text = store.read_bytes(li.single[neuron]).decode("utf-8")
@@ -111,7 +105,7 @@ def read_entries(store, layer: int, neuron: int) -> list[Entry] | None:
 
 def iter_transcripts(store):
     """(layer, neuron, entries) of every transcript of the run, parts and own objects alike."""
-    index = FolderIndex.listing(store, TRANSCRIPTS_FOLDER)
+    index = FolderIndex.listing(store, layout.TRANSCRIPTS)
     for layer, li in sorted(index.layers.items()):
         for _, key in li.parts:
             for line in store.read_bytes(key).decode("utf-8").splitlines():

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from .. import layout
 from ..errors import NeuronScopeError
 
-RECORDS_FOLDER = "records/"
 _SHIFT = 32  # (layer, neuron) packed into one int64: layer << 32 | neuron
 
 
@@ -34,10 +34,10 @@ class RecordsIndex:
     def scan(cls, store) -> RecordsIndex:
         """One listing, then per object its footer and three columns (no activations, no tokens),
         checked on the way: every RECORDS column present, every peak activation finite."""
-        keys = [k for k in store.list(RECORDS_FOLDER) if k.endswith(".parquet")]
+        keys = [k for k in store.list(layout.prefix(layout.RECORDS)) if k.endswith(".parquet")]
         if not keys:
             raise NeuronScopeError(
-                f"no activation records under {store.url(RECORDS_FOLDER)}; run `neuronscope record` first"
+                f"no activation records under {store.url(layout.prefix(layout.RECORDS))}; run `neuronscope record` first"
             )
         codes = []
         for key in keys:
@@ -86,7 +86,7 @@ def _checked_peaks(store, key: str):
 
 def load_records(store) -> pd.DataFrame:
     """Every record of a run at once: for small runs and tools (the fan-out reads per neuron)."""
-    df = store.read_parquet(RECORDS_FOLDER).to_pandas()
+    df = store.read_parquet(layout.prefix(layout.RECORDS)).to_pandas()
     return _plain_keys(df)
 
 

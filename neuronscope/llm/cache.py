@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from ..parts import neuron_key
+from .. import layout
 from ..store import Store
 
 # The prompt text is in the key, so a changed prompt template (whose version is recorded with the
@@ -25,14 +25,13 @@ from ..store import Store
 # model input (chat template flags, answer prefill): bump this when that changes.
 KEY_FORMAT = 1
 LOOKUP_THREADS = 16  # per-request objects: latency-bound GETs
-CACHE_FOLDER = "llm_cache"
 ENTRIES = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("key", pa.string()), ("value", pa.string())])
 
 
 class ResponseCache:
     """JSON responses keyed by the sha256 of everything that determines them."""
 
-    def __init__(self, store: Store, model_id: str, prefix: str = CACHE_FOLDER):
+    def __init__(self, store: Store, model_id: str, prefix: str = layout.LLM_CACHE):
         self.store = store
         self.model_id = model_id
         self.prefix = prefix.rstrip("/")
@@ -70,7 +69,7 @@ class NeuronCache(ResponseCache):
     ):
         super().__init__(store, model_id)
         self.layer, self.neuron, self.legacy = layer, neuron, legacy
-        self.own_key = neuron_key(self.prefix, ".parquet", layer, neuron)
+        self.own_key = layout.cache_key(layer, neuron)
         self.entries: dict[str, str] = {}
         self.own: dict[str, str] = {}  # what the neuron's own object holds (read, then added)
         parts = [k for k in sources if k != self.own_key]

@@ -12,6 +12,7 @@ import pyarrow as pa
 from ..config import RecordConfig
 from ..corpus import iter_windows, load_documents
 from ..errors import CorpusError, NeuronScopeError
+from ..layout import records_key, stats_key
 from ..logs import Progress
 from ..models import arch
 from ..models.bundled import resolve_model
@@ -28,14 +29,6 @@ MAX_CELLS_PER_PASS = 1 << 16
 CPU_WAIT_S = 600.0  # how long a pass waits for a free CPU before giving up
 WRITE_THREADS = 2  # layers written at once
 PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
-
-
-def records_key(layer: int, part: int = 0) -> str:
-    return f"records/layer_{layer:03d}/part-{part:05d}.parquet"
-
-
-def stats_key(layer: int, part: int = 0) -> str:
-    return f"stats/layer_{layer:03d}/part-{part:05d}.parquet"
 
 
 def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):

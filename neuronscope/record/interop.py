@@ -105,7 +105,8 @@ def _num(x) -> float:
 
 def _write(store, tables: list[tuple[pa.Table, pa.Table]]) -> int:
     """Write (records, stats) pairs under the record stage's keys, grouped into its shards."""
-    from .driver import SHARD_NEURONS, records_key, stats_key
+    from ..layout import records_key, stats_key
+    from .driver import SHARD_NEURONS
 
     parts: dict[tuple[int, int], tuple[list, list]] = {}
     for rec, st in tables:
@@ -258,14 +259,15 @@ def neuron_record_json(records: pa.Table, stats: pa.Table | None = None) -> dict
 
 def export_neuron(run: str, layer: int, neuron: int) -> dict:
     """The ``NeuronRecord`` dict of one neuron of a run's records."""
+    from .. import layout
     from ..errors import NeuronScopeError
     from ..show import neuron_rows
     from ..store import Store
 
     store = Store.open(run)
-    records = neuron_rows(store, "records/", layer, neuron)
+    records = neuron_rows(store, layout.prefix(layout.RECORDS), layer, neuron)
     if records is None or records.empty:
         raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
-    stats = neuron_rows(store, "stats/", layer, neuron)
+    stats = neuron_rows(store, layout.prefix(layout.STATS), layer, neuron)
     as_table = lambda df, schema: conform(pa.Table.from_pandas(df, preserve_index=False), schema)
     return neuron_record_json(as_table(records, RECORDS), None if stats is None else as_table(stats, STATS))
