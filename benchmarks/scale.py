@@ -99,8 +99,9 @@ class ScriptedLLM:
 
 def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None, full_allowed=True):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
-    from neuronscope.explain.transcript import Agent, LedgerEntry, OtherEntry
+    from neuronscope.explain.transcript import LedgerEntry, OtherEntry
     from neuronscope.explain.workflow import NeuronResult, result_row
+    from neuronscope.llm.agents import Agent
     from neuronscope.llm.base import GenParams, Ledger, Metered
 
     top = records[records["kind"] == "top"].sort_values("rank")

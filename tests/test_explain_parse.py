@@ -11,7 +11,7 @@ def test_the_example_answers_features_are_dropped_from_an_answer():
     """The 135M deconstructor repeats its few-shot features on texts they do not fit; they are
     left out, and an answer with nothing of its own leaves its exemplar without features."""
     from neuronscope.explain import prompts
-    from neuronscope.explain.transcript import Agent
+    from neuronscope.llm.agents import Agent
 
     shown = example_features(prompts.render(Agent.DECONSTRUCT, exemplar="<text>x</text>"))
     assert shown == {"day of the week", "time of a meeting"}

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from neuronscope.explain.transcript import (
-    Agent,
     AgentAnswer,
     AgentFailure,
     ClusterEntry,
@@ -21,6 +20,7 @@ from neuronscope.explain.transcript import (
     TriageEntry,
     entry_from_json,
 )
+from neuronscope.llm.agents import Agent
 
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Explanation:"}]
 # (entry, the object earlier versions wrote for it, key order included)

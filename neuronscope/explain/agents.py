@@ -8,10 +8,11 @@ from dataclasses import replace
 from functools import partial
 
 from ..errors import AgentOutputError
+from ..llm.agents import Agent
 from ..llm.base import GenParams, Message, Metered
 from . import parse, prompts
 from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, scaled
-from .transcript import Agent, AgentAnswer, AgentFailure, Entry
+from .transcript import AgentAnswer, AgentFailure, Entry
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.

@@ -15,8 +15,8 @@ from functools import cache
 from importlib import resources
 from typing import cast
 
+from ..llm.agents import Agent
 from ..llm.base import Message, Role
-from .transcript import Agent
 
 TEMPLATES = resources.files(__package__).joinpath("prompts")
 _FILE = re.compile(r"(\w+)\.(v\d+)\.txt")

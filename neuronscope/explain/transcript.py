@@ -1,4 +1,4 @@
-"""The agents' names and the entries of a neuron's transcript, typed.
+"""The entries of a neuron's transcript, typed.
 
 A transcript is a list of entries, stored one JSON object per line; each object's "agent" says
 its kind. ``Entry.to_json`` writes exactly the objects earlier versions wrote (same keys, same
@@ -8,31 +8,10 @@ order) and ``entry_from_json`` reads them back, so stored runs and golden files 
 from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields
-from enum import StrEnum
 from typing import Any, ClassVar
 
+from ..llm.agents import Agent
 from ..llm.base import Message
-
-
-class Agent(StrEnum):
-    """Every name an LLM call is booked under: the ledger's keys and agent entries' "agent".
-
-    The first seven each have a prompt template of the same name (``prompts/NAME.vN.txt``).
-    """
-
-    DECONSTRUCT = "deconstruct"
-    EXPLAIN = "explain"
-    REFINE = "refine"
-    SINGLE_PASS = "single_pass"
-    SIMULATE = "simulate"
-    DETECTION = "detection"
-    FUZZING = "fuzzing"
-    # A scorer's calls for the baseline and for the control, booked apart from the method's.
-    SIMULATE_BASELINE = "simulate_baseline"
-    DETECTION_BASELINE = "detection_baseline"
-    FUZZING_BASELINE = "fuzzing_baseline"
-    CONTROL = "control"
-
 
 # Field metadata: OPTIONAL is left out of the object while None (present only in some entries);
 # FLAT is a dict whose items are the object's own keys (scorer extras, the ledger's agents).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..explain.transcript import Agent
+from ..llm.agents import Agent
 from .classifier import DetectionScorer, FuzzingScorer
 from .embedding import EmbeddingScorer
 from .scorer import Item, Scorer, ScoreResult

@@ -15,7 +15,7 @@ import numpy as np
 from ..explain import prompts
 from ..explain.exemplars import Exemplar
 from ..explain.simulate import SLOT, TOP_K
-from ..explain.transcript import Agent
+from ..llm.agents import Agent
 from .contexts import window_items
 from .metrics import auroc, balanced_accuracy
 from .scorer import Item, Scorer

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..explain.exemplars import Exemplar, scaled
 from ..explain.simulate import Vocab, simulate
-from ..explain.transcript import Agent
+from ..llm.agents import Agent
 from .metrics import pearson
 from .scorer import Item, Scorer
 
