@@ -150,9 +150,10 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
     neurons, exactly as the workflow runs it on the explain exemplars: a figure less subject to
     the luck of one 24-neuron draw."""
     from neuronscope.explain import cluster, exemplars
+    from neuronscope.models.embedder import get_embedder
 
     ecfg = ExplainConfig(**{**cfg.explain.model_dump(), **Q2_EXPLAIN})
-    embedder = cluster.get_embedder(ecfg.embedder)
+    embedder = get_embedder(ecfg.embedder)
     res = []
     for d in range(1, draws + 1):
         for p in _plant(ecfg, windows, tok, n_per, seed=Q2_SEED + d, plant_seed=d):

@@ -32,12 +32,12 @@ from neuronscope import stages
 from neuronscope.cli import config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import agents
-from neuronscope.explain.cluster import get_embedder
 from neuronscope.explain.exemplars import load, split
 from neuronscope.explain.simulate import Vocab
 from neuronscope.llm.base import Ledger, Metered
 from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
+from neuronscope.models.embedder import get_embedder
 from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer
 from neuronscope.scoring.calibration import self_check
 from neuronscope.scoring.metrics import pairwise_win

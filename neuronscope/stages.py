@@ -105,8 +105,8 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, 
 
 def self_check(cfg: RunConfig, llm, progress: Progress):
     """The configured scorer on the built-in calibration set; warns when it cannot discriminate."""
-    from .explain.cluster import get_embedder
     from .llm.base import Ledger, Metered
+    from .models.embedder import get_embedder
     from .scoring import make_scorer
     from .scoring.calibration import self_check as check
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from neuronscope.explain import cluster as C
+from neuronscope.models.embedder import get_embedder
 
 
 def _groups(k: int, per: int = 6, dim: int = 16, noise: float = 0.05, seed: int = 0) -> np.ndarray:
@@ -99,7 +100,7 @@ def test_agglomeration_folds_outliers_and_caps_the_modes():
 
 @pytest.fixture(scope="module")
 def minilm():
-    return C.get_embedder("bundled:all-minilm-l6-v2")
+    return get_embedder("bundled:all-minilm-l6-v2")
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def test_hard_negatives_keep_the_quiet_contexts_nearest_to_the_activating_ones(m
 
 @pytest.fixture(scope="module")
 def minilm():
-    from neuronscope.explain.cluster import get_embedder
+    from neuronscope.models.embedder import get_embedder
 
     return get_embedder("bundled:all-minilm-l6-v2")
 

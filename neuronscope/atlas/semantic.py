@@ -16,7 +16,7 @@ def searchable(neurons: pd.DataFrame) -> np.ndarray:
 
 
 def embed_texts(texts: list[str]) -> np.ndarray:
-    from ..explain.cluster import embed, get_embedder
+    from ..models.embedder import embed, get_embedder
 
     return embed(get_embedder(EMBEDDER), texts)
 

@@ -11,13 +11,13 @@ Both drop groups too small to be a mode (``MIN_MODE_SHARE``)."""
 from __future__ import annotations
 
 import math
-import os
-import threading
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..models.embedder import embed
 
 SEED = 1234
 # Below this no split into k>1 modes counts as real structure. Calibrated on all-MiniLM-L6-v2:
@@ -41,29 +41,8 @@ CENTRE_WEIGHT = 0.5
 # MiniLM): enough for stable percentiles (1k and 21k words gave the same Q2), embedded in seconds.
 REFERENCE_STRIDE = 10
 
-_EMBEDDERS: dict[str, object] = {}
 # keyed by the embedder object itself: an id() could be reused by a later embedder
 _REFERENCES: weakref.WeakKeyDictionary[object, np.ndarray] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
-
-
-def get_embedder(spec: str):
-    """The sentence-transformers model for ``spec``, loaded once per worker process."""
-    with _LOCK:
-        if spec not in _EMBEDDERS:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            from ..models.bundled import resolve_embedder
-
-            _EMBEDDERS[spec] = SentenceTransformer(resolve_embedder(spec), device="cpu")
-        return _EMBEDDERS[spec]
-
-
-def embed(embedder, texts: list[str]) -> np.ndarray:
-    """Unit-length float32 embeddings (cosine geometry for k-means and the silhouette)."""
-    x = np.asarray(embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:

@@ -45,6 +45,7 @@ from ..config import ExplainConfig
 from ..errors import AgentOutputError
 from ..llm.agents import Agent
 from ..llm.base import Ledger, Metered
+from ..models.embedder import get_embedder
 from ..scoring import Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
 from . import agents, cluster, prompts
@@ -387,7 +388,7 @@ def explain_neuron(
     try:
         sp = split(*load(records), cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random)
         transcript.append(SplitEntry(sp.max_act, _ids(sp.explain), _ids(sp.heldout), _ids(sp.validation)))
-        embedder = embedder or cluster.get_embedder(cfg.embedder)
+        embedder = embedder or get_embedder(cfg.embedder)
         judges = _judges(metered, cfg, embedder, sp.max_act)
         control = control_explanation(
             layer, neuron, embedder=embedder, avoid=", ".join(activating(e, sp.max_act) for e in sp.explain)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..explain.cluster import embed
 from ..explain.exemplars import Exemplar
+from ..models.embedder import embed
 from .contexts import window_items
 from .metrics import auroc
 from .scorer import Item, Scorer
