@@ -140,7 +140,7 @@ def _plant(ecfg, windows, tok, n_per: int, seed: int = Q2_SEED, plant_seed: int 
 
 def _needed(ecfg) -> tuple[int, int]:
     """Q2's top-k and random-k: what the explain split of ``ecfg`` uses, no more."""
-    from neuronscope.explain.exemplars import needed
+    from neuronscope.exemplars import needed
 
     return needed(ecfg.n_explain, ecfg.n_heldout_top, ecfg.n_heldout_random)
 
@@ -149,7 +149,8 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
     """The activating-words clustering alone (it needs no LLM) on ``draws`` more draws of planted
     neurons, exactly as the workflow runs it on the explain exemplars: a figure less subject to
     the luck of one 24-neuron draw."""
-    from neuronscope.explain import cluster, exemplars
+    from neuronscope import exemplars
+    from neuronscope.explain import cluster
     from neuronscope.models.embedder import get_embedder
 
     ecfg = ExplainConfig(**{**cfg.explain.model_dump(), **Q2_EXPLAIN})

@@ -31,8 +31,8 @@ from common import append_results, header
 from neuronscope import stages
 from neuronscope.cli import config_from_args
 from neuronscope.config import ExplainConfig
+from neuronscope.exemplars import load, split
 from neuronscope.explain import agents
-from neuronscope.explain.exemplars import load, split
 from neuronscope.explain.simulate import Vocab
 from neuronscope.llm.base import Ledger, Metered
 from neuronscope.llm.vllm_backend import resolve_dtype

@@ -32,7 +32,7 @@ def score_hypothesis(
 ) -> dict:
     """{"scores": {scorer: {"score", "control", "metric"}}, "default", "control_explanation",
     "heldout"}: ``text`` and a control explanation on the neuron's held-out exemplars."""
-    from .explain.exemplars import load, split
+    from .exemplars import load, split
     from .explain.workflow import Judge
     from .llm.base import Ledger, Metered
     from .models.embedder import get_embedder

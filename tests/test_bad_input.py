@@ -115,7 +115,7 @@ def test_bad_config(cli, tmp_path, yaml_text, fragment):
 
 
 def test_non_finite_activations_fail_their_neuron_with_the_reason():
-    from neuronscope.explain.exemplars import load
+    from neuronscope.exemplars import load
 
     df = records([f"The report was filed in {m}." for m in sorted(MONTHS)[:3]], MONTHS)
     df.at[1, "activations"] = list(df.at[1, "activations"])[:-1] + [math.nan]

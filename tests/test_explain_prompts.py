@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from explain_helpers import MONTHS, records
 
+from neuronscope import exemplars as X
 from neuronscope.explain import agents
-from neuronscope.explain import exemplars as X
 from neuronscope.explain import prompts as P
 
 GOLDEN = Path(__file__).parent / "golden"

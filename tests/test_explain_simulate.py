@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from neuronscope.exemplars import Exemplar
 from neuronscope.explain import simulate as S
-from neuronscope.explain.exemplars import Exemplar
 from neuronscope.scoring import SimulationScorer
 from neuronscope.scoring import metrics as M
 

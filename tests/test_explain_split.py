@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from explain_helpers import MONTHS, records
 
-from neuronscope.explain import exemplars as X
+from neuronscope import exemplars as X
 
 SENTENCES = [
     f"Report number {i} was filed in {m} by the clerk."

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from explain_helpers import MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, planted, words
 
-from neuronscope.explain.exemplars import Exemplar
+from neuronscope.exemplars import Exemplar
 from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer
 from neuronscope.scoring import metrics as M
 from neuronscope.scoring.calibration import PASS_AT, calibration_sets, self_check

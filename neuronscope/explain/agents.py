@@ -8,10 +8,10 @@ from dataclasses import replace
 from functools import partial
 
 from ..errors import AgentOutputError
+from ..exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mark, mode_tokens, scaled
 from ..llm.agents import Agent
 from ..llm.base import GenParams, Message, Metered
 from . import parse, prompts
-from .exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mode_tokens, scaled
 from .transcript import AgentAnswer, AgentFailure, Entry
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
@@ -161,8 +161,7 @@ def case_lines(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
     for ex, pos, pred in cases:
         lo, hi = max(0, pos - 8), min(len(ex.tokens), pos + CONTEXT_AFTER + 1)
         toks = [escape(t) for t in ex.tokens[lo:hi]]
-        t = toks[pos - lo]
-        toks[pos - lo] = f"{t[: len(t) - len(t.lstrip())]}<<{t.lstrip()}>>"
+        toks[pos - lo] = mark(toks[pos - lo])
         true = int(scaled([ex.activations[pos]], max_act)[0])
         lines.append(f"<text>{''.join(toks).strip()}</text> true {true}, guessed {round(pred)}")
     return "\n".join(lines) or "(none)"

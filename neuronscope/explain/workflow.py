@@ -43,13 +43,13 @@ import pyarrow as pa
 
 from ..config import ExplainConfig
 from ..errors import AgentOutputError
+from ..exemplars import Exemplar, Split, activating, load, mode_tokens, split
 from ..llm.agents import Agent
 from ..llm.base import Ledger, Metered
 from ..models.embedder import get_embedder
 from ..scoring import Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
 from . import agents, cluster, prompts
-from .exemplars import Exemplar, Split, activating, load, mode_tokens, split
 from .transcript import (
     AgentAnswer,
     AgentFailure,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..explain.exemplars import Exemplar
+from ..exemplars import Exemplar
 from .metrics import pairwise_win
 
 # Below this the judge is flagged: it prefers the right name not much more often than a coin.

@@ -8,7 +8,8 @@ exemplars are negatives too: they are the hard ones, the same document without t
 
 from __future__ import annotations
 
-from ..explain.exemplars import MARK_AT, Exemplar, escape, scaled
+from ..exemplars import MARK_AT, Exemplar, escape, scaled
+from ..exemplars import mark as mark_token
 from .scorer import Item
 
 BEFORE, AFTER = 8, 3  # a 12-token context: what precedes the token matters most to a causal LM
@@ -22,8 +23,7 @@ def context_text(ex: Exemplar, pos: int, mark: bool = False) -> str:
     lo, hi = max(0, pos - BEFORE), min(len(ex.tokens), pos + AFTER + 1)
     toks = [escape(t) for t in ex.tokens[lo:hi]]
     if mark:
-        t = toks[pos - lo]
-        toks[pos - lo] = f"{t[: len(t) - len(t.lstrip())]}<<{t.lstrip()}>>"
+        toks[pos - lo] = mark_token(toks[pos - lo])
     return "".join(toks).strip()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..explain.exemplars import Exemplar
+from ..exemplars import Exemplar
 from ..models.embedder import embed
 from .contexts import window_items
 from .metrics import auroc

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..explain.exemplars import Exemplar
+from ..exemplars import Exemplar
 
 # A case whose truth and 0-10 guess differ by more than this is shown to the refine agent.
 MISTAKE_GAP = 2.0

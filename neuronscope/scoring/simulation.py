@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..explain.exemplars import Exemplar, scaled
+from ..exemplars import Exemplar, scaled
 from ..explain.simulate import Vocab, simulate
 from ..llm.agents import Agent
 from .metrics import pearson
