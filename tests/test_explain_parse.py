@@ -10,7 +10,7 @@ from neuronscope.explain.parse import ParseError, components, example_features, 
 def test_the_example_answers_features_are_dropped_from_an_answer():
     """The 135M deconstructor repeats its few-shot features on texts they do not fit; they are
     left out, and an answer with nothing of its own leaves its exemplar without features."""
-    from neuronscope.explain import prompts
+    from neuronscope import prompts
     from neuronscope.llm.agents import Agent
 
     shown = example_features(prompts.render(Agent.DECONSTRUCT, exemplar="<text>x</text>"))
@@ -84,7 +84,7 @@ def test_explanation_malformed(answer, reason):
 
 
 def _conversation():
-    from neuronscope.explain import prompts
+    from neuronscope import prompts
 
     return prompts.render(
         "explain",

@@ -10,8 +10,8 @@ import pytest
 from explain_helpers import MONTHS, records
 
 from neuronscope import exemplars as X
+from neuronscope import prompts as P
 from neuronscope.explain import agents
-from neuronscope.explain import prompts as P
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE = (

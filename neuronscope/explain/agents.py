@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
+from .. import prompts
 from ..errors import AgentOutputError
 from ..exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mark, mode_tokens, scaled
 from ..llm.agents import Agent
 from ..llm.base import GenParams, Message, Metered
-from . import parse, prompts
+from . import parse
 from .transcript import AgentAnswer, AgentFailure, Entry
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import prompts
 from ..exemplars import Exemplar, escape
 from ..llm.agents import Agent
-from . import prompts
 
 TOP_K = 20
 SLOT = "unknown"  # Bills et al.'s placeholder; a single token on the bundled tokenizer

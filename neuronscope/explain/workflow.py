@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .. import prompts
 from ..config import ExplainConfig
 from ..errors import AgentOutputError
 from ..exemplars import Exemplar, Split, activating, load, mode_tokens, split
@@ -49,7 +50,7 @@ from ..llm.base import Ledger, Metered
 from ..models.embedder import get_embedder
 from ..scoring import Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
-from . import agents, cluster, prompts
+from . import agents, cluster
 from .transcript import (
     AgentAnswer,
     AgentFailure,

@@ -8,7 +8,7 @@ from enum import StrEnum
 class Agent(StrEnum):
     """Every name an LLM call is booked under: the ledger's keys and agent entries' "agent".
 
-    The first seven each have a prompt template of the same name (``prompts/NAME.vN.txt``).
+    The first seven each have a prompt template of the same name (``prompts/templates/NAME.vN.txt``).
     """
 
     DECONSTRUCT = "deconstruct"

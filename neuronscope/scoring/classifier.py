@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
+from .. import prompts
 from ..exemplars import Exemplar
-from ..explain import prompts
 from ..explain.simulate import SLOT, TOP_K
 from ..llm.agents import Agent
 from .contexts import window_items

@@ -1,4 +1,4 @@
-"""Versioned prompt templates: ``prompts/NAME.vN.txt``, rendered into chat messages.
+"""Versioned prompt templates: ``templates/NAME.vN.txt``, rendered into chat messages.
 
 A template is a sequence of ``### role`` sections (system / user / assistant; earlier
 user/assistant pairs are the few-shot example). ``{name}`` fields are filled with str.format, so
@@ -18,7 +18,7 @@ from typing import cast
 from ..llm.agents import Agent
 from ..llm.base import Message, Role
 
-TEMPLATES = resources.files(__package__).joinpath("prompts")
+TEMPLATES = resources.files(__package__).joinpath("templates")
 _FILE = re.compile(r"(\w+)\.(v\d+)\.txt")
 _SECTION = re.compile(r"^### (system|user|assistant)\s*$", re.M)
 
