@@ -33,7 +33,6 @@ from neuronscope.cli import config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.exemplars import load, split
 from neuronscope.explain import agents
-from neuronscope.explain.simulate import Vocab
 from neuronscope.llm.base import Ledger, Metered
 from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
@@ -41,6 +40,7 @@ from neuronscope.models.embedder import get_embedder
 from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer
 from neuronscope.scoring.calibration import self_check
 from neuronscope.scoring.metrics import pairwise_win
+from neuronscope.scoring.simulate import Vocab
 
 BEFORE = "simulation (0-10, before)"
 

@@ -33,10 +33,9 @@ def score_hypothesis(
     """{"scores": {scorer: {"score", "control", "metric"}}, "default", "control_explanation",
     "heldout"}: ``text`` and a control explanation on the neuron's held-out exemplars."""
     from .exemplars import load, split
-    from .explain.workflow import Judge
     from .llm.base import Ledger, Metered
     from .models.embedder import get_embedder
-    from .scoring import make_scorer
+    from .scoring import Judge, make_scorer
     from .scoring.controls import control_explanation
 
     if not text.strip():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from neuronscope.exemplars import Exemplar
-from neuronscope.explain import simulate as S
 from neuronscope.scoring import SimulationScorer
 from neuronscope.scoring import metrics as M
+from neuronscope.scoring import simulate as S
 
 
 class CharTokenizer:

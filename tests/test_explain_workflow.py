@@ -295,9 +295,8 @@ def test_unusable_records_fail_cleanly(bad):
 
 def test_simulations_are_memoised_within_a_neuron():
     from neuronscope.exemplars import load
-    from neuronscope.explain.workflow import Judge
     from neuronscope.llm.base import Ledger, Metered
-    from neuronscope.scoring import SimulationScorer
+    from neuronscope.scoring import Judge, SimulationScorer
 
     top, _ = load(records(SENTENCES, MONTHS))
     ledger = Ledger()

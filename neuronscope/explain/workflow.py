@@ -48,7 +48,7 @@ from ..exemplars import Exemplar, Split, activating, load, mode_tokens, split
 from ..llm.agents import Agent
 from ..llm.base import Ledger, Metered
 from ..models.embedder import get_embedder
-from ..scoring import Scorer, ScoreResult, make_scorer
+from ..scoring import Judge, Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
 from . import agents, cluster
 from .transcript import (
@@ -93,21 +93,6 @@ class Mode:
     rounds: int = 0
     score: float = math.nan
     sim_score: float = math.nan
-
-
-class Judge:
-    """One scorer's results for one neuron, memoised: the refine loop and the final scoring ask
-    for the same (explanation, exemplars) pairs again, and each may cost an LLM pass."""
-
-    def __init__(self, scorer: Scorer, max_act: float):
-        self.scorer, self.max_act = scorer, max_act
-        self.memo: dict = {}
-
-    def __call__(self, jobs: list[tuple[str, list[Exemplar]]]) -> list[ScoreResult]:
-        keys = [(x, tuple(exs)) for x, exs in jobs]
-        todo = {k: job for k, job in zip(keys, jobs) if k not in self.memo}
-        self.memo.update(zip(todo, self.scorer(list(todo.values()), self.max_act)))
-        return [self.memo[k] for k in keys]
 
 
 def _score_entry(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ..llm.agents import Agent
 from .classifier import DetectionScorer, FuzzingScorer
 from .embedding import EmbeddingScorer
+from .judge import Judge
 from .scorer import Item, Scorer, ScoreResult
 from .simulation import SimulationScorer
 
@@ -41,6 +42,7 @@ __all__ = [
     "EmbeddingScorer",
     "FuzzingScorer",
     "Item",
+    "Judge",
     "ScoreResult",
     "Scorer",
     "SimulationScorer",

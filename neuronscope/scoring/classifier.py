@@ -14,11 +14,11 @@ import numpy as np
 
 from .. import prompts
 from ..exemplars import Exemplar
-from ..explain.simulate import SLOT, TOP_K
 from ..llm.agents import Agent
 from .contexts import window_items
 from .metrics import auroc, balanced_accuracy
 from .scorer import Item, Scorer
+from .simulate import SLOT, TOP_K
 
 
 class LabelScorer(Scorer):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..exemplars import Exemplar, scaled
-from ..explain.simulate import Vocab, simulate
 from ..llm.agents import Agent
 from .metrics import pearson
 from .scorer import Item, Scorer
+from .simulate import Vocab, simulate
 
 COVERAGE_R = 0.3  # an exemplar is covered when the simulation correlates above this on it
 

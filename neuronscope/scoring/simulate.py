@@ -1,4 +1,4 @@
-"""The all-at-once logprob simulator (Bills et al. 2023); ``neuronscope.scoring.simulation`` scores it.
+"""The all-at-once logprob simulator (Bills et al. 2023); ``simulation.py`` scores it.
 
 The prompt is built from token ids, so the position of every activation slot is known exactly:
 header(explanation), then one line ``<token text>\\t<slot>\\n`` per window token. One prompt-logprob
