@@ -163,8 +163,8 @@ def replay(pool, folder: str) -> dict:
 
 def tokens_by_agent(store: Store) -> dict[str, int]:
     """LLM tokens (in + out, cache hits included) per agent, summed over the transcripts' ledgers."""
-    from neuronscope.explain.outputs import iter_transcripts
-    from neuronscope.explain.transcript import LedgerEntry, entries_from_json
+    from neuronscope.results import iter_transcripts
+    from neuronscope.results.transcript import LedgerEntry, entries_from_json
 
     total: dict[str, int] = {}
     for _, _, objects in iter_transcripts(store):

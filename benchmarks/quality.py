@@ -37,10 +37,10 @@ from neuronscope import stages
 from neuronscope.cli import add_flags, config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import explain_run
-from neuronscope.explain.outputs import read_entries
-from neuronscope.explain.transcript import ClusterEntry
 from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
+from neuronscope.results import read_entries
+from neuronscope.results.transcript import ClusterEntry
 from neuronscope.store import Store
 
 Q2_EXPLAIN = {"method": "both"}  # otherwise the default settings

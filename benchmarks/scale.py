@@ -99,10 +99,10 @@ class ScriptedLLM:
 
 def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None, full_allowed=True):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
-    from neuronscope.explain.transcript import LedgerEntry, OtherEntry
     from neuronscope.explain.workflow import NeuronResult, result_row
     from neuronscope.llm.agents import Agent
     from neuronscope.llm.base import GenParams, Ledger, Metered
+    from neuronscope.results.transcript import LedgerEntry, OtherEntry
 
     top = records[records["kind"] == "top"].sort_values("rank")
     ledger = Ledger()

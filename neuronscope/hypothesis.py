@@ -6,8 +6,7 @@ from __future__ import annotations
 from . import layout, manifest
 from .config import RunConfig
 from .errors import ConfigError, NeuronScopeError
-from .explain.outputs import read_explanations
-from .show import neuron_rows
+from .results import neuron_rows, read_explanations
 from .store import Store
 
 

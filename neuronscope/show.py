@@ -3,48 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
-
-import pandas as pd
-import pyarrow.dataset as ds
 
 from . import layout
 from .errors import NeuronScopeError
-from .explain.outputs import neuron_explanations, read_transcript
+from .results import neuron_rows, read_transcript
 from .store import Store
-
-_LAYER_DIR = re.compile(r"/layer_(\d+)/")
-
-
-def read_stage(store: Store, prefix: str):
-    """A stage's whole table (``None`` when the run has no such table)."""
-    return store.read_parquet(prefix) if store.list(prefix) else None
-
-
-def _layer_keys(store: Store, prefix: str, layer: int) -> list[str]:
-    """The Parquet objects under ``prefix`` that may hold ``layer``: those in its ``layer_LLL/``
-    folder, and any outside a layer folder."""
-    out = []
-    for key in store.list(prefix):
-        m = _LAYER_DIR.search(key)
-        if key.endswith(".parquet") and (m is None or int(m[1]) == layer):
-            out.append(key)
-    return out
-
-
-def neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
-    """One neuron's rows of a stage's table (``None`` when the run has no such table), read
-    with a filter: only the row groups that may hold the neuron are fetched."""
-    if prefix.rstrip("/") == layout.EXPLANATIONS:
-        if not store.list(prefix):
-            return None
-        t = neuron_explanations(store, layer, neuron)
-        return None if t is None else t.to_pandas()
-    keys = _layer_keys(store, prefix, layer)
-    if not keys:
-        return pd.DataFrame() if store.list(prefix) else None
-    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
-    return store.read_parquet_where(keys, where).to_pandas()
 
 
 def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: int = 12) -> str:

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from . import manifest
 from .config import RunConfig
 from .explain.fanout import estimate_run
-from .explain.outputs import read_explanations
-from .explain.records import RecordsIndex
 from .explain.report import polysemanticity, polysemanticity_line
 from .lease import StageLease
 from .logs import Progress
 from .redact import redact_url
+from .results import RecordsIndex, read_explanations
 from .store import Store
 
 # Small enough for 2 CPU cores in minutes; every stage still runs in full.

@@ -14,8 +14,8 @@ from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, 
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import neuron_explanations, read_transcript, rows_table
-from neuronscope.explain.transcript import Entry, LedgerEntry, ScoreEntry
 from neuronscope.explain.workflow import explain_neuron
+from neuronscope.results.transcript import Entry, LedgerEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
 CFG = ExplainConfig(n_explain=8, n_heldout_top=3, n_heldout_random=3, max_modes=3, refine_rounds=1, max_in_flight=2)

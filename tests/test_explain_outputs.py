@@ -9,21 +9,22 @@ import pytest
 
 from neuronscope.explain.compact import FOLDERS, compact
 from neuronscope.explain.fanout import Outputs
-from neuronscope.explain.outputs import (
-    explanation_key,
+from neuronscope.explain.workflow import result_row
+from neuronscope.layout import explanation_key
+from neuronscope.llm.base import GenParams, Ledger, Metered
+from neuronscope.llm.cache import NeuronCache
+from neuronscope.parts import FolderIndex, part_keys, ranges
+from neuronscope.results import (
     iter_transcripts,
     neuron_explanations,
+    neuron_rows,
     read_explanations,
     read_transcript,
     write_result,
 )
-from neuronscope.explain.transcript import entries_from_json
-from neuronscope.explain.workflow import result_row
-from neuronscope.llm.base import GenParams, Ledger, Metered
-from neuronscope.llm.cache import NeuronCache
-from neuronscope.parts import FolderIndex, part_keys, ranges
+from neuronscope.results.transcript import entries_from_json
 from neuronscope.schema import EXPLANATIONS
-from neuronscope.show import neuron_rows, show_neuron
+from neuronscope.show import show_neuron
 from neuronscope.store import Store
 
 

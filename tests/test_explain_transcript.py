@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from neuronscope.explain.transcript import (
+from neuronscope.llm.agents import Agent
+from neuronscope.results.transcript import (
     AgentAnswer,
     AgentFailure,
     ClusterEntry,
@@ -20,7 +21,6 @@ from neuronscope.explain.transcript import (
     TriageEntry,
     entry_from_json,
 )
-from neuronscope.llm.agents import Agent
 
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Explanation:"}]
 # (entry, the object earlier versions wrote for it, key order included)

@@ -12,9 +12,9 @@ from explain_helpers import MONTHS, WordVocabulary, records
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain.fanout import rows_table
-from neuronscope.explain.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.llm.base import Completion
+from neuronscope.results.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS
 
 SENTENCES = [
@@ -226,7 +226,7 @@ def test_triage_keeps_the_single_pass_explanation_when_the_full_workflow_stays_m
 
 
 def test_triage_held_back_by_the_budget_says_so():
-    from neuronscope.explain.transcript import TriageEntry
+    from neuronscope.results.transcript import TriageEntry
 
     c = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method="triage")
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
@@ -244,7 +244,7 @@ def test_triage_held_back_by_the_budget_says_so():
 
 
 def test_triage_scores_the_baseline_once_under_the_decision_scorer():
-    from neuronscope.explain.transcript import ScoreEntry, TriageEntry
+    from neuronscope.results.transcript import ScoreEntry, TriageEntry
 
     res = _run(ScriptedLLM(single_pass="Explanation: rivers and lakes"), method="triage", scorer="embedding")
     (triage,) = [t for t in res.transcript if isinstance(t, TriageEntry)]

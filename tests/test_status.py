@@ -8,8 +8,8 @@ from atlas_helpers import EXPLAINED, make_run
 
 from neuronscope import manifest
 from neuronscope.cli import main
-from neuronscope.explain.outputs import write_result
 from neuronscope.explain.workflow import result_row
+from neuronscope.results import write_result
 from neuronscope.store import Store
 
 

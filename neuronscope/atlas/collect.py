@@ -10,7 +10,7 @@ import pyarrow as pa
 from .. import layout, schema
 from ..errors import NeuronScopeError
 from ..parts import FolderIndex
-from ..show import read_stage
+from ..results import read_stage
 from ..store import Store
 
 SOURCES = tuple(layout.prefix(f) for f in (layout.RECORDS, layout.STATS, layout.EXPLANATIONS))

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..explain.outputs import jsonable
+from ..results import jsonable
 from ..store import Store
 from .exemplars import exemplars
 from .semantic import similar_neurons

@@ -12,8 +12,8 @@ from ..errors import AgentOutputError
 from ..exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mark, mode_tokens, scaled
 from ..llm.agents import Agent
 from ..llm.base import GenParams, Message, Metered
+from ..results.transcript import AgentAnswer, AgentFailure, Entry
 from . import parse
-from .transcript import AgentAnswer, AgentFailure, Entry
 
 # Short answers: a 135M explainer drifts on long generations, and tokens out are the cost.
 # The token cap also bounds an explanation to about 20 words: longer ones simulate badly.

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .. import layout
 from ..parts import FolderIndex, neuron_of, part_keys
+from ..results import part_line
 
 ROW_GROUP_ROWS = 1024  # small row groups: one neuron's rows are read without the rest of the part
 READ_THREADS = 16
@@ -38,15 +39,6 @@ FOLDERS = (
     Folder(layout.TRANSCRIPTS, ".jsonl", False, True),
     Folder(layout.LLM_CACHE, ".parquet", False, False),
 )
-
-
-def part_line(layer: int, neuron: int, entries: list[dict]) -> str:
-    """A transcript part's line for one neuron; it starts with ``part_line_prefix``."""
-    return json.dumps({"layer": layer, "neuron": neuron, "transcript": entries}, ensure_ascii=False)
-
-
-def part_line_prefix(layer: int, neuron: int) -> str:
-    return part_line(layer, neuron, [])[: -len('"transcript": []}')]
 
 
 def _merge_parquet(store, keys: list[str]) -> pa.Table:

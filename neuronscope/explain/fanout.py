@@ -20,20 +20,22 @@ import numpy as np
 
 from .. import layout
 from ..config import ExplainConfig
-from ..parts import FolderIndex
-from ..selection import selected
-from .compact import FOLDERS, compact, leftovers
 
 # The stage's API: its callers import these from here.
-from .outputs import (  # noqa: F401
-    explanation_key,
+from ..layout import explanation_key, transcript_key  # noqa: F401
+from ..parts import FolderIndex
+from ..results import (  # noqa: F401
+    RecordsIndex,
+    code,
+    load_records,
     neuron_explanations,
     read_transcript,
     rows_table,
-    transcript_key,
+    uncode,
     write_result,
 )
-from .records import RecordsIndex, code, load_records, uncode  # noqa: F401
+from ..selection import selected
+from .compact import FOLDERS, compact, leftovers
 from .task import SUMMARY_COLUMNS, Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
 from .workflow import FULL_ATTEMPTS, explain_neuron
 

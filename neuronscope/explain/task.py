@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
+from ..results import read_neuron, write_result
+from ..results.transcript import NeuronError
 from ..schema import TOKEN_COLUMNS
 from ..store import Store
-from .outputs import write_result
-from .records import read_neuron
-from .transcript import NeuronError
 from .workflow import NeuronResult, result_row
 
 

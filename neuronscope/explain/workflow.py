@@ -48,10 +48,7 @@ from ..exemplars import Exemplar, Split, activating, load, mode_tokens, split
 from ..llm.agents import Agent
 from ..llm.base import Ledger, Metered
 from ..models.embedder import get_embedder
-from ..scoring import Judge, Scorer, ScoreResult, make_scorer
-from ..scoring.controls import control_explanation
-from . import agents, cluster
-from .transcript import (
+from ..results.transcript import (
     AgentAnswer,
     AgentFailure,
     ClusterEntry,
@@ -64,6 +61,9 @@ from .transcript import (
     SplitEntry,
     TriageEntry,
 )
+from ..scoring import Judge, Scorer, ScoreResult, make_scorer
+from ..scoring.controls import control_explanation
+from . import agents, cluster
 
 # The scorers' ledger entries: the NeuronScope method's and the baseline's.
 # Control scoring ("control") belongs to neither method: it counts in llm_calls only.

@@ -261,7 +261,7 @@ def export_neuron(run: str, layer: int, neuron: int) -> dict:
     """The ``NeuronRecord`` dict of one neuron of a run's records."""
     from .. import layout
     from ..errors import NeuronScopeError
-    from ..show import neuron_rows
+    from ..results import neuron_rows
     from ..store import Store
 
     store = Store.open(run)

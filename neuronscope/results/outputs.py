@@ -1,9 +1,10 @@
-"""Where the explain stage's outputs live, written per neuron and read per neuron.
+"""The explain stage's outputs, written per neuron and read per neuron or as one table.
 
 A neuron's explanation rows and transcript are first its own objects
 (``explanations/layer_LLL/neuron_NNNNN[.failed].parquet``, ``transcripts/.../neuron_NNNNN.jsonl``);
-compaction (``compact.py``) later merges finished neurons into the layer's parts. The
-explanation object is written last: it marks the neuron done.
+compaction (``explain/compact.py``) later merges finished neurons into the layer's parts: a
+transcript part holds one ``part_line`` per neuron. The explanation object is written last: it
+marks the neuron done.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from .. import layout
 from ..layout import explanation_key, transcript_key
 from ..parts import FolderIndex, neuron_of
 from ..schema import EXPLANATIONS, conform
-from .compact import part_line_prefix
 from .transcript import Entry, entries_from_json
+
+
+def part_line(layer: int, neuron: int, entries: list[dict]) -> str:
+    """A transcript part's line for one neuron; it starts with ``part_line_prefix``."""
+    return json.dumps({"layer": layer, "neuron": neuron, "transcript": entries}, ensure_ascii=False)
+
+
+def part_line_prefix(layer: int, neuron: int) -> str:
+    return part_line(layer, neuron, [])[: -len('"transcript": []}')]
 
 
 def jsonable(x):

@@ -1,4 +1,4 @@
-"""Which neurons the activation records hold, and one neuron's records, read straight from the store.
+"""The record stage's output read back: which neurons the records hold, and one neuron's records.
 
 The driver keeps only the (layer, neuron) keys of each records object; each workflow reads its
 own neuron's rows with a filter, so only the row groups whose statistics may hold them are fetched.

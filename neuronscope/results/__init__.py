@@ -1,0 +1,38 @@
+"""What the stages leave in a run, read and written: activation records, explanation rows and
+transcripts (typed entries), per neuron or as one table. The atlas and the commands read a run
+through here; the explain stage writes through here."""
+
+from .outputs import (
+    iter_transcripts,
+    jsonable,
+    neuron_explanations,
+    part_line,
+    part_line_prefix,
+    read_entries,
+    read_explanations,
+    read_transcript,
+    rows_table,
+    write_result,
+)
+from .records import RecordsIndex, code, load_records, read_neuron, uncode
+from .tables import neuron_rows, read_stage
+
+__all__ = [
+    "RecordsIndex",
+    "code",
+    "iter_transcripts",
+    "jsonable",
+    "load_records",
+    "neuron_explanations",
+    "neuron_rows",
+    "part_line",
+    "part_line_prefix",
+    "read_entries",
+    "read_explanations",
+    "read_neuron",
+    "read_stage",
+    "read_transcript",
+    "rows_table",
+    "uncode",
+    "write_result",
+]
