@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import layout, manifest
 from .config import RunConfig
 from .errors import ConfigError, NeuronScopeError
+from .report import detail_vs_control
 from .results import neuron_rows, read_explanations
 from .store import Store
 
@@ -70,5 +71,5 @@ def render(result: dict, text: str) -> str:
     lines = [f"explanation: {text}", f"control:     {result['control_explanation']}"]
     for name, s in result["scores"].items():
         mark = "  (the workflow's judge)" if name == result["default"] else ""
-        lines.append(f"  {name:<11} {s['score']:6.3f} vs control {s['control']:6.3f}  [{s['metric']}]{mark}")
+        lines.append(f"  {name:<11} {detail_vs_control(s['score'], s['control'], '6')}  [{s['metric']}]{mark}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import json
 
 from . import layout
 from .errors import NeuronScopeError
+from .report import detail_vs_control
 from .results import neuron_rows, read_transcript
 from .store import Store
 
@@ -14,10 +15,6 @@ def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: in
     lo, hi = max(0, max_pos - width), min(len(tokens), max_pos + 4)
     text = "".join(f"[[{t}]]" if i == max_pos else t for i, t in enumerate(tokens[lo:hi], start=lo))
     return text.replace("\n", "⏎")
-
-
-def _vs(score, control) -> str:
-    return f"{score:.3f} vs control {control:.3f}"
 
 
 def _explanation_lines(exp) -> list[str]:
@@ -32,9 +29,9 @@ def _explanation_lines(exp) -> list[str]:
     )
     out = [
         f"  scorer: {judge}; control explanation: {r['control_explanation']}",
-        f"  baseline    {_vs(r['baseline_score'], r['control_score'])} (simulation r "
-        f"{_vs(r['sim_baseline_score'], r['sim_control_score'])}): {r['baseline_explanation']}",
-        f"  neuronscope {_vs(r['score'], r['control_score'])} (simulation r {_vs(r['sim_score'], r['sim_control_score'])}), "
+        f"  baseline    {detail_vs_control(r['baseline_score'], r['control_score'])} (simulation r "
+        f"{detail_vs_control(r['sim_baseline_score'], r['sim_control_score'])}): {r['baseline_explanation']}",
+        f"  neuronscope {detail_vs_control(r['score'], r['control_score'])} (simulation r {detail_vs_control(r['sim_score'], r['sim_control_score'])}), "
         f"{int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:",
     ]
     for _, m in exp.iterrows():

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections.abc import Callable
 
 from . import manifest
 from .config import RunConfig
 from .explain.fanout import estimate_run
-from .explain.report import polysemanticity, polysemanticity_line
 from .lease import StageLease
 from .logs import Progress
 from .redact import redact_url
+from .report import number, polysemanticity, polysemanticity_line, score_vs_control
 from .results import RecordsIndex, read_explanations
 from .store import Store
 
@@ -137,15 +136,6 @@ def estimate_line(e: dict) -> str:
     )
 
 
-def _fmt(x) -> str:
-    return "  -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.2f}"
-
-
-def score_vs_control(score, control) -> str:
-    """'0.91 vs 0.48': a score beside its control, never alone."""
-    return f"{_fmt(score)} vs {_fmt(control)}"
-
-
 def _judge_line(store: Store, scorer: str) -> str:
     check = (manifest.load(store)["stages"].get("explain") or {}).get("self_check")
     if not check:
@@ -179,9 +169,9 @@ def summary_table(store: Store) -> str:
     if len(ok):
         m = ok[list(SCORE_COLUMNS)].mean()
         lines.append(
-            f"mean over {len(ok)} neurons: {scorer} single-pass {_fmt(m.baseline_score)}, neuronscope "
-            f"{_fmt(m.score)}, control {_fmt(m.control_score)}; simulation single-pass "
-            f"{_fmt(m.sim_baseline_score)}, neuronscope {_fmt(m.sim_score)}, control {_fmt(m.sim_control_score)}"
+            f"mean over {len(ok)} neurons: {scorer} single-pass {number(m.baseline_score)}, neuronscope "
+            f"{number(m.score)}, control {number(m.control_score)}; simulation single-pass "
+            f"{number(m.sim_baseline_score)}, neuronscope {number(m.sim_score)}, control {number(m.sim_control_score)}"
         )
         lines.append(polysemanticity_line(polysemanticity(df)))
     return "\n".join(lines)

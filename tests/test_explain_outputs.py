@@ -141,7 +141,7 @@ def test_a_merge_retried_after_some_deletes_writes_no_second_part(tmp_path, monk
 
 
 def test_a_run_without_explanations_reads_as_no_rows(tmp_path):
-    from neuronscope.explain.report import polysemanticity
+    from neuronscope.report import polysemanticity
 
     none = read_explanations(Store.open(str(tmp_path / "run")), ["layer", "neuron", "status", "n_modes"])
     assert none.empty and list(none.columns) == ["layer", "neuron", "status", "n_modes"]

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from ..stages import score_vs_control
+from ..report import score_vs_control
 from . import semantic
 
 NEURONS_KEY, TOKENS_KEY, INDEX_KEY = "neurons.parquet", "tokens.parquet", "explanations.faiss"

@@ -24,6 +24,7 @@ from ..config import ExplainConfig
 # The stage's API: its callers import these from here.
 from ..layout import explanation_key, transcript_key  # noqa: F401
 from ..parts import FolderIndex
+from ..report import progress_note
 from ..results import (  # noqa: F401
     RecordsIndex,
     code,
@@ -57,19 +58,6 @@ def pool_size(llm) -> int:
 
 def max_in_flight(cfg: ExplainConfig, llm) -> int:
     return cfg.max_in_flight or pool_size(llm) * IN_FLIGHT_PER_REPLICA
-
-
-def _fmt(x) -> str:
-    return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "-"
-
-
-def _note(cfg: ExplainConfig, s: dict) -> str:
-    if s["status"] != "ok":
-        return f"FAILED: {s['error']}"
-    return (
-        f"{cfg.scorer} {_fmt(s['score'])} baseline {_fmt(s['baseline_score'])} "
-        f"control {_fmt(s['control_score'])}, {s['n_modes']} mode(s)"
-    )
 
 
 def selection(index: RecordsIndex, cfg: ExplainConfig, neurons) -> np.ndarray:
@@ -280,7 +268,7 @@ class Driver:
         if self.progress:
             self.progress(
                 f"explain {self.tally.explained}/{self.total}: layer {s['layer']} neuron {s['neuron']}: "
-                f"{_note(self.cfg, s)}"
+                f"{progress_note(self.cfg.scorer, s)}"
             )
 
     def compact(self, layer: int) -> None:

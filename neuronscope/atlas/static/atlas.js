@@ -33,6 +33,7 @@ window.NS_DATA = window.NS_DATA || {};
   const svg = (tag, attrs, ...kids) => build(document.createElementNS("http://www.w3.org/2000/svg", tag), attrs, kids);
 
   const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+  // Scores as the page shows them; their terminal counterpart is neuronscope/report.py.
   const fmt = (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–");
   const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`; // a score is never shown alone
   const showToken = (t) => String(t).replace(/\n/g, "⏎");

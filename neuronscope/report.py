@@ -1,0 +1,73 @@
+"""How a run's numbers read in a terminal: every score beside its control, in one place, and
+how polysemantic the run's neurons are.
+
+The atlas page formats its scores in JavaScript (``atlas/static/atlas.js``, ``fmt`` and
+``pair``): its counterpart, to be kept alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# A missing score (None, or NaN: a neuron without that explanation, a set that cannot be
+# scored) in the terminal tables; the neuron views print NaN as it is ("nan").
+MISSING = "  -  "
+
+
+def number(x, spec: str = "5.2f", missing: str | None = MISSING) -> str:
+    """A score as text: ``format(x, spec)``, or ``missing`` where there is none (None or NaN).
+    ``missing=None``: NaN formats as what it is."""
+    if missing is not None and (x is None or (isinstance(x, float) and math.isnan(x))):
+        return missing
+    return format(x, spec)
+
+
+def score_vs_control(score, control, spec: str = "5.2f", between: str = "vs", missing: str | None = MISSING) -> str:
+    """'0.91 vs 0.48': a score beside its control, never alone. The tables and search hits use
+    the defaults; a neuron's own view (``show``, ``score``) writes 3 decimals "vs control"."""
+    return f"{number(score, spec, missing)} {between} {number(control, spec, missing)}"
+
+
+def detail_vs_control(score, control, width: str = "") -> str:
+    """'0.912 vs control 0.480': a neuron's view; ``width`` pads both numbers ("6")."""
+    return score_vs_control(score, control, f"{width}.3f", "vs control", None)
+
+
+def progress_note(scorer: str, s: dict) -> str:
+    """A finished neuron's progress line: its scores under ``scorer`` (``s``: its summary), or why it failed."""
+    if s["status"] != "ok":
+        return f"FAILED: {s['error']}"
+    score, baseline, control = (number(s[k], ".3f", "-") for k in ("score", "baseline_score", "control_score"))
+    return f"{scorer} {score} baseline {baseline} control {control}, {s['n_modes']} mode(s)"
+
+
+def polysemanticity(df: pd.DataFrame) -> dict:
+    """From EXPLANATIONS rows: neurons with k modes, the share with one mode, and both per layer
+    (neurons explained by the NeuronScope method only; failed ones are left out)."""
+    per = df[(df["status"] == "ok") & (df["n_modes"] > 0)].drop_duplicates(["layer", "neuron"])
+    if per.empty:
+        return {"neurons": 0}
+
+    def of(g: pd.DataFrame) -> dict:
+        counts = g["n_modes"].value_counts().sort_index()
+        return {
+            "neurons": len(g),
+            "modes": {int(k): int(v) for k, v in counts.items()},
+            "mean_modes": round(float(g["n_modes"].mean()), 3),
+            "single_mode_share": round(float((g["n_modes"] == 1).mean()), 3),
+        }
+
+    return {**of(per), "per_layer": {int(layer): of(g) for layer, g in per.groupby("layer")}}
+
+
+def polysemanticity_line(report: dict) -> str:
+    if not report.get("neurons"):
+        return "modes per neuron: no neuron explained by the NeuronScope method"
+    n = report["neurons"]
+    dist = ", ".join(f"{k} mode{'s' if k > 1 else ''}: {v} ({v / n:.0%})" for k, v in report["modes"].items())
+    layers = ", ".join(f"{layer}: {r['single_mode_share']:.0%}" for layer, r in report["per_layer"].items())
+    return (
+        f"modes per neuron ({n} neurons, mean {report['mean_modes']:.2f}): {dist}; single-mode share by layer: {layers}"
+    )
