@@ -100,11 +100,6 @@ class LLMConfig(_Strict):
         600.0, gt=0, description="seconds to wait for an LLM answer (or batch) before it counts as failed"
     )
     max_retries: int = Field(3, ge=0, description="retries of a failed or timed-out LLM request before it is an error")
-    temperature: float = Field(
-        0.0,
-        ge=0,
-        description="sampling temperature (not read yet: agents answer greedily and retry a malformed answer sampled)",
-    )
     seed: int = Field(0, description="vllm: the engine's sampling seed")
 
     @model_validator(mode="after")

@@ -93,11 +93,9 @@ class FolderIndex:
     def __init__(self, folder: str, keys):
         self.folder = folder
         self.layers: dict[int, LayerIndex] = {}
-        self.n_other = 0  # keys that follow no pattern (e.g. an older layout)
         for key in keys:
             m = _NAME.match(key)
             if not m or m["folder"] != folder:
-                self.n_other += 1
                 continue
             layer = self.layers.setdefault(int(m["layer"]), LayerIndex())
             if m["ranges"]:

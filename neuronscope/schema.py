@@ -109,10 +109,6 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
 def _fields(source: pa.Schema, names) -> list[pa.Field]:
     return [source.field(n) for n in names]
 

@@ -65,7 +65,7 @@ def test_part_names_list_their_neurons_and_split_when_long():
     index = FolderIndex(
         "transcripts", [k for k, _ in scattered] + ["transcripts/layer_000/neuron_00001.jsonl", "transcripts/notes.txt"]
     )
-    assert index.in_part(0, 398) and not index.in_part(0, 399) and index.n_other == 1
+    assert index.in_part(0, 398) and not index.in_part(0, 399) and set(index.layers) == {0}  # notes.txt ignored
     assert index.ok(0, 1) and index.sources(0, 1) == ["transcripts/layer_000/neuron_00001.jsonl"]
 
 
@@ -222,18 +222,6 @@ def test_the_response_cache_is_one_object_per_neuron_and_survives_compaction(tmp
     assert texts == ["D", "C"] and used.calls == 0 and engine.requests == 4
     other = NeuronCache(store, engine.model_id, 4, 8, index().sources(4, 8))
     assert _ask(other, engine, ["a"])[1].calls == 1  # another neuron's answers are not its own
-
-
-def test_older_per_request_cache_objects_are_still_used(tmp_path):
-    from neuronscope.llm.cache import ResponseCache
-
-    store = Store.open(str(tmp_path / "run"))
-    engine = _Counting()
-    _ask(ResponseCache(store, engine.model_id), engine, ["x", "y"])
-    index = FolderIndex.listing(store, "llm_cache")
-    assert index.n_other == 2
-    texts, used = _ask(NeuronCache(store, engine.model_id, 0, 0, [], legacy=True), engine, ["x", "y", "z"])
-    assert texts == ["X", "Y", "Z"] and used.calls == 1
 
 
 def test_a_bad_key_in_a_filtered_read_is_named(tmp_path):

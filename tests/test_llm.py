@@ -65,16 +65,18 @@ def test_ledger_books_calls_per_agent():
 
 
 def test_response_cache_makes_a_rerun_free_and_identical(tmp_path):
-    from neuronscope.llm.cache import ResponseCache
+    from neuronscope.llm.cache import NeuronCache
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
+    cache = lambda: NeuronCache(store, "model@rev", 0, 0, store.list("llm_cache/"))
 
     def session(engine):
-        ledger = Ledger()
-        llm = Metered(engine, ledger, ResponseCache(store, "model@rev"))
+        ledger, answers = Ledger(), cache()
+        llm = Metered(engine, ledger, answers)
         chats = llm.chat("explain", [[{"role": "user", "content": w}] for w in ("x", "y", "x")], GenParams())
         lps = llm.next_token_logprobs("simulate", [[5, 6, 7]], [[1, 2]], 2)
+        answers.flush()
         return chats, lps, ledger.total()
 
     first_engine, second_engine = _CountingLLM(), _CountingLLM()
@@ -85,7 +87,7 @@ def test_response_cache_makes_a_rerun_free_and_identical(tmp_path):
     assert (used2.calls, used2.cached) == (0, 4) and used1.tokens_in == used2.tokens_in
     # Other parameters are another key: no stale answer is served.
     ledger = Ledger()
-    Metered(second_engine, ledger, ResponseCache(store, "model@rev")).chat(
+    Metered(second_engine, ledger, cache()).chat(
         "explain", [[{"role": "user", "content": "x"}]], GenParams(max_tokens=7)
     )
     assert ledger.total().calls == 1

@@ -91,10 +91,6 @@ class Outputs:
     def cache_sources(self, layer: int, neuron: int) -> list[str]:
         return self.index[layout.LLM_CACHE].sources(layer, neuron)
 
-    @property
-    def legacy_cache(self) -> bool:
-        return self.index[layout.LLM_CACHE].n_other > 0
-
 
 class Tally:
     """Running counts and score sums: the driver keeps no per-neuron list."""
@@ -324,9 +320,7 @@ def explain_run(
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
         out_store.delete(key)
     layers, units = uncode(todo)
-    shared = Shared(
-        records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron, outputs.legacy_cache
-    )
+    shared = Shared(records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron)
     driver = Driver(ray.put(shared), shared, outputs, index, max_in_flight(cfg, llm), int(sum(pending)), progress)
     if cfg.budget is not None:
         driver.before = spent_before(out_store, todo[~pending])

@@ -27,7 +27,6 @@ class Shared:
     embedder: object
     calibrated: bool | None
     workflow: Callable[..., NeuronResult]  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
-    legacy_cache: bool  # the run has per-request cache objects of an older layout
 
 
 # The row columns task_summary reads (a rerun rebuilds earlier neurons' summaries from them).
@@ -69,7 +68,7 @@ def run_task(
     """``full_allowed``: see ``explain_neuron`` (False: the run's budget holds triage's full workflow back)."""
     records = read_neuron(s.records, record_keys, layer, neuron)
     model_id = getattr(s.llm, "model_id", None)
-    cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources, s.legacy_cache) if model_id else None
+    cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources) if model_id else None
     try:
         result = s.workflow(
             layer,

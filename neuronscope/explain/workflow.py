@@ -346,7 +346,7 @@ def explain_neuron(
     loaded once per process. ``clustering`` (default ``cfg.clustering``) is "activation" (modes of
     the activating words) or "components" (the paper's); the other one is always computed too and
     reported in the transcript.
-    ``cache`` is an optional response cache (``neuronscope.llm.cache.ResponseCache``);
+    ``cache`` is an optional response cache (``neuronscope.llm.cache.NeuronCache``);
     ``calibrated`` is the run's scorer self-check verdict, carried into the rows.
     ``full_allowed=False`` (method triage, a run short of budget): single-pass only, even where
     the full workflow would be due (the row's method says so).

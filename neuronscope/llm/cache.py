@@ -1,10 +1,8 @@
 """Content-addressed LLM response cache in the run's store: reruns are reproducible and free.
 
-Two layouts. ``ResponseCache``: one JSON object per request (``llm_cache/hh/HASH.json``), looked
-up in parallel. ``NeuronCache``: what the explain fan-out uses; one neuron's answers live in one
-Parquet object (``llm_cache/layer_LLL/neuron_NNNNN.parquet``, later compacted into the layer's
-parts), read once when the neuron starts and written once when it ends, falling back to the
-per-request objects of older runs.
+One neuron's answers live in one Parquet object (``llm_cache/layer_LLL/neuron_NNNNN.parquet``,
+later compacted into the layer's parts), read once when the neuron starts and written once when
+it ends.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -24,51 +21,17 @@ from ..store import Store
 # explanations) gets new keys by itself. What the text cannot show is how a backend turns it into
 # model input (chat template flags, answer prefill): bump this when that changes.
 KEY_FORMAT = 1
-LOOKUP_THREADS = 16  # per-request objects: latency-bound GETs
 ENTRIES = pa.schema([("layer", pa.int32()), ("neuron", pa.int32()), ("key", pa.string()), ("value", pa.string())])
 
 
-class ResponseCache:
-    """JSON responses keyed by the sha256 of everything that determines them."""
+class NeuronCache:
+    """The response cache of one neuron's workflow: JSON responses keyed by the sha256 of
+    everything that determines them. ``sources``: the objects that may hold its earlier answers
+    (the layer's parts that list the neuron, its own object)."""
 
-    def __init__(self, store: Store, model_id: str, prefix: str = layout.LLM_CACHE):
-        self.store = store
-        self.model_id = model_id
-        self.prefix = prefix.rstrip("/")
-
-    def key(self, kind: str, payload, params: dict) -> str:
-        blob = json.dumps([KEY_FORMAT, self.model_id, kind, payload, params], sort_keys=True, separators=(",", ":"))
-        h = hashlib.sha256(blob.encode()).hexdigest()
-        return f"{self.prefix}/{h[:2]}/{h}.json"
-
-    def get(self, key: str):
-        return self.store.read_json(key) if self.store.exists(key) else None
-
-    def get_many(self, keys: list[str]) -> list:
-        """The cached value of each key, or None; the lookups run in parallel."""
-        if len(keys) <= 1:
-            return [self.get(k) for k in keys]
-        with ThreadPoolExecutor(min(LOOKUP_THREADS, len(keys))) as pool:
-            return list(pool.map(self.get, keys))
-
-    def put(self, key: str, value) -> None:
-        self.store.write_json(key, value)
-
-    def put_many(self, items: dict) -> None:
-        for key, value in items.items():
-            self.put(key, value)
-
-
-class NeuronCache(ResponseCache):
-    """The response cache of one neuron's workflow. ``sources``: the objects that may hold its
-    earlier answers (the layer's parts that list the neuron, its own object); ``legacy``: whether
-    the run also has per-request objects to fall back on."""
-
-    def __init__(
-        self, store: Store, model_id: str, layer: int, neuron: int, sources: Sequence[str] = (), legacy: bool = False
-    ):
-        super().__init__(store, model_id)
-        self.layer, self.neuron, self.legacy = layer, neuron, legacy
+    def __init__(self, store: Store, model_id: str, layer: int, neuron: int, sources: Sequence[str] = ()):
+        self.store, self.model_id = store, model_id
+        self.layer, self.neuron = layer, neuron
         self.own_key = layout.cache_key(layer, neuron)
         self.entries: dict[str, str] = {}
         self.own: dict[str, str] = {}  # what the neuron's own object holds (read, then added)
@@ -83,13 +46,15 @@ class NeuronCache(ResponseCache):
             self.entries.update(self.own)
         self.fresh = False
 
+    def key(self, kind: str, payload, params: dict) -> str:
+        blob = json.dumps([KEY_FORMAT, self.model_id, kind, payload, params], sort_keys=True, separators=(",", ":"))
+        h = hashlib.sha256(blob.encode()).hexdigest()
+        # the name of the one-object-per-answer layout of early runs: stored entries are keyed by it
+        return f"{layout.LLM_CACHE}/{h[:2]}/{h}.json"
+
     def get_many(self, keys: list[str]) -> list:
-        found = [json.loads(self.entries[k]) if k in self.entries else None for k in keys]
-        missing = [i for i, f in enumerate(found) if f is None]
-        if self.legacy and missing:
-            for i, value in zip(missing, super().get_many([keys[i] for i in missing])):
-                found[i] = value
-        return found
+        """The cached value of each key, or None."""
+        return [json.loads(self.entries[k]) if k in self.entries else None for k in keys]
 
     def put_many(self, items: dict) -> None:
         for key, value in items.items():
