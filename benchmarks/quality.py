@@ -36,7 +36,7 @@ from common import append_results, header
 from neuronscope import stages
 from neuronscope.cli import add_flags, config_from_args
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.fanout import explain_run
+from neuronscope.explain import RunContext, explain_run
 from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
 from neuronscope.results import read_entries
@@ -176,7 +176,7 @@ def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
     planted = _plant(ecfg, windows, tok, n_per)
     store = Store.open(run)
     store.write_parquet(records_key(0, 0), pa.concat_tables([p.table for p in planted]))
-    explain_run(store, store, llm, ecfg, progress=progress)
+    explain_run(RunContext(store, store, llm, ecfg), progress=progress)
     rows = store.read_parquet("explanations/").to_pandas()
     out = {"components": [], "activation": []}
     for p in planted:

@@ -8,7 +8,7 @@ fresh run, and reports the driver's peak memory: Python allocations (tracemalloc
 memory pool peak, both taken in the driver process only.
 
 The explain step is replaced by a TRIVIAL WORKLOAD (``trivial_workflow`` below, passed as
-``explain_run(workflow=...)``; nowhere else): it reads the neuron's records like the real
+``RunContext(workflow=...)``; nowhere else): it reads the neuron's records like the real
 workflow, asks a scripted stand-in LLM three questions through the run's response cache, and
 writes one explanation row and a transcript. This measures the driver and the store, not
 explanations.
@@ -132,7 +132,7 @@ def measure(records_uri: str, out_uri: str, n: int) -> dict:
     import ray
 
     from neuronscope.config import ExplainConfig
-    from neuronscope.explain.fanout import explain_run
+    from neuronscope.explain import RunContext, explain_run
     from neuronscope.store import Store
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -142,7 +142,7 @@ def measure(records_uri: str, out_uri: str, n: int) -> dict:
     arrow0 = pool.max_memory() or 0
     tracemalloc.start()
     t0 = time.time()
-    summary = explain_run(records, out, ScriptedLLM(), cfg, workflow=trivial_workflow)
+    summary = explain_run(RunContext(records, out, ScriptedLLM(), cfg, workflow=trivial_workflow))
     seconds = time.time() - t0
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -150,14 +150,14 @@ def measure(records_uri: str, out_uri: str, n: int) -> dict:
     objects = {f: len(out.list(f)) for f in FOLDERS}
     return {
         "neurons": n,
-        "ok": summary["ok"],
-        "failed": summary["failed"],
+        "ok": summary.ok,
+        "failed": summary.failed,
         "seconds": round(seconds, 1),
         "python_peak": py_peak,
         "arrow_peak": max(0, (pool.max_memory() or 0) - arrow0),
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "objects": objects,
-        "compaction_errors": summary["compaction_errors"],
+        "compaction_errors": summary.compaction_errors,
     }
 
 
@@ -179,7 +179,8 @@ def dry_explain(records: str, out: str, dry: bool) -> dict:
 
     selection = {"layers": str(DRY_LAYER), "neurons": f"0-{DRY_NEURONS - 1}"}
     cfg = RunConfig(explain={**selection, "dry_run": dry})
-    summary = stages.run_explain(cfg, records, out, printer())
+    result = stages.run_explain(cfg, records, out, printer())
+    summary = result.as_dict() if isinstance(result, stages.Estimate) else result
     return {k: summary.get(k) for k in DRY_KEYS if k in summary}
 
 
@@ -278,7 +279,7 @@ def _memory_section(m: dict) -> str:
     objs = lambda r: ", ".join(f"{k} {v}" for k, v in r["objects"].items())
     return f"""Memory part: local run folder, 2-CPU Ray.
 Records: synthetic, {LAYERS} layers x {NEURONS} neurons, {TOP} top + {RANDOM} random exemplars of {WINDOW} tokens each ({m["records_rows"]} rows, one object per layer and {SHARD} neurons).
-The explain step is a **trivial workload** (`trivial_workflow` in the script, passed to `explain_run` as `workflow=` in this benchmark only): it reads the neuron's records, asks a scripted stand-in LLM three questions through the response cache and writes one row and a transcript. The figures are the fan-out driver's and the store's, not the explanations'.
+The explain step is a **trivial workload** (`trivial_workflow` in the script, passed to `explain_run` as its `RunContext`'s `workflow` in this benchmark only): it reads the neuron's records, asks a scripted stand-in LLM three questions through the response cache and writes one row and a transcript. The figures are the fan-out driver's and the store's, not the explanations'.
 
 | figure | {SIZES[0]} neurons | {SIZES[1]} neurons |
 |---|---|---|

@@ -143,7 +143,7 @@ def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, pr
 def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> dict:
     from scipy.stats import spearmanr
 
-    from neuronscope.explain.fanout import load_records
+    from neuronscope.results import load_records
     from neuronscope.store import Store
 
     stages.run_record(cfg, run, progress)

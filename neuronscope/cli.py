@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "explain":
             out = args.out or args.records
             cfg = config_from_args(args)
-            summary = stages.run_explain(cfg, args.records, out, progress)
-            if cfg.explain.dry_run:
-                print(stages.estimate_line(summary))
+            result = stages.run_explain(cfg, args.records, out, progress)
+            if isinstance(result, stages.Estimate):
+                print(stages.estimate_line(result))
             else:
                 from .store import Store
 

@@ -35,12 +35,13 @@ def detail_vs_control(score, control, width: str = "") -> str:
     return score_vs_control(score, control, f"{width}.3f", "vs control", None)
 
 
-def progress_note(scorer: str, s: dict) -> str:
-    """A finished neuron's progress line: its scores under ``scorer`` (``s``: its summary), or why it failed."""
-    if s["status"] != "ok":
-        return f"FAILED: {s['error']}"
-    score, baseline, control = (number(s[k], ".3f", "-") for k in ("score", "baseline_score", "control_score"))
-    return f"{scorer} {score} baseline {baseline} control {control}, {s['n_modes']} mode(s)"
+def progress_note(scorer: str, s) -> str:
+    """A finished neuron's progress line: its scores under ``scorer``, or why it failed (``s``:
+    its summary, with status, error, score, baseline_score, control_score and n_modes)."""
+    if s.status != "ok":
+        return f"FAILED: {s.error}"
+    score, baseline, control = (number(x, ".3f", "-") for x in (s.score, s.baseline_score, s.control_score))
+    return f"{scorer} {score} baseline {baseline} control {control}, {s.n_modes} mode(s)"
 
 
 def polysemanticity(df: pd.DataFrame) -> dict:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from . import manifest
 from .config import RunConfig
-from .explain.fanout import estimate_run
+from .explain import Estimate, RunContext, estimate_run
 from .lease import StageLease
 from .logs import Progress
 from .redact import redact_url
@@ -64,20 +64,22 @@ def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
         return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
 
 
-def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict:
+def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict | Estimate:
+    """The explain stage; returns its summary (as the manifest holds it), or with ``--dry-run``
+    the estimate (nothing of the sample is kept)."""
     src = Store.open(records)
     index = RecordsIndex.scan(src)  # lists and checks the records before anything starts
     store = Store.open(out)
     store.check_writable()
     if cfg.explain.dry_run:  # writes only a scratch folder, removed after: no stage, no lease
         ensure_ray()
-        return estimate_run(src, store, llm or start_llm(cfg, progress), cfg.explain, progress, index=index)
+        return estimate_run(RunContext(src, store, llm or start_llm(cfg, progress), cfg.explain), progress, index)
     with StageLease(store, "explain"):  # before the LLM starts: a second process refuses at once
         return _explain(cfg, src, store, progress, llm, index)
 
 
 def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, index) -> dict:
-    from .explain.fanout import explain_run
+    from .explain import explain_run
 
     ensure_ray()
     if llm is None:
@@ -92,11 +94,10 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, 
         check = self_check(cfg, llm, progress) if cfg.explain.self_check else None
         if check is not None:
             manifest.note_stage(store, "explain", "self_check", check.as_dict())
-        summary = explain_run(
-            src, store, llm, cfg.explain, None, progress, calibrated=check and check.passed, index=index
-        )
+        run = RunContext(src, store, llm, cfg.explain, calibrated=check and check.passed)
+        summary = explain_run(run, None, progress, index=index)
         poly = polysemanticity(read_explanations(store, ["layer", "neuron", "status", "n_modes"]))
-        return {**summary, "self_check": check.as_dict() if check else None, "polysemanticity": poly}
+        return {**summary.as_dict(), "self_check": check.as_dict() if check else None, "polysemanticity": poly}
 
     return _staged(store, "explain", inputs, config, work)
 
@@ -126,13 +127,13 @@ def start_llm(cfg: RunConfig, progress: Progress):
     return OpenAIClient(cfg.llm)
 
 
-def estimate_line(e: dict) -> str:
+def estimate_line(e: Estimate) -> str:
     """The ``--dry-run`` verdict in one line."""
-    hours = e["seconds"] / 3600
+    hours = e.seconds / 3600
     return (
-        f"dry run: {e['sample']} of {e['pending']} pending neurons explained in {e['sample_seconds']} s "
-        f"({e['sample_failed']} failed), {e['tokens_per_neuron']:,} LLM tokens per neuron; the whole "
-        f"selection: ~{e['tokens']:,} tokens, ~{hours:.1f} h at this LLM pool's pace (nothing was kept)"
+        f"dry run: {e.sample} of {e.pending} pending neurons explained in {e.sample_seconds} s "
+        f"({e.sample_failed} failed), {e.tokens_per_neuron:,} LLM tokens per neuron; the whole "
+        f"selection: ~{e.tokens:,} tokens, ~{hours:.1f} h at this LLM pool's pace (nothing was kept)"
     )
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
 
-from neuronscope.explain.fanout import write_result
 from neuronscope.explain.workflow import result_row
 from neuronscope.layout import records_key, stats_key
+from neuronscope.results import write_result
 from neuronscope.results.transcript import entries_from_json
 from neuronscope.schema import RECORDS, STATS, conform
 

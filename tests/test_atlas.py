@@ -26,7 +26,7 @@ from neuronscope.atlas.serve import start
 from neuronscope.atlas.site import js_shard, shard_name
 from neuronscope.atlas.table import density
 from neuronscope.cli import main
-from neuronscope.explain.fanout import write_result
+from neuronscope.results import write_result
 from neuronscope.store import Store
 
 

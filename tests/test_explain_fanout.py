@@ -13,7 +13,9 @@ import test_explain_workflow as tw
 from explain_helpers import MONTHS, records
 
 from neuronscope.config import ExplainConfig
-from neuronscope.explain import fanout
+from neuronscope.explain import NeuronSummary, RunContext, estimate_run, explain_run, schedule
+from neuronscope.explain.budget import Tally, full_fits
+from neuronscope.results import neuron_explanations, read_transcript
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
 EMB = tw.PlantedEmbedder()  # no sentence-transformers model to load in the workers
@@ -57,19 +59,19 @@ def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_m
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
     seen = []
-    summary = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, seen.append, embedder=EMB)
-    assert summary["neurons"] == 4 and summary["ok"] == 3 and summary["failed"] == 1, summary
-    assert "at least 2 top" in summary["failures"]["1/3"] and len(seen) == 4
+    summary = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB), None, seen.append)
+    assert summary.neurons == 4 and summary.ok == 3 and summary.failed == 1, summary
+    assert "at least 2 top" in summary.failures["1/3"] and len(seen) == 4
     for n in range(4):
-        t = fanout.neuron_explanations(store, 1, n)
+        t = neuron_explanations(store, 1, n)
         assert t.schema == EXPLANATIONS
-        assert fanout.read_transcript(store, 1, n)
+        assert read_transcript(store, 1, n)
     # Done neurons are skipped; the failed one is tried again (and fails the same way).
-    again = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, embedder=EMB)
-    assert again["skipped"] == 3 and again["explained"] == 1 and again["failed"] == 1
+    again = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB))
+    assert again.skipped == 3 and again.explained == 1 and again.failed == 1
     # A selection names neurons explicitly; one without records is a recorded failure.
-    only = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, [(1, 0), (1, 9)], embedder=EMB)
-    assert only["skipped"] == 1 and only["failures"] == {"1/9": "no activation records for this neuron"}
+    only = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB), [(1, 0), (1, 9)])
+    assert only.skipped == 1 and only.failures == {"1/9": "no activation records for this neuron"}
 
 
 def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_test_modules):
@@ -78,10 +80,10 @@ def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_tes
     store = Store.open(str(tmp_path / "run"))
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2)
-    summary = fanout.explain_run(store, store, Exploding(), cfg, [(1, 0), (1, 1)], embedder=EMB)
-    assert summary["failed"] == 2
-    assert all("RuntimeError: engine on fire" in v for v in summary["failures"].values())
-    row = fanout.neuron_explanations(store, 1, 0).to_pylist()[0]
+    summary = explain_run(RunContext(store, store, Exploding(), cfg, embedder=EMB), [(1, 0), (1, 1)])
+    assert summary.failed == 2
+    assert all("RuntimeError: engine on fire" in v for v in summary.failures.values())
+    row = neuron_explanations(store, 1, 0).to_pylist()[0]
     assert row["status"] == "failed" and row["mode"] == -1
 
 
@@ -95,8 +97,8 @@ def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cach
     store, fresh = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "fresh"))
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2, compact_every=2)
-    summary = fanout.explain_run(store, store, Cached(), cfg, None, embedder=EMB)
-    assert summary["ok"] == 3 and summary["compaction_errors"] == []
+    summary = explain_run(RunContext(store, store, Cached(), cfg, embedder=EMB))
+    assert summary.ok == 3 and summary.compaction_errors == []
     # Only the failed neuron keeps objects of its own; the three others are in parts.
     for folder in ("explanations/", "transcripts/", "llm_cache/"):
         keys = store.list(folder)
@@ -104,13 +106,13 @@ def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cach
     assert store.read_parquet("explanations/").num_rows == len(
         set(store.read_parquet("explanations/").to_pandas()[["neuron", "mode"]].itertuples())
     )
-    again = fanout.explain_run(store, store, Cached(), cfg, [(1, 0), (1, 1), (1, 2)], embedder=EMB)
-    assert again["skipped"] == 3 and again["explained"] == 0
+    again = explain_run(RunContext(store, store, Cached(), cfg, embedder=EMB), [(1, 0), (1, 1), (1, 2)])
+    assert again.skipped == 3 and again.explained == 0
     for key in store.list("llm_cache/"):
         fresh.write_bytes(key, store.read_bytes(key))
-    replay = fanout.explain_run(store, fresh, Cached(), cfg, [(1, 0), (1, 1), (1, 2)], embedder=EMB)
+    replay = explain_run(RunContext(store, fresh, Cached(), cfg, embedder=EMB), [(1, 0), (1, 1), (1, 2)])
     rows = fresh.read_parquet("explanations/").to_pandas()
-    assert replay["ok"] == 3 and (rows["llm_calls"] == 0).all() and (rows["llm_tokens_in"] > 0).all()
+    assert replay.ok == 3 and (rows["llm_calls"] == 0).all() and (rows["llm_tokens_in"] > 0).all()
 
 
 def test_in_flight_default_follows_the_llm_pool():
@@ -118,9 +120,9 @@ def test_in_flight_default_follows_the_llm_pool():
         actors = [object()] * 3
 
     cfg = ExplainConfig()
-    assert fanout.max_in_flight(cfg, Pool()) == 3 * fanout.IN_FLIGHT_PER_REPLICA
-    assert fanout.max_in_flight(cfg, tw.ScriptedLLM()) == fanout.IN_FLIGHT_PER_REPLICA
-    assert fanout.max_in_flight(ExplainConfig(max_in_flight=5), Pool()) == 5
+    assert schedule.max_in_flight(cfg, Pool()) == 3 * schedule.IN_FLIGHT_PER_REPLICA
+    assert schedule.max_in_flight(cfg, tw.ScriptedLLM()) == schedule.IN_FLIGHT_PER_REPLICA
+    assert schedule.max_in_flight(ExplainConfig(max_in_flight=5), Pool()) == 5
 
 
 def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_with_test_modules):
@@ -130,20 +132,20 @@ def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_wi
     month_neurons(store, 10)
     month_neurons(probe, 1)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1)
-    per_neuron = fanout.explain_run(probe, probe, tw.ScriptedLLM(), cfg, None, embedder=EMB)["tokens"]
+    per_neuron = explain_run(RunContext(probe, probe, tw.ScriptedLLM(), cfg, embedder=EMB)).tokens
     seen = []
     capped = cfg.model_copy(update={"budget": int(2.5 * per_neuron)})
-    first = fanout.explain_run(store, store, tw.ScriptedLLM(), capped, None, seen.append, embedder=EMB)
-    assert first["ok"] == 3 and first["left_by_budget"] == 7 and first["tokens"] == 3 * per_neuron, first
+    first = explain_run(RunContext(store, store, tw.ScriptedLLM(), capped, embedder=EMB), None, seen.append)
+    assert first.ok == 3 and first.left_by_budget == 7 and first.tokens == 3 * per_neuron, first
     assert "token budget reached" in seen[-1] and "7 neurons left pending" in seen[-1]
     # the budget covers the selection, not one run: the same budget again starts nothing new
-    same = fanout.explain_run(store, store, tw.ScriptedLLM(), capped, None, embedder=EMB)
-    assert same["explained"] == 0 and same["tokens_before"] == 3 * per_neuron and same["left_by_budget"] == 7, same
+    same = explain_run(RunContext(store, store, tw.ScriptedLLM(), capped, embedder=EMB))
+    assert same.explained == 0 and same.tokens_before == 3 * per_neuron and same.left_by_budget == 7, same
     larger = capped.model_copy(update={"budget": int(5.5 * per_neuron)})
-    more = fanout.explain_run(store, store, tw.ScriptedLLM(), larger, None, embedder=EMB)
-    assert more["ok"] == 3 and more["left_by_budget"] == 4, more
-    rest = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, None, embedder=EMB)
-    assert rest["skipped"] == 6 and rest["ok"] == 4 and rest["left_by_budget"] == 0
+    more = explain_run(RunContext(store, store, tw.ScriptedLLM(), larger, embedder=EMB))
+    assert more.ok == 3 and more.left_by_budget == 4, more
+    rest = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB))
+    assert rest.skipped == 6 and rest.ok == 4 and rest.left_by_budget == 0
 
 
 def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(
@@ -156,17 +158,17 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
     month_neurons(probe, 1)
     weak = tw.ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1, method="triage")
-    fanout.explain_run(probe, probe, weak, cfg, None, embedder=EMB)
+    explain_run(RunContext(probe, probe, weak, cfg, embedder=EMB))
     row = probe.read_parquet("explanations/").to_pandas().iloc[0]
     single = int(row["baseline_llm_tokens_in"] + row["baseline_llm_tokens_out"])
     extra = int(row["llm_tokens_in"] + row["llm_tokens_out"])
     assert row["method"] == "triage/neuronscope" and single > 0 and extra > 0
     seen = []
     capped = cfg.model_copy(update={"budget": 10 * single + int(2.5 * extra)})
-    run = fanout.explain_run(store, store, weak, capped, None, seen.append, embedder=EMB)
+    run = explain_run(RunContext(store, store, weak, capped, embedder=EMB), None, seen.append)
     # two full workflows fit beside ten single-pass ones; a third would not
-    assert run["ok"] == 10 and run["left_by_budget"] == 0 and run["tokens"] == 10 * single + 2 * extra, run
-    assert run["methods"] == {"triage/neuronscope": 2, "triage/single-pass (budget)": 8}
+    assert run.ok == 10 and run.left_by_budget == 0 and run.tokens == 10 * single + 2 * extra, run
+    assert run.methods == {"triage/neuronscope": 2, "triage/single-pass (budget)": 8}
     got = store.read_parquet("explanations/").to_pandas().drop_duplicates(["neuron"]).set_index("neuron")["method"]
     assert list(got.sort_index()) == ["triage/neuronscope"] * 2 + ["triage/single-pass (budget)"] * 8
     assert sum("neurons left get the single-pass explanation only" in m for m in seen) == 1
@@ -182,12 +184,12 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
             raise KeyboardInterrupt  # the driver dies with nothing in flight (max_in_flight 1)
 
     with pytest.raises(KeyboardInterrupt):
-        fanout.explain_run(again, again, weak, capped, None, killed_after_four, embedder=EMB)
-    resumed = fanout.explain_run(again, again, weak, capped, None, embedder=EMB)
-    assert resumed["skipped"] == 4 and resumed["ok"] == 6 and resumed["left_by_budget"] == 0, resumed
-    assert resumed["tokens_before"] + resumed["tokens"] == run["tokens"]
+        explain_run(RunContext(again, again, weak, capped, embedder=EMB), None, killed_after_four)
+    resumed = explain_run(RunContext(again, again, weak, capped, embedder=EMB))
+    assert resumed.skipped == 4 and resumed.ok == 6 and resumed.left_by_budget == 0, resumed
+    assert resumed.tokens_before + resumed.tokens == run.tokens
     methods = again.read_parquet("explanations/").to_pandas().drop_duplicates(["neuron"])["method"]
-    assert methods.value_counts().to_dict() == run["methods"]
+    assert methods.value_counts().to_dict() == run.methods
 
 
 def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
@@ -196,10 +198,10 @@ def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
     tally = _tally([("triage/neuronscope", 3900)] * 2 + [("triage/single-pass (budget)", 600)] * 8)
     single, extra, left = 600, 3300, 20
     budget = tally.tokens + single * (4 + left) + 2 * extra  # room for two more full workflows
-    assert fanout.full_fits(tally, 4, 0, left, budget) and fanout.full_fits(tally, 4, 1, left, budget)
-    assert not fanout.full_fits(tally, 4, 2, left, budget)  # 4 in flight at the mean so far would still fit
-    assert not fanout.full_fits(tally, 4, 0, left + 6, budget)  # the single-pass share of those to come first
-    assert fanout.full_fits(fanout.Tally(), 12, 12, 1000, 1)  # nothing finished: nothing to go by yet
+    assert full_fits(tally, 4, 0, left, budget) and full_fits(tally, 4, 1, left, budget)
+    assert not full_fits(tally, 4, 2, left, budget)  # 4 in flight at the mean so far would still fit
+    assert not full_fits(tally, 4, 0, left + 6, budget)  # the single-pass share of those to come first
+    assert full_fits(Tally(), 12, 12, 1000, 1)  # nothing finished: nothing to go by yet
 
 
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_with_test_modules):
@@ -209,31 +211,22 @@ def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, 
     month_neurons(store, 10)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, dry_run=True, dry_run_sample=3)
     before = sorted(store.list(""))
-    est = fanout.estimate_run(store, store, tw.ScriptedLLM(), cfg, embedder=EMB)
+    est = estimate_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB))
     assert sorted(store.list("")) == before  # the sample's outputs went to a scratch folder, now gone
     assert not list(tmp_path.glob("run/dry-run-*"))  # the folder too, not only its objects
-    assert est["pending"] == 10 and est["sample"] == 3 and est["sample_failed"] == 0
-    real = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB)
-    assert est["tokens"] == real["tokens"]  # alike neurons: the sample's mean is exact
-    assert est["seconds"] > 0
+    assert est.pending == 10 and est.sample == 3 and est.sample_failed == 0
+    real = explain_run(
+        RunContext(store, store, tw.ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB)
+    )
+    assert est.tokens == real.tokens  # alike neurons: the sample's mean is exact
+    assert est.seconds > 0
 
 
-def _tally(neurons: list[tuple[str, int]]) -> fanout.Tally:
+def _tally(neurons: list[tuple[str, int]]) -> Tally:
     """A Tally of finished ok neurons, each (method, tokens) with a single-pass share of 600."""
-    t = fanout.Tally()
-    blank = dict.fromkeys(("error", *fanout.Tally.KEYS))
+    t = Tally()
     for i, (method, tokens) in enumerate(neurons):
-        t.add(
-            {
-                "layer": 0,
-                "neuron": i,
-                "status": "ok",
-                "method": method,
-                "tokens": tokens,
-                "baseline_tokens": 600,
-                **blank,
-            }
-        )
+        t.add(NeuronSummary(0, i, "ok", None, 1, None, None, None, method, tokens, 600))
     return t
 
 

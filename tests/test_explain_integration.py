@@ -13,8 +13,8 @@ import pytest
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, token_records
 
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.fanout import neuron_explanations, read_transcript, rows_table
 from neuronscope.explain.workflow import explain_neuron
+from neuronscope.results import neuron_explanations, read_transcript, rows_table
 from neuronscope.results.transcript import Entry, LedgerEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
@@ -74,13 +74,13 @@ def test_fanout_writes_and_skips_with_the_bundled_engine(tmp_path, vllm_pool):
     store.write_parquet(
         "records/layer_005/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False)
     )
-    from neuronscope.explain.fanout import explain_run
+    from neuronscope.explain import RunContext, explain_run
 
     seen = []
-    summary = explain_run(store, store, vllm_pool, CFG, None, seen.append)
-    assert summary["ok"] == 2 and summary["failed"] == 0 and len(seen) == 2, summary
+    summary = explain_run(RunContext(store, store, vllm_pool, CFG), None, seen.append)
+    assert summary.ok == 2 and summary.failed == 0 and len(seen) == 2, summary
     for n in (0, 1):
         assert neuron_explanations(store, 5, n) is not None and read_transcript(store, 5, n)
         _check_rows(neuron_explanations(store, 5, n).to_pylist())
-    again = explain_run(store, store, vllm_pool, CFG, None)
-    assert again["skipped"] == 2 and again["explained"] == 0
+    again = explain_run(RunContext(store, store, vllm_pool, CFG))
+    assert again.skipped == 2 and again.explained == 0

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from neuronscope.explain.compact import FOLDERS, compact
-from neuronscope.explain.fanout import Outputs
+from neuronscope.explain.schedule import Outputs
 from neuronscope.explain.workflow import result_row
 from neuronscope.layout import explanation_key
 from neuronscope.llm.base import GenParams, Ledger, Metered

@@ -11,9 +11,9 @@ import pytest
 from explain_helpers import MONTHS, WordVocabulary, records
 
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.fanout import rows_table
 from neuronscope.explain.workflow import explain_neuron
 from neuronscope.llm.base import Completion
+from neuronscope.results import rows_table
 from neuronscope.results.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS
 

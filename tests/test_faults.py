@@ -19,7 +19,8 @@ import test_explain_workflow as tw
 from s3_server import Outage
 
 from neuronscope.config import ExplainConfig
-from neuronscope.explain import fanout
+from neuronscope.explain import RunContext, RunSummary, explain_run
+from neuronscope.results import read_transcript
 from neuronscope.store import Store
 
 NEURONS = 10
@@ -32,7 +33,7 @@ DRIVER = textwrap.dedent(
     import ray
     import explain_helpers, test_explain_fanout as tf, test_explain_workflow as tw
     from neuronscope.config import ExplainConfig
-    from neuronscope.explain import fanout
+    from neuronscope.explain import RunContext, explain_run
     from neuronscope.store import Store
 
     class Slow(tw.ScriptedLLM):
@@ -45,8 +46,8 @@ DRIVER = textwrap.dedent(
     for m in (tw, tf, explain_helpers):
         ray.cloudpickle.register_pickle_by_value(m)
     cfg = ExplainConfig(**json.loads(cfg))
-    summary = fanout.explain_run(Store.open(records), Store.open(out), Slow(), cfg, None, print, embedder=tf.EMB)
-    print(json.dumps(summary, default=str))
+    run = RunContext(Store.open(records), Store.open(out), Slow(), cfg, embedder=tf.EMB)
+    print(json.dumps(explain_run(run, None, print).as_dict(), default=str))
     """
 )
 
@@ -82,10 +83,10 @@ def _driver(
     )
 
 
-def _summary(proc: subprocess.Popen) -> dict:
+def _summary(proc: subprocess.Popen) -> RunSummary:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
-    return json.loads(out.strip().splitlines()[-1])
+    return RunSummary(**json.loads(out.strip().splitlines()[-1]))
 
 
 def _reference(tmp_path, ray_local) -> Store:
@@ -93,8 +94,8 @@ def _reference(tmp_path, ray_local) -> Store:
         ray_local.cloudpickle.register_pickle_by_value(m)
     reference = Store.open(str(tmp_path / "reference"))
     _records(reference)
-    whole = fanout.explain_run(reference, reference, tw.ScriptedLLM(), ExplainConfig(**CFG), None, embedder=tf.EMB)
-    assert whole["ok"] == NEURONS
+    whole = explain_run(RunContext(reference, reference, tw.ScriptedLLM(), ExplainConfig(**CFG), embedder=tf.EMB))
+    assert whole.ok == NEURONS
     return reference
 
 
@@ -115,14 +116,14 @@ def test_an_explain_driver_killed_mid_run_resumes_with_nothing_lost_or_doubled(t
     run = Store.open(str(tmp_path / "run"))
     _records(run)
     _kill_when(_driver(ray_local, run.uri, run.uri), run, done=3)
-    resumed = fanout.explain_run(run, run, tw.ScriptedLLM(), ExplainConfig(**CFG), None, embedder=tf.EMB)
-    assert resumed["skipped"] >= 3 and resumed["skipped"] + resumed["explained"] == NEURONS, resumed
-    assert resumed["failed"] == 0
+    resumed = explain_run(RunContext(run, run, tw.ScriptedLLM(), ExplainConfig(**CFG), embedder=tf.EMB))
+    assert resumed.skipped >= 3 and resumed.skipped + resumed.explained == NEURONS, resumed
+    assert resumed.failed == 0
     got, want = _explanations(run), _explanations(reference)
     assert not got.duplicated(["layer", "neuron", "mode"]).any()
     pd.testing.assert_frame_equal(got, want)
     for n in range(NEURONS):
-        assert fanout.read_transcript(run, 1, n)
+        assert read_transcript(run, 1, n)
 
 
 @pytest.mark.slow
@@ -144,14 +145,14 @@ def test_s3_lost_mid_explain_fails_neurons_with_the_reason_and_a_rerun_completes
         time.sleep(0.05)
     outage.down()  # mid-run: connections in flight are cut, new ones refused
     first = _summary(proc)
-    assert first["failed"] > 0 and first["ok"] + first["failed"] == NEURONS, first
-    assert all("cannot reach S3 endpoint" in why for why in first["failures"].values()), first["failures"]
+    assert first.failed > 0 and first.ok + first.failed == NEURONS, first
+    assert all("cannot reach S3 endpoint" in why for why in first.failures.values()), first.failures
     outage.up()
     store = Store.open(out)
     kept = store.read_parquet("explanations/").to_pandas()  # every object whole: a write is all or nothing
     assert set(kept.neuron) <= set(range(NEURONS)) and (kept.status == "ok").all()
     second = _summary(_driver(ray_local, records.uri, out, env))
-    assert second["failed"] == 0 and second["skipped"] == first["ok"], second
+    assert second.failed == 0 and second.skipped == first.ok, second
     got = _explanations(store)
     assert not got.duplicated(["layer", "neuron", "mode"]).any()
     pd.testing.assert_frame_equal(got, _explanations(reference))
@@ -181,11 +182,11 @@ def test_a_failing_llm_fails_each_neuron_with_its_reason_in_bounded_time_and_a_r
     llm = OpenAIClient(LLMConfig(backend="openai", base_url=url, max_retries=1, timeout_s=1))
     cfg, some = ExplainConfig(**CFG), [(1, n) for n in range(4)]
     t0 = time.monotonic()
-    first = fanout.explain_run(store, store, llm, cfg, some, embedder=tf.EMB)
+    first = explain_run(RunContext(store, store, llm, cfg, embedder=tf.EMB), some)
     # each neuron stops at its first call: two tries of at most timeout_s, two neurons at a time
-    assert first["failed"] == 4 and time.monotonic() - t0 < 120, first
-    assert all(reason in why for why in first["failures"].values()), first["failures"]
+    assert first.failed == 4 and time.monotonic() - t0 < 120, first
+    assert all(reason in why for why in first.failures.values()), first.failures
     rows = store.read_parquet("explanations/").to_pandas()
     assert (rows.status == "failed").all() and rows.error.str.contains(reason, regex=False).all()
-    second = fanout.explain_run(store, store, tw.ScriptedLLM(), cfg, some, embedder=tf.EMB)
-    assert second["ok"] == 4 and second["failed"] == 0, second
+    second = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=tf.EMB), some)
+    assert second.ok == 4 and second.failed == 0, second

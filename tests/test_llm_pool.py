@@ -217,7 +217,7 @@ def test_explain_neuron_rerun_from_the_cache_makes_no_llm_call(vllm_pool, tmp_pa
 
 @pytest.mark.slow
 def test_explain_run_into_a_fresh_store_with_the_cache_is_free_and_identical(vllm_pool, tmp_path):
-    from neuronscope.explain.fanout import explain_run
+    from neuronscope.explain import RunContext, explain_run
     from neuronscope.schema import RECORDS
     from neuronscope.store import Store
 
@@ -226,10 +226,10 @@ def test_explain_run_into_a_fresh_store_with_the_cache_is_free_and_identical(vll
         "records/layer_004/part-00000.parquet",
         pa.Table.from_pandas(_month_records(vllm_pool), schema=RECORDS, preserve_index=False),
     )
-    assert explain_run(first, first, vllm_pool, CFG)["ok"] == 1
+    assert explain_run(RunContext(first, first, vllm_pool, CFG)).ok == 1
     shutil.copytree(tmp_path / "first" / "llm_cache", tmp_path / "second" / "llm_cache")
     served = _served(vllm_pool)
-    assert explain_run(first, second, vllm_pool, CFG)["ok"] == 1
+    assert explain_run(RunContext(first, second, vllm_pool, CFG)).ok == 1
     assert _served(vllm_pool) == served
     a, b = (s.read_parquet("explanations/").to_pandas() for s in (first, second))
     assert (b["llm_calls"] == 0).all() and (a["llm_calls"] > 0).all()

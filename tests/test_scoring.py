@@ -214,8 +214,8 @@ def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv
 
 def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_control(tmp_path):
     from neuronscope import manifest, stages
-    from neuronscope.explain.fanout import write_result
     from neuronscope.explain.workflow import result_row
+    from neuronscope.results import write_result
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))

@@ -124,7 +124,7 @@ def test_explain_spreads_over_both_nodes_and_finishes_on_the_head_when_the_worke
     _until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
     two_nodes.stop_worker()  # its workflows in flight die with it
     summary = faults._summary(proc)
-    assert summary["ok"] == faults.NEURONS and summary["failed"] == 0, summary
+    assert summary.ok == faults.NEURONS and summary.failed == 0, summary
     got = faults._explanations(run)
     assert not got.duplicated(["layer", "neuron", "mode"]).any()
     pd.testing.assert_frame_equal(got, faults._explanations(reference))

@@ -1,2 +1,23 @@
-"""The NeuronScope explain workflow (arXiv 2601.03671): deconstruct, cluster, explain, simulate,
-refine, plus the single-pass baseline (Bills et al. 2023), per neuron, fanned out over Ray."""
+"""The explain stage (arXiv 2601.03671): per neuron, deconstruct, cluster, explain, simulate,
+refine, plus the single-pass baseline (Bills et al. 2023); fanned out over Ray.
+
+``explain_neuron`` runs one neuron's workflow (``workflow.py``); ``explain_run`` schedules the
+selected neurons of a run (``schedule.py``, ``budget.py``); ``estimate_run`` is ``--dry-run``
+(``dryrun.py``). What the stage writes is read back through ``neuronscope.results``.
+"""
+
+from .dryrun import Estimate, estimate_run
+from .schedule import RunSummary, explain_run
+from .task import NeuronSummary, RunContext
+from .workflow import NeuronResult, explain_neuron
+
+__all__ = [
+    "Estimate",
+    "NeuronResult",
+    "NeuronSummary",
+    "RunContext",
+    "RunSummary",
+    "estimate_run",
+    "explain_neuron",
+    "explain_run",
+]

@@ -1,11 +1,12 @@
 """One neuron's Ray task: read its records, run the workflow through its response cache, write
-its outputs; and the failure record of a neuron whose task could not run or died."""
+its outputs, and report what the driver keeps of it (``NeuronSummary``); and the failure record
+of a neuron whose task could not run or died."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
@@ -13,20 +14,40 @@ from ..results import read_neuron, write_result
 from ..results.transcript import NeuronError
 from ..schema import TOKEN_COLUMNS
 from ..store import Store
-from .workflow import NeuronResult, result_row
+from .workflow import NeuronResult, explain_neuron, result_row
 
 
 @dataclass(frozen=True)
-class Shared:
-    """What every task of a run gets (put into Ray's object store once)."""
+class RunContext:
+    """One explain run as each of its neurons' tasks gets it (put into Ray's object store once)."""
 
     records: Store  # of the records
     out: Store  # of the outputs
     llm: object
     cfg: ExplainConfig
-    embedder: object
-    calibrated: bool | None
-    workflow: Callable[..., NeuronResult]  # explain_neuron, or a stand-in with its signature (tests, benchmarks)
+    embedder: object = None  # picklable, shipped to the workers; None: each worker loads cfg.embedder once
+    calibrated: bool | None = None  # the scorer self-check's verdict, written into every row
+    workflow: Callable[..., NeuronResult] = explain_neuron  # or a stand-in with its signature (tests, benchmarks)
+
+
+@dataclass(frozen=True)
+class NeuronSummary:
+    """What the driver keeps of a finished neuron (for progress, the budget and the manifest)."""
+
+    layer: int
+    neuron: int
+    status: str
+    error: str | None
+    n_modes: int
+    score: float
+    baseline_score: float
+    control_score: float
+    method: str
+    tokens: int  # LLM tokens the neuron cost (cached answers included, so the count is the same on a rerun)
+    baseline_tokens: int  # of which the single-pass explanation and its scoring
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 # The row columns task_summary reads (a rerun rebuilds earlier neurons' summaries from them).
@@ -43,28 +64,27 @@ SUMMARY_COLUMNS = (
 ) + TOKEN_COLUMNS
 
 
-def task_summary(layer: int, neuron: int, rows: list[dict]) -> dict:
-    """What the driver keeps of a finished neuron (for progress and the manifest)."""
+def task_summary(layer: int, neuron: int, rows: list[dict]) -> NeuronSummary:
+    """The summary of a finished neuron from its rows (the first carries the neuron's totals)."""
     r = rows[0]
-    return {
-        "layer": layer,
-        "neuron": neuron,
-        "status": r["status"],
-        "error": r["error"],
-        "n_modes": r["n_modes"],
-        "score": r["score"],
-        "baseline_score": r["baseline_score"],
-        "control_score": r["control_score"],
-        "method": r["method"],
-        # LLM tokens the neuron cost (cached answers included, so the count is the same on a rerun)
-        "tokens": sum(r[c] or 0 for c in TOKEN_COLUMNS),
-        "baseline_tokens": sum(r[c] or 0 for c in TOKEN_COLUMNS[2:]),
-    }
+    return NeuronSummary(
+        layer,
+        neuron,
+        r["status"],
+        r["error"],
+        r["n_modes"],
+        r["score"],
+        r["baseline_score"],
+        r["control_score"],
+        r["method"],
+        sum(r[c] or 0 for c in TOKEN_COLUMNS),
+        sum(r[c] or 0 for c in TOKEN_COLUMNS[2:]),
+    )
 
 
 def run_task(
-    layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: Shared, full_allowed: bool = True
-) -> dict:
+    layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: RunContext, full_allowed: bool = True
+) -> NeuronSummary:
     """``full_allowed``: see ``explain_neuron`` (False: the run's budget holds triage's full workflow back)."""
     records = read_neuron(s.records, record_keys, layer, neuron)
     model_id = getattr(s.llm, "model_id", None)
@@ -93,7 +113,7 @@ def failed_rows(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> lis
     return [result_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
 
 
-def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> dict:
+def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> NeuronSummary:
     rows = failed_rows(layer, neuron, cfg, reason)
     write_result(store, layer, neuron, rows, [NeuronError(rows[0]["error"])])
     return task_summary(layer, neuron, rows)

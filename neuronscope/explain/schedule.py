@@ -3,49 +3,62 @@
 The driver streams: it keeps the (layer, neuron) keys of the records and of the run's outputs
 (one listing per folder), never records themselves; each task reads its own neuron's records
 from the store with a filter. A finished neuron writes its transcript, its response-cache
-object and then its explanation rows (``outputs.py``); the latter marks the neuron done, so a
-rerun skips it (a neuron recorded as failed is tried again unless ``retry_failed=False``: its LLM
-answers come from the response cache, so a deterministic failure costs nothing and a transient
-one recovers). Every ``cfg.compact_every`` finished neurons of a layer, and when a layer ends,
-a compaction task merges their objects into the layer's parts (``compact.py``).
+object and then its explanation rows (``results/outputs.py``); the latter marks the neuron done,
+so a rerun skips it (a neuron recorded as failed is tried again unless ``retry_failed=False``: its
+LLM answers come from the response cache, so a deterministic failure costs nothing and a
+transient one recovers). Every ``cfg.compact_every`` finished neurons of a layer, and when a
+layer ends, a compaction task merges their objects into the layer's parts (``compact.py``). A
+token budget (``budget.py``) stops submitting, or holds triage's full workflows back.
 """
 
 from __future__ import annotations
 
-import math
 import time
-import uuid
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .. import layout
 from ..config import ExplainConfig
-
-# The stage's API: its callers import these from here.
-from ..layout import explanation_key, transcript_key  # noqa: F401
 from ..parts import FolderIndex
 from ..report import progress_note
-from ..results import (  # noqa: F401
-    RecordsIndex,
-    code,
-    load_records,
-    neuron_explanations,
-    read_transcript,
-    rows_table,
-    uncode,
-    write_result,
-)
+from ..results import RecordsIndex, code, uncode
 from ..selection import selected
+from .budget import Tally, full_fits, spent_before
 from .compact import FOLDERS, compact, leftovers
-from .task import SUMMARY_COLUMNS, Shared, failed_rows, failure_reason, record_failure, run_task, task_summary
-from .workflow import FULL_ATTEMPTS, explain_neuron
+from .task import NeuronSummary, RunContext, failed_rows, failure_reason, record_failure, run_task, task_summary
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
-MAX_LISTED_FAILURES = 50  # the summary goes into the manifest: the rest are in the files
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
 # requests to fill an engine's batches (benchmarks/llm_pool.py measured R3 at 12 on one engine).
 IN_FLIGHT_PER_REPLICA = 12
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What an explain run did: the explain stage's summary in the manifest."""
+
+    neurons: int  # selected
+    explained: int  # by this run
+    skipped: int  # done already
+    ok: int
+    failed: int
+    failures: dict[str, str | None]  # "layer/neuron" -> why, the first few
+    scorer: str
+    mean_score: float | None
+    mean_baseline_score: float | None
+    mean_control_score: float | None
+    compaction_errors: list[str]
+    tokens: int
+    tokens_before: int  # spent on the selection by earlier runs (counted when a budget is set)
+    budget: int | None
+    left_by_budget: int  # neurons left pending when the budget was reached
+    methods: dict[str, int]  # what the neurons got (each row's method)
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def pool_size(llm) -> int:
@@ -92,96 +105,14 @@ class Outputs:
         return self.index[layout.LLM_CACHE].sources(layer, neuron)
 
 
-class Tally:
-    """Running counts and score sums: the driver keeps no per-neuron list."""
-
-    KEYS = ("score", "baseline_score", "control_score")
-
-    def __init__(self):
-        self.explained = self.ok = self.failed = self.tokens = 0
-        self.baseline_tokens = 0  # of which the single-pass explanation and its scoring
-        self.full_extra = 0  # triage: tokens of the full workflows beyond their single-pass share
-        self.methods: dict[str, int] = {}  # what the neurons got (each row's method)
-        self.sums = dict.fromkeys(self.KEYS, 0.0)
-        self.counts = dict.fromkeys(self.KEYS, 0)
-        self.failures: dict[str, str] = {}
-
-    def add(self, s: dict) -> None:
-        self.explained += 1
-        self.tokens += s.get("tokens", 0)
-        self.baseline_tokens += s.get("baseline_tokens", 0)
-        method = s.get("method") or "?"
-        self.methods[method] = self.methods.get(method, 0) + 1
-        if method in FULL_ATTEMPTS:
-            self.full_extra += s.get("tokens", 0) - s.get("baseline_tokens", 0)
-        if s["status"] != "ok":
-            self.failed += 1
-            if len(self.failures) < MAX_LISTED_FAILURES:
-                self.failures[f"{s['layer']}/{s['neuron']}"] = s["error"]
-            return
-        self.ok += 1
-        for k in self.KEYS:
-            if s[k] is not None and math.isfinite(s[k]):
-                self.sums[k] += s[k]
-                self.counts[k] += 1
-
-    def mean(self, key: str):
-        return round(self.sums[key] / self.counts[key], 4) if self.counts[key] else None
-
-    def plus(self, other: Tally) -> Tally:
-        """The spend of both (tokens, neurons and methods; scores are not merged)."""
-        out = Tally()
-        for k in ("explained", "tokens", "baseline_tokens", "full_extra"):
-            setattr(out, k, getattr(self, k) + getattr(other, k))
-        out.methods = {m: self.methods.get(m, 0) + other.methods.get(m, 0) for m in {*self.methods, *other.methods}}
-        return out
-
-
-def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budget: int) -> bool:
-    """Whether one more full workflow fits the budget beside every neuron's single-pass share: the
-    spend ``t``, the ``in_flight`` neurons at the single-pass cost each plus a full workflow's extra
-    for the ``allowed_in_flight`` of them that may take one (a mean over all finished neurons would
-    count them at a few single-pass neurons' cost), the ``left`` neurons not submitted yet (the next
-    one included) at the single-pass cost, and one more extra. Costs are the means so far; a full
-    workflow's extra counts as 0 until one has finished."""
-    if not t.explained:
-        return True
-    single = t.baseline_tokens / t.explained
-    full = sum(t.methods.get(m, 0) for m in FULL_ATTEMPTS)
-    extra = t.full_extra / full if full else 0
-    return t.tokens + single * (in_flight + left) + extra * (allowed_in_flight + 1) <= budget
-
-
-def spent_before(out_store, done: np.ndarray) -> Tally:
-    """What the already-done neurons of the selection (``done``: codes) spent, read from their
-    rows: a budget covers the whole selection, so a rerun after a kill does not spend it again."""
-    import pyarrow.dataset as ds
-
-    t = Tally()
-    if not len(done):
-        return t
-    layers, units = uncode(done)
-    table = out_store.read_parquet_where(
-        layout.prefix(layout.EXPLANATIONS), ds.field("layer").isin(np.unique(layers).tolist()), list(SUMMARY_COLUMNS)
-    )
-    df = table.to_pandas().drop_duplicates(["layer", "neuron"])
-    wanted = set(zip(layers.tolist(), units.tolist()))
-    for r in df.to_dict("records"):
-        if (r["layer"], r["neuron"]) in wanted:
-            t.add(task_summary(r["layer"], r["neuron"], [r]))
-    return t
-
-
 class Driver:
     """Submits tasks with at most ``limit`` in flight, collects them, and starts a compaction
     task per layer every ``compact_every`` finished neurons and when the layer ends."""
 
-    def __init__(
-        self, shared_ref, shared: Shared, outputs: Outputs, index: RecordsIndex, limit: int, total: int, progress
-    ):
+    def __init__(self, run: RunContext, outputs: Outputs, index: RecordsIndex, limit: int, total: int, progress):
         import ray
 
-        self.ray, self.shared_ref, self.cfg, self.out_store = ray, shared_ref, shared.cfg, shared.out
+        self.ray, self.run_ref, self.cfg, self.out_store = ray, ray.put(run), run.cfg, run.out
         self.outputs, self.index, self.limit, self.total, self.progress = outputs, index, limit, total, progress
         # SPREAD: a cluster's nodes share the workflows' CPU work; a task whose worker or node
         # died is run again (only system failures are retried: a neuron's own errors are results)
@@ -203,7 +134,7 @@ class Driver:
             )
             return
         cache = self.outputs.cache_sources(layer, neuron)
-        ref = self.task.remote(layer, neuron, keys, cache, self.shared_ref, full_allowed)
+        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed)
         self.in_flight[ref] = (layer, neuron, full_allowed)
         self.running[layer] = self.running.get(layer, 0) + 1
 
@@ -254,16 +185,16 @@ class Driver:
                 summary = task_summary(layer, neuron, failed_rows(layer, neuron, self.cfg, reason))
         self.record(summary)
 
-    def record(self, s: dict) -> None:
+    def record(self, s: NeuronSummary) -> None:
         self.tally.add(s)
-        if s["status"] == "ok":
-            ready = self.ready.setdefault(s["layer"], set())
-            ready.add(s["neuron"])
+        if s.status == "ok":
+            ready = self.ready.setdefault(s.layer, set())
+            ready.add(s.neuron)
             if len(ready) >= self.cfg.compact_every:
-                self.compact(s["layer"])
+                self.compact(s.layer)
         if self.progress:
             self.progress(
-                f"explain {self.tally.explained}/{self.total}: layer {s['layer']} neuron {s['neuron']}: "
+                f"explain {self.tally.explained}/{self.total}: layer {s.layer} neuron {s.neuron}: "
                 f"{progress_note(self.cfg.scorer, s)}"
             )
 
@@ -294,107 +225,58 @@ class Driver:
 
 
 def explain_run(
-    records_store,
-    out_store,
-    llm,
-    cfg: ExplainConfig,
+    run: RunContext,
     neurons: list[tuple[int, int]] | None = None,
     progress=None,
     retry_failed: bool = True,
-    embedder=None,
-    calibrated: bool | None = None,
-    workflow=None,
     index: RecordsIndex | None = None,
-) -> dict:
+) -> RunSummary:
     """Explain every selected neuron (``neurons``, else cfg.layers x cfg.neurons over the records)
-    not already done in ``out_store``; returns counts and mean scores. Needs Ray initialised;
-    ``progress(message)`` is called once per finished neuron. ``embedder`` (picklable, shipped to
-    the workers) replaces cfg.embedder, which each worker process otherwise loads once;
-    ``calibrated`` is the scorer self-check's verdict, written into every row; ``workflow``
-    replaces ``explain_neuron`` (same signature; for tests and benchmarks); ``index``: the records'
+    not already done in the run's outputs; returns counts and mean scores. Needs Ray initialised;
+    ``progress(message)`` is called once per finished neuron; ``index``: the records'
     ``RecordsIndex`` where the caller has scanned them already."""
-    import ray
-
     t0 = time.time()
-    index, outputs, todo, pending = _pending(records_store, out_store, cfg, neurons, retry_failed, index)
+    index, outputs, todo, pending = pending_neurons(run, neurons, retry_failed, index)
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
-        out_store.delete(key)
+        run.out.delete(key)
     layers, units = uncode(todo)
-    shared = Shared(records_store, out_store, llm, cfg, embedder, calibrated, workflow or explain_neuron)
-    driver = Driver(ray.put(shared), shared, outputs, index, max_in_flight(cfg, llm), int(sum(pending)), progress)
-    if cfg.budget is not None:
-        driver.before = spent_before(out_store, todo[~pending])
-    left = _submit_all(driver, layers[pending], units[pending], cfg.budget, progress)
+    driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
+    if run.cfg.budget is not None:
+        driver.before = spent_before(run.out, todo[~pending])
+    left = _submit_all(driver, layers[pending], units[pending], run.cfg.budget, progress)
     errors = driver.finish()
     t = driver.tally
-    return {
-        "neurons": len(todo),
-        "explained": t.explained,
-        "skipped": len(todo) - int(sum(pending)),
-        "ok": t.ok,
-        "failed": t.failed,
-        "failures": t.failures,
-        "scorer": cfg.scorer,
-        "mean_score": t.mean("score"),
-        "mean_baseline_score": t.mean("baseline_score"),
-        "mean_control_score": t.mean("control_score"),
-        "compaction_errors": errors,
-        "tokens": t.tokens,
-        "tokens_before": driver.before.tokens,  # spent on the selection by earlier runs (counted when a budget is set)
-        "budget": cfg.budget,
-        "left_by_budget": left,
-        "methods": t.methods,
-        "seconds": round(time.time() - t0, 1),
-    }
+    return RunSummary(
+        neurons=len(todo),
+        explained=t.explained,
+        skipped=len(todo) - int(sum(pending)),
+        ok=t.ok,
+        failed=t.failed,
+        failures=t.failures,
+        scorer=run.cfg.scorer,
+        mean_score=t.mean("score"),
+        mean_baseline_score=t.mean("baseline_score"),
+        mean_control_score=t.mean("control_score"),
+        compaction_errors=errors,
+        tokens=t.tokens,
+        tokens_before=driver.before.tokens,
+        budget=run.cfg.budget,
+        left_by_budget=left,
+        methods=t.methods,
+        seconds=round(time.time() - t0, 1),
+    )
 
 
-def _pending(records_store, out_store, cfg: ExplainConfig, neurons, retry_failed: bool, index=None):
+def pending_neurons(run: RunContext, neurons, retry_failed: bool, index: RecordsIndex | None = None):
     """(records index, outputs listing, selected codes, mask of those not done yet)."""
-    index = index or RecordsIndex.scan(records_store)
-    todo = selection(index, cfg, neurons)
-    outputs = Outputs(out_store)
+    index = index or RecordsIndex.scan(run.records)
+    todo = selection(index, run.cfg, neurons)
+    outputs = Outputs(run.out)
     layers, units = uncode(todo)
-    pending = np.fromiter(
+    mask = np.fromiter(
         (not outputs.done(int(a), int(b), retry_failed) for a, b in zip(layers, units)), dtype=bool, count=len(todo)
     )
-    return index, outputs, todo, pending
-
-
-def estimate_run(
-    records_store, out_store, llm, cfg: ExplainConfig, progress=None, index: RecordsIndex | None = None, **explain_kw
-) -> dict:
-    """``--dry-run``: explain a sample of the pending neurons, spread over the selection, into a
-    scratch folder of the run (removed afterwards), and scale its tokens and wall time to every
-    pending neuron. The sample runs up to as many neurons at once as the real run would: with at
-    least the in-flight limit its per-neuron time is the real run's pace (a little slower: the
-    sample's tail runs alone); a smaller sample overestimates the time."""
-    index, _, todo, pending = _pending(records_store, out_store, cfg, None, True, index)
-    waiting = todo[pending]
-    picks = np.unique(np.linspace(0, len(waiting) - 1, min(cfg.dry_run_sample, len(waiting))).round().astype(int))
-    sample = [(int(a), int(b)) for a, b in zip(*uncode(waiting[picks]))] if len(waiting) else []
-    scratch = type(out_store).open(out_store.url(layout.dry_run_folder(uuid.uuid4().hex[:8])))
-    plain = cfg.model_copy(update={"budget": None, "dry_run": False})
-    try:
-        s = (
-            explain_run(records_store, scratch, llm, plain, sample, progress, index=index, **explain_kw)
-            if sample
-            else None
-        )
-    finally:
-        for key in scratch.list(""):
-            scratch.delete(key)
-        scratch.prune()
-    n = len(sample)
-    per_tokens, per_s = (s["tokens"] / n, s["seconds"] / n) if s else (0.0, 0.0)
-    return {
-        "pending": len(waiting),
-        "sample": n,
-        "sample_failed": s["failed"] if s else 0,
-        "sample_seconds": s["seconds"] if s else 0.0,
-        "tokens_per_neuron": round(per_tokens),
-        "tokens": round(per_tokens * len(waiting)),
-        "seconds": round(per_s * len(waiting)),
-    }
+    return index, outputs, todo, mask
 
 
 def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: int | None, progress) -> int:

@@ -1,0 +1,60 @@
+"""``--dry-run``: the tokens and wall time a selection would take, from a sample explained aside."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .. import layout
+from ..results import RecordsIndex, uncode
+from .schedule import explain_run, pending_neurons
+from .task import RunContext
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A dry run's verdict: the sample it explained and what the whole selection would cost."""
+
+    pending: int  # neurons of the selection not done yet
+    sample: int  # of which explained in the scratch folder
+    sample_failed: int
+    sample_seconds: float
+    tokens_per_neuron: int
+    tokens: int  # the pending neurons', at the sample's mean
+    seconds: int  # likewise
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate_run(run: RunContext, progress=None, index: RecordsIndex | None = None) -> Estimate:
+    """Explain a sample of the pending neurons, spread over the selection, into a scratch folder
+    of the run (removed afterwards), and scale its tokens and wall time to every pending neuron.
+    The sample runs up to as many neurons at once as the real run would: with at least the
+    in-flight limit its per-neuron time is the real run's pace (a little slower: the sample's tail
+    runs alone); a smaller sample overestimates the time."""
+    index, _, todo, pending = pending_neurons(run, None, True, index)
+    waiting = todo[pending]
+    picks = np.unique(np.linspace(0, len(waiting) - 1, min(run.cfg.dry_run_sample, len(waiting))).round().astype(int))
+    sample = [(int(a), int(b)) for a, b in zip(*uncode(waiting[picks]))] if len(waiting) else []
+    scratch = type(run.out).open(run.out.url(layout.dry_run_folder(uuid.uuid4().hex[:8])))
+    plain = run.cfg.model_copy(update={"budget": None, "dry_run": False})
+    try:
+        s = explain_run(replace(run, out=scratch, cfg=plain), sample, progress, index=index) if sample else None
+    finally:
+        for key in scratch.list(""):
+            scratch.delete(key)
+        scratch.prune()
+    n = len(sample)
+    per_tokens, per_s = (s.tokens / n, s.seconds / n) if s else (0.0, 0.0)
+    return Estimate(
+        pending=len(waiting),
+        sample=n,
+        sample_failed=s.failed if s else 0,
+        sample_seconds=s.seconds if s else 0.0,
+        tokens_per_neuron=round(per_tokens),
+        tokens=round(per_tokens * len(waiting)),
+        seconds=round(per_s * len(waiting)),
+    )
