@@ -146,14 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if names_a_hub_id(args) else "1")
     from . import stages
     from .logs import printer
+    from .store import Store
+    from .summary import estimate_line, summary_table
 
     progress = printer()
     try:
         if args.command == "demo":
             out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
             cfg = config_from_args(args, stages.DEMO_OVERRIDES)
-            table, index = stages.run_demo(out, cfg, progress)
-            print(table)
+            index = stages.run_demo(out, cfg, progress)
+            print(summary_table(Store.open(out)))
             print(f"run: {out}")
             print(f"atlas: {index}")
         elif args.command == "record":
@@ -165,11 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_args(args)
             result = stages.run_explain(cfg, args.records, out, progress)
             if isinstance(result, stages.Estimate):
-                print(stages.estimate_line(result))
+                print(estimate_line(result))
             else:
-                from .store import Store
-
-                print(stages.summary_table(Store.open(out)))
+                print(summary_table(Store.open(out)))
                 print(f"run: {out}")
         elif args.command == "show":
             from .show import show_neuron
@@ -183,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
             _score(args, progress)
         elif args.command == "import":
             from .record import interop
-            from .store import Store
 
             store = Store.open(args.out)
             store.check_writable()

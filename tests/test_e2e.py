@@ -19,6 +19,7 @@ import pytest
 from neuronscope import stages
 from neuronscope.cli import build_parser, config_from_args
 from neuronscope.store import Store
+from neuronscope.summary import summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -63,7 +64,7 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     stages.run_record(cfg, str(run), print)
     stages.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
     _check_run(run, 2)
-    table = stages.summary_table(Store.open(str(run)))
+    table = summary_table(Store.open(str(run)))
     lines = table.splitlines()
     assert lines[0].startswith("scorer: embedding, self-check passed") and len(lines) == 3 + 2 + 2
     assert lines[-1].startswith("modes per neuron (2 neurons")

@@ -213,10 +213,11 @@ def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv
 
 
 def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_control(tmp_path):
-    from neuronscope import manifest, stages
+    from neuronscope import manifest
     from neuronscope.explain.workflow import result_row
     from neuronscope.results import write_result
     from neuronscope.store import Store
+    from neuronscope.summary import summary_table
 
     store = Store.open(str(tmp_path / "run"))
     manifest.note_stage(
@@ -229,7 +230,7 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
         1, 2, mode=0, n_modes=1, explanation="x", scorer="simulation", calibrated=False, method="both", **scores
     )
     write_result(store, 1, 2, [row], [])
-    lines = stages.summary_table(store).splitlines()
+    lines = summary_table(store).splitlines()
     assert (
         lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
     )
