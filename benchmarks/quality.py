@@ -34,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from common import append_results, header
 
 from neuronscope import stages
-from neuronscope.cli import add_flags, config_from_args
+from neuronscope.cli.flags import add_flags, config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import RunContext, explain_run
 from neuronscope.llm.vllm_backend import resolve_dtype

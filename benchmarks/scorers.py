@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from common import append_results, header
 
 from neuronscope import stages
-from neuronscope.cli import config_from_args
+from neuronscope.cli.flags import config_from_args
 from neuronscope.config import ExplainConfig
 from neuronscope.exemplars import load, split
 from neuronscope.explain import agents

@@ -89,7 +89,8 @@ def test_a_rerun_with_another_top_k_is_refused(run_cli, tmp_path):
     ],
 )
 def test_the_hub_is_offline_unless_a_hub_id_is_named(argv, hub, tmp_path):
-    from neuronscope.cli import build_parser, names_a_hub_id
+    from neuronscope.cli import build_parser
+    from neuronscope.cli.flags import names_a_hub_id
 
     assert names_a_hub_id(build_parser().parse_args(argv)) is hub
     folder = tmp_path / "my-model"

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from neuronscope.cli import build_parser, config_from_args
+from neuronscope.cli import build_parser
+from neuronscope.cli.flags import config_from_args
 from neuronscope.config import RunConfig, load_config
 from neuronscope.errors import ConfigError
 from neuronscope.selection import parse_selection
@@ -96,7 +97,7 @@ def test_every_config_field_is_described_in_the_cli_help(monkeypatch):
     import argparse
     from typing import Literal, get_args, get_origin
 
-    from neuronscope.cli import SECTIONS
+    from neuronscope.cli.flags import SECTIONS
 
     monkeypatch.setenv("COLUMNS", "100000")  # no wrapping inside a description
     for name, field in RunConfig.model_fields.items():

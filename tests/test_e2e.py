@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from neuronscope import stages
-from neuronscope.cli import build_parser, config_from_args
+from neuronscope.cli import build_parser
+from neuronscope.cli.flags import config_from_args
 from neuronscope.store import Store
 from neuronscope.summary import summary_table
 

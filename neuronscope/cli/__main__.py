@@ -1,0 +1,7 @@
+"""``python -m neuronscope.cli``: the ``neuronscope`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
