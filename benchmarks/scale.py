@@ -99,16 +99,17 @@ class ScriptedLLM:
 
 def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None, full_allowed=True):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
-    from neuronscope.explain.workflow import NeuronResult, result_row
+    from neuronscope.explain import NeuronResult
     from neuronscope.llm.agents import Agent
     from neuronscope.llm.base import GenParams, Ledger, Metered
     from neuronscope.results.transcript import LedgerEntry, OtherEntry
+    from neuronscope.schema import explanation_row
 
     top = records[records["kind"] == "top"].sort_values("rank")
     ledger = Ledger()
     prompts = [[{"role": "user", "content": "".join(t)}] for t in top["tokens"].head(3)]
     answers = Metered(llm, ledger, cache).chat(Agent.EXPLAIN, prompts, GenParams())
-    row = result_row(
+    row = explanation_row(
         layer,
         neuron,
         mode=0,

@@ -5,7 +5,10 @@ One module, so that the recorder, importers, explainer, atlas and tests agree on
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 SCHEMA_VERSION = "3"
 
@@ -99,6 +102,33 @@ EXPLANATIONS = _schema(
 # A neuron's LLM tokens (one row per neuron carries them): the NeuronScope method's and the
 # single-pass baseline's; a budget and every token count of a run sum all four.
 TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
+
+
+# What an EXPLANATIONS row holds in a column it does not set, where not its type's empty value
+# (``_empty``): a row without a mode (single-pass, failed) has mode -1.
+EXPLANATION_DEFAULTS = {"mode": -1, "scorer": "", "template_version": "", "method": "", "status": "ok"}
+
+
+def _empty(t: pa.DataType):
+    """A column's value in a row that does not set it: [] for lists, NaN, 0, else null."""
+    if pa.types.is_list(t):
+        return []
+    if pa.types.is_floating(t):
+        return math.nan
+    return 0 if pa.types.is_integer(t) else None
+
+
+def explanation_row(layer: int, neuron: int, **columns) -> dict:
+    """One EXPLANATIONS row of the neuron, in schema order: ``columns``, every other column at its
+    default (``EXPLANATION_DEFAULTS``, else empty)."""
+    row = {f.name: EXPLANATION_DEFAULTS.get(f.name, _empty(f.type)) for f in EXPLANATIONS}
+    row.update(layer=layer, neuron=neuron, **columns)
+    return row
+
+
+def neuron_filter(layer: int, neuron: int) -> ds.Expression:
+    """The rows of one neuron, in any of these tables: a filter for ``Store.read_parquet_where``."""
+    return (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

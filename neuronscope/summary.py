@@ -28,13 +28,21 @@ def _judge_line(store: Store, scorer: str) -> str:
     return f"scorer: {scorer}, self-check {verdict} (right name over wrong on {check['discrimination']:.0%} of pairs)"
 
 
-SCORE_COLUMNS = ("baseline_score", "score", "control_score", "sim_baseline_score", "sim_score", "sim_control_score")
+# The neuron-level scores (the same on each of a neuron's rows) and their controls.
+NEURON_SCORE_COLUMNS = (
+    "baseline_score",
+    "score",
+    "control_score",
+    "sim_baseline_score",
+    "sim_score",
+    "sim_control_score",
+)
 
 
 def summary_table(store: Store) -> str:
     """One line per neuron: modes, then each method's score beside the control's, under the
     decision scorer and under the simulation scorer."""
-    df = read_explanations(store, ["layer", "neuron", "mode", "scorer", "n_modes", "status", *SCORE_COLUMNS])
+    df = read_explanations(store, ["layer", "neuron", "mode", "scorer", "n_modes", "status", *NEURON_SCORE_COLUMNS])
     per = df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
     scorer = next((x for x in per["scorer"] if x), "?")
     lines = [
@@ -51,7 +59,7 @@ def summary_table(store: Store) -> str:
         )
     ok = per[per["status"] == "ok"]
     if len(ok):
-        m = ok[list(SCORE_COLUMNS)].mean()
+        m = ok[list(NEURON_SCORE_COLUMNS)].mean()
         lines.append(
             f"mean over {len(ok)} neurons: {scorer} single-pass {number(m.baseline_score)}, neuronscope "
             f"{number(m.score)}, control {number(m.control_score)}; simulation single-pass "

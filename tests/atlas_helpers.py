@@ -11,11 +11,10 @@ import pandas as pd
 import pyarrow as pa
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
 
-from neuronscope.explain.workflow import result_row
 from neuronscope.layout import records_key, stats_key
 from neuronscope.results import write_result
 from neuronscope.results.transcript import entries_from_json
-from neuronscope.schema import RECORDS, STATS, conform
+from neuronscope.schema import RECORDS, STATS, conform, explanation_row
 
 SCRIPT_TOKEN = "<script>alert(1)</script>"
 IMG_TOKEN = '"><img src=x onerror=alert(1)>'
@@ -133,7 +132,7 @@ def explanation_rows(layer: int, neuron: int, texts: list[str], recs: pd.DataFra
         method="neuronscope",
     )
     return [
-        result_row(
+        explanation_row(
             layer,
             neuron,
             mode=m,
@@ -166,7 +165,9 @@ def make_run(store) -> pd.DataFrame:
             explanation_rows(layer, neuron, texts, recs),
             entries_from_json([{"agent": "explain", "prompt": f"<b>{SCRIPT_TOKEN}</b>", "answer": texts[0]}]),
         )
-    failed = result_row(5, 7, status="failed", error="explainer answers were malformed 3 times", method="neuronscope")
+    failed = explanation_row(
+        5, 7, status="failed", error="explainer answers were malformed 3 times", method="neuronscope"
+    )
     write_result(store, 5, 7, [failed], entries_from_json([{"agent": "explain", "error": failed["error"]}]))
     store.write_json(
         "manifest.json", {"stages": {"record": {"inputs": {"model": "planted", "corpus": "test sentences"}}}}

@@ -9,7 +9,6 @@ import pytest
 
 from neuronscope.explain.compact import FOLDERS, compact
 from neuronscope.explain.schedule import Outputs
-from neuronscope.explain.workflow import result_row
 from neuronscope.layout import explanation_key
 from neuronscope.llm.base import GenParams, Ledger, Metered
 from neuronscope.llm.cache import NeuronCache
@@ -23,7 +22,7 @@ from neuronscope.results import (
     write_result,
 )
 from neuronscope.results.transcript import entries_from_json
-from neuronscope.schema import EXPLANATIONS
+from neuronscope.schema import EXPLANATIONS, explanation_row
 from neuronscope.show import show_neuron
 from neuronscope.store import Store
 
@@ -37,13 +36,13 @@ def store(request, tmp_path):
 
 def _ok(layer, neuron, modes=2):
     return [
-        result_row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
+        explanation_row(layer, neuron, mode=m, n_modes=modes, explanation=f"L{layer}N{neuron} mode {m}", score=0.5)
         for m in range(modes)
     ]
 
 
 def _failed(layer, neuron):
-    return [result_row(layer, neuron, status="failed", error="boom")]
+    return [explanation_row(layer, neuron, status="failed", error="boom")]
 
 
 def _write(store, layer, neurons, failed=()):

@@ -214,8 +214,8 @@ def test_score_command_bad_input_is_a_clear_error(hand_written_run, capsys, argv
 
 def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_control(tmp_path):
     from neuronscope import manifest
-    from neuronscope.explain.workflow import result_row
     from neuronscope.results import write_result
+    from neuronscope.schema import explanation_row
     from neuronscope.store import Store
     from neuronscope.summary import summary_table
 
@@ -226,7 +226,7 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
     # the judge is the simulation scorer: its scores and the stored simulation scores are the same
     scores = {"score": 0.31, "mode_score": 0.31, "baseline_score": 0.12, "control_score": 0.29}
     scores |= {f"sim_{k}": v for k, v in scores.items() if k != "mode_score"}
-    row = result_row(
+    row = explanation_row(
         1, 2, mode=0, n_modes=1, explanation="x", scorer="simulation", calibrated=False, method="both", **scores
     )
     write_result(store, 1, 2, [row], [])

@@ -8,8 +8,8 @@ from atlas_helpers import EXPLAINED, make_run
 
 from neuronscope import manifest
 from neuronscope.cli import main
-from neuronscope.explain.workflow import result_row
 from neuronscope.results import write_result
+from neuronscope.schema import explanation_row
 from neuronscope.store import Store
 
 
@@ -49,7 +49,7 @@ def test_status_counts_the_single_pass_tokens_and_says_what_each_neuron_got(tmp_
     full = dict(llm_tokens_in=3000, llm_tokens_out=400, baseline_llm_tokens_in=500, baseline_llm_tokens_out=60)
     rows = {(3, 0): ("triage/neuronscope", full), (3, 1): ("triage/single-pass", dict(baseline_llm_tokens_in=520))}
     for (layer, neuron), (method, tokens) in rows.items():
-        row = result_row(layer, neuron, mode=0, n_modes=1, explanation="x", method=method, status="ok", **tokens)
+        row = explanation_row(layer, neuron, mode=0, n_modes=1, explanation="x", method=method, status="ok", **tokens)
         write_result(store, layer, neuron, [row], [])
     assert main(["status", store.uri]) == 0
     lines = capsys.readouterr().out.splitlines()

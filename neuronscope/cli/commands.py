@@ -16,6 +16,13 @@ from .flags import add_flags, config_from_args
 CONFIG_HELP = "run.yaml with record/explain/llm sections; flags override it"
 
 
+def _one_neuron(parser: argparse.ArgumentParser) -> None:
+    """RUN --layer L --neuron N: the neuron a command is about."""
+    parser.add_argument("run")
+    parser.add_argument("--layer", type=int, required=True)
+    parser.add_argument("--neuron", type=int, required=True)
+
+
 class Demo(Command):
     name, help = "demo", "the whole pipeline on the embedded defaults"
 
@@ -34,8 +41,7 @@ class Demo(Command):
         out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         index = stages.run_demo(out, config_from_args(args, stages.DEMO_OVERRIDES), progress)
         print(summary_table(Store.open(out)))
-        print(f"run: {out}")
-        print(f"atlas: {index}")
+        print(f"run: {out}\natlas: {index}")
 
 
 class Record(Command):
@@ -82,9 +88,7 @@ class Show(Command):
     name, help = "show", "one neuron's explanations in the terminal"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("run")
-        parser.add_argument("--layer", type=int, required=True)
-        parser.add_argument("--neuron", type=int, required=True)
+        _one_neuron(parser)
         parser.add_argument("--transcript", action="store_true", help="also print the agents' transcript (JSON lines)")
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
@@ -167,9 +171,7 @@ class Export(Command):
     name, help = "export", "one neuron's records as OpenAI NeuronRecord JSON (stdout)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("run")
-        parser.add_argument("--layer", type=int, required=True)
-        parser.add_argument("--neuron", type=int, required=True)
+        _one_neuron(parser)
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
         from ..record.interop import export_neuron

@@ -12,9 +12,9 @@ from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
 from ..results import read_neuron, write_result
 from ..results.transcript import NeuronError
-from ..schema import TOKEN_COLUMNS
+from ..schema import TOKEN_COLUMNS, explanation_row
 from ..store import Store
-from .workflow import NeuronResult, explain_neuron, result_row
+from .workflow import NeuronResult, explain_neuron
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def run_task(
 
 def failed_rows(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
     """The one "failed" row of a neuron whose workflow could not run."""
-    return [result_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
+    return [explanation_row(layer, neuron, status="failed", error=reason, method=cfg.method)]
 
 
 def record_failure(store, layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> NeuronSummary:

@@ -35,7 +35,6 @@ import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,6 +60,7 @@ from ..results.transcript import (
     SplitEntry,
     TriageEntry,
 )
+from ..schema import explanation_row
 from ..scoring import Judge, Scorer, ScoreResult, make_scorer
 from ..scoring.controls import control_explanation
 from . import agents, cluster
@@ -227,47 +227,6 @@ def _coverage(judge: Judge, modes: list[Mode]) -> float:
     return sum(flags) / max(1, len(flags))
 
 
-def result_row(layer: int, neuron: int, **kw) -> dict:
-    """One EXPLANATIONS row of the neuron: the columns in ``kw``, every other at its empty value."""
-    row: dict[str, Any] = {
-        "layer": layer,
-        "neuron": neuron,
-        "mode": -1,
-        "n_modes": 0,
-        "explanation": None,
-        "mode_size": 0,
-        "exemplar_ids": [],
-        "mode_share": math.nan,
-        "mode_tokens": [],
-        "scorer": "",
-        "calibrated": None,
-        "mode_score": math.nan,
-        "score": math.nan,
-        "coverage": math.nan,
-        "baseline_explanation": None,
-        "baseline_score": math.nan,
-        "control_explanation": None,
-        "control_score": math.nan,
-        "sim_mode_score": math.nan,
-        "sim_score": math.nan,
-        "sim_baseline_score": math.nan,
-        "sim_control_score": math.nan,
-        "rounds": 0,
-        "malformed_answers": 0,
-        "llm_calls": 0,
-        "llm_tokens_in": 0,
-        "llm_tokens_out": 0,
-        "baseline_llm_tokens_in": 0,
-        "baseline_llm_tokens_out": 0,
-        "template_version": "",
-        "method": "",
-        "status": "ok",
-        "error": None,
-    }
-    row.update(kw)
-    return row
-
-
 def _judges(metered, cfg: ExplainConfig, embedder, max_act: float) -> dict[str, Judge]:
     """The decision scorer and the simulation scorer (``sim*``, absent when ``simulation_scores``
     is off) for the method, the baseline (its LLM calls booked under agents of its own) and the control."""
@@ -400,7 +359,7 @@ def explain_neuron(
     except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
         transcript.append(NeuronError(f"{type(e).__name__}: {e}"))
         rows = [
-            result_row(
+            explanation_row(
                 layer,
                 neuron,
                 status="failed",
@@ -424,7 +383,7 @@ def explain_neuron(
     if modes:
         total = sum(len(m.exemplars) for m in modes)
         rows = [
-            result_row(
+            explanation_row(
                 layer,
                 neuron,
                 mode=i,
@@ -441,7 +400,7 @@ def explain_neuron(
             for i, m in enumerate(modes)
         ]
     else:  # single-pass only: one row carrying the baseline, no NeuronScope modes
-        rows = [result_row(layer, neuron, **shared)]
+        rows = [explanation_row(layer, neuron, **shared)]
     transcript.append(LedgerEntry(ledger.as_dict()))
     return NeuronResult(rows, transcript, ledger)
 

@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from .. import layout
+from ..schema import neuron_filter
 from ..store import Store
 
 # The prompt text is in the key, so a changed prompt template (whose version is recorded with the
@@ -37,8 +37,7 @@ class NeuronCache:
         self.own: dict[str, str] = {}  # what the neuron's own object holds (read, then added)
         parts = [k for k in sources if k != self.own_key]
         if parts:
-            where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
-            table = store.read_parquet_where(parts, where, ["key", "value"]).to_pydict()
+            table = store.read_parquet_where(parts, neuron_filter(layer, neuron), ["key", "value"]).to_pydict()
             self.entries.update(zip(table["key"], table["value"]))
         if self.own_key in sources:
             table = store.read_parquet_where(self.own_key, None, ["key", "value"]).to_pydict()

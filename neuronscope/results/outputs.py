@@ -15,12 +15,11 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from .. import layout
 from ..layout import explanation_key, transcript_key
 from ..parts import FolderIndex, neuron_of
-from ..schema import EXPLANATIONS, conform
+from ..schema import EXPLANATIONS, conform, neuron_filter
 from .transcript import Entry, entries_from_json
 
 
@@ -66,10 +65,6 @@ def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: l
     store.delete(earlier)
 
 
-def _where(layer: int, neuron: int):
-    return (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
-
-
 def read_explanations(store, columns: list[str]) -> pd.DataFrame:
     """The run's explanation rows, only ``columns`` (a whole-model run has many rows); no rows
     when the run has no explanations yet."""
@@ -86,7 +81,7 @@ def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
     sources = index.sources(layer, neuron)
     if not sources:
         return None
-    t = store.read_parquet_where(sources, _where(layer, neuron))
+    t = store.read_parquet_where(sources, neuron_filter(layer, neuron))
     return t if t.num_rows else None
 
 

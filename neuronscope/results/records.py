@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 
 from .. import layout
 from ..errors import NeuronScopeError
+from ..schema import neuron_filter
 
 _SHIFT = 32  # (layer, neuron) packed into one int64: layer << 32 | neuron
 
@@ -98,5 +98,4 @@ def _plain_keys(df: pd.DataFrame) -> pd.DataFrame:
 
 def read_neuron(store, keys: list[str], layer: int, neuron: int) -> pd.DataFrame:
     """The neuron's RECORDS rows from ``keys``, as pandas with plain int keys."""
-    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
-    return _plain_keys(store.read_parquet_where(keys, where).to_pandas())
+    return _plain_keys(store.read_parquet_where(keys, neuron_filter(layer, neuron)).to_pandas())

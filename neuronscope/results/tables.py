@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-import pyarrow.dataset as ds
 
 from .. import layout
+from ..schema import neuron_filter
 from ..store import Store
 from .outputs import neuron_explanations
 
@@ -41,5 +41,4 @@ def neuron_rows(store: Store, prefix: str, layer: int, neuron: int):
     keys = _layer_keys(store, prefix, layer)
     if not keys:
         return pd.DataFrame() if store.list(prefix) else None
-    where = (ds.field("layer") == layer) & (ds.field("neuron") == neuron)
-    return store.read_parquet_where(keys, where).to_pandas()
+    return store.read_parquet_where(keys, neuron_filter(layer, neuron)).to_pandas()
