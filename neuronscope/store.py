@@ -14,6 +14,7 @@ import io
 import json
 import os
 import secrets
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def _replaced(metadata) -> set[str]:
     return set(json.loads(metadata[REPLACES])) if metadata and REPLACES in metadata else set()
 
 
-class Store:
+class Store(ABC):
     """A run root. ``Store.open(uri)`` picks the backend; ``uri`` is the normalised root."""
 
     uri: str
@@ -129,6 +130,7 @@ class Store:
         with self._errors("delete", self.url(key)):
             self._delete(key)
 
+    @abstractmethod
     def prune(self) -> None:
         """Remove the folders left empty under this store, itself included (a local folder keeps
         them after its objects are deleted; S3 has none). Only for a store no one else writes to."""
@@ -251,34 +253,40 @@ class Store:
             except pa.ArrowInvalid as e:
                 raise StoreError(f"{self.url(key)} is not a readable Parquet file: {e}") from e
 
+    @abstractmethod
     def _arrow_fs(self):
         """(pyarrow filesystem, path of the run root in it), for reads that fetch only byte ranges."""
-        raise NotImplementedError
 
     # -- backend primitives --------------------------------------------------------------------
+    @abstractmethod
     def _prepare_root(self) -> None:
         """Make the run location exist, where a backend needs that (a bucket's prefix does not)."""
 
+    @abstractmethod
     def _describe(self, exc: Exception, action: str, target: str) -> str | None:
-        raise NotImplementedError
+        """What ``exc`` means, in words naming ``target``; None: not a store error (raised as is)."""
 
-    def _exists(self, key: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
 
-    def _get(self, key: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def _get(self, key: str) -> bytes: ...
 
+    @abstractmethod
     def _put(self, key: str, data: bytes) -> None:
-        raise NotImplementedError
+        """Write atomically: a reader sees the old object or the whole new one."""
 
+    @abstractmethod
     def _put_if_absent(self, key: str, data: bytes) -> bool:
-        raise NotImplementedError
+        """Create-only write; True if this call created the object."""
 
+    @abstractmethod
     def _delete(self, key: str) -> None:
-        raise NotImplementedError
+        """Remove the object; a missing one is not an error."""
 
+    @abstractmethod
     def _list(self, folder: str) -> builtins.list[str]:
-        raise NotImplementedError
+        """Every key under ``folder`` ('' or ending in '/'), recursive, in any order."""
 
 
 class LocalStore(Store):
@@ -441,6 +449,12 @@ class S3Store(Store):
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def prune(self) -> None:
+        pass  # S3 has no folders to leave empty
+
+    def _prepare_root(self) -> None:
+        pass  # a bucket's prefix exists once an object is under it
 
     def _arrow_fs(self):
         # pyarrow ignores AWS_ENDPOINT_URL*: hand it the endpoint and credentials boto3 resolved.
