@@ -132,10 +132,11 @@ def _windows(cfg, tokens: int):
 
 
 def _plant(ecfg, windows, tok, n_per: int, seed: int = Q2_SEED, plant_seed: int = 0):
-    from neuronscope.record.synthetic import concept_sets, plant
+    from neuronscope.record.synthetic import ConceptWindows, concept_sets
 
     top_k, random_k = _needed(ecfg)
-    return plant(windows, tok, concept_sets(n_per, seed=seed), top_k=top_k, random_k=random_k, seed=plant_seed)
+    sets = concept_sets(n_per, seed=seed)
+    return ConceptWindows(windows, tok).plant(sets, top_k=top_k, random_k=random_k, seed=plant_seed)
 
 
 def _needed(ecfg) -> tuple[int, int]:

@@ -76,16 +76,7 @@ class InProcessActor:
         from neuronscope.models import arch
         from neuronscope.record.udf import Recorder
 
-        self.actor = Recorder(
-            path,
-            LAYERS,
-            NEURONS,
-            TOP_K,
-            RANDOM_K,
-            SEED,
-            torch_threads=threads,
-            hist_rate=CFG.quantile_sample,
-        )
+        self.actor = Recorder(CFG.model_copy(update={"model": path, "torch_threads": threads}), LAYERS, NEURONS)
         assert len(NEURONS) == arch.n_neurons(self.actor.model.config)
 
     def step(self, batch: dict) -> None:

@@ -106,13 +106,13 @@ def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, pr
     from neuronscope.config import RecordConfig
     from neuronscope.models.bundled import resolve_model
     from neuronscope.record.driver import load_windows
-    from neuronscope.record.synthetic import CONCEPTS, concept_sets, plant
+    from neuronscope.record.synthetic import CONCEPTS, ConceptWindows, concept_sets
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
     r = cfg.record
     windows, _ = load_windows(RecordConfig(corpus=r.corpus, window=r.window, max_tokens=tokens), tok)
     sets = concept_sets(n_per, seed=11)
-    planted = plant(windows, tok, sets, top_k=r.top_k, random_k=r.random_k, seed=3)
+    planted = ConceptWindows(windows, tok).plant(sets, top_k=r.top_k, random_k=r.random_k, seed=3)
     e = cfg.explain
     rng = np.random.default_rng(5)
     jobs = []

@@ -3,12 +3,24 @@ exemplars by the same scorers, split and control as the explain workflow."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import layout, manifest
 from .config import RunConfig
 from .errors import ConfigError, NeuronScopeError
 from .report import detail_vs_control
 from .results import neuron_rows, read_explanations
 from .store import Store
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """An explanation of one neuron of a run, to be scored."""
+
+    run: str  # the run folder or s3:// URI
+    layer: int
+    neuron: int
+    text: str
 
 
 def run_config(store: Store, cfg: RunConfig) -> RunConfig:
@@ -27,20 +39,19 @@ def _other_explanations(store: Store, layer: int, neuron: int) -> list[str]:
     return sorted(set(df["explanation"].dropna()) | set(df["baseline_explanation"].dropna()))
 
 
-def score_hypothesis(
-    run: str, layer: int, neuron: int, text: str, scorers: list[str], cfg: RunConfig, llm=None, embedder=None
-) -> dict:
+def score_hypothesis(h: Hypothesis, scorers: list[str], cfg: RunConfig, llm=None, embedder=None) -> dict:
     """{"scores": {scorer: {"score", "control", "metric"}}, "default", "control_explanation",
-    "heldout"}: ``text`` and a control explanation on the neuron's held-out exemplars."""
+    "heldout"}: the explanation and a control explanation on the neuron's held-out exemplars."""
     from .exemplars import load, split
     from .llm.base import Ledger, Metered
     from .models.embedder import get_embedder
     from .scoring import Judge, make_scorer
     from .scoring.controls import control_explanation
 
+    layer, neuron, text = h.layer, h.neuron, h.text
     if not text.strip():
         raise ConfigError("the explanation to score is empty")
-    store = Store.open(run)
+    store = Store.open(h.run)
     rec = neuron_rows(store, layout.prefix(layout.RECORDS), layer, neuron)
     if rec is None or rec.empty:
         raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")

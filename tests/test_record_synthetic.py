@@ -10,7 +10,7 @@ import pytest
 from neuronscope.config import RecordConfig
 from neuronscope.models.bundled import resolve_model
 from neuronscope.record.driver import load_windows
-from neuronscope.record.synthetic import CONCEPTS, plant
+from neuronscope.record.synthetic import CONCEPTS, ConceptWindows
 from neuronscope.schema import RECORDS
 
 
@@ -26,7 +26,7 @@ def corpus():
 def test_planted_neurons_fire_on_their_concepts_only(corpus):
     windows, tok = corpus
     sets = [("animals",), ("body parts", "royal titles"), ("colours", "family members", "number words")]
-    planted = plant(windows, tok, sets, top_k=12, random_k=5, layer=3)
+    planted = ConceptWindows(windows, tok).plant(sets, top_k=12, random_k=5, layer=3)
     for p, concepts in zip(planted, sets):
         assert p.table.schema == RECORDS
         df = p.table.to_pandas()
@@ -52,13 +52,13 @@ def test_planted_neurons_fire_on_their_concepts_only(corpus):
 
 def test_planting_is_deterministic_and_checks_its_input(corpus):
     windows, tok = corpus
-    a = plant(windows, tok, [("weapons", "animals")], top_k=6, random_k=3)
-    b = plant(windows, tok, [("weapons", "animals")], top_k=6, random_k=3)
+    a = ConceptWindows(windows, tok).plant([("weapons", "animals")], top_k=6, random_k=3)
+    b = ConceptWindows(windows, tok).plant([("weapons", "animals")], top_k=6, random_k=3)
     assert a[0].table.equals(b[0].table) and a[0].truth == b[0].truth
     with pytest.raises(ValueError, match="unknown concept.*'dragons'"):
-        plant(windows, tok, [("dragons",)], top_k=4, random_k=0)
+        ConceptWindows(windows, tok).plant([("dragons",)], top_k=4, random_k=0)
     with pytest.raises(Exception, match="'weapons' alone; need 500"):
-        plant(windows, tok, [("weapons",)], top_k=500, random_k=0)
+        ConceptWindows(windows, tok).plant([("weapons",)], top_k=500, random_k=0)
     assert np.isfinite(a[0].table.column("max_act").to_numpy()).all()
 
 

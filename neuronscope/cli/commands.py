@@ -126,7 +126,7 @@ class Score(Command):
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
         from .. import stages
-        from ..hypothesis import render, score_hypothesis
+        from ..hypothesis import Hypothesis, render, score_hypothesis
         from ..scoring import LLM_SCORERS, SCORERS
 
         if args.scorer is not None and args.scorer not in SCORERS:
@@ -137,7 +137,8 @@ class Score(Command):
         if any(n in LLM_SCORERS for n in names):
             stages.ensure_ray()
             llm = stages.start_llm(cfg, progress)
-        result = score_hypothesis(args.run, args.layer, args.neuron, args.explanation, names, cfg, llm=llm)
+        hypothesis = Hypothesis(args.run, args.layer, args.neuron, args.explanation)
+        result = score_hypothesis(hypothesis, names, cfg, llm=llm)
         print(json.dumps(_strict(result)) if args.json else render(result, args.explanation))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Protocol, TypedDict
@@ -123,6 +123,18 @@ class Ledger:
         return {k: vars(v).copy() for k, v in self.by_agent.items()}
 
 
+@dataclass(frozen=True)
+class CallKind:
+    """How one kind of engine call is made, cached and counted."""
+
+    name: str  # the call's kind, part of its cache key
+    params: dict  # the call's parameters, part of its cache key
+    run: Callable[[list], list]  # the engine call on a batch of items
+    encode: Callable  # a result as the cache stores it (JSON)
+    decode: Callable  # and back
+    tokens: Callable[..., tuple[int, int]]  # (item, result) -> (tokens in, tokens out)
+
+
 class Metered:
     """An LLM wrapper that books every call under ``agent`` in a ledger, through an optional
     response cache (a hit counts its tokens, since the work it stands for is the same, but no call).
@@ -133,38 +145,34 @@ class Metered:
         self.ledger = ledger
         self.cache = cache
 
-    def _cached(self, agent: str, kind: str, items: list, params: dict, run, encode, decode, tokens):
-        keys = [self.cache.key(kind, it, params) for it in items] if self.cache else []
+    def _cached(self, agent: str, kind: CallKind, items: list) -> list:
+        keys = [self.cache.key(kind.name, it, kind.params) for it in items] if self.cache else []
         found = self.cache.get_many(keys) if self.cache else [None] * len(items)
         todo = [i for i, f in enumerate(found) if f is None]
-        fresh = run([items[i] for i in todo]) if todo else []
-        results = [decode(f) if f is not None else None for f in found]
+        fresh = kind.run([items[i] for i in todo]) if todo else []
+        results = [kind.decode(f) if f is not None else None for f in found]
         for i, r in zip(todo, fresh):
             results[i] = r
         if self.cache and todo:
-            self.cache.put_many({keys[i]: encode(r) for i, r in zip(todo, fresh)})
-        t_in, t_out = map(sum, zip(*(tokens(it, r) for it, r in zip(items, results)))) if items else (0, 0)
+            self.cache.put_many({keys[i]: kind.encode(r) for i, r in zip(todo, fresh)})
+        t_in, t_out = map(sum, zip(*(kind.tokens(it, r) for it, r in zip(items, results)))) if items else (0, 0)
         self.ledger.add(agent, len(todo), t_in, t_out, cached=len(items) - len(todo))
         return results
 
     def chat(self, agent: str, conversations: Sequence[list[Message]], params: GenParams) -> list[Completion]:
-        return self._cached(
-            agent,
+        kind = CallKind(
             "chat",
-            list(conversations),
             vars(params),
             run=lambda convs: self.llm.chat(convs, params),
             encode=lambda c: vars(c),
             decode=lambda d: Completion(**d),
             tokens=lambda _, c: (c.tokens_in, c.tokens_out),
         )
+        return self._cached(agent, kind, list(conversations))
 
     def next_token_logprobs(self, agent: str, prompts, positions, top_k: int):
-        items = [[list(p), list(q)] for p, q in zip(prompts, positions)]
-        return self._cached(
-            agent,
+        kind = CallKind(
             "prompt_logprobs",
-            items,
             {"top_k": top_k},
             run=lambda its: self.llm.next_token_logprobs([i[0] for i in its], [i[1] for i in its], top_k),
             # JSON object keys are strings: keep token ids as ints on the way back.
@@ -172,6 +180,7 @@ class Metered:
             decode=lambda r: [{int(t): lp for t, lp in d} for d in r],
             tokens=lambda it, _: (len(it[0]), 0),
         )
+        return self._cached(agent, kind, [[list(p), list(q)] for p, q in zip(prompts, positions)])
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text)

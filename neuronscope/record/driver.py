@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from ..models import arch
 from ..models.bundled import resolve_model
 from ..schema import RECORDS, STATS, conform
 from ..selection import parse_selection
+from ..store import Store
 from .topk import QUANTILE_LEVELS, Summary, split_code
 from .udf import Recorder
 
@@ -124,12 +126,7 @@ def _summarize(
     actor = ray.remote(
         num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2, scheduling_strategy="SPREAD"
     )(Recorder)
-    actors = [
-        actor.remote(
-            cfg.model, layers, neurons, cfg.top_k, cfg.random_k, cfg.seed, cfg.torch_threads, cfg.quantile_sample, n
-        )
-        for _ in shards
-    ]
+    actors = [actor.remote(cfg, layers, neurons, n) for _ in shards]
     try:
         pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
         shown = 0
@@ -280,18 +277,30 @@ def _by_shard(table: pa.Table) -> dict[int, pa.Table]:
     return {int(shard[i]): table.slice(i, j - i) for i, j in zip(starts, ends) if j > i}
 
 
-def _write_layer(store, layer, neurons, windows, summary: Summary, pieces, skip: frozenset) -> int:
-    """A layer's records and stats shards not in ``skip``; stats after records, so that a stats
-    part means its shard is complete. Returns the shards written."""
-    stats = _by_shard(_stats_table(layer, neurons, summary))
-    written = 0
-    for shard, part in _by_shard(_exemplar_table(layer, neurons, windows, summary, pieces)).items():
-        if (layer, shard) not in skip:
-            # dictionary encoding pays on the repeated strings only (on activations it doubles the time)
-            store.write_parquet(records_key(layer, shard), part, dictionary=["kind", "tokens"])
-            store.write_parquet(stats_key(layer, shard), stats[shard])
-            written += 1
-    return written
+@dataclass(frozen=True)
+class _PassWriter:
+    """Writes the layers of one pass: its neurons over the corpus windows, the token text of
+    its exemplars (``pieces``), the (layer, shard) parts already in the store (``skip``)."""
+
+    store: Store
+    neurons: list[int]
+    windows: np.ndarray
+    pieces: Callable[[np.ndarray], pa.Array]
+    skip: frozenset
+
+    def layer(self, layer: int, summary: Summary) -> int:
+        """A layer's records and stats shards not in ``skip``; stats after records, so that a
+        stats part means its shard is complete. Returns the shards written."""
+        stats = _by_shard(_stats_table(layer, self.neurons, summary))
+        written = 0
+        exemplars = _exemplar_table(layer, self.neurons, self.windows, summary, self.pieces)
+        for shard, part in _by_shard(exemplars).items():
+            if (layer, shard) not in self.skip:
+                # dictionary encoding pays on the repeated strings only (on activations it doubles the time)
+                self.store.write_parquet(records_key(layer, shard), part, dictionary=["kind", "tokens"])
+                self.store.write_parquet(stats_key(layer, shard), stats[shard])
+                written += 1
+        return written
 
 
 def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
@@ -330,14 +339,12 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
         )
         summaries = _summarize_retrying(cfg, p_layers, p_neurons, windows, progress)
         progress(f"record: writing the records and stats of {len(p_layers)} layers")
-        pieces = _exemplar_pieces(tokenizer, windows, summaries)
-        skip = frozenset(done)
+        writer = _PassWriter(
+            store, p_neurons, windows, _exemplar_pieces(tokenizer, windows, summaries), frozenset(done)
+        )
         # Arrow and Parquet release the GIL: layers are built and written side by side
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            jobs = [
-                pool.submit(_write_layer, store, layer, p_neurons, windows, summaries[layer], pieces, skip)
-                for layer in p_layers
-            ]
+            jobs = [pool.submit(writer.layer, layer, summaries[layer]) for layer in p_layers]
             written += sum(job.result() for job in jobs)
         done |= {(layer, n // SHARD_NEURONS) for layer in p_layers for n in p_neurons}
     summary = {

@@ -69,67 +69,79 @@ def concept_of_tokens(
     return np.where(alone, word, -1), pieces
 
 
-def plant(
-    windows: np.ndarray,
-    tokenizer,
-    neurons: list[tuple[str, ...]],
-    top_k: int,
-    random_k: int,
-    concepts: dict[str, tuple[str, ...]] = CONCEPTS,
-    layer: int = 0,
-    seed: int = 0,
-) -> list[Planted]:
-    """Planted neurons ``0..len(neurons)-1`` of ``layer`` over ``windows`` ((n, W) token ids).
+class ConceptWindows:
+    """Corpus windows ((n, W) token ids) with the concept of each of their tokens: what neurons
+    are planted over (labelled once, planted as often as wanted)."""
 
-    Activation: on a token of one of the neuron's concepts, a peak drawn per window from
-    U(0.6, 1.0) (distinct ranks, strongest first); elsewhere, noise |N(0, 0.02)|."""
-    names = list(concepts)
-    unknown = sorted({c for n in neurons for c in n} - set(names))
-    if unknown:
-        raise ValueError(f"unknown concept(s) {unknown}; known: {names}")
-    concept, pieces = concept_of_tokens(tokenizer, windows, concepts)  # (n, W) each
-    present = np.stack([(concept == c).any(axis=1) for c in range(len(names))], axis=1)  # (n, concepts)
-    clean = {c: np.flatnonzero(present[:, c] & (present.sum(axis=1) == 1)) for c in range(len(names))}
-    out = []
-    for neuron, wanted in enumerate(neurons):
-        rng = np.random.default_rng([seed, layer, neuron])
-        cs = [names.index(c) for c in wanted]
+    def __init__(self, windows: np.ndarray, tokenizer, concepts: dict[str, tuple[str, ...]] = CONCEPTS):
+        self.windows, self.names = windows, list(concepts)
+        self.concept, self.pieces = concept_of_tokens(tokenizer, windows, concepts)  # (n, W) each
+        present = np.stack([(self.concept == c).any(axis=1) for c in range(len(self.names))], axis=1)
+        # per concept, the windows that hold it and no other concept
+        self.clean = {c: np.flatnonzero(present[:, c] & (present.sum(axis=1) == 1)) for c in range(len(self.names))}
+
+    def plant(
+        self, neurons: list[tuple[str, ...]], top_k: int, random_k: int, layer: int = 0, seed: int = 0
+    ) -> list[Planted]:
+        """Planted neurons ``0..len(neurons)-1`` of ``layer``, each firing on the concepts it names.
+
+        Activation: on a token of one of the neuron's concepts, a peak drawn per window from
+        U(0.6, 1.0) (distinct ranks, strongest first); elsewhere, noise |N(0, 0.02)|."""
+        unknown = sorted({c for n in neurons for c in n} - set(self.names))
+        if unknown:
+            raise ValueError(f"unknown concept(s) {unknown}; known: {self.names}")
+        out = []
+        for neuron, wanted in enumerate(neurons):
+            rng = np.random.default_rng([seed, layer, neuron])
+            cs = [self.names.index(c) for c in wanted]
+            picks = self._top(cs, top_k, rng)
+            top_ids = np.array([w for w, _ in picks])
+            rest = np.setdiff1d(np.arange(len(self.windows)), top_ids)
+            rnd_ids = rng.choice(rest, min(random_k, len(rest)), replace=False)
+            acts = self._activations(cs, top_ids, rng)
+            rows = [
+                self._row(layer, neuron, kind, rank, int(w), acts[w])
+                for kind, wids in (("top", top_ids), ("random", rnd_ids))
+                for rank, w in enumerate(wids)
+            ]
+            table = conform(pa.Table.from_pylist(rows, schema=RECORDS), RECORDS)
+            out.append(Planted(neuron, tuple(wanted), table, dict(picks)))
+        return out
+
+    def _top(self, cs: list[int], top_k: int, rng: np.random.Generator) -> list[tuple[int, str]]:
+        """(window, concept) of the top exemplars: as many windows of each concept, taking turns
+        so that the top_k cut keeps them balanced."""
         per = -(-top_k // len(cs))
         picks = []
         for c in cs:
-            if len(clean[c]) < per:
-                raise CorpusError(f"only {len(clean[c])} windows hold {names[c]!r} alone; need {per} (a larger corpus)")
-            picks += [(int(w), names[c]) for w in rng.choice(clean[c], per, replace=False)]
-        # interleave the concepts so that the top_k cut keeps them balanced
-        picks = [picks[i * per + j] for j in range(per) for i in range(len(cs))][:top_k]
-        top_ids = np.array([w for w, _ in picks])
-        rest = np.setdiff1d(np.arange(len(windows)), top_ids)
-        rnd_ids = rng.choice(rest, min(random_k, len(rest)), replace=False)
-        hot = np.isin(concept, cs)
-        acts = np.abs(rng.normal(0, 0.02, size=windows.shape)).astype(np.float32)
-        peaks = rng.uniform(0.6, 1.0, size=len(windows)).astype(np.float32)
+            if len(self.clean[c]) < per:
+                raise CorpusError(
+                    f"only {len(self.clean[c])} windows hold {self.names[c]!r} alone; need {per} (a larger corpus)"
+                )
+            picks += [(int(w), self.names[c]) for w in rng.choice(self.clean[c], per, replace=False)]
+        return [picks[i * per + j] for j in range(per) for i in range(len(cs))][:top_k]
+
+    def _activations(self, cs: list[int], top_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(n, W) activations of a neuron firing on the concepts ``cs``."""
+        hot = np.isin(self.concept, cs)
+        acts = np.abs(rng.normal(0, 0.02, size=self.windows.shape)).astype(np.float32)
+        peaks = rng.uniform(0.6, 1.0, size=len(self.windows)).astype(np.float32)
         # the top windows' peaks descend in the interleaved order, so every rank range (and so
         # every split of the ranks) holds the concepts in balance
         peaks[top_ids] = np.sort(peaks[top_ids])[::-1]
-        acts = np.where(hot, peaks[:, None], acts)
-        rows = []
-        for kind, wids in (("top", top_ids), ("random", rnd_ids)):
-            for rank, w in enumerate(wids):
-                a = acts[w]
-                rows.append(
-                    {
-                        "layer": layer,
-                        "neuron": neuron,
-                        "kind": kind,
-                        "rank": rank,
-                        "window_id": int(w),
-                        "tokens": pieces[w].tolist(),
-                        "token_ids": windows[w].astype(np.int32).tolist(),
-                        "activations": a.tolist(),
-                        "max_pos": int(a.argmax()),
-                        "max_act": float(a.max()),
-                    }
-                )
-        table = conform(pa.Table.from_pylist(rows, schema=RECORDS), RECORDS)
-        out.append(Planted(neuron, tuple(wanted), table, dict(picks)))
-    return out
+        return np.where(hot, peaks[:, None], acts)
+
+    def _row(self, layer: int, neuron: int, kind: str, rank: int, w: int, a: np.ndarray) -> dict:
+        """The RECORDS row of window ``w`` with activations ``a``."""
+        return {
+            "layer": layer,
+            "neuron": neuron,
+            "kind": kind,
+            "rank": rank,
+            "window_id": w,
+            "tokens": self.pieces[w].tolist(),
+            "token_ids": self.windows[w].astype(np.int32).tolist(),
+            "activations": a.tolist(),
+            "max_pos": int(a.argmax()),
+            "max_act": float(a.max()),
+        }

@@ -233,7 +233,10 @@ class Summary:
             assert self.rnd_win is not None, "a column fold comes after the first whole fold"
             self.rnd_key[cols], self.rnd_code[cols], self.rnd_val[cols], self.rnd_win[cols] = k, c, v, w
 
-    def fold_stats(self, count: int, total, sumsq, lo, hi, hist: np.ndarray | None, hist_count: int) -> None:
+    def fold_stats(self, count: int, sums: tuple, extremes: tuple, hist: np.ndarray | None, hist_count: int) -> None:
+        """Add ``count`` tokens: per neuron ``sums`` (of the activations, of their squares) and
+        ``extremes`` (min, max), and ``hist_count`` of them counted in ``hist``."""
+        (total, sumsq), (lo, hi) = sums, extremes
         self.count += int(count)
         self.sum += np.asarray(total, np.float64)
         self.sumsq += np.asarray(sumsq, np.float64)
@@ -251,7 +254,7 @@ class Summary:
         self.fold_top(None, other.top_val, other.top_code, other.top_win)
         if other.rnd_win is not None:
             self.fold_random(None, other.rnd_key, other.rnd_code, other.rnd_val, other.rnd_win)
-        self.fold_stats(other.count, other.sum, other.sumsq, other.min, other.max, other.hist, other.hist_count)
+        self.fold_stats(other.count, (other.sum, other.sumsq), (other.min, other.max), other.hist, other.hist_count)
 
     def stats(self, levels=QUANTILE_LEVELS) -> dict[str, np.ndarray]:
         mean = self.sum / max(self.count, 1)

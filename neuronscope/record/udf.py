@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from ..config import RecordConfig
 from .fold import BatchTokens, LayerFold, token_codes
 from .hooks import capture, load_model
 from .topk import Summary
@@ -30,27 +31,20 @@ class Recorder:
     final summaries travel to the driver, not a partial per batch.
     """
 
-    def __init__(
-        self,
-        model: str,
-        layers: list[int],
-        neurons: list[int],
-        top_k: int,
-        random_k: int,
-        seed: int,
-        torch_threads: int | None = None,
-        hist_rate: float = 1.0,
-        actors: int = 1,
-    ):
+    def __init__(self, cfg: RecordConfig, layers: list[int], neurons: list[int], actors: int = 1):
+        """``cfg``: the model, exemplar counts, seed, threads and histogram sample; ``actors``: the
+        recorders sharing this node's cores."""
         from ..models.bundled import resolve_model
 
-        self.threads = cpu_threads(torch_threads, actors)
+        self.threads = cpu_threads(cfg.torch_threads, actors)
         torch.set_num_threads(self.threads)
         # resolved here, on the actor's node: a path resolved on the driver need not exist there
-        self.model, self.device = load_model(resolve_model(model).path)
+        self.model, self.device = load_model(resolve_model(cfg.model).path)
         idx = torch.as_tensor(neurons, dtype=torch.int64, device=self.device)
-        self.folds = {layer: LayerFold(layer, idx, top_k, random_k, seed, hist_rate) for layer in layers}
-        self.seed, self.hist_rate = seed, hist_rate
+        self.seed, self.hist_rate = cfg.seed, cfg.quantile_sample
+        self.folds = {
+            layer: LayerFold(layer, idx, cfg.top_k, cfg.random_k, self.seed, self.hist_rate) for layer in layers
+        }
         self._tokens: BatchTokens | None = None  # the current batch's, for the sink
         self._capture = capture(self.model, layers, idx, self._fold)
         self.run = self._capture.__enter__()  # hooks live as long as the recorder
