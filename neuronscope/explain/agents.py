@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from .. import prompts
@@ -35,61 +35,72 @@ RETRY_TEMPERATURE = 0.7
 EXPLANATION_PREFILL = "Explanation:"
 
 
-def run_batch(
-    llm: Metered,
-    agent: Agent,
-    conversations: list[list[Message]],
-    parser: Callable,
-    max_retries: int,
-    transcript: list[Entry],
-    params: GenParams | None = None,
-    prefill: str = "",
-    guard: Callable | None = None,
-    give_up: Callable[[int, str], object] | None = None,
-) -> list:
-    """Parsed answers, one per conversation; AgentOutputError if one stays malformed after
-    ``max_retries`` corrective follow-ups (never a guessed value). A ``prefill`` starts the
-    answer (e.g. "Explanation:"), so a small model only has to continue the required format.
-    ``guard(parsed, conversation)`` raises ParseError for a well-formed answer that is still
-    unusable (e.g. a copy of the prompt's text). With ``give_up(i, reason)``, an answer still
+@dataclass(frozen=True)
+class AgentSession:
+    """Where one neuron's agents ask: the metered LLM (its ledger books every call), the corrective
+    follow-ups a malformed answer gets, and the transcript every answer goes into."""
+
+    llm: Metered
+    retries: int
+    transcript: list[Entry]
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """How a batch's answers are asked for and checked. ``parser(text, truncated=...)`` reads an
+    answer (ParseError when malformed); ``params`` default to the agent's ``PARAMS``; a ``prefill``
+    starts the answer (e.g. "Explanation:"), so a small model only has to continue the required
+    format; ``guard(parsed, conversation)`` raises ParseError for a well-formed answer that is still
+    unusable (e.g. a copy of the prompt's text); with ``give_up(i, reason)``, an answer still
     malformed after the retries gets its return value instead of failing the batch."""
-    params = params or PARAMS[agent]
+
+    parser: Callable
+    params: GenParams | None = None
+    prefill: str = ""
+    guard: Callable | None = None
+    give_up: Callable[[int, str], object] | None = None
+
+
+def run_batch(s: AgentSession, agent: Agent, conversations: list[list[Message]], spec: AnswerSpec) -> list:
+    """Parsed answers, one per conversation; AgentOutputError if one stays malformed after
+    ``s.retries`` corrective follow-ups (never a guessed value)."""
+    params = spec.params or PARAMS[agent]
     convs = [list(c) for c in conversations]
     results: list = [None] * len(convs)
     todo = list(range(len(convs)))
-    for attempt in range(max_retries + 1):
+    for attempt in range(s.retries + 1):
         # Greedy decoding would repeat a malformed answer: retries sample, seeded, so reruns agree.
         p = params if attempt == 0 else replace(params, temperature=RETRY_TEMPERATURE, seed=params.seed + attempt)
-        start: list[Message] = [{"role": "assistant", "content": prefill}] if prefill else []
-        answers = llm.chat(agent, [convs[i] + start for i in todo], p)
+        start: list[Message] = [{"role": "assistant", "content": spec.prefill}] if spec.prefill else []
+        answers = s.llm.chat(agent, [convs[i] + start for i in todo], p)
         failed = []
         for i, ans in zip(todo, answers):
-            text = prefill + ans.text
+            text = spec.prefill + ans.text
             entry = AgentAnswer(agent, i, attempt, convs[i] + start, text)
             try:
-                results[i] = parser(text, truncated=ans.tokens_out >= p.max_tokens)
-                if guard:
-                    guard(results[i], conversations[i])
+                results[i] = spec.parser(text, truncated=ans.tokens_out >= p.max_tokens)
+                if spec.guard:
+                    spec.guard(results[i], conversations[i])
                 entry.parsed = results[i]
             except parse.ParseError as e:
                 entry.error = str(e)
                 failed.append((i, text, str(e)))
-            transcript.append(entry)
+            s.transcript.append(entry)
         if not failed:
             return results
         for i, raw, reason in failed:
             convs[i] = convs[i] + [
                 {"role": "assistant", "content": raw},
-                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {_format_of(parser)}."},
+                {"role": "user", "content": f"Wrong format: {reason}. Answer again, {_format_of(spec.parser)}."},
             ]
         todo = [i for i, _, _ in failed]
-    if give_up is not None:
+    if spec.give_up is not None:
         for i, _, reason in failed:
-            results[i] = give_up(i, reason)
+            results[i] = spec.give_up(i, reason)
         return results
     i, raw, reason = failed[0]
     raise AgentOutputError(
-        f"{agent} agent answer malformed after {max_retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}",
+        f"{agent} agent answer malformed after {s.retries + 1} attempt(s): {reason}; last answer {raw[:120]!r}",
         agent=agent,
     )
 
@@ -98,16 +109,15 @@ def _format_of(parser: Callable) -> str:
     return parse.FORMATS[getattr(parser, "func", parser)]  # a partial names the parser it wraps
 
 
-def _explanations(llm, agent: Agent, convs: list[list[Message]], retries: int, transcript: list[Entry]) -> list[str]:
+EXPLANATION_ANSWER = AnswerSpec(parse.explanation, prefill=EXPLANATION_PREFILL, guard=parse.not_a_copy)
+
+
+def _explanations(s: AgentSession, agent: Agent, convs: list[list[Message]]) -> list[str]:
     """One explanation per conversation: the "Explanation:" prefill, and no copy of the prompt."""
-    return run_batch(
-        llm, agent, convs, parse.explanation, retries, transcript, prefill=EXPLANATION_PREFILL, guard=parse.not_a_copy
-    )
+    return run_batch(s, agent, convs, EXPLANATION_ANSWER)
 
 
-def deconstruct(
-    llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]
-) -> list[list[str]]:
+def deconstruct(s: AgentSession, exemplars: list[Exemplar], max_act: float) -> list[list[str]]:
     """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch.
     The example's own features are dropped from the answers, and an answer still malformed after
     the retries leaves its exemplar without features (recorded): an exemplar may have none."""
@@ -115,10 +125,12 @@ def deconstruct(
     parser = partial(parse.components, drop=parse.example_features(convs[0])) if convs else parse.components
 
     def no_features(i: int, reason: str) -> list[str]:
-        transcript.append(AgentFailure(Agent.DECONSTRUCT, f"exemplar {exemplars[i].window_id}: {reason}; no features"))
+        s.transcript.append(
+            AgentFailure(Agent.DECONSTRUCT, f"exemplar {exemplars[i].window_id}: {reason}; no features")
+        )
         return []
 
-    return run_batch(llm, Agent.DECONSTRUCT, convs, parser, retries, transcript, give_up=no_features)
+    return run_batch(s, Agent.DECONSTRUCT, convs, AnswerSpec(parser, give_up=no_features))
 
 
 def exemplar_lines(exemplars: list[Exemplar], max_act: float) -> str:
@@ -133,7 +145,7 @@ def tokens_line(exemplars: list[Exemplar], max_act: float) -> str:
 
 
 def explain_modes(
-    llm, modes: list[list[Exemplar]], components: list[list[str]], max_act: float, retries: int, transcript: list[Entry]
+    s: AgentSession, modes: list[list[Exemplar]], components: list[list[str]], max_act: float
 ) -> list[str]:
     """One explanation per semantic mode, from that mode's exemplars and components."""
     convs = [
@@ -145,15 +157,15 @@ def explain_modes(
         )
         for ex, comps in zip(modes, components)
     ]
-    return _explanations(llm, Agent.EXPLAIN, convs, retries, transcript)
+    return _explanations(s, Agent.EXPLAIN, convs)
 
 
-def single_pass(llm, exemplars: list[Exemplar], max_act: float, retries: int, transcript: list[Entry]) -> str:
+def single_pass(s: AgentSession, exemplars: list[Exemplar], max_act: float) -> str:
     """The Bills et al. baseline: one explanation from all explain exemplars."""
     conv = prompts.render(
         Agent.SINGLE_PASS, exemplars=exemplar_lines(exemplars, max_act), tokens=tokens_line(exemplars, max_act)
     )
-    return _explanations(llm, Agent.SINGLE_PASS, [conv], retries, transcript)[0]
+    return _explanations(s, Agent.SINGLE_PASS, [conv])[0]
 
 
 def case_lines(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
@@ -169,14 +181,12 @@ def case_lines(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
 
 
 def refine(
-    llm,
+    s: AgentSession,
     explanations: list[str],
     tokens: list[str],
     misses: list[list],
     false_alarms: list[list],
     max_act: float,
-    retries: int,
-    transcript: list[Entry],
 ) -> list[str]:
     """A revised explanation per mode, from the judge's misses and false alarms; ``tokens`` is
     each mode's ``tokens_line``."""
@@ -186,4 +196,4 @@ def refine(
         )
         for x, t, m, f in zip(explanations, tokens, misses, false_alarms)
     ]
-    return _explanations(llm, Agent.REFINE, convs, retries, transcript)
+    return _explanations(s, Agent.REFINE, convs)

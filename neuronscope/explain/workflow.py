@@ -116,7 +116,7 @@ def _ids(exemplars: list[Exemplar]) -> list[int]:
 def _modes(
     llm, sp: Split, cfg: ExplainConfig, embedder, clustering: str, min_silhouette: float, transcript: list[Entry]
 ) -> list[Mode]:
-    comps = agents.deconstruct(llm, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
+    comps = agents.deconstruct(agents.AgentSession(llm, cfg.max_parse_retries, transcript), sp.explain, sp.max_act)
     by_comp, choice_c = cluster.modes_from_components(embedder, comps, cfg.max_modes, min_silhouette)
     by_ctx, choice_a = cluster.modes_from_words(
         embedder, [activating(e, sp.max_act) for e in sp.explain], cfg.max_modes
@@ -161,14 +161,12 @@ def _refine(llm, modes: list[Mode], sp: Split, judge: Judge, cfg: ExplainConfig,
             break
         try:
             revised = agents.refine(
-                llm,
+                agents.AgentSession(llm, cfg.max_parse_retries, transcript),
                 [modes[i].explanation for i in active],
                 [agents.tokens_line(modes[i].exemplars, sp.max_act) for i in active],
                 [cases[i][0] for i in active],
                 [cases[i][1] for i in active],
                 sp.max_act,
-                cfg.max_parse_retries,
-                transcript,
             )
         except AgentOutputError as e:
             transcript.append(RefineFailure(rnd, False, str(e)))
@@ -409,12 +407,10 @@ def _full(metered, sp, cfg, embedder, clustering, min_silhouette, judges, transc
     """The full workflow's explained, refined modes and their coverage."""
     modes = _modes(metered, sp, cfg, embedder, clustering, min_silhouette, transcript)
     texts = agents.explain_modes(
-        metered,
+        agents.AgentSession(metered, cfg.max_parse_retries, transcript),
         [m.exemplars for m in modes],
         [m.components for m in modes],
         sp.max_act,
-        cfg.max_parse_retries,
-        transcript,
     )
     for m, t in zip(modes, texts):
         m.explanation = t
@@ -475,7 +471,9 @@ def _baseline(metered, sp, cfg, transcript: list[Entry], required: bool) -> str 
     """The single-pass explanation; when NeuronScope's own explanations are made too, a baseline
     that stays malformed is recorded as missing instead of failing the neuron."""
     try:
-        return agents.single_pass(metered, sp.explain, sp.max_act, cfg.max_parse_retries, transcript)
+        return agents.single_pass(
+            agents.AgentSession(metered, cfg.max_parse_retries, transcript), sp.explain, sp.max_act
+        )
     except AgentOutputError as e:
         if required:
             raise
