@@ -11,7 +11,7 @@ import pytest
 from explain_helpers import MONTHS, WordVocabulary, records
 
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.workflow import explain_neuron
+from neuronscope.explain import NeuronOptions, explain_neuron
 from neuronscope.llm.base import Completion
 from neuronscope.results import rows_table
 from neuronscope.results.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
@@ -101,7 +101,7 @@ def _run(llm=None, **cfg):
     """The workflow judged by the scripted simulator (its scores are known), unless cfg says."""
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
     c = ExplainConfig(**{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, "scorer": "simulation", **cfg})
-    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, embedder=PlantedEmbedder())
+    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, NeuronOptions(PlantedEmbedder()))
 
 
 def test_rows_conform_to_the_schema_and_scores_are_held_out():
@@ -231,7 +231,7 @@ def test_triage_held_back_by_the_budget_says_so():
     c = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method="triage")
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
     weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")
-    res = explain_neuron(3, 7, pa.Table.from_pandas(df), weak, c, embedder=PlantedEmbedder(), full_allowed=False)
+    res = explain_neuron(3, 7, pa.Table.from_pandas(df), weak, c, NeuronOptions(PlantedEmbedder(), full_allowed=False))
     (r,) = res.rows
     assert r["method"] == "triage/single-pass (budget)" and r["n_modes"] == 0 and r["llm_tokens_in"] == 0
     assert r["baseline_explanation"] == "rivers and lakes" and r["baseline_llm_tokens_in"] > 0
@@ -239,7 +239,9 @@ def test_triage_held_back_by_the_budget_says_so():
     assert t.withheld and not t.full
     # Held back with a malformed single-pass answer, the neuron has no explanation: it fails.
     blank = ScriptedLLM(single_pass="Explanation:")
-    (f,) = explain_neuron(3, 7, pa.Table.from_pandas(df), blank, c, embedder=PlantedEmbedder(), full_allowed=False).rows
+    (f,) = explain_neuron(
+        3, 7, pa.Table.from_pandas(df), blank, c, NeuronOptions(PlantedEmbedder(), full_allowed=False)
+    ).rows
     assert f["status"] == "failed" and "single_pass agent answer malformed" in f["error"]
 
 
@@ -278,7 +280,7 @@ def test_two_planted_modes_are_found():
         df,
         TwoConcepts(),
         ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3, clustering="components"),
-        embedder=ComponentEmbedder(),
+        NeuronOptions(ComponentEmbedder()),
     )
     assert [r["n_modes"] for r in res.rows] == [2, 2] and [r["mode"] for r in res.rows] == [0, 1]
     assert sum(r["mode_size"] for r in res.rows) == 6
@@ -289,7 +291,7 @@ def test_two_planted_modes_are_found():
 def test_unusable_records_fail_cleanly(bad):
     df = records(SENTENCES, MONTHS, randoms=RANDOMS)
     df = df.iloc[:0] if bad == "empty" else df[(df["kind"] == "random") | (df["rank"] == 0)]
-    res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(), embedder=PlantedEmbedder())
+    res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(), NeuronOptions(PlantedEmbedder()))
     assert res.rows[0]["status"] == "failed" and "at least 2 top" in res.rows[0]["error"]
 
 
@@ -339,8 +341,7 @@ def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
         df,
         ScriptedLLM(explain="Explanation: words", refine=revision),
         cfg,
-        embedder=KeywordEmbedder(),
-        calibrated=True,
+        NeuronOptions(KeywordEmbedder(), calibrated=True),
     )
     (decision,) = [t for t in res.transcript if t.agent == "refine_decision"]
     assert decision.scorer == "embedding" and decision.kept is kept
@@ -361,7 +362,7 @@ def test_simulation_scores_off_runs_no_simulation_and_leaves_the_sim_columns_emp
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method=method, simulation_scores=False)
     llm = ScriptedLLM(explain="Explanation: month names", single_pass="Explanation: colours")
     llm.next_token_logprobs = None  # any simulation would fail the neuron
-    res = explain_neuron(3, 7, df, llm, cfg, embedder=KeywordEmbedder())
+    res = explain_neuron(3, 7, df, llm, cfg, NeuronOptions(KeywordEmbedder()))
     r = res.rows[0]
     assert r["status"] == "ok", r["error"]
     assert r["score"] == 1.0 and r["baseline_score"] == 0.5 and r["control_score"] == 0.5
@@ -410,7 +411,7 @@ def test_the_configured_clustering_decides_the_modes():
             df,
             ScriptedLLM(),
             ExplainConfig(n_explain=6, n_heldout_top=3, clustering=variant),
-            embedder=WordEmbedder(),
+            NeuronOptions(WordEmbedder()),
         )
         used = [t.variant for t in res.transcript if isinstance(t, ClusterEntry) and t.used]
         assert used == [variant] and res.rows[0]["status"] == "ok"
