@@ -34,39 +34,38 @@ def _split():
     return X.split(top, rnd, 8, 1, 1)
 
 
-def _renders() -> dict[str, str]:
+def _conversations() -> dict[str, list]:
+    """Each chat agent's conversation, as the agents render it."""
     sp = _split()
     ex = sp.explain
     miss = [(ex[0], ex[0].max_pos, 1.0)]
     alarm = [(ex[1], 1, 8.4)]
     return {
-        "deconstruct.txt": P.as_text(
-            P.render("deconstruct", exemplar=X.describe(ex[0], sp.max_act, agents.DECONSTRUCT_BEFORE))
+        "deconstruct": P.render("deconstruct", exemplar=X.describe(ex[0], sp.max_act, agents.DECONSTRUCT_BEFORE)),
+        "explain": P.render(
+            "explain",
+            exemplars=agents.exemplar_lines(ex, sp.max_act),
+            tokens=agents.tokens_line(ex, sp.max_act),
+            components="month name; date",
         ),
-        "explain.txt": P.as_text(
-            P.render(
-                "explain",
-                exemplars=agents.exemplar_lines(ex, sp.max_act),
-                tokens=agents.tokens_line(ex, sp.max_act),
-                components="month name; date",
-            )
+        "single_pass": P.render(
+            "single_pass",
+            exemplars=agents.exemplar_lines(ex, sp.max_act),
+            tokens=agents.tokens_line(ex, sp.max_act),
         ),
-        "single_pass.txt": P.as_text(
-            P.render(
-                "single_pass",
-                exemplars=agents.exemplar_lines(ex, sp.max_act),
-                tokens=agents.tokens_line(ex, sp.max_act),
-            )
+        "refine": P.render(
+            "refine",
+            explanation="numbers",
+            tokens=agents.tokens_line(ex[:2], sp.max_act),
+            misses=agents.case_lines(miss, sp.max_act),
+            false_alarms=agents.case_lines(alarm, sp.max_act),
         ),
-        "refine.txt": P.as_text(
-            P.render(
-                "refine",
-                explanation="numbers",
-                tokens=agents.tokens_line(ex[:2], sp.max_act),
-                misses=agents.case_lines(miss, sp.max_act),
-                false_alarms=agents.case_lines(alarm, sp.max_act),
-            )
-        ),
+    }
+
+
+def _renders() -> dict[str, str]:
+    return {
+        **{f"{name}.txt": P.as_text(conv) for name, conv in _conversations().items()},
         "simulate.txt": P.raw_text("simulate", explanation="month names", top=9, mid=4) + "\n",
         "detection.txt": P.raw_text("detection", explanation="month names") + "\n",
         "fuzzing.txt": P.raw_text("fuzzing", explanation="month names") + "\n",
@@ -87,6 +86,22 @@ def test_every_template_has_a_version_and_parses():
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
     assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v4+simulate.v2"
+
+
+def test_a_conversation_names_the_template_it_was_rendered_from():
+    for name, conv in _conversations().items():
+        assert P.template_of(conv) == name
+        # a retry's follow-up and an answer prefill after the template's sections change nothing
+        retry = [
+            {"role": "assistant", "content": "Explanation: a < b"},
+            {"role": "user", "content": "Wrong format: markup. Answer again, one line."},
+            {"role": "assistant", "content": "Explanation:"},
+        ]
+        assert P.template_of(conv + retry) == name
+    # explain and single_pass share their system text: their few-shot examples tell them apart
+    assert P.template_of(_conversations()["explain"][:1]) is None
+    assert P.template_of([{"role": "user", "content": "Neuron A fires on: weapons."}]) is None
+    assert P.template_of([]) is None
 
 
 def _pinned() -> dict[str, str]:
