@@ -8,93 +8,16 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from explain_helpers import MONTHS, WordVocabulary, records
+from explain_helpers import MONTHS, RANDOMS, SENTENCES, WordVocabulary, records
+from fakes import KeywordEmbedder, PlantedEmbedder, ScriptedLLM, agent_of, attempt_of
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import NeuronOptions, explain_neuron
+from neuronscope.llm.agents import Agent
 from neuronscope.llm.base import Completion
 from neuronscope.results import rows_table
 from neuronscope.results.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS
-
-SENTENCES = [
-    f"The {w} report was filed in {m} by the clerk."
-    for w, m in zip(
-        ["first", "second", "third", "fourth", "fifth", "sixth", "last", "new", "old", "big", "small", "late"],
-        ["January", "March", "May", "July", "August", "October", "June", "April", "December", "May", "June", "July"],
-    )
-]
-RANDOMS = [f"The river ran {n} miles past the old mill." for n in ["two", "three", "four", "five", "six", "seven"]]
-
-
-class ScriptedLLM:
-    """Character tokenizer; chat answers scripted per agent; the 'simulator' predicts 9 on month
-    lines and 0 elsewhere when the explanation mentions months (so scores are known to be high),
-    and 0 everywhere otherwise."""
-
-    def __init__(
-        self,
-        deconstruct="- month name\n- date",
-        explain="Explanation: month names",
-        refine="Explanation: month names",
-        single_pass=None,
-    ):
-        self.answers = {
-            "features": deconstruct,
-            "guessed": refine,
-            "default": explain,
-            "single": single_pass or explain,
-        }
-        self.seen = []
-        self.params = []
-
-    def tokenize(self, text):
-        return [ord(c) for c in text]
-
-    def token_text(self, i):
-        return chr(i)
-
-    def chat(self, conversations, params):
-        out = []
-        self.params.append(params)
-        for conv in conversations:
-            self.seen.append(conv)
-            key = next((k for k in ("features", "guessed") if k in conv[0]["content"]), "default")
-            if key == "default" and not any("Features seen" in m["content"] for m in conv):
-                key = "single"  # the single-pass prompt is the explain prompt without features
-            answer = self.answers[key]
-            if conv[-1]["role"] == "assistant":  # a prefilled answer is continued, as real backends do
-                answer = answer.removeprefix(conv[-1]["content"])
-            out.append(Completion(answer, sum(len(m["content"]) for m in conv), 5))
-        return out
-
-    def next_token_logprobs(self, prompts, positions, top_k):
-        result = []
-        for ids, pos in zip(prompts, positions):
-            text = "".join(map(chr, ids))
-            knows = "fires on: month" in text
-            per = []
-            for p in pos:
-                line = text[: p - 1].rsplit("\n", 1)[-1]
-                per.append({ord("9" if line.strip(" ,.") in MONTHS and knows else "0"): 0.0, ord("x"): -2.0})
-            result.append(per)
-        return result
-
-
-class PlantedEmbedder:
-    """Texts about months point one way, any other text another (a length term keeps them apart)."""
-
-    tokenizer = WordVocabulary()
-
-    def encode(self, texts, **_):
-        return np.array(
-            [
-                [1.0, 0.0, 0.01 * len(t)]
-                if any(m.lower() in t.lower() for m in MONTHS | {"month"})
-                else [0.0, 1.0, 0.01 * len(t)]
-                for t in texts
-            ]
-        )
 
 
 def _run(llm=None, **cfg):
@@ -260,7 +183,7 @@ def test_two_planted_modes_are_found():
         def chat(self, conversations, params):
             out = super().chat(conversations, params)
             for i, conv in enumerate(conversations):
-                if "features" in conv[0]["content"]:
+                if agent_of(conv) == Agent.DECONSTRUCT:
                     text = conv[-1]["content"]
                     out[i] = Completion(
                         "- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3
@@ -307,25 +230,6 @@ def test_simulations_are_memoised_within_a_neuron():
     again = judge([("words", top[:1]), ("month names", top[:2]), ("month names", top[2:3])])
     assert ledger.total().calls == 4, "3 prompts, then only the 1 new one"
     assert again[0] is first[1] and again[1] is first[0]
-
-
-class KeywordEmbedder:
-    """Texts naming months, or holding one, point one way; other contexts (long texts) another;
-    other explanations (short texts) a third, as far from both."""
-
-    tokenizer = WordVocabulary()
-
-    def encode(self, texts, **_):
-        def vec(t):
-            return (
-                [1.0, 0, 0]
-                if any(m in t for m in MONTHS) or "month" in t
-                else [0, 1.0, 0]
-                if len(t.split()) > 4
-                else [0, 0, 1.0]
-            )
-
-        return np.array([vec(t) for t in texts])
 
 
 @pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])
@@ -422,7 +326,7 @@ def test_an_explanation_copied_from_the_text_is_rejected_and_counted():
         def chat(self, conversations, params):
             out = super().chat(conversations, params)
             for i, conv in enumerate(conversations):
-                if "features" not in conv[0]["content"] and "Wrong format" not in conv[-2]["content"]:
+                if agent_of(conv) != Agent.DECONSTRUCT and attempt_of(conv) == 0:
                     text = conv[-2]["content"].split("<text>")[1].replace("<<", "").replace(">>", "")
                     out[i] = Completion(" " + " ".join(text.split()[:5]), 10, 5)
             return out

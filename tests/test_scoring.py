@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from explain_helpers import MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, planted, words
+from fakes import KeywordEmbedder, LabelLLM
 
 from neuronscope.exemplars import Exemplar
 from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer
@@ -48,24 +49,8 @@ def test_window_items_are_activating_centres_and_quiet_stretches():
     assert {it.exemplar.kind for it in neg} == {"random"} or all(it.level < 2 for it in neg)
 
 
-class TwoWayEmbedder:
-    """Month words and 'month' point one way, other long texts another, short texts a third."""
-
-    def encode(self, texts, **_):
-        return np.array(
-            [
-                [1.0, 0, 0]
-                if any(m in t for m in MONTHS) or "month" in t
-                else [0, 1.0, 0]
-                if len(t.split()) > 4
-                else [0, 0, 1.0]
-                for t in texts
-            ]
-        )
-
-
 def test_embedding_scorer_right_above_wrong_and_nothing_at_chance():
-    right, wrong, nothing = EmbeddingScorer(TwoWayEmbedder())(
+    right, wrong, nothing = EmbeddingScorer(KeywordEmbedder())(
         [("month names", HELDOUT), ("river", HELDOUT), ("zzz", HELDOUT)], 5.0
     )
     assert right.score == 1.0 and nothing.score == 0.5 and wrong.score == 0.5
@@ -99,33 +84,6 @@ def test_embedding_scorer_with_the_bundled_embedder_prefers_the_right_concept(mi
     assert right.score > 0.9 and right.score > wrong.score + 0.2
 
 
-class LabelLLM:
-    """Character tokenizer; answers Yes (logprob 0) at a slot whose text holds a month when the
-    explanation is about months, No elsewhere; and no label at all for the 'silent' explanation."""
-
-    def tokenize(self, text):
-        return [ord(c) for c in text]
-
-    def token_text(self, i):
-        return chr(i)
-
-    def next_token_logprobs(self, agent, prompts, positions, top_k):
-        out = []
-        for ids, pos in zip(prompts, positions):
-            text = "".join(map(chr, ids))
-            about = text.rsplit("fires on:", 1)[1].split("\n", 1)[0]
-            per = []
-            for p in pos:
-                ctx = text[:p].rsplit("Text:", 1)[1]
-                if "silent" in about:
-                    per.append({ord("x"): 0.0})
-                else:
-                    hit = "month" in about and any(m in ctx for m in MONTHS)
-                    per.append({ord(" "): -0.1, ord("Y" if hit else "N"): -0.5, ord("N" if hit else "Y"): -3.0})
-            out.append(per)
-        return out
-
-
 @pytest.mark.parametrize("cls", [DetectionScorer, FuzzingScorer])
 def test_label_scorers_read_yes_against_no_and_fall_to_chance_without_either(cls):
     llm = LabelLLM()
@@ -143,7 +101,7 @@ def test_the_control_is_reproducible_unrelated_and_prefers_other_neurons():
     a = control_explanation(3, 7)
     assert a == control_explanation(3, 7) and a in UNRELATED
     assert control_explanation(3, 7, others=["dog names", "sea words"]) in {"dog names", "sea words"}
-    picks = {control_explanation(3, n, embedder=TwoWayEmbedder(), avoid="month names") for n in range(20)}
+    picks = {control_explanation(3, n, embedder=KeywordEmbedder(), avoid="month names") for n in range(20)}
     assert picks <= set(UNRELATED) and not any("month" in p for p in picks)
 
 
@@ -240,7 +198,7 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
 
 
 def test_window_guesses_decompose_the_auroc_and_show_only_real_errors():
-    sc = EmbeddingScorer(TwoWayEmbedder())
+    sc = EmbeddingScorer(KeywordEmbedder())
     items = sc.items(HELDOUT, 5.0)
     y = np.array([it.label for it in items])
     perfect = sc.result(y.astype(float), items)

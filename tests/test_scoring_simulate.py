@@ -6,21 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from fakes import CharTokenizer
 
 from neuronscope.exemplars import Exemplar
 from neuronscope.scoring import SimulationScorer
 from neuronscope.scoring import metrics as M
 from neuronscope.scoring import simulate as S
-
-
-class CharTokenizer:
-    """Test tokenizer: one id per character (so slot positions can be checked by hand)."""
-
-    def tokenize(self, text):
-        return [ord(c) for c in text]
-
-    def token_text(self, i):
-        return chr(i)
 
 
 def test_expected_value_renormalises_over_numerals_present():
