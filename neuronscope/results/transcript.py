@@ -116,7 +116,7 @@ class ScoreEntry(Entry):
 
     agent = "score"
     scorer: str
-    purpose: str  # "mode heldout", "combined heldout", "baseline heldout", "control heldout"
+    purpose: str  # "mode heldout", "combined heldout", "baseline heldout", "control heldout", "triage heldout"
     explanation: str
     window_ids: list[int]
     values: list[float]
