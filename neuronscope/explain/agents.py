@@ -9,7 +9,7 @@ from functools import partial
 
 from .. import prompts
 from ..errors import AgentOutputError
-from ..exemplars import CONTEXT_AFTER, Exemplar, describe, escape, mark, mode_tokens, scaled
+from ..exemplars import CONTEXT_AFTER, Exemplar, Scale, describe, escape, mark, mode_tokens, word_at
 from ..llm.agents import Agent
 from ..llm.base import GenParams, Message, Metered
 from ..results.transcript import AgentAnswer, AgentFailure, Entry
@@ -32,6 +32,10 @@ PARAMS = {
 # before it is enough (it is called once per explain exemplar, so its context is paid 8 times).
 DECONSTRUCT_BEFORE = 8
 RETRY_TEMPERATURE = 0.7
+# A mode's further candidate explanations are sampled, seeded (SAMPLE_SEED x k for the k-th), so
+# that reruns agree.
+SAMPLE_TEMPERATURE = 0.9
+SAMPLE_SEED = 1000
 EXPLANATION_PREFILL = "Explanation:"
 
 
@@ -117,11 +121,11 @@ def _explanations(s: AgentSession, agent: Agent, convs: list[list[Message]]) -> 
     return run_batch(s, agent, convs, EXPLANATION_ANSWER)
 
 
-def deconstruct(s: AgentSession, exemplars: list[Exemplar], max_act: float) -> list[list[str]]:
+def deconstruct(s: AgentSession, exemplars: list[Exemplar], scale: Scale) -> list[list[str]]:
     """Atomic semantic components per exemplar: one tiny call per exemplar, all in one batch.
     The example's own features are dropped from the answers, and an answer still malformed after
     the retries leaves its exemplar without features (recorded): an exemplar may have none."""
-    convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, max_act, DECONSTRUCT_BEFORE)) for e in exemplars]
+    convs = [prompts.render(Agent.DECONSTRUCT, exemplar=describe(e, scale, DECONSTRUCT_BEFORE)) for e in exemplars]
     parser = partial(parse.components, drop=parse.example_features(convs[0])) if convs else parse.components
 
     def no_features(i: int, reason: str) -> list[str]:
@@ -133,50 +137,69 @@ def deconstruct(s: AgentSession, exemplars: list[Exemplar], max_act: float) -> l
     return run_batch(s, Agent.DECONSTRUCT, convs, AnswerSpec(parser, give_up=no_features))
 
 
-def exemplar_lines(exemplars: list[Exemplar], max_act: float) -> str:
+def exemplar_lines(exemplars: list[Exemplar], scale: Scale) -> str:
     """The exemplars as the agents read them, one ``describe`` block each."""
-    return "\n".join(describe(e, max_act) for e in exemplars)
+    return "\n".join(describe(e, scale) for e in exemplars)
 
 
-def tokens_line(exemplars: list[Exemplar], max_act: float) -> str:
-    """'king (5), queen (2)': the activating words of these exemplars, each with the number of
-    texts it fires in: what even a weak explainer can name."""
-    return ", ".join(escape(t) for t in mode_tokens(exemplars, max_act))
+def tokens_line(exemplars: list[Exemplar], scale: Scale) -> str:
+    """'king (5), queen (2)': the firing words of these exemplars, each with the number of texts
+    it fires in: what even a weak explainer can name."""
+    return ", ".join(escape(t) for t in mode_tokens(exemplars, scale))
 
 
 def explain_modes(
-    s: AgentSession, modes: list[list[Exemplar]], components: list[list[str]], max_act: float
-) -> list[str]:
-    """One explanation per semantic mode, from that mode's exemplars and components."""
+    s: AgentSession, modes: list[list[Exemplar]], components: list[list[str]], scale: Scale, n: int = 1
+) -> list[list[str]]:
+    """Up to ``n`` candidate explanations per semantic mode, from that mode's exemplars and
+    components: the greedy answer, then ``n - 1`` sampled ones (seeded). An answer still malformed
+    after its retries is left out (recorded), so a mode may get none."""
     convs = [
         prompts.render(
             Agent.EXPLAIN,
-            exemplars=exemplar_lines(ex, max_act),
-            tokens=tokens_line(ex, max_act),
+            exemplars=exemplar_lines(ex, scale),
+            tokens=tokens_line(ex, scale),
             components="; ".join(escape(c) for c in comps) or "(none)",
         )
         for ex, comps in zip(modes, components)
     ]
-    return _explanations(s, Agent.EXPLAIN, convs)
+
+    def none(i: int, reason: str) -> None:
+        s.transcript.append(AgentFailure(Agent.EXPLAIN, f"mode {i}: {reason}; candidate left out"))
+
+    out: list[list[str]] = [[] for _ in convs]
+    for k in range(n):
+        params = (
+            PARAMS[Agent.EXPLAIN]
+            if k == 0
+            else replace(PARAMS[Agent.EXPLAIN], temperature=SAMPLE_TEMPERATURE, seed=SAMPLE_SEED * k)
+        )
+        spec = replace(EXPLANATION_ANSWER, params=params, give_up=none)
+        for mode, answer in zip(out, run_batch(s, Agent.EXPLAIN, convs, spec)):
+            if answer is not None and answer not in mode:
+                mode.append(answer)
+    return out
 
 
-def single_pass(s: AgentSession, exemplars: list[Exemplar], max_act: float) -> str:
+def single_pass(s: AgentSession, exemplars: list[Exemplar], scale: Scale) -> str:
     """The Bills et al. baseline: one explanation from all explain exemplars."""
     conv = prompts.render(
-        Agent.SINGLE_PASS, exemplars=exemplar_lines(exemplars, max_act), tokens=tokens_line(exemplars, max_act)
+        Agent.SINGLE_PASS, exemplars=exemplar_lines(exemplars, scale), tokens=tokens_line(exemplars, scale)
     )
     return _explanations(s, Agent.SINGLE_PASS, [conv])[0]
 
 
-def case_lines(cases: list[tuple[Exemplar, int, float]], max_act: float) -> str:
-    """'<text>...<<tok>>...</text> true 9, guessed 1' lines; the mark is on the case's token only."""
+def case_lines(cases: list[tuple[Exemplar, int, float]], scale: Scale) -> str:
+    """'<text>...<<word>>...</text> true 9, guessed 1' lines; the mark is on the case's whole word only."""
     lines = []
     for ex, pos, pred in cases:
-        lo, hi = max(0, pos - 8), min(len(ex.tokens), pos + CONTEXT_AFTER + 1)
-        toks = [escape(t) for t in ex.tokens[lo:hi]]
-        toks[pos - lo] = mark(toks[pos - lo])
-        true = int(scaled([ex.activations[pos]], max_act)[0])
-        lines.append(f"<text>{''.join(toks).strip()}</text> true {true}, guessed {round(pred)}")
+        w = word_at(ex.tokens, pos)
+        start, end = (w.start, w.end) if w else (pos, pos + 1)
+        lo, hi = max(0, start - 8), min(len(ex.tokens), end + CONTEXT_AFTER)
+        text = escape("".join(ex.tokens[lo:start])) + mark(escape("".join(ex.tokens[start:end])))
+        text += escape("".join(ex.tokens[end:hi]))
+        true = int(scale.scaled([max(ex.activations[start:end])])[0])
+        lines.append(f"<text>{text.strip()}</text> true {true}, guessed {round(pred)}")
     return "\n".join(lines) or "(none)"
 
 
@@ -186,13 +209,13 @@ def refine(
     tokens: list[str],
     misses: list[list],
     false_alarms: list[list],
-    max_act: float,
+    scale: Scale,
 ) -> list[str]:
     """A revised explanation per mode, from the judge's misses and false alarms; ``tokens`` is
     each mode's ``tokens_line``."""
     convs = [
         prompts.render(
-            Agent.REFINE, explanation=x, tokens=t, misses=case_lines(m, max_act), false_alarms=case_lines(f, max_act)
+            Agent.REFINE, explanation=x, tokens=t, misses=case_lines(m, scale), false_alarms=case_lines(f, scale)
         )
         for x, t, m, f in zip(explanations, tokens, misses, false_alarms)
     ]

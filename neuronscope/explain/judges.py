@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ExplainConfig
+from ..exemplars import Scale
 from ..llm.agents import Agent
 from ..llm.base import Metered
 from ..scoring import Judge, make_scorer
 
-# An LLM scorer's agents: the method's and the baseline's (the embedding scorer calls no LLM).
+# An LLM scorer's agents: the method's and the baseline's (the reader and embedding scorers call no LLM).
 SCORER_AGENTS = {
     "simulation": (Agent.SIMULATE, Agent.SIMULATE_BASELINE),
     "detection": (Agent.DETECTION, Agent.DETECTION_BASELINE),
@@ -42,14 +43,18 @@ class Judges:
     sim: ScorerJudges | None
 
     @classmethod
-    def of(cls, llm: Metered, cfg: ExplainConfig, embedder, max_act: float) -> Judges:
+    def of(cls, llm: Metered, cfg: ExplainConfig, embedder, scale: Scale, shown: frozenset[str]) -> Judges:
+        """``shown``: the words the explainer was shown firing (the reader judge reads them)."""
+
         def judge(name: str, agent: Agent | None) -> Judge:
-            scorer = make_scorer(name, llm=llm, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives)
-            return Judge(scorer, max_act)
+            scorer = make_scorer(
+                name, llm=llm, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives, shown=shown
+            )
+            return Judge(scorer, scale)
 
         decide, sim = cfg.scorer, "simulation"
         agent, base_agent = SCORER_AGENTS.get(decide, (None, None))
-        # the control's LLM calls belong to neither method (the embedding scorer makes none)
+        # the control's LLM calls belong to neither method (the reader and embedding scorers make none)
         deciding = ScorerJudges(
             judge(decide, agent), judge(decide, base_agent), judge(decide, None if agent is None else Agent.CONTROL)
         )

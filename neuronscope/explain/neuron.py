@@ -3,17 +3,25 @@ metered LLM and ledger, judges, control explanation and transcript; its methods 
 (``baseline``, ``triage``, ``modes``, ``refine``, ``full``, ``final_scores``, ``rows``) and
 ``run`` takes the neuron through them.
 
-Scores are always on the held-out exemplars, which no agent has seen. Refinements are accepted
-on a separate validation split (spare top + random exemplars), so the held-out score stays an
-honest estimate; when there are no spare exemplars, the mode's own explain exemplars decide.
-Every decision (keep a refinement, per-mode and combined scores, coverage) is taken by the
-decision scorer (``judges.py``).
+Scores are always on the held-out exemplars, which no agent has seen, each with its 95 %
+bootstrap interval over the held-out windows. Each mode's explanation is chosen among candidates
+— the LLM's (best of ``cfg.candidates``), the mode's firing words (the words baseline) and the two
+combined ("concept, e.g. word, word") — and refinements are accepted, on a separate validation
+split (spare top, strata and random exemplars), so the held-out score stays an honest estimate;
+when there are no validation exemplars, the mode's own explain exemplars decide. The words
+candidate is the floor: another one replaces it only by scoring higher, and a mode whose LLM
+answers stay malformed keeps it. Every decision (candidates, refinements, per-mode and combined
+scores, coverage) is taken by the decision scorer (``judges.py``).
 
 Output columns (EXPLANATIONS, one row per mode):
 - ``scorer``: the decision scorer; ``calibrated``: whether it passed the run's self-check (null
   when none ran).
+- ``explanation`` / ``source``: the mode's chosen explanation and where it came from (``llm``,
+  ``llm+words``, ``words``, ``refined``).
 - ``mode_score``: held-out score of that mode's explanation alone; ``score``: of the neuron's
-  combined modes (the best mode per held-out item); ``baseline_score``: of the single-pass one.
+  combined modes (the best mode per held-out item); ``baseline_score``: of the single-pass one;
+  ``lexical_score`` / ``mode_lexical_score``: of the neuron's / mode's words baseline; each
+  ``*_ci`` the score's 95 % interval.
 - ``control_explanation`` / ``control_score``: an unrelated explanation, scored the same way on
   the same held-out exemplars: what chance looks like for this neuron.
 - ``sim_*``: the same four scores under the simulation scorer (pooled Pearson r); NaN when
@@ -35,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -45,13 +53,25 @@ import pyarrow as pa
 from .. import prompts
 from ..config import ExplainConfig
 from ..errors import AgentOutputError
-from ..exemplars import Exemplar, Split, activating, load, mode_tokens, split
+from ..exemplars import (
+    Exemplar,
+    Split,
+    SplitSizes,
+    activating,
+    lexical_explanation,
+    load,
+    mode_tokens,
+    shown_words,
+    split,
+    word_counts,
+)
 from ..llm.agents import Agent
 from ..llm.base import Ledger, Metered
 from ..models.embedder import get_embedder
 from ..results.transcript import (
     AgentAnswer,
     AgentFailure,
+    CandidateEntry,
     ClusterEntry,
     Entry,
     NeuronError,
@@ -74,9 +94,13 @@ BASELINE_AGENTS = (Agent.SINGLE_PASS, Agent.SIMULATE_BASELINE, Agent.DETECTION_B
 FULL_METHODS = ("neuronscope", "both", "triage")  # the methods that may run the full workflow
 BASELINE_METHODS = ("single-pass", "both", "triage")  # those that make the single-pass explanation
 MAX_MODE_COMPONENTS = 3  # components shown per mode, most frequent first (more get parroted as a list)
+EXAMPLE_WORDS = 2  # firing words a combined candidate names after its concept
+NO_INTERVAL = (math.nan, math.nan)
 
 TRIAGE_FULL = "triage/neuronscope"  # the method of a triaged neuron that got the full workflow
-TRIAGE_FULL_FAILED = "triage/single-pass (full failed)"  # ... whose full workflow's answers stayed malformed
+# ... whose full workflow was given up: earlier versions did so when its answers stayed malformed (a
+# mode now keeps its words explanation instead); their runs' rows still say so
+TRIAGE_FULL_FAILED = "triage/single-pass (full failed)"
 FULL_ATTEMPTS = (TRIAGE_FULL, TRIAGE_FULL_FAILED)  # the triage methods that spent a full workflow's tokens
 
 
@@ -103,32 +127,58 @@ class NeuronOptions:
 class Mode:
     exemplars: list[Exemplar]
     components: list[str]
-    explanation: str = ""
+    lexical: str  # the mode's words baseline
+    samples: list[str] = field(default_factory=list)  # the LLM's candidate explanations
+    draft: str = ""  # the best of them, refined: what competes with the words ("" without one)
+    draft_source: str = "llm"  # "refined" once a revision of it was kept
+    explanation: str = ""  # the chosen one
+    source: str = ""  # where it came from: llm, llm+words, refined, refined+words, words
     rounds: int = 0
     score: float = math.nan
+    score_ci: tuple[float, float] = NO_INTERVAL
+    lexical_score: float = math.nan
+    lexical_score_ci: tuple[float, float] = NO_INTERVAL
     sim_score: float = math.nan
 
 
 @dataclass
 class Scores:
     """The neuron's held-out scores, each named as its EXPLANATIONS column (the per-mode ones are
-    each ``Mode``'s); NaN where there is nothing to score."""
+    each ``Mode``'s); NaN (and NaN intervals) where there is nothing to score."""
 
     score: float = math.nan
+    score_ci: tuple[float, float] = NO_INTERVAL
+    lexical_score: float = math.nan
+    lexical_score_ci: tuple[float, float] = NO_INTERVAL
     baseline_score: float = math.nan
+    baseline_score_ci: tuple[float, float] = NO_INTERVAL
     control_score: float = math.nan
+    control_score_ci: tuple[float, float] = NO_INTERVAL
     sim_score: float = math.nan
     sim_baseline_score: float = math.nan
     sim_control_score: float = math.nan
 
 
 class Heldout(NamedTuple):
-    """One scorer's held-out scores of the neuron."""
+    """One scorer's held-out results of the neuron (each with its interval, where computed)."""
 
-    modes: list[float]  # each mode's explanation alone
-    combined: float  # the modes together (NaN without modes)
-    baseline: float  # the single-pass explanation (NaN without one)
-    control: float
+    modes: list[ScoreResult]  # each mode's explanation alone
+    combined: ScoreResult | None  # the modes together (None without modes)
+    baseline: ScoreResult | None  # the single-pass explanation (None without one)
+    control: ScoreResult
+
+
+def _finite(x: float) -> float:
+    """A score to rank by: NaN (unscorable) below every score."""
+    return -math.inf if math.isnan(x) else x
+
+
+def _score(r: ScoreResult | None) -> float:
+    return math.nan if r is None else r.score
+
+
+def _interval(r: ScoreResult | None) -> tuple[float, float]:
+    return NO_INTERVAL if r is None else r.interval
 
 
 def _ids(exemplars: list[Exemplar]) -> list[int]:
@@ -137,7 +187,8 @@ def _ids(exemplars: list[Exemplar]) -> list[int]:
 
 def _score_entry(purpose: str, judge: Judge, explanation: str, exemplars: list[Exemplar], r: ScoreResult) -> ScoreEntry:
     values = np.round(r.values, 3).tolist()
-    return ScoreEntry(judge.scorer.name, purpose, explanation, _ids(exemplars), values, r.score, dict(r.extra))
+    extra = dict(r.extra) | ({"ci": list(r.interval)} if not math.isnan(r.interval[0]) else {})
+    return ScoreEntry(judge.scorer.name, purpose, explanation, _ids(exemplars), values, r.score, extra)
 
 
 def _template_version(cfg: ExplainConfig) -> str:
@@ -160,6 +211,7 @@ class NeuronWork:
     embedder: Any
     judges: Judges
     control: str  # the control explanation: unrelated to the neuron, scored beside every score
+    lexical: str  # the neuron's words baseline: its explain exemplars' most frequent firing words
 
     def __init__(self, layer: int, neuron: int, llm, cfg: ExplainConfig, opts: NeuronOptions):
         self.layer, self.neuron, self.cfg, self.opts = layer, neuron, cfg, opts
@@ -180,18 +232,15 @@ class NeuronWork:
             self.open(records)
             # a baseline may go missing only where the full workflow can still explain the neuron
             base_text = self.baseline(required=not (run_ns and self.opts.full_allowed)) if run_base else None
-            triage_score = None
             if self.cfg.method == "triage":
                 verdict = self.triage(base_text)
-                run_ns, triage_score = verdict.full, (verdict.baseline_score if base_text is not None else None)
+                run_ns = verdict.full
                 self.method = triage_method(verdict)
             modes: list[Mode] = []
             coverage = math.nan
-            if run_ns and self.cfg.method == "triage" and base_text is not None:
-                modes, coverage, self.method = self.full_or_single_pass()
-            elif run_ns:
+            if run_ns:
                 modes, coverage = self.full()
-            scores = self.final_scores(modes, base_text, triage_score)
+            scores = self.final_scores(modes, base_text)
         except Exception as e:  # the neuron's failure is recorded, never raised past the workflow
             self.transcript.append(NeuronError(f"{type(e).__name__}: {e}"))
             return [self.failed_row(e)]
@@ -201,18 +250,20 @@ class NeuronWork:
         """Split the records (into the transcript); load the embedder; make the judges and the
         control explanation, which avoids the neuron's activating words."""
         cfg = self.cfg
-        sp = self.sp = split(*load(records), cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random)
-        self.transcript.append(SplitEntry(sp.max_act, _ids(sp.explain), _ids(sp.heldout), _ids(sp.validation)))
+        sp = self.sp = split(load(records), SplitSizes.of(cfg))
+        base = sp.scale.base or None
+        self.transcript.append(SplitEntry(sp.scale.peak, _ids(sp.explain), _ids(sp.heldout), _ids(sp.validation), base))
         self.embedder = self.opts.embedder or get_embedder(cfg.embedder)
-        self.judges = Judges.of(self.llm, cfg, self.embedder, sp.max_act)
-        avoid = ", ".join(activating(e, sp.max_act) for e in sp.explain)
+        self.judges = Judges.of(self.llm, cfg, self.embedder, sp.scale, shown_words(sp.explain, sp.scale))
+        avoid = ", ".join(activating(e, sp.scale) for e in sp.explain)
         self.control = control_explanation(self.layer, self.neuron, embedder=self.embedder, avoid=avoid)
+        self.lexical = lexical_explanation(sp.explain, sp.scale)
 
     def baseline(self, required: bool) -> str | None:
         """The single-pass explanation; when NeuronScope's own explanations are made too, a baseline
         that stays malformed is recorded as missing instead of failing the neuron."""
         try:
-            return agents.single_pass(self.agents, self.sp.explain, self.sp.max_act)
+            return agents.single_pass(self.agents, self.sp.explain, self.sp.scale)
         except AgentOutputError as e:
             if required:
                 raise
@@ -221,50 +272,84 @@ class NeuronWork:
 
     def triage(self, base_text: str | None) -> TriageEntry:
         """Whether the full workflow is likely to pay for this neuron: its single-pass explanation
-        scores below ``cfg.triage_below`` on held-out exemplars (the score NaN without a baseline),
-        or its activating words fall into several modes (one explanation cannot cover a
-        polysemantic neuron); it runs where ``opts.full_allowed``. The verdict goes into the
-        transcript, after its scoring."""
+        scores below ``cfg.triage_below`` on held-out exemplars (the score NaN without a baseline)
+        or not above its words baseline, or its firing words fall into several modes (one
+        explanation cannot cover a polysemantic neuron); it runs where ``opts.full_allowed``. The
+        verdict goes into the transcript, after its scoring."""
         score = math.nan
         if base_text is not None:
             score = self.heldout(self.judges.decide.baseline, [base_text], "triage heldout")[0].score
-        words = [activating(e, self.sp.max_act) for e in self.sp.explain]
+        # the words baseline belongs to neither method: its scoring is booked with the control's
+        lexical = self.heldout(self.judges.decide.control, [self.lexical], "triage lexical heldout")[0].score
+        words = [activating(e, self.sp.scale) for e in self.sp.explain]
         k = len(set(cluster.modes_from_words(self.embedder, words, self.cfg.max_modes)[0]))
-        due = not score >= self.cfg.triage_below or k > 1  # a missing or NaN score counts as weak
+        # a missing or NaN score counts as weak, and so does one the words alone reach
+        due = not (score >= self.cfg.triage_below and score > lexical) or k > 1
         allowed = self.opts.full_allowed
-        verdict = TriageEntry(score, k, due and allowed, withheld=due and not allowed)
+        verdict = TriageEntry(score, k, due and allowed, withheld=due and not allowed, lexical_score=lexical)
         self.transcript.append(verdict)
         return verdict
 
     def full(self) -> tuple[list[Mode], float]:
         """The full workflow's explained, refined modes and their coverage."""
         modes = self.modes()
-        texts = agents.explain_modes(
-            self.agents, [m.exemplars for m in modes], [m.components for m in modes], self.sp.max_act
-        )
-        for m, t in zip(modes, texts):
-            m.explanation = t
+        ex, comps = [m.exemplars for m in modes], [m.components for m in modes]
+        for m, texts in zip(modes, agents.explain_modes(self.agents, ex, comps, self.sp.scale, self.cfg.candidates)):
+            self.draft(m, texts)
         self.refine(modes)
+        for i, m in enumerate(modes):
+            self.choose(i, m)
         return modes, self.coverage(modes)
 
-    def full_or_single_pass(self) -> tuple[list[Mode], float, str]:
-        """Method triage: the full workflow, or, where its agents' answers stay malformed, the
-        single-pass explanation already made (a neuron is not lost for a weaker explainer's loops);
-        the reason goes into the transcript and the method says so."""
-        try:
-            return (*self.full(), TRIAGE_FULL)
-        except AgentOutputError as e:
-            reason = f"{e}; full workflow given up, single-pass kept"
-            self.transcript.append(AgentFailure(Agent(e.agent or Agent.EXPLAIN), reason))
-            return [], math.nan, TRIAGE_FULL_FAILED
+    def _deciding(self, mode: Mode) -> tuple[list[Exemplar], str]:
+        """The exemplars that decide between a mode's explanations: the validation split, or the
+        mode's own where there is none."""
+        return (self.sp.validation, "validation") if self.sp.validation else (mode.exemplars, "explain")
+
+    def draft(self, mode: Mode, llm_texts: list[str]) -> None:
+        """The mode's draft: its best LLM candidate on the deciding exemplars (first on ties)."""
+        mode.samples = llm_texts
+        if llm_texts:
+            on = self._deciding(mode)[0]
+            scores = [_finite(r.score) for r in self.judges.decide.method([(t, on) for t in llm_texts])]
+            mode.draft = llm_texts[scores.index(max(scores))]
+
+    def choose(self, i: int, mode: Mode) -> None:
+        """The mode's explanation: its words baseline, unless its (refined) draft, or the draft
+        combined with the mode's firing words, scores higher on the deciding exemplars (ties keep
+        the words, then the draft alone: only a real gain replaces the simpler one). The LLM's
+        samples and the candidates go into the transcript."""
+        judge = self.judges.decide.method
+        on, judged_on = self._deciding(mode)
+        ranked = [(mode.lexical, "words")]  # the order ties are broken in
+        if mode.draft:
+            examples = ", ".join(w for w, _ in word_counts(mode.exemplars, self.sp.scale)[:EXAMPLE_WORDS])
+            ranked += [
+                (mode.draft, mode.draft_source),
+                (f"{mode.draft}, e.g. {examples}", f"{mode.draft_source}+words"),
+            ]
+        listed = [(t, "llm") for t in mode.samples]
+        listed += [c for c in ranked if c not in listed]
+        scores = [r.score for r in judge([(t, on) for t, _ in listed])]
+        by_text = dict(zip(listed, scores))
+        top = max(_finite(by_text[c]) for c in ranked)
+        # nothing scorable (no firing word to judge): the method's own answer where there is one
+        pick = (
+            next(c for c in ranked if _finite(by_text[c]) == top)
+            if top > -math.inf
+            else ranked[min(1, len(ranked) - 1)]
+        )
+        mode.explanation, mode.source = pick
+        entries = [{"text": t, "source": src, "score": sc} for (t, src), sc in zip(listed, scores)]
+        self.transcript.append(CandidateEntry(judge.scorer.name, i, entries, listed.index(pick), judged_on, _ids(on)))
 
     def modes(self) -> list[Mode]:
         """The semantic modes of the explain exemplars: both clusterings are computed and go into
         the transcript, the configured one decides; each mode keeps its most frequent components."""
         sp, cfg = self.sp, self.cfg
-        comps = agents.deconstruct(self.agents, sp.explain, sp.max_act)
+        comps = agents.deconstruct(self.agents, sp.explain, sp.scale)
         by_comp, choice_c = cluster.modes_from_components(self.embedder, comps, cfg.max_modes, self.opts.min_silhouette)
-        words = [activating(e, sp.max_act) for e in sp.explain]
+        words = [activating(e, sp.scale) for e in sp.explain]
         by_ctx, choice_a = cluster.modes_from_words(self.embedder, words, cfg.max_modes)
         for name, labels, choice in (("components", by_comp, choice_c), ("activation", by_ctx, choice_a)):
             self.transcript.append(
@@ -284,18 +369,21 @@ class NeuronWork:
             members = [i for i, lab in enumerate(labels) if lab == m]
             counts = Counter(c.lower() for i in members for c in comps[i])
             ranked = [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-            modes.append(Mode([sp.explain[i] for i in members], ranked[:MAX_MODE_COMPONENTS]))
+            exemplars = [sp.explain[i] for i in members]
+            modes.append(Mode(exemplars, ranked[:MAX_MODE_COMPONENTS], lexical_explanation(exemplars, sp.scale)))
         return modes
 
     def refine(self, modes: list[Mode]) -> None:
-        """Revise each mode's explanation from the judge's misses and false alarms on its explain
+        """Revise each mode's draft from the judge's misses and false alarms on its explain
         exemplars (with a few spare random ones, where false alarms show); keep a revision only
         when the judge's validation score rises; stop at no gain or refine_rounds. A malformed
-        revision keeps the current explanation (recorded, not fatal)."""
+        revision keeps the current draft (recorded, not fatal)."""
         judge, sp = self.judges.decide.method, self.sp
-        active = list(range(len(modes)))
+        active = [i for i, m in enumerate(modes) if m.draft]
         for rnd in range(self.cfg.refine_rounds):
-            own = judge([(modes[i].explanation, modes[i].exemplars + list(sp.feedback)) for i in active])
+            if not active:
+                break
+            own = judge([(modes[i].draft, modes[i].exemplars + list(sp.feedback)) for i in active])
             cases = {i: r.mistakes() for i, r in zip(active, own)}
             active = [i for i in active if cases[i][0] or cases[i][1]]  # nothing to fix: done
             if not active:
@@ -303,11 +391,11 @@ class NeuronWork:
             try:
                 revised = agents.refine(
                     self.agents,
-                    [modes[i].explanation for i in active],
-                    [agents.tokens_line(modes[i].exemplars, sp.max_act) for i in active],
+                    [modes[i].draft for i in active],
+                    [agents.tokens_line(modes[i].exemplars, sp.scale) for i in active],
                     [cases[i][0] for i in active],
                     [cases[i][1] for i in active],
-                    sp.max_act,
+                    sp.scale,
                 )
             except AgentOutputError as e:
                 self.transcript.append(RefineFailure(rnd, False, str(e)))
@@ -315,29 +403,26 @@ class NeuronWork:
             active = self._keep_better(modes, rnd, dict(zip(active, revised)))
 
     def _keep_better(self, modes: list[Mode], rnd: int, revised: dict[int, str]) -> list[int]:
-        """Judge each mode's revision beside its current explanation on the validation exemplars
-        (the mode's own where there are none) and keep it where it scores higher; the decisions go
-        into the transcript. The modes whose revision was kept."""
-        judge, decide_on = self.judges.decide.method, self.sp.validation
+        """Judge each mode's revision beside its current draft on the validation exemplars (the
+        mode's own where there are none) and keep it where it scores higher; the decisions go into
+        the transcript. The modes whose revision was kept."""
+        judge = self.judges.decide.method
         jobs = []
         for i, new in revised.items():
-            ex = decide_on or modes[i].exemplars
-            jobs += [(modes[i].explanation, ex), (new, ex)]
+            ex = self._deciding(modes[i])[0]
+            jobs += [(modes[i].draft, ex), (new, ex)]
         results = judge(jobs)
         still = []
         for j, (i, new) in enumerate(revised.items()):
-            ex = decide_on or modes[i].exemplars
+            ex, judged_on = self._deciding(modes[i])
             old_s, new_s = results[2 * j].score, results[2 * j + 1].score
             modes[i].rounds += 1
             kept = bool(new_s > old_s)  # NaN (unscorable) never wins
-            judged_on = "validation" if decide_on else "explain"
             self.transcript.append(
-                RefineDecision(
-                    judge.scorer.name, i, rnd, modes[i].explanation, new, old_s, new_s, kept, judged_on, _ids(ex)
-                )
+                RefineDecision(judge.scorer.name, i, rnd, modes[i].draft, new, old_s, new_s, kept, judged_on, _ids(ex))
             )
             if kept:
-                modes[i].explanation = new
+                modes[i].draft, modes[i].draft_source = new, "refined"
                 still.append(i)
         return still
 
@@ -348,54 +433,65 @@ class NeuronWork:
         flags = [c for r in own for c in judge.scorer.covered(r)]
         return sum(flags) / max(1, len(flags))
 
-    def heldout(self, judge: Judge, texts: list[str], purpose: str) -> list[ScoreResult]:
-        """``texts`` scored on the held-out exemplars, each score into the transcript."""
+    def heldout(self, judge: Judge, texts: list[str], purpose: str, interval: bool = False) -> list[ScoreResult]:
+        """``texts`` scored on the held-out exemplars (with their intervals), each score into the transcript."""
         results = judge([(t, self.sp.heldout) for t in texts])
+        if interval:
+            results = [judge.with_interval(r) for r in results]
         for t, r in zip(texts, results):
             self.transcript.append(_score_entry(purpose, judge, t, self.sp.heldout, r))
         return results
 
-    def combined(self, judge: Judge, modes: list[Mode], results: list[ScoreResult]) -> float:
-        """The neuron's held-out score with every mode at once: the best mode per held-out item."""
+    def combined(self, judge: Judge, modes: list[Mode], results: list[ScoreResult], interval: bool) -> ScoreResult:
+        """The neuron's held-out result with every mode at once: the best mode per held-out item."""
         sc = judge.scorer
         r = sc.result(sc.combine([x.values for x in results]), results[0].items)
+        if interval:
+            r = judge.with_interval(r)
         texts = " | ".join(m.explanation for m in modes)
         self.transcript.append(_score_entry("combined heldout", judge, texts, self.sp.heldout, r))
-        return r.score
+        return r
 
-    def final_scores(self, modes: list[Mode], base_text: str | None, base_score: float | None) -> Scores:
-        """Every held-out score of the neuron: per mode (set on each mode), combined, baseline and
-        control, under the decision scorer, then the simulation scorer. ``base_score``: the
-        baseline's decision score when triage has already measured it on these held-out exemplars
-        (not paid for twice)."""
-        d = self._scored(self.judges.decide, modes, base_text, base_score)
-        for m, s in zip(modes, d.modes):
-            m.score = s
-        scores = Scores(score=d.combined, baseline_score=d.baseline, control_score=d.control)
-        if self.judges.sim is not None:
-            sim = self._scored(self.judges.sim, modes, base_text, None)
-            for m, s in zip(modes, sim.modes):
-                m.sim_score = s
-            scores.sim_score, scores.sim_baseline_score, scores.sim_control_score = (
-                sim.combined,
-                sim.baseline,
-                sim.control,
-            )
+    def final_scores(self, modes: list[Mode], base_text: str | None) -> Scores:
+        """Every held-out score of the neuron, with its interval: per mode and its words (set on
+        each mode), combined, the neuron's words, baseline and control, under the decision scorer;
+        then, without intervals, the simulation scorer's."""
+        judges = self.judges.decide
+        d = self._scored(judges, modes, base_text, interval=True)
+        for m, r in zip(modes, d.modes):
+            m.score, m.score_ci = r.score, r.interval
+        lexical = self.heldout(judges.control, [m.lexical for m in modes] + [self.lexical], "lexical heldout", True)
+        for m, r in zip(modes, lexical):
+            m.lexical_score, m.lexical_score_ci = r.score, r.interval
+        scores = Scores(
+            _score(d.combined),
+            _interval(d.combined),
+            lexical[-1].score,
+            lexical[-1].interval,
+            _score(d.baseline),
+            _interval(d.baseline),
+            d.control.score,
+            d.control.interval,
+        )
+        sim = d if self.judges.sim is judges else None  # simulation decides: its scores, once
+        if self.judges.sim is not None and sim is None:
+            sim = self._scored(self.judges.sim, modes, base_text, interval=False)
+        if sim is not None:
+            for m, r in zip(modes, sim.modes):
+                m.sim_score = r.score
+            scores.sim_score, scores.sim_baseline_score = _score(sim.combined), _score(sim.baseline)
+            scores.sim_control_score = sim.control.score
         return scores
 
-    def _scored(
-        self, judges: ScorerJudges, modes: list[Mode], base_text: str | None, base_score: float | None
-    ) -> Heldout:
-        per_mode, combined, baseline = [], math.nan, math.nan
+    def _scored(self, judges: ScorerJudges, modes: list[Mode], base_text: str | None, interval: bool) -> Heldout:
+        per_mode: list[ScoreResult] = []
+        combined = baseline = None
         if modes:
-            results = self.heldout(judges.method, [m.explanation for m in modes], "mode heldout")
-            per_mode = [r.score for r in results]
-            combined = self.combined(judges.method, modes, results)
-        if base_text is not None and base_score is not None:
-            baseline = base_score
-        elif base_text is not None:
-            baseline = self.heldout(judges.baseline, [base_text], "baseline heldout")[0].score
-        control = self.heldout(judges.control, [self.control], "control heldout")[0].score
+            per_mode = self.heldout(judges.method, [m.explanation for m in modes], "mode heldout", interval)
+            combined = self.combined(judges.method, modes, per_mode, interval)
+        if base_text is not None:  # memoised where triage has scored it already
+            baseline = self.heldout(judges.baseline, [base_text], "baseline heldout", interval)[0]
+        control = self.heldout(judges.control, [self.control], "control heldout", interval)[0]
         return Heldout(per_mode, combined, baseline, control)
 
     def rows(self, modes: list[Mode], coverage: float, base_text: str | None, scores: Scores) -> list[dict]:
@@ -406,6 +502,7 @@ class NeuronWork:
             "baseline_explanation": base_text,
             "malformed_answers": self.malformed(),
             "control_explanation": self.control,
+            "lexical_explanation": self.lexical,
             **asdict(scores),
             **self.common(),
             **self.usage(),
@@ -419,11 +516,16 @@ class NeuronWork:
                 self.neuron,
                 mode=i,
                 explanation=m.explanation,
+                source=m.source,
                 mode_size=len(m.exemplars),
                 exemplar_ids=_ids(m.exemplars),
                 mode_share=len(m.exemplars) / total,
-                mode_tokens=mode_tokens(m.exemplars, self.sp.max_act),
+                mode_tokens=mode_tokens(m.exemplars, self.sp.scale),
                 mode_score=m.score,
+                mode_score_ci=m.score_ci,
+                mode_lexical_explanation=m.lexical,
+                mode_lexical_score=m.lexical_score,
+                mode_lexical_score_ci=m.lexical_score_ci,
                 sim_mode_score=m.sim_score,
                 rounds=m.rounds,
                 **shared,
