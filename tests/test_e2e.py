@@ -67,18 +67,20 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     _check_run(run, 2)
     table = summary_table(Store.open(str(run)))
     lines = table.splitlines()
-    assert lines[0].startswith("scorer: embedding, self-check passed") and len(lines) == 3 + 2 + 2
+    assert lines[0].startswith("scorer: reader, self-check passed") and len(lines) == 3 + 2 + 2
     assert lines[-1].startswith("modes per neuron (2 neurons")
-    assert all(ln.count(" vs ") == 4 for ln in lines[3:5]), "every score beside its control"
+    assert lines[2].split()[3:7] == ["neuronscope", "single-pass", "words", "control"], "every score beside its control"
+    assert all(len(ln.split()) == 3 + 4 + 1 for ln in lines[3:5]), lines[3:5]
     by_stage = Store.open(str(run)).read_json("manifest.json")["stages"]
     assert by_stage["record"]["status"] == by_stage["explain"]["status"] == "done"
     check = by_stage["explain"]["self_check"]
     poly = by_stage["explain"]["summary"]["polysemanticity"]
     assert poly["neurons"] == 2 and sum(poly["modes"].values()) == 2 and set(poly["per_layer"]) == {"3"}
-    assert check["scorer"] == "embedding" and check["passed"] and check["discrimination"] >= 0.8
+    assert check["scorer"] == "reader" and check["passed"] and check["discrimination"] >= 0.8
     expl = pd.read_parquet(run / "explanations")
-    assert (expl["calibrated"] == True).all() and (expl["scorer"] == "embedding").all()  # noqa: E712
-    assert expl[["control_score", "sim_score", "sim_baseline_score", "sim_control_score"]].notna().all().all()
+    assert (expl["calibrated"] == True).all() and (expl["scorer"] == "reader").all()  # noqa: E712
+    assert expl[["control_score", "lexical_score", "lexical_explanation"]].notna().all().all()
+    assert expl["sim_score"].isna().all(), "the simulator is off by default: it is blind at 135M"
     # A rerun skips every finished neuron and leaves the results as they were.
     before = pd.read_parquet(run / "explanations")
     stages.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)

@@ -18,7 +18,15 @@ from neuronscope.results import neuron_explanations, read_transcript, rows_table
 from neuronscope.results.transcript import Entry, LedgerEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
-CFG = ExplainConfig(n_explain=8, n_heldout_top=3, n_heldout_random=3, max_modes=3, refine_rounds=1, max_in_flight=2)
+CFG = ExplainConfig(
+    n_explain=8,
+    n_heldout_top=3,
+    n_heldout_random=3,
+    max_modes=3,
+    refine_rounds=1,
+    max_in_flight=2,
+    simulation_scores=True,
+)
 
 
 def _neurons(llm) -> dict[tuple[int, int], pd.DataFrame]:
