@@ -17,8 +17,10 @@ from neuronscope.errors import ConfigError, CorpusError, ModelError, NeuronScope
 from neuronscope.layout import records_key, stats_key
 from neuronscope.models import arch
 from neuronscope.record import record
+from neuronscope.record.bestk import PAD_CODE
 from neuronscope.record.fold import LayerFold, token_codes
-from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Summary, hist_rows, histogram, sample_keys
+from neuronscope.record.hashing import sample_keys
+from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Counts, Summary, hist_rows, histogram
 from neuronscope.schema import RECORDS, STATS
 from neuronscope.store import Store
 
@@ -220,10 +222,13 @@ def test_random_sample_and_stats(llama_run, llama_dir):
             assert abs(q - e) <= 0.062 * abs(e) + 2e-4, (s.layer, s.neuron, q, e)
 
 
+COUNTS = Counts(4, 3, quantile_bins=3, quantile_k=2, negative=True, bottom_k=3)
+
+
 def _summarize(acts: torch.Tensor, batch: int, hist_rate: float, actors: int) -> Summary:
     """Summary of (windows, T, neurons) acts fed in batches of ``batch`` windows, in shuffled order,
     dealt round-robin to ``actors`` folds (each skipping what cannot beat its own floors), merged."""
-    folds = [LayerFold(2, torch.arange(acts.shape[2]), 4, 3, 7, hist_rate) for _ in range(actors)]
+    folds = [LayerFold(2, torch.arange(acts.shape[2]), COUNTS, 7, hist_rate) for _ in range(actors)]
     starts = list(range(0, len(acts), batch))
     for i, start in enumerate(np.random.default_rng(batch).permutation(starts).tolist()):
         wids = torch.arange(start, min(start + batch, len(acts)))
@@ -254,21 +259,22 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
         monkeypatch.setattr(topk, "SPARSE_WINDOWS", sparse_windows)
         monkeypatch.setattr(fold, "HIST_FLUSH_TOKENS", flush)
         other = _summarize(acts, batch, 0.25, actors)
-        for name in (
-            "top_val",
-            "top_code",
-            "rnd_key",
-            "rnd_code",
-            "rnd_val",
-            "top_win",
-            "rnd_win",
-            "hist",
-            "min",
-            "max",
-        ):
+        for name in ("rnd_key", "rnd_code", "rnd_val", "rnd_win", "hist", "min", "max"):
             np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
+        for side in ("top", "bottom"):
+            a, b = getattr(one, side), getattr(other, side)
+            for name in ("val", "code", "win"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{side} {name}")
+            for name in ("top", "key", "code", "val", "win"):
+                np.testing.assert_array_equal(
+                    getattr(a.strata, name), getattr(b.strata, name), err_msg=f"{side} strata {name}"
+                )
         np.testing.assert_allclose(one.sum, other.sum, rtol=1e-5)
-    assert list(one.top_code[0]) == [0, 1, 2, 3]  # all tied: the first tokens
+    # all tied: the first tokens, at either end; every window in the top octave, none negative
+    assert list(one.top.code[0]) == [0, 1, 2, 3] and list(one.bottom.code[0]) == [0, 1, 2]
+    strata = one.top.strata.code[0]
+    assert (strata[:-1] == PAD_CODE).all() and (strata[-1] != PAD_CODE).all()
+    assert (one.bottom.strata.code[0] == PAD_CODE).all()
     # the histogram counts the same hash-chosen quarter of the tokens for every neuron
     code = ((torch.arange(40)[:, None] << 20) + torch.arange(8)).reshape(-1)
     counted = hist_rows(7, code, 0.25)
@@ -277,7 +283,7 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
         acts.reshape(-1, 6)[counted].numpy().astype(np.float64), QUANTILE_LEVELS, axis=0, method="inverted_cdf"
     ).T
     assert np.all(np.abs(one.quantiles(QUANTILE_LEVELS) - exact) <= 0.062 * np.abs(exact) + 2e-4)
-    assert np.isnan(Summary(2, 4, 3).quantiles(QUANTILE_LEVELS)).all()  # nothing counted
+    assert np.isnan(Summary(2, COUNTS).quantiles(QUANTILE_LEVELS)).all()  # nothing counted
 
 
 def test_histogram_bins_match_their_edges():
@@ -334,21 +340,44 @@ def test_unsupported_architecture_lists_supported():
         arch.site(Cfg())
 
 
-def test_plan_groups_shards_into_passes(monkeypatch):
+def test_plan_groups_shards_into_passes_within_the_memory_budget(monkeypatch):
     from neuronscope.record import driver
 
     monkeypatch.setattr(driver, "SHARD_NEURONS", 10)
-    monkeypatch.setattr(driver, "MAX_CELLS_PER_PASS", 60)
     neurons = list(range(24))
-    assert driver.plan_passes([0, 1, 2], neurons, set()) == [
+    plan = lambda layers, done, budget: driver.plan_passes(layers, neurons, done, 100, budget)
+    assert plan([0, 1, 2], set(), 6000) == [  # 60 cells of 100 bytes
         ([0, 1, 2], list(range(20))),
         ([0, 1, 2], list(range(20, 24))),
     ]
-    assert driver.plan_passes([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
+    assert plan([0, 1], {(0, 0), (1, 0), (0, 1)}, 6000) == [
         ([1], list(range(10, 20))),
         ([0, 1], list(range(20, 24))),
     ]
-    assert driver.plan_passes([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
+    assert plan([0], {(0, 0), (0, 1), (0, 2)}, 6000) == []
+    # 20 cells: a shard of 10 neurons takes 2 of its layers per pass; one cell is the least a pass holds
+    assert plan([0, 1, 2], set(), 2000) == [
+        ([0, 1], list(range(10))),
+        ([2], list(range(10))),
+        ([0, 1], list(range(10, 20))),
+        ([2], list(range(10, 20))),
+        ([0, 1, 2], list(range(20, 24))),
+    ]
+    assert len(plan([0, 1], set(), 1)) == 2 * 3
+
+
+@pytest.mark.parametrize("negative", ["off", "on"])
+def test_the_whole_bundled_model_records_in_one_pass_at_the_defaults(negative):
+    from neuronscope.record import driver
+    from neuronscope.record.udf import exemplar_counts
+
+    cfg = RecordConfig(negative=negative)
+    counts = exemplar_counts(cfg, signed=True)
+    assert counts.per_neuron() == (24 + 32 + 4 * 8) + (24 + 4 * 8 if negative == "on" else 0)
+    size = driver.cell_bytes(counts, cfg.window)
+    assert size == counts.per_neuron() * 64 * 4
+    passes = driver.plan_passes(list(range(30)), list(range(1536)), set(), size, cfg.pass_memory_gib * (1 << 30))
+    assert passes == [(list(range(30)), list(range(1536)))]
 
 
 def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
@@ -357,7 +386,7 @@ def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
     from neuronscope.record import driver
 
     cfg, summary, full = llama_run
-    assert summary["shards"] == summary["shards_recorded"] == 9
+    assert summary["shards"] == summary["shards_recorded"] == 9 and summary["passes"] == 1
     assert records_key(1, 2) in full.list("records/")
     shutil.copytree(full.local_root, tmp_path, dirs_exist_ok=True)
     store = Store.open(str(tmp_path))
