@@ -34,11 +34,6 @@ def octave(x: torch.Tensor) -> torch.Tensor:
     return (x.contiguous().view(torch.int32) >> 23) - 127
 
 
-def octave_of(x: float) -> int:
-    """The octave of one positive value, as ``octave`` reads it from its float32 bits."""
-    return int(np.asarray(x, np.float32).view(np.int32) >> 23) - 127
-
-
 @dataclass
 class Strata:
     """One side's strata of a layer's neurons: stratum j of neuron i holds windows whose value
