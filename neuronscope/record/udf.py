@@ -70,7 +70,9 @@ class Recorder:
         self.windows += len(order)
 
     def summaries(self) -> dict[int, Summary]:
-        return {layer: fold.finish() for layer, fold in self.folds.items()}
+        """Each layer's Summary, once: a layer's running state is let go as its Summary is made, so
+        that the pass's end holds its exemplar windows about once, not twice."""
+        return {layer: self.folds.pop(layer).finish() for layer in list(self.folds)}
 
     def consume(self, shard, batch_size: int) -> dict[int, Summary]:
         """Fold every batch of ``shard`` (a Ray Data iterator); the summaries at its end."""
