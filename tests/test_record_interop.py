@@ -165,6 +165,16 @@ def test_export_round_trips_through_the_importer():
     assert s1.pop("std") == pytest.approx(s0.pop("std")) and s1 == s0
 
 
+def _recorded_stats(**columns):
+    """One STATS row as the record stage writes it (levels and all), ``columns`` over defaults."""
+    import pyarrow as pa
+
+    from neuronscope.schema import conform
+
+    row = dict(mean=0.5, std=1.0, n_tokens=100) | columns
+    return conform(pa.Table.from_pylist([row]), STATS)
+
+
 def test_export_of_recorded_rows_keeps_what_the_format_holds():
     import pyarrow as pa
 
@@ -191,24 +201,7 @@ def test_export_of_recorded_rows_keeps_what_the_format_holds():
         ]
     ]
     rec = conform(pa.Table.from_pylist(rows), RECORDS)
-    stats = conform(
-        pa.Table.from_pylist(
-            [
-                dict(
-                    layer=2,
-                    neuron=9,
-                    mean=0.5,
-                    std=2.0,
-                    min=-1.0,
-                    max=3.0,
-                    quantile_levels=[0.5],
-                    quantiles=[0.4],
-                    n_tokens=100,
-                )
-            ]
-        ),
-        STATS,
-    )
+    stats = _recorded_stats(layer=2, neuron=9, std=2.0, min=-1.0, max=3.0, quantile_levels=[0.5], quantiles=[0.4])
     back, st = neuron_record_tables(json.dumps(neuron_record_json(rec, stats)))
     cols = ["layer", "neuron", "kind", "rank", "tokens", "activations", "max_pos", "max_act"]
     expected = rec.sort_by([("kind", "descending"), ("rank", "ascending")]).select(cols)
@@ -253,23 +246,8 @@ def test_export_of_recorded_strata_keeps_their_order_and_octave_edges():
         row("negative_quantile_1", 0, [-1.5, 0.0]),
     ]
     rec = conform(pa.Table.from_pylist(rows), RECORDS)
-    stats = conform(
-        pa.Table.from_pylist(
-            [
-                dict(
-                    layer=1,
-                    neuron=4,
-                    mean=0.5,
-                    std=1.0,
-                    min=-2.0,
-                    max=5.0,
-                    n_tokens=100,
-                    quantile_levels=[0.1, 0.5, 0.9],
-                    quantiles=[0.0, 0.3, 2.0],
-                )
-            ]
-        ),
-        STATS,
+    stats = _recorded_stats(
+        layer=1, neuron=4, min=-2.0, max=5.0, quantile_levels=[0.1, 0.5, 0.9], quantiles=[0, 0.3, 2]
     )
     exported = neuron_record_json(rec, stats)
     assert exported["quantile_boundaries"] == [2.0, 4.0]
