@@ -97,7 +97,7 @@ class ScriptedLLM:
         return [Completion(f"answer to {c[-1]['content'][:40]}", 20, 4) for c in conversations]
 
 
-def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None, calibrated=None, full_allowed=True):
+def trivial_workflow(layer, neuron, records, llm, cfg, options=None):
     """TRIVIAL WORKLOAD standing in for explain_neuron: the benchmark measures the driver and the store."""
     from neuronscope.explain import NeuronResult
     from neuronscope.llm.agents import Agent
@@ -108,6 +108,7 @@ def trivial_workflow(layer, neuron, records, llm, cfg, embedder=None, cache=None
     top = records[records["kind"] == "top"].sort_values("rank")
     ledger = Ledger()
     prompts = [[{"role": "user", "content": "".join(t)}] for t in top["tokens"].head(3)]
+    cache = options.cache if options is not None else None
     answers = Metered(llm, ledger, cache).chat(Agent.EXPLAIN, prompts, GenParams())
     row = explanation_row(
         layer,

@@ -155,7 +155,10 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
         except ValueError:
             continue
     metered = Metered(llm, Ledger())
-    texts = [agents.single_pass(metered, sp.explain, sp.max_act, e.max_parse_retries, []) for _, sp in neurons]
+    texts = [
+        agents.single_pass(agents.AgentSession(metered, e.max_parse_retries, []), sp.explain, sp.max_act)
+        for _, sp in neurons
+    ]
     shift = len(neurons) // 2 or 1  # another neuron's explanation: half the list away (another layer)
     jobs = [
         (sp.max_act, [(texts[i], sp.heldout), (texts[(i + shift) % len(neurons)], sp.heldout)])

@@ -150,42 +150,55 @@ class ExplainConfig(_Strict):
         "both",
         description="neuronscope (the multi-agent workflow), single-pass (Bills et al.), both (each "
         "neuron gets both, for comparison), or triage (single-pass for every neuron, the full workflow "
-        "only where the single-pass explanation scores below --triage-below or the activating words "
-        "form several modes; each row's method says which it got)",
+        "only where the single-pass explanation scores below --triage-below, does not beat its words "
+        "baseline, or the firing words form several modes; each row's method says which it got)",
     )
     triage_below: float = Field(
-        0.6,
+        0.8,
         description="triage: a single-pass held-out score under the decision scorer below this gets the full workflow",
     )
     layers: LayerSelection = Field(None, description="recorded layers to explain, e.g. '3,5-7'; None = all")
     neurons: NeuronSelection = Field(None, description="recorded neurons to explain, e.g. '0-15'; None = all")
     n_explain: int = Field(8, ge=1, description="top exemplars shown to the explainer")
-    n_heldout_top: int = Field(4, ge=1, description="top exemplars held out for scoring, spread over the ranks")
-    n_heldout_random: int = Field(4, ge=0, description="random exemplars held out for scoring")
+    n_heldout_top: int = Field(
+        10, ge=1, description="top exemplars held out for scoring, spread over the ranks (with the strata: see README)"
+    )
+    n_heldout_random: int = Field(20, ge=0, description="random exemplars held out for scoring")
+    n_validation_top: int = Field(
+        4, ge=0, description="top exemplars that decide between a mode's candidate explanations and refinements"
+    )
+    n_validation_random: int = Field(8, ge=0, description="random exemplars that decide beside them")
+    candidates: int = Field(
+        3,
+        ge=1,
+        description="LLM explanations per mode (the first greedy, the others sampled); the best on the "
+        "validation exemplars competes with the mode's firing words and their combination",
+    )
     max_modes: int = Field(3, ge=1, description="most semantic modes (explanations) per neuron")
     refine_rounds: int = Field(
         1, ge=0, description="refine rounds per mode; a revision is kept only if it scores higher"
     )
     embedder: str = Field(
         BUNDLED_EMBEDDER,
-        description="sentence embedder of clustering and the embedding scorer: a bundled name, folder or hub id",
+        description="sentence embedder of clustering and the reader and embedding scorers: a bundled name, folder or hub id",
     )
     clustering: Literal["activation", "components"] = Field(
         "activation",
         description="modes from the exemplars' activating words (joined while alike; a "
         "concept phrased many ways stays one mode) or from the agents' components (the paper's k-means)",
     )
-    scorer: Literal["embedding", "simulation", "detection", "fuzzing"] = Field(
-        "embedding",
-        description="the judge of every workflow decision and reported score: embedding (explanation vs "
-        "context cosine, AUROC), simulation (the paper's logprob simulator, Pearson r), detection or fuzzing "
-        "(LLM label logprobs, AUROC); simulation scores are stored too (see --simulation-scores)",
+    scorer: Literal["reader", "embedding", "simulation", "detection", "fuzzing"] = Field(
+        "reader",
+        description="the judge of every workflow decision and reported score: reader (which held-out words "
+        "the explanation picks out, word lists read literally, credit for words the explainer was not shown; "
+        "AUROC), embedding (explanation vs context cosine, AUROC), simulation (the paper's logprob "
+        "simulator, Pearson r), detection or fuzzing (LLM label logprobs, AUROC); see --simulation-scores",
     )
     simulation_scores: bool = Field(
-        True,
+        False,
         description="also score every explanation, the baseline and the control with the paper's simulator "
         "(sim_* columns; on the bundled model about 1,400 LLM tokens per explanation scored, most of a "
-        "single-pass neuron's cost); off: the decision scorer's scores only, sim_* columns empty",
+        "single-pass neuron's cost, and the 135M simulator is close to blind); off: sim_* columns empty",
     )
     hard_negatives: int = Field(
         0,
@@ -208,7 +221,10 @@ class ExplainConfig(_Strict):
         "object per output folder (also when the layer ends)",
     )
     max_parse_retries: int = Field(
-        2, ge=0, description="corrective follow-ups when an agent's answer is malformed, before the neuron fails"
+        2,
+        ge=0,
+        description="corrective follow-ups when an agent's answer is malformed; a mode whose answers stay "
+        "malformed keeps its words explanation",
     )
     budget: int | None = Field(
         None,

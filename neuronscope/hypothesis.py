@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from . import layout, manifest
 from .config import RunConfig
 from .errors import ConfigError, NeuronScopeError
-from .report import detail_vs_control
+from .report import judged
 from .results import neuron_rows, read_explanations
 from .store import Store
+
+# The explain settings a run's split is made with, and its decision scorer: taken from the run.
+SPLIT_SETTINGS = ("n_explain", "n_heldout_top", "n_heldout_random", "n_validation_top", "n_validation_random", "scorer")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ def run_config(store: Store, cfg: RunConfig) -> RunConfig:
     done = (manifest.load(store)["stages"].get("explain") or {}).get("config", {}).get("explain")
     if not done:
         return cfg
-    keep = {k: done[k] for k in ("n_explain", "n_heldout_top", "n_heldout_random") if k in done}
+    keep = {k: done[k] for k in SPLIT_SETTINGS if k in done}
     return cfg.model_copy(update={"explain": cfg.explain.model_copy(update=keep)})
 
 
@@ -39,10 +42,12 @@ def _other_explanations(store: Store, layer: int, neuron: int) -> list[str]:
     return sorted(set(df["explanation"].dropna()) | set(df["baseline_explanation"].dropna()))
 
 
-def score_hypothesis(h: Hypothesis, scorers: list[str], cfg: RunConfig, llm=None, embedder=None) -> dict:
-    """{"scores": {scorer: {"score", "control", "metric"}}, "default", "control_explanation",
-    "heldout"}: the explanation and a control explanation on the neuron's held-out exemplars."""
-    from .exemplars import load, split
+def score_hypothesis(h: Hypothesis, scorers: list[str] | None, cfg: RunConfig, llm=None, embedder=None) -> dict:
+    """The explanation, the neuron's words baseline and a control explanation on the neuron's
+    held-out exemplars, each with its 95 % interval, under ``scorers`` (None: the run's decision
+    scorer): {"scores": {scorer: {"score", "interval", "lexical", "lexical_interval", "control",
+    "control_interval", "metric", ...}}, "default", "lexical_explanation", "control_explanation", "heldout"}."""
+    from .exemplars import SplitSizes, lexical_explanation, load, shown_words, split
     from .llm.base import Ledger, Metered
     from .models.embedder import get_embedder
     from .scoring import Judge, make_scorer
@@ -57,30 +62,53 @@ def score_hypothesis(h: Hypothesis, scorers: list[str], cfg: RunConfig, llm=None
         raise NeuronScopeError(f"run {store.uri} has no records for layer {layer} neuron {neuron}")
     cfg = run_config(store, cfg)
     try:
-        sp = split(*load(rec), cfg.explain.n_explain, cfg.explain.n_heldout_top, cfg.explain.n_heldout_random)
+        sp = split(load(rec), SplitSizes.of(cfg.explain))
     except ValueError as e:
         raise NeuronScopeError(f"layer {layer} neuron {neuron} of {store.uri}: {e}") from None
     embedder = embedder or get_embedder(cfg.explain.embedder)
     control = control_explanation(layer, neuron, _other_explanations(store, layer, neuron), embedder, text)
+    lexical = lexical_explanation(sp.explain, sp.scale)
     metered = Metered(llm, Ledger()) if llm is not None else None
     out = {}
-    for name in scorers:
-        judge = Judge(
-            make_scorer(name, llm=metered, embedder=embedder, hard_negatives=cfg.explain.hard_negatives), sp.max_act
+    for name in scorers or [cfg.explain.scorer]:
+        scorer = make_scorer(
+            name,
+            llm=metered,
+            embedder=embedder,
+            hard_negatives=cfg.explain.hard_negatives,
+            shown=shown_words(sp.explain, sp.scale),
         )
-        mine, ctrl = judge([(text, sp.heldout), (control, sp.heldout)])
-        out[name] = {"score": mine.score, "control": ctrl.score, "metric": judge.scorer.metric_name, **mine.extra}
+        judge = Judge(scorer, sp.scale)
+        mine, lex, ctrl = (judge.with_interval(r) for r in judge([(t, sp.heldout) for t in (text, lexical, control)]))
+        out[name] = {
+            "score": mine.score,
+            "interval": list(mine.interval),
+            "lexical": lex.score,
+            "lexical_interval": list(lex.interval),
+            "control": ctrl.score,
+            "control_interval": list(ctrl.interval),
+            "metric": scorer.metric_name,
+            **mine.extra,
+        }
     return {
         "scores": out,
         "default": cfg.explain.scorer,
+        "lexical_explanation": lexical,
         "control_explanation": control,
         "heldout": [e.window_id for e in sp.heldout],
     }
 
 
 def render(result: dict, text: str) -> str:
-    lines = [f"explanation: {text}", f"control:     {result['control_explanation']}"]
+    lines = [
+        f"explanation: {text}",
+        f"words:       {result['lexical_explanation']}",
+        f"control:     {result['control_explanation']}",
+    ]
     for name, s in result["scores"].items():
-        mark = "  (the workflow's judge)" if name == result["default"] else ""
-        lines.append(f"  {name:<11} {detail_vs_control(s['score'], s['control'], '6')}  [{s['metric']}]{mark}")
+        mark = "  (the run's judge)" if name == result["default"] else ""
+        score = judged(
+            s["score"], s["interval"], s["control"], s["control_interval"], s["lexical"], s["lexical_interval"]
+        )
+        lines.append(f"  {name:<10} {score}  [{s['metric']}]{mark}")
     return "\n".join(lines)

@@ -30,6 +30,30 @@ def score_vs_control(score, control, spec: str = "5.2f", between: str = "vs", mi
     return f"{number(score, spec, missing)} {between} {number(control, spec, missing)}"
 
 
+def interval(ci, spec: str = ".2f") -> str:
+    """'[0.85, 0.96]': a score's 95 % interval; empty where there is none."""
+    if ci is None or len(ci) != 2 or any(x is None or (isinstance(x, float) and math.isnan(x)) for x in ci):
+        return ""
+    return f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
+def half_width(score, ci, spec: str = "4.2f", missing: str | None = MISSING) -> str:
+    """'0.91±.05': a score and half its interval's width, for tables (no interval: the score alone)."""
+    text = number(score, spec, missing)
+    if not interval(ci) or text == missing:
+        return text + "    "
+    return f"{text}±{format((ci[1] - ci[0]) / 2, '.2f').lstrip('0')}"
+
+
+def judged(score, ci, control, control_ci, lexical=None, lexical_ci=None) -> str:
+    """'0.912 [0.85, 0.96] vs words 0.801 [0.72, 0.88] vs control 0.512 [0.43, 0.60]': a score with
+    its interval beside the words baseline (where given) and the control, each with theirs."""
+    out = f"{number(score, '.3f', None)} {interval(ci)}".rstrip()
+    if lexical is not None:
+        out += f" vs words {number(lexical, '.3f', None)} {interval(lexical_ci)}".rstrip()
+    return out + f" vs control {number(control, '.3f', None)} {interval(control_ci)}".rstrip()
+
+
 def detail_vs_control(score, control, width: str = "") -> str:
     """'0.912 vs control 0.480': a neuron's view; ``width`` pads both numbers ("6")."""
     return score_vs_control(score, control, f"{width}.3f", "vs control", None)

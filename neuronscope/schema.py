@@ -70,7 +70,9 @@ STATS = _schema(
 )
 
 # One row per (layer, neuron, mode) of the NeuronScope method. A neuron whose workflow failed
-# has a single row with status "failed", mode -1 and the reason in ``error``.
+# has a single row with status "failed", mode -1 and the reason in ``error``. Every score is on
+# the neuron's held-out exemplars; its ``_ci`` column is its 95 % bootstrap interval [lo, hi]
+# over the held-out windows.
 EXPLANATIONS = _schema(
     """
     layer: int32
@@ -78,19 +80,30 @@ EXPLANATIONS = _schema(
     mode: int32
     n_modes: int32
     explanation: string
+    source: string                # where the mode's explanation came from: llm, refined, words, llm+words, refined+words
     mode_size: int32
     exemplar_ids: list<int64>
     mode_share: float64           # the mode's share of the neuron's explain top exemplars
-    mode_tokens: list<string>     # its activating tokens, most frequent first: "king (5)"
-    scorer: string                # the decision scorer of the four scores below
+    mode_tokens: list<string>     # its firing words, most frequent first: "king (5)"
+    scorer: string                # the decision scorer of the scores below
     calibrated: bool              # it passed the run's self-check; null when none ran
     mode_score: float64
-    score: float64
+    mode_score_ci: list<float64>
+    mode_lexical_explanation: string  # the mode's words baseline: its most frequent firing words
+    mode_lexical_score: float64
+    mode_lexical_score_ci: list<float64>
+    score: float64                # the neuron's modes together (the best mode per held-out item)
+    score_ci: list<float64>
     coverage: float64
-    baseline_explanation: string
+    lexical_explanation: string   # the neuron's words baseline: the explain exemplars' most frequent firing words
+    lexical_score: float64
+    lexical_score_ci: list<float64>
+    baseline_explanation: string  # the single-pass explanation (Bills et al.)
     baseline_score: float64
+    baseline_score_ci: list<float64>
     control_explanation: string   # an unrelated explanation: the scores' control
     control_score: float64
+    control_score_ci: list<float64>
     sim_mode_score: float64       # the same four under the simulation scorer (Pearson r)
     sim_score: float64
     sim_baseline_score: float64
@@ -153,8 +166,8 @@ def _fields(source: pa.Schema, names) -> list[pa.Field]:
     return [source.field(n) for n in names]
 
 
-# Every explanation score and its control, carried into the atlas unchanged.
-SCORE_COLUMNS = [n for n in EXPLANATIONS.names if n.endswith("score") or "control" in n]
+# Every explanation score, its interval and its control, carried into the atlas unchanged.
+SCORE_COLUMNS = [n for n in EXPLANATIONS.names if n.endswith(("score", "score_ci")) or "control" in n or "lexical" in n]
 
 # The atlas table (``atlas/neurons.parquet``): one row per (layer, neuron, mode). A neuron with
 # records but no explanation has one row, mode -1, status "unexplained".
@@ -169,6 +182,7 @@ ATLAS_NEURONS = pa.schema(
             "mode_share",
             "mode_size",
             "explanation",
+            "source",
             "mode_tokens",
             "exemplar_ids",
             "scorer",

@@ -6,7 +6,7 @@ import json
 
 from . import layout
 from .errors import NeuronScopeError
-from .report import detail_vs_control
+from .report import detail_vs_control, judged
 from .results import neuron_rows, read_transcript
 from .store import Store
 
@@ -17,31 +17,46 @@ def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: in
     return text.replace("\n", "⏎")
 
 
+def _judge(r) -> str:
+    verdict = {None: "", True: ", self-check passed"}.get(r["calibrated"], ", self-check FAILED: uncalibrated")
+    return r["scorer"] + verdict
+
+
 def _explanation_lines(exp) -> list[str]:
-    """Scores under the run's judge, each beside its control, then the simulation's."""
+    """Scores under the run's judge, each with its interval, beside the words baseline and the
+    control; then the simulation's, where it ran."""
     r = exp.iloc[0]
-    judge = r["scorer"] + (
-        ""
-        if r["calibrated"] is None
-        else ", self-check passed"
-        if r["calibrated"]
-        else ", self-check FAILED: uncalibrated"
-    )
+    words, ctrl = (r["lexical_score"], r["lexical_score_ci"]), (r["control_score"], r["control_score_ci"])
     out = [
-        f"  scorer: {judge}; control explanation: {r['control_explanation']}",
-        f"  baseline    {detail_vs_control(r['baseline_score'], r['control_score'])} (simulation r "
-        f"{detail_vs_control(r['sim_baseline_score'], r['sim_control_score'])}): {r['baseline_explanation']}",
-        f"  neuronscope {detail_vs_control(r['score'], r['control_score'])} (simulation r {detail_vs_control(r['sim_score'], r['sim_control_score'])}), "
-        f"{int(r['n_modes'])} mode(s), coverage {r['coverage']:.2f}:",
+        f"  scorer: {_judge(r)}",
+        f"  words baseline: {r['lexical_explanation']}; control explanation: {r['control_explanation']}",
     ]
+    if r["n_modes"] > 0:
+        out.append(
+            f"  neuronscope {judged(r['score'], r['score_ci'], *ctrl, *words)}, {int(r['n_modes'])} mode(s), "
+            f"coverage {r['coverage']:.2f}:"
+        )
     for _, m in exp.iterrows():
         if m["mode"] >= 0:
             out.append(
-                f"    mode {int(m['mode'])} ({m['mode_score']:.3f}, simulation r {m['sim_mode_score']:.3f}, "
-                f"{int(m['mode_size'])} exemplars, {m['mode_share']:.0%} of the top): {m['explanation']}"
+                f"    mode {int(m['mode'])} ({m['source']}; {int(m['mode_size'])} exemplars, {m['mode_share']:.0%} of "
+                f"the top): {m['explanation']}"
             )
+            mode_words = (m["mode_lexical_score"], m["mode_lexical_score_ci"])
+            out.append(f"      {judged(m['mode_score'], m['mode_score_ci'], *ctrl, *mode_words)}")
+            out.append(f"      words baseline: {m['mode_lexical_explanation']}")
             out.append(f"      fires on: {', '.join(m['mode_tokens'])}")
             out.append(f"      exemplars: {', '.join(str(w) for w in m['exemplar_ids'])}")
+    if r["baseline_explanation"] is not None:
+        out.append(
+            f"  single-pass {judged(r['baseline_score'], r['baseline_score_ci'], *ctrl, *words)}: "
+            f"{r['baseline_explanation']}"
+        )
+    if r["sim_control_score"] == r["sim_control_score"]:  # the simulation scorer ran
+        out.append(
+            f"  simulation r: neuronscope {detail_vs_control(r['sim_score'], r['sim_control_score'])}, "
+            f"single-pass {detail_vs_control(r['sim_baseline_score'], r['sim_control_score'])}"
+        )
     return out
 
 

@@ -118,8 +118,9 @@ def self_check(cfg: RunConfig, llm, progress: Progress):
     from .scoring import make_scorer
     from .scoring.calibration import self_check as check
 
-    embedder = get_embedder(cfg.explain.embedder) if cfg.explain.scorer == "embedding" else None
-    result = check(make_scorer(cfg.explain.scorer, llm=Metered(llm, Ledger()), embedder=embedder))
+    embedder = get_embedder(cfg.explain.embedder) if cfg.explain.scorer in ("reader", "embedding") else None
+    metered = Metered(llm, Ledger())
+    result = check(lambda shown: make_scorer(cfg.explain.scorer, llm=metered, embedder=embedder, shown=shown))
     progress(result.line() + f" [{result.seconds:.1f}s]")
     if not result.passed:
         print(f"WARNING: {result.line()}", file=sys.stderr, flush=True)

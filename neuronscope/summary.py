@@ -3,9 +3,11 @@ beside their controls, and the ``--dry-run`` verdict."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import manifest
 from .explain import Estimate
-from .report import number, polysemanticity, polysemanticity_line, score_vs_control
+from .report import half_width, number, polysemanticity, polysemanticity_line, score_vs_control
 from .results import read_explanations
 from .store import Store
 
@@ -25,45 +27,51 @@ def _judge_line(store: Store, scorer: str) -> str:
     if not check:
         return f"scorer: {scorer} (no self-check ran: its scores are uncalibrated)"
     verdict = "passed" if check["passed"] else "FAILED: scores uncalibrated"
-    return f"scorer: {scorer}, self-check {verdict} (right name over wrong on {check['discrimination']:.0%} of pairs)"
+    kinds = check.get("kinds") or {}
+    worst = f" against its worst false-explanation kind ({min(kinds, key=lambda k: kinds[k])})" if kinds else ""
+    return f"scorer: {scorer}, self-check {verdict} (the right name scores higher on {check['discrimination']:.0%} of pairs{worst})"
 
 
-# The neuron-level scores (the same on each of a neuron's rows) and their controls.
-NEURON_SCORE_COLUMNS = (
-    "baseline_score",
-    "score",
-    "control_score",
-    "sim_baseline_score",
-    "sim_score",
-    "sim_control_score",
-)
+# The neuron-level scores (the same on each of a neuron's rows), their intervals and controls.
+NEURON_SCORES = ("score", "baseline_score", "lexical_score", "control_score")
+SIM_SCORES = ("sim_score", "sim_baseline_score", "sim_control_score")
+NEURON_SCORE_COLUMNS = (*NEURON_SCORES, *(f"{c}_ci" for c in NEURON_SCORES), *SIM_SCORES)
+HEADER = "layer  neuron  modes  neuronscope  single-pass  words        control      status"
+
+
+def _row(r) -> str:
+    modes = int(r.n_modes) if r.status == "ok" else 0
+    cells = "  ".join(f"{half_width(getattr(r, c), getattr(r, c + '_ci')):<11}" for c in NEURON_SCORES)
+    return f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {cells}  {r.status}"
+
+
+def _means(ok, scorer: str) -> list[str]:
+    m = ok[list(NEURON_SCORES + SIM_SCORES)].mean()
+    widths = [(ci[1] - ci[0]) / 2 for c in NEURON_SCORES for ci in ok[c + "_ci"] if len(ci) == 2 and ci[0] == ci[0]]
+    lines = [
+        f"mean over {len(ok)} neurons: {scorer} neuronscope {number(m.score)}, single-pass "
+        f"{number(m.baseline_score)}, words {number(m.lexical_score)}, control {number(m.control_score)}; "
+        f"median 95 % interval half-width {number(float(np.median(widths)) if widths else None)}"
+    ]
+    if ok["sim_control_score"].notna().any():
+        lines.append(
+            f"simulation r: neuronscope {score_vs_control(m.sim_score, m.sim_control_score)}, single-pass "
+            f"{score_vs_control(m.sim_baseline_score, m.sim_control_score)} (score vs control)"
+        )
+    return lines
 
 
 def summary_table(store: Store) -> str:
-    """One line per neuron: modes, then each method's score beside the control's, under the
-    decision scorer and under the simulation scorer."""
+    """One line per neuron: its modes, then each explanation's score (± half its 95 % interval)
+    under the decision scorer: NeuronScope's, the single-pass one's, the words baseline's and the
+    control's; means, and the simulation scorer's where it ran."""
     df = read_explanations(store, ["layer", "neuron", "mode", "scorer", "n_modes", "status", *NEURON_SCORE_COLUMNS])
     per = df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
     scorer = next((x for x in per["scorer"] if x), "?")
-    lines = [
-        _judge_line(store, scorer),
-        f"{'':20}{scorer + ' (score vs control)':^34}  {'simulation r (score vs control)':^34}",
-        "layer  neuron  modes  single-pass    neuronscope       single-pass    neuronscope       status",
-    ]
-    for r in per.itertuples(index=False):
-        modes = int(r.n_modes) if r.status == "ok" else 0
-        lines.append(
-            f"{r.layer:5d}  {r.neuron:6d}  {modes:5d}  {score_vs_control(r.baseline_score, r.control_score)}  "
-            f"{score_vs_control(r.score, r.control_score)}  {score_vs_control(r.sim_baseline_score, r.sim_control_score)}  "
-            f"{score_vs_control(r.sim_score, r.sim_control_score)}  {r.status}"
-        )
+    lines = [_judge_line(store, scorer), f"{'':20}{scorer} score ± half its 95 % interval", HEADER]
+    lines += [_row(r) for r in per.itertuples(index=False)]
     ok = per[per["status"] == "ok"]
     if len(ok):
-        m = ok[list(NEURON_SCORE_COLUMNS)].mean()
-        lines.append(
-            f"mean over {len(ok)} neurons: {scorer} single-pass {number(m.baseline_score)}, neuronscope "
-            f"{number(m.score)}, control {number(m.control_score)}; simulation single-pass "
-            f"{number(m.sim_baseline_score)}, neuronscope {number(m.sim_score)}, control {number(m.sim_control_score)}"
-        )
+        lines += _means(ok, scorer)
         lines.append(polysemanticity_line(polysemanticity(df)))
     return "\n".join(lines)

@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixture modules, registered once here rather than imported into each test module.
-pytest_plugins = ["llm_server_helpers", "ray_cluster", "record_helpers", "s3_server"]
+pytest_plugins = ["fakes", "llm_server_helpers", "ray_cluster", "record_helpers", "s3_server"]
 
 
 @pytest.fixture(scope="session")

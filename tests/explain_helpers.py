@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pyarrow as pa
+
+from neuronscope.schema import RECORDS
 
 MONTHS = {
     "January",
@@ -20,6 +23,18 @@ MONTHS = {
     "November",
     "December",
 }
+
+
+# The workflow tests' month neuron: a dozen sentences, each firing on its month, and quiet
+# sentences for its random exemplars.
+SENTENCES = [
+    f"The {w} report was filed in {m} by the clerk."
+    for w, m in zip(
+        ["first", "second", "third", "fourth", "fifth", "sixth", "last", "new", "old", "big", "small", "late"],
+        ["January", "March", "May", "July", "August", "October", "June", "April", "December", "May", "June", "July"],
+    )
+]
+RANDOMS = [f"The river ran {n} miles past the old mill." for n in ["two", "three", "four", "five", "six", "seven"]]
 
 
 def words(text: str) -> list[str]:
@@ -61,6 +76,14 @@ def records(
     out = [{**r, "kind": "top", "rank": i} for i, r in enumerate(top)]
     out += [{**r, "kind": "random", "rank": i} for i, r in enumerate(rows)]
     return pd.DataFrame(out)
+
+
+def month_neurons(store, n: int) -> None:
+    """Records of ``n`` alike month neurons in layer 1, written into ``store``."""
+    frames = [records(SENTENCES, MONTHS, layer=1, neuron=i, randoms=RANDOMS) for i in range(n)]
+    df = pd.concat(frames, ignore_index=True)
+    df["window_id"] = df["window_id"] + 100 * df["neuron"]
+    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS))
 
 
 MONTH_SENTENCES = [

@@ -9,19 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fakes import CharTokenizer
 
 from neuronscope.corpus import MAX_DOC_BYTES, iter_windows, load_documents
 from neuronscope.errors import CorpusError
-
-
-class CharTokenizer:
-    """One token per character; EOS = 0. Enough to check the windowing arithmetic."""
-
-    eos_token_id = 0
-
-    def __call__(self, texts, add_special_tokens=False):
-        assert add_special_tokens is False
-        return {"input_ids": [[ord(c) for c in t] for t in texts]}
 
 
 def test_txt_skips_and_counts(tmp_path):

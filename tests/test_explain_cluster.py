@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fakes import FeatureEmbedder
 
 from neuronscope.explain import cluster as C
 from neuronscope.models.embedder import get_embedder
@@ -55,17 +56,9 @@ def test_exemplars_follow_the_majority_of_their_components():
     assert C.exemplar_modes([0, 0], np.array([3, 1]), 1) == [0], "ties go to the lowest cluster id"
 
 
-class PlantedEmbedder:
-    """Embeds text by keyword, so component clustering can be checked without a model."""
-
-    def encode(self, texts, **_):
-        keys = ["month", "number", "verb"]
-        return np.array([[1.0 if k in t else 0.0 for k in keys] + [0.01 * len(t)] for t in texts])
-
-
 def test_modes_from_components_end_to_end():
     comps = [["month name", "month after in"], ["number word"], ["month name"], ["number digit", "number"]]
-    modes, choice = C.modes_from_components(PlantedEmbedder(), comps, max_modes=3)
+    modes, choice = C.modes_from_components(FeatureEmbedder(), comps, max_modes=3)
     assert choice.k == 2 and modes[0] == modes[2] and modes[1] == modes[3] and modes[0] != modes[1]
 
 
@@ -73,10 +66,10 @@ def test_an_outlier_exemplar_is_not_a_mode():
     # ten month exemplars and one whose only component is odd: the odd one clusters apart (a high
     # silhouette) but holds under MIN_MODE_SHARE of the exemplars, so it joins the one mode
     comps = [["month name"]] * 10 + [["verb"]]
-    modes, choice = C.modes_from_components(PlantedEmbedder(), comps, max_modes=3)
+    modes, choice = C.modes_from_components(FeatureEmbedder(), comps, max_modes=3)
     assert choice.k == 1 and set(modes) == {0} and choice.silhouettes[2] > C.MIN_SILHOUETTE
     # the same odd group, recurring in a fifth of the exemplars, is a mode of its own
-    modes, choice = C.modes_from_components(PlantedEmbedder(), [["month name"]] * 8 + [["verb"]] * 2, max_modes=3)
+    modes, choice = C.modes_from_components(FeatureEmbedder(), [["month name"]] * 8 + [["verb"]] * 2, max_modes=3)
     assert choice.k == 2 and modes[-1] == modes[-2] != modes[0]
 
 

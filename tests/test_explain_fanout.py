@@ -3,14 +3,11 @@ finished neurons skipped, failures recorded (never dropped), progress reported."
 
 from __future__ import annotations
 
-import sys
-
-import explain_helpers
 import pandas as pd
 import pyarrow as pa
 import pytest
-import test_explain_workflow as tw
-from explain_helpers import MONTHS, records
+from explain_helpers import MONTHS, RANDOMS, SENTENCES, month_neurons, records
+from fakes import PlantedEmbedder, ScriptedLLM
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import NeuronSummary, RunContext, estimate_run, explain_run, schedule
@@ -18,17 +15,17 @@ from neuronscope.explain.budget import Tally, full_fits
 from neuronscope.results import neuron_explanations, read_transcript
 from neuronscope.schema import EXPLANATIONS, RECORDS
 
-EMB = tw.PlantedEmbedder()  # no sentence-transformers model to load in the workers
+EMB = PlantedEmbedder()  # no sentence-transformers model to load in the workers
 
 
-class Exploding(tw.ScriptedLLM):
+class Exploding(ScriptedLLM):
     def chat(self, conversations, params):
         raise RuntimeError("engine on fire")
 
 
 def _records_store(store):
-    frames = [records(tw.SENTENCES, MONTHS, layer=1, neuron=n, randoms=tw.RANDOMS) for n in (0, 1, 2)]
-    frames.append(records(tw.SENTENCES[:1], MONTHS, layer=1, neuron=3, randoms=tw.RANDOMS))  # too few top
+    frames = [records(SENTENCES, MONTHS, layer=1, neuron=n, randoms=RANDOMS) for n in (0, 1, 2)]
+    frames.append(records(SENTENCES[:1], MONTHS, layer=1, neuron=3, randoms=RANDOMS))  # too few top
     df = pd.concat(frames, ignore_index=True)
     df["window_id"] = df["window_id"] + 100 * df["neuron"]
     store.write_parquet(
@@ -36,30 +33,14 @@ def _records_store(store):
     )
 
 
-def month_neurons(store, n: int) -> None:
-    """Records of ``n`` alike month neurons in layer 1."""
-    frames = [records(tw.SENTENCES, MONTHS, layer=1, neuron=i, randoms=tw.RANDOMS) for i in range(n)]
-    df = pd.concat(frames, ignore_index=True)
-    df["window_id"] = df["window_id"] + 100 * df["neuron"]
-    store.write_parquet("records/layer_001/part-00000.parquet", pa.Table.from_pandas(df, schema=RECORDS))
-
-
-@pytest.fixture
-def ray_with_test_modules(ray_local):
-    # Workers unpickle the test doubles by value: they cannot import the tests folder.
-    for mod in (tw, explain_helpers, sys.modules[__name__]):
-        ray_local.cloudpickle.register_pickle_by_value(mod)
-    return ray_local
-
-
-def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_modules):
+def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
     _records_store(store)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
     seen = []
-    summary = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB), None, seen.append)
+    summary = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB), None, seen.append)
     assert summary.neurons == 4 and summary.ok == 3 and summary.failed == 1, summary
     assert "at least 2 top" in summary.failures["1/3"] and len(seen) == 4
     for n in range(4):
@@ -67,14 +48,14 @@ def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_with_test_m
         assert t.schema == EXPLANATIONS
         assert read_transcript(store, 1, n)
     # Done neurons are skipped; the failed one is tried again (and fails the same way).
-    again = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB))
+    again = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB))
     assert again.skipped == 3 and again.explained == 1 and again.failed == 1
     # A selection names neurons explicitly; one without records is a recorded failure.
-    only = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB), [(1, 0), (1, 9)])
+    only = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB), [(1, 0), (1, 9)])
     assert only.skipped == 1 and only.failures == {"1/9": "no activation records for this neuron"}
 
 
-def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_test_modules):
+def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
@@ -87,11 +68,11 @@ def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_with_tes
     assert row["status"] == "failed" and row["mode"] == -1
 
 
-class Cached(tw.ScriptedLLM):
+class Cached(ScriptedLLM):
     model_id = "scripted@1"  # the response cache keys on it
 
 
-def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cache(tmp_path, ray_with_test_modules):
+def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cache(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store, fresh = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "fresh"))
@@ -121,42 +102,40 @@ def test_in_flight_default_follows_the_llm_pool():
 
     cfg = ExplainConfig()
     assert schedule.max_in_flight(cfg, Pool()) == 3 * schedule.IN_FLIGHT_PER_REPLICA
-    assert schedule.max_in_flight(cfg, tw.ScriptedLLM()) == schedule.IN_FLIGHT_PER_REPLICA
+    assert schedule.max_in_flight(cfg, ScriptedLLM()) == schedule.IN_FLIGHT_PER_REPLICA
     assert schedule.max_in_flight(ExplainConfig(max_in_flight=5), Pool()) == 5
 
 
-def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_with_test_modules):
+def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store, probe = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "probe"))
     month_neurons(store, 10)
     month_neurons(probe, 1)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1)
-    per_neuron = explain_run(RunContext(probe, probe, tw.ScriptedLLM(), cfg, embedder=EMB)).tokens
+    per_neuron = explain_run(RunContext(probe, probe, ScriptedLLM(), cfg, embedder=EMB)).tokens
     seen = []
     capped = cfg.model_copy(update={"budget": int(2.5 * per_neuron)})
-    first = explain_run(RunContext(store, store, tw.ScriptedLLM(), capped, embedder=EMB), None, seen.append)
+    first = explain_run(RunContext(store, store, ScriptedLLM(), capped, embedder=EMB), None, seen.append)
     assert first.ok == 3 and first.left_by_budget == 7 and first.tokens == 3 * per_neuron, first
     assert "token budget reached" in seen[-1] and "7 neurons left pending" in seen[-1]
     # the budget covers the selection, not one run: the same budget again starts nothing new
-    same = explain_run(RunContext(store, store, tw.ScriptedLLM(), capped, embedder=EMB))
+    same = explain_run(RunContext(store, store, ScriptedLLM(), capped, embedder=EMB))
     assert same.explained == 0 and same.tokens_before == 3 * per_neuron and same.left_by_budget == 7, same
     larger = capped.model_copy(update={"budget": int(5.5 * per_neuron)})
-    more = explain_run(RunContext(store, store, tw.ScriptedLLM(), larger, embedder=EMB))
+    more = explain_run(RunContext(store, store, ScriptedLLM(), larger, embedder=EMB))
     assert more.ok == 3 and more.left_by_budget == 4, more
-    rest = explain_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB))
+    rest = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB))
     assert rest.skipped == 6 and rest.ok == 4 and rest.left_by_budget == 0
 
 
-def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(
-    tmp_path, ray_with_test_modules
-):
+def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store, probe = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "probe"))
     month_neurons(store, 10)
     month_neurons(probe, 1)
-    weak = tw.ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
+    weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1, method="triage")
     explain_run(RunContext(probe, probe, weak, cfg, embedder=EMB))
     row = probe.read_parquet("explanations/").to_pandas().iloc[0]
@@ -204,20 +183,18 @@ def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
     assert full_fits(Tally(), 12, 12, 1000, 1)  # nothing finished: nothing to go by yet
 
 
-def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_with_test_modules):
+def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
     month_neurons(store, 10)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, dry_run=True, dry_run_sample=3)
     before = sorted(store.list(""))
-    est = estimate_run(RunContext(store, store, tw.ScriptedLLM(), cfg, embedder=EMB))
+    est = estimate_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB))
     assert sorted(store.list("")) == before  # the sample's outputs went to a scratch folder, now gone
     assert not list(tmp_path.glob("run/dry-run-*"))  # the folder too, not only its objects
     assert est.pending == 10 and est.sample == 3 and est.sample_failed == 0
-    real = explain_run(
-        RunContext(store, store, tw.ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB)
-    )
+    real = explain_run(RunContext(store, store, ScriptedLLM(), cfg.model_copy(update={"dry_run": False}), embedder=EMB))
     assert est.tokens == real.tokens  # alike neurons: the sample's mean is exact
     assert est.seconds > 0
 

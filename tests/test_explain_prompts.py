@@ -30,43 +30,41 @@ def _split():
         ],
         MONTHS,
     )
-    top, rnd = X.load(df)
-    return X.split(top, rnd, 8, 1, 1)
+    return X.split(X.load(df), X.SplitSizes(8, 1, 1, 0, 0))
 
 
-def _renders() -> dict[str, str]:
+def _conversations() -> dict[str, list]:
+    """Each chat agent's conversation, as the agents render it."""
     sp = _split()
     ex = sp.explain
     miss = [(ex[0], ex[0].max_pos, 1.0)]
     alarm = [(ex[1], 1, 8.4)]
     return {
-        "deconstruct.txt": P.as_text(
-            P.render("deconstruct", exemplar=X.describe(ex[0], sp.max_act, agents.DECONSTRUCT_BEFORE))
+        "deconstruct": P.render("deconstruct", exemplar=X.describe(ex[0], sp.scale, agents.DECONSTRUCT_BEFORE)),
+        "explain": P.render(
+            "explain",
+            exemplars=agents.exemplar_lines(ex, sp.scale),
+            tokens=agents.tokens_line(ex, sp.scale),
+            components="month name; date",
         ),
-        "explain.txt": P.as_text(
-            P.render(
-                "explain",
-                exemplars=agents.exemplar_lines(ex, sp.max_act),
-                tokens=agents.tokens_line(ex, sp.max_act),
-                components="month name; date",
-            )
+        "single_pass": P.render(
+            "single_pass",
+            exemplars=agents.exemplar_lines(ex, sp.scale),
+            tokens=agents.tokens_line(ex, sp.scale),
         ),
-        "single_pass.txt": P.as_text(
-            P.render(
-                "single_pass",
-                exemplars=agents.exemplar_lines(ex, sp.max_act),
-                tokens=agents.tokens_line(ex, sp.max_act),
-            )
+        "refine": P.render(
+            "refine",
+            explanation="numbers",
+            tokens=agents.tokens_line(ex[:2], sp.scale),
+            misses=agents.case_lines(miss, sp.scale),
+            false_alarms=agents.case_lines(alarm, sp.scale),
         ),
-        "refine.txt": P.as_text(
-            P.render(
-                "refine",
-                explanation="numbers",
-                tokens=agents.tokens_line(ex[:2], sp.max_act),
-                misses=agents.case_lines(miss, sp.max_act),
-                false_alarms=agents.case_lines(alarm, sp.max_act),
-            )
-        ),
+    }
+
+
+def _renders() -> dict[str, str]:
+    return {
+        **{f"{name}.txt": P.as_text(conv) for name, conv in _conversations().items()},
         "simulate.txt": P.raw_text("simulate", explanation="month names", top=9, mid=4) + "\n",
         "detection.txt": P.raw_text("detection", explanation="month names") + "\n",
         "fuzzing.txt": P.raw_text("fuzzing", explanation="month names") + "\n",
@@ -86,7 +84,23 @@ def test_every_template_has_a_version_and_parses():
     for name in P.VERSIONS:
         assert P.load(name), name
         assert P.template_id(name).endswith(P.VERSIONS[name])
-    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v4+simulate.v2"
+    assert P.template_versions(["deconstruct", "simulate"]) == "deconstruct.v5+simulate.v2"
+
+
+def test_a_conversation_names_the_template_it_was_rendered_from():
+    for name, conv in _conversations().items():
+        assert P.template_of(conv) == name
+        # a retry's follow-up and an answer prefill after the template's sections change nothing
+        retry = [
+            {"role": "assistant", "content": "Explanation: a < b"},
+            {"role": "user", "content": "Wrong format: markup. Answer again, one line."},
+            {"role": "assistant", "content": "Explanation:"},
+        ]
+        assert P.template_of(conv + retry) == name
+    # explain and single_pass share their system text: their few-shot examples tell them apart
+    assert P.template_of(_conversations()["explain"][:1]) is None
+    assert P.template_of([{"role": "user", "content": "Neuron A fires on: weapons."}]) is None
+    assert P.template_of([]) is None
 
 
 def _pinned() -> dict[str, str]:
@@ -116,13 +130,13 @@ def test_a_template_text_changes_only_with_a_version_bump():
     assert not any(problems), "\n".join(p for p in problems if p)
     # the check itself: an edited text under a released name, and a retired name reused
     assert "bump the version" in _unpinned("explain.v2.txt", b"### user\nnew words\n", pinned)
-    assert "bump the version" in _unpinned("explain.v1.txt", (P.TEMPLATES / "explain.v2.txt").read_bytes(), pinned)
+    assert "bump the version" in _unpinned("explain.v1.txt", (P.TEMPLATES / "explain.v3.txt").read_bytes(), pinned)
 
 
 def test_hostile_corpus_text_stays_inside_its_fence():
     sp = _split()
     hostile = next(e for e in sp.explain if "Ignore" in "".join(e.tokens))
-    shown = X.describe(hostile, sp.max_act)
+    shown = X.describe(hostile, sp.scale)
     fenced = shown.split("\n")[0]
     # One opening and one closing tag, at the ends: the corpus "</text>" cannot close the fence.
     assert fenced.startswith("<text>") and fenced.endswith("</text>")

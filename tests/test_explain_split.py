@@ -1,6 +1,8 @@
-"""Held-out split properties, 0-10 scaling and marking."""
+"""The split by window, the neuron's activation scale and marking whole words."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -32,49 +34,93 @@ SENTENCES = [
     )
 ]
 RANDOMS = [f"The river ran {i} miles past the old mill." for i in range(8)]
+SIZES = X.SplitSizes(explain=8, heldout_top=3, heldout_random=3, validation_top=2, validation_random=2)
 
 
-def _load(n_top=16):
-    return X.load(records(SENTENCES[:n_top], MONTHS, randoms=RANDOMS))
+def _pools(n_top=16, strata=0) -> X.Pools:
+    """Top and random exemplars; with ``strata``, that many strata re-using top and random windows
+    (top-k is per token: a window can be in several kinds) beside windows of their own."""
+    p = X.load(records(SENTENCES[:n_top], MONTHS, randoms=RANDOMS))
+    if not strata:
+        return p
+    own = X.load(records(SENTENCES, MONTHS, randoms=[])).top
+    layers = []
+    for j in range(strata):
+        mine = [dataclasses.replace(e, window_id=e.window_id + 10_000 * (j + 1)) for e in own[j::strata]]
+        shared = [p.top[j], p.random[j]]  # duplicates of windows already in other kinds
+        layers.append([dataclasses.replace(e, kind=f"quantile_{j}", rank=r) for r, e in enumerate(shared + mine)])
+    return X.Pools(p.top, p.random, layers)
 
 
-@pytest.mark.parametrize(
-    "n_top,n_explain,h_top,h_rand", [(16, 8, 3, 3), (16, 8, 4, 4), (10, 6, 2, 2), (5, 8, 4, 4), (2, 8, 4, 0)]
-)
-def test_split_is_disjoint_deterministic_and_spread(n_top, n_explain, h_top, h_rand):
-    top, rnd = _load(n_top)
-    sp = X.split(top, rnd, n_explain, h_top, h_rand)
-    ids = lambda xs: [e.window_id for e in xs]
-    explain, held, val = set(ids(sp.explain)), set(ids(sp.heldout)), set(ids(sp.validation))
-    assert not (explain & held) and not (explain & val) and not (held & val), "never score on explain exemplars"
-    assert sp.explain and len(sp.explain) <= n_explain
+def _ids(xs):
+    return [e.window_id for e in xs]
+
+
+@pytest.mark.parametrize("n_top,strata", [(16, 0), (16, 2), (10, 3), (5, 0), (2, 1)])
+def test_split_is_disjoint_by_window_deterministic_and_spread(n_top, strata):
+    pools = _pools(n_top, strata)
+    sp = X.split(pools, SIZES)
+    parts = [_ids(sp.explain), _ids(sp.heldout), _ids(sp.validation), _ids(sp.feedback)]
+    flat = [w for p in parts for w in p]
+    assert len(flat) == len(set(flat)), "a window is in one part only, whatever kinds it was recorded under"
+    assert pools.top[0] in sp.explain, "the best exemplar stays with the explainer"
     held_top = [e for e in sp.heldout if e.kind == "top"]
-    assert 1 <= len(held_top) <= h_top and len([e for e in sp.heldout if e.kind == "random"]) == min(h_rand, len(rnd))
-    assert top[0] in sp.explain, "the best exemplar stays with the explainer"
-    ranks = [e.rank for e in held_top]
-    if len(held_top) > 1:  # spread over the ranks, not bunched at the top
-        assert max(ranks) >= n_top // 2
-    assert ids(X.split(top, rnd, n_explain, h_top, h_rand).heldout) == ids(sp.heldout)
-    assert sp.max_act == max(max(e.activations) for e in top)
+    assert held_top
+    if n_top > 2:  # spread over the ranks, not bunched at the top
+        assert max(e.rank for e in held_top) >= n_top // 2
+    assert len(sp.explain) <= SIZES.explain
+    assert _ids(X.split(pools, SIZES).heldout) == _ids(sp.heldout)
+    # every distinct window of the pools is used or was not needed (randoms beyond the sizes)
+    kinds = {w for e in pools.top + [x for s in pools.strata for x in s] for w in [e.window_id]}
+    assert kinds <= set(flat)
+    if strata:  # two of every three stratum windows score, the third decides
+        held_q = [e for e in sp.heldout if e.kind.startswith("quantile_")]
+        val_q = [e for e in sp.validation if e.kind.startswith("quantile_")]
+        assert held_q and val_q and len(held_q) >= len(val_q)
 
 
-def test_split_needs_two_top_exemplars():
-    top, rnd = _load(1)
+def test_split_needs_two_top_windows():
     with pytest.raises(ValueError, match="at least 2 top"):
-        X.split(top, rnd, 8, 4, 4)
+        X.split(_pools(1), SIZES)
+    p = _pools(16)
+    twice = X.Pools([p.top[0], dataclasses.replace(p.top[0], rank=1)], p.random)
+    with pytest.raises(ValueError, match="distinct windows"):
+        X.split(twice, SIZES)
 
 
 def test_spread_indices():
     assert X.spread(16, 3) == [3, 8, 13]
     assert X.spread(10, 2) == [3, 8]
-    assert X.spread(3, 5) == [1, 2] or 0 not in X.spread(4, 3)
+    assert 0 not in X.spread(4, 3)
 
 
-def test_scaling_and_marking():
-    assert X.scaled([-1.0, 0.0, 2.5, 5.0, 7.0], 5.0).tolist() == [0, 0, 5, 10, 10]
-    assert X.scaled([1.0], 0.0).tolist() == [0]
-    top, _ = _load()
-    text = X.marked_text(top[0], 5.0)
+def test_the_scale_follows_the_neurons_own_distribution():
+    p = _pools()
+    sparse = X.Scale.of(p.top, p.random)
+    assert sparse.peak == max(max(e.activations) for e in p.top) and sparse.base == 0.0
+    assert sparse.scaled([-1.0, 0.0, sparse.peak / 2, sparse.peak, 99]).tolist() == [0, 0, 5, 10, 10]
+    # a dense neuron (fires on most text): its random text's median is its 0, so it has quiet words
+    dense = [dataclasses.replace(e, activations=tuple(a + 2.0 for a in e.activations)) for e in p.random]
+    s = X.Scale.of([dataclasses.replace(e, activations=tuple(a + 2.0 for a in e.activations)) for e in p.top], dense)
+    assert 2.0 < s.base < s.peak
+    assert (s.scaled(dense[0].activations) <= 1).all() and s.scaled([s.peak]).tolist() == [10]
+    assert X.Scale(0.0).scaled([1.0]).tolist() == [0]
+
+
+def test_marking_and_whole_words():
+    top = _pools().top
+    scale = X.Scale(5.0)
+    text = X.marked_text(top[0], scale)
     assert text.count("<<") == 1 and "<<" + top[0].tokens[top[0].max_pos].strip() + ">>" in text
-    assert X.top_tokens(top[0], 5.0).endswith("(10)")
-    assert np.isfinite(X.scaled(top[0].activations, 5.0)).all()
+    assert X.top_tokens(top[0], scale).endswith("(10)")
+    # pieces of one word are marked, listed and counted as the word
+    ex = X.Exemplar(
+        1, "top", 0, ("The", " Ros", "al", "ind", " and", " Touch", "stone", "."), (0, 0, 5, 0, 0, 0, 4, 0), 2
+    )
+    assert X.marked_text(ex, scale, after=8) == "<text>The <<Rosalind>> and <<Touchstone>>.</text>"
+    assert X.top_tokens(ex, scale) == "Rosalind (10), Touchstone (8)"
+    assert X.activating(ex, scale) == "Rosalind, Touchstone"
+    assert X.mode_tokens([ex, ex], scale) == ["Rosalind (2)", "Touchstone (2)"]
+    assert X.lexical_explanation([ex], scale) == "Rosalind, Touchstone"
+    assert X.shown_words([ex], scale) == {"rosalind", "touchstone"}
+    assert np.isfinite(scale.levels(top[0].activations)).all()

@@ -8,100 +8,25 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from explain_helpers import MONTHS, WordVocabulary, records
+from explain_helpers import MONTHS, RANDOMS, SENTENCES, WordVocabulary, records
+from fakes import KeywordEmbedder, PlantedEmbedder, ScriptedLLM, agent_of, attempt_of
 
 from neuronscope.config import ExplainConfig
-from neuronscope.explain.workflow import explain_neuron
+from neuronscope.explain import NeuronOptions, explain_neuron
+from neuronscope.llm.agents import Agent
 from neuronscope.llm.base import Completion
 from neuronscope.results import rows_table
 from neuronscope.results.transcript import AgentAnswer, AgentFailure, ClusterEntry, ScoreEntry
 from neuronscope.schema import EXPLANATIONS
 
-SENTENCES = [
-    f"The {w} report was filed in {m} by the clerk."
-    for w, m in zip(
-        ["first", "second", "third", "fourth", "fifth", "sixth", "last", "new", "old", "big", "small", "late"],
-        ["January", "March", "May", "July", "August", "October", "June", "April", "December", "May", "June", "July"],
-    )
-]
-RANDOMS = [f"The river ran {n} miles past the old mill." for n in ["two", "three", "four", "five", "six", "seven"]]
-
-
-class ScriptedLLM:
-    """Character tokenizer; chat answers scripted per agent; the 'simulator' predicts 9 on month
-    lines and 0 elsewhere when the explanation mentions months (so scores are known to be high),
-    and 0 everywhere otherwise."""
-
-    def __init__(
-        self,
-        deconstruct="- month name\n- date",
-        explain="Explanation: month names",
-        refine="Explanation: month names",
-        single_pass=None,
-    ):
-        self.answers = {
-            "features": deconstruct,
-            "guessed": refine,
-            "default": explain,
-            "single": single_pass or explain,
-        }
-        self.seen = []
-        self.params = []
-
-    def tokenize(self, text):
-        return [ord(c) for c in text]
-
-    def token_text(self, i):
-        return chr(i)
-
-    def chat(self, conversations, params):
-        out = []
-        self.params.append(params)
-        for conv in conversations:
-            self.seen.append(conv)
-            key = next((k for k in ("features", "guessed") if k in conv[0]["content"]), "default")
-            if key == "default" and not any("Features seen" in m["content"] for m in conv):
-                key = "single"  # the single-pass prompt is the explain prompt without features
-            answer = self.answers[key]
-            if conv[-1]["role"] == "assistant":  # a prefilled answer is continued, as real backends do
-                answer = answer.removeprefix(conv[-1]["content"])
-            out.append(Completion(answer, sum(len(m["content"]) for m in conv), 5))
-        return out
-
-    def next_token_logprobs(self, prompts, positions, top_k):
-        result = []
-        for ids, pos in zip(prompts, positions):
-            text = "".join(map(chr, ids))
-            knows = "fires on: month" in text
-            per = []
-            for p in pos:
-                line = text[: p - 1].rsplit("\n", 1)[-1]
-                per.append({ord("9" if line.strip(" ,.") in MONTHS and knows else "0"): 0.0, ord("x"): -2.0})
-            result.append(per)
-        return result
-
-
-class PlantedEmbedder:
-    """Texts about months point one way, any other text another (a length term keeps them apart)."""
-
-    tokenizer = WordVocabulary()
-
-    def encode(self, texts, **_):
-        return np.array(
-            [
-                [1.0, 0.0, 0.01 * len(t)]
-                if any(m.lower() in t.lower() for m in MONTHS | {"month"})
-                else [0.0, 1.0, 0.01 * len(t)]
-                for t in texts
-            ]
-        )
-
 
 def _run(llm=None, **cfg):
     """The workflow judged by the scripted simulator (its scores are known), unless cfg says."""
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
-    c = ExplainConfig(**{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, "scorer": "simulation", **cfg})
-    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, embedder=PlantedEmbedder())
+    c = ExplainConfig(
+        **{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, "scorer": "simulation", "candidates": 1, **cfg}
+    )
+    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, NeuronOptions(PlantedEmbedder()))
 
 
 def test_rows_conform_to_the_schema_and_scores_are_held_out():
@@ -112,7 +37,7 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v4+explain.v2+refine.v2+single_pass.v2+simulate.v2"
+    assert r["template_version"] == "deconstruct.v5+explain.v3+refine.v3+single_pass.v3+simulate.v2"
     assert r["scorer"] == "simulation" and r["calibrated"] is None
     # the mode's evidence: its activating tokens with counts, its share of the top exemplars
     assert r["mode_share"] == 1.0 and r["mode_tokens"]
@@ -136,7 +61,16 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     agents = {t.agent for t in res.transcript}
     assert {"split", "deconstruct", "cluster", "explain", "single_pass", "score", "ledger"} <= agents
     purposes = {t.purpose for t in res.transcript if isinstance(t, ScoreEntry)}
-    assert purposes == {"mode heldout", "combined heldout", "baseline heldout", "control heldout"}
+    assert purposes == {"mode heldout", "combined heldout", "baseline heldout", "control heldout", "lexical heldout"}
+    # the words baseline beside every score, every score with its interval
+    assert r["source"] == "llm" and r["lexical_explanation"] and r["mode_lexical_explanation"]
+    assert all(w.strip() in MONTHS for w in r["lexical_explanation"].split(","))
+    for col in ("score", "mode_score", "baseline_score", "control_score", "lexical_score", "mode_lexical_score"):
+        lo, hi = r[col + "_ci"]
+        assert lo <= r[col] <= hi, col
+    (cands,) = [t for t in res.transcript if t.agent == "candidates"]
+    sources = [c["source"] for c in cands.candidates]
+    assert sources == ["llm", "words", "llm+words"] and cands.candidates[cands.chosen]["source"] == "llm"
 
 
 def test_mode_evidence_round_trips_through_parquet(tmp_path):
@@ -153,25 +87,55 @@ def test_mode_evidence_round_trips_through_parquet(tmp_path):
 def test_single_pass_and_neuronscope_only():
     sp = _run(method="single-pass").rows
     assert len(sp) == 1 and sp[0]["n_modes"] == 0 and math.isnan(sp[0]["score"]) and sp[0]["baseline_score"] > 0.9
-    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v2+simulate.v2"
+    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v3+simulate.v2"
     ns = _run(method="neuronscope").rows
     assert ns[0]["baseline_explanation"] is None and math.isnan(ns[0]["baseline_score"]) and ns[0]["score"] > 0.9
     rows_table(sp + ns)  # both conform
 
 
-def test_malformed_answers_are_retried_then_recorded_as_the_neurons_failure():
-    llm = ScriptedLLM(explain="Explanation: weather", single_pass="Explanation: month names")  # the example's answer
-    res = _run(llm, max_parse_retries=2)
-    r = res.rows[0]
-    assert len(res.rows) == 1 and r["status"] == "failed" and r["mode"] == -1
-    assert "explain agent answer malformed after 3 attempt(s)" in r["error"]
+class Recording(ScriptedLLM):
+    """Also records each chat call's agent and parameters."""
+
+    def __init__(self, **answers):
+        super().__init__(**answers)
+        self.calls: list = []
+
+    def chat(self, conversations, params):
+        self.calls.append((agent_of(conversations[0]), params))
+        return super().chat(conversations, params)
+
+
+def test_malformed_explain_answers_are_retried_then_the_mode_keeps_its_words():
+    llm = Recording(explain="Explanation: weather", single_pass="Explanation: month names")  # the example's answer
+    res = _run(llm, max_parse_retries=2, refine_rounds=0)
+    (r,) = res.rows
+    assert r["status"] == "ok" and r["mode"] == 0, r["error"]
+    assert r["source"] == "words" and r["explanation"] == r["mode_lexical_explanation"]
     tries = [t for t in res.transcript if isinstance(t, AgentAnswer) and t.agent == "explain" and t.item == 0]
-    assert [t.attempt for t in tries] == [0, 1, 2]
+    assert [t.attempt for t in tries] == [0, 1, 2] and r["malformed_answers"] == 3
+    (gave_up,) = [t for t in res.transcript if isinstance(t, AgentFailure) and t.agent == "explain"]
+    assert "malformed" in gave_up.error or "example" in gave_up.error
     # The corrective follow-up is in the conversation of the retry.
     assert "Wrong format" in tries[1].messages[-2]["content"]  # before the answer's prefill
     # Retries sample (seeded), since greedy decoding would repeat the malformed answer.
-    assert [(p.temperature > 0, p.seed) for p in llm.params[-3:]] == [(False, 0), (True, 1), (True, 2)]
+    explain = [p for agent, p in llm.calls if agent == Agent.EXPLAIN]
+    assert [(p.temperature > 0, p.seed) for p in explain] == [(False, 0), (True, 1), (True, 2)]
     rows_table(res.rows)
+
+
+def test_a_modes_candidates_are_the_llms_samples_its_words_and_both_and_the_best_wins():
+    llm = Recording()
+    res = _run(llm, candidates=3)
+    (cands,) = [t for t in res.transcript if t.agent == "candidates"]
+    # greedy, then two samples (seeded, distinct seeds); the same answers count once
+    explain = [p for agent, p in llm.calls if agent == Agent.EXPLAIN]
+    assert [(p.temperature > 0, p.seed) for p in explain] == [(False, 0), (True, 1000), (True, 2000)]
+    sources = [c["source"] for c in cands.candidates]
+    assert sources == ["llm", "words", "llm+words"] and cands.judged_on == "validation"
+    assert cands.candidates[2]["text"].startswith("month names, e.g. ")
+    # the scripted simulator knows "month ...": the words alone score nothing, the LLM's answer wins
+    scores = {c["source"]: c["score"] for c in cands.candidates}
+    assert scores["words"] < scores["llm"] and res.rows[0]["source"] == "llm"
 
 
 def test_a_deconstruct_answer_malformed_after_its_retries_leaves_its_exemplar_without_features():
@@ -194,7 +158,11 @@ def test_refinement_is_kept_only_when_the_validation_score_rises(revision, kept)
     r = res.rows[0]
     # A kept revision that fixed every miss ends the loop; a rejected one also stops it (no gain).
     assert r["rounds"] == len(decisions) == 1
-    assert r["explanation"] == ("month names" if kept else "words")
+    # the LLM's "words" is refined; it and the words baseline tie (the simulator knows neither), so
+    # the words stay unless the revision gains
+    assert decisions[0].old == "words"
+    expected = ("month names", "refined") if kept else (r["mode_lexical_explanation"], "words")
+    assert (r["explanation"], r["source"]) == expected
     assert (r["score"] > 0.9) is kept
 
 
@@ -208,21 +176,16 @@ def test_triage_gives_the_full_workflow_only_where_single_pass_is_weak():
     rows_table(good + weak)
 
 
-def test_triage_keeps_the_single_pass_explanation_when_the_full_workflow_stays_malformed():
-    llm = ScriptedLLM(single_pass="Explanation: rivers and lakes", explain="Explanation:")
-    res = _run(llm, method="triage")
-    (r,) = res.rows
-    assert r["status"] == "ok" and r["method"] == "triage/single-pass (full failed)", r["error"]
-    assert r["n_modes"] == 0 and r["baseline_explanation"] == "rivers and lakes" and r["malformed_answers"] > 0
-    assert r["llm_tokens_in"] > 0  # what the full workflow spent before it was given up still counts
-    (gave_up,) = [t for t in res.transcript if isinstance(t, AgentFailure)]
-    assert gave_up.agent == "explain" and "single-pass kept" in gave_up.error
-    # Without a single-pass explanation to keep, the neuron fails (a rerun retries it) rather
-    # than ending "ok" with no explanation at all.
-    (f,) = _run(ScriptedLLM(explain="Explanation:"), method="neuronscope").rows
-    assert f["status"] == "failed" and "explain agent answer malformed" in f["error"]
-    (f,) = _run(ScriptedLLM(explain="Explanation:", single_pass="Explanation:"), method="triage").rows
-    assert f["status"] == "failed" and "explain agent answer malformed" in f["error"]
+@pytest.mark.parametrize("method", ["triage", "neuronscope", "both"])
+def test_a_neuron_whose_explain_answers_stay_malformed_ends_ok_with_its_words(method):
+    """No neuron fails for a weak explainer's loops: its modes keep their words explanations."""
+    for single_pass in ("Explanation: rivers and lakes", "Explanation:"):
+        res = _run(ScriptedLLM(single_pass=single_pass, explain="Explanation:"), method=method, refine_rounds=0)
+        (r,) = res.rows
+        assert r["status"] == "ok" and r["n_modes"] == 1 and r["malformed_answers"] > 0, r["error"]
+        assert r["source"] == "words" and r["explanation"] == r["mode_lexical_explanation"]
+        assert r["method"] == ("triage/neuronscope" if method == "triage" else method)
+        assert r["llm_tokens_in"] > 0
 
 
 def test_triage_held_back_by_the_budget_says_so():
@@ -231,7 +194,7 @@ def test_triage_held_back_by_the_budget_says_so():
     c = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method="triage")
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
     weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")
-    res = explain_neuron(3, 7, pa.Table.from_pandas(df), weak, c, embedder=PlantedEmbedder(), full_allowed=False)
+    res = explain_neuron(3, 7, pa.Table.from_pandas(df), weak, c, NeuronOptions(PlantedEmbedder(), full_allowed=False))
     (r,) = res.rows
     assert r["method"] == "triage/single-pass (budget)" and r["n_modes"] == 0 and r["llm_tokens_in"] == 0
     assert r["baseline_explanation"] == "rivers and lakes" and r["baseline_llm_tokens_in"] > 0
@@ -239,18 +202,25 @@ def test_triage_held_back_by_the_budget_says_so():
     assert t.withheld and not t.full
     # Held back with a malformed single-pass answer, the neuron has no explanation: it fails.
     blank = ScriptedLLM(single_pass="Explanation:")
-    (f,) = explain_neuron(3, 7, pa.Table.from_pandas(df), blank, c, embedder=PlantedEmbedder(), full_allowed=False).rows
+    (f,) = explain_neuron(
+        3, 7, pa.Table.from_pandas(df), blank, c, NeuronOptions(PlantedEmbedder(), full_allowed=False)
+    ).rows
     assert f["status"] == "failed" and "single_pass agent answer malformed" in f["error"]
 
 
-def test_triage_scores_the_baseline_once_under_the_decision_scorer():
+def test_triage_scores_the_baseline_and_its_words_once_under_the_decision_scorer():
     from neuronscope.results.transcript import ScoreEntry, TriageEntry
 
-    res = _run(ScriptedLLM(single_pass="Explanation: rivers and lakes"), method="triage", scorer="embedding")
+    llm = ScriptedLLM(single_pass="Explanation: rivers and lakes")
+    res = _run(llm, method="triage", simulation_scores=False)
     (triage,) = [t for t in res.transcript if isinstance(t, TriageEntry)]
     scored = [t for t in res.transcript if isinstance(t, ScoreEntry) and t.explanation == "rivers and lakes"]
-    assert [t.purpose for t in scored if t.scorer == "embedding"] == ["triage heldout"]
-    assert res.rows[0]["baseline_score"] == triage.baseline_score
+    assert [t.purpose for t in scored] == ["triage heldout", "baseline heldout"]
+    assert res.rows[0]["baseline_score"] == triage.baseline_score == scored[1].score
+    assert triage.lexical_score == res.rows[0]["lexical_score"]
+    # the simulator ran once per explanation and exemplar set: the baseline's held-out prompts once
+    prompts = res.ledger.as_dict()["simulate_baseline"]["calls"]
+    assert prompts == len({w for t in scored for w in t.window_ids})
 
 
 def test_two_planted_modes_are_found():
@@ -258,7 +228,7 @@ def test_two_planted_modes_are_found():
         def chat(self, conversations, params):
             out = super().chat(conversations, params)
             for i, conv in enumerate(conversations):
-                if "features" in conv[0]["content"]:
+                if agent_of(conv) == Agent.DECONSTRUCT:
                     text = conv[-1]["content"]
                     out[i] = Completion(
                         "- month name" if any(m in text for m in ("May", "June", "July")) else "- number", 10, 3
@@ -278,7 +248,7 @@ def test_two_planted_modes_are_found():
         df,
         TwoConcepts(),
         ExplainConfig(n_explain=6, n_heldout_top=3, max_modes=3, clustering="components"),
-        embedder=ComponentEmbedder(),
+        NeuronOptions(ComponentEmbedder()),
     )
     assert [r["n_modes"] for r in res.rows] == [2, 2] and [r["mode"] for r in res.rows] == [0, 1]
     assert sum(r["mode_size"] for r in res.rows) == 6
@@ -289,79 +259,69 @@ def test_two_planted_modes_are_found():
 def test_unusable_records_fail_cleanly(bad):
     df = records(SENTENCES, MONTHS, randoms=RANDOMS)
     df = df.iloc[:0] if bad == "empty" else df[(df["kind"] == "random") | (df["rank"] == 0)]
-    res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(), embedder=PlantedEmbedder())
+    res = explain_neuron(0, 0, df, ScriptedLLM(), ExplainConfig(), NeuronOptions(PlantedEmbedder()))
     assert res.rows[0]["status"] == "failed" and "at least 2 top" in res.rows[0]["error"]
 
 
 def test_simulations_are_memoised_within_a_neuron():
-    from neuronscope.exemplars import load
+    from neuronscope.exemplars import Scale, load
     from neuronscope.llm.base import Ledger, Metered
     from neuronscope.scoring import Judge, SimulationScorer
 
-    top, _ = load(records(SENTENCES, MONTHS))
+    top = load(records(SENTENCES, MONTHS)).top
     ledger = Ledger()
-    judge = Judge(SimulationScorer(Metered(ScriptedLLM(), ledger)), 5.0)
+    judge = Judge(SimulationScorer(Metered(ScriptedLLM(), ledger)), Scale(5.0))
     first = judge([("month names", top[:2]), ("words", top[:1])])
     again = judge([("words", top[:1]), ("month names", top[:2]), ("month names", top[2:3])])
     assert ledger.total().calls == 4, "3 prompts, then only the 1 new one"
     assert again[0] is first[1] and again[1] is first[0]
 
 
-class KeywordEmbedder:
-    """Texts naming months, or holding one, point one way; other contexts (long texts) another;
-    other explanations (short texts) a third, as far from both."""
-
-    tokenizer = WordVocabulary()
-
-    def encode(self, texts, **_):
-        def vec(t):
-            return (
-                [1.0, 0, 0]
-                if any(m in t for m in MONTHS) or "month" in t
-                else [0, 1.0, 0]
-                if len(t.split()) > 4
-                else [0, 0, 1.0]
-            )
-
-        return np.array([vec(t) for t in texts])
-
-
 @pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])
-def test_the_embedding_scorer_steers_refinement_and_scores(revision, kept):
-    """With the embedding judge (the default), no simulation decides anything: a revision naming
-    what fires is kept, one that does not is rejected; scores are AUROC beside the control's."""
+def test_the_reader_judge_steers_candidates_and_refinement_and_scores(revision, kept):
+    """With the reader judge (the default), no simulation decides anything. The words baseline,
+    read literally, beats "words" (an explanation that points at the quiet words); a revision naming
+    the kind of thing that fires then beats the words (it covers months the explainer was not
+    shown), one that does not is rejected; scores are AUROC beside the words' and the control's."""
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
-    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, refine_rounds=1)
-    assert cfg.scorer == "embedding"
+    cfg = ExplainConfig(
+        n_explain=6, n_heldout_top=3, n_heldout_random=3, refine_rounds=1, candidates=1, simulation_scores=True
+    )
+    assert cfg.scorer == "reader"
     res = explain_neuron(
         3,
         7,
         df,
         ScriptedLLM(explain="Explanation: words", refine=revision),
         cfg,
-        embedder=KeywordEmbedder(),
-        calibrated=True,
+        NeuronOptions(KeywordEmbedder(), calibrated=True),
     )
+    (cands,) = [t for t in res.transcript if t.agent == "candidates"]
+    assert cands.candidates[cands.chosen]["source"] == ("refined" if kept else "words")
     (decision,) = [t for t in res.transcript if t.agent == "refine_decision"]
-    assert decision.scorer == "embedding" and decision.kept is kept
+    assert decision.scorer == "reader" and decision.kept is kept
     r = res.rows[0]
-    assert r["scorer"] == "embedding" and r["calibrated"] is True
-    assert r["explanation"] == ("month names" if kept else "words")
-    # "words" (the baseline here) and the control describe nothing that fires: chance, 0.5
-    assert r["score"] == (1.0 if kept else 0.5) and r["baseline_score"] == 0.5 and r["control_score"] == 0.5
+    assert r["scorer"] == "reader" and r["calibrated"] is True
+    assert (r["explanation"], r["source"]) == (
+        ("month names", "refined") if kept else (r["lexical_explanation"], "words")
+    )
+    assert r["score"] > r["lexical_score"] if kept else r["score"] == r["mode_lexical_score"]
+    assert r["lexical_score"] > r["control_score"] and r["baseline_score"] < r["lexical_score"]
     # the paper's score, stored too: the scripted simulator knows months only
     assert (r["sim_score"] > 0.9) is kept and r["sim_baseline_score"] == 0.0 and abs(r["sim_control_score"]) < 0.1
-    assert {t.scorer for t in res.transcript if isinstance(t, ScoreEntry)} == {"embedding", "simulation"}
+    assert {t.scorer for t in res.transcript if isinstance(t, ScoreEntry)} == {"reader", "simulation"}
 
 
 @pytest.mark.parametrize("method", ["both", "triage"])
 def test_simulation_scores_off_runs_no_simulation_and_leaves_the_sim_columns_empty(method):
     """The decision scorer's scores and control stay; the paper's simulator is never called."""
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
-    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, method=method, simulation_scores=False)
+    cfg = ExplainConfig(
+        n_explain=6, n_heldout_top=3, n_heldout_random=3, method=method, simulation_scores=False, scorer="embedding"
+    )
     llm = ScriptedLLM(explain="Explanation: month names", single_pass="Explanation: colours")
     llm.next_token_logprobs = None  # any simulation would fail the neuron
-    res = explain_neuron(3, 7, df, llm, cfg, embedder=KeywordEmbedder())
+    res = explain_neuron(3, 7, df, llm, cfg, NeuronOptions(KeywordEmbedder()))
     r = res.rows[0]
     assert r["status"] == "ok", r["error"]
     assert r["score"] == 1.0 and r["baseline_score"] == 0.5 and r["control_score"] == 0.5
@@ -376,7 +336,7 @@ def test_a_malformed_refine_answer_keeps_the_explanation():
         ScriptedLLM(explain="Explanation: words", refine="Explanation: a < b"), refine_rounds=1, max_parse_retries=0
     )
     r = res.rows[0]
-    assert r["status"] == "ok" and r["explanation"] == "words"
+    assert r["status"] == "ok" and (r["explanation"], r["source"]) == (r["mode_lexical_explanation"], "words")
     (decision,) = [t for t in res.transcript if t.agent == "refine_decision"]
     assert decision.kept is False and "refine agent answer malformed" in decision.error
 
@@ -410,7 +370,7 @@ def test_the_configured_clustering_decides_the_modes():
             df,
             ScriptedLLM(),
             ExplainConfig(n_explain=6, n_heldout_top=3, clustering=variant),
-            embedder=WordEmbedder(),
+            NeuronOptions(WordEmbedder()),
         )
         used = [t.variant for t in res.transcript if isinstance(t, ClusterEntry) and t.used]
         assert used == [variant] and res.rows[0]["status"] == "ok"
@@ -421,7 +381,7 @@ def test_an_explanation_copied_from_the_text_is_rejected_and_counted():
         def chat(self, conversations, params):
             out = super().chat(conversations, params)
             for i, conv in enumerate(conversations):
-                if "features" not in conv[0]["content"] and "Wrong format" not in conv[-2]["content"]:
+                if agent_of(conv) != Agent.DECONSTRUCT and attempt_of(conv) == 0:
                     text = conv[-2]["content"].split("<text>")[1].replace("<<", "").replace(">>", "")
                     out[i] = Completion(" " + " ".join(text.split()[:5]), 10, 5)
             return out

@@ -198,17 +198,17 @@ def _without_calls(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_explain_neuron_rerun_from_the_cache_makes_no_llm_call(vllm_pool, tmp_path):
-    from neuronscope.explain.workflow import explain_neuron
+    from neuronscope.explain import NeuronOptions, explain_neuron
     from neuronscope.llm.cache import NeuronCache
     from neuronscope.schema import RECORDS
     from neuronscope.store import Store
 
     records = pa.Table.from_pandas(_month_records(vllm_pool), schema=RECORDS, preserve_index=False)
     cache = NeuronCache(Store.open(str(tmp_path / "run")), vllm_pool.model_id, 4, 2)
-    first = explain_neuron(4, 2, records, vllm_pool, CFG, cache=cache)
+    first = explain_neuron(4, 2, records, vllm_pool, CFG, NeuronOptions(cache=cache))
     assert first.rows[0]["status"] == "ok" and first.rows[0]["llm_calls"] > 0, first.rows[0]["error"]
     served = _served(vllm_pool)
-    second = explain_neuron(4, 2, records, vllm_pool, CFG, cache=cache)
+    second = explain_neuron(4, 2, records, vllm_pool, CFG, NeuronOptions(cache=cache))
     assert _served(vllm_pool) == served and second.ledger.total().calls == 0
     assert second.rows[0]["llm_calls"] == 0
     pd.testing.assert_frame_equal(pd.DataFrame(_without_calls(second.rows)), pd.DataFrame(_without_calls(first.rows)))

@@ -34,15 +34,15 @@ def test_a_rerun_with_other_result_settings_is_refused_and_loses_nothing(tmp_pat
     store = Store.open(str(tmp_path / "run"))
     cfg = {
         "explain": {"n_explain": 8, "max_in_flight": 4, "neurons": "0-3"},
-        "llm": {"temperature": 0.0, "replicas": 1},
+        "llm": {"seed": 0, "replicas": 1},
     }
     manifest.begin_stage(store, "explain", {}, cfg)
     manifest.end_stage(store, "explain", "done", {"ok": 4})
     before = store.read_bytes("manifest.json")
     with pytest.raises(ConfigError, match=r"explain.n_explain=8; refusing to resume it with explain.n_explain=12"):
         manifest.begin_stage(store, "explain", {}, {**cfg, "explain": {**cfg["explain"], "n_explain": 12}})
-    with pytest.raises(ConfigError, match=r"llm.temperature=0.0.*llm.temperature=0.7"):
-        manifest.begin_stage(store, "explain", {}, {**cfg, "llm": {"temperature": 0.7, "replicas": 1}})
+    with pytest.raises(ConfigError, match=r"llm.seed=0.*llm.seed=7"):
+        manifest.begin_stage(store, "explain", {}, {**cfg, "llm": {"seed": 7, "replicas": 1}})
     assert store.read_bytes("manifest.json") == before, "a refused rerun leaves the manifest as it was"
     # how it runs and which neurons: free to change; a setting the old run did not record: not a change
     manifest.begin_stage(
@@ -51,7 +51,7 @@ def test_a_rerun_with_other_result_settings_is_refused_and_loses_nothing(tmp_pat
         {},
         {
             "explain": {"n_explain": 8, "max_in_flight": 16, "neurons": "0-99", "new_setting": 1},
-            "llm": {"temperature": 0.0, "replicas": 4},
+            "llm": {"seed": 0, "replicas": 4},
         },
     )
 

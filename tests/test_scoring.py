@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 from explain_helpers import MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, planted, words
+from fakes import KeywordEmbedder, LabelLLM
 
-from neuronscope.exemplars import Exemplar
-from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer
+from neuronscope.exemplars import Exemplar, Scale
+from neuronscope.scoring import DetectionScorer, EmbeddingScorer, FuzzingScorer, ReaderScorer
 from neuronscope.scoring import metrics as M
 from neuronscope.scoring.calibration import PASS_AT, calibration_sets, self_check
 from neuronscope.scoring.contexts import window_items
@@ -26,6 +27,7 @@ def _exemplars(sentences, kind, start=0):
 
 
 HELDOUT = _exemplars(MONTH_SENTENCES[:6], "top") + _exemplars(PLAIN_SENTENCES[:6], "random", 100)
+FIVE = Scale(5.0)
 
 
 def test_auroc_balanced_accuracy_and_pairwise_win_known_values():
@@ -39,7 +41,7 @@ def test_auroc_balanced_accuracy_and_pairwise_win_known_values():
 
 
 def test_window_items_are_activating_centres_and_quiet_stretches():
-    items = window_items(HELDOUT, 5.0)
+    items = window_items(HELDOUT, FIVE)
     pos = [it for it in items if it.label]
     assert len(pos) == 6 and all(it.exemplar.kind == "top" and it.pos == it.exemplar.max_pos for it in pos)
     assert all(it.text.split()[-1].strip(",.") in MONTHS or any(m in it.text for m in MONTHS) for it in pos)
@@ -48,25 +50,9 @@ def test_window_items_are_activating_centres_and_quiet_stretches():
     assert {it.exemplar.kind for it in neg} == {"random"} or all(it.level < 2 for it in neg)
 
 
-class TwoWayEmbedder:
-    """Month words and 'month' point one way, other long texts another, short texts a third."""
-
-    def encode(self, texts, **_):
-        return np.array(
-            [
-                [1.0, 0, 0]
-                if any(m in t for m in MONTHS) or "month" in t
-                else [0, 1.0, 0]
-                if len(t.split()) > 4
-                else [0, 0, 1.0]
-                for t in texts
-            ]
-        )
-
-
 def test_embedding_scorer_right_above_wrong_and_nothing_at_chance():
-    right, wrong, nothing = EmbeddingScorer(TwoWayEmbedder())(
-        [("month names", HELDOUT), ("river", HELDOUT), ("zzz", HELDOUT)], 5.0
+    right, wrong, nothing = EmbeddingScorer(KeywordEmbedder())(
+        [("month names", HELDOUT), ("river", HELDOUT), ("zzz", HELDOUT)], FIVE
     )
     assert right.score == 1.0 and nothing.score == 0.5 and wrong.score == 0.5
     assert right.values.shape == (len(right.items),)
@@ -74,8 +60,8 @@ def test_embedding_scorer_right_above_wrong_and_nothing_at_chance():
 
 def test_hard_negatives_keep_the_quiet_contexts_nearest_to_the_activating_ones(minilm):
     scorer = EmbeddingScorer(minilm, hard_negatives=2)
-    all_items = EmbeddingScorer(minilm).items(HELDOUT, 5.0)
-    kept = scorer.items(HELDOUT, 5.0)
+    all_items = EmbeddingScorer(minilm).items(HELDOUT, FIVE)
+    kept = scorer.items(HELDOUT, FIVE)
     assert [it for it in kept if it.label] == [it for it in all_items if it.label]
     neg = [it for it in all_items if not it.label]
     assert sum(not it.label for it in kept) == 2 < len(neg)
@@ -83,7 +69,7 @@ def test_hard_negatives_keep_the_quiet_contexts_nearest_to_the_activating_ones(m
     pos = scorer.vectors([it.text for it in all_items if it.label])
     nearest = (scorer.vectors([it.text for it in neg]) @ pos.T).max(axis=1)
     assert {it.text for it in kept if not it.label} == {neg[i].text for i in np.argsort(-nearest)[:2]}
-    right, wrong = scorer([("months of the year", HELDOUT), ("animals", HELDOUT)], 5.0)
+    right, wrong = scorer([("months of the year", HELDOUT), ("animals", HELDOUT)], FIVE)
     assert right.score > wrong.score
 
 
@@ -95,41 +81,14 @@ def minilm():
 
 
 def test_embedding_scorer_with_the_bundled_embedder_prefers_the_right_concept(minilm):
-    right, wrong = EmbeddingScorer(minilm)([("months of the year", HELDOUT), ("animals", HELDOUT)], 5.0)
+    right, wrong = EmbeddingScorer(minilm)([("months of the year", HELDOUT), ("animals", HELDOUT)], FIVE)
     assert right.score > 0.9 and right.score > wrong.score + 0.2
-
-
-class LabelLLM:
-    """Character tokenizer; answers Yes (logprob 0) at a slot whose text holds a month when the
-    explanation is about months, No elsewhere; and no label at all for the 'silent' explanation."""
-
-    def tokenize(self, text):
-        return [ord(c) for c in text]
-
-    def token_text(self, i):
-        return chr(i)
-
-    def next_token_logprobs(self, agent, prompts, positions, top_k):
-        out = []
-        for ids, pos in zip(prompts, positions):
-            text = "".join(map(chr, ids))
-            about = text.rsplit("fires on:", 1)[1].split("\n", 1)[0]
-            per = []
-            for p in pos:
-                ctx = text[:p].rsplit("Text:", 1)[1]
-                if "silent" in about:
-                    per.append({ord("x"): 0.0})
-                else:
-                    hit = "month" in about and any(m in ctx for m in MONTHS)
-                    per.append({ord(" "): -0.1, ord("Y" if hit else "N"): -0.5, ord("N" if hit else "Y"): -3.0})
-            out.append(per)
-        return out
 
 
 @pytest.mark.parametrize("cls", [DetectionScorer, FuzzingScorer])
 def test_label_scorers_read_yes_against_no_and_fall_to_chance_without_either(cls):
     llm = LabelLLM()
-    right, wrong, silent = cls(llm)([("month names", HELDOUT), ("colours", HELDOUT), ("silent", HELDOUT)], 5.0)
+    right, wrong, silent = cls(llm)([("month names", HELDOUT), ("colours", HELDOUT), ("silent", HELDOUT)], FIVE)
     assert right.score == 1.0 and right.extra["balanced_accuracy"] == 1.0
     assert wrong.score == 0.5 and silent.score == 0.5 and set(silent.values) == {0.5}
     ids, slots = cls(llm).build_prompt("month names", right.items)
@@ -143,21 +102,25 @@ def test_the_control_is_reproducible_unrelated_and_prefers_other_neurons():
     a = control_explanation(3, 7)
     assert a == control_explanation(3, 7) and a in UNRELATED
     assert control_explanation(3, 7, others=["dog names", "sea words"]) in {"dog names", "sea words"}
-    picks = {control_explanation(3, n, embedder=TwoWayEmbedder(), avoid="month names") for n in range(20)}
+    picks = {control_explanation(3, n, embedder=KeywordEmbedder(), avoid="month names") for n in range(20)}
     assert picks <= set(UNRELATED) and not any("month" in p for p in picks)
 
 
 def test_self_check_passes_a_scorer_that_sees_and_flags_one_that_cannot(minilm):
-    good = self_check(EmbeddingScorer(minilm))
+    good = self_check(lambda shown: ReaderScorer(minilm, shown))
     assert good.passed and good.discrimination >= PASS_AT and good.right_mean > good.wrong_mean
+    assert set(good.kinds) == {"another concept", "word list", "over-general", "garbage"}
     assert "passed" in good.line()
 
     class Blind(EmbeddingScorer):  # same interface, every context looks alike: cannot separate
         def values(self, jobs):
             return [np.zeros(len(its)) for _, its in jobs]
 
-    bad = self_check(Blind(minilm))
+    bad = self_check(lambda shown: Blind(minilm))
     assert not bad.passed and bad.discrimination == 0.5 and "FAILED" in bad.line()
+    # the old default judge falls for word lists: the self-check now says so
+    lists = self_check(lambda shown: EmbeddingScorer(minilm))
+    assert not lists.passed and lists.kinds["word list"] < PASS_AT <= lists.kinds["another concept"]
     assert len(calibration_sets()) >= 5
 
 
@@ -190,11 +153,16 @@ def test_score_command_scores_a_users_explanation_beside_its_control(hand_writte
         return capsys.readouterr().out
 
     right, wrong = json.loads(score("months of the year", "--json")), json.loads(score("kinds of fish", "--json"))
-    assert right["default"] == "embedding" and set(right["scores"]) == {"embedding"}
+    assert right["default"] == "reader" and set(right["scores"]) == {"embedding"}
     r, w = right["scores"]["embedding"], wrong["scores"]["embedding"]
     assert r["score"] > 0.9 and r["score"] > r["control"] + 0.2 and w["score"] < r["score"]
+    assert r["interval"][0] <= r["score"] <= r["interval"][1] and right["lexical_explanation"]
     text = score("months of the year")
-    assert "embedding" in text and " vs control " in text and "the workflow's judge" in text
+    assert "embedding" in text and " vs words " in text and " vs control " in text
+    # by default the run's own judge, with its interval, beside the words baseline and the control
+    assert main(["score", hand_written_run, "--layer", "2", "--neuron", "5", "months of the year"]) == 0
+    text = capsys.readouterr().out
+    assert "reader" in text and "the run's judge" in text and "words:" in text and "[" in text
 
 
 @pytest.mark.parametrize(
@@ -220,28 +188,30 @@ def test_summary_flags_an_uncalibrated_judge_and_shows_every_score_beside_its_co
     from neuronscope.summary import summary_table
 
     store = Store.open(str(tmp_path / "run"))
-    manifest.note_stage(
-        store, "explain", "self_check", {"scorer": "simulation", "discrimination": 0.52, "passed": False}
-    )
+    check = {"scorer": "simulation", "discrimination": 0.52, "passed": False, "kinds": {"word list": 0.52}}
+    manifest.note_stage(store, "explain", "self_check", check)
     # the judge is the simulation scorer: its scores and the stored simulation scores are the same
     scores = {"score": 0.31, "mode_score": 0.31, "baseline_score": 0.12, "control_score": 0.29}
     scores |= {f"sim_{k}": v for k, v in scores.items() if k != "mode_score"}
+    scores |= {"score_ci": [0.21, 0.41], "lexical_score": 0.2, "lexical_score_ci": [0.1, 0.3]}
     row = explanation_row(
         1, 2, mode=0, n_modes=1, explanation="x", scorer="simulation", calibrated=False, method="both", **scores
     )
     write_result(store, 1, 2, [row], [])
     lines = summary_table(store).splitlines()
-    assert (
-        lines[0] == "scorer: simulation, self-check FAILED: scores uncalibrated (right name over wrong on 52% of pairs)"
+    assert lines[0] == (
+        "scorer: simulation, self-check FAILED: scores uncalibrated (the right name scores higher on 52% of pairs "
+        "against its worst false-explanation kind (word list))"
     )
-    assert " 0.12 vs  0.29" in lines[3] and " 0.31 vs  0.29" in lines[3]
-    assert "control  0.29" in lines[-2]
+    assert "0.31±.10" in lines[3] and "0.12 " in lines[3] and "0.20±.10" in lines[3] and "0.29 " in lines[3]
+    assert "control  0.29" in lines[-3] and "words  0.20" in lines[-3]
+    assert "simulation r: neuronscope  0.31 vs  0.29" in lines[-2]
     assert lines[-1] == "modes per neuron (1 neurons, mean 1.00): 1 mode: 1 (100%); single-mode share by layer: 1: 100%"
 
 
 def test_window_guesses_decompose_the_auroc_and_show_only_real_errors():
-    sc = EmbeddingScorer(TwoWayEmbedder())
-    items = sc.items(HELDOUT, 5.0)
+    sc = EmbeddingScorer(KeywordEmbedder())
+    items = sc.items(HELDOUT, FIVE)
     y = np.array([it.label for it in items])
     perfect = sc.result(y.astype(float), items)
     assert perfect.score == 1.0 and perfect.mistakes() == ([], []), "nothing to fix when every context is ranked right"

@@ -11,10 +11,10 @@ import sys
 import textwrap
 import time
 
+import explain_drivers as drivers
 import numpy as np
 import pandas as pd
 import pytest
-import test_faults as faults
 from record_helpers import tiny_dir
 
 from neuronscope.store import Store
@@ -118,15 +118,15 @@ def test_record_spreads_over_both_nodes_and_a_killed_driver_resubmitted_resumes_
 def test_explain_spreads_over_both_nodes_and_finishes_on_the_head_when_the_worker_node_dies(
     two_nodes, tmp_path, ray_local
 ):
-    reference = faults._reference(tmp_path, ray_local)
+    reference = drivers.reference(tmp_path, ray_local)
     run = Store.open(str(tmp_path / "run"))
-    faults._records(run)
-    cfg = {**faults.CFG, "max_in_flight": 4}
-    proc = faults._driver(two_nodes.address, run.uri, run.uri, cfg=cfg, proc_env=two_nodes.env())
+    drivers.month_records(run)
+    cfg = {**drivers.CFG, "max_in_flight": 4}
+    proc = drivers.driver(two_nodes.address, run.uri, run.uri, cfg=cfg, proc_env=two_nodes.env())
     _until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
     two_nodes.stop_worker()  # its workflows in flight die with it
-    summary = faults._summary(proc)
-    assert summary.ok == faults.NEURONS and summary.failed == 0, summary
-    got = faults._explanations(run)
+    summary = drivers.summary(proc)
+    assert summary.ok == drivers.NEURONS and summary.failed == 0, summary
+    got = drivers.explanations(run)
     assert not got.duplicated(["layer", "neuron", "mode"]).any()
-    pd.testing.assert_frame_equal(got, faults._explanations(reference))
+    pd.testing.assert_frame_equal(got, drivers.explanations(reference))

@@ -117,7 +117,11 @@ class Score(Command):
         parser.add_argument("explanation", help="the explanation to score, e.g. 'month names'")
         parser.add_argument("--layer", type=int, required=True)
         parser.add_argument("--neuron", type=int, required=True)
-        parser.add_argument("--scorer", help="one scorer (default: every scorer; all but embedding start the LLM)")
+        parser.add_argument(
+            "--scorer",
+            help="scorers, comma-separated, or 'all' (default: the run's decision scorer; simulation, "
+            "detection and fuzzing start the LLM)",
+        )
         parser.add_argument(
             "--json", action="store_true", help='print one JSON object {"scores": {...}, "default": ...}'
         )
@@ -129,12 +133,13 @@ class Score(Command):
         from ..hypothesis import Hypothesis, render, score_hypothesis
         from ..scoring import LLM_SCORERS, SCORERS
 
-        if args.scorer is not None and args.scorer not in SCORERS:
-            raise ConfigError(f"unknown scorer {args.scorer!r}; known: {', '.join(SCORERS)}")
+        names = None if args.scorer is None else list(SCORERS) if args.scorer == "all" else args.scorer.split(",")
+        unknown = [n for n in names or () if n not in SCORERS]
+        if unknown:
+            raise ConfigError(f"unknown scorer {unknown[0]!r}; known: {', '.join(SCORERS)}, or all")
         cfg = config_from_args(args)
-        names = [args.scorer] if args.scorer else list(SCORERS)
         llm = None
-        if any(n in LLM_SCORERS for n in names):
+        if any(n in LLM_SCORERS for n in names or (cfg.explain.scorer,)):
             stages.ensure_ray()
             llm = stages.start_llm(cfg, progress)
         hypothesis = Hypothesis(args.run, args.layer, args.neuron, args.explanation)
@@ -143,10 +148,17 @@ class Score(Command):
 
 
 def _strict(result: dict) -> dict:
-    """The scores of ``score --json``: strict JSON, an unscorable set null, not NaN."""
-    finite = lambda x: x if x == x else None
-    scores = {k: {"score": finite(v["score"]), "control": finite(v["control"])} for k, v in result["scores"].items()}
-    return {"scores": scores, "default": result["default"]}
+    """``score --json``: strict JSON, an unscorable set null, not NaN."""
+    from ..results import jsonable
+
+    keys = ("score", "interval", "lexical", "lexical_interval", "control", "control_interval")
+    scores = {k: {key: jsonable(v[key]) for key in keys} for k, v in result["scores"].items()}
+    return {
+        "scores": scores,
+        "default": result["default"],
+        "lexical_explanation": result["lexical_explanation"],
+        "control_explanation": result["control_explanation"],
+    }
 
 
 class Import(Command):

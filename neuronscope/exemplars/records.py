@@ -1,34 +1,49 @@
-"""One neuron's exemplars: the windows of its RECORDS rows, as immutable records."""
+"""One neuron's exemplars: the windows of its RECORDS rows, as immutable records, by kind."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
+
+STRATUM = re.compile(r"quantile_(\d+)")  # a stratum of the activating range: quantile_0 is the weakest
 
 
 @dataclass(frozen=True)
 class Exemplar:
     window_id: int
-    kind: str  # "top" | "random"
+    kind: str  # "top", "random" or "quantile_J" (a stratum of the neuron's activating range)
     rank: int
     tokens: tuple[str, ...]
     activations: tuple[float, ...]
     max_pos: int
 
 
-def load(records: pa.Table | pd.DataFrame) -> tuple[list[Exemplar], list[Exemplar]]:
-    """(top exemplars by rank, random exemplars by rank) from one neuron's RECORDS rows."""
+@dataclass(frozen=True)
+class Pools:
+    """A neuron's exemplars by kind, each in rank order; one window may be in several."""
+
+    top: list[Exemplar]
+    random: list[Exemplar] = field(default_factory=list)
+    strata: list[list[Exemplar]] = field(default_factory=list)  # quantile_0 (weakest) up
+
+
+def _exemplar(r) -> Exemplar:
+    acts = tuple(float(a) for a in r.activations)
+    if not all(math.isfinite(a) for a in acts):
+        raise ValueError(f"window {int(r.window_id)} ({r.kind} rank {int(r.rank)}) has activations that are not finite")
+    return Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens), acts, int(r.max_pos))
+
+
+def load(records: pa.Table | pd.DataFrame) -> Pools:
+    """The exemplars of one neuron's RECORDS rows, by kind and rank (other kinds are left out)."""
     df = records.to_pandas() if isinstance(records, pa.Table) else records
-    out: dict[str, list[Exemplar]] = {"top": [], "random": []}
+    by_kind: dict[str, list[Exemplar]] = {}
     for r in df.sort_values(["kind", "rank"]).itertuples(index=False):
-        if r.kind in out:
-            acts = tuple(float(a) for a in r.activations)
-            if not all(math.isfinite(a) for a in acts):
-                raise ValueError(
-                    f"window {int(r.window_id)} ({r.kind} rank {int(r.rank)}) has activations that are not finite"
-                )
-            out[r.kind].append(Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens), acts, int(r.max_pos)))
-    return out["top"], out["random"]
+        if r.kind in ("top", "random") or STRATUM.fullmatch(r.kind):
+            by_kind.setdefault(r.kind, []).append(_exemplar(r))
+    strata = sorted((int(m[1]), exs) for k, exs in by_kind.items() if (m := STRATUM.fullmatch(k)))
+    return Pools(by_kind.get("top", []), by_kind.get("random", []), [exs for _, exs in strata])

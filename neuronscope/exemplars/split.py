@@ -1,24 +1,54 @@
-"""The held-out split of one neuron's exemplars: what the explainer sees, what scores, what decides."""
+"""The split of one neuron's exemplars into what the explainer sees, what decides between
+explanations, and what scores them — disjoint by window.
+
+Top-k is kept per token, so one window can be a top exemplar, a stratum exemplar and a random one
+at once; each window goes into one part only (top before strata before random), so no score is
+taken on text an agent has read or a decision was made on.
+- top exemplars: the held-out ones spread over the ranks (never rank 0: the best stays with the
+  explainer), the explainer gets the best of the rest, validation the next.
+- strata (the activating range, weakest to strongest): two of every three windows score, the
+  third decides.
+- random exemplars: the first few are the refine agent's quiet text (``feedback``), the next
+  decide, the rest score.
+Where a pool is shorter than the sizes ask, its parts shrink in proportion (the explainer's
+share first); where it is longer, the extra windows score.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import Exemplar
+from .records import Exemplar, Pools
+from .scale import Scale
 
-# Extra exemplars, beyond the held-out set, that decide whether a refinement is kept.
-VALIDATION_TOP, VALIDATION_RANDOM = 2, 2
-# Random exemplars beyond those, shown with a mode's own exemplars as the refine feedback's
-# quiet text (where a false alarm shows), when the records have them.
-FEEDBACK_RANDOM = 2
+FEEDBACK_RANDOM = 2  # random exemplars shown with a mode's own as the refine feedback's quiet text
+STRATUM_VALIDATION_EVERY = 3  # of a stratum's windows, every third decides, the others score
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """How many exemplars each part wants (held-out: at least, where the pools hold more)."""
+
+    explain: int = 8
+    heldout_top: int = 10
+    heldout_random: int = 20
+    validation_top: int = 4
+    validation_random: int = 8
+
+    @classmethod
+    def of(cls, cfg) -> SplitSizes:
+        """The sizes an explain config (``n_explain``, ``n_heldout_top``, ...) asks for."""
+        return cls(
+            cfg.n_explain, cfg.n_heldout_top, cfg.n_heldout_random, cfg.n_validation_top, cfg.n_validation_random
+        )
 
 
 @dataclass(frozen=True)
 class Split:
     explain: list[Exemplar]  # top exemplars the explainer agents see
-    heldout: list[Exemplar]  # top + random, only ever used for the reported scores
-    validation: list[Exemplar]  # top + random, disjoint from both: decides refinements
-    max_act: float  # the neuron's max top activation: the 0-10 scale's 10
+    heldout: list[Exemplar]  # what every reported score is taken on (never seen by an agent)
+    validation: list[Exemplar]  # decides between explanations (candidates, refinements)
+    scale: Scale  # the neuron's activation scale
     feedback: tuple[Exemplar, ...] = ()  # random, disjoint from all above: quiet text for refine feedback
 
 
@@ -29,27 +59,49 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({min(n - 1, int((i + 0.5) * n / k + 0.5)) for i in range(k)}) if k else []
 
 
-def split(
-    top: list[Exemplar], random: list[Exemplar], n_explain: int, n_heldout_top: int, n_heldout_random: int
-) -> Split:
-    """Deterministic split. Held-out top exemplars are spread over the ranks, so the score covers
-    weak as well as strong activations; the explainer gets the best of the rest."""
+def _distinct(exemplars: list[Exemplar], taken: set[int]) -> list[Exemplar]:
+    """``exemplars`` whose window is not in ``taken``, first of each window only; marks them taken."""
+    out = []
+    for e in exemplars:
+        if e.window_id not in taken:
+            taken.add(e.window_id)
+            out.append(e)
+    return out
+
+
+def _share(n: int, validation: int, heldout: int) -> int:
+    """How many of ``n`` exemplars decide when ``validation`` and ``heldout`` are wanted: all that
+    is wanted when there are enough, else a proportional share (the held-out part keeps the rest)."""
+    return min(validation, n * validation // max(1, validation + heldout))
+
+
+def split(pools: Pools, sizes: SplitSizes = SplitSizes()) -> Split:
+    """Deterministic split of ``pools`` (see the module doc). Short pools are shared in proportion
+    to the sizes, the explainer's top exemplars first; whatever the sizes leave over scores."""
+    taken: set[int] = set()
+    top = _distinct(pools.top, taken)
     if len(top) < 2:
-        raise ValueError(f"need at least 2 top exemplars to explain and score, got {len(top)}")
-    n_ho = min(n_heldout_top, len(top) - 1)
-    ho_idx = set(spread(len(top), n_ho))
+        raise ValueError(f"need at least 2 top exemplars (distinct windows) to explain and score, got {len(top)}")
+    n_explain = min(sizes.explain, len(top) - 1)
+    n_val = _share(len(top) - n_explain, sizes.validation_top, sizes.heldout_top)
+    ho_idx = set(spread(len(top), len(top) - n_explain - n_val))
     rest = [e for i, e in enumerate(top) if i not in ho_idx]
-    explain, spare = rest[:n_explain], rest[n_explain:]
-    heldout = [top[i] for i in sorted(ho_idx)] + random[:n_heldout_random]
-    validation = spare[:VALIDATION_TOP] + random[n_heldout_random : n_heldout_random + VALIDATION_RANDOM]
-    max_act = max(max(e.activations) for e in top)
-    used = n_heldout_random + VALIDATION_RANDOM
-    return Split(explain, heldout, validation, max_act, tuple(random[used : used + FEEDBACK_RANDOM]))
+    explain, validation = rest[:n_explain], rest[n_explain:]
+    heldout = [top[i] for i in sorted(ho_idx)]
+    for stratum in pools.strata:
+        for i, e in enumerate(_distinct(stratum, taken)):
+            (validation if i % STRATUM_VALIDATION_EVERY == STRATUM_VALIDATION_EVERY - 1 else heldout).append(e)
+    rnd = _distinct(pools.random, taken)
+    feedback, rnd = tuple(rnd[:FEEDBACK_RANDOM]), rnd[FEEDBACK_RANDOM:]
+    n_val = _share(len(rnd), sizes.validation_random, sizes.heldout_random)
+    validation += rnd[:n_val]
+    heldout += rnd[n_val:]
+    return Split(explain, heldout, validation, Scale.of(pools.top, pools.random), feedback)
 
 
-def needed(n_explain: int, n_heldout_top: int, n_heldout_random: int) -> tuple[int, int]:
-    """(top, random) exemplars per neuron that fill every part of ``split`` with these settings."""
+def needed(sizes: SplitSizes) -> tuple[int, int]:
+    """(top, random) exemplars per neuron that fill every part of ``split`` with these sizes."""
     return (
-        n_explain + n_heldout_top + VALIDATION_TOP,
-        n_heldout_random + VALIDATION_RANDOM + FEEDBACK_RANDOM,
+        sizes.explain + sizes.heldout_top + sizes.validation_top,
+        FEEDBACK_RANDOM + sizes.validation_random + sizes.heldout_random,
     )

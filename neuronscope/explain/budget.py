@@ -10,8 +10,8 @@ import pyarrow.dataset as ds
 
 from .. import layout
 from ..results import uncode
+from .neuron import FULL_ATTEMPTS
 from .task import SUMMARY_COLUMNS, NeuronSummary, task_summary
-from .workflow import FULL_ATTEMPTS
 
 MAX_LISTED_FAILURES = 50  # the summary goes into the manifest: the rest are in the files
 

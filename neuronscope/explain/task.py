@@ -14,6 +14,7 @@ from ..results import read_neuron, write_result
 from ..results.transcript import NeuronError
 from ..schema import TOKEN_COLUMNS, explanation_row
 from ..store import Store
+from .neuron import NeuronOptions
 from .workflow import NeuronResult, explain_neuron
 
 
@@ -85,22 +86,13 @@ def task_summary(layer: int, neuron: int, rows: list[dict]) -> NeuronSummary:
 def run_task(
     layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: RunContext, full_allowed: bool = True
 ) -> NeuronSummary:
-    """``full_allowed``: see ``explain_neuron`` (False: the run's budget holds triage's full workflow back)."""
+    """``full_allowed``: see ``NeuronOptions`` (False: the run's budget holds triage's full workflow back)."""
     records = read_neuron(s.records, record_keys, layer, neuron)
     model_id = getattr(s.llm, "model_id", None)
     cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources) if model_id else None
     try:
-        result = s.workflow(
-            layer,
-            neuron,
-            records,
-            s.llm,
-            s.cfg,
-            embedder=s.embedder,
-            cache=cache,
-            calibrated=s.calibrated,
-            full_allowed=full_allowed,
-        )
+        options = NeuronOptions(embedder=s.embedder, cache=cache, calibrated=s.calibrated, full_allowed=full_allowed)
+        result = s.workflow(layer, neuron, records, s.llm, s.cfg, options)
     finally:
         if cache is not None:
             cache.flush()  # answers paid for are kept, whatever happened

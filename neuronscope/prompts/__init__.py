@@ -5,12 +5,14 @@ user/assistant pairs are the few-shot example). ``{name}`` fields are filled wit
 literal braces are written ``{{ }}``. The version is part of the file name (its one source) and
 is recorded in the output, so a changed prompt is never confused with an old one; a test pins
 each versioned file's text (``tests/golden/prompt_versions.sha256``): new text, new version.
+``template_of`` names the template a conversation was rendered from.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import string
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
 from typing import cast
@@ -58,6 +60,33 @@ def load(name: Agent) -> list[tuple[Role, str]]:
 def render(name: Agent, **fields) -> list[Message]:
     """Chat messages of template ``name`` with ``fields`` filled in."""
     return [{"role": role, "content": body.format(**fields)} for role, body in load(name)]
+
+
+@cache
+def _opening(name: Agent) -> tuple[tuple[Role, str], ...]:
+    """The sections of template ``name`` before its first field (its system text and few-shot
+    example), as every conversation rendered from it opens."""
+    out = []
+    for role, body in load(name):
+        if any(f is not None for _, f, _, _ in string.Formatter().parse(body)):
+            break
+        out.append((role, body.format()))
+    return tuple(out)
+
+
+def template_of(messages: Sequence[Message]) -> Agent | None:
+    """The agent whose chat template ``messages`` were rendered from (follow-ups and an answer
+    prefill after it allowed): the one whose opening sections open the conversation, the longest
+    where several do; None for any other. Templates read as one token-id prompt (the simulator,
+    detection, fuzzing) open with a field and match nothing."""
+    found, longest = None, 0
+    for name in VERSIONS:
+        opening = _opening(name)
+        if longest < len(opening) <= len(messages) and all(
+            m["role"] == role and m["content"] == text for m, (role, text) in zip(messages, opening)
+        ):
+            found, longest = name, len(opening)
+    return found
 
 
 def raw_text(name: Agent, **fields) -> str:

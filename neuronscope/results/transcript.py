@@ -79,10 +79,11 @@ class SplitEntry(Entry):
     """The window ids of the neuron's exemplar splits."""
 
     agent = "split"
-    max_act: float
+    max_act: float  # the neuron's scale: its 10 (``exemplars.Scale.peak``)
     explain: list[int]
     heldout: list[int]
     validation: list[int]
+    base: float | None = field(default=None, metadata=OPTIONAL)  # the scale's 0, where not 0
 
 
 @dataclass
@@ -94,6 +95,21 @@ class TriageEntry(Entry):
     word_modes: int  # modes of the activating words
     full: bool  # the neuron got the full workflow
     withheld: bool = False  # it was due, but the run's token budget could not pay for it
+    lexical_score: float | None = field(default=None, metadata=OPTIONAL)  # its words baseline's held-out score
+
+
+@dataclass
+class CandidateEntry(Entry):
+    """A mode's candidate explanations, each with its score on the exemplars that decide, and the
+    one chosen (the words baseline unless another scores higher)."""
+
+    agent = "candidates"
+    scorer: str
+    mode: int
+    candidates: list[dict]  # {"text", "source", "score"}, in the order judged
+    chosen: int  # index into candidates
+    judged_on: str  # "validation" or "explain"
+    window_ids: list[int]
 
 
 @dataclass
@@ -116,7 +132,7 @@ class ScoreEntry(Entry):
 
     agent = "score"
     scorer: str
-    purpose: str  # "mode heldout", "combined heldout", "baseline heldout", "control heldout"
+    purpose: str  # "mode heldout", "combined heldout", "baseline heldout", "control heldout", "triage heldout"
     explanation: str
     window_ids: list[int]
     values: list[float]
@@ -183,6 +199,7 @@ class OtherEntry(Entry):
 FIXED_KINDS: dict[str, type[Entry]] = {
     "split": SplitEntry,
     "triage": TriageEntry,
+    "candidates": CandidateEntry,
     "cluster": ClusterEntry,
     "score": ScoreEntry,
     "error": NeuronError,

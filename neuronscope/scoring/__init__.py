@@ -8,21 +8,27 @@ from ..llm.agents import Agent
 from .classifier import DetectionScorer, FuzzingScorer
 from .embedding import EmbeddingScorer
 from .judge import Judge
+from .reader import ReaderScorer
 from .scorer import Item, Scorer, ScoreResult
 from .simulation import SimulationScorer
 
-SCORERS = ("embedding", "simulation", "detection", "fuzzing")
+SCORERS = ("reader", "embedding", "simulation", "detection", "fuzzing")
 LLM_SCORERS = ("simulation", "detection", "fuzzing")
 
 
-def make_scorer(name: str, llm=None, embedder=None, agent: Agent | None = None, hard_negatives: int = 0) -> Scorer:
-    """The scorer called ``name``: the embedding scorer needs ``embedder`` (sentence-transformers;
-    ``hard_negatives``: keep only that many quiet contexts, the nearest to the activating ones),
-    the others ``llm`` (the metered pool; ``agent`` names their ledger entry)."""
-    if name == "embedding":
+def make_scorer(
+    name: str, llm=None, embedder=None, agent: Agent | None = None, hard_negatives: int = 0, shown=frozenset()
+) -> Scorer:
+    """The scorer called ``name``: the reader and embedding scorers need ``embedder``
+    (sentence-transformers; reader: ``shown``, the keys of the words the explainer was shown
+    firing; embedding: ``hard_negatives``, keep only that many quiet contexts, the nearest to the
+    activating ones), the others ``llm`` (the metered pool; ``agent`` names their ledger entry)."""
+    if name in ("reader", "embedding"):
         if embedder is None:
-            raise ValueError("the embedding scorer needs a sentence embedder")
-        return EmbeddingScorer(embedder, hard_negatives)
+            raise ValueError(f"the {name} scorer needs a sentence embedder")
+        return (
+            ReaderScorer(embedder, frozenset(shown)) if name == "reader" else EmbeddingScorer(embedder, hard_negatives)
+        )
     cls: Callable[..., Scorer] | None = {
         "simulation": SimulationScorer,
         "detection": DetectionScorer,
@@ -43,6 +49,7 @@ __all__ = [
     "FuzzingScorer",
     "Item",
     "Judge",
+    "ReaderScorer",
     "ScoreResult",
     "Scorer",
     "SimulationScorer",

@@ -1,69 +1,86 @@
-"""The scorer's self-check: before a run trusts its judge, the judge must tell a planted concept's
-own name from another concept's name on a small built-in set.
+"""The scorer's self-check: before a run trusts its judge, the judge must prefer a planted
+concept's own name to the false explanations a judge is known to fall for, on a built-in set.
 
-Each concept has sentences whose concept words fire (1.0, word-level tokens) and shares a pool
-of plain sentences (quiet). Every concept's set is scored with every concept's name; the
-discrimination is the share of (right name, wrong name) pairs where the right one scores higher.
+Each concept has sentences whose concept words fire (1.0, word-level tokens): the first SHOWN are
+what an explainer would have been shown, the rest are scored, with a shared pool of plain
+sentences (quiet). Every concept's scored set is judged with its own name (right) and with one
+false explanation of each kind: another concept's name, the list of words of its shown sentences
+(a judge that rewards word lists prefers it), an over-general one, and format garbage. A kind's
+discrimination is the share of pairs where the right name scores higher; the judge passes when
+every kind's reaches PASS_AT.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..exemplars import Exemplar
+from ..exemplars import Exemplar, Scale, key
 from .metrics import pairwise_win
+from .scorer import Scorer
 
 # Below this the judge is flagged: it prefers the right name not much more often than a coin.
 PASS_AT = 0.8
+SHOWN = 2  # a concept's first sentences: what its explainer would have seen
 
 CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "months of the year": (
-        ("january", "march", "april", "june", "october", "december"),
+        ("january", "february", "march", "april", "june", "july", "august", "october", "november", "december"),
         (
             "The old mill by the river was finally sold in October after years of neglect and quiet decay.",
             "We planted the beans in April and the first green shoots came up a fortnight later.",
             "Her brother always visits us in December, bringing presents and far too much cake for everyone.",
             "The bridge closed in March for repairs, so the whole village had to take the long road.",
+            "By the end of July the pond had dried up and the frogs had gone somewhere cooler.",
+            "The school trip was put off until February because half of the children had colds.",
         ),
     ),
     "animals": (
-        ("horse", "dog", "owl", "fox", "cattle", "sheep"),
+        ("horse", "dog", "owl", "fox", "cattle", "sheep", "goat", "badger", "hare"),
         (
             "At the edge of the wood an old fox watched the farmhouse, waiting for the lamps to go out.",
             "The tired horse stood in the rain while the men argued about the price of the cart.",
             "Every night an owl called from the barn roof and kept the children awake for hours.",
             "The shepherd counted his sheep twice before he closed the gate and walked down the hill.",
+            "A badger had dug under the fence again and left a trail of earth across the lawn.",
+            "The goat ate the washing off the line while everyone was busy in the kitchen.",
         ),
     ),
     "colours": (
-        ("red", "blue", "green", "yellow", "purple", "white"),
+        ("red", "blue", "green", "yellow", "purple", "white", "orange", "grey"),
         (
             "She wore a long purple coat that trailed behind her on the wet stones of the square.",
             "The door of the cottage was painted bright yellow, and the shutters were the same.",
             "Beyond the hedge lay a field so green that it almost hurt to look at it in the sun.",
             "He tied a red ribbon around the box and left it on the step for the morning.",
+            "The sky over the harbour turned orange just before the storm reached the town.",
+            "Her hair had gone completely grey by the time the letters finally stopped coming.",
         ),
     ),
     "family members": (
-        ("mother", "father", "sister", "uncle", "grandmother", "cousin"),
+        ("mother", "father", "sister", "uncle", "grandmother", "cousin", "aunt", "nephew"),
         (
             "After the funeral her uncle stayed on at the house and nobody quite knew how to ask him to leave.",
             "My grandmother kept every letter in a tin under the bed, tied up with string.",
             "The boy wrote to his sister each week, though she rarely found the time to answer him.",
             "When the storm came her father went out to bring the boats higher up the beach.",
+            "Our aunt arrived a day early and insisted on rearranging the whole kitchen.",
+            "His nephew borrowed the car and brought it back with a dent in the door.",
         ),
     ),
     "foods": (
-        ("bread", "cheese", "apples", "soup", "butter", "onions"),
+        ("bread", "cheese", "apples", "soup", "butter", "onions", "pie", "cake", "ham"),
         (
             "On the table there was fresh bread, a little cold meat and a jug of water for the guests.",
             "They ate the soup in silence, listening to the wind rattle the windows of the inn.",
             "The market woman sold apples from a basket and called out the price to everyone passing by.",
             "He cut a thick slice of cheese and wrapped it in paper for the long walk ahead.",
+            "The pie had burnt at the edges, but nobody at the table said a word about it.",
+            "She left the ham on the windowsill to cool and the cat found it within minutes.",
         ),
     ),
 }
@@ -75,6 +92,9 @@ PLAIN = (
     "Nobody could remember who had first suggested the plan, but by then it was far too late to change it.",
     "The clerk read the notice aloud twice so that everyone at the back of the hall could hear it clearly.",
 )
+GENERAL = "common English words"
+GARBAGE = "update (1"
+KINDS = ("another concept", "word list", "over-general", "garbage")
 
 
 def _exemplar(wid: int, text: str, hot: tuple[str, ...], kind: str, rank: int) -> Exemplar:
@@ -83,13 +103,22 @@ def _exemplar(wid: int, text: str, hot: tuple[str, ...], kind: str, rank: int) -
     return Exemplar(wid, kind, rank, toks, acts, int(np.argmax(acts)))
 
 
-def calibration_sets() -> dict[str, list[Exemplar]]:
-    """Per concept: its sentences (top) and the plain pool (random), as exemplars."""
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    shown: frozenset[str]  # keys of the firing words of the first SHOWN sentences
+    word_list: str  # those words as a list: a false explanation
+    scored: list[Exemplar]  # the other sentences, then the plain pool
+
+
+def calibration_sets() -> list[Concept]:
     plain = [_exemplar(900 + i, s, (), "random", i) for i, s in enumerate(PLAIN)]
-    return {
-        name: [_exemplar(100 * c + i, s, words, "top", i) for i, s in enumerate(sents)] + plain
-        for c, (name, (words, sents)) in enumerate(CONCEPTS.items())
-    }
+    out = []
+    for c, (name, (words, sents)) in enumerate(CONCEPTS.items()):
+        exs = [_exemplar(100 * c + i, s, words, "top", i) for i, s in enumerate(sents)]
+        fired = [e.tokens[e.max_pos].strip(" .,").lower() for e in exs[:SHOWN]]
+        out.append(Concept(name, frozenset(key(w) for w in fired), ", ".join(fired), exs[SHOWN:] + plain))
+    return out
 
 
 @dataclass
@@ -97,39 +126,58 @@ class SelfCheck:
     """The judge's discrimination on the calibration set, as written into the manifest."""
 
     scorer: str
-    discrimination: float  # share of (right, wrong) name pairs where the right name scores higher
+    discrimination: float  # the worst kind's share of pairs where the right name scores higher
     right_mean: float
-    wrong_mean: float
+    wrong_mean: float  # over every false explanation
     passed: bool
     seconds: float
+    kinds: dict[str, float] = field(default_factory=dict)  # each kind's discrimination
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     def line(self) -> str:
         verdict = "passed" if self.passed else f"FAILED (below {PASS_AT:.2f}): its scores are uncalibrated"
+        kinds = ", ".join(f"{k} {v:.0%}" for k, v in self.kinds.items())
         return (
             f"scorer self-check: {self.scorer} prefers the right concept name on "
-            f"{self.discrimination:.0%} of pairs (right {self.right_mean:.3f} vs wrong "
-            f"{self.wrong_mean:.3f}) - {verdict}"
+            f"{self.discrimination:.0%} of pairs in its worst kind ({kinds}; right {self.right_mean:.3f} vs "
+            f"false {self.wrong_mean:.3f}) - {verdict}"
         )
 
 
-def self_check(scorer) -> SelfCheck:
-    """Score every calibration concept's set with every concept's name."""
+def _falses(c: Concept, others: list[str]) -> list[tuple[str, str]]:
+    return [("another concept", o) for o in others] + [
+        ("word list", c.word_list),
+        ("over-general", GENERAL),
+        ("garbage", GARBAGE),
+    ]
+
+
+def self_check(scorer_for: Callable[[frozenset[str]], Scorer]) -> SelfCheck:
+    """Every concept's scored set judged with its name and each false explanation;
+    ``scorer_for(shown)`` makes the scorer for a concept (the reader judge reads its shown words)."""
     t0 = time.time()
-    sets = calibration_sets()
-    names = list(sets)
-    jobs = [(name, sets[c]) for c in names for name in names]
-    scores = np.array([r.score for r in scorer(jobs, 1.0)]).reshape(len(names), len(names))
-    right = np.repeat(np.diag(scores), len(names) - 1)
-    wrong = scores[~np.eye(len(names), dtype=bool)]
-    disc = pairwise_win(right, wrong)
+    concepts = calibration_sets()
+    wins: dict[str, list[float]] = {k: [] for k in KINDS}
+    right_all, wrong_all = [], []
+    for c in concepts:
+        falses = _falses(c, [o.name for o in concepts if o is not c])
+        scores = [
+            r.score for r in scorer_for(c.shown)([(x, c.scored) for x in [c.name] + [t for _, t in falses]], Scale(1.0))
+        ]
+        right_all.append(scores[0])
+        wrong_all += scores[1:]
+        for (kind, _), s in zip(falses, scores[1:]):
+            wins[kind].append(pairwise_win([scores[0]], [s]))
+    kinds = {k: float(np.mean(v)) for k, v in wins.items()}
+    worst = min(kinds.values())
     return SelfCheck(
-        scorer.name,
-        disc,
-        float(np.nanmean(np.diag(scores))),
-        float(np.nanmean(wrong)),
-        bool(disc >= PASS_AT),
+        scorer_for(frozenset()).name,
+        worst,
+        float(np.nanmean(right_all)),
+        float(np.nanmean(wrong_all)),
+        bool(worst >= PASS_AT),
         time.time() - t0,
+        kinds,
     )

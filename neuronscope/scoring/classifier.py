@@ -13,10 +13,10 @@ import math
 import numpy as np
 
 from .. import prompts
-from ..exemplars import Exemplar
+from ..exemplars import Exemplar, Scale
 from ..llm.agents import Agent
 from .contexts import window_items
-from .metrics import auroc, balanced_accuracy
+from .metrics import auroc_weighted, balanced_accuracy
 from .scorer import Item, Scorer
 from .simulate import SLOT, TOP_K
 
@@ -46,8 +46,8 @@ class LabelScorer(Scorer):
             )
         return self._ids
 
-    def items(self, exemplars: list[Exemplar], max_act: float) -> list[Item]:
-        return window_items(exemplars, max_act, mark=self.mark)
+    def items(self, exemplars: list[Exemplar], scale: Scale) -> list[Item]:
+        return window_items(exemplars, scale, mark=self.mark)
 
     def build_prompt(self, explanation: str, items: list[Item]) -> tuple[list[int], list[int]]:
         """(token ids, answer-slot positions) of the one prompt judging every item."""
@@ -70,8 +70,8 @@ class LabelScorer(Scorer):
         )
         return [np.array([p_yes(d, yes, no) for d in next(out)]) if its else np.zeros(0) for _, its in jobs]
 
-    def metric(self, values: np.ndarray, items: list[Item]) -> float:
-        return auroc(values, [it.label for it in items])
+    def statistic(self, values: np.ndarray, items: list[Item], weights: np.ndarray) -> np.ndarray:
+        return auroc_weighted(values, [it.label for it in items], weights)
 
     def guesses(self, values: np.ndarray, items: list[Item]) -> np.ndarray:
         return 10.0 * np.asarray(values, dtype=np.float64)

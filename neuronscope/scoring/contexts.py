@@ -8,7 +8,7 @@ exemplars are negatives too: they are the hard ones, the same document without t
 
 from __future__ import annotations
 
-from ..exemplars import MARK_AT, Exemplar, escape, scaled
+from ..exemplars import MARK_AT, Exemplar, Scale, escape
 from ..exemplars import mark as mark_token
 from .scorer import Item
 
@@ -27,11 +27,11 @@ def context_text(ex: Exemplar, pos: int, mark: bool = False) -> str:
     return "".join(toks).strip()
 
 
-def window_items(exemplars: list[Exemplar], max_act: float, mark: bool = False) -> list[Item]:
+def window_items(exemplars: list[Exemplar], scale: Scale, mark: bool = False) -> list[Item]:
     """Positive and negative contexts of ``exemplars`` (see the module doc), in exemplar order."""
     out = []
     for ex in exemplars:
-        levels = scaled(ex.activations, max_act)
+        levels = scale.scaled(ex.activations)
         if len(levels) and levels[ex.max_pos] >= MARK_AT:
             out.append(_item(ex, ex.max_pos, levels, True, mark))
         taken = 0
@@ -46,4 +46,5 @@ def window_items(exemplars: list[Exemplar], max_act: float, mark: bool = False) 
 
 
 def _item(ex: Exemplar, pos: int, levels, label: bool, mark: bool) -> Item:
-    return Item(ex, pos, float(ex.activations[pos]), float(levels[pos]), label, context_text(ex, pos, mark))
+    text = context_text(ex, pos, mark)
+    return Item(ex, pos, float(ex.activations[pos]), float(levels[pos]), label, text, family="context")

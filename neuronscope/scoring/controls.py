@@ -33,7 +33,7 @@ def control_explanation(layer: int, neuron: int, others=(), embedder=None, avoid
     picks = [pool[i] for i in rng.permutation(len(pool))[:4]]
     if embedder is None or not avoid or len(picks) == 1:
         return picks[0]
-    from ..models.embedder import embed
+    from ..models.embedder import embed_cached
 
-    v = embed(embedder, [avoid, *picks])
+    v = embed_cached(embedder, [avoid, *picks])
     return picks[int(np.argmin(v[1:] @ v[0]))]

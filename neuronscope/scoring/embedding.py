@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exemplars import Exemplar
-from ..models.embedder import embed
+from ..exemplars import Exemplar, Scale
+from ..models.embedder import embed_cached
 from .contexts import window_items
-from .metrics import auroc
+from .metrics import auroc_weighted
 from .scorer import Item, Scorer
 
 
@@ -21,10 +21,9 @@ class EmbeddingScorer(Scorer):
 
     def __init__(self, embedder, hard_negatives: int = 0):
         self.embedder, self.hard_negatives = embedder, hard_negatives
-        self._memo: dict[str, np.ndarray] = {}
 
-    def items(self, exemplars: list[Exemplar], max_act: float) -> list[Item]:
-        items = window_items(exemplars, max_act)
+    def items(self, exemplars: list[Exemplar], scale: Scale) -> list[Item]:
+        items = window_items(exemplars, scale)
         return self._hardest(items) if self.hard_negatives else items
 
     def _hardest(self, items: list[Item]) -> list[Item]:
@@ -47,15 +46,12 @@ class EmbeddingScorer(Scorer):
         return [it for i, it in enumerate(items) if it.label or i in keep]
 
     def vectors(self, texts: list[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        if todo:
-            self._memo.update(zip(todo, embed(self.embedder, todo)))
-        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+        return embed_cached(self.embedder, texts)
 
     def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
-        # Contexts are shared between jobs (the same held-out set): embedded once, memoised.
+        # Contexts are shared between jobs (the same held-out set): embedded once, cached.
         self.vectors([x for x, _ in jobs] + [it.text for _, its in jobs for it in its])
-        return [self.vectors([it.text for it in its]) @ self._memo[x] if its else np.zeros(0) for x, its in jobs]
+        return [self.vectors([it.text for it in its]) @ self.vectors([x])[0] if its else np.zeros(0) for x, its in jobs]
 
-    def metric(self, values: np.ndarray, items: list[Item]) -> float:
-        return auroc(values, [it.label for it in items])
+    def statistic(self, values: np.ndarray, items: list[Item], weights: np.ndarray) -> np.ndarray:
+        return auroc_weighted(values, [it.label for it in items], weights)

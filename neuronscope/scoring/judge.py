@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from ..exemplars import Exemplar
+import math
+
+from ..exemplars import Exemplar, Scale
 from .scorer import Scorer, ScoreResult
 
 
 class Judge:
-    """One scorer's results for one neuron, memoised: the refine loop and the final scoring ask
-    for the same (explanation, exemplars) pairs again, and each may cost an LLM pass."""
+    """One scorer's results for one neuron, memoised: the refine loop, the candidates and the final
+    scoring ask for the same (explanation, exemplars) pairs again, and each may cost an LLM pass."""
 
-    def __init__(self, scorer: Scorer, max_act: float):
-        self.scorer, self.max_act = scorer, max_act
+    def __init__(self, scorer: Scorer, scale: Scale):
+        self.scorer, self.scale = scorer, scale
         self.memo: dict = {}
 
     def __call__(self, jobs: list[tuple[str, list[Exemplar]]]) -> list[ScoreResult]:
         keys = [(x, tuple(exs)) for x, exs in jobs]
         todo = {k: job for k, job in zip(keys, jobs) if k not in self.memo}
-        self.memo.update(zip(todo, self.scorer(list(todo.values()), self.max_act)))
+        self.memo.update(zip(todo, self.scorer(list(todo.values()), self.scale)))
         return [self.memo[k] for k in keys]
+
+    def with_interval(self, result: ScoreResult) -> ScoreResult:
+        """``result`` with its 95 % bootstrap interval (computed once)."""
+        if math.isnan(result.interval[0]):
+            result.interval = self.scorer.interval(result)
+        return result

@@ -50,3 +50,54 @@ def pairwise_win(right, wrong) -> float:
         return math.nan
     wins = np.where(np.isnan(r) | np.isnan(w), 0.5, (r > w) + 0.5 * (r == w))
     return float(wins.mean())
+
+
+def auroc_weighted(values, labels, weights) -> np.ndarray:
+    """AUROC (ties one half) for each row of item ``weights`` (resamples, items): the bootstrap's
+    statistic without copying items. NaN where a class has no weight."""
+    v, y = np.asarray(values, dtype=np.float64), np.asarray(labels, dtype=bool)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if not len(v):
+        return np.full(len(w), math.nan)
+    order = np.argsort(v, kind="stable")
+    v, y, w = v[order], y[order], w[:, order]
+    starts = np.r_[0, np.flatnonzero(np.diff(v)) + 1]  # groups of tied values
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * ~y, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each group
+    den = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (pos * (below + 0.5 * neg)).sum(1) / den, math.nan)
+
+
+def pearson_weighted(pred, true, weights) -> np.ndarray:
+    """Pearson r for each row of item ``weights``; 0.0 where either side is constant."""
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    tot = w.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pm, tm = (w @ p)[:, None] / tot, (w @ t)[:, None] / tot
+        cov = (w * (p - pm) * (t - tm)).sum(1)
+        den = np.sqrt((w * (p - pm) ** 2).sum(1) * (w * (t - tm) ** 2).sum(1))
+        r = np.where(den > 0, cov / den, 0.0)
+    return np.clip(np.nan_to_num(r), -1.0, 1.0)
+
+
+def bootstrap_weights(groups, n: int, seed: int = 0) -> np.ndarray:
+    """(n, items) weights of ``n`` bootstrap resamples of the items' groups (e.g. their windows,
+    which share context): each resample draws the groups with replacement; an item weighs as
+    often as its group was drawn."""
+    g = np.unique(np.asarray(groups), return_inverse=True)[1]
+    k = int(g.max()) + 1 if len(g) else 0
+    counts = np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=n) if k else np.zeros((n, 0))
+    return counts[:, g].astype(np.float64)
+
+
+def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``draws`` (NaN ones left out)."""
+    d = np.asarray(draws, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return math.nan, math.nan
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exemplars import Exemplar, scaled
+from ..exemplars import Exemplar, Scale
 from ..llm.agents import Agent
-from .metrics import pearson
+from .metrics import pearson, pearson_weighted
 from .scorer import Item, Scorer
 from .simulate import Vocab, simulate
 
@@ -30,10 +30,10 @@ class SimulationScorer(Scorer):
             self._vocab = Vocab.of(self.llm)
         return self._vocab
 
-    def items(self, exemplars: list[Exemplar], max_act: float) -> list[Item]:
+    def items(self, exemplars: list[Exemplar], scale: Scale) -> list[Item]:
         out = []
         for ex in exemplars:
-            levels = scaled(ex.activations, max_act)
+            levels = scale.scaled(ex.activations)
             out += [Item(ex, i, float(a), float(levels[i]), bool(levels[i] > 0)) for i, a in enumerate(ex.activations)]
         return out
 
@@ -42,8 +42,8 @@ class SimulationScorer(Scorer):
         sims = simulate(self.llm, self.agent, [(x, _exemplars(its)) for x, its in jobs], self.vocab)
         return [np.concatenate(s) if s else np.zeros(0) for s in sims]
 
-    def metric(self, values: np.ndarray, items: list[Item]) -> float:
-        return pearson(values, [it.act for it in items])
+    def statistic(self, values: np.ndarray, items: list[Item], weights: np.ndarray) -> np.ndarray:
+        return pearson_weighted(values, [it.act for it in items], weights)
 
     def covered(self, result) -> list[bool]:
         """Per exemplar: the simulation correlates above COVERAGE_R with it over its window."""

@@ -6,21 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from fakes import CharTokenizer
 
-from neuronscope.exemplars import Exemplar
+from neuronscope.exemplars import Exemplar, Scale
 from neuronscope.scoring import SimulationScorer
 from neuronscope.scoring import metrics as M
 from neuronscope.scoring import simulate as S
-
-
-class CharTokenizer:
-    """Test tokenizer: one id per character (so slot positions can be checked by hand)."""
-
-    def tokenize(self, text):
-        return [ord(c) for c in text]
-
-    def token_text(self, i):
-        return chr(i)
 
 
 def test_expected_value_renormalises_over_numerals_present():
@@ -106,7 +97,7 @@ def _ex(acts):
 def test_pooled_score_combine_and_errors():
     exs = [_ex([0, 0, 4]), _ex([0, 2, 0])]
     sc = SimulationScorer(llm=None)
-    items = sc.items(exs, 4.0)
+    items = sc.items(exs, Scale(4.0))
     a = np.array([0, 0, 8.0, 0, 0, 0])  # mode A predicts exemplar 1 only
     b = np.array([0, 0, 0.0, 0, 6, 0])  # mode B predicts exemplar 2 only
     ra, rb = sc.result(a, items), sc.result(b, items)

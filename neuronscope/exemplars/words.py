@@ -1,0 +1,65 @@
+"""Whole words from subword pieces: the unit a reader (and a sentence embedder) understands.
+
+A tokenizer splits rare words into pieces (SmolLM2: ``Ros|al|ind``, `` ru|pee``, `` cell|o``). A
+piece continues the word before it when it starts with a letter or digit (or an apostrophe, as in
+``'s``) and the piece before ends with a letter or digit; a piece led by whitespace or punctuation
+starts a new word. Punctuation runs are words of their own; whitespace-only pieces belong to no
+word. A word fires as strongly as its strongest piece.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # the joined pieces without surrounding whitespace: "Rosalind"
+    start: int  # its first piece's position in the window
+    end: int  # one past its last piece
+
+
+def _continues(piece: str, before: str) -> bool:
+    first = piece[:1]
+    return bool(before) and before[-1:].isalnum() and (first.isalnum() or (first == "'" and len(piece) > 1))
+
+
+def words(tokens: Sequence[str]) -> list[Word]:
+    """The window's words, in order (whitespace-only pieces are in none)."""
+    out: list[Word] = []
+    start, text = 0, ""
+    for i, piece in enumerate(tokens):
+        if i and text and _continues(piece, tokens[i - 1]) and not piece[:1].isspace():
+            text += piece
+            continue
+        if text.strip():
+            out.append(Word(text.strip(), start, i))
+        start, text = i, piece
+    if text.strip():
+        out.append(Word(text.strip(), start, len(tokens)))
+    return out
+
+
+def word_peaks(tokens: Sequence[str], activations: Sequence[float]) -> tuple[list[Word], np.ndarray]:
+    """The window's words and, per word, its strongest piece's activation."""
+    ws = words(tokens)
+    a = np.asarray(activations, dtype=np.float64)
+    return ws, np.array([a[w.start : w.end].max() for w in ws]) if ws else np.zeros(0)
+
+
+def word_at(tokens: Sequence[str], pos: int) -> Word | None:
+    """The word holding the piece at ``pos`` (None for a whitespace piece)."""
+    return next((w for w in words(tokens) if w.start <= pos < w.end), None)
+
+
+def key(text: str) -> str:
+    """The form under which two mentions of a word are the same: lower case, without surrounding
+    quotes and a plural or possessive ending."""
+    w = text.lower().strip("\"'.,;:!?()[]")
+    for end in ("'s", "s'"):
+        if w.endswith(end):
+            w = w[: -len(end)]
+    return w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w

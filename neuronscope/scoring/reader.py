@@ -1,0 +1,151 @@
+"""The reader judge: does the explanation pick out the words where the neuron fires, among the
+words of held-out text, the way a reader checks it? The default decision scorer.
+
+Items are the whole words (``exemplars.words``) of the held-out windows: a word *fires* when its
+strongest piece reaches FIRES on the neuron's 0-10 scale, is *quiet* below QUIET, and is left out
+in between. An explanation's value for a word is, per ``;``-separated alternative (the best one
+counts, as modes combine):
+- a *lexical claim* (``claims.py``: a list of words the explainer was shown firing) is read
+  literally: 1 for the listed words, 0 for every other;
+- any other text is read for its meaning: the weighted cosine of its embedding with the word's
+  (alone, with the word before it — "my father" — and the word's whole window, each embedded once
+  per process), plus 1 where it names the word itself among those it was shown.
+The words' AUROC (firing vs quiet) counts half on all firing words and half on the firing words
+the explainer was *not* shown (where there are NOVEL_MIN of them): an explanation earns credit
+for predicting beyond the words it was given. Beside the words, the embedding scorer's contexts
+(12 tokens around the firing token, and quiet stretches) are judged too, for what a phrase says
+that its words alone do not; the score is ``WORDS`` x the words' AUROC + (1 - ``WORDS``) x the
+contexts'.
+
+The weights were chosen on the planted neurons of ``benchmarks/scorers.py``'s tuning set (the
+best worst-kind win rate of the truth over false explanations); its held-out set and a published
+set of neuron puzzles check them (figures in benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..exemplars import Exemplar, Scale, escape, key, word_peaks
+from ..models.embedder import embed_cached
+from .claims import alternatives, lexical_claim, named
+from .contexts import window_items
+from .metrics import auroc_weighted
+from .scorer import Item, Scorer, rank_guesses
+
+FIRES, QUIET = 2.0, 1.0  # a word fires at or above FIRES on the 0-10 scale, is quiet below QUIET
+ALONE, PAIRED, WINDOW = 0.3, 0.3, 0.4  # how a word's meaning is read: alone, after its predecessor, in its window
+PREDECESSOR = 0.5  # the word before, in the paired reading
+NOVEL_MIN = 3  # firing words the explainer was not shown, needed to judge generalisation
+WORDS = 0.7  # the words' share of the score; the rest is the contexts'
+
+
+def word_items(exemplars: list[Exemplar], scale: Scale) -> list[Item]:
+    """The firing and quiet words of ``exemplars``, in text order."""
+    out = []
+    for ex in exemplars:
+        words, peaks = word_peaks(ex.tokens, ex.activations)
+        levels = scale.levels(peaks)
+        before = ""
+        for w, act, level in zip(words, peaks, levels):
+            if level >= FIRES or level < QUIET:
+                pos = w.start + int(np.argmax(ex.activations[w.start : w.end]))
+                out.append(Item(ex, pos, float(act), float(level), bool(level >= FIRES), "", w.text, before, "word"))
+            before = w.text
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class ReaderScorer(Scorer):
+    """See the module doc. ``shown``: the keys (``exemplars.key``) of the words the explainer was
+    shown firing (``exemplars.shown_words`` of the explain exemplars)."""
+
+    name = "reader"
+    metric_name = "auroc"
+
+    def __init__(self, embedder, shown: frozenset[str] = frozenset()):
+        self.embedder, self.shown = embedder, shown
+
+    def items(self, exemplars: list[Exemplar], scale: Scale) -> list[Item]:
+        return word_items(exemplars, scale) + window_items(exemplars, scale)
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        return embed_cached(self.embedder, texts)
+
+    def _readings(self, items: list[Item]) -> np.ndarray:
+        """(items, 3, dim): each word item alone, paired with its predecessor, and its window."""
+        alone = self._vectors([it.word for it in items])
+        before = self._vectors([it.before or "." for it in items])
+        window = self._vectors([escape("".join(it.exemplar.tokens)).strip() for it in items])
+        return np.stack([alone, _unit(alone + PREDECESSOR * before), window], axis=1)
+
+    def _word_values(self, explanation: str, items: list[Item], readings: np.ndarray) -> np.ndarray:
+        keys = [key(it.word) for it in items]
+        parts = []
+        for alt in alternatives(explanation):
+            claim = lexical_claim(alt, self.shown)
+            if claim is not None:
+                parts.append(np.array([k in claim for k in keys], dtype=np.float64))
+                continue
+            names = named(alt, self.shown)
+            sims = readings @ self._vectors([alt])[0]  # (items, 3)
+            meaning = sims @ np.array([ALONE, PAIRED, WINDOW])
+            parts.append(meaning + np.array([k in names for k in keys], dtype=np.float64))
+        return np.max(parts, axis=0)
+
+    def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
+        out = []
+        readings: dict[int, np.ndarray] = {}  # one held-out set's readings, for all its jobs
+        for x, its in jobs:
+            words = [i for i, it in enumerate(its) if it.family == "word"]
+            contexts = [i for i, it in enumerate(its) if it.family != "word"]
+            v = np.zeros(len(its))
+            if words:
+                r = readings.setdefault(id(its), self._readings([its[i] for i in words]))
+                v[words] = self._word_values(x, [its[i] for i in words], r)
+            if contexts:
+                v[contexts] = self._vectors([its[i].text for i in contexts]) @ self._vectors([x])[0]
+            out.append(v)
+        return out
+
+    def statistic(self, values: np.ndarray, items: list[Item], weights: np.ndarray) -> np.ndarray:
+        w = np.atleast_2d(weights)
+        fam = np.array([it.family == "word" for it in items], dtype=bool)
+        labels = np.array([it.label for it in items], dtype=bool)
+        novel = fam & labels & np.array([key(it.word) not in self.shown for it in items], dtype=bool)
+        words = auroc_weighted(values[fam], labels[fam], w[:, fam])
+        if novel.sum() >= NOVEL_MIN:
+            keep = novel | (fam & ~labels)
+            words = 0.5 * words + 0.5 * auroc_weighted(values[keep], labels[keep], w[:, keep])
+        contexts = auroc_weighted(values[~fam], labels[~fam], w[:, ~fam])
+        both = WORDS * words + (1 - WORDS) * contexts
+        return np.where(np.isnan(contexts), words, np.where(np.isnan(words), contexts, both))
+
+    def extra(self, values: np.ndarray, items: list[Item]) -> dict:
+        fam = np.array([it.family == "word" for it in items], dtype=bool)
+        labels = np.array([it.label for it in items], dtype=bool)
+        one = np.ones((1, fam.sum()))
+        return {"auroc_words": float(auroc_weighted(values[fam], labels[fam], one)[0]) if fam.any() else math.nan}
+
+    def guesses(self, values: np.ndarray, items: list[Item]) -> np.ndarray:
+        """Each item's rank against the other class of its own family (words, contexts)."""
+        out = np.array([it.level for it in items], dtype=np.float64)
+        labels = np.array([it.label for it in items], dtype=bool)
+        for family in ("word", "context"):
+            idx = np.flatnonzero([it.family == family for it in items])
+            g = rank_guesses(values[idx], labels[idx])
+            out[idx] = np.where(np.isnan(g), out[idx], g)
+        return out
+
+    def covered(self, result) -> list[bool]:
+        """Per exemplar: its firing words outrank COVERED_AT of the quiet words (contexts aside)."""
+        words = [i for i, it in enumerate(result.items) if it.family == "word"]
+        sub = type(result)(
+            result.score, [result.items[i] for i in words], result.values[words], result.guesses[words], {}
+        )
+        return super().covered(sub)
