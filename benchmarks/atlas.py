@@ -176,7 +176,8 @@ def _section(args, attempts: list[dict], mem: list[dict], atlas: dict, wall: flo
     cfg = _record_config(args.tokens, args)
     lines = header("Whole-model atlas (R1_e2e, atlas_s, index_ms, search_ms)", __file__) + [
         f"{args.threads} torch threads, Ray with {args.ray_cpus} CPUs. Model {MODEL}, all {rec['neurons']} neurons; "
-        f"corpus {CORPUS}; batch {args.batch_size} x {cfg.window} tokens; top-k {cfg.top_k}, random-k {cfg.random_k}.",
+        f"corpus {CORPUS}; batch {args.batch_size} x {cfg.window} tokens; top-k {cfg.top_k}, random-k {cfg.random_k}, "
+        f"strata {cfg.quantile_bins} x {cfg.quantile_k}, negative side {cfg.negative}.",
         "",
         "| measure | value |",
         "|---|---|",

@@ -41,11 +41,13 @@ import torch
 from common import append_results, header, peak_rss_mb, run_child
 
 from neuronscope.config import RecordConfig
+from neuronscope.record.topk import QUANTILE_LEVELS
 
 MODEL = "bundled:smollm2-135m"
 CORPUS = "bundled:shakespeare"
 CFG = RecordConfig(model=MODEL, corpus=CORPUS)  # the record stage's defaults
 TOP_K, RANDOM_K, WINDOW, SEED = CFG.top_k, CFG.random_k, CFG.window, CFG.seed
+STRATA = f"strata {CFG.quantile_bins} x {CFG.quantile_k}, negative side {CFG.negative}"
 TIMES = (
     "Times the recording actor's per-batch work only (`Recorder` called in-process on windows made "
     "beforehand: hooked forward, top-k / sample / stats fold, final stats); not Ray Data, the actor pool, "
@@ -110,7 +112,7 @@ class Naive:
             a.topk(TOP_K, dim=0)
             a[torch.randperm(len(a), generator=gen)[:RANDOM_K]].clone()
             a.mean(0), a.std(0), a.amin(0), a.amax(0)
-            for q in (0.5, 0.9, 0.99, 0.999):
+            for q in QUANTILE_LEVELS:
                 a.kthvalue(max(1, int(np.ceil(q * len(a)))), dim=0)
             self.kept[layer] = []
 
@@ -200,7 +202,8 @@ def _section(args, tp: dict, mem: dict, wall: float) -> tuple[str, float, float]
         TIMES,
         "",
         f"{args.threads} torch threads. Model {MODEL}, all {len(LAYERS)} layers x {len(NEURONS)} neurons; "
-        f"corpus {CORPUS}; batch {args.batch_size} x {WINDOW} tokens; top-k {TOP_K}, random-k {RANDOM_K}.",
+        f"corpus {CORPUS}; batch {args.batch_size} x {WINDOW} tokens; top-k {TOP_K}, random-k {RANDOM_K}, {STRATA} "
+        "(the naive recorder keeps no strata).",
         "",
         f"Throughput over the same {tp['tokens']} tokens, contenders taking turns batch by batch; the "
         f"recorder first saw the {args.warmup_tokens} tokens before them, untimed (its top-k floors "

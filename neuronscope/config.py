@@ -40,8 +40,33 @@ class RecordConfig(_Strict):
     )
     layers: LayerSelection = Field(None, description="layers to record, e.g. '3,5-7'; None = all layers")
     neurons: NeuronSelection = Field(None, description="MLP neurons of each layer, e.g. '0-15'; None = all neurons")
-    top_k: int = Field(20, ge=1, description="top-activating exemplars kept per neuron")
-    random_k: int = Field(20, ge=0, description="uniformly sampled exemplars kept per neuron")
+    top_k: int = Field(24, ge=1, description="top-activating exemplars (tokens) kept per neuron")
+    random_k: int = Field(
+        32,
+        ge=0,
+        description="uniformly sampled exemplars (tokens) kept per neuron; with the top-k, enough "
+        "held-out activating and quiet windows for a +/-0.10 95% interval on a score's AUROC",
+    )
+    quantile_bins: int = Field(
+        4,
+        ge=0,
+        le=32,
+        description="strata per neuron: the octaves [2^o, 2^(o+1)) of a window's max activation, the "
+        "highest holding the neuron's max, the lowest 2^-bins of it (RECORDS kinds quantile_0 .. "
+        "quantile_<bins-1>, lowest first); 0 = none",
+    )
+    quantile_k: int = Field(8, ge=1, description="hash-sampled windows kept per stratum")
+    negative: Literal["auto", "on", "off"] = Field(
+        "off",
+        description="also record each neuron's negative side: its bottom-k tokens and strata over "
+        "minus the window's min (kinds bottom, negative_quantile_j); auto: where the architecture's "
+        "activation is signed (gated MLPs), not GPT-2",
+    )
+    bottom_k: int | None = Field(
+        None,
+        ge=1,
+        description="most negative exemplars (tokens) kept per neuron when the negative side is on; None = top_k",
+    )
     window: int = Field(64, ge=4, le=4096, description="tokens per window (the context of an exemplar)")
     max_tokens: int | None = Field(
         None, ge=1, description="corpus tokens to record, rounded down to whole windows; None = the whole corpus"
@@ -54,7 +79,13 @@ class RecordConfig(_Strict):
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per recording actor; None = the node's cores shared among its actors"
     )
-    seed: int = Field(0, description="seed of the random exemplars and of the quantile sample")
+    pass_memory_gib: float = Field(
+        2.0,
+        gt=0,
+        description="exemplar windows one pass over the corpus may hold, per recorder (exemplars per "
+        "neuron x window x 4 bytes x layers x neurons); more layers and neurons than fit take several passes",
+    )
+    seed: int = Field(0, description="seed of the random exemplars, the strata and the quantile sample")
     quantile_sample: float = Field(
         0.125,
         gt=0,

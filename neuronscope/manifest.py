@@ -55,6 +55,7 @@ OPERATIONAL = frozenset(
         "num_actors",
         "num_gpus_per_actor",
         "torch_threads",
+        "pass_memory_gib",
         "explain.layers",
         "explain.neurons",
         "explain.max_in_flight",

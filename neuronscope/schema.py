@@ -27,8 +27,18 @@ def _schema(spec: str) -> pa.Schema:
     return pa.schema(fields)
 
 
-# One row per (layer, neuron, exemplar). ``kind`` is "top" or "random"; ``rank`` orders the
-# exemplars of one kind (0 = highest activation for "top", sample order for "random").
+# One row per (layer, neuron, exemplar); ``rank`` orders the exemplars of one kind. Kinds:
+# - "top": the top-k tokens, rank 0 the highest activation; max_pos / max_act are that token.
+# - "random": windows of uniformly sampled tokens, in sample order; max_pos / max_act: the window's max.
+# - "quantile_j" (j = 0 .. quantile_bins-1, lowest first): the windows of the neuron's octave
+#   stratum j, those whose max lies in [2**(o-B+1+j), 2**(o-B+2+j)) for B bins and the neuron's
+#   max in [2**o, 2**(o+1)), a hash-sampled quantile_k of them in sample order; max_pos / max_act:
+#   the window's max. (Imported OpenAI records: their quantile bins of the activation distribution.)
+# - "bottom" (the negative side, when recorded): the bottom-k tokens, rank 0 the most negative;
+#   max_pos / max_act are that token.
+# - "negative_quantile_j": the strata of minus the window's min, as above; max_pos / max_act:
+#   the window's min.
+# One window may appear under several kinds.
 RECORDS = _schema(
     """
     layer: int32

@@ -18,7 +18,16 @@ from .store import Store
 
 # Small enough for 2 CPU cores in minutes; every stage still runs in full.
 DEMO_OVERRIDES = {
-    "record": {"layers": "6,18", "neurons": "0-3", "window": 32, "max_tokens": 40_000, "top_k": 16, "random_k": 8},
+    "record": {
+        "layers": "6,18",
+        "neurons": "0-3",
+        "window": 32,
+        "max_tokens": 40_000,
+        "top_k": 16,
+        "random_k": 8,
+        "quantile_bins": 4,
+        "quantile_k": 4,
+    },
     "explain": {"n_explain": 8, "n_heldout_top": 3, "n_heldout_random": 3, "max_modes": 3, "refine_rounds": 1},
 }
 

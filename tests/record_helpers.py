@@ -3,6 +3,8 @@ small corpus with ties, and brute-force activations to check the recorder agains
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,19 @@ def expected_top(a: np.ndarray, k: int):
     wid, pos = np.divmod(np.arange(n_win * t), t)
     order = np.lexsort((pos, wid, -a.reshape(-1)))[:k]
     return wid[order], pos[order], a.reshape(-1)[order]
+
+
+def expected_strata(a: np.ndarray, keys: np.ndarray, bins: int, k: int) -> list[list[int]]:
+    """Per stratum (lowest octave first), the window ids a neuron's strata must hold: ``a`` its
+    (windows, T) activations times the side's sign, ``keys`` its (windows,) strata keys."""
+    value = a.max(axis=1)
+    peak = value.max()
+    if not peak > 0:
+        return [[] for _ in range(bins)]
+    top = math.frexp(float(peak))[1] - 1  # 2**top <= peak < 2**(top + 1)
+    out = []
+    for j in range(bins):
+        lo = 2.0 ** (top - bins + 1 + j)
+        inside = np.flatnonzero((value >= lo) & (value < 2 * lo))
+        out.append(sorted(inside.tolist(), key=lambda w: (keys[w], w))[:k])
+    return out

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import yaml
 
 from neuronscope.cli import build_parser
 from neuronscope.cli.flags import config_from_args
@@ -85,12 +86,28 @@ def test_cli_flags_come_from_the_config_models():
         config_from_args(build_parser().parse_args(["explain", "--records", "r", "--method", "bogus"]))
 
 
+def test_exemplar_settings_round_trip_through_flags_and_yaml(tmp_path):
+    args = ["record", "--out", "r", "--quantile-bins", "2", "--quantile-k", "5", "--negative", "auto"]
+    cfg = config_from_args(build_parser().parse_args([*args, "--bottom-k", "7", "--pass-memory-gib", "0.5"]))
+    r = cfg.record
+    assert (r.quantile_bins, r.quantile_k, r.negative, r.bottom_k, r.pass_memory_gib) == (2, 5, "auto", 7, 0.5)
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml.safe_dump({"record": r.model_dump()}))
+    assert load_config(p).record == r
+    d = RunConfig().record
+    assert (d.top_k, d.random_k, d.quantile_bins, d.quantile_k, d.negative, d.bottom_k) == (24, 32, 4, 8, "off", None)
+    for bad, fragment in [("negative", "maybe"), ("quantile_bins", -1), ("quantile_k", 0), ("bottom_k", 0)]:
+        with pytest.raises(ConfigError, match=f"record.{bad}="):
+            load_config(None, {"record": {bad: fragment}})
+
+
 def test_demo_flags_override_demo_defaults():
     from neuronscope.stages import DEMO_OVERRIDES
 
     cfg = config_from_args(build_parser().parse_args(["demo", "--layers", "1", "--top-k", "5"]), DEMO_OVERRIDES)
     assert cfg.record.layers == "1" and cfg.record.top_k == 5
     assert cfg.record.window == DEMO_OVERRIDES["record"]["window"]
+    assert cfg.record.quantile_bins * cfg.record.quantile_k > 0  # the demo records strata too
 
 
 def test_every_config_field_is_described_in_the_cli_help(monkeypatch):

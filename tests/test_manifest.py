@@ -73,3 +73,18 @@ def test_a_stage_keeps_its_earlier_attempts_and_status_shows_them(tmp_path):
     for _ in range(manifest.MAX_EARLIER + 5):
         manifest.begin_stage(store, "record", {}, {})
     assert len(store.read_json("manifest.json")["stages"]["record"]["earlier"]) == manifest.MAX_EARLIER
+
+
+def test_a_record_rerun_with_other_exemplar_sets_is_refused(tmp_path):
+    from neuronscope.config import RecordConfig
+
+    store = Store.open(str(tmp_path / "run"))
+    cfg = RecordConfig()
+    manifest.begin_stage(store, "record", {}, cfg.model_dump())
+    manifest.end_stage(store, "record", "done", {})
+    for field, value in [("quantile_bins", 2), ("quantile_k", 4), ("negative", "on"), ("bottom_k", 5), ("top_k", 20)]:
+        old = getattr(cfg, field)
+        with pytest.raises(ConfigError, match=rf"{field}={old!r}; refusing to resume it with {field}={value!r}"):
+            manifest.begin_stage(store, "record", {}, cfg.model_copy(update={field: value}).model_dump())
+    # the memory budget only changes how the neurons are grouped into passes
+    manifest.begin_stage(store, "record", {}, cfg.model_copy(update={"pass_memory_gib": 0.5}).model_dump())

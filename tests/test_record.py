@@ -10,15 +10,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from record_helpers import ZERO_NEURON, brute, expected_top, tiny_dir
+from record_helpers import TINY, ZERO_NEURON, brute, expected_strata, expected_top, tiny_dir, tiny_model
 
 from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError, NeuronScopeError
 from neuronscope.layout import records_key, stats_key
 from neuronscope.models import arch
 from neuronscope.record import record
+from neuronscope.record.bestk import PAD_CODE
 from neuronscope.record.fold import LayerFold, token_codes
-from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Summary, hist_rows, histogram, sample_keys
+from neuronscope.record.hashing import sample_keys, strata_keys
+from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Counts, Summary, hist_rows, histogram
 from neuronscope.schema import RECORDS, STATS
 from neuronscope.store import Store
 
@@ -38,8 +40,19 @@ def gpt2_dir(tmp_path_factory, tokenizer_dir):
 
 def _cfg(model, corpus, **kw):
     # every token in the quantile histogram, so that quantiles can be checked against exact ones
+    # both sides, and strata small enough that some fill and sample (the corpus has ~60 windows)
     base = dict(
-        model=model, corpus=corpus, window=WINDOW, top_k=6, random_k=5, batch_size=4, seed=3, quantile_sample=1.0
+        model=model,
+        corpus=corpus,
+        window=WINDOW,
+        top_k=6,
+        random_k=5,
+        quantile_k=3,
+        negative="on",
+        bottom_k=4,
+        batch_size=4,
+        seed=3,
+        quantile_sample=1.0,
     )
     return RecordConfig(**{**base, **kw})
 
@@ -103,10 +116,76 @@ def test_topk_exact_against_brute_force(llama_run, llama_dir):
     assert list(zero[zero.layer == 0].sort_values("rank").max_pos) == list(range(cfg.top_k))
 
 
+def test_bottomk_exact_against_brute_force(llama_run, llama_dir):
+    cfg, summary, store = llama_run
+    _windows, acts = brute(llama_dir, cfg)
+    rec = _read(store, "records/")
+    bottom = rec[rec.kind == "bottom"]
+    assert summary["negative"] and len(bottom) == 3 * acts[0].shape[2] * cfg.bottom_k
+    for (layer, neuron), g in bottom.groupby(["layer", "neuron"]):
+        a = acts[layer][:, :, neuron]
+        wid, pos, val = expected_top(-a, cfg.bottom_k)  # the most negative first, ties as top-k's
+        g = g.sort_values("rank")
+        np.testing.assert_array_equal(g.window_id, wid)
+        np.testing.assert_array_equal(g.max_pos, pos)
+        np.testing.assert_allclose(g.max_act, -val, rtol=1e-5, atol=1e-6)
+        for _, r in g.iterrows():
+            np.testing.assert_allclose(r.activations, a[r.window_id], rtol=1e-5, atol=1e-6)
+    zero = bottom[(bottom.neuron == ZERO_NEURON) & (bottom.layer == 0)].sort_values("rank")
+    assert (zero.window_id == 0).all() and list(zero.max_pos) == list(range(cfg.bottom_k))
+
+
+def test_strata_exact_against_brute_force(llama_run, llama_dir):
+    """Both sides' strata: the octave range from the final max, per stratum the quantile_k
+    smallest keys of the windows inside it, each with its window's activations and extreme."""
+    cfg, _, store = llama_run
+    windows, acts = brute(llama_dir, cfg)
+    rec = _read(store, "records/")
+    sizes = []
+    for layer, a_layer in acts.items():
+        n = a_layer.shape[2]
+        for sign, prefix in ((1, "quantile_"), (-1, "negative_quantile_")):
+            keys = strata_keys(cfg.seed, layer, torch.arange(n), torch.arange(len(windows)), sign).numpy()
+            mine = rec[(rec.layer == layer) & rec.kind.str.startswith(prefix)]
+            for neuron in range(n):
+                a = a_layer[:, :, neuron]
+                want = expected_strata(sign * a, keys[:, neuron], cfg.quantile_bins, cfg.quantile_k)
+                for j, wids in enumerate(want):
+                    g = mine[(mine.neuron == neuron) & (mine.kind == f"{prefix}{j}")].sort_values("rank")
+                    assert list(g.window_id) == wids, (layer, neuron, sign, j)
+                    assert list(g["rank"]) == list(range(len(wids)))
+                    for _, r in g.iterrows():
+                        w = a[r.window_id]
+                        np.testing.assert_allclose(r.activations, w, rtol=1e-5, atol=1e-6)
+                        assert r.max_pos == (w.argmax() if sign > 0 else w.argmin())
+                        assert r.max_act == pytest.approx((sign * w).max() * sign, rel=1e-5)
+                    sizes.append(len(wids))
+            assert len(mine) == sum(sizes[-n * cfg.quantile_bins :])
+    # sampled strata (full, more windows than k inside), partial ones and empty ones all occur
+    assert {0, cfg.quantile_k} <= set(sizes) and len(set(sizes)) > 2
+
+
+def test_a_recorded_neuron_exports_its_strata_in_their_places(llama_run):
+    from neuronscope.record.interop import export_neuron
+
+    cfg, _, store = llama_run
+    rec = _read(store, "records/")
+    q = rec[rec.kind.str.startswith("quantile_")]
+    sizes = q.groupby(["layer", "neuron", "kind"]).size().unstack(fill_value=0)
+    layer, neuron = next(i for i, r in sizes.iterrows() if (r == 0).any() and r.iloc[-1] > 0)  # an empty stratum
+    exported = export_neuron(str(store.local_root), layer, neuron)
+    assert [len(b) for b in exported["random_sample_by_quantile"]] == list(sizes.loc[(layer, neuron)])
+    peak = rec[(rec.layer == layer) & (rec.neuron == neuron) & (rec.kind == "top")].max_act.max()
+    edges = exported["quantile_boundaries"]
+    assert len(edges) == cfg.quantile_bins - 1 and edges[-1] <= peak < 2 * edges[-1]
+
+
 @pytest.mark.parametrize("batch_size,actors", [(3, 2), (64, 1)])
 def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, batch_size, actors):
     cfg, _, store = llama_run
     _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(batch_size=batch_size, num_actors=actors)))
+    kinds = set(_read(store, "records/").kind)
+    assert {"top", "random", "bottom", "quantile_3", "negative_quantile_0"} <= kinds
     for prefix in ("records/", "stats/"):
         _assert_same(_read(store, prefix), _read(other, prefix))
 
@@ -220,10 +299,13 @@ def test_random_sample_and_stats(llama_run, llama_dir):
             assert abs(q - e) <= 0.062 * abs(e) + 2e-4, (s.layer, s.neuron, q, e)
 
 
+COUNTS = Counts(4, 3, quantile_bins=3, quantile_k=2, negative=True, bottom_k=3)
+
+
 def _summarize(acts: torch.Tensor, batch: int, hist_rate: float, actors: int) -> Summary:
     """Summary of (windows, T, neurons) acts fed in batches of ``batch`` windows, in shuffled order,
     dealt round-robin to ``actors`` folds (each skipping what cannot beat its own floors), merged."""
-    folds = [LayerFold(2, torch.arange(acts.shape[2]), 4, 3, 7, hist_rate) for _ in range(actors)]
+    folds = [LayerFold(2, torch.arange(acts.shape[2]), COUNTS, 7, hist_rate) for _ in range(actors)]
     starts = list(range(0, len(acts), batch))
     for i, start in enumerate(np.random.default_rng(batch).permutation(starts).tolist()):
         wids = torch.arange(start, min(start + batch, len(acts)))
@@ -254,21 +336,22 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
         monkeypatch.setattr(topk, "SPARSE_WINDOWS", sparse_windows)
         monkeypatch.setattr(fold, "HIST_FLUSH_TOKENS", flush)
         other = _summarize(acts, batch, 0.25, actors)
-        for name in (
-            "top_val",
-            "top_code",
-            "rnd_key",
-            "rnd_code",
-            "rnd_val",
-            "top_win",
-            "rnd_win",
-            "hist",
-            "min",
-            "max",
-        ):
+        for name in ("rnd_key", "rnd_code", "rnd_val", "rnd_win", "hist", "min", "max"):
             np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
+        for side in ("top", "bottom"):
+            a, b = getattr(one, side), getattr(other, side)
+            for name in ("val", "code", "win"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{side} {name}")
+            for name in ("top", "key", "code", "val", "win"):
+                np.testing.assert_array_equal(
+                    getattr(a.strata, name), getattr(b.strata, name), err_msg=f"{side} strata {name}"
+                )
         np.testing.assert_allclose(one.sum, other.sum, rtol=1e-5)
-    assert list(one.top_code[0]) == [0, 1, 2, 3]  # all tied: the first tokens
+    # all tied: the first tokens, at either end; every window in the top octave, none negative
+    assert list(one.top.code[0]) == [0, 1, 2, 3] and list(one.bottom.code[0]) == [0, 1, 2]
+    strata = one.top.strata.code[0]
+    assert (strata[:-1] == PAD_CODE).all() and (strata[-1] != PAD_CODE).all()
+    assert (one.bottom.strata.code[0] == PAD_CODE).all()
     # the histogram counts the same hash-chosen quarter of the tokens for every neuron
     code = ((torch.arange(40)[:, None] << 20) + torch.arange(8)).reshape(-1)
     counted = hist_rows(7, code, 0.25)
@@ -277,7 +360,7 @@ def test_summaries_do_not_depend_on_batching_and_sampled_quantiles(monkeypatch):
         acts.reshape(-1, 6)[counted].numpy().astype(np.float64), QUANTILE_LEVELS, axis=0, method="inverted_cdf"
     ).T
     assert np.all(np.abs(one.quantiles(QUANTILE_LEVELS) - exact) <= 0.062 * np.abs(exact) + 2e-4)
-    assert np.isnan(Summary(2, 4, 3).quantiles(QUANTILE_LEVELS)).all()  # nothing counted
+    assert np.isnan(Summary(2, COUNTS).quantiles(QUANTILE_LEVELS)).all()  # nothing counted
 
 
 def test_histogram_bins_match_their_edges():
@@ -301,11 +384,14 @@ def test_schema_round_trip(llama_run):
 
 
 def test_gpt2_hooks_mlp_act_output(ray_local, tmp_path, gpt2_dir, corpus):
-    cfg = _cfg(gpt2_dir, corpus, layers="1", neurons="0-9,40", top_k=4, random_k=2)
+    cfg = _cfg(gpt2_dir, corpus, layers="1", neurons="0-9,40", top_k=4, random_k=2, negative="auto")
     summary, store = _run(ray_local, tmp_path, cfg)
     _windows, acts = brute(gpt2_dir, cfg)
-    top = _read(store, "records/").query("kind == 'top'")
+    rec = _read(store, "records/")
+    top = rec.query("kind == 'top'")
     assert summary["neurons"] == 11 and sorted(set(top.neuron)) == list(range(10)) + [40]
+    # GELU is not a signed activation: auto leaves the negative side off
+    assert not summary["negative"] and not rec.kind.str.contains("bottom|negative").any()
     for neuron, g in top.groupby("neuron"):
         wid, pos, _val = expected_top(acts[1][:, :, neuron], cfg.top_k)
         np.testing.assert_array_equal(g.sort_values("rank").window_id, wid)
@@ -326,6 +412,16 @@ def test_errors_name_the_value(ray_local, tmp_path, llama_dir, corpus):
         record(_cfg(llama_dir, str(short)), store)
 
 
+@pytest.mark.parametrize("model_type", sorted(TINY))
+def test_negative_auto_is_on_for_gated_mlps(model_type):
+    from neuronscope.record.udf import exemplar_counts
+
+    config = tiny_model(model_type, 64).config
+    counts = {v: exemplar_counts(RecordConfig(negative=v, top_k=5), arch.signed(config)) for v in ("auto", "on", "off")}
+    assert counts["auto"].negative == (model_type != "gpt2")
+    assert counts["on"].negative and not counts["off"].negative and counts["on"].bottom_k == 5
+
+
 def test_unsupported_architecture_lists_supported():
     class Cfg:
         model_type = "mamba"
@@ -334,21 +430,44 @@ def test_unsupported_architecture_lists_supported():
         arch.site(Cfg())
 
 
-def test_plan_groups_shards_into_passes(monkeypatch):
+def test_plan_groups_shards_into_passes_within_the_memory_budget(monkeypatch):
     from neuronscope.record import driver
 
     monkeypatch.setattr(driver, "SHARD_NEURONS", 10)
-    monkeypatch.setattr(driver, "MAX_CELLS_PER_PASS", 60)
     neurons = list(range(24))
-    assert driver.plan_passes([0, 1, 2], neurons, set()) == [
+    plan = lambda layers, done, budget: driver.plan_passes(layers, neurons, done, 100, budget)
+    assert plan([0, 1, 2], set(), 6000) == [  # 60 cells of 100 bytes
         ([0, 1, 2], list(range(20))),
         ([0, 1, 2], list(range(20, 24))),
     ]
-    assert driver.plan_passes([0, 1], neurons, {(0, 0), (1, 0), (0, 1)}) == [
+    assert plan([0, 1], {(0, 0), (1, 0), (0, 1)}, 6000) == [
         ([1], list(range(10, 20))),
         ([0, 1], list(range(20, 24))),
     ]
-    assert driver.plan_passes([0], neurons, {(0, 0), (0, 1), (0, 2)}) == []
+    assert plan([0], {(0, 0), (0, 1), (0, 2)}, 6000) == []
+    # 20 cells: a shard of 10 neurons takes 2 of its layers per pass; one cell is the least a pass holds
+    assert plan([0, 1, 2], set(), 2000) == [
+        ([0, 1], list(range(10))),
+        ([2], list(range(10))),
+        ([0, 1], list(range(10, 20))),
+        ([2], list(range(10, 20))),
+        ([0, 1, 2], list(range(20, 24))),
+    ]
+    assert len(plan([0, 1], set(), 1)) == 2 * 3
+
+
+@pytest.mark.parametrize("negative", ["off", "on"])
+def test_the_whole_bundled_model_records_in_one_pass_at_the_defaults(negative):
+    from neuronscope.record import driver
+    from neuronscope.record.udf import exemplar_counts
+
+    cfg = RecordConfig(negative=negative)
+    counts = exemplar_counts(cfg, signed=True)
+    assert counts.per_neuron() == (24 + 32 + 4 * 8) + (24 + 4 * 8 if negative == "on" else 0)
+    size = driver.cell_bytes(counts, cfg.window)
+    assert size == counts.per_neuron() * 64 * 4
+    passes = driver.plan_passes(list(range(30)), list(range(1536)), set(), size, cfg.pass_memory_gib * (1 << 30))
+    assert passes == [(list(range(30)), list(range(1536)))]
 
 
 def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
@@ -357,7 +476,7 @@ def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
     from neuronscope.record import driver
 
     cfg, summary, full = llama_run
-    assert summary["shards"] == summary["shards_recorded"] == 9
+    assert summary["shards"] == summary["shards_recorded"] == 9 and summary["passes"] == 1
     assert records_key(1, 2) in full.list("records/")
     shutil.copytree(full.local_root, tmp_path, dirs_exist_ok=True)
     store = Store.open(str(tmp_path))

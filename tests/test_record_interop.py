@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -164,6 +165,16 @@ def test_export_round_trips_through_the_importer():
     assert s1.pop("std") == pytest.approx(s0.pop("std")) and s1 == s0
 
 
+def _recorded_stats(**columns):
+    """One STATS row as the record stage writes it (levels and all), ``columns`` over defaults."""
+    import pyarrow as pa
+
+    from neuronscope.schema import conform
+
+    row = dict(mean=0.5, std=1.0, n_tokens=100) | columns
+    return conform(pa.Table.from_pylist([row]), STATS)
+
+
 def test_export_of_recorded_rows_keeps_what_the_format_holds():
     import pyarrow as pa
 
@@ -190,30 +201,67 @@ def test_export_of_recorded_rows_keeps_what_the_format_holds():
         ]
     ]
     rec = conform(pa.Table.from_pylist(rows), RECORDS)
-    stats = conform(
-        pa.Table.from_pylist(
-            [
-                dict(
-                    layer=2,
-                    neuron=9,
-                    mean=0.5,
-                    std=2.0,
-                    min=-1.0,
-                    max=3.0,
-                    quantile_levels=[0.5],
-                    quantiles=[0.4],
-                    n_tokens=100,
-                )
-            ]
-        ),
-        STATS,
-    )
+    stats = _recorded_stats(layer=2, neuron=9, std=2.0, min=-1.0, max=3.0, quantile_levels=[0.5], quantiles=[0.4])
     back, st = neuron_record_tables(json.dumps(neuron_record_json(rec, stats)))
     cols = ["layer", "neuron", "kind", "rank", "tokens", "activations", "max_pos", "max_act"]
     expected = rec.sort_by([("kind", "descending"), ("rank", "ascending")]).select(cols)
     assert back.select(cols).equals(expected)
     s = st.to_pylist()[0]
     assert s["mean"] == 0.5 and s["std"] == 2.0 and s["quantiles"] == [pytest.approx(0.4)]
+
+
+def test_export_of_recorded_strata_keeps_their_order_and_octave_edges():
+    """Recorded strata export as random_sample_by_quantile, lowest first, with the octave edges
+    between them; the negative side has no place in the format and is left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from neuronscope.record.interop import neuron_record_json
+    from neuronscope.schema import conform
+
+    def row(kind, rank, acts):
+        pos = int(np.argmin(acts) if kind.startswith(("bottom", "negative")) else np.argmax(acts))
+        return dict(
+            layer=1,
+            neuron=4,
+            kind=kind,
+            rank=rank,
+            window_id=10 * rank + len(kind),
+            tokens=["a", "b"],
+            token_ids=[1, 2],
+            activations=acts,
+            max_pos=pos,
+            max_act=acts[pos],
+        )
+
+    # the neuron's max 5.0 is in octave 2 ([4, 8)): with 3 bins, strata [1, 2), [2, 4), [4, 8)
+    rows = [
+        row("top", 0, [0.5, 5.0]),
+        row("random", 0, [0.1, 0.2]),
+        row("quantile_2", 0, [5.0, 1.0]),
+        row("quantile_0", 1, [1.5, 0.0]),
+        row("quantile_0", 0, [1.0, 0.5]),
+        row("quantile_1", 0, [3.0, -1.0]),
+        row("bottom", 0, [-2.0, 0.0]),
+        row("negative_quantile_1", 0, [-1.5, 0.0]),
+    ]
+    rec = conform(pa.Table.from_pylist(rows), RECORDS)
+    stats = _recorded_stats(
+        layer=1, neuron=4, min=-2.0, max=5.0, quantile_levels=[0.1, 0.5, 0.9], quantiles=[0, 0.3, 2]
+    )
+    exported = neuron_record_json(rec, stats)
+    assert exported["quantile_boundaries"] == [2.0, 4.0]
+    by_q = [[r["activations"] for r in q] for q in exported["random_sample_by_quantile"]]
+    assert by_q == [[[1.0, 0.5], [1.5, 0.0]], [[3.0, -1.0]], [[5.0, 1.0]]]
+    assert "-2.0" not in json.dumps(exported)  # no negative-side record
+    back, _ = neuron_record_tables(json.dumps(exported))
+    quantile = back.filter(pc.starts_with(back["kind"], "quantile_")).to_pylist()
+    assert [(r["kind"], r["rank"], r["max_act"]) for r in quantile] == [
+        ("quantile_0", 0, 1.0),
+        ("quantile_0", 1, 1.5),
+        ("quantile_1", 0, 3.0),
+        ("quantile_2", 0, 5.0),
+    ]
 
 
 def test_cli_import_and_export(tmp_path, capsys):

@@ -27,7 +27,7 @@ RECORD = textwrap.dedent(
     from neuronscope import cli
     from neuronscope.record import driver
 
-    driver.SHARD_NEURONS = driver.MAX_CELLS_PER_PASS = 10  # a pass per layer and shard: 9 passes
+    driver.SHARD_NEURONS = 10
     sys.exit(cli.main(sys.argv[1:]))
     """
 )
@@ -50,6 +50,8 @@ def _record(cluster, model: str, corpus: str, out: str) -> subprocess.Popen:
         "2",
         "--seed",
         "3",
+        "--pass-memory-gib",  # less than one layer of a shard holds: a pass per layer and shard, 9 passes
+        "0.00001",
     ]
     return subprocess.Popen(
         [sys.executable, "-c", RECORD, "record", "--out", out, "--model", model, "--corpus", corpus, *flags],

@@ -14,9 +14,12 @@ class NeuronSite:
     module: str  # dotted path inside one block to the hooked module
     capture: str  # "input": the module's first positional input; "output": its output
     width: str  # config attribute holding the number of MLP neurons per layer
+    # the activation takes both signs in earnest: a gated MLP's act(gate) x up is as often
+    # strongly negative as positive; GELU's output is bounded below (about -0.17)
+    signed: bool
 
 
-_GATED = NeuronSite("model.layers", "mlp.down_proj", "input", "intermediate_size")
+_GATED = NeuronSite("model.layers", "mlp.down_proj", "input", "intermediate_size", signed=True)
 
 ARCHITECTURES: dict[str, NeuronSite] = {
     "llama": _GATED,
@@ -27,7 +30,7 @@ ARCHITECTURES: dict[str, NeuronSite] = {
     "gemma2": _GATED,
     "gemma3_text": _GATED,
     "phi3": _GATED,
-    "gpt2": NeuronSite("transformer.h", "mlp.act", "output", "n_inner"),
+    "gpt2": NeuronSite("transformer.h", "mlp.act", "output", "n_inner", signed=False),
 }
 
 
@@ -41,6 +44,11 @@ def site(config) -> NeuronSite:
             f"{name} has an unsupported model_type {mt!r}: NeuronScope knows where the MLP neurons are for "
             f"{sorted(ARCHITECTURES)}"
         ) from None
+
+
+def signed(config) -> bool:
+    """Whether the architecture's neuron activations are signed (gated MLPs)."""
+    return site(config).signed
 
 
 def _text_config(config):

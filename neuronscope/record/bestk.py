@@ -1,10 +1,11 @@
-"""Each neuron's k best entries, kept while streaming: the top-k or the random sample of a layer.
+"""Each row's k best entries, kept while streaming: the top-k, random sample or strata of a layer.
 
 An entry is (rank, code, value) plus its neuron's activations over the entry's window; smaller
-(rank, code) is better, so one class serves the top-k (rank = -activation) and the random
-sample (rank = its hash key). Windows live in slots that entries keep while they stay: a batch
-copies the windows of the entries that enter (after the first batches, 0-2 per neuron) instead
-of re-gathering all k windows of every neuron it touches.
+(rank, code) is better, so one class serves the top-k (rank = -activation), the random sample
+and the strata (rank = a hash key). A row is a neuron, or one of a neuron's ``group`` strata.
+Windows live in slots that entries keep while they stay: a batch copies the windows of the
+entries that enter (after the first batches, 0-2 per row) instead of re-gathering all k windows
+of every row it touches.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ def merge_order(old_rank: torch.Tensor, old_code: torch.Tensor, rank: torch.Tens
 
 
 class BestK:
-    """Per neuron, the k best entries seen so far, sorted by (rank, code)."""
+    """Per row, the k best entries seen so far, sorted by (rank, code); rows ``i * group`` ..
+    ``(i + 1) * group - 1`` belong to neuron ``i`` of the activations folded in."""
 
-    def __init__(self, n: int, k: int, positions: int, rank_dtype: torch.dtype, device="cpu"):
-        self.k = k
+    def __init__(self, n: int, k: int, positions: int, rank_dtype: torch.dtype, device="cpu", group: int = 1):
+        self.k, self.group = k, group
         self.rank = torch.full((n, k), worst_rank(rank_dtype), dtype=rank_dtype, device=device)
         self.code = torch.full((n, k), PAD_CODE, dtype=torch.int64, device=device)
         self.value = torch.zeros((n, k), dtype=torch.float32, device=device)
@@ -60,8 +62,13 @@ class BestK:
         return bool(self.code[0, -1] != PAD_CODE)
 
     def floor(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per neuron, the (rank, code) a candidate must beat to enter."""
+        """Per row, the (rank, code) a candidate must beat to enter."""
         return self.rank[:, -1], self.code[:, -1]
+
+    def clear(self, rows: torch.Tensor) -> None:
+        """Empty ``rows`` (their slots stay theirs)."""
+        self.rank[rows] = worst_rank(self.rank.dtype)
+        self.code[rows] = PAD_CODE
 
     def fold(
         self,
@@ -72,7 +79,7 @@ class BestK:
         window: torch.Tensor,
         acts: torch.Tensor,
     ) -> None:
-        """Merge candidates into the neurons ``cols``: (len(cols), c) rank, code, value and the
+        """Merge candidates into the rows ``cols``: (len(cols), c) rank, code, value and the
         batch window holding each (``acts``: (windows, positions, neurons)); in any order,
         padding with rank worst and code PAD_CODE allowed."""
         k, m = self.k, len(cols)
@@ -91,12 +98,36 @@ class BestK:
         self.value[cols] = torch.where(enter, value.gather(1, cand), self.value[cols].gather(1, kept))
         row, j = enter.nonzero(as_tuple=True)
         if len(row):
-            neuron = cols[row]
-            wins = acts[window[row, cand[row, j]], :, neuron]  # (entering, positions)
-            self.win[neuron, slot[row, j]] = wins
+            r = cols[row]
+            wins = acts[window[row, cand[row, j]], :, r // self.group if self.group > 1 else r]  # (entering, positions)
+            self.win[r, slot[row, j]] = wins
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rank, code, value, windows) of the filled entries, best first: (n, m) and (n, m, positions)."""
         m = int((self.code[0] != PAD_CODE).sum()) if len(self.code) else 0
         rows = torch.arange(len(self.slot), device=self.slot.device)[:, None]
         return self.rank[:, :m], self.code[:, :m], self.value[:, :m], self.win[rows, self.slot[:, :m]]
+
+    def rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rank, code, value, windows) of all k entries of ``rows``, best first (empty ones last,
+        with code PAD_CODE and stale value and window): (len(rows), k) and (len(rows), k, positions)."""
+        slot = self.slot[rows]
+        return self.rank[rows], self.code[rows], self.value[rows], self.win[rows[:, None], slot]
+
+
+def grouped(row: torch.Tensor, n_rows: int, values: tuple[torch.Tensor, ...], fill: tuple):
+    """Candidates listed one per entry (``row`` and ``values`` 1-d) as BestK.fold's rows:
+    (the rows that have some, each value as (len(rows), c)), padded with ``fill``."""
+    order = torch.sort(row, stable=True).indices
+    row = row[order]
+    count = torch.bincount(row, minlength=n_rows)
+    cols = count.nonzero().flatten()
+    at = torch.cumsum(count > 0, 0)[row] - 1
+    slot = torch.arange(len(row), device=row.device) - (torch.cumsum(count, 0) - count)[row]
+    width = int(count.max()) if len(row) else 0
+    out = []
+    for v, f in zip(values, fill):
+        mat = torch.full((len(cols), width), f, dtype=v.dtype, device=v.device)
+        mat[at, slot] = v[order]
+        out.append(mat)
+    return cols, out

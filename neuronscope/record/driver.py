@@ -20,14 +20,12 @@ from ..models.bundled import resolve_model
 from ..schema import RECORDS, STATS, conform
 from ..selection import parse_selection
 from ..store import Store
-from .topk import QUANTILE_LEVELS, Summary, split_code
-from .udf import Recorder
+from .bestk import PAD_CODE
+from .topk import QUANTILE_LEVELS, Counts, Summary, split_code
+from .udf import Recorder, exemplar_counts
 
 MAX_BLOCK_WINDOWS = 1024  # windows per Ray Data input block, at most
 SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
-# layer x neuron summaries in one pass over the corpus: each holds its exemplars' windows
-# (40 x 64 float32 at the defaults: 10 kB), so this bounds a pass's memory
-MAX_CELLS_PER_PASS = 1 << 16
 CPU_WAIT_S = 600.0  # how long a pass waits for a free CPU before giving up
 WRITE_THREADS = 2  # layers written at once
 PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
@@ -89,7 +87,7 @@ def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
 
 
 def _summarize_retrying(
-    cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray, progress: Progress
+    cfg: RecordConfig, cells: tuple[list[int], list[int]], counts: Counts, windows: np.ndarray, progress: Progress
 ) -> dict[int, Summary]:
     """``_summarize``, started over when a recorder's worker dies: a streaming split cannot hand a
     dead reader's share to another, and a pass's summaries are worthless until all are in."""
@@ -97,7 +95,7 @@ def _summarize_retrying(
 
     for attempt in range(1, PASS_ATTEMPTS + 1):
         try:
-            return _summarize(cfg, layers, neurons, windows, progress)
+            return _summarize(cfg, cells, counts, windows, progress)
         except (RayActorError, WorkerCrashedError) as e:
             reason = str(e).strip().splitlines()[0][:200]
             if attempt == PASS_ATTEMPTS:
@@ -112,11 +110,13 @@ def _summarize_retrying(
 
 
 def _summarize(
-    cfg: RecordConfig, layers: list[int], neurons: list[int], windows: np.ndarray, progress: Progress
+    cfg: RecordConfig, cells: tuple[list[int], list[int]], counts: Counts, windows: np.ndarray, progress: Progress
 ) -> dict[int, Summary]:
-    """One pass over the windows: each actor folds its stream share, the driver merges the results."""
+    """One pass over the windows for the (layers, neurons) ``cells``: each actor folds its stream
+    share, the driver merges the results."""
     import ray
 
+    layers, neurons = cells
     n = _startable_actors(cfg, progress)
     # split before the recorders start: the split's coordinator actor needs a free CPU to be placed
     shards = _windows_dataset(windows, cfg.batch_size, n).streaming_split(n, equal=False)
@@ -142,46 +142,73 @@ def _summarize(
     if len(parts) == 1:
         return parts[0]
     # merged into fresh summaries: the actors' arrays arrive read-only from the object store
-    summaries = {layer: Summary(len(neurons), cfg.top_k, cfg.random_k) for layer in layers}
+    summaries = {layer: Summary(len(neurons), counts) for layer in layers}
     for part in parts:
         for layer, s in part.items():
             summaries[layer].merge(s)
     return summaries
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """One RECORDS kind of a Summary: (neurons, m) codes and values, (neurons, m, window)
+    windows (empty entries: code PAD_CODE), and what its max_pos / max_act point at: the
+    recorded token ("token"), or the window's max ("max") or min ("min")."""
+
+    name: str
+    code: np.ndarray
+    val: np.ndarray
+    win: np.ndarray | None
+    at: str
+
+
+def _kinds(s: Summary) -> list[_Kind]:
+    """The kinds of a Summary in row order: top, random, quantile_0.., bottom, negative_quantile_0.."""
+    kinds = [_Kind("top", s.top.code, s.top.val, s.top.win, "token")]
+    kinds.append(_Kind("random", s.rnd_code, s.rnd_val, s.rnd_win, "max"))
+    for side, prefix in ((s.top, ""), (s.bottom, "negative_")):
+        if side is None:
+            continue
+        if side.sign < 0:
+            kinds.append(_Kind("bottom", side.code, side.val, side.win, "token"))
+        st = side.strata
+        if st is not None and st.win is not None:
+            at = "max" if side.sign > 0 else "min"
+            kinds += [
+                _Kind(f"{prefix}quantile_{j}", st.code[:, j], st.val[:, j], st.win[:, j], at)
+                for j in range(st.code.shape[1])
+            ]
+    return [k for k in kinds if k.code.shape[1] and k.win is not None]  # windows exist once anything was folded
+
+
 def _exemplar_pieces(tokenizer, windows: np.ndarray, summaries: dict[int, Summary]) -> Callable[[np.ndarray], pa.Array]:
     """The token text lookup of every window some exemplar of ``summaries`` holds."""
-    codes = [c.reshape(-1) for s in summaries.values() for c in (s.top_code, s.rnd_code)]
-    needed = np.unique(split_code(np.concatenate(codes))[0])
+    codes = np.concatenate([k.code.reshape(-1) for s in summaries.values() for k in _kinds(s)])
+    needed = np.unique(split_code(codes[codes != PAD_CODE])[0])
     return _token_pieces(tokenizer, windows[needed])
 
 
 def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summary, pieces) -> pa.Table:
-    """Rows in reader order: one neuron's rows together, its top exemplars then its random ones."""
-    n, window = len(neurons), windows.shape[1]
-    parts = [
-        (name, code, val, win)
-        for name, code, val, win in (
-            ("top", s.top_code, s.top_val, s.top_win),
-            ("random", s.rnd_code, s.rnd_val, s.rnd_win),
-        )
-        if code.shape[1] and win is not None  # windows exist once anything was folded
-    ]
-    widths = [code.shape[1] for _, code, _, _ in parts]
-    per = sum(widths)
-    names = [name for name, _, _, _ in parts]
-    kidx = np.tile(np.repeat(np.arange(len(parts), dtype=np.int8), widths), n)
-    kind = pa.DictionaryArray.from_arrays(pa.array(kidx), pa.array(names, pa.string())).cast(pa.string())
-    rank = np.tile(np.concatenate([np.arange(code.shape[1]) for _, code, _, _ in parts]), n)
-    col = np.repeat(np.arange(n), per)
-    wid, pos = split_code(np.concatenate([code for _, code, _, _ in parts], axis=1).reshape(-1))
-    val = np.concatenate([v for _, _, v, _ in parts], axis=1).reshape(-1)
-    a = np.concatenate([w for _, _, _, w in parts], axis=1).reshape(-1, window)
-    is_top = np.array([name == "top" for name in names], bool)[kidx]
-    # top exemplars keep the recorded token (first in the tie order); random ones point at
-    # the window's own maximum
-    max_pos = np.where(is_top, pos, a.argmax(axis=1)).astype(np.int32)
-    max_act = np.where(is_top, val, a[np.arange(len(a)), max_pos]).astype(np.float32)
+    """Rows in reader order: one neuron's rows together, kind by kind (``_kinds``), by rank."""
+    window = windows.shape[1]
+    kinds = _kinds(s)
+    widths = [k.code.shape[1] for k in kinds]
+    kidx = np.repeat(np.arange(len(kinds), dtype=np.int8), widths)  # per column
+    rank = np.concatenate([np.arange(w) for w in widths])
+    code = np.concatenate([k.code for k in kinds], axis=1)
+    # empty entries (a stratum holding fewer windows than quantile_k) come last in their kind
+    col, j = (code != PAD_CODE).nonzero()
+    kidx, rank, code = kidx[j], rank[j], code[col, j]
+    val = np.concatenate([k.val for k in kinds], axis=1)[col, j]
+    a = np.concatenate([k.win for k in kinds], axis=1)[col, j].reshape(-1, window)
+    wid, pos = split_code(code)
+    at = np.array([k.at for k in kinds])[kidx]
+    # top and bottom exemplars keep the recorded token (first in the tie order); the others point
+    # at the window's own extreme on their side
+    max_pos = np.where(at == "token", pos, np.where(at == "min", a.argmin(axis=1), a.argmax(axis=1))).astype(np.int32)
+    max_act = np.where(at == "token", val, a[np.arange(len(a)), max_pos]).astype(np.float32)
+    names = pa.array([k.name for k in kinds], pa.string())
+    kind = pa.DictionaryArray.from_arrays(pa.array(kidx), names).cast(pa.string())
     toks = windows[wid]
     return conform(
         pa.table(
@@ -248,12 +275,18 @@ def load_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, dict]:
     return np.stack(rows), dict(docs.skipped)
 
 
-def plan_passes(layers: list[int], neurons: list[int], done: set[tuple[int, int]]) -> list[tuple[list[int], list[int]]]:
+def plan_passes(
+    layers: list[int], neurons: list[int], done: set[tuple[int, int]], cell_bytes: int, budget: float
+) -> list[tuple[list[int], list[int]]]:
     """Passes (layers, neurons) covering every (layer, shard) not yet done.
 
-    Consecutive shards needing the same layers share a pass (one forward serves them all), up
-    to MAX_CELLS_PER_PASS layer x neuron cells, which bounds memory and the work a crash loses.
+    A pass holds the exemplar windows of its layer x neuron cells (``cell_bytes`` each) until it
+    ends. Consecutive shards needing the same layers share a pass (one forward serves them all)
+    while their cells fit in ``budget`` bytes, which bounds memory and the work a crash loses; a
+    shard whose layers do not fit spreads them over several passes. The smallest pass is one
+    layer of one shard, whatever the budget.
     """
+    cells = max(1, int(budget // cell_bytes))
     by_shard: dict[int, list[int]] = {}
     for n in neurons:
         by_shard.setdefault(n // SHARD_NEURONS, []).append(n)
@@ -262,11 +295,17 @@ def plan_passes(layers: list[int], neurons: list[int], done: set[tuple[int, int]
         todo = [layer for layer in layers if (layer, shard) not in done]
         if not todo:
             continue
-        if passes and passes[-1][0] == todo and (len(passes[-1][1]) + len(ns)) * len(todo) <= MAX_CELLS_PER_PASS:
+        if passes and passes[-1][0] == todo and (len(passes[-1][1]) + len(ns)) * len(todo) <= cells:
             passes[-1][1].extend(ns)
-        else:
-            passes.append((todo, list(ns)))
+            continue
+        step = max(1, cells // len(ns))  # layers of this shard per pass
+        passes += [(todo[i : i + step], list(ns)) for i in range(0, len(todo), step)]
     return passes
+
+
+def cell_bytes(counts: Counts, window: int) -> int:
+    """Bytes of exemplar windows one layer x neuron cell holds (float32 activations)."""
+    return counts.per_neuron() * window * 4
 
 
 def _by_shard(table: pa.Table) -> dict[int, pa.Table]:
@@ -303,8 +342,44 @@ class _PassWriter:
         return written
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a record run does: its selection, passes and the shards they cover."""
+
+    layers: list[int]
+    neurons: list[int]
+    counts: Counts
+    passes: list[tuple[list[int], list[int]]]
+    shards: set[tuple[int, int]]
+    done: set[tuple[int, int]]
+    cell_bytes: int
+
+
+def _plan(cfg: RecordConfig, config, store) -> _Plan:
+    """The passes over the selected (layer, shard)s not yet in the store."""
+    layers = parse_selection(cfg.layers, arch.n_layers(config), "layer")
+    neurons = parse_selection(cfg.neurons, arch.n_neurons(config), "neuron")
+    shards = {(layer, n // SHARD_NEURONS) for layer in layers for n in neurons}
+    # stats are written after records, so a stats part means its shard is complete
+    done = {
+        (layer, s) for layer, s in shards if store.exists(stats_key(layer, s)) and store.exists(records_key(layer, s))
+    }
+    counts = exemplar_counts(cfg, arch.signed(config))
+    size = cell_bytes(counts, cfg.window)
+    return _Plan(
+        layers,
+        neurons,
+        counts,
+        plan_passes(layers, neurons, done, size, cfg.pass_memory_gib * (1 << 30)),
+        shards,
+        done,
+        size,
+    )
+
+
 def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
-    """Record top-k / random exemplars and stats for the selected neurons into ``store``.
+    """Record top-k / random / stratified exemplars (and, with the negative side, bottom-k and
+    negative strata) and stats for the selected neurons into ``store``.
 
     Writes, per selected layer L and neuron shard S (neurons S*SHARD_NEURONS ..
     (S+1)*SHARD_NEURONS-1), ``records/layer_LLL/part-SSSSS.parquet`` (schema RECORDS, rows sorted
@@ -319,25 +394,19 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     path = resolve_model(cfg.model).path
     config = AutoConfig.from_pretrained(path)
     arch.site(config)
-    layers = parse_selection(cfg.layers, arch.n_layers(config), "layer")
-    neurons = parse_selection(cfg.neurons, arch.n_neurons(config), "neuron")
-    shards = {(layer, n // SHARD_NEURONS) for layer in layers for n in neurons}
-    # stats are written after records, so a stats part means its shard is complete
-    done = {
-        (layer, s) for layer, s in shards if store.exists(stats_key(layer, s)) and store.exists(records_key(layer, s))
-    }
+    plan = _plan(cfg, config, store)
     tokenizer = AutoTokenizer.from_pretrained(path)
     windows, skipped = load_windows(cfg, tokenizer)
-    passes = plan_passes(layers, neurons, done)
-    written = 0
+    done, written = set(plan.done), 0
     if done:
-        progress(f"record: {len(done)}/{len(shards)} shards already in the store, skipped")
-    for i, (p_layers, p_neurons) in enumerate(passes):
+        progress(f"record: {len(done)}/{len(plan.shards)} shards already in the store, skipped")
+    for i, (p_layers, p_neurons) in enumerate(plan.passes):
+        mib = len(p_layers) * len(p_neurons) * plan.cell_bytes / (1 << 20)
         progress(
-            f"record: pass {i + 1}/{len(passes)}: {len(windows)} windows of {cfg.window} tokens; "
-            f"{len(p_layers)} layers x {len(p_neurons)} neurons"
+            f"record: pass {i + 1}/{len(plan.passes)}: {len(windows)} windows of {cfg.window} tokens; "
+            f"{len(p_layers)} layers x {len(p_neurons)} neurons, {mib:.0f} MiB of exemplar windows"
         )
-        summaries = _summarize_retrying(cfg, p_layers, p_neurons, windows, progress)
+        summaries = _summarize_retrying(cfg, (p_layers, p_neurons), plan.counts, windows, progress)
         progress(f"record: writing the records and stats of {len(p_layers)} layers")
         writer = _PassWriter(
             store, p_neurons, windows, _exemplar_pieces(tokenizer, windows, summaries), frozenset(done)
@@ -348,14 +417,17 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
             written += sum(job.result() for job in jobs)
         done |= {(layer, n // SHARD_NEURONS) for layer in p_layers for n in p_neurons}
     summary = {
-        "layers": layers,
-        "neurons": len(neurons),
+        "layers": plan.layers,
+        "neurons": len(plan.neurons),
         "n_windows": len(windows),
         "n_tokens": int(windows.size),
         "seconds": round(time.time() - t0, 2),
         "skipped": skipped,
-        "shards": len(shards),
+        "shards": len(plan.shards),
         "shards_recorded": written,
+        "passes": len(plan.passes),
+        "negative": plan.counts.negative,
+        "exemplars_per_neuron": plan.counts.per_neuron(),
     }
     progress(f"record: done, {summary['n_tokens']} tokens in {summary['seconds']} s")
     return summary

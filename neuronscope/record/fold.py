@@ -1,9 +1,11 @@
 """Folding one layer's batch activations into its running summary, on the recording actor.
 
 Once a neuron holds k entries, a batch can change only its top-k with a token above its k-th
-best, and its random sample with a key below its random_k-th one; only those tokens become
-candidates and only the windows that enter are copied, so that after the first batches the
-cost per batch is a few passes over the activations (max, min, sums, a sampled histogram).
+best, its strata with a window of a low level (see ``strata.py``), and its random sample with
+a key below its random_k-th one; only those become candidates and only the windows that enter
+are copied, so that after the first batches the cost per batch is a few passes over the
+activations (max, min, sums, a sampled histogram). The negative side runs the same code on
+sign -1: it negates values, never the whole batch.
 """
 
 from __future__ import annotations
@@ -14,21 +16,10 @@ import numpy as np
 import torch
 
 from . import topk
-from .bestk import PAD_CODE, BestK, worst_rank
-from .topk import (
-    N_BINS,
-    POS_BITS,
-    SAMPLE_LEVELS,
-    Summary,
-    count_bins,
-    dense_top,
-    hist_rows,
-    keys_from_hashes,
-    may_beat,
-    neuron_hash,
-    srl,
-    token_hash,
-)
+from .bestk import PAD_CODE, BestK, grouped, worst_rank
+from .hashing import LEVEL_SHIFT, SAMPLE_LEVELS, keys_from_hashes, level, neuron_hash, token_hash, window_hash
+from .strata import StrataFold
+from .topk import N_BINS, POS_BITS, Counts, Extremes, Summary, count_bins, dense_top, hist_rows, may_beat
 
 # tokens counted into the int32 histogram before it is added into the Summary's int64 one
 # (so that no bin can overflow)
@@ -43,50 +34,97 @@ def token_codes(window_ids: torch.Tensor, positions: int) -> torch.Tensor:
 
 @dataclass
 class BatchTokens:
-    """What every layer's fold needs of a batch's tokens, computed once per batch."""
+    """What every layer's fold needs of a batch's tokens and windows, computed once per batch."""
 
     code: torch.Tensor  # token_codes
     hash: torch.Tensor  # token_hash(seed, code): the random sample's levels and keys
     level: torch.Tensor
     counted: torch.Tensor  # rows counted in the quantile histogram
+    window_code: torch.Tensor  # (windows,) window_id << POS_BITS: the strata's entries
+    window_hash: torch.Tensor  # window_hash(seed, window_id): the strata's levels and keys
+    window_level: torch.Tensor
 
     @classmethod
-    def of(cls, code: torch.Tensor, seed: int, hist_rate: float) -> BatchTokens:
+    def of(cls, code: torch.Tensor, seed: int, hist_rate: float, positions: int) -> BatchTokens:
         th = token_hash(seed, code)
-        return cls(code, th, srl(th, 59), hist_rows(seed, code, hist_rate))
+        wcode = code[::positions]
+        wh = window_hash(seed, wcode >> POS_BITS)
+        return cls(code, th, level(th), hist_rows(seed, code, hist_rate), wcode, wh, level(wh))
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
     return x.contiguous().cpu().numpy()
 
 
-def _grouped(neuron: torch.Tensor, n_cols: int, values: tuple[torch.Tensor, ...], fill: tuple):
-    """Candidates listed one per entry (``neuron`` and ``values`` 1-d) as rows per neuron:
-    (cols, each value as (len(cols), c)), padded with ``fill``."""
-    order = torch.sort(neuron, stable=True).indices
-    neuron = neuron[order]
-    count = torch.bincount(neuron, minlength=n_cols)
-    cols = count.nonzero().flatten()
-    row = torch.cumsum(count > 0, 0)[neuron] - 1
-    slot = torch.arange(len(neuron), device=neuron.device) - (torch.cumsum(count, 0) - count)[neuron]
-    width = int(count.max()) if len(neuron) else 0
-    out = []
-    for v, f in zip(values, fill):
-        mat = torch.full((len(cols), width), f, dtype=v.dtype, device=v.device)
-        mat[row, slot] = v[order]
-        out.append(mat)
-    return cols, out
+class SideFold:
+    """One side of a layer's neurons (``sign`` 1: the largest activations; -1: the most negative):
+    the exact top-k of sign x activation by token, and the strata of sign x each window's extreme."""
+
+    def __init__(self, sign: int, k: int, strata: tuple[int, int], nh: torch.Tensor):
+        self.sign, self.k = sign, k
+        self.top: BestK | None = None  # made at the first batch: windows need its length
+        bins, strata_k = strata
+        self.strata = StrataFold(sign, bins, strata_k, nh) if bins else None
+
+    def add(self, acts: torch.Tensor, tokens: BatchTokens, value: torch.Tensor) -> None:
+        """acts: (windows, positions, neurons); value: (windows, neurons) sign x each window's extreme."""
+        if self.top is None:
+            _, t, n = acts.shape
+            self.top = BestK(n, self.k, t, torch.float32, acts.device)
+        self._top(acts, tokens.code, value)
+        if self.strata is not None:
+            self.strata.add(acts, value, tokens)
+
+    def finish(self, into: Extremes) -> None:
+        if self.top is not None:
+            _, into.code, into.val, into.win = (_np(x) for x in self.top.entries())
+        if self.strata is not None:
+            into.strata = self.strata.finish()
+
+    def _top(self, acts: torch.Tensor, code: torch.Tensor, value: torch.Tensor) -> None:
+        """Ranks are -(sign x activation), values the activations themselves."""
+        best, sign = self.top, self.sign
+        assert best is not None
+        b, t, n = acts.shape
+        k = min(best.k, b * t)
+        if not best.full():
+            cols = torch.arange(n, device=acts.device)
+            val, idx = dense_top(acts, cols, k, sign)
+            best.fold(cols, -val, code[idx], sign * val, idx // t, acts)
+            return
+        frank, fcode = best.floor()
+        hit = may_beat(code, value, (-frank, fcode))
+        count = hit.sum(0)
+        crowded = (count > topk.SPARSE_WINDOWS).nonzero().flatten()
+        if len(crowded):
+            val, idx = dense_top(acts, crowded, k, sign)
+            best.fold(crowded, -val, code[idx], sign * val, idx // t, acts)
+            hit[:, crowded] = False
+        # the other neurons: every token of their candidate windows that beats their floor
+        pw, pn = hit.nonzero(as_tuple=True)
+        if not len(pw):
+            return
+        val = acts[pw, :, pn] if sign > 0 else -acts[pw, :, pn]  # (pairs, positions)
+        pcode = code.view(b, t)[pw]
+        fr, fc = frank[pn][:, None], fcode[pn][:, None]
+        p, j = ((-val < fr) | ((-val == fr) & (pcode < fc))).nonzero(as_tuple=True)
+        v = val[p, j]
+        cols, (v, c, w) = grouped(pn[p], n, (v, pcode[p, j], pw[p]), (-torch.inf, PAD_CODE, 0))
+        best.fold(cols, -v, c, sign * v, w, acts)
 
 
 class LayerFold:
-    """One recorded layer: its running top-k, random sample and stats, updated batch by batch."""
+    """One recorded layer: its sides' top-k and strata, random sample and stats, updated batch by batch."""
 
-    def __init__(self, layer: int, neurons: torch.Tensor, top_k: int, random_k: int, seed: int, hist_rate: float = 1.0):
-        self.summary = Summary(len(neurons), top_k, random_k)
+    def __init__(self, layer: int, neurons: torch.Tensor, counts: Counts, seed: int, hist_rate: float = 1.0):
+        self.summary = Summary(len(neurons), counts)
         self.seed, self.hist_rate = seed, hist_rate
         self.neuron_hash = neuron_hash(seed, layer, neurons)
-        self.top: BestK | None = None  # made at the first batch: windows need its length
-        self.random: BestK | None = None
+        strata = (counts.quantile_bins, counts.quantile_k)
+        self.sides = [SideFold(1, counts.top_k, strata, self.neuron_hash)]
+        if counts.negative:
+            self.sides.append(SideFold(-1, counts.bottom_k, strata, neuron_hash(seed, layer, neurons, -1)))
+        self.random: BestK | None = None  # made at the first batch: windows need its length
         self.hist = torch.zeros((len(neurons), N_BINS), dtype=torch.int32, device=neurons.device)
         self.hist_tokens = 0
         self._ones = torch.ones((len(neurons), 0), dtype=torch.int32, device=neurons.device)
@@ -94,8 +132,8 @@ class LayerFold:
     def finish(self) -> Summary:
         """The Summary, with the entries and the histogram counted so far in it."""
         s = self.summary
-        if self.top is not None:
-            _, s.top_code, s.top_val, s.top_win = (_np(x) for x in self.top.entries())
+        for side, into in zip(self.sides, s.sides()):
+            side.finish(into)
         if self.random is not None and s.random_k:
             s.rnd_key, s.rnd_code, s.rnd_val, s.rnd_win = (_np(x) for x in self.random.entries())
         self._add_hist()
@@ -109,62 +147,32 @@ class LayerFold:
     def add(self, acts: torch.Tensor, tokens: BatchTokens | torch.Tensor) -> None:
         """acts: (windows, positions, neurons) float32, rows in window_id order; tokens: its
         BatchTokens (made with this fold's seed and hist_rate), or just its token_codes."""
+        _, t, n = acts.shape
         if not isinstance(tokens, BatchTokens):
-            tokens = BatchTokens.of(tokens, self.seed, self.hist_rate)
-        if self.top is None:
-            _, t, n = acts.shape
-            self.top = BestK(n, self.summary.top_k, t, torch.float32, acts.device)
+            tokens = BatchTokens.of(tokens, self.seed, self.hist_rate, t)
+        if self.random is None:
             self.random = BestK(n, self.summary.random_k, t, torch.int64, acts.device)
-        wmax = acts.amax(1)  # (windows, neurons): the top-k's prefilter, and the max
-        self._top(acts, tokens.code, wmax)
+        wmax, wmin = acts.amax(1), acts.amin(1)  # (windows, neurons): the prefilters, and the extremes
+        for side in self.sides:
+            side.add(acts, tokens, wmax if side.sign > 0 else -wmin)
         if self.summary.random_k:
             self._random(acts, tokens)
-        self._stats(acts, tokens.counted, wmax)
-
-    def _top(self, acts: torch.Tensor, code: torch.Tensor, wmax: torch.Tensor) -> None:
-        best = self.top
-        assert best is not None
-        b, t, n = acts.shape
-        k = min(best.k, b * t)
-        if not best.full():
-            cols = torch.arange(n, device=acts.device)
-            val, idx = dense_top(acts, cols, k)
-            best.fold(cols, -val, code[idx], val, idx // t, acts)
-            return
-        frank, fcode = best.floor()
-        hit = may_beat(code, wmax, (-frank, fcode))
-        count = hit.sum(0)
-        crowded = (count > topk.SPARSE_WINDOWS).nonzero().flatten()
-        if len(crowded):
-            val, idx = dense_top(acts, crowded, k)
-            best.fold(crowded, -val, code[idx], val, idx // t, acts)
-            hit[:, crowded] = False
-        # the other neurons: every token of their candidate windows that beats their floor
-        pw, pn = hit.nonzero(as_tuple=True)
-        if not len(pw):
-            return
-        val = acts[pw, :, pn]  # (pairs, positions)
-        pcode = code.view(b, t)[pw]
-        fr, fc = frank[pn][:, None], fcode[pn][:, None]
-        p, j = ((-val < fr) | ((-val == fr) & (pcode < fc))).nonzero(as_tuple=True)
-        v = val[p, j]
-        cols, (v, c, w) = _grouped(pn[p], n, (v, pcode[p, j], pw[p]), (-torch.inf, PAD_CODE, 0))
-        best.fold(cols, -v, c, v, w, acts)
+        self._stats(acts, tokens.counted, wmax, wmin)
 
     def _random(self, acts: torch.Tensor, tokens: BatchTokens) -> None:
         best = self.random
         assert best is not None
         b, t, n = acts.shape
-        code, level = tokens.code, tokens.level
+        code, levels = tokens.code, tokens.level
         rk = min(best.k, b * t)
         # the lowest levels holding >= rk tokens hold the rk smallest keys of every neuron; once
         # the sample is full, a level above every neuron's largest kept key cannot enter it
-        cut = torch.searchsorted(torch.bincount(level, minlength=SAMPLE_LEVELS).cumsum(0), rk)
+        cut = torch.searchsorted(torch.bincount(levels, minlength=SAMPLE_LEVELS).cumsum(0), rk)
         full = best.full()
         if full:
             fkey = best.floor()[0]
-            cut = torch.minimum(cut, (fkey >> 58).max())
-        rows = (level <= cut).nonzero().flatten()
+            cut = torch.minimum(cut, (fkey >> LEVEL_SHIFT).max())
+        rows = (levels <= cut).nonzero().flatten()
         if not len(rows):
             return
         keys = keys_from_hashes(tokens.hash[rows], self.neuron_hash)  # (rows, neurons)
@@ -177,12 +185,12 @@ class LayerFold:
             return
         r, j = (keys < fkey[None, :]).nonzero(as_tuple=True)  # keys are unique: no tie to break
         ridx = rows[r]
-        cols, (key, c, v, w) = _grouped(
+        cols, (key, c, v, w) = grouped(
             j, n, (keys[r, j], code[ridx], flat[ridx, j], ridx // t), (worst_rank(torch.int64), PAD_CODE, 0.0, 0)
         )
         best.fold(cols, key, c, v, w, acts)
 
-    def _stats(self, acts: torch.Tensor, counted: torch.Tensor, wmax: torch.Tensor) -> None:
+    def _stats(self, acts: torch.Tensor, counted: torch.Tensor, wmax: torch.Tensor, wmin: torch.Tensor) -> None:
         b, t, n = acts.shape
         flat = acts.view(b * t, n)
         sample = flat if len(counted) == b * t else flat.index_select(0, counted)
@@ -197,7 +205,7 @@ class LayerFold:
         self.summary.fold_stats(
             b * t,
             (_np(acts.sum(1).sum(0)), _np(acts.square().sum(1).sum(0))),
-            (_np(acts.amin(1).amin(0)), _np(wmax.amax(0))),
+            (_np(wmin.amin(0)), _np(wmax.amax(0))),
             None,
             len(counted),
         )

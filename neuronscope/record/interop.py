@@ -25,7 +25,14 @@ ties in file order); stats are over the puzzle's tokens. Names and (false) expla
 Export: one neuron's RECORDS (+ STATS) rows -> a ``NeuronRecord`` dict that the importer reads
 back to the same rows, except what the format cannot hold: ``window_id`` (becomes the record's
 index), ``token_ids``, a top record's ``max_pos`` / ``max_act`` when it is not its window's
-maximum, and the stats' ``min``, ``quantile_levels`` and ``n_tokens``.
+maximum, the negative side (kinds ``bottom``, ``negative_quantile_j``), and the stats' ``min``,
+``quantile_levels`` and ``n_tokens``. Kinds ``quantile_j`` become ``random_sample_by_quantile[j]``,
+lowest first as in their files. Their bins differ: OpenAI's are quantiles of the activation
+distribution, NeuronScope's recorded strata are octaves of the window's max activation, bin j of
+B holding windows whose max lies in [2**(o-B+1+j), 2**(o-B+2+j)), o the octave of the neuron's
+max (2**o <= max < 2**(o+1)). For recorded strata ``quantile_boundaries`` are then the B-1
+octave edges between the bins (one fewer than the bins, as in their files; the lowest bin starts
+at 2**(o-B+1), not at 0); otherwise (imported quantiles, or none) they are the stats' quantiles.
 """
 
 from __future__ import annotations
@@ -240,21 +247,36 @@ def neuron_record_json(records: pa.Table, stats: pa.Table | None = None) -> dict
     by_kind: dict[str, list] = {}
     for r in sorted(rows, key=lambda r: r["rank"]):
         by_kind.setdefault(r["kind"], []).append(r)
-    quantiles = sorted((k for k in by_kind if k.startswith("quantile_")), key=lambda k: int(k.split("_")[1]))
+    # bins by number, an empty one (no rows) kept in its place
+    bins = 1 + max((int(k.split("_")[1]) for k in by_kind if k.startswith("quantile_")), default=-1)
     st = stats.to_pylist()[0] if stats is not None and len(stats) else {}
+    boundaries = [float(q) for q in st.get("quantiles") or []] or None
+    if bins and st.get("quantile_levels"):  # recorded here (imported stats have no levels): octave strata
+        boundaries = _octave_edges(by_kind, bins)
     std = _finite(st.get("std"))
     return {
         "dataclass_name": "NeuronRecord",
         "neuron_id": {"dataclass_name": "NeuronId", "layer_index": layer, "neuron_index": neuron},
         "random_sample": _activation_records(by_kind.get("random", [])),
-        "random_sample_by_quantile": [_activation_records(by_kind[k]) for k in quantiles] or None,
-        "quantile_boundaries": [float(q) for q in st.get("quantiles") or []] or None,
+        "random_sample_by_quantile": [_activation_records(by_kind.get(f"quantile_{j}", [])) for j in range(bins)]
+        or None,
+        "quantile_boundaries": boundaries,
         "mean": _finite(st.get("mean")),
         "variance": None if std is None else std * std,
         "skewness": None,
         "kurtosis": None,
         "most_positive_activation_records": _activation_records(by_kind.get("top", [])),
     }
+
+
+def _octave_edges(by_kind: dict[str, list], bins: int) -> list[float] | None:
+    """The edges between a recorded neuron's ``bins`` strata: 2**(o-bins+2) .. 2**o, o the
+    octave of its max (the top exemplars' first)."""
+    peak = max((r["max_act"] for r in by_kind.get("top", [])), default=math.nan)
+    if not peak > 0:
+        return None
+    top = math.frexp(peak)[1] - 1  # 2**top <= peak < 2**(top + 1), as the recorder reads its float bits
+    return [2.0 ** (top - bins + 1 + j) for j in range(1, bins)]
 
 
 def export_neuron(run: str, layer: int, neuron: int) -> dict:

@@ -1,16 +1,20 @@
-"""Mergeable per-neuron summaries: exact top-k, hashed random sample, running stats + histogram.
+"""Mergeable per-neuron summaries: exact top-k (and bottom-k), strata, random sample, stats + histogram.
 
 Each recording actor folds its batches into a :class:`Summary` per layer (see ``fold.py``); the
-driver merges the actors' summaries. Memory is O(neurons × k × window).
+driver merges the actors' summaries. Memory is O(neurons x exemplars x window).
 
 Orders are total, so the result does not depend on batching, actors or order:
 - top-k: larger activation, then smaller window_id, then smaller position. A batch may get a
   per-neuron ``floor``: the k-th best (activation, code) its summary already holds. Only
   windows that could beat it are examined, which is exact: any other token has k better ones.
+  The bottom-k (the negative side) is the top-k of the negated activations: more negative
+  first, ties by the same (window_id, position) order.
+- strata (``strata.py``): per octave of the neuron's activating range, the windows of smallest
+  hash key; the negative side's over the negated window minima.
 - random sample: the ``random_k`` smallest keys. A key is (level, hash): the 5-bit level hashes
   (seed, token) alone, the 58-bit hash (seed, layer, neuron, token), so keys are a uniform random
-  order per neuron and a batch only hashes the rows of its lowest levels. Merging two samples
-  keeps the smallest keys of the union, which is the sample of the union.
+  order per neuron and a batch only hashes the rows of its lowest levels (``hashing.py``).
+  Merging two samples keeps the smallest keys of the union, which is the sample of the union.
 - quantiles: a fixed-bin histogram (mergeable by addition) over the tokens that a hash of
   (seed, token) puts in a ``hist_rate`` fraction, the same tokens for every neuron (counting every
   token of every neuron costs more than the rest of the recording). Bins are 8 per octave of
@@ -21,10 +25,16 @@ Orders are total, so the result does not depend on batching, actors or order:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-QUANTILE_LEVELS = (0.5, 0.9, 0.99, 0.999)
+from .hashing import as_int64, mix64, srl, token_hash
+from .strata import Strata
+
+# the low tail too: the negative side and a dense neuron's median are read from it
+QUANTILE_LEVELS = (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999)
 _MANT_BITS = 3  # 2**3 bins per octave
 _SHIFT = 23 - _MANT_BITS
 _LO_EXP, _HI_EXP = -13, 13
@@ -38,49 +48,25 @@ _POS_MID = np.sqrt(EDGES[1:].astype(np.float64) * EDGES[:-1])
 _BIN_MID = np.concatenate([[-EDGES[-1]], -_POS_MID[::-1], [0.0], _POS_MID, [EDGES[-1]]])
 
 POS_BITS = 20  # window length <= 4096 < 2**20: (window_id, pos) packs into one int64
-SAMPLE_LEVELS = 32  # random-sample levels (5 bits above the 58-bit hash: keys stay non-negative)
+
+_HIST_SALT = as_int64(0xD6E8FEB86659FD93)
 
 
-def _signed(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
+@dataclass(frozen=True)
+class Counts:
+    """The exemplars a Summary keeps per neuron."""
 
+    top_k: int
+    random_k: int
+    quantile_bins: int = 0  # strata per side; 0: none
+    quantile_k: int = 0  # windows per stratum
+    negative: bool = False  # the negative side: bottom-k and negative strata
+    bottom_k: int = 0
 
-_C1, _C2, _GOLD = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB), _signed(0x9E3779B97F4A7C15)
-_HIST_SALT = _signed(0xD6E8FEB86659FD93)
-
-
-def srl(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift on int64 (torch's >> is arithmetic)."""
-    return (x >> s) & ((1 << (64 - s)) - 1)
-
-
-def mix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finalizer in wrapping int64 arithmetic: a cheap, well-mixed integer hash."""
-    x = x ^ srl(x, 30)
-    x = x * _C1
-    x = x ^ srl(x, 27)
-    x = x * _C2
-    return x ^ srl(x, 31)
-
-
-def token_hash(seed: int, token_code: torch.Tensor) -> torch.Tensor:
-    return mix64(token_code.to(torch.int64) * _GOLD + seed)
-
-
-def neuron_hash(seed: int, layer: int, neurons: torch.Tensor) -> torch.Tensor:
-    """A seeded hash per recorded neuron of a layer: each neuron samples its own random tokens."""
-    return mix64(neurons.to(torch.int64) + ((layer + 1) << 32) + _signed((seed * _GOLD) % (1 << 64)))
-
-
-def keys_from_hashes(th: torch.Tensor, nh: torch.Tensor) -> torch.Tensor:
-    """(tokens, neurons) sample keys from token hashes ``th`` and neuron hashes ``nh``: the level
-    (top bits of the token hash, shared by every neuron) above a per-pair hash."""
-    return (srl(th, 59) << 58)[:, None] | srl(mix64(th[:, None] ^ nh[None, :]), 6)
-
-
-def sample_keys(seed: int, layer: int, neurons: torch.Tensor, token_code: torch.Tensor) -> torch.Tensor:
-    """(tokens, neurons) non-negative int64 keys for the random sample; token_code = wid<<20 | pos."""
-    return keys_from_hashes(token_hash(seed, token_code), neuron_hash(seed, layer, neurons))
+    def per_neuron(self) -> int:
+        """Exemplar windows per neuron once the corpus filled every set: what a neuron costs in memory."""
+        strata = self.quantile_bins * self.quantile_k
+        return self.top_k + self.random_k + strata + (self.bottom_k + strata if self.negative else 0)
 
 
 def hist_rows(seed: int, token_code: torch.Tensor, rate: float) -> torch.Tensor:
@@ -141,12 +127,13 @@ Floor = tuple[torch.Tensor, torch.Tensor]  # per neuron: k-th best value and its
 SPARSE_WINDOWS = 16
 
 
-def dense_top(acts: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of the neurons ``cols`` over every token of a (windows, positions, neurons) batch:
-    (len(cols), k) values and token rows (window * positions + position)."""
+def dense_top(acts: torch.Tensor, cols: torch.Tensor, k: int, sign: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of sign x the neurons ``cols`` over every token of a (windows, positions, neurons)
+    batch: (len(cols), k) values (of sign x activation) and token rows (window * positions + position)."""
     b, t, n = acts.shape
     flat = acts.view(b * t, n)
-    vals, idx = _exact_topk(flat if len(cols) == n else flat.index_select(1, cols), k)
+    sub = flat if len(cols) == n else flat.index_select(1, cols)
+    vals, idx = _exact_topk(sub if sign > 0 else -sub, k)
     return vals.T, idx.T
 
 
@@ -166,11 +153,12 @@ def split_code(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return code >> POS_BITS, (code & ((1 << POS_BITS) - 1)).astype(np.int32)
 
 
-def merge_top(val: np.ndarray, code: np.ndarray, new_val: np.ndarray, new_code: np.ndarray, k: int):
-    """The k best of two (neurons, m) top lists: (values, codes, order into their concatenation)."""
+def merge_top(val: np.ndarray, code: np.ndarray, new_val: np.ndarray, new_code: np.ndarray, k: int, sign: int = 1):
+    """The k best (by sign x value) of two (neurons, m) top lists: (values, codes, order into
+    their concatenation)."""
     val, code = np.concatenate([val, new_val], axis=1), np.concatenate([code, new_code], axis=1)
     # the code orders (window_id, position) lexicographically, so one tiebreak key suffices
-    order = np.lexsort((code, -val), axis=1)[:, :k]
+    order = np.lexsort((code, -sign * val), axis=1)[:, :k]
     return np.take_along_axis(val, order, 1), np.take_along_axis(code, order, 1), order
 
 
@@ -179,21 +167,54 @@ def _merge_windows(kept: np.ndarray | None, new: np.ndarray, order: np.ndarray) 
     return np.take_along_axis(both, order[:, :, None], 1)
 
 
+class Extremes:
+    """One side of a layer's neurons (``sign`` 1: the largest activations; -1: the most negative):
+    the exact top-k of sign x activation by token, each entry with its neuron's activations over
+    its window (``val``, ``code``: (neurons, k); ``win``: (neurons, k, positions)), and the strata."""
+
+    def __init__(self, n: int, sign: int, k: int, strata: tuple[int, int]):
+        self.sign, self.k = sign, k
+        self.val = np.zeros((n, 0), np.float32)
+        self.code = np.zeros((n, 0), np.int64)
+        self.win: np.ndarray | None = None  # (n, k, window) once something was folded
+        bins, strata_k = strata
+        self.strata = Strata.empty(n, bins, strata_k) if bins else None
+
+    def fold_top(self, cols: np.ndarray | None, val: np.ndarray, code: np.ndarray, win: np.ndarray) -> None:
+        """Merge candidates (rows: ``cols`` of the neurons, or all of them) into the top-k."""
+        sel = slice(None) if cols is None else cols
+        v, c, order = merge_top(self.val[sel], self.code[sel], val, code, self.k, self.sign)
+        w = _merge_windows(None if self.win is None else self.win[sel], win, order)
+        if cols is None:
+            self.val, self.code, self.win = v, c, w
+        else:
+            assert self.win is not None, "a column fold comes after the first whole fold"
+            self.val[cols], self.code[cols], self.win[cols] = v, c, w
+
+    def merge(self, other: Extremes) -> None:
+        if other.win is not None:
+            self.fold_top(None, other.val, other.code, other.win)
+        if self.strata is not None and other.strata is not None:
+            self.strata = self.strata.merge(other.strata)
+
+
 class Summary:
     """Running summaries of one layer's selected neurons.
 
-    Each top / random entry carries its neuron's activations over the entry's whole window
-    (``top_win`` / ``rnd_win``: (neurons, k, positions)), so that no second pass is needed:
-    memory is O(neurons x k x window), whatever the corpus size.
+    Each exemplar carries its neuron's activations over the exemplar's whole window, so that no
+    second pass is needed: memory is O(neurons x exemplars x window), whatever the corpus size.
     """
 
-    def __init__(self, n: int, top_k: int, random_k: int):
-        self.top_k, self.random_k = top_k, random_k
-        self.top_val = np.full((n, 0), -np.inf, np.float32)
-        self.top_code = np.zeros((n, 0), np.int64)
+    def __init__(self, n: int, counts: Counts):
+        self.counts = counts
+        strata = (counts.quantile_bins, counts.quantile_k)
+        self.top = Extremes(n, 1, counts.top_k, strata)
+        self.bottom = Extremes(n, -1, counts.bottom_k, strata) if counts.negative else None
+        self.random_k = counts.random_k
         self.rnd_key = np.zeros((n, 0), np.int64)
         self.rnd_code = np.zeros((n, 0), np.int64)
         self.rnd_val = np.zeros((n, 0), np.float32)
+        self.rnd_win: np.ndarray | None = None
         self.count = 0
         self.sum = np.zeros(n)
         self.sumsq = np.zeros(n)
@@ -201,19 +222,9 @@ class Summary:
         self.max = np.full(n, -np.inf, np.float32)
         self.hist = np.zeros((n, N_BINS), np.int64)
         self.hist_count = 0  # tokens counted in the histogram
-        self.top_win: np.ndarray | None = None  # (n, k, window) once something was folded
-        self.rnd_win: np.ndarray | None = None
 
-    def fold_top(self, cols: np.ndarray | None, val: np.ndarray, code: np.ndarray, win: np.ndarray) -> None:
-        """Merge candidates (rows: ``cols`` of the neurons, or all of them) into the top-k."""
-        sel = slice(None) if cols is None else cols
-        v, c, order = merge_top(self.top_val[sel], self.top_code[sel], val, code, self.top_k)
-        w = _merge_windows(None if self.top_win is None else self.top_win[sel], win, order)
-        if cols is None:
-            self.top_val, self.top_code, self.top_win = v, c, w
-        else:
-            assert self.top_win is not None, "a column fold comes after the first whole fold"
-            self.top_val[cols], self.top_code[cols], self.top_win[cols] = v, c, w
+    def sides(self) -> list[Extremes]:
+        return [self.top] if self.bottom is None else [self.top, self.bottom]
 
     def fold_random(
         self, cols: np.ndarray | None, key: np.ndarray, code: np.ndarray, val: np.ndarray, win: np.ndarray
@@ -250,8 +261,8 @@ class Summary:
         """Fold another Summary of the same neurons (another actor's share of the corpus) in."""
         if not other.count:
             return
-        assert other.top_win is not None  # it counted tokens, so it holds windows
-        self.fold_top(None, other.top_val, other.top_code, other.top_win)
+        for mine, theirs in zip(self.sides(), other.sides()):
+            mine.merge(theirs)
         if other.rnd_win is not None:
             self.fold_random(None, other.rnd_key, other.rnd_code, other.rnd_val, other.rnd_win)
         self.fold_stats(other.count, (other.sum, other.sumsq), (other.min, other.max), other.hist, other.hist_count)

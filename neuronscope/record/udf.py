@@ -8,9 +8,18 @@ import numpy as np
 import torch
 
 from ..config import RecordConfig
+from ..models import arch
 from .fold import BatchTokens, LayerFold, token_codes
 from .hooks import capture, load_model
-from .topk import Summary
+from .topk import Counts, Summary
+
+
+def exemplar_counts(cfg: RecordConfig, signed: bool) -> Counts:
+    """The exemplars each neuron keeps under ``cfg``; ``signed``: whether the model's neuron
+    activations are signed, which ``negative: auto`` follows."""
+    negative = cfg.negative == "on" or (cfg.negative == "auto" and signed)
+    bottom_k = cfg.bottom_k if cfg.bottom_k is not None else cfg.top_k
+    return Counts(cfg.top_k, cfg.random_k, cfg.quantile_bins, cfg.quantile_k, negative, bottom_k)
 
 
 def cpu_threads(requested: int | None, actors: int = 1) -> int:
@@ -42,9 +51,8 @@ class Recorder:
         self.model, self.device = load_model(resolve_model(cfg.model).path)
         idx = torch.as_tensor(neurons, dtype=torch.int64, device=self.device)
         self.seed, self.hist_rate = cfg.seed, cfg.quantile_sample
-        self.folds = {
-            layer: LayerFold(layer, idx, cfg.top_k, cfg.random_k, self.seed, self.hist_rate) for layer in layers
-        }
+        counts = exemplar_counts(cfg, arch.signed(self.model.config))
+        self.folds = {layer: LayerFold(layer, idx, counts, self.seed, self.hist_rate) for layer in layers}
         self._tokens: BatchTokens | None = None  # the current batch's, for the sink
         self._capture = capture(self.model, layers, idx, self._fold)
         self.run = self._capture.__enter__()  # hooks live as long as the recorder
@@ -57,12 +65,14 @@ class Recorder:
         order = np.argsort(batch["window_id"], kind="stable")
         wids = torch.as_tensor(batch["window_id"][order], device=self.device)
         ids = torch.as_tensor(np.asarray(batch["tokens"])[order], dtype=torch.int64, device=self.device)
-        self._tokens = BatchTokens.of(token_codes(wids, ids.shape[1]), self.seed, self.hist_rate)
+        self._tokens = BatchTokens.of(token_codes(wids, ids.shape[1]), self.seed, self.hist_rate, ids.shape[1])
         self.run(ids)  # folds each layer from its hook
         self.windows += len(order)
 
     def summaries(self) -> dict[int, Summary]:
-        return {layer: fold.finish() for layer, fold in self.folds.items()}
+        """Each layer's Summary, once: a layer's running state is let go as its Summary is made, so
+        that the pass's end holds its exemplar windows about once, not twice."""
+        return {layer: self.folds.pop(layer).finish() for layer in list(self.folds)}
 
     def consume(self, shard, batch_size: int) -> dict[int, Summary]:
         """Fold every batch of ``shard`` (a Ray Data iterator); the summaries at its end."""

@@ -265,11 +265,12 @@ window.NS_DATA = window.NS_DATA || {};
     });
   }
 
-  // Activation counts over the uniform samples (random and quantile exemplars), else the top ones,
-  // in HIST_BINS equal bins from the least to the largest (the last bin closed), as numpy's.
+  // Activation counts over the uniform sample (random exemplars), else the top ones, in HIST_BINS
+  // equal bins from the least to the largest (the last bin closed), as numpy's. The strata and the
+  // negative side are chosen by activation: counted in, they would skew it.
   function histogram(exemplars) {
-    const sample = exemplars.filter((e) => e.kind !== "top");
-    const source = sample.length ? "random and quantile exemplars" : "top exemplars";
+    const sample = exemplars.filter((e) => e.kind === "random");
+    const source = sample.length ? "random exemplars" : "top exemplars";
     const acts = (sample.length ? sample : exemplars).flatMap((e) => e.acts).filter(isNum);
     if (!acts.length) return null;
     let lo = acts.reduce((m, a) => Math.min(m, a)), hi = acts.reduce((m, a) => Math.max(m, a));
@@ -366,7 +367,9 @@ window.NS_DATA = window.NS_DATA || {};
 
   function exemplarGroups(exemplars, scale) {
     const groups = [["Top exemplars in no mode", (e) => e.kind === "top" && e.mode === null],
-      ["Random exemplars", (e) => e.kind === "random"], ["Quantile exemplars", (e) => e.kind.startsWith("quantile")]];
+      ["Random exemplars", (e) => e.kind === "random"], ["Quantile exemplars", (e) => e.kind.startsWith("quantile")],
+      ["Most negative exemplars", (e) => e.kind === "bottom"],
+      ["Negative quantile exemplars", (e) => e.kind.startsWith("negative_quantile")]];
     return groups.map(([title, keep]) => {
       const list = exemplars.filter(keep);
       return list.length ? el("section", { class: "group" }, el("h3", {}, title), list.map((e) => exemplarView(e, scale))) : null;
