@@ -46,7 +46,10 @@ SMALL = [
 def _check_run(run: Path, n_neurons: int) -> pd.DataFrame:
     assert (run / "manifest.json").is_file()
     records = pd.read_parquet(run / "records")  # a user reads each folder as one table
-    assert set(records["kind"]) == {"top", "random"}
+    kinds = set(records["kind"])
+    assert {"top", "random", "quantile_0"} <= kinds and all(
+        k in ("top", "random") or k.startswith("quantile_") for k in kinds
+    )
     expl = pd.read_parquet(run / "explanations")
     per_neuron = expl.drop_duplicates(["layer", "neuron"])
     assert len(per_neuron) == n_neurons
