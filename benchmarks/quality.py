@@ -5,14 +5,18 @@ polysemantic neurons (Q2), with the same LLM for every agent and the same simula
   python benchmarks/quality.py --llm-backend openai --llm-base-url http://HOST:PORT/v1 --llm-model NAME
 
 Q1: real neurons of the bundled subject model across layers, recorded over the bundled corpus,
-and the planted neurons with 2-3 concepts: held-out score of each method under the run's judge
-(the configured scorer) and under the simulation scorer (pooled Pearson r), each beside its
-control; delta of the means and the share of neurons where NeuronScope scores higher.
+and the planted neurons (1-3 known concepts): held-out score of NeuronScope's explanation, the
+single-pass one, the words baseline (the exemplars' most frequent firing words) and the control
+under the run's judge (and the simulation scorer where it ran); NeuronScope minus each with a 95 %
+paired bootstrap interval over neurons, the share of neurons where NeuronScope is higher, the
+median interval half-width of one neuron's score; on planted neurons also the share of concepts
+each method's text names (no judge involved).
 Q2: planted neurons (neuronscope.record.synthetic) firing on the union of 1-3 known concepts
 over the real corpus; share with the right number of modes, and adjusted Rand index of the
 explain exemplars' modes against their planted concept, per number of concepts, for the
 configured clustering and the other one (both are in every run's transcript: no extra LLM calls).
-Last line: Q1_delta=... Q1_win=... Q1_sim_delta=... Q1p_delta=... Q1p_win=... Q2_modes=... Q2_ari=...
+Last line: Q1_delta=... Q1_win=... Q1_words_delta=... Q1_half_width=... Q1p_delta=... Q1p_win=...
+Q2_modes=... Q2_ari=...
 (Q2_* of the configured clustering) Q2_modes_paper=... Q2_ari_paper=... (the components clustering)
 """
 
@@ -69,14 +73,51 @@ def _args(argv):
     return p.parse_args(argv)
 
 
-def compare(df: pd.DataFrame) -> dict:
-    """NeuronScope vs single-pass per neuron, under the run's judge and under the simulation
-    scorer, each beside the control (an unrelated explanation on the same held-out exemplars)."""
+# The single-pass explanation, the words baseline and the control, each against NeuronScope's.
+AGAINST = {"single-pass": "baseline_score", "words": "lexical_score", "control": "control_score"}
+
+
+def paired(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over neurons and its 95 % paired bootstrap interval (neurons resampled)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if not len(d):
+        return float("nan"), float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(d, (n, len(d))).mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _judge(ok: pd.DataFrame, pre: str) -> dict | None:
+    """One scorer's figures: means, medians, NeuronScope minus each other explanation with its
+    paired interval, and the share of neurons where NeuronScope scores higher."""
+    cols = [pre + c for c in ("score", *AGAINST.values()) if pre + c in ok]
+    both = ok[np.isfinite(ok[pre + "score"]) & np.isfinite(ok[pre + "baseline_score"])]
+    if not len(both):
+        return None
+    ns = both[pre + "score"].to_numpy()
+    out = {"scored": len(both), **{c: (float(both[c].mean()), float(both[c].median())) for c in cols}}
+    for name, col in AGAINST.items():
+        other = both.get(pre + col)
+        if other is not None and other.notna().all():
+            out[name] = {"delta": paired(ns, other.to_numpy()), "win": float((ns > other.to_numpy()).mean())}
+    return out
+
+
+def _widths(ok: pd.DataFrame) -> list[float]:
+    return [(ci[1] - ci[0]) / 2 for ci in ok["score_ci"] if ci is not None and len(ci) == 2 and np.isfinite(ci).all()]
+
+
+def compare(df: pd.DataFrame, planted: dict[int, tuple[str, ...]] | None = None) -> dict:
+    """NeuronScope vs single-pass and the words baseline per neuron, under the run's judge and
+    (where it ran) the simulation scorer, each beside the control; with ``planted`` (neuron ->
+    its concepts), also the share of planted concepts each method's explanations name."""
     per = df.drop_duplicates(["layer", "neuron"])
     ok = per[per["status"] == "ok"]
+    widths = _widths(ok)
     out = {
         "neurons": len(per),
         "failed": int((per["status"] != "ok").sum()),
+        "unscored": int((~np.isfinite(ok["score"])).sum()),
+        "half_width": float(np.median(widths)) if widths else float("nan"),
         "modes_mean": float(ok["n_modes"].mean()) if len(ok) else float("nan"),
         "tokens_ratio": float(
             (
@@ -85,21 +126,54 @@ def compare(df: pd.DataFrame) -> dict:
             ).mean()
         ),
         "scorer": next((x for x in per["scorer"] if x), "?"),
+        "judge": _judge(ok, ""),
+        "sim": _judge(ok, "sim_"),
     }
-    for key, pre in (("judge", ""), ("sim", "sim_")):
-        both = ok[np.isfinite(ok[pre + "score"]) & np.isfinite(ok[pre + "baseline_score"])]
-        ns, base = both[pre + "score"].to_numpy(), both[pre + "baseline_score"].to_numpy()
-        out[key] = {
-            "scored": len(both),
-            "ns_mean": float(ns.mean()),
-            "ns_median": float(np.median(ns)),
-            "base_mean": float(base.mean()),
-            "base_median": float(np.median(base)),
-            "control_mean": float(np.nanmean(both[pre + "control_score"])),
-            "delta": float(ns.mean() - base.mean()),
-            "win": float((ns > base).mean()),
-        }
+    if planted:
+        out["named"] = named_shares(df[df["status"] == "ok"], planted)
     return out
+
+
+# Words a reader accepts as naming a planted concept besides its own name and its words.
+NAMES = {
+    "royal titles": ("royal", "royalty", "monarch", "monarchs", "nobility", "noble", "ruler", "rulers", "title"),
+    "family members": ("family", "relative", "relatives", "kin", "kinship", "parent", "parents", "sibling"),
+    "body parts": ("body", "anatomy", "anatomical", "limb", "limbs", "facial"),
+    "number words": ("number", "numbers", "numeral", "numerals", "count", "counting", "quantity", "numeric"),
+    "animals": ("animal", "creature", "creatures", "beast", "beasts"),
+    "weapons": ("weapon", "arms", "armament"),
+    "colours": ("colour", "color", "colors", "hue", "hues"),
+    "place names": ("place", "places", "country", "countries", "city", "cities", "nation", "nations", "geographic"),
+}
+
+
+def _terms(concept: str) -> set[str]:
+    from neuronscope.record.synthetic import CONCEPTS
+
+    return set(concept.split()) - {"and", "of", "the"} | set(CONCEPTS.get(concept, ())) | set(NAMES.get(concept, ()))
+
+
+def named(concept: str, text: str) -> bool:
+    """Whether ``text`` names ``concept``: one of its terms as a whole word (case-insensitive)."""
+    import re
+
+    return bool(_terms(concept) & set(re.findall(r"[a-z]+", text.lower())))
+
+
+def named_shares(ok: pd.DataFrame, planted: dict[int, tuple[str, ...]]) -> dict[str, float]:
+    """Share of the planted concepts that NeuronScope's mode explanations, the single-pass
+    explanation and the words baseline name (a check that needs no judge)."""
+    hits: dict[str, list[bool]] = {"neuronscope": [], "single-pass": [], "words": []}
+    for neuron, g in ok.groupby("neuron"):
+        texts = {
+            "neuronscope": " ; ".join(g["explanation"].fillna("")),
+            "single-pass": str(g["baseline_explanation"].iloc[0] or ""),
+            "words": str(g["lexical_explanation"].iloc[0] or ""),
+        }
+        for c in planted.get(int(neuron), ()):
+            for k, t in texts.items():
+                hits[k].append(named(c, t))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
 
 
 def q1(cfg, run: str, llm, progress) -> dict:
@@ -141,9 +215,9 @@ def _plant(ecfg, windows, tok, n_per: int, seed: int = Q2_SEED, plant_seed: int 
 
 def _needed(ecfg) -> tuple[int, int]:
     """Q2's top-k and random-k: what the explain split of ``ecfg`` uses, no more."""
-    from neuronscope.exemplars import needed
+    from neuronscope.exemplars import SplitSizes, needed
 
-    return needed(ecfg.n_explain, ecfg.n_heldout_top, ecfg.n_heldout_random)
+    return needed(SplitSizes.of(ecfg))
 
 
 def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
@@ -159,10 +233,9 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
     res = []
     for d in range(1, draws + 1):
         for p in _plant(ecfg, windows, tok, n_per, seed=Q2_SEED + d, plant_seed=d):
-            top, rnd = exemplars.load(p.table)
-            sp = exemplars.split(top, rnd, ecfg.n_explain, ecfg.n_heldout_top, ecfg.n_heldout_random)
+            sp = exemplars.split(exemplars.load(p.table), exemplars.SplitSizes.of(ecfg))
             modes, _ = cluster.modes_from_words(
-                embedder, [exemplars.activating(e, sp.max_act) for e in sp.explain], ecfg.max_modes
+                embedder, [exemplars.activating(e, sp.scale) for e in sp.explain], ecfg.max_modes
             )
             truth = {e.window_id: p.truth[e.window_id] for e in sp.explain}
             ari, n = _ari_and_modes(truth, dict(zip(truth, modes)))
@@ -201,9 +274,8 @@ def q2(cfg, run: str, llm, progress, windows, tok, n_per: int) -> dict:
                         "explanations": g["explanation"].tolist(),
                     }
                 )
-    poly = {p.neuron for p in planted if len(p.concepts) > 1}
     summary = {
-        "q1_planted": compare(rows[rows["neuron"].isin(poly)]),
+        "q1_planted": compare(rows, {p.neuron: p.concepts for p in planted}),
         "used": ecfg.clustering,
         "n_explain": ecfg.n_explain,
         "top_random_k": _needed(ecfg),
@@ -228,23 +300,49 @@ def _mode_stats(res: list[dict]) -> dict:
     }
 
 
+def _mean_median(x: dict, col: str) -> str:
+    return f"{x[col][0]:.3f} ({x[col][1]:.3f})" if col in x else "–"
+
+
+def _delta(x: dict, name: str) -> str:
+    if name not in x:
+        return "–"
+    d, lo, hi = x[name]["delta"]
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}], higher on {x[name]['win']:.0%}"
+
+
 def _compare_lines(title: str, r: dict) -> list[str]:
     lines = [
-        title + f" {r['failed']} failed; {r['modes_mean']:.2f} modes per neuron on average; LLM tokens "
-        f"NeuronScope ÷ single-pass {r['tokens_ratio']:.2f} (mean over neurons). Held-out scores, same "
-        "exemplars for both methods, each scorer beside its control (an unrelated explanation):\n",
-        "| scorer | neurons | single-pass mean (median) | NeuronScope mean (median) | control mean | delta | "
-        "NeuronScope higher |",
-        "|---|---|---|---|---|---|---|",
+        title + f" {r['failed']} failed, {r['unscored']} ok without a score; {r['modes_mean']:.2f} modes per "
+        f"neuron on average; LLM tokens NeuronScope ÷ single-pass {r['tokens_ratio']:.2f} (mean over neurons); "
+        f"median 95 % interval half-width of NeuronScope's score {r['half_width']:.3f}. Held-out scores, the "
+        "same exemplars for every explanation, mean (median); NeuronScope minus each other explanation with "
+        "its 95 % paired bootstrap interval over neurons, and the share of neurons where NeuronScope is higher:\n",
+        "| scorer | neurons | NeuronScope | single-pass | words | control | − single-pass | − words | − control |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, name in (("judge", f"{r['scorer']} (the judge)"), ("sim", "simulation r (paper)")):
+    for key, pre, name in (("judge", "", f"{r['scorer']} (the judge)"), ("sim", "sim_", "simulation r (paper)")):
         x = r[key]
+        if x is None:
+            continue
         lines.append(
-            f"| {name} | {x['scored']} | {x['base_mean']:.3f} ({x['base_median']:.3f}) | "
-            f"{x['ns_mean']:.3f} ({x['ns_median']:.3f}) | {x['control_mean']:.3f} | {x['delta']:+.3f} | "
-            f"{x['win']:.0%} |"
+            f"| {name} | {x['scored']} | "
+            + " | ".join(_mean_median(x, pre + c) for c in ("score", *AGAINST.values()))
+            + " | "
+            + " | ".join(_delta(x, n) for n in AGAINST)
+            + " |"
         )
-    return lines + ["\nGoals: delta ≥ +0.10 and NeuronScope higher on ≥ 70 % of neurons.\n"]
+    if "named" in r:
+        n = r["named"]
+        lines.append(
+            f"\nPlanted concepts named (a concept's name, a word of it or a synonym in the text; no judge): "
+            f"NeuronScope's modes {n['neuronscope']:.0%}, single-pass {n['single-pass']:.0%} "
+            f"(the words baseline, made of the concepts' words, {n['words']:.0%})."
+        )
+    return lines + [
+        "\nGoals: NeuronScope ≥ single-pass + 0.10 and higher on ≥ 70 % (planted); ≥ the words baseline and "
+        "≥ single-pass + 0.10, above its control on ≥ 90 % (real).\n"
+    ]
 
 
 def _q1_lines(args, cfg, r1: dict) -> list[str]:
@@ -296,7 +394,7 @@ def _q2_lines(r2: dict) -> list[str]:
         lines
         + [""]
         + _compare_lines(
-            f"**Q1 (planted)** — the {r2['q1_planted']['neurons']} planted neurons with 2 or 3 concepts, same runs;",
+            f"**Q1 (planted)** — the {r2['q1_planted']['neurons']} planted neurons (1, 2 and 3 concepts), same runs;",
             r2["q1_planted"],
         )
     )
@@ -341,11 +439,14 @@ def main(argv=None) -> None:
         append_results(report)
     print(f"runs kept in {out}", file=sys.stderr)
     nan = float("nan")
-    qp = r2["q1_planted"]["judge"] if r2 else {}
+    j1 = (r1 or {}).get("judge") or {}
+    qp = (r2["q1_planted"].get("judge") if r2 else None) or {}
+    sp1, sp2 = j1.get("single-pass", {}), qp.get("single-pass", {})
     print(
-        f"Q1_delta={r1['judge']['delta'] if r1 else nan:.3f} Q1_win={r1['judge']['win'] if r1 else nan:.2f} "
-        f"Q1_sim_delta={r1['sim']['delta'] if r1 else nan:.3f} "
-        f"Q1p_delta={qp.get('delta', nan):.3f} Q1p_win={qp.get('win', nan):.2f} "
+        f"Q1_delta={sp1.get('delta', [nan])[0]:.3f} Q1_win={sp1.get('win', nan):.2f} "
+        f"Q1_words_delta={j1.get('words', {}).get('delta', [nan])[0]:.3f} "
+        f"Q1_half_width={r1['half_width'] if r1 else nan:.3f} "
+        f"Q1p_delta={sp2.get('delta', [nan])[0]:.3f} Q1p_win={sp2.get('win', nan):.2f} "
         f"Q2_modes={r2[r2['used']]['modes'] if r2 else nan:.2f} Q2_ari={r2[r2['used']]['ari'] if r2 else nan:.3f} "
         f"Q2_modes_paper={r2['components']['modes'] if r2 else nan:.2f} "
         f"Q2_ari_paper={r2['components']['ari'] if r2 else nan:.3f} "
