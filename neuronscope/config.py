@@ -40,9 +40,9 @@ class RecordConfig(_Strict):
     )
     layers: LayerSelection = Field(None, description="layers to record, e.g. '3,5-7'; None = all layers")
     neurons: NeuronSelection = Field(None, description="MLP neurons of each layer, e.g. '0-15'; None = all neurons")
-    top_k: int = Field(24, ge=1, description="top-activating exemplars (tokens) kept per neuron")
+    top_k: int = Field(48, ge=1, description="top-activating exemplars (tokens) kept per neuron")
     random_k: int = Field(
-        32,
+        64,
         ge=0,
         description="uniformly sampled exemplars (tokens) kept per neuron; with the top-k, enough "
         "held-out activating and quiet windows for a +/-0.10 95% interval on a score's AUROC",
@@ -55,7 +55,7 @@ class RecordConfig(_Strict):
         "highest holding the neuron's max, the lowest 2^-bins of it (RECORDS kinds quantile_0 .. "
         "quantile_<bins-1>, lowest first); 0 = none",
     )
-    quantile_k: int = Field(8, ge=1, description="hash-sampled windows kept per stratum")
+    quantile_k: int = Field(16, ge=1, description="hash-sampled windows kept per stratum")
     negative: Literal["auto", "on", "off"] = Field(
         "off",
         description="also record each neuron's negative side: its bottom-k tokens and strata over "
@@ -161,13 +161,13 @@ class ExplainConfig(_Strict):
     neurons: NeuronSelection = Field(None, description="recorded neurons to explain, e.g. '0-15'; None = all")
     n_explain: int = Field(8, ge=1, description="top exemplars shown to the explainer")
     n_heldout_top: int = Field(
-        10, ge=1, description="top exemplars held out for scoring, spread over the ranks (with the strata: see README)"
+        32, ge=1, description="top exemplars held out for scoring, spread over the ranks (with the strata: see README)"
     )
-    n_heldout_random: int = Field(20, ge=0, description="random exemplars held out for scoring")
+    n_heldout_random: int = Field(46, ge=0, description="random exemplars held out for scoring")
     n_validation_top: int = Field(
-        4, ge=0, description="top exemplars that decide between a mode's candidate explanations and refinements"
+        8, ge=0, description="top exemplars that decide between a mode's candidate explanations and refinements"
     )
-    n_validation_random: int = Field(8, ge=0, description="random exemplars that decide beside them")
+    n_validation_random: int = Field(16, ge=0, description="random exemplars that decide beside them")
     candidates: int = Field(
         3,
         ge=1,

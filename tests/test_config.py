@@ -95,7 +95,15 @@ def test_exemplar_settings_round_trip_through_flags_and_yaml(tmp_path):
     p.write_text(yaml.safe_dump({"record": r.model_dump()}))
     assert load_config(p).record == r
     d = RunConfig().record
-    assert (d.top_k, d.random_k, d.quantile_bins, d.quantile_k, d.negative, d.bottom_k) == (24, 32, 4, 8, "off", None)
+    assert (d.quantile_bins, d.negative, d.bottom_k) == (4, "off", None)
+    # the recorder's defaults fill exactly the explain split's defaults
+    from neuronscope.config import ExplainConfig
+    from neuronscope.exemplars import SplitSizes, needed
+
+    assert (
+        needed(SplitSizes.of(ExplainConfig())) == (d.top_k, d.random_k)
+        and SplitSizes.of(ExplainConfig()) == SplitSizes()
+    )
     for bad, fragment in [("negative", "maybe"), ("quantile_bins", -1), ("quantile_k", 0), ("bottom_k", 0)]:
         with pytest.raises(ConfigError, match=f"record.{bad}="):
             load_config(None, {"record": {bad: fragment}})

@@ -463,11 +463,16 @@ def test_the_whole_bundled_model_records_in_one_pass_at_the_defaults(negative):
 
     cfg = RecordConfig(negative=negative)
     counts = exemplar_counts(cfg, signed=True)
-    assert counts.per_neuron() == (24 + 32 + 4 * 8) + (24 + 4 * 8 if negative == "on" else 0)
+    side = cfg.top_k + cfg.quantile_bins * cfg.quantile_k
+    assert counts.per_neuron() == side + cfg.random_k + (side if negative == "on" else 0)
     size = driver.cell_bytes(counts, cfg.window)
     assert size == counts.per_neuron() * 64 * 4
     passes = driver.plan_passes(list(range(30)), list(range(1536)), set(), size, cfg.pass_memory_gib * (1 << 30))
-    assert passes == [(list(range(30)), list(range(1536)))]
+    # the positive side fits one pass; the negative side too doubles the windows held: two passes
+    assert len(passes) == (1 if negative == "off" else 2)
+    assert sorted((layer, n) for layers, ns in passes for layer in layers for n in ns) == [
+        (layer, n) for layer in range(30) for n in range(1536)
+    ]
 
 
 def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):

@@ -30,10 +30,10 @@ class SplitSizes:
     """How many exemplars each part wants (held-out: at least, where the pools hold more)."""
 
     explain: int = 8
-    heldout_top: int = 10
-    heldout_random: int = 20
-    validation_top: int = 4
-    validation_random: int = 8
+    heldout_top: int = 32
+    heldout_random: int = 46
+    validation_top: int = 8
+    validation_random: int = 16
 
     @classmethod
     def of(cls, cfg) -> SplitSizes:
