@@ -1,8 +1,8 @@
 """How a run's numbers read in a terminal: every score beside its control, in one place, and
 how polysemantic the run's neurons are.
 
-The atlas page formats its scores in JavaScript (``atlas/static/atlas.js``, ``fmt`` and
-``pair``): its counterpart, to be kept alike.
+The atlas page formats its scores in JavaScript (``atlas/static/atlas.js``: ``fmt``, ``pair``,
+``interval``, ``halfWidth`` and ``judged``): its counterpart, to be kept alike.
 """
 
 from __future__ import annotations

@@ -2,19 +2,24 @@
 
 Layer 3: neuron 0 fires on month names (one mode), neuron 1 on animals and on colours (two
 modes), neuron 2 on hostile markup tokens (explained, with hostile text in its explanation),
-neuron 3 has records only. Layer 5 neuron 7: records and a failed explanation."""
+neuron 3 has records only. Layer 5 neuron 7: records and a failed explanation. Variants: a
+neuron explained by the single pass only (``single_pass_row``), objects written before the judge's
+columns existed (``as_old_schema``)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
 
-from neuronscope.layout import records_key, stats_key
+from neuronscope import layout
+from neuronscope.layout import explanation_key, records_key, stats_key
 from neuronscope.results import write_result
 from neuronscope.results.transcript import entries_from_json
-from neuronscope.schema import RECORDS, STATS, conform, explanation_row
+from neuronscope.schema import EXPLANATIONS, RECORDS, STATS, conform, explanation_row
 
 SCRIPT_TOKEN = "<script>alert(1)</script>"
 IMG_TOKEN = '"><img src=x onerror=alert(1)>'
@@ -33,6 +38,11 @@ EXPLAINED = {
     (3, 2): [HOSTILE_EXPLANATION],
 }
 QUANTILE_LEVELS = [0.5, 0.9, 0.99]
+WORDS_BASELINE = "Rosalind, Touchstone"  # every neuron's words baseline; its modes': this and their number
+SOURCES = ["llm", "refined+words"]  # where each mode's explanation came from
+SINGLE_PASS_TEXT = "weather words such as rain, snow and wind"
+# The explanation columns of the reader judge: a run written before it lacks them.
+JUDGE_COLUMNS = [c for c in EXPLANATIONS.names if c == "source" or c.endswith("_ci") or "lexical" in c]
 
 
 def _hostile_records(layer: int, neuron: int) -> pd.DataFrame:
@@ -118,14 +128,20 @@ def explanation_rows(layer: int, neuron: int, texts: list[str], recs: pd.DataFra
     )
     base = dict(
         n_modes=len(texts),
-        scorer="embedding",
+        scorer="reader",
         calibrated=True,
         score=0.9,
+        score_ci=[0.85, 0.95],
         coverage=1.0,
+        lexical_explanation=WORDS_BASELINE,
+        lexical_score=0.64,
+        lexical_score_ci=[0.55, 0.72],
         baseline_explanation=f"single pass: {texts[0]}",
         baseline_score=0.8,
+        baseline_score_ci=[0.7, 0.88],
         control_explanation="kitchen furniture",
         control_score=0.45,
+        control_score_ci=[0.38, 0.52],
         sim_score=0.6,
         sim_baseline_score=0.5,
         sim_control_score=0.1,
@@ -141,7 +157,12 @@ def explanation_rows(layer: int, neuron: int, texts: list[str], recs: pd.DataFra
             exemplar_ids=g,
             mode_share=len(g) / len(top),
             mode_tokens=["word (3)"],
+            source=SOURCES[m],
             mode_score=0.9 - 0.1 * m,
+            mode_score_ci=[round(0.85 - 0.1 * m, 2), round(0.95 - 0.1 * m, 2)],
+            mode_lexical_explanation=f"{WORDS_BASELINE} ({m})",
+            mode_lexical_score=0.7,
+            mode_lexical_score_ci=[0.6, 0.8],
             sim_mode_score=0.5,
             **base,
         )
@@ -173,3 +194,35 @@ def make_run(store) -> pd.DataFrame:
         "manifest.json", {"stages": {"record": {"inputs": {"model": "planted", "corpus": "test sentences"}}}}
     )
     return recs
+
+
+def single_pass_row(layer: int, neuron: int, text: str = SINGLE_PASS_TEXT) -> dict:
+    """The one row of a neuron explained by the single pass only (method single-pass, or triage
+    without the full workflow): mode -1, no modes, no NeuronScope scores."""
+    nan = [math.nan, math.nan]
+    return explanation_row(
+        layer,
+        neuron,
+        n_modes=0,
+        scorer="reader",
+        calibrated=True,
+        score_ci=nan,
+        lexical_explanation=WORDS_BASELINE,
+        lexical_score=0.6,
+        lexical_score_ci=[0.5, 0.7],
+        baseline_explanation=text,
+        baseline_score=0.77,
+        baseline_score_ci=[0.69, 0.85],
+        control_explanation="kitchen furniture",
+        control_score=0.45,
+        control_score_ci=[0.38, 0.52],
+        method="triage/single-pass",
+    )
+
+
+def as_old_schema(store, neurons=None) -> None:
+    """Rewrite the explanation objects of ``neurons`` (default: every one, failed ones included)
+    without JUDGE_COLUMNS, as a run written before the reader judge holds them."""
+    keys = [explanation_key(*n) for n in neurons] if neurons else store.list(layout.prefix(layout.EXPLANATIONS))
+    for key in keys:
+        store.write_parquet(key, store.read_parquet(key).drop_columns(JUDGE_COLUMNS))

@@ -16,12 +16,26 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, MONTHS_TEXT, SCRIPT_TOKEN, explanation_rows, make_run
+from atlas_helpers import (
+    HOSTILE_EXPLANATION,
+    IMG_TOKEN,
+    JUDGE_COLUMNS,
+    MONTHS_TEXT,
+    SCRIPT_TOKEN,
+    SINGLE_PASS_TEXT,
+    SOURCES,
+    WORDS_BASELINE,
+    as_old_schema,
+    explanation_rows,
+    make_run,
+    single_pass_row,
+)
 from explain_helpers import MONTHS
 
 from neuronscope import schema, stages
 from neuronscope.atlas import build_atlas
 from neuronscope.atlas.search import AtlasIndex, Hit
+from neuronscope.atlas.semantic import searchable, shown
 from neuronscope.atlas.serve import start
 from neuronscope.atlas.site import js_shard, shard_name
 from neuronscope.atlas.table import density
@@ -103,6 +117,83 @@ def test_neurons_table(run):
     assert 0 < n0["density"] < 1
     unexplained = t[t["status"] == "unexplained"].iloc[0]
     assert unexplained["n_modes"] == 0 and pd.isna(unexplained["explanation"]) and len(unexplained["top_tokens"]) > 0
+
+
+def test_neurons_table_carries_the_judge(run):
+    t = pd.read_parquet(Path(run) / "atlas" / "neurons.parquet")
+    assert set(JUDGE_COLUMNS) <= set(t.columns)  # the words baselines, every interval, the source
+    ok = t[t["status"] == "ok"]
+    assert list(ok["source"]) == [SOURCES[0], *SOURCES, SOURCES[0]]
+    assert list(ok["lexical_explanation"]) == [WORDS_BASELINE] * 4 and list(ok["lexical_score"]) == [0.64] * 4
+    assert [list(ci) for ci in ok["score_ci"]] == [[0.85, 0.95]] * 4
+    assert [list(ci) for ci in ok["control_score_ci"]] == [[0.38, 0.52]] * 4
+    assert [list(ci) for ci in ok["mode_score_ci"]] == [[0.85, 0.95], [0.85, 0.95], [0.75, 0.85], [0.85, 0.95]]
+    assert list(ok["mode_lexical_explanation"])[1:3] == [f"{WORDS_BASELINE} (0)", f"{WORDS_BASELINE} (1)"]
+    unexplained = t[t["status"] == "unexplained"].iloc[0]
+    assert unexplained["score_ci"] is None and pd.isna(unexplained["source"]) and pd.isna(unexplained["lexical_score"])
+    n1 = neuron_data(Path(run) / "atlas", 3, 1)["rows"]  # the page's data carry them too
+    assert [r["source"] for r in n1] == SOURCES and n1[1]["mode_score_ci"] == [0.75, 0.85]
+    assert n1[0]["lexical_score_ci"] == [0.55, 0.72] and n1[0]["baseline_score_ci"] == [0.7, 0.88]
+    cols = shard(Path(run) / "atlas" / "data" / "index.js")["columns"]  # and the index, for its table
+    assert cols["score_ci"][:3] == [[0.85, 0.95]] * 3 and cols["lexical_score"][:3] == [0.64] * 3
+
+
+@pytest.mark.parametrize("old", ["every neuron", "one neuron"])
+def test_runs_written_before_the_judge_columns(tmp_path, old):
+    path = tmp_path / "run"
+    store = Store.open(str(path))
+    make_run(store)
+    as_old_schema(store, None if old == "every neuron" else [(3, 1)])
+    build_atlas(str(path))
+    t = pd.read_parquet(path / "atlas" / "neurons.parquet")
+    assert list(t.columns) == schema.ATLAS_NEURONS.names and len(t) == 6
+    n1 = t[t["neuron"] == 1]
+    assert list(n1["score"]) == [0.9, 0.9] and n1["explanation"].iloc[0].startswith("animals")  # kept
+    assert n1["source"].isna().all() and n1["lexical_score"].isna().all() and n1["lexical_explanation"].isna().all()
+    assert all(ci is None for c in ("score_ci", "mode_score_ci", "control_score_ci") for ci in n1[c])
+    n0 = t[t["neuron"] == 0].iloc[0]
+    assert (n0["source"] == SOURCES[0] and list(n0["score_ci"]) == [0.85, 0.95]) == (old == "one neuron")
+    rows = neuron_data(path / "atlas", 3, 1)["rows"]
+    assert rows[0]["score"] == 0.9 and rows[0]["score_ci"] is None and rows[0]["source"] is None
+
+
+def test_searchable_rows_show_an_explanation():
+    t = pd.DataFrame(
+        [
+            (3, 0, 0, "ok", "a mode's explanation", "its single pass"),
+            (3, 0, 1, "ok", "  ", "its single pass"),  # a mode without text: nothing to embed
+            (3, 1, -1, "ok", None, "a single pass only"),  # triaged: the single pass only
+            (3, 2, -1, "ok", None, " "),
+            (3, 3, -1, "failed", None, None),
+            (3, 4, -1, "unexplained", None, None),
+        ],
+        columns=["layer", "neuron", "mode", "status", "explanation", "baseline_explanation"],
+    )
+    assert list(searchable(t)) == [0, 2]
+    assert list(shown(t)) == ["a mode's explanation", None, "a single pass only", None, None, None]
+    assert list(searchable(t.iloc[:0])) == []
+
+
+def test_single_pass_neurons_are_found_by_meaning(run, cli, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    write_result(Store.open(str(copy)), 3, 3, [single_pass_row(3, 3)], [])
+    build_atlas(str(copy))
+    index = AtlasIndex.load(Store.open(str(copy / "atlas")))
+    query = "weather: rain and snow"
+    hit = index.search(query, k=1, min_score=0.7)[0]  # scored by its single-pass score
+    assert (hit.layer, hit.neuron, hit.mode, hit.explanation, hit.score) == (3, 3, -1, SINGLE_PASS_TEXT, 0.77)
+    code, lines, _err = cli("search", str(copy), query, "-k", "1")
+    assert code == 0 and lines[0].startswith("L3 N3 single pass  score  0.77 vs  0.45  similarity ")
+    assert lines[0].endswith(SINGLE_PASS_TEXT)
+    fired = index.tokens[(index.tokens["layer"] == 3) & (index.tokens["neuron"] == 3)]["token"].iloc[0]
+    by_token = {(h.layer, h.neuron): h for h in index.search(fired, k=10, token=True)}
+    assert by_token[(3, 3)].explanation == SINGLE_PASS_TEXT and by_token[(3, 3)].score == 0.77
+    similar = neuron_data(copy / "atlas", 3, 0)["similar"]
+    assert {"id": "L3_N3", "explanation": SINGLE_PASS_TEXT}.items() <= next(
+        s for s in similar if s["id"] == "L3_N3"
+    ).items()
+    assert neuron_data(copy / "atlas", 3, 3)["similar"]  # its own neighbours, by its single pass
 
 
 def test_density_reads_the_quantile_curve():

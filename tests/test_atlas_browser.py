@@ -8,11 +8,23 @@ import shutil
 from pathlib import Path
 
 import pytest
-from atlas_helpers import HOSTILE_EXPLANATION, IMG_TOKEN, SCRIPT_TOKEN, make_run
+from atlas_helpers import (
+    HOSTILE_EXPLANATION,
+    IMG_TOKEN,
+    SCRIPT_TOKEN,
+    SINGLE_PASS_TEXT,
+    SOURCES,
+    WORDS_BASELINE,
+    as_old_schema,
+    make_run,
+    single_pass_row,
+)
 
 from neuronscope.atlas import build_atlas
 from neuronscope.atlas.serve import start
 from neuronscope.cli import main
+from neuronscope.report import half_width, judged
+from neuronscope.results import write_result
 from neuronscope.store import Store
 
 CHROMIUM = os.environ.get("NEURONSCOPE_CHROMIUM", "/usr/bin/chromium")
@@ -78,12 +90,29 @@ def count(page) -> str:
     return page.inner_text("#count")
 
 
+def cells(page, neuron_id: str) -> list[str]:
+    """The texts of a neuron's row in the index table."""
+    return page.eval_on_selector(f"#neurons tr[data-id={neuron_id}]", "r => [...r.cells].map(c => c.textContent)")
+
+
+# The planted run's intervals (atlas_helpers): the neuron's, its words baseline's and the control's.
+SCORE, WORDS, CONTROL = (0.9, [0.85, 0.95]), (0.64, [0.55, 0.72]), (0.45, [0.38, 0.52])
+
+
 def test_index_lists_neurons_and_filters(run, watched):
     page = watched.page
     page.goto(url(run / "atlas"))
     page.wait_for_selector("#neurons tbody tr")
     ids = page.eval_on_selector_all("#neurons tbody tr", "rows => rows.map(r => r.dataset.id)")
     assert ids == ["L3_N0", "L3_N1", "L3_N2", "L3_N3", "L5_N7"] and count(page) == "5 of 5 neurons"
+    # NeuronScope, single pass, words, control: each score ± half its interval, as the terminal's table
+    assert cells(page, "L3_N0")[3:7] == [
+        half_width(*SCORE),
+        half_width(0.8, [0.7, 0.88]),
+        half_width(*WORDS),
+        half_width(*CONTROL),
+    ]
+    assert cells(page, "L3_N0")[3] == "0.90±.05" and cells(page, "L3_N3")[3:7] == ["–"] * 4
     watched.shot("index")
     page.select_option("#f-layer", "5")
     assert count(page) == "1 of 5 neurons"
@@ -136,14 +165,29 @@ def test_neuron_page(run, watched):
         ("1", "colour words like red and green", 4),
     ]
     assert all(" vs " in m[2] for m in modes), "every score beside its control"
-    assert "score 0.90 vs 0.45" in modes[0][2] and "score 0.80 vs 0.45" in modes[1][2]
+    # each with its interval, beside the mode's words baseline and the control, as `show` writes them
+    mode_words = (0.7, [0.6, 0.8])
+    assert modes[0][2].startswith("score " + judged(0.9, [0.85, 0.95], *CONTROL, *mode_words))
+    assert modes[1][2].startswith("score " + judged(0.8, [0.75, 0.85], *CONTROL, *mode_words))
+    assert (
+        modes[0][2]
+        == "score 0.900 [0.85, 0.95] vs words 0.700 [0.60, 0.80] vs control 0.450 [0.38, 0.52] · simulation r 0.50 vs 0.10"
+    )
+    heads = page.eval_on_selector_all(".mode h4", "hs => hs.map(h => h.textContent)")
+    assert [h.rsplit(" · source ", 1)[1] for h in heads] == SOURCES
+    assert page.inner_text(".mode[data-mode='1'] .words") == f"words: {WORDS_BASELINE} (1) — 0.700 [0.60, 0.80]"
+    status = page.inner_text("#status")
+    assert f"NeuronScope score {judged(*SCORE, *CONTROL, *WORDS)} (scorer reader, self-check passed)" in status
+    assert f"words: {WORDS_BASELINE} — 0.640 [0.55, 0.72]" in status
+    assert "control: kitchen furniture — 0.450 [0.38, 0.52]" in status
     tokens = shading(page)
     top = max(tokens)
     assert top[1] == max(t[1] for t in tokens) == 1 and top[2] == "217,72,15"  # the max token is the darkest
     assert all(t[1] < top[1] for t in tokens if t[0] < top[0] and t[0] > 0)
     negative = [t for t in tokens if t[0] < 0]
     assert negative and all(t[2] == "37,99,235" and 0 < t[1] < 1 for t in negative)  # another colour
-    assert "single pass: animals" in page.inner_text("#baseline") and "0.80 vs 0.45" in page.inner_text("#baseline")
+    baseline = page.inner_text("#baseline")
+    assert "single pass: animals" in baseline and f"score {judged(0.8, [0.7, 0.88], *CONTROL, *WORDS)}" in baseline
     assert page.locator("#histogram rect").count() == 24
     assert page.locator("#top-tokens li").count() > 5 and "dog" in page.inner_text("#top-tokens")
     groups = page.eval_on_selector_all(".group h3", "hs => hs.map(h => h.textContent)")
@@ -151,6 +195,38 @@ def test_neuron_page(run, watched):
     href = page.get_attribute("#transcript", "href")
     assert (run / "atlas" / href).resolve() == run / "transcripts/layer_003/neuron_00001.jsonl"
     assert page.locator("#similar a").count() == 2
+
+
+def test_single_pass_neurons_and_runs_before_the_judge(tmp_path, watched):
+    path = tmp_path / "run"
+    store = Store.open(str(path))
+    make_run(store)
+    write_result(store, 3, 3, [single_pass_row(3, 3)], [])  # triaged: the single pass only
+    as_old_schema(store, [(3, 0)])  # written before the words baselines, intervals and sources
+    build_atlas(str(path))
+    page = watched.page
+    page.goto(url(path / "atlas"))
+    page.wait_for_selector("#neurons tbody tr")
+    assert cells(page, "L3_N3")[2] == f"single pass: {SINGLE_PASS_TEXT}"
+    assert cells(page, "L3_N3")[3:7] == ["–", half_width(0.77, [0.69, 0.85]), half_width(0.6, [0.5, 0.7]), "0.45±.07"]
+    assert cells(page, "L3_N0")[3:7] == ["0.90", "0.80", "–", "0.45"]  # no intervals: the scores alone
+    page.fill("#f-min", "0.75")  # a single-pass neuron is filtered by its single-pass score
+    assert count(page) == "4 of 5 neurons"
+    page.fill("#f-min", "0.78")
+    assert count(page) == "3 of 5 neurons"
+    page.goto(url(path / "atlas", "#/L3/N3"))
+    page.wait_for_function("document.getElementById('title')?.textContent === 'Layer 3 · Neuron 3'")
+    watched.shot("neuron-single-pass")
+    assert page.inner_text("#status h3") == "Single-pass explanation only" and page.locator(".mode").count() == 0
+    assert f"words: {WORDS_BASELINE} — 0.600 [0.50, 0.70]" in page.inner_text("#status")
+    baseline = page.inner_text("#baseline")
+    assert SINGLE_PASS_TEXT in baseline and f"score {judged(0.77, [0.69, 0.85], *CONTROL, 0.6, [0.5, 0.7])}" in baseline
+    page.goto(url(path / "atlas", "#/L3/N0"))
+    page.wait_for_function("document.getElementById('title')?.textContent === 'Layer 3 · Neuron 0'")
+    watched.shot("neuron-old-run")
+    assert page.inner_text(".mode .scores") == f"score {judged(0.9, None, 0.45, None)} · simulation r 0.50 vs 0.10"
+    assert page.locator(".words").count() == 0 and " · source" not in page.inner_text(".mode h4")
+    assert f"NeuronScope score {judged(0.9, None, 0.45, None)} (scorer reader" in page.inner_text("#status")
 
 
 def test_prev_next_and_deep_links(run, watched):

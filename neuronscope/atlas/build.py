@@ -44,7 +44,7 @@ def build_indexes(run: Store, out: Store, progress=None) -> Built:
             f"embedding {len(ids)} explanations"
         )
     vectors = (
-        semantic.embed_texts(neurons["explanation"].iloc[ids].tolist()) if len(ids) else np.zeros((0, 384), np.float32)
+        semantic.embed_texts(semantic.shown(neurons).iloc[ids].tolist()) if len(ids) else np.zeros((0, 384), np.float32)
     )
     index = semantic.build_index(vectors, ids)
     table = to_arrow(neurons, ATLAS_NEURONS)

@@ -35,9 +35,15 @@ class RunTables:
         return li.single.get(neuron) or next(iter(reversed(li.part_of(neuron))), None)
 
 
-def _frame(store: Store, prefix: str, table_schema) -> pd.DataFrame:
+def _frame(store: Store, prefix: str, table_schema: pa.Schema) -> pd.DataFrame:
+    """A stage's table; the columns it lacks (a run written before they existed) all null."""
     t = read_stage(store, prefix)
-    return (t if t is not None else table_schema.empty_table()).to_pandas()
+    if t is None:
+        return table_schema.empty_table().to_pandas()
+    for field in table_schema:
+        if field.name not in t.column_names:
+            t = t.append_column(field, pa.nulls(t.num_rows, field.type))
+    return t.to_pandas()
 
 
 def read_run(store: Store) -> RunTables:

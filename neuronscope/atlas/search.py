@@ -20,16 +20,19 @@ class Hit:
     layer: int
     neuron: int
     mode: int
-    score: float  # the mode's score for a meaning hit, the neuron's combined score for a token hit
+    # the mode's score for a meaning hit, the neuron's combined score for a token hit; a neuron
+    # explained by the single pass only (mode -1): its single-pass score
+    score: float
     control: float
-    explanation: str | None
+    explanation: str | None  # what the neuron's page shows (``semantic.shown``)
     match: float  # cosine similarity to the query, or the token's highest activation
     match_kind: str  # "similarity" | "activation"
 
     def line(self) -> str:
         text = self.explanation or "(not explained)"
+        which = "single pass" if self.mode < 0 and self.explanation else f"mode {self.mode}"
         return (
-            f"L{self.layer} N{self.neuron} mode {self.mode}  score {score_vs_control(self.score, self.control)}  "
+            f"L{self.layer} N{self.neuron} {which}  score {score_vs_control(self.score, self.control)}  "
             f"{self.match_kind} {self.match:.3f}  {text}"
         )
 
@@ -42,10 +45,11 @@ def _num(x) -> float:
 
 
 class AtlasIndex:
-    """The atlas table, its FAISS index over mode explanations and its token profiles."""
+    """The atlas table, its FAISS index over the explanations its pages show and its token profiles."""
 
     def __init__(self, neurons: pd.DataFrame, index, tokens: pd.DataFrame):
         self.neurons, self.index, self.tokens = neurons, index, tokens
+        self._shown = semantic.shown(neurons).to_numpy()
         self._folded = tokens["token"].str.strip().str.casefold()
         # each neuron's first row (its first mode, or its only row): what a token hit shows
         self._first = neurons.reset_index().drop_duplicates(["layer", "neuron"]).set_index(["layer", "neuron"])["index"]
@@ -79,9 +83,9 @@ class AtlasIndex:
             int(r["layer"]),
             int(r["neuron"]),
             int(r["mode"]),
-            _num(r[score_col]),
+            _num(r[score_col if r["mode"] >= 0 else "baseline_score"]),
             _num(r["control_score"]),
-            r["explanation"] if isinstance(r["explanation"], str) else None,
+            self._shown[row],
             float(match),
             kind,
         )

@@ -9,9 +9,25 @@ EMBEDDER = "bundled:all-minilm-l6-v2"
 SIMILAR = 5  # similar neurons listed on each neuron's page
 
 
+def _text(x) -> str | None:
+    return x if isinstance(x, str) and x.strip() else None
+
+
+def shown(neurons: pd.DataFrame) -> pd.Series:
+    """The explanation each row of the atlas table shows: a mode's own; on the one row (mode -1)
+    of a neuron explained by the single pass only, its single-pass explanation; else None."""
+    single = ((neurons["mode"] < 0) & (neurons["status"] == "ok")).to_numpy()
+    texts = [
+        _text(e) or (_text(b) if s else None)
+        for e, b, s in zip(neurons["explanation"], neurons["baseline_explanation"], single)
+    ]
+    return pd.Series(texts, index=neurons.index, dtype=object)
+
+
 def searchable(neurons: pd.DataFrame) -> np.ndarray:
-    """Row positions of the atlas table that hold a mode's explanation."""
-    ok = (neurons["status"] == "ok") & (neurons["mode"] >= 0) & neurons["explanation"].fillna("").str.strip().ne("")
+    """Row positions of the atlas table that show an explanation (``shown``): every mode, and
+    every neuron explained by the single pass only."""
+    ok = (neurons["status"] == "ok") & shown(neurons).notna()
     return np.flatnonzero(ok.to_numpy())
 
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from ..results import jsonable
 from ..store import Store
 from .exemplars import exemplars
-from .semantic import similar_neurons
+from .semantic import shown, similar_neurons
 from .table import neuron_id
 
 STATIC = ("index.html", "atlas.js", "atlas.css")
@@ -32,10 +32,13 @@ INDEX_COLUMNS = [
     "status",
     "n_modes",
     "score",
-    "control_score",
-    "sim_score",
-    "sim_control_score",
+    "score_ci",
     "baseline_score",
+    "baseline_score_ci",
+    "lexical_score",
+    "lexical_score_ci",
+    "control_score",
+    "control_score_ci",
     "baseline_explanation",
     "density",
     "max",
@@ -74,7 +77,10 @@ def _modes(rows: list[dict]) -> list[dict]:
 
 
 def _short(x):
-    """Floats to 4 decimals (the index shows at most 4): a whole-model index is megabytes of them."""
+    """Floats, and those of an interval, to 4 decimals (the index shows at most 4): a whole-model
+    index is megabytes of them."""
+    if isinstance(x, list):
+        return [_short(v) for v in x]
     return round(x, 4) if isinstance(x, float) and math.isfinite(x) else x
 
 
@@ -144,7 +150,8 @@ def _neuron_shards(run: Store, out: Store, built, neurons: dict):
     similar = (
         similar_neurons(built.atlas.neurons, built.atlas.index, built.vectors, built.ids) if len(built.ids) else {}
     )
-    explanations = {key: rows[0]["explanation"] for key, rows in neurons.items()}
+    first = built.atlas.neurons.assign(shown=shown(built.atlas.neurons)).drop_duplicates(["layer", "neuron"])
+    explanations = dict(zip(zip(first["layer"].astype(int), first["neuron"].astype(int)), first["shown"]))
     ex = exemplars(tables.records)
     for name, keys in itertools.groupby(neurons, key=lambda k: shard_name(*k)):
         entries = {}
@@ -159,13 +166,26 @@ def _neuron_shards(run: Store, out: Store, built, neurons: dict):
         yield DATA_DIR + name + ".js", js_shard(name, ex.texts.slice(k, TEXTS_PER_SHARD).to_pylist())
 
 
+def _finite_values(col, t: pa.DataType):
+    return pc.if_else(pc.is_finite(col), col, pa.scalar(None, t))
+
+
+def _finite_lists(col: pa.ChunkedArray) -> pa.Array:
+    """A list<float> column (the intervals) with its non-finite values as nulls."""
+    arr = col.combine_chunks()
+    start, end = arr.offsets[0].as_py(), arr.offsets[-1].as_py()
+    values = _finite_values(arr.values.slice(start, end - start), arr.type.value_type)
+    return pa.ListArray.from_arrays(pc.subtract(arr.offsets, start), values, mask=arr.is_null())
+
+
 def _finite(table: pa.Table) -> pa.Table:
-    """NaN and infinities of the float columns as nulls (strict JSON), column by column in Arrow:
-    the shards then need no clean-up row by row."""
+    """NaN and infinities of the float columns and of the lists of floats as nulls (strict JSON),
+    column by column in Arrow: the shards then need no clean-up row by row."""
     for i, field in enumerate(table.schema):
         if pa.types.is_floating(field.type):
-            col = table.column(i)
-            table = table.set_column(i, field, pc.if_else(pc.is_finite(col), col, pa.scalar(None, field.type)))
+            table = table.set_column(i, field, _finite_values(table.column(i), field.type))
+        elif pa.types.is_list(field.type) and pa.types.is_floating(field.type.value_type):
+            table = table.set_column(i, field, _finite_lists(table.column(i)))
     return table
 
 

@@ -33,9 +33,28 @@ window.NS_DATA = window.NS_DATA || {};
   const svg = (tag, attrs, ...kids) => build(document.createElementNS("http://www.w3.org/2000/svg", tag), attrs, kids);
 
   const isNum = (x) => typeof x === "number" && Number.isFinite(x);
-  // Scores as the page shows them; their terminal counterpart is neuronscope/report.py.
+  // Scores as the page shows them; their terminal counterpart is neuronscope/report.py (number,
+  // score_vs_control, interval, half_width, judged), to be kept alike. A score is never shown
+  // alone: beside its control, and where it has one, with its 95 % interval.
   const fmt = (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–");
-  const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`; // a score is never shown alone
+  const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`;
+  // "[0.85, 0.96]"; empty where there is none
+  const interval = (ci) => (Array.isArray(ci) && ci.length === 2 && ci.every(isNum) ? `[${fmt(ci[0])}, ${fmt(ci[1])}]` : "");
+  // "0.91±.05", for tables (no interval: the score alone)
+  const halfWidth = (score, ci) =>
+    isNum(score) && interval(ci) ? `${fmt(score)}±${fmt((ci[1] - ci[0]) / 2).replace(/^0+/, "")}` : fmt(score);
+  const withCi = (score, ci) => `${fmt(score, 3)} ${interval(ci)}`.trim();
+  // "0.912 [0.85, 0.96] vs words 0.801 [0.72, 0.88] vs control 0.512 [0.43, 0.60]" (no lexical given:
+  // no words)
+  const judged = (score, ci, control, controlCi, lexical, lexicalCi) =>
+    withCi(score, ci) + (lexical === undefined ? "" : ` vs words ${withCi(lexical, lexicalCi)}`) +
+    ` vs control ${withCi(control, controlCi)}`;
+  // The neuron's words baseline (prefix "mode_": the mode's) as [score, ci], [] where the run has none.
+  const wordsOf = (r, prefix = "") =>
+    r[`${prefix}lexical_explanation`] || isNum(r[`${prefix}lexical_score`])
+      ? [r[`${prefix}lexical_score`], r[`${prefix}lexical_score_ci`]] : [];
+  // The score of the explanation a neuron's row shows: its modes', or where it has none its single pass's.
+  const shownScore = (n) => (n.n_modes > 0 ? n.score : n.baseline_score);
   const showToken = (t) => String(t).replace(/\n/g, "⏎");
   const hashOf = (n) => `#/L${n.layer}/N${n.neuron}`;
   const idOf = (layer, neuron) => `L${layer}_N${neuron}`; // the key of a neuron in the data shards
@@ -117,8 +136,9 @@ window.NS_DATA = window.NS_DATA || {};
 
   function passes(n, [layer, lo, hi, modes, explained]) {
     if (layer !== "" && n.layer !== Number(layer)) return false;
-    if (lo !== "" && !(isNum(n.score) && n.score >= Number(lo))) return false;
-    if (hi !== "" && !(isNum(n.score) && n.score <= Number(hi))) return false;
+    const score = shownScore(n);
+    if (lo !== "" && !(isNum(score) && score >= Number(lo))) return false;
+    if (hi !== "" && !(isNum(score) && score <= Number(hi))) return false;
     if (modes !== "" && n.n_modes !== Number(modes)) return false;
     if (explained !== "" && (n.status === "ok") !== (explained === "yes")) return false;
     return true;
@@ -187,9 +207,10 @@ window.NS_DATA = window.NS_DATA || {};
   }
 
   function explanationCell(n, hit) {
-    if (hit) return `mode ${hit.mode}: ${hit.explanation || ""} (similarity ${fmt(hit.match)})`;
+    if (hit) return `${hit.mode >= 0 ? `mode ${hit.mode}` : "single pass"}: ${hit.explanation || ""} (similarity ${fmt(hit.match)})`;
     if (n.status === "unexplained") return el("span", { class: "muted" }, "not explained");
     if (n.status !== "ok") return el("span", { class: "muted" }, `explain ${n.status}`);
+    if (!n.modes.length) return [el("span", { class: "muted" }, "single pass: "), n.baseline_explanation || ""];
     return n.modes.map((m) => el("div", {}, n.modes.length > 1 ? `${m.mode}: ` : "", m.explanation || ""));
   }
 
@@ -199,8 +220,8 @@ window.NS_DATA = window.NS_DATA || {};
       el("td", {}, el("a", { href: hashOf(n) }, `L${n.layer} N${n.neuron}`)),
       el("td", {}, String(n.n_modes)),
       el("td", {}, explanationCell(n, hit)),
-      el("td", {}, ok ? pair(n.score, n.control_score) : "–"),
-      el("td", {}, ok ? pair(n.baseline_score, n.control_score) : "–"),
+      ["score", "baseline_score", "lexical_score", "control_score"].map((c) =>
+        el("td", { class: "score" }, ok ? halfWidth(n[c], n[`${c}_ci`]) : "–")),
       el("td", {}, fmt(n.density, 4)),
       el("td", {}, fmt(n.max, 3)),
       el("td", {}, n.top_tokens.map((t) => el("span", { class: "chip" }, showToken(t)))));
@@ -299,7 +320,7 @@ window.NS_DATA = window.NS_DATA || {};
       el("div", { class: "columns" }, statsView(first), d.histogram && histogramView(d.histogram), topTokens(first)),
       explanationView(first, modes),
       modes.map((m) => modeView(m, d.exemplars.filter((e) => e.mode === m.mode), scale)),
-      first.status === "ok" ? baselineView(first) : null,
+      first.status === "ok" && first.baseline_explanation ? baselineView(first) : null,
       exemplarGroups(d.exemplars, scale),
       el("h3", {}, "Similar neurons"),
       d.similar.length ? el("ul", { id: "similar" }, d.similar.map((s) => el("li", {},
@@ -340,21 +361,39 @@ window.NS_DATA = window.NS_DATA || {};
       : el("p", { class: "muted" }, "none recorded"));
   }
 
+  // The simulation scorer's r beside its control, where it ran (off by default).
+  const simulation = (r, score) => (isNum(r.sim_control_score) ? ` · simulation r ${pair(score, r.sim_control_score)}` : "");
+
+  // "words: Rosalind, Touchstone — 0.640 [0.55, 0.72]" (prefix "mode_": the mode's words baseline)
+  function wordsLine(r, prefix = "") {
+    const words = wordsOf(r, prefix);
+    return words.length > 0 && el("p", { class: "words muted" }, "words: ", r[`${prefix}lexical_explanation`] || "–", ` — ${withCi(...words)}`);
+  }
+
   function explanationView(r, modes) {
     if (r.status === "unexplained") return el("p", { id: "status", class: "muted" }, "Not explained yet: run `neuronscope explain` on this run.");
     if (r.status !== "ok") return el("p", { id: "status", class: "error" }, `Explaining failed: ${r.error || r.status}`);
     const judge = r.calibrated === null ? "no self-check" : r.calibrated ? "self-check passed" : "self-check FAILED: uncalibrated";
-    return el("div", { id: "status" }, el("h3", {}, `${modes.length} mode(s)`),
-      el("p", { class: "scores" }, `NeuronScope score ${pair(r.score, r.control_score)} (scorer ${r.scorer}, ${judge}); `,
-        `simulation r ${pair(r.sim_score, r.sim_control_score)}; coverage ${fmt(r.coverage)}`),
-      el("p", { class: "muted" }, "control explanation: ", r.control_explanation || "–"));
+    const scorer = `scorer ${r.scorer || "?"}, ${judge}`;
+    return el("div", { id: "status" },
+      el("h3", {}, modes.length ? `${modes.length} mode(s)` : "Single-pass explanation only"),
+      modes.length
+        ? el("p", { class: "scores" }, `NeuronScope score ${judged(r.score, r.score_ci, r.control_score, r.control_score_ci, ...wordsOf(r))}`,
+          ` (${scorer})${simulation(r, r.sim_score)}; coverage ${fmt(r.coverage)}`)
+        : el("p", { class: "scores" }, scorer),
+      wordsLine(r),
+      el("p", { class: "muted" }, "control: ", r.control_explanation || "–", ` — ${withCi(r.control_score, r.control_score_ci)}`));
   }
 
   function modeView(m, exemplars, scale) {
+    const share = isNum(m.mode_share) ? fmt(100 * m.mode_share, 0) : "–";
     return el("section", { class: "mode", "data-mode": m.mode },
-      el("h4", {}, `Mode ${m.mode} · ${isNum(m.mode_share) ? fmt(100 * m.mode_share, 0) : "–"}% of the top exemplars · ${m.mode_size} exemplars`),
+      el("h4", {}, `Mode ${m.mode} · ${share}% of the top exemplars · ${m.mode_size} exemplars`,
+        m.source ? ` · source ${m.source}` : ""),
       el("p", { class: "explanation" }, m.explanation || ""),
-      el("p", { class: "scores" }, `score ${pair(m.mode_score, m.control_score)} · simulation r ${pair(m.sim_mode_score, m.sim_control_score)}`),
+      el("p", { class: "scores" }, `score ${judged(m.mode_score, m.mode_score_ci, m.control_score, m.control_score_ci, ...wordsOf(m, "mode_"))}`,
+        simulation(m, m.sim_mode_score)),
+      wordsLine(m, "mode_"),
       m.mode_tokens.length ? el("p", { class: "muted" }, "fires on: ", m.mode_tokens.join(", ")) : null,
       exemplars.map((e) => exemplarView(e, scale)));
   }
@@ -362,7 +401,8 @@ window.NS_DATA = window.NS_DATA || {};
   function baselineView(r) {
     return el("section", { id: "baseline" }, el("h3", {}, "Single-pass baseline"),
       el("p", { class: "explanation" }, r.baseline_explanation || "–"),
-      el("p", { class: "scores" }, `score ${pair(r.baseline_score, r.control_score)} · simulation r ${pair(r.sim_baseline_score, r.sim_control_score)}`));
+      el("p", { class: "scores" }, `score ${judged(r.baseline_score, r.baseline_score_ci, r.control_score, r.control_score_ci, ...wordsOf(r))}`,
+        simulation(r, r.sim_baseline_score)));
   }
 
   function exemplarGroups(exemplars, scale) {
