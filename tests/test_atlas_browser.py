@@ -146,6 +146,10 @@ def test_neuron_page(run, watched):
     assert "single pass: animals" in page.inner_text("#baseline") and "0.80 vs 0.45" in page.inner_text("#baseline")
     assert page.locator("#histogram rect").count() == 24
     assert page.locator("#top-tokens li").count() > 5 and "dog" in page.inner_text("#top-tokens")
+    outputs = page.eval_on_selector_all(
+        "#output-tokens p", "ps => ps.map(p => [p.firstChild.textContent, ...[...p.children].map(c => c.textContent)])"
+    )
+    assert outputs == [["promotes: ", " fetch", "Fetch", " bark"], ["suppresses: ", " quiet"]]
     groups = page.eval_on_selector_all(".group h3", "hs => hs.map(h => h.textContent)")
     assert groups == ["Random exemplars", "Quantile exemplars"]
     href = page.get_attribute("#transcript", "href")
