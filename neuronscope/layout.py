@@ -4,6 +4,7 @@
 manifest.json                                  how the run was made, where each stage stands
 records/layer_LLL/part-SSSSS.parquet           the record stage (schema RECORDS)
 stats/layer_LLL/part-SSSSS.parquet             (schema STATS)
+output_tokens/layer_LLL/part-SSSSS.parquet     (schema OUTPUT_TOKENS): the same shards
 explanations/layer_LLL/neuron_NNNNN.parquet    the explain stage (schema EXPLANATIONS); later merged
 transcripts/layer_LLL/neuron_NNNNN.jsonl       into parts, ``part-A-B_C.EXT`` (``parts.py``)
 llm_cache/layer_LLL/neuron_NNNNN.parquet
@@ -19,6 +20,7 @@ from __future__ import annotations
 MANIFEST = "manifest.json"
 RECORDS = "records"
 STATS = "stats"
+OUTPUT_TOKENS = "output_tokens"
 EXPLANATIONS = "explanations"
 TRANSCRIPTS = "transcripts"
 LLM_CACHE = "llm_cache"
@@ -47,6 +49,10 @@ def records_key(layer: int, part: int = 0) -> str:
 
 def stats_key(layer: int, part: int = 0) -> str:
     return f"{layer_dir(STATS, layer)}part-{part:05d}.parquet"
+
+
+def output_tokens_key(layer: int, part: int = 0) -> str:
+    return f"{layer_dir(OUTPUT_TOKENS, layer)}part-{part:05d}.parquet"
 
 
 def explanation_key(layer: int, neuron: int, failed: bool = False) -> str:

@@ -10,7 +10,7 @@ import math
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 
 def _schema(spec: str) -> pa.Schema:
@@ -66,6 +66,23 @@ STATS = _schema(
     quantile_levels: list<float32>
     quantiles: list<float32>
     n_tokens: int64
+    """
+)
+
+# One row per (layer, neuron): the output side of the neuron, what its write direction does to
+# the next-token logits read straight through the final norm's scale and the unembedding (the
+# logit lens of its down-projection column). Weights are logits per unit of activation; tokens
+# are each vocabulary entry decoded alone.
+OUTPUT_TOKENS = _schema(
+    """
+    layer: int32
+    neuron: int32
+    promoted_tokens: list<string>     # the tokens it raises most, strongest first
+    promoted_ids: list<int32>
+    promoted_weights: list<float32>
+    suppressed_tokens: list<string>   # the tokens it lowers most, most negative weight first
+    suppressed_ids: list<int32>
+    suppressed_weights: list<float32>
     """
 )
 
@@ -206,6 +223,8 @@ ATLAS_NEURONS = pa.schema(
             """
         )
     )
+    # the output side (OUTPUT_TOKENS), empty where the run has none
+    + _fields(OUTPUT_TOKENS, ["promoted_tokens", "promoted_weights", "suppressed_tokens", "suppressed_weights"])
 )
 
 # The token index (``atlas/tokens.parquet``): which neurons fire on which token.

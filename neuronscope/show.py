@@ -1,4 +1,5 @@
-"""`neuronscope show`: one neuron's explanations, scores and top exemplars in the terminal."""
+"""`neuronscope show`: one neuron's explanations, scores, output tokens and top exemplars in the
+terminal."""
 
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def _explanation_lines(exp) -> list[str]:
     return out
 
 
+def _output_lines(out) -> list[str]:
+    """The tokens the neuron's output promotes and suppresses, each quoted, with its weight."""
+    r = out.iloc[0]
+
+    def tokens(texts, weights) -> str:
+        return ", ".join(f"{json.dumps(t, ensure_ascii=False)} {w:+.2f}" for t, w in zip(texts, weights))
+
+    return [
+        "  output (logits per unit of activation):",
+        f"    promotes: {tokens(r['promoted_tokens'], r['promoted_weights'])}",
+        f"    suppresses: {tokens(r['suppressed_tokens'], r['suppressed_weights'])}",
+    ]
+
+
 def _transcript_lines(store: Store, layer: int, neuron: int) -> list[str]:
     entries = read_transcript(store, layer, neuron)
     if entries is None:
@@ -71,7 +86,8 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcr
     store = Store.open(run)
     rec = neuron_rows(store, layout.prefix(layout.RECORDS), layer, neuron)
     exp = neuron_rows(store, layout.prefix(layout.EXPLANATIONS), layer, neuron)
-    if (rec is None or rec.empty) and (exp is None or exp.empty):
+    out_tokens = neuron_rows(store, layout.prefix(layout.OUTPUT_TOKENS), layer, neuron)
+    if all(t is None or t.empty for t in (rec, exp, out_tokens)):
         raise NeuronScopeError(f"run {store.uri} has no records or explanations for layer {layer} neuron {neuron}")
     out = [f"layer {layer} neuron {neuron}"]
     if exp is not None and not exp.empty:
@@ -81,6 +97,8 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcr
             out.append(f"  explain failed: {r['error']}")
         else:
             out += _explanation_lines(exp)
+    if out_tokens is not None and not out_tokens.empty:
+        out += _output_lines(out_tokens)
     if rec is not None and not rec.empty:
         top = rec[rec["kind"] == "top"].sort_values("rank").head(n_exemplars)
         out.append("  top exemplars (max token in [[ ]]):")

@@ -2,7 +2,8 @@
 
 Layer 3: neuron 0 fires on month names (one mode), neuron 1 on animals and on colours (two
 modes), neuron 2 on hostile markup tokens (explained, with hostile text in its explanation),
-neuron 3 has records only. Layer 5 neuron 7: records and a failed explanation. Variants: a
+neuron 3 has records only. Layer 5 neuron 7: records and a failed explanation. Neurons 0 and 1
+of layer 3 have an output side (OUTPUT_TOKENS): both promote " fetch", neuron 1 more. Variants: a
 neuron explained by the single pass only (``single_pass_row``), objects written before the judge's
 columns existed (``as_old_schema``)."""
 
@@ -16,10 +17,10 @@ import pyarrow as pa
 from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
 
 from neuronscope import layout
-from neuronscope.layout import explanation_key, records_key, stats_key
+from neuronscope.layout import explanation_key, output_tokens_key, records_key, stats_key
 from neuronscope.results import write_result
 from neuronscope.results.transcript import entries_from_json
-from neuronscope.schema import EXPLANATIONS, RECORDS, STATS, conform, explanation_row
+from neuronscope.schema import EXPLANATIONS, OUTPUT_TOKENS, RECORDS, STATS, conform, explanation_row
 
 SCRIPT_TOKEN = "<script>alert(1)</script>"
 IMG_TOKEN = '"><img src=x onerror=alert(1)>'
@@ -170,6 +171,27 @@ def explanation_rows(layer: int, neuron: int, texts: list[str], recs: pd.DataFra
     ]
 
 
+# (layer, neuron) -> promoted tokens with weights; each suppresses " quiet"
+OUTPUTS = {(3, 0): [(" January", 2.5), (" fetch", 1.0)], (3, 1): [(" fetch", 2.0), ("Fetch", 1.5), (" bark", 1.2)]}
+
+
+def output_rows() -> pa.Table:
+    rows = [
+        {
+            "layer": layer,
+            "neuron": neuron,
+            "promoted_tokens": [t for t, _ in promoted],
+            "promoted_ids": list(range(len(promoted))),
+            "promoted_weights": [w for _, w in promoted],
+            "suppressed_tokens": [" quiet"],
+            "suppressed_ids": [99],
+            "suppressed_weights": [-1.0],
+        }
+        for (layer, neuron), promoted in OUTPUTS.items()
+    ]
+    return pa.Table.from_pylist(rows, schema=OUTPUT_TOKENS)
+
+
 def make_run(store) -> pd.DataFrame:
     """Write the run into ``store``; returns its records."""
     recs = run_records()
@@ -178,6 +200,7 @@ def make_run(store) -> pd.DataFrame:
     stats = run_stats(recs)
     for layer, g in stats.groupby("layer"):
         store.write_parquet(stats_key(int(layer)), conform(pa.Table.from_pandas(g, preserve_index=False), STATS))
+    store.write_parquet(output_tokens_key(3), output_rows())
     for (layer, neuron), texts in EXPLAINED.items():
         write_result(
             store,

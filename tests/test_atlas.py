@@ -117,6 +117,10 @@ def test_neurons_table(run):
     assert 0 < n0["density"] < 1
     unexplained = t[t["status"] == "unexplained"].iloc[0]
     assert unexplained["n_modes"] == 0 and pd.isna(unexplained["explanation"]) and len(unexplained["top_tokens"]) > 0
+    # the output side, on every row of the neuron; empty where the run has none for it
+    assert [list(x) for x in n1["promoted_tokens"]] == [[" fetch", "Fetch", " bark"]] * 2
+    assert list(n0["promoted_weights"]) == [2.5, 1.0] and list(n0["suppressed_tokens"]) == [" quiet"]
+    assert list(unexplained["promoted_tokens"]) == [] and list(unexplained["suppressed_weights"]) == []
 
 
 def test_neurons_table_carries_the_judge(run):
@@ -213,6 +217,15 @@ def test_token_search(run):
     assert [(h.layer, h.neuron) for h in index.search(" dog", token=True, min_score=0.5)] == [(3, 1)]
     assert [(h.layer, h.neuron, h.match) for h in index.search(SCRIPT_TOKEN, token=True)] == [(3, 2, 4.0)]
     assert index.search("zebra", token=True) == []
+    # then the neurons whose output promotes it: highest weight first, a neuron once
+    fetch = index.search(" Fetch", token=True)
+    assert [(h.layer, h.neuron, h.match, h.match_kind) for h in fetch] == [
+        (3, 1, 2.0, "promotes"),
+        (3, 0, 1.0, "promotes"),
+    ]
+    assert fetch[0].explanation == "animals such as dogs, horses and cats" and fetch[0].score == 0.9
+    assert [h.match_kind for h in index.search("january", token=True)][-1] == "promotes"
+    assert index.search(" quiet", token=True) == []  # suppressed, not promoted
 
 
 def test_semantic_search(run):
@@ -309,6 +322,8 @@ def test_cli_search(run, cli):
     assert code == 0 and lines == [lines[0]] and lines[0].startswith("L5 N7 mode -1") and "(not explained)" in lines[0]
     code, lines, err = cli("search", run, " dog", "--token", "--min-score", "0.95")
     assert code == 0 and lines == [] and err == ["no neuron matches"]
+    code, lines, err = cli("search", run, "bark", "--token")
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("L3 N1 mode 0") and "promotes 1.200" in lines[0]
 
 
 def test_search_rebuilds_a_stale_index(run, cli, tmp_path):

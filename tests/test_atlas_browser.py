@@ -190,6 +190,10 @@ def test_neuron_page(run, watched):
     assert "single pass: animals" in baseline and f"score {judged(0.8, [0.7, 0.88], *CONTROL, *WORDS)}" in baseline
     assert page.locator("#histogram rect").count() == 24
     assert page.locator("#top-tokens li").count() > 5 and "dog" in page.inner_text("#top-tokens")
+    outputs = page.eval_on_selector_all(
+        "#output-tokens p", "ps => ps.map(p => [p.firstChild.textContent, ...[...p.children].map(c => c.textContent)])"
+    )
+    assert outputs == [["promotes: ", " fetch", "Fetch", " bark"], ["suppresses: ", " quiet"]]
     groups = page.eval_on_selector_all(".group h3", "hs => hs.map(h => h.textContent)")
     assert groups == ["Random exemplars", "Quantile exemplars"]
     href = page.get_attribute("#transcript", "href")

@@ -3,17 +3,20 @@ finished neurons skipped, failures recorded (never dropped), progress reported."
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pytest
 from explain_helpers import MONTHS, RANDOMS, SENTENCES, month_neurons, records
 from fakes import PlantedEmbedder, ScriptedLLM
 
+from neuronscope import layout
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import NeuronSummary, RunContext, estimate_run, explain_run, schedule
 from neuronscope.explain.budget import Tally, full_fits
 from neuronscope.results import neuron_explanations, read_transcript
-from neuronscope.schema import EXPLANATIONS, RECORDS
+from neuronscope.schema import EXPLANATIONS, OUTPUT_TOKENS, RECORDS
 
 EMB = PlantedEmbedder()  # no sentence-transformers model to load in the workers
 
@@ -33,11 +36,25 @@ def _records_store(store):
     )
 
 
+def _output_tokens(store, neuron: int, promoted: list[str]) -> None:
+    """An OUTPUT_TOKENS part of layer 1 holding one neuron's output side."""
+    n = len(promoted)
+    row = {"layer": 1, "neuron": neuron, "promoted_tokens": promoted, "promoted_ids": list(range(n))}
+    row |= {
+        "promoted_weights": [1.0] * n,
+        "suppressed_tokens": ["x"],
+        "suppressed_ids": [9],
+        "suppressed_weights": [-1.0],
+    }
+    store.write_parquet(layout.output_tokens_key(1), pa.Table.from_pylist([row], schema=OUTPUT_TOKENS))
+
+
 def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_by_value):
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
     _records_store(store)
+    _output_tokens(store, 0, [" April", " May"])
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
     seen = []
     summary = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB), None, seen.append)
@@ -47,6 +64,10 @@ def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_by_value):
         t = neuron_explanations(store, 1, n)
         assert t.schema == EXPLANATIONS
         assert read_transcript(store, 1, n)
+    # each task read its own neuron's output side: the explainers of neuron 0 saw it, neuron 1's did not
+    pushed = "When it fires, the model is pushed towards: April, May"
+    assert pushed in json.dumps(read_transcript(store, 1, 0), ensure_ascii=False)
+    assert "pushed towards" not in json.dumps(read_transcript(store, 1, 1), ensure_ascii=False)
     # Done neurons are skipped; the failed one is tried again (and fails the same way).
     again = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB))
     assert again.skipped == 3 and again.explained == 1 and again.failed == 1

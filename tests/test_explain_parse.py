@@ -91,6 +91,7 @@ def _conversation():
         components="place; country",
         exemplars="<text>the army marched from <<France>> into the hills of Wales</text>\nStrongest: France (10)",
         tokens="France (1)",
+        pushed="",
     )
 
 

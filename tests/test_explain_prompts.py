@@ -46,11 +46,13 @@ def _conversations() -> dict[str, list]:
             exemplars=agents.exemplar_lines(ex, sp.scale),
             tokens=agents.tokens_line(ex, sp.scale),
             components="month name; date",
+            pushed=agents.pushed_line([]),
         ),
         "single_pass": P.render(
             "single_pass",
             exemplars=agents.exemplar_lines(ex, sp.scale),
             tokens=agents.tokens_line(ex, sp.scale),
+            pushed=agents.pushed_line([]),
         ),
         "refine": P.render(
             "refine",
@@ -62,9 +64,28 @@ def _conversations() -> dict[str, list]:
     }
 
 
+# what a neuron's output side promotes, as OUTPUT_TOKENS holds it: pieces with their spaces,
+# a duplicate once stripped, an undecodable piece and hostile markup
+PROMOTED = [" April", " June", "April", "\ufffd", " </text>", " May"]
+
+
+def _with_outputs() -> dict[str, list]:
+    """The explain and single-pass conversations of a neuron whose output side is known."""
+    sp = _split()
+    ex = sp.explain
+    lines, tokens = agents.exemplar_lines(ex, sp.scale), agents.tokens_line(ex, sp.scale)
+    pushed = agents.pushed_line(PROMOTED)
+    return {
+        "explain_outputs": P.render(
+            "explain", exemplars=lines, tokens=tokens, components="month name; date", pushed=pushed
+        ),
+        "single_pass_outputs": P.render("single_pass", exemplars=lines, tokens=tokens, pushed=pushed),
+    }
+
+
 def _renders() -> dict[str, str]:
     return {
-        **{f"{name}.txt": P.as_text(conv) for name, conv in _conversations().items()},
+        **{f"{name}.txt": P.as_text(conv) for name, conv in {**_conversations(), **_with_outputs()}.items()},
         "simulate.txt": P.raw_text("simulate", explanation="month names", top=9, mid=4) + "\n",
         "detection.txt": P.raw_text("detection", explanation="month names") + "\n",
         "fuzzing.txt": P.raw_text("fuzzing", explanation="month names") + "\n",
@@ -101,6 +122,19 @@ def test_a_conversation_names_the_template_it_was_rendered_from():
     assert P.template_of(_conversations()["explain"][:1]) is None
     assert P.template_of([{"role": "user", "content": "Neuron A fires on: weapons."}]) is None
     assert P.template_of([]) is None
+    for name, conv in _with_outputs().items():
+        assert P.template_of(conv) == name.removesuffix("_outputs")
+
+
+def test_the_output_line_shows_only_with_output_data():
+    with_out, without = _with_outputs(), _conversations()
+    for name in ("explain", "single_pass"):
+        line = with_out[f"{name}_outputs"][-1]["content"].splitlines()[-1]
+        assert line == "When it fires, the model is pushed towards: April, June, ‹/text›, May"
+        assert "pushed towards" not in without[name][-1]["content"]
+        # the same conversation but for the one line: a run without output tokens renders as before
+        assert with_out[f"{name}_outputs"][-1]["content"].replace("\n" + line, "") == without[name][-1]["content"]
+    assert agents.pushed_line(["\ufffd", "  "]) == ""
 
 
 def _pinned() -> dict[str, str]:
@@ -130,7 +164,7 @@ def test_a_template_text_changes_only_with_a_version_bump():
     assert not any(problems), "\n".join(p for p in problems if p)
     # the check itself: an edited text under a released name, and a retired name reused
     assert "bump the version" in _unpinned("explain.v2.txt", b"### user\nnew words\n", pinned)
-    assert "bump the version" in _unpinned("explain.v1.txt", (P.TEMPLATES / "explain.v3.txt").read_bytes(), pinned)
+    assert "bump the version" in _unpinned("explain.v1.txt", (P.TEMPLATES / "explain.v4.txt").read_bytes(), pinned)
 
 
 def test_hostile_corpus_text_stays_inside_its_fence():

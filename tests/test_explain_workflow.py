@@ -20,13 +20,15 @@ from neuronscope.results.transcript import AgentAnswer, AgentFailure, ClusterEnt
 from neuronscope.schema import EXPLANATIONS
 
 
-def _run(llm=None, **cfg):
-    """The workflow judged by the scripted simulator (its scores are known), unless cfg says."""
+def _run(llm=None, outputs=None, **cfg):
+    """The workflow judged by the scripted simulator (its scores are known), unless cfg says;
+    ``outputs``: the neuron's OUTPUT_TOKENS row."""
     df = records(SENTENCES, MONTHS, layer=3, neuron=7, randoms=RANDOMS)
     c = ExplainConfig(
         **{"n_explain": 6, "n_heldout_top": 3, "n_heldout_random": 3, "scorer": "simulation", "candidates": 1, **cfg}
     )
-    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, NeuronOptions(PlantedEmbedder()))
+    opts = NeuronOptions(PlantedEmbedder(), outputs=outputs)
+    return explain_neuron(3, 7, pa.Table.from_pandas(df), llm or ScriptedLLM(), c, opts)
 
 
 def test_rows_conform_to_the_schema_and_scores_are_held_out():
@@ -37,7 +39,7 @@ def test_rows_conform_to_the_schema_and_scores_are_held_out():
     assert r["status"] == "ok" and r["mode"] == 0 and r["n_modes"] == 1 and r["explanation"] == "month names"
     assert r["baseline_explanation"] == "month names" and r["score"] > 0.9 and r["baseline_score"] > 0.9
     assert r["mode_score"] == r["score"] and r["coverage"] == 1.0 and r["method"] == "both"
-    assert r["template_version"] == "deconstruct.v5+explain.v3+refine.v3+single_pass.v3+simulate.v2"
+    assert r["template_version"] == "deconstruct.v5+explain.v4+refine.v3+single_pass.v4+simulate.v2"
     assert r["scorer"] == "simulation" and r["calibrated"] is None
     # the mode's evidence: its activating tokens with counts, its share of the top exemplars
     assert r["mode_share"] == 1.0 and r["mode_tokens"]
@@ -87,7 +89,7 @@ def test_mode_evidence_round_trips_through_parquet(tmp_path):
 def test_single_pass_and_neuronscope_only():
     sp = _run(method="single-pass").rows
     assert len(sp) == 1 and sp[0]["n_modes"] == 0 and math.isnan(sp[0]["score"]) and sp[0]["baseline_score"] > 0.9
-    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v3+simulate.v2"
+    assert sp[0]["llm_tokens_in"] == 0 and sp[0]["template_version"] == "single_pass.v4+simulate.v2"
     ns = _run(method="neuronscope").rows
     assert ns[0]["baseline_explanation"] is None and math.isnan(ns[0]["baseline_score"]) and ns[0]["score"] > 0.9
     rows_table(sp + ns)  # both conform
@@ -147,6 +149,19 @@ def test_a_deconstruct_answer_malformed_after_its_retries_leaves_its_exemplar_wi
     assert len(gave_up) == 6 and all("no features" in t.error for t in gave_up)
     explain = next(t for t in res.transcript if isinstance(t, AgentAnswer) and t.agent == "explain")
     assert "Features seen: (none)" in explain.messages[-2]["content"]
+
+
+def test_the_explainers_see_what_the_neurons_output_promotes_where_the_run_has_it():
+    outputs = {"promoted_tokens": [" April", " June", "June"], "promoted_weights": [2.0, 1.5, 1.0]}
+    line = "When it fires, the model is pushed towards: April, June"
+    for out, shown in ((outputs, True), (None, False)):
+        res = _run(outputs=out)
+        assert res.rows[0]["status"] == "ok", res.rows[0]["error"]
+        firsts = [t for t in res.transcript if isinstance(t, AgentAnswer) and t.attempt == 0]
+        prompts = {t.agent: t.messages[-2]["content"] for t in firsts if t.agent in ("explain", "single_pass")}
+        assert set(prompts) == {"explain", "single_pass"}
+        assert all((line in p) is shown for p in prompts.values())
+        assert all("pushed towards" not in t.messages[-2]["content"] for t in firsts if t.agent == "deconstruct")
 
 
 @pytest.mark.parametrize("revision,kept", [("Explanation: month names", True), ("Explanation: colours", False)])

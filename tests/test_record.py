@@ -14,14 +14,14 @@ from record_helpers import TINY, ZERO_NEURON, brute, expected_strata, expected_t
 
 from neuronscope.config import RecordConfig
 from neuronscope.errors import ConfigError, CorpusError, ModelError, NeuronScopeError
-from neuronscope.layout import records_key, stats_key
+from neuronscope.layout import output_tokens_key, records_key, stats_key
 from neuronscope.models import arch
 from neuronscope.record import record
 from neuronscope.record.bestk import PAD_CODE
 from neuronscope.record.fold import LayerFold, token_codes
 from neuronscope.record.hashing import sample_keys, strata_keys
 from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Counts, Summary, hist_rows, histogram
-from neuronscope.schema import RECORDS, STATS
+from neuronscope.schema import OUTPUT_TOKENS, RECORDS, STATS
 from neuronscope.store import Store
 
 WINDOW = 16
@@ -71,11 +71,12 @@ def _read(store, prefix):
 def _assert_same(a, b):
     a, b = a.reset_index(drop=True), b.reset_index(drop=True)
     floats = [c for c in ("mean", "std", "max_act") if c in a.columns]
-    other = [c for c in a.columns if c not in floats + ["activations"]]
+    lists = [c for c in ("activations", "promoted_weights", "suppressed_weights") if c in a.columns]
+    other = [c for c in a.columns if c not in floats + lists]
     assert a[other].astype(str).equals(b[other].astype(str))
     np.testing.assert_allclose(a[floats].to_numpy(float), b[floats].to_numpy(float), rtol=1e-5, atol=1e-6)
-    if "activations" in a.columns:
-        np.testing.assert_allclose(np.stack(a.activations), np.stack(b.activations), rtol=1e-5, atol=1e-6)
+    for c in lists:
+        np.testing.assert_allclose(np.stack(a[c]), np.stack(b[c]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -374,12 +375,12 @@ def test_histogram_bins_match_their_edges():
 
 def test_schema_round_trip(llama_run):
     _, _, store = llama_run
-    keys = store.list("records/") + store.list("stats/")
-    assert records_key(0) in keys and stats_key(2) in keys
+    keys = store.list("records/") + store.list("stats/") + store.list("output_tokens/")
+    assert records_key(0) in keys and stats_key(2) in keys and output_tokens_key(1, 2) in keys
     for k in keys:
         path = next(p for p in store.local_root.rglob("*.parquet") if str(p).endswith(k.lstrip("/")))
         schema = pq.read_schema(path)
-        expected = RECORDS if "records/" in k else STATS
+        expected = {"records": RECORDS, "stats": STATS, "output_tokens": OUTPUT_TOKENS}[k.split("/")[0]]
         assert schema.remove_metadata().equals(expected), k
 
 
@@ -482,13 +483,17 @@ def test_rerun_resumes_missing_shards(llama_run, tmp_path, monkeypatch):
 
     cfg, summary, full = llama_run
     assert summary["shards"] == summary["shards_recorded"] == 9 and summary["passes"] == 1
+    assert summary["output_token_shards"] == 9
     assert records_key(1, 2) in full.list("records/")
     shutil.copytree(full.local_root, tmp_path, dirs_exist_ok=True)
     store = Store.open(str(tmp_path))
     store.delete(records_key(1, 1))  # a lost shard ...
     store.delete(stats_key(2, 1))  # ... and one whose stats never landed
+    store.delete(output_tokens_key(0, 2))  # an output-token part too
     monkeypatch.setattr(driver, "SHARD_NEURONS", SHARD)
-    assert record(cfg, store)["shards_recorded"] == 2
-    for prefix in ("records/", "stats/"):
+    again = record(cfg, store)
+    assert again["shards_recorded"] == 2 and again["output_token_shards"] == 1
+    for prefix in ("records/", "stats/", "output_tokens/"):
         _assert_same(_read(full, prefix), _read(store, prefix))
-    assert record(cfg, store)["shards_recorded"] == 0
+    again = record(cfg, store)
+    assert again["shards_recorded"] == again["output_token_shards"] == 0

@@ -72,7 +72,12 @@ def test_record_run_on_phi3(ray_local, tmp_path_factory, tokenizer_dir, corpus):
         model=model_dir, corpus=corpus, window=16, top_k=3, random_k=2, batch_size=8, neurons="0-7", layers="1"
     )
     store = Store.open(str(tmp_path_factory.mktemp("run")))
-    assert record(cfg, store)["shards_recorded"] == 1
+    summary = record(cfg, store)
+    assert summary["shards_recorded"] == 1 and summary["output_token_shards"] == 1
+    # the output side of the same neurons, from the weights
+    outputs = store.read_parquet("output_tokens/").to_pandas()
+    assert outputs["layer"].tolist() == [1] * 8 and outputs["neuron"].tolist() == list(range(8))
+    assert all(len(t) == 10 for t in outputs["promoted_tokens"])
     _, acts = brute(model_dir, cfg)
     top = store.read_parquet("records/").to_pandas().query("kind == 'top'")
     assert sorted(set(top.neuron)) == list(range(8))

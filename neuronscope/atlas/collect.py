@@ -1,4 +1,5 @@
-"""The run's tables, read once for the atlas: records, stats and explanations, any of them absent."""
+"""The run's tables, read once for the atlas: records, stats, output tokens and explanations, any
+of them absent."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..parts import FolderIndex
 from ..results import read_stage
 from ..store import Store
 
-SOURCES = tuple(layout.prefix(f) for f in (layout.RECORDS, layout.STATS, layout.EXPLANATIONS))
+SOURCES = tuple(layout.prefix(f) for f in (layout.RECORDS, layout.STATS, layout.EXPLANATIONS, layout.OUTPUT_TOKENS))
 # the atlas never shows token ids: not reading them saves a fifth of a whole-model run's read
 RECORD_COLUMNS = [name for name in schema.RECORDS.names if name != "token_ids"]
 
@@ -27,6 +28,7 @@ class RunTables:
     explanations: pd.DataFrame
     transcripts: FolderIndex  # the run's transcripts: per-neuron objects and compacted parts
     manifest: dict
+    output_tokens: pd.DataFrame  # empty (with its columns) when the run has none
 
     def transcript(self, layer: int, neuron: int) -> str | None:
         """The object holding the neuron's transcript: its own, or the part it was merged into
@@ -60,6 +62,7 @@ def read_run(store: Store) -> RunTables:
         explanations=_frame(store, layout.prefix(layout.EXPLANATIONS), schema.EXPLANATIONS),
         transcripts=FolderIndex.listing(store, layout.TRANSCRIPTS),
         manifest=store.read_json(layout.MANIFEST) if store.exists(layout.MANIFEST) else {},
+        output_tokens=_frame(store, layout.prefix(layout.OUTPUT_TOKENS), schema.OUTPUT_TOKENS),
     )
     if not tables.records.num_rows and tables.explanations.empty:
         raise NeuronScopeError(

@@ -1,4 +1,5 @@
-"""Search the atlas by meaning (explanation embeddings) or by token (top-token profiles).
+"""Search the atlas by meaning (explanation embeddings) or by token (top-token profiles, then
+the tokens each neuron's output promotes).
 
 One function serves the CLI and `atlas serve`'s /api/search, so both answer alike."""
 
@@ -25,8 +26,8 @@ class Hit:
     score: float
     control: float
     explanation: str | None  # what the neuron's page shows (``semantic.shown``)
-    match: float  # cosine similarity to the query, or the token's highest activation
-    match_kind: str  # "similarity" | "activation"
+    match: float  # cosine similarity to the query, the token's highest activation, or its output weight
+    match_kind: str  # "similarity" | "activation" | "promotes"
 
     def line(self) -> str:
         text = self.explanation or "(not explained)"
@@ -53,6 +54,7 @@ class AtlasIndex:
         self._folded = tokens["token"].str.strip().str.casefold()
         # each neuron's first row (its first mode, or its only row): what a token hit shows
         self._first = neurons.reset_index().drop_duplicates(["layer", "neuron"]).set_index(["layer", "neuron"])["index"]
+        self._promoted: pd.DataFrame | None = None  # built on the first token search
 
     @classmethod
     def load(cls, store) -> AtlasIndex:
@@ -96,8 +98,29 @@ class AtlasIndex:
 
     def _by_token(self, token: str):
         """Neurons whose top-exemplar tokens include ``token`` (ignoring case and surrounding
-        spaces), strongest activation first."""
-        match = self.tokens[self._folded == token.strip().casefold()]
+        spaces), strongest activation first; then those whose output promotes it, highest weight
+        first."""
+        folded = token.strip().casefold()
+        match = self.tokens[self._folded == folded]
         best = match.sort_values(["max_act", "count"], ascending=False).drop_duplicates(["layer", "neuron"])
         for r in best.itertuples(index=False):
             yield self._hit(int(self._first[(r.layer, r.neuron)]), r.max_act, "activation", "score")
+        promoted = self.promoted()
+        hits = promoted[promoted["token"] == folded].sort_values("weight", ascending=False, kind="stable")
+        for r in hits.drop_duplicates("row").itertuples(index=False):  # " King" and "king": once
+            yield self._hit(int(r.row), r.weight, "promotes", "score")
+
+    def promoted(self) -> pd.DataFrame:
+        """(row, token, weight): each neuron's first table row beside every token its output
+        promotes, case-folded and stripped (none for an atlas built without output tokens)."""
+        if self._promoted is None:
+            cols = ["promoted_tokens", "promoted_weights"]
+            if not set(cols) <= set(self.neurons.columns):
+                self._promoted = pd.DataFrame({"row": [], "token": [], "weight": []})
+            else:
+                rows = self._first.to_numpy()
+                firsts = self.neurons.iloc[rows][cols].set_axis(["token", "weight"], axis=1).assign(row=rows)
+                flat = firsts[firsts["token"].map(len) > 0].explode(["token", "weight"], ignore_index=True)
+                flat["token"] = flat["token"].astype(str).str.strip().str.casefold()
+                self._promoted = flat.astype({"weight": float})[["row", "token", "weight"]]
+        return self._promoted

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, EXPLANATIONS, STATS, conform
+from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, EXPLANATIONS, OUTPUT_TOKENS, STATS, conform
 from .collect import RunTables, neuron_ids
 
 # A token fires at this share of its neuron's max: the density and the top-token profile use it.
@@ -117,6 +117,8 @@ def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
     missing = rows["status"].isna()
     rows.loc[missing, "mode"], rows.loc[missing, "n_modes"], rows.loc[missing, "status"] = -1, 0, "unexplained"
     rows = rows.merge(_stats(tables.stats), on=KEYS, how="left").merge(_top_lists(profiles), on=KEYS, how="left")
+    output = [c for c in ATLAS_NEURONS.names if c in OUTPUT_TOKENS.names]
+    rows = rows.merge(tables.output_tokens[output].drop_duplicates(KEYS), on=KEYS, how="left")
     for col in (
         "top_tokens",
         "top_token_counts",
@@ -125,6 +127,7 @@ def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
         "exemplar_ids",
         "quantile_levels",
         "quantiles",
+        *output[2:],
     ):
         rows[col] = [v if isinstance(v, (list, np.ndarray)) else [] for v in rows[col]]
     rows["link"] = [page_link(layer, n) for layer, n in zip(rows["layer"], rows["neuron"])]

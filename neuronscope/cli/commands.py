@@ -85,7 +85,7 @@ class Explain(Command):
 
 
 class Show(Command):
-    name, help = "show", "one neuron's explanations in the terminal"
+    name, help = "show", "one neuron's explanations, output tokens and top exemplars in the terminal"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _one_neuron(parser)
@@ -236,7 +236,7 @@ def _serve(args: argparse.Namespace, progress: Progress) -> None:
 
 
 class Search(Command):
-    name, help = "search", "neurons by the meaning of their explanations, or by a token they fire on"
+    name, help = "search", "neurons by the meaning of their explanations, or by a token they fire on or promote"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -246,7 +246,11 @@ class Search(Command):
         parser.add_argument("-k", type=int, default=10, help="how many hits (default: 10)")
         parser.add_argument("--layers", help="only these layers, e.g. 3,5-7")
         parser.add_argument("--min-score", type=float, help="only hits scored at least this")
-        parser.add_argument("--token", action="store_true", help="neurons whose top activating tokens include QUERY")
+        parser.add_argument(
+            "--token",
+            action="store_true",
+            help="neurons whose top activating tokens include QUERY, then those whose output promotes it",
+        )
         parser.add_argument("--out", help="the atlas folder or s3:// URI (default: RUN/atlas)")
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:

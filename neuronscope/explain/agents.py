@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -148,18 +148,34 @@ def tokens_line(exemplars: list[Exemplar], scale: Scale) -> str:
     return ", ".join(escape(t) for t in mode_tokens(exemplars, scale))
 
 
+def pushed_line(promoted: Sequence[str]) -> str:
+    """The templates' ``{pushed}`` field: a line naming the tokens the neuron's output promotes
+    (each stripped and escaped, once, undecodable pieces left out), after a newline; "" without
+    any, so the prompt reads as before."""
+    words = dict.fromkeys(t.strip() for t in promoted)
+    shown = [escape(w) for w in words if w.strip("\ufffd")]
+    return f"\nWhen it fires, the model is pushed towards: {', '.join(shown)}" if shown else ""
+
+
 def explain_modes(
-    s: AgentSession, modes: list[list[Exemplar]], components: list[list[str]], scale: Scale, n: int = 1
+    s: AgentSession,
+    modes: list[list[Exemplar]],
+    components: list[list[str]],
+    scale: Scale,
+    n: int = 1,
+    promoted: Sequence[str] = (),
 ) -> list[list[str]]:
     """Up to ``n`` candidate explanations per semantic mode, from that mode's exemplars and
-    components: the greedy answer, then ``n - 1`` sampled ones (seeded). An answer still malformed
-    after its retries is left out (recorded), so a mode may get none."""
+    components (and the tokens the neuron's output promotes, where known): the greedy answer,
+    then ``n - 1`` sampled ones (seeded). An answer still malformed after its retries is left out
+    (recorded), so a mode may get none."""
     convs = [
         prompts.render(
             Agent.EXPLAIN,
             exemplars=exemplar_lines(ex, scale),
             tokens=tokens_line(ex, scale),
             components="; ".join(escape(c) for c in comps) or "(none)",
+            pushed=pushed_line(promoted),
         )
         for ex, comps in zip(modes, components)
     ]
@@ -181,10 +197,14 @@ def explain_modes(
     return out
 
 
-def single_pass(s: AgentSession, exemplars: list[Exemplar], scale: Scale) -> str:
-    """The Bills et al. baseline: one explanation from all explain exemplars."""
+def single_pass(s: AgentSession, exemplars: list[Exemplar], scale: Scale, promoted: Sequence[str] = ()) -> str:
+    """The Bills et al. baseline: one explanation from all explain exemplars (and the tokens the
+    neuron's output promotes, where known)."""
     conv = prompts.render(
-        Agent.SINGLE_PASS, exemplars=exemplar_lines(exemplars, scale), tokens=tokens_line(exemplars, scale)
+        Agent.SINGLE_PASS,
+        exemplars=exemplar_lines(exemplars, scale),
+        tokens=tokens_line(exemplars, scale),
+        pushed=pushed_line(promoted),
     )
     return _explanations(s, Agent.SINGLE_PASS, [conv])[0]
 

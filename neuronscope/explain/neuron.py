@@ -121,6 +121,7 @@ class NeuronOptions:
     cache: Any = None  # the neuron's response cache (``neuronscope.llm.cache.NeuronCache``)
     calibrated: bool | None = None  # the run's scorer self-check verdict, carried into the rows
     full_allowed: bool = True  # False (method triage, a run short of budget): single-pass only
+    outputs: dict | None = None  # the neuron's OUTPUT_TOKENS row (None: the run has no output side)
 
 
 @dataclass
@@ -212,6 +213,7 @@ class NeuronWork:
     judges: Judges
     control: str  # the control explanation: unrelated to the neuron, scored beside every score
     lexical: str  # the neuron's words baseline: its explain exemplars' most frequent firing words
+    promoted: list[str]  # the tokens its output promotes, strongest first (the explainers see them)
 
     def __init__(self, layer: int, neuron: int, llm, cfg: ExplainConfig, opts: NeuronOptions):
         self.layer, self.neuron, self.cfg, self.opts = layer, neuron, cfg, opts
@@ -223,6 +225,7 @@ class NeuronWork:
         self.llm = Metered(llm, self.ledger, opts.cache)
         self.agents = agents.AgentSession(self.llm, cfg.max_parse_retries, self.transcript)
         self.method: str = cfg.method  # what the rows say the neuron got (method triage decides)
+        self.promoted = list(opts.outputs["promoted_tokens"]) if opts.outputs else []
 
     def run(self, records: pa.Table | pd.DataFrame) -> list[dict]:
         """The neuron's EXPLANATIONS rows; any failure becomes one 'failed' row with the reason
@@ -263,7 +266,7 @@ class NeuronWork:
         """The single-pass explanation; when NeuronScope's own explanations are made too, a baseline
         that stays malformed is recorded as missing instead of failing the neuron."""
         try:
-            return agents.single_pass(self.agents, self.sp.explain, self.sp.scale)
+            return agents.single_pass(self.agents, self.sp.explain, self.sp.scale, self.promoted)
         except AgentOutputError as e:
             if required:
                 raise
@@ -294,7 +297,8 @@ class NeuronWork:
         """The full workflow's explained, refined modes and their coverage."""
         modes = self.modes()
         ex, comps = [m.exemplars for m in modes], [m.components for m in modes]
-        for m, texts in zip(modes, agents.explain_modes(self.agents, ex, comps, self.sp.scale, self.cfg.candidates)):
+        drafts = agents.explain_modes(self.agents, ex, comps, self.sp.scale, self.cfg.candidates, self.promoted)
+        for m, texts in zip(modes, drafts):
             self.draft(m, texts)
         self.refine(modes)
         for i, m in enumerate(modes):

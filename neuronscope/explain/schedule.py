@@ -2,7 +2,7 @@
 
 The driver streams: it keeps the (layer, neuron) keys of the records and of the run's outputs
 (one listing per folder), never records themselves; each task reads its own neuron's records
-from the store with a filter. A finished neuron writes its transcript, its response-cache
+and output tokens from the store with a filter. A finished neuron writes its transcript, its response-cache
 object and then its explanation rows (``results/outputs.py``); the latter marks the neuron done,
 so a rerun skips it (a neuron recorded as failed is tried again unless ``retry_failed=False``: its
 LLM answers come from the response cache, so a deterministic failure costs nothing and a
@@ -134,7 +134,8 @@ class Driver:
             )
             return
         cache = self.outputs.cache_sources(layer, neuron)
-        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed)
+        outputs = self.index.output_keys_of(layer)
+        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed, outputs)
         self.in_flight[ref] = (layer, neuron, full_allowed)
         self.running[layer] = self.running.get(layer, 0) + 1
 

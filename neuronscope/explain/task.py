@@ -1,6 +1,6 @@
-"""One neuron's Ray task: read its records, run the workflow through its response cache, write
-its outputs, and report what the driver keeps of it (``NeuronSummary``); and the failure record
-of a neuron whose task could not run or died."""
+"""One neuron's Ray task: read its records and its output side, run the workflow through its
+response cache, write its outputs, and report what the driver keeps of it (``NeuronSummary``);
+and the failure record of a neuron whose task could not run or died."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
-from ..results import read_neuron, write_result
+from ..results import read_neuron, read_output_tokens, write_result
 from ..results.transcript import NeuronError
 from ..schema import TOKEN_COLUMNS, explanation_row
 from ..store import Store
@@ -84,14 +84,24 @@ def task_summary(layer: int, neuron: int, rows: list[dict]) -> NeuronSummary:
 
 
 def run_task(
-    layer: int, neuron: int, record_keys: list[str], cache_sources: list[str], s: RunContext, full_allowed: bool = True
+    layer: int,
+    neuron: int,
+    record_keys: list[str],
+    cache_sources: list[str],
+    s: RunContext,
+    full_allowed: bool = True,
+    output_keys: list[str] | None = None,
 ) -> NeuronSummary:
-    """``full_allowed``: see ``NeuronOptions`` (False: the run's budget holds triage's full workflow back)."""
+    """``full_allowed``: see ``NeuronOptions`` (False: the run's budget holds triage's full workflow
+    back); ``output_keys``: the OUTPUT_TOKENS objects of the neuron's layer (none: no output side)."""
     records = read_neuron(s.records, record_keys, layer, neuron)
+    outputs = read_output_tokens(s.records, output_keys or [], layer, neuron)
     model_id = getattr(s.llm, "model_id", None)
     cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources) if model_id else None
     try:
-        options = NeuronOptions(embedder=s.embedder, cache=cache, calibrated=s.calibrated, full_allowed=full_allowed)
+        options = NeuronOptions(
+            embedder=s.embedder, cache=cache, calibrated=s.calibrated, full_allowed=full_allowed, outputs=outputs
+        )
         result = s.workflow(layer, neuron, records, s.llm, s.cfg, options)
     finally:
         if cache is not None:

@@ -23,6 +23,7 @@ from ..store import Store
 from .bestk import PAD_CODE
 from .topk import QUANTILE_LEVELS, Counts, Summary, split_code
 from .udf import Recorder, exemplar_counts
+from .vocab import write_output_tokens
 
 MAX_BLOCK_WINDOWS = 1024  # windows per Ray Data input block, at most
 SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
@@ -385,7 +386,9 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     (S+1)*SHARD_NEURONS-1), ``records/layer_LLL/part-SSSSS.parquet`` (schema RECORDS, rows sorted
     by neuron, kind, rank) and ``stats/layer_LLL/part-SSSSS.parquet`` (schema STATS). A shard
     whose two files are already in the store is skipped, so a rerun resumes an interrupted
-    run; results do not depend on which shards are recorded together. Returns a summary.
+    run; results do not depend on which shards are recorded together. Then the same shards'
+    ``output_tokens/layer_LLL/part-SSSSS.parquet`` (schema OUTPUT_TOKENS, ``vocab.py``), from
+    the weights alone, each skipped where it exists. Returns a summary.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -416,6 +419,10 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
             jobs = [pool.submit(writer.layer, layer, summaries[layer]) for layer in p_layers]
             written += sum(job.result() for job in jobs)
         done |= {(layer, n // SHARD_NEURONS) for layer in p_layers for n in p_neurons}
+    # the output side needs only the weights: a few seconds a layer, its own parts skipped on a rerun
+    outputs = write_output_tokens(store, path, plan.layers, plan.neurons, SHARD_NEURONS)
+    if outputs["parts"]:
+        progress(f"record: output tokens of {outputs['parts']} shards in {outputs['seconds']} s")
     summary = {
         "layers": plan.layers,
         "neurons": len(plan.neurons),
@@ -428,6 +435,7 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
         "passes": len(plan.passes),
         "negative": plan.counts.negative,
         "exemplars_per_neuron": plan.counts.per_neuron(),
+        "output_token_shards": outputs["parts"],
     }
     progress(f"record: done, {summary['n_tokens']} tokens in {summary['seconds']} s")
     return summary

@@ -14,7 +14,7 @@ from .outputs import (
     rows_table,
     write_result,
 )
-from .records import RecordsIndex, code, load_records, read_neuron, uncode
+from .records import RecordsIndex, code, load_records, output_token_keys, read_neuron, read_output_tokens, uncode
 from .tables import neuron_rows, read_stage
 
 __all__ = [
@@ -25,11 +25,13 @@ __all__ = [
     "load_records",
     "neuron_explanations",
     "neuron_rows",
+    "output_token_keys",
     "part_line",
     "part_line_prefix",
     "read_entries",
     "read_explanations",
     "read_neuron",
+    "read_output_tokens",
     "read_stage",
     "read_transcript",
     "rows_table",

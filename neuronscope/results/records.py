@@ -1,10 +1,14 @@
-"""The record stage's output read back: which neurons the records hold, and one neuron's records.
+"""The record stage's output read back: which neurons the records hold, one neuron's records and
+its output side (OUTPUT_TOKENS).
 
-The driver keeps only the (layer, neuron) keys of each records object; each workflow reads its
-own neuron's rows with a filter, so only the row groups whose statistics may hold them are fetched.
+The driver keeps only the (layer, neuron) keys of each records object and the output-token
+objects of each layer; each workflow reads its own neuron's rows with a filter, so only the row
+groups whose statistics may hold them are fetched.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,6 +18,7 @@ from ..errors import NeuronScopeError
 from ..schema import neuron_filter
 
 _SHIFT = 32  # (layer, neuron) packed into one int64: layer << 32 | neuron
+_LAYER_DIR = re.compile(r"/layer_(\d+)/")
 
 
 def code(layer, neuron):
@@ -25,10 +30,12 @@ def uncode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RecordsIndex:
-    """The neurons of every records object: ``keys[i]`` holds the sorted codes ``codes[i]``."""
+    """The neurons of every records object: ``keys[i]`` holds the sorted codes ``codes[i]``; and
+    the output-token objects of each layer (``outputs``, none where the run has no output side)."""
 
-    def __init__(self, keys: list[str], codes: list[np.ndarray]):
+    def __init__(self, keys: list[str], codes: list[np.ndarray], outputs: dict[int, list[str]] | None = None):
         self.keys, self.codes = keys, codes
+        self.outputs = outputs or {}
 
     @classmethod
     def scan(cls, store) -> RecordsIndex:
@@ -43,7 +50,7 @@ class RecordsIndex:
         for key in keys:
             t = _checked_peaks(store, key)
             codes.append(np.unique(code(t["layer"].to_numpy(), t["neuron"].to_numpy())))
-        return cls(keys, codes)
+        return cls(keys, codes, output_token_keys(store))
 
     def present(self) -> np.ndarray:
         """Codes of every neuron with records, sorted."""
@@ -58,6 +65,28 @@ class RecordsIndex:
             if i < len(cs) and cs[i] == c:
                 out.append(key)
         return out
+
+    def output_keys_of(self, layer: int) -> list[str]:
+        """The output-token objects that may hold the layer's neurons."""
+        return self.outputs.get(layer, [])
+
+
+def output_token_keys(store) -> dict[int, list[str]]:
+    """layer -> the OUTPUT_TOKENS objects in its folder (one listing)."""
+    out: dict[int, list[str]] = {}
+    for key in store.list(layout.prefix(layout.OUTPUT_TOKENS)):
+        m = _LAYER_DIR.search(key)
+        if m and key.endswith(".parquet"):
+            out.setdefault(int(m[1]), []).append(key)
+    return out
+
+
+def read_output_tokens(store, keys: list[str], layer: int, neuron: int) -> dict | None:
+    """The neuron's OUTPUT_TOKENS row as a dict of plain lists (None: it has none)."""
+    if not keys:
+        return None
+    rows = store.read_parquet_where(keys, neuron_filter(layer, neuron)).to_pylist()
+    return rows[0] if rows else None
 
 
 def _checked_peaks(store, key: str):

@@ -358,7 +358,15 @@ window.NS_DATA = window.NS_DATA || {};
     return el("div", {}, el("h3", {}, "Top tokens"), r.top_tokens.length
       ? el("ul", { id: "top-tokens" }, r.top_tokens.map((t, i) =>
         el("li", {}, el("span", { class: "chip" }, showToken(t)), ` ×${r.top_token_counts[i]}, up to ${fmt(r.top_token_acts[i], 3)}`)))
-      : el("p", { class: "muted" }, "none recorded"));
+      : el("p", { class: "muted" }, "none recorded"), outputTokens(r));
+  }
+
+  // What the neuron's output pushes the next token towards and away from (where the run has it).
+  function outputTokens(r) {
+    if (!(r.promoted_tokens || []).length) return null;
+    const chips = (ts) => ts.map((t) => el("span", { class: "chip" }, showToken(t)));
+    return el("div", { id: "output-tokens" }, el("h3", {}, "Output"),
+      el("p", {}, "promotes: ", chips(r.promoted_tokens)), el("p", {}, "suppresses: ", chips(r.suppressed_tokens)));
   }
 
   // The simulation scorer's r beside its control, where it ran (off by default).
