@@ -168,6 +168,12 @@ class ExplainConfig(_Strict):
         8, ge=0, description="top exemplars that decide between a mode's candidate explanations and refinements"
     )
     n_validation_random: int = Field(16, ge=0, description="random exemplars that decide beside them")
+    output_evidence: bool = Field(
+        False,
+        description="show the explainers the tokens the neuron's output promotes (where the run has "
+        "the output side); off by default: the bundled 135M explainer copies them into its answers "
+        "(on the demo, 10 of 44 explanations named promoted tokens that are not in its exemplars)",
+    )
     candidates: int = Field(
         3,
         ge=1,

@@ -151,11 +151,11 @@ def test_a_deconstruct_answer_malformed_after_its_retries_leaves_its_exemplar_wi
     assert "Features seen: (none)" in explain.messages[-2]["content"]
 
 
-def test_the_explainers_see_what_the_neurons_output_promotes_where_the_run_has_it():
+def test_the_explainers_see_what_the_neurons_output_promotes_where_the_run_has_it_and_it_is_asked():
     outputs = {"promoted_tokens": [" April", " June", "June"], "promoted_weights": [2.0, 1.5, 1.0]}
     line = "When it fires, the model is pushed towards: April, June"
-    for out, shown in ((outputs, True), (None, False)):
-        res = _run(outputs=out)
+    for out, asked, shown in ((outputs, True, True), (None, True, False), (outputs, False, False)):
+        res = _run(outputs=out, output_evidence=asked)
         assert res.rows[0]["status"] == "ok", res.rows[0]["error"]
         firsts = [t for t in res.transcript if isinstance(t, AgentAnswer) and t.attempt == 0]
         prompts = {t.agent: t.messages[-2]["content"] for t in firsts if t.agent in ("explain", "single_pass")}

@@ -225,7 +225,8 @@ class NeuronWork:
         self.llm = Metered(llm, self.ledger, opts.cache)
         self.agents = agents.AgentSession(self.llm, cfg.max_parse_retries, self.transcript)
         self.method: str = cfg.method  # what the rows say the neuron got (method triage decides)
-        self.promoted = list(opts.outputs["promoted_tokens"]) if opts.outputs else []
+        # shown to the explainers only when asked: a weak explainer copies them into its answers
+        self.promoted = list(opts.outputs["promoted_tokens"]) if opts.outputs and cfg.output_evidence else []
 
     def run(self, records: pa.Table | pd.DataFrame) -> list[dict]:
         """The neuron's EXPLANATIONS rows; any failure becomes one 'failed' row with the reason
