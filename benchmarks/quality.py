@@ -98,7 +98,8 @@ def _judge(ok: pd.DataFrame, pre: str) -> dict | None:
     for name, col in AGAINST.items():
         other = both.get(pre + col)
         if other is not None and other.notna().all():
-            out[name] = {"delta": paired(ns, other.to_numpy()), "win": float((ns > other.to_numpy()).mean())}
+            o = other.to_numpy()
+            out[name] = {"delta": paired(ns, o), "win": float((ns > o).mean()), "tie": float((ns == o).mean())}
     return out
 
 
@@ -308,7 +309,8 @@ def _delta(x: dict, name: str) -> str:
     if name not in x:
         return "–"
     d, lo, hi = x[name]["delta"]
-    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}], higher on {x[name]['win']:.0%}"
+    tie = f" (equal on {x[name]['tie']:.0%})" if x[name].get("tie") else ""
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}], higher on {x[name]['win']:.0%}{tie}"
 
 
 def _compare_lines(title: str, r: dict) -> list[str]:

@@ -55,7 +55,7 @@ def test_explain_run_writes_skips_and_records_failures(tmp_path, ray_by_value):
     store = Store.open(str(tmp_path / "run"))
     _records_store(store)
     _output_tokens(store, 0, [" April", " May"])
-    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2, output_evidence=True)
     seen = []
     summary = explain_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB), None, seen.append)
     assert summary.neurons == 4 and summary.ok == 3 and summary.failed == 1, summary

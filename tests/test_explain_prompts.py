@@ -27,6 +27,7 @@ def _split():
             "We will know more by December or so.",
             HOSTILE,
             "Nothing hot here at all.",
+            "A letter came in June from the north.",
         ],
         MONTHS,
     )

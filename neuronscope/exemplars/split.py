@@ -4,8 +4,8 @@ explanations, and what scores them — disjoint by window.
 Top-k is kept per token, so one window can be a top exemplar, a stratum exemplar and a random one
 at once; each window goes into one part only (top before strata before random), so no score is
 taken on text an agent has read or a decision was made on.
-- top exemplars: the held-out ones spread over the ranks (never rank 0: the best stays with the
-  explainer), the explainer gets the best of the rest, validation the next.
+- top exemplars: the explainer gets the strongest (as Bills et al. show them); of the rest, the
+  held-out ones are spread over the ranks and validation gets those between.
 - strata (the activating range, weakest to strongest): two of every three windows score, the
   third decides.
 - random exemplars: the first few are the refine agent's quiet text (``feedback``), the next
@@ -83,11 +83,13 @@ def split(pools: Pools, sizes: SplitSizes = SplitSizes()) -> Split:
     if len(top) < 2:
         raise ValueError(f"need at least 2 top exemplars (distinct windows) to explain and score, got {len(top)}")
     n_explain = min(sizes.explain, len(top) - 1)
-    n_val = _share(len(top) - n_explain, sizes.validation_top, sizes.heldout_top)
-    ho_idx = set(spread(len(top), len(top) - n_explain - n_val))
-    rest = [e for i, e in enumerate(top) if i not in ho_idx]
-    explain, validation = rest[:n_explain], rest[n_explain:]
-    heldout = [top[i] for i in sorted(ho_idx)]
+    # the strongest go to the explainer: a rank stride here would alias with any periodic order
+    # of the top windows (a planted neuron's concepts take turns) and show it one concept only
+    explain, others = top[:n_explain], top[n_explain:]
+    n_val = _share(len(others), sizes.validation_top, sizes.heldout_top)
+    ho_idx = set(spread(len(others), len(others) - n_val))
+    validation = [e for i, e in enumerate(others) if i not in ho_idx]
+    heldout = [others[i] for i in sorted(ho_idx)]
     for stratum in pools.strata:
         for i, e in enumerate(_distinct(stratum, taken)):
             (validation if i % STRATUM_VALIDATION_EVERY == STRATUM_VALIDATION_EVERY - 1 else heldout).append(e)
