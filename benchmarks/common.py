@@ -21,7 +21,14 @@ TITLE = "# Benchmark results\n\nEach section is appended by the benchmark script
 
 # Flags whose values are paths of the machine that ran: a path tells a reader nothing, so the
 # recorded command names them by these words instead.
-PATH_FLAGS = {"--run": "RUN", "--out": "RUN", "--keep": "DIR", "--results": "RESULTS", "--config": "CONFIG"}
+PATH_FLAGS = {
+    "--run": "RUN",
+    "--out": "RUN",
+    "--keep": "DIR",
+    "--results": "RESULTS",
+    "--config": "CONFIG",
+    "--puzzles": "PUZZLES",
+}
 
 
 def command(script: str, argv: list[str] | None = None) -> str:

@@ -1,25 +1,41 @@
-"""The judges judged: can each scorer tell a right explanation from a wrong one, at what cost, and
-do the scorers agree?
+"""The judges judged: does each scorer prefer a neuron's true explanation to the false ones a judge
+is known to fall for, at what cost, and do the scorers agree?
 
-  python benchmarks/scorers.py                 # bundled SmolLM2-135M (LLM scorers) + MiniLM
+  python benchmarks/scorers.py                        # reader and embedding: no LLM engine
+  python benchmarks/scorers.py --puzzles PUZZLES      # and the neuron puzzles
+  python benchmarks/scorers.py --scorers reader,simulation --parts check,stress,real   # the LLM engine too
 
-Planted neurons (neuronscope.record.synthetic: 1-3 known concepts over the real corpus): each
-neuron's held-out exemplars (the workflow's split) scored with its concepts' own names (right), a
-concept it does not hold (wrong) and another planted neuron's names (other). Pairwise AUROC =
-share of neurons where right beats wrong (ties one half); gap = mean right - mean wrong.
-Real neurons of the bundled model: the single-pass explainer's explanation of each neuron
-against another neuron's explanation (own vs other), and Spearman agreement between scorers.
-Also each scorer's self-check and a simulation row with the old 0-10 numeral scale ("before"
-the fix: on SmolLM2 "10" is two tokens, so a predicted 10 was read as a 1).
-Last line: S_right_vs_wrong=<default scorer's pairwise AUROC> plus each scorer's.
+Stress (``neuronscope.scoring.stress``): planted neurons (``neuronscope.record.synthetic``: 1-3
+whole-word concepts over the real corpus, and context neurons that fire on a concept only right
+after given words), each neuron's held-out exemplars (the workflow's split) scored with its truth
+and with a false explanation of every kind that applies: the explain exemplars' top words as a
+list and in the puzzles' phrasing, over-general, one concept only, a near miss (sibling), a wrong
+context, garbage, another neuron's truth. A kind's win rate = share of pairs where the truth
+scores higher (ties one half). Two concept tables: TUNING (the reader judge's weights were chosen
+on it) and HELD_OUT (never tuned on).
+Puzzles (``--puzzles PATH``: the JSON of openai/automated-interpretability's neuron puzzles, per
+puzzle its sentences with activations, true explanation and false ones): every sentence held
+out, the truth's win rate over the false ones, word lists apart.
+Self-check: each scorer's run-time calibration (``neuronscope.scoring.calibration``).
+Real neurons (``--parts real``; starts the LLM engine): the single-pass explainer's explanation of
+each neuron of the bundled model against another neuron's (own vs other), and Spearman agreement
+between scorers. The scorer name "simulation (0-10, before)" is the simulator with the old 0-10
+numeral scale (on SmolLM2 "10" is two tokens, so a predicted 10 was read as a 1).
+Last line: S_stress_min=<default scorer's worst kind win rate, tuning table>, S_stress_min_heldout
+and S_puzzles likewise, then each scorer's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -31,18 +47,36 @@ from common import append_results, header
 from neuronscope import stages
 from neuronscope.cli.flags import config_from_args
 from neuronscope.config import ExplainConfig
-from neuronscope.exemplars import load, split
+from neuronscope.exemplars import Exemplar, Scale, SplitSizes, load, needed, split
 from neuronscope.explain import agents
 from neuronscope.llm.base import Ledger, Metered
-from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
 from neuronscope.models.embedder import get_embedder
-from neuronscope.scoring import SCORERS, SimulationScorer, make_scorer
+from neuronscope.scoring import LLM_SCORERS, SCORERS, Scorer, SimulationScorer, make_scorer
 from neuronscope.scoring.calibration import self_check
 from neuronscope.scoring.metrics import pairwise_win
 from neuronscope.scoring.simulate import Vocab
+from neuronscope.scoring.stress import KINDS, Case, Trial, contest, stress, win_rates
 
 BEFORE = "simulation (0-10, before)"
+PARTS = ("check", "stress", "real")
+# The stress split: the explainer's 8, and a held-out set larger than a run's, so a win rate
+# rests on many words (validation exemplars are drawn as a run's are, and not used).
+SIZES = SplitSizes(explain=8, heldout_top=24, heldout_random=32, validation_top=8, validation_random=8)
+WINDOW = 64  # tokens per planted window (the record stage's default)
+TABLE_SEEDS = {"tuning": 11, "held-out": 99}  # which concept combinations each table plants
+# a false explanation of a puzzle that lists words ('instances of the words "a", "b" and "c"',
+# 'the sequences of digits "000", ...') rather than describing them
+PUZZLE_WORDS = re.compile(r'^(?:the )?(?:instances|sequences) of (?:the )?\w+ (?:"|\d)', re.I)
+
+
+@dataclass
+class Contender:
+    """One scorer under test: what makes it for a neuron from the words its explainer was shown,
+    and the ledger that books its LLM calls alone."""
+
+    make: Callable[[frozenset[str]], Scorer]
+    ledger: Ledger
 
 
 class OldScaleSimulation(SimulationScorer):
@@ -61,86 +95,129 @@ class OldScaleSimulation(SimulationScorer):
 
 def _args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--planted-per", type=int, default=5, help="planted neurons per concept count (1, 2, 3)")
-    p.add_argument("--planted-tokens", type=int, default=300_000, help="corpus tokens the planted neurons draw from")
+    p.add_argument("--scorers", default="reader,embedding", help=f"comma list of {[*SCORERS, BEFORE]}")
+    p.add_argument("--parts", default="check,stress", help=f"comma list of {list(PARTS)} (real: the LLM engine)")
+    p.add_argument("--stress-per", type=int, default=10, help="planted neurons per concept count (1, 2, 3), per table")
+    p.add_argument("--stress-tokens", type=int, default=1_200_000, help="corpus tokens the planted neurons draw from")
+    p.add_argument("--puzzles", help="the neuron puzzles' JSON file (left out when not given)")
     p.add_argument("--layers", default="3,11,19,27", help="real neurons: layers of the bundled model")
     p.add_argument("--neurons", default="0-3", help="real neurons: neurons of each layer")
     p.add_argument("--max-tokens", type=int, default=40_000, help="real neurons: corpus tokens recorded")
     p.add_argument("--out", help="folder for the real-neuron run (default: a temporary folder)")
-    p.add_argument(
-        "--scorers",
-        default=",".join([*SCORERS, BEFORE]),
-        help=f"comma list of scorers to measure (default: all, and {BEFORE!r})",
-    )
     p.add_argument("--no-append", action="store_true", help="print, do not append to RESULTS.md")
-    return p.parse_args(argv)
-
-
-def _scorers(llm, embedder, ledger: Ledger, names: list[str]) -> dict:
-    unknown = sorted(set(names) - {*SCORERS, BEFORE})
+    args = p.parse_args(argv)
+    args.scorers, args.parts = args.scorers.split(","), args.parts.split(",")
+    unknown = sorted(set(args.scorers) - {*SCORERS, BEFORE}) + sorted(set(args.parts) - set(PARTS))
     if unknown:
-        raise SystemExit(f"unknown scorer(s) {unknown}; known: {[*SCORERS, BEFORE]}")
-    metered = Metered(llm, ledger)
-    return {
-        n: OldScaleSimulation(metered, agent=BEFORE)
-        if n == BEFORE
-        else make_scorer(n, llm=metered, embedder=embedder, agent=n)
-        for n in names
-    }
+        p.error(f"unknown scorer(s) or part(s) {unknown}")
+    return args
 
 
-def _timed(scorer, jobs, ledger: Ledger) -> tuple[list[float], float, int]:
-    """Scores of every (max_act, [(explanation, exemplars), ...]) job, seconds, and the LLM
-    tokens the scorer spent (none for the embedder)."""
-    agents_ = [getattr(scorer, "agent", "")]
-    before, t0 = ledger.total(agents_).tokens_in, time.time()
-    scores = []
-    for max_act, group in jobs:  # one call per neuron: each neuron has its own 0-10 scale
-        scores += [r.score for r in scorer(group, max_act)]
-    return scores, time.time() - t0, ledger.total(agents_).tokens_in - before
+def _needs_llm(args) -> bool:
+    """Whether the run starts the LLM engine: an LLM scorer, or the real neurons' explainer."""
+    return "real" in args.parts or bool(set(args.scorers) & {*LLM_SCORERS, BEFORE})
 
 
-def planted_part(cfg, scorers: dict, ledger: Ledger, n_per: int, tokens: int, progress) -> dict:
+def _scorer(name: str, llm, embedder, shown: frozenset[str]) -> Scorer:
+    return OldScaleSimulation(llm) if name == BEFORE else make_scorer(name, llm=llm, embedder=embedder, shown=shown)
+
+
+def _contenders(llm, embedder, names: list[str]) -> dict[str, Contender]:
+    out = {}
+    for name in names:
+        ledger = Ledger()
+        out[name] = Contender(partial(_scorer, name, Metered(llm, ledger) if llm else None, embedder), ledger)
+    return out
+
+
+def _timed(c: Contender, run: Callable[[], list[Trial]]) -> tuple[list[Trial], float, int]:
+    """``run()``'s trials, its seconds and the LLM tokens the scorer spent (none for the embedder)."""
+    before, t0 = c.ledger.total().tokens_in, time.time()
+    trials = run()
+    return trials, time.time() - t0, c.ledger.total().tokens_in - before
+
+
+def _cases(table, windows, tok, n_per: int, seed: int) -> tuple[list[Case], int]:
+    """The table's planted neurons as stress cases, and how many are context neurons."""
+    from neuronscope.record.synthetic import ConceptWindows
+
+    rules = table.rules(n_per, seed)
+    planted = ConceptWindows(windows, tok, table.concepts).plant(rules, *needed(SIZES), seed=3)
+    cases = []
+    for p in planted:
+        sp = split(load(p.table), SIZES)
+        cases.append(Case(table.truth(p.concepts, p.context), sp.explain, sp.heldout, sp.scale))
+    return cases, sum(r.context is not None for r in rules)
+
+
+def stress_part(cfg, contenders: dict[str, Contender], args, progress) -> dict:
     from transformers import AutoTokenizer
 
     from neuronscope.config import RecordConfig
     from neuronscope.models.bundled import resolve_model
     from neuronscope.record.driver import load_windows
-    from neuronscope.record.synthetic import CONCEPTS, ConceptWindows, concept_sets
+    from neuronscope.record.synthetic import HELD_OUT, TUNING
 
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.record.model).path)
-    r = cfg.record
-    windows, _ = load_windows(RecordConfig(corpus=r.corpus, window=r.window, max_tokens=tokens), tok)
-    sets = concept_sets(n_per, seed=11)
-    planted = ConceptWindows(windows, tok).plant(sets, top_k=r.top_k, random_k=r.random_k, seed=3)
-    e = cfg.explain
-    rng = np.random.default_rng(5)
-    jobs = []
-    for p in planted:
-        sp = split(*load(p.table), e.n_explain, e.n_heldout_top, e.n_heldout_random)
-        wrong = str(rng.choice([c for c in CONCEPTS if c not in p.concepts]))
-        others = [q for q in planted if not set(q.concepts) & set(p.concepts)]
-        other = " and ".join(others[int(rng.integers(len(others)))].concepts)
-        jobs.append((sp.max_act, [(" and ".join(p.concepts), sp.heldout), (wrong, sp.heldout), (other, sp.heldout)]))
+    rcfg = RecordConfig(corpus=cfg.record.corpus, window=WINDOW, max_tokens=args.stress_tokens)
+    windows, _ = load_windows(rcfg, tok)
     out = {}
-    for name, sc in scorers.items():
-        scores, secs, spent = _timed(sc, jobs, ledger)
-        s = np.array(scores).reshape(len(planted), 3)
-        out[name] = {
-            "right_vs_wrong": pairwise_win(s[:, 0], s[:, 1]),
-            "right_vs_other": pairwise_win(s[:, 0], s[:, 2]),
-            "right": float(np.nanmean(s[:, 0])),
-            "wrong": float(np.nanmean(s[:, 1])),
-            "other": float(np.nanmean(s[:, 2])),
-            "seconds": secs / len(planted),
-            "tokens": spent / len(planted),
-            "n": len(planted),
-        }
-        progress(f"planted: {name}: right over wrong {out[name]['right_vs_wrong']:.2f}")
+    for label, table in (("tuning", TUNING), ("held-out", HELD_OUT)):
+        cases, contexts = _cases(table, windows, tok, args.stress_per, TABLE_SEEDS[label])
+        per = {}
+        for name, c in contenders.items():
+            trials, secs, spent = _timed(c, partial(stress, c.make, cases))
+            kinds = win_rates(trials)
+            per[name] = {
+                "kinds": kinds,
+                "all": float(np.mean([t.win for t in trials])),
+                "seconds": secs / len(cases),
+                "tokens": spent / len(cases),
+            }
+            worst = min(kinds, key=kinds.__getitem__)
+            progress(f"stress ({label}): {name}: worst kind {worst} {kinds[worst]:.2f}")
+        out[label] = {"per": per, "n": len(cases), "contexts": contexts}
     return out
 
 
-def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> dict:
+def _puzzle(p: dict) -> list[Exemplar]:
+    """A puzzle's sentences as exemplars: a token is a string (quiet) or [string, activation]."""
+    out = []
+    for k, s in enumerate(p["sentences"]):
+        toks = tuple(t[0] if isinstance(t, list) else t for t in s)
+        acts = tuple(float(t[1]) if isinstance(t, list) else 0.0 for t in s)
+        out.append(Exemplar(k, "top", k, toks, acts, int(np.argmax(acts))))
+    return out
+
+
+def puzzles_part(path: str, contenders: dict[str, Contender], progress) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        puzzles = json.load(fh)
+    out = {}
+    for name, c in contenders.items():
+
+        def run(f=c.make) -> list[Trial]:
+            trials = []
+            for i, p in enumerate(puzzles.values()):
+                exs = _puzzle(p)
+                falses = [
+                    ("words (puzzle form)" if PUZZLE_WORDS.match(x) else "other", x) for x in p["false_explanations"]
+                ]
+                trials += contest(f, p["explanation"], falses, exs, exs, Scale.of(exs), i)
+            return trials
+
+        trials, secs, _ = _timed(c, run)
+        out[name] = {
+            "kinds": win_rates(trials),
+            "all": float(np.mean([t.win for t in trials])),
+            "pairs": len(trials),
+            "seconds": secs / len(puzzles),
+        }
+        progress(f"puzzles: {name}: truth over false {out[name]['all']:.2f}")
+    return {"per": out, "n": len(puzzles)}
+
+
+def real_part(cfg, contenders: dict[str, Contender], llm, run: str, progress) -> dict:
     from scipy.stats import spearmanr
 
     from neuronscope.results import load_records
@@ -148,28 +225,29 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
 
     stages.run_record(cfg, run, progress)
     df = load_records(Store.open(run))
-    e, neurons = cfg.explain, []
-    for (layer, neuron), g in sorted(df.groupby(["layer", "neuron"])):
+    sizes, neurons = SplitSizes.of(cfg.explain), []
+    for _, g in sorted(df.groupby(["layer", "neuron"])):
         try:
-            neurons.append(((layer, neuron), split(*load(g), e.n_explain, e.n_heldout_top, e.n_heldout_random)))
+            neurons.append(split(load(g), sizes))
         except ValueError:
             continue
-    metered = Metered(llm, Ledger())
-    texts = [
-        agents.single_pass(agents.AgentSession(metered, e.max_parse_retries, []), sp.explain, sp.max_act)
-        for _, sp in neurons
-    ]
+    session = agents.AgentSession(Metered(llm, Ledger()), cfg.explain.max_parse_retries, [])
+    texts = [agents.single_pass(session, sp.explain, sp.scale) for sp in neurons]
     shift = len(neurons) // 2 or 1  # another neuron's explanation: half the list away (another layer)
-    jobs = [
-        (sp.max_act, [(texts[i], sp.heldout), (texts[(i + shift) % len(neurons)], sp.heldout)])
-        for i, (_, sp) in enumerate(neurons)
-    ]
     out, own = {}, {}
-    for name, sc in scorers.items():
+    for name, c in contenders.items():
         if name == BEFORE:  # the numeral fix is measured on planted neurons; real ones need no twin run
             continue
-        scores, secs, spent = _timed(sc, jobs, ledger)
-        s = np.array(scores).reshape(len(neurons), 2)
+
+        def run_(f=c.make) -> list[Trial]:
+            trials = []
+            for i, sp in enumerate(neurons):
+                other = [("other neuron", texts[(i + shift) % len(neurons)])]
+                trials += contest(f, texts[i], other, sp.explain, sp.heldout, sp.scale, i)
+            return trials
+
+        trials, secs, spent = _timed(c, run_)
+        s = np.array([[t.right, t.wrong] for t in trials])
         own[name] = s[:, 0]
         out[name] = {
             "own_vs_other": pairwise_win(s[:, 0], s[:, 1]),
@@ -184,46 +262,95 @@ def real_part(cfg, scorers: dict, llm, ledger: Ledger, run: str, progress) -> di
     return {"per": out, "agree": agree, "n": len(neurons)}
 
 
-def _report(argv, args, cfg, checks, planted, real, seconds) -> str:
+def _kind_table(per: dict, extra: list[str]) -> list[str]:
+    """Markdown rows: a scorer per row, a column per kind (KINDS order), then ``extra`` columns."""
+    met = dict.fromkeys(k for r in per.values() for k in r["kinds"])
+    kinds = [k for k in KINDS if k in met] + [k for k in met if k not in KINDS]
+    lines = [
+        "| scorer | " + " | ".join([*kinds, "all", "worst", *extra]) + " |",
+        "|---" * (len(kinds) + 3 + len(extra)) + "|",
+    ]
+    for name, r in per.items():
+        cells = [f"{r['kinds'][k]:.2f}" if k in r["kinds"] else "-" for k in kinds]
+        cells += [f"{r['all']:.2f}", f"**{min(r['kinds'].values()):.2f}**"]
+        cells += [f"{r[e]:.2f}" if e == "seconds" else f"{r[e]:.0f}" for e in extra]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _report(argv, args, cfg, checks, stressed, puzzles, real, seconds) -> str:
+    llm = f"LLM: {cfg.llm.backend} `{cfg.llm.model}`; " if _needs_llm(args) else "no LLM; "
     lines = header("Scorers", __file__, argv) + [
-        f"LLM scorers: {cfg.llm.backend} `{cfg.llm.model}` ({resolve_dtype(cfg.llm)}); embedder `{cfg.explain.embedder}`; "
-        f"held-out {cfg.explain.n_heldout_top} top + {cfg.explain.n_heldout_random} random exemplars per neuron "
-        f"(the demo's split); wall time {seconds / 60:.1f} min.\n",
-        f"**Planted neurons** ({next(iter(planted.values()))['n']}: {args.planted_per} each of 1, 2 and 3 "
-        f"concepts; top-k {cfg.record.top_k} / random-k {cfg.record.random_k} planted). Pairwise AUROC = share of neurons where the right explanation (the planted concepts' "
-        "names) scores above a wrong concept's / another planted neuron's; self-check = the run-time "
-        "calibration (`neuronscope.scoring.calibration`), right name over wrong name.\n",
-        "| scorer | right > wrong | right > other neuron | mean right / wrong / other | self-check | "
-        "s per neuron | LLM tokens per neuron |",
-        "|---|---|---|---|---|---|---|",
+        f"Embedder `{cfg.explain.embedder}`; {llm}wall time {seconds / 60:.1f} min.\n",
     ]
-    for name, r in planted.items():
-        c = checks.get(name)
-        check = f"{c.discrimination:.2f} ({'pass' if c.passed else 'FAIL'}, {c.seconds:.1f} s)" if c else "-"
-        lines.append(
-            f"| {name} | {r['right_vs_wrong']:.2f} | {r['right_vs_other']:.2f} | "
-            f"{r['right']:.3f} / {r['wrong']:.3f} / {r['other']:.3f} | {check} | {r['seconds']:.2f} | "
-            f"{r['tokens']:.0f} |"
-        )
-    lines += [
-        f"\n**Real neurons** ({real['n']} of `{cfg.record.model}`, layers {args.layers}, neurons "
-        f"{args.neurons}, {args.max_tokens} tokens): each neuron's single-pass explanation (own) against "
-        "another neuron's (other), same held-out exemplars.\n",
-        "| scorer | own > other | mean own / other | s per neuron | LLM tokens per neuron |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in real["per"].items():
-        lines.append(
-            f"| {name} | {r['own_vs_other']:.2f} | {r['own']:.3f} / {r['other']:.3f} | "
-            f"{r['seconds']:.2f} | {r['tokens']:.0f} |"
-        )
-    lines += [
-        "\nAgreement between scorers on the real neurons' own-explanation scores (Spearman):\n",
-        "| pair | rho |",
-        "|---|---|",
-    ]
-    lines += [f"| {a} ~ {b} | {rho:.2f} |" for (a, b), rho in real["agree"].items()]
+    if checks:
+        lines += [
+            "**Self-check** (`neuronscope.scoring.calibration`, the run-time check): per kind, the share of pairs "
+            "where a built-in concept's name scores above the false explanation.\n",
+            "| scorer | kinds | worst | verdict | s |",
+            "|---|---|---|---|---|",
+        ]
+        for name, c in checks.items():
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in c.kinds.items())
+            verdict = "pass" if c.passed else "FAIL"
+            lines.append(f"| {name} | {kinds} | {c.discrimination:.2f} | {verdict} | {c.seconds:.1f} |")
+    for label, part in (stressed or {}).items():
+        lines += [
+            f"\n**Stress, {label} table** ({part['n']} planted neurons: {args.stress_per} each of 1, 2 and 3 "
+            f"concepts and {part['contexts']} context neurons, over {args.stress_tokens} corpus tokens in "
+            f"{WINDOW}-token windows; held-out {SIZES.heldout_top} top + {SIZES.heldout_random} random "
+            f"exemplars, explainer shown {SIZES.explain}): win rate of the truth over each kind of false "
+            "explanation.\n",
+            *_kind_table(part["per"], ["seconds", "tokens"]),
+        ]
+    if puzzles:
+        lines += [
+            f"\n**Neuron puzzles** ({puzzles['n']} puzzles of openai/automated-interpretability, every sentence "
+            "held out, shown words = the firing words of all sentences): win rate of the true explanation over the "
+            "false ones, word lists (words (puzzle form)) and the others (other) apart.\n",
+            *_kind_table(puzzles["per"], ["pairs"]),
+        ]
+    if real:
+        lines += [
+            f"\n**Real neurons** ({real['n']} of `{cfg.record.model}`, layers {args.layers}, neurons "
+            f"{args.neurons}, {args.max_tokens} tokens): each neuron's single-pass explanation (own) against "
+            "another neuron's (other), same held-out exemplars.\n",
+            "| scorer | own > other | mean own / other | s per neuron | LLM tokens per neuron |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in real["per"].items():
+            lines.append(
+                f"| {name} | {r['own_vs_other']:.2f} | {r['own']:.3f} / {r['other']:.3f} | "
+                f"{r['seconds']:.2f} | {r['tokens']:.0f} |"
+            )
+        lines += ["\nAgreement between scorers on the real neurons' own-explanation scores (Spearman):\n"]
+        lines += [
+            "| pair | rho |",
+            "|---|---|",
+            *(f"| {a} ~ {b} | {rho:.2f} |" for (a, b), rho in real["agree"].items()),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _headline(stressed, puzzles) -> str:
+    """S_stress_min, S_stress_min_heldout and S_puzzles of the default scorer, then each scorer's."""
+
+    def figures(name: str) -> dict[str, float]:
+        out = {}
+        if stressed:
+            out["stress_min"] = min(stressed["tuning"]["per"][name]["kinds"].values())
+            out["stress_min_heldout"] = min(stressed["held-out"]["per"][name]["kinds"].values())
+        if puzzles:
+            out["puzzles"] = puzzles["per"][name]["all"]
+        return out
+
+    names = list((stressed or {}).get("tuning", {}).get("per", {})) or list((puzzles or {}).get("per", {}))
+    default = ExplainConfig().scorer
+    parts = [f"S_{k}={v:.2f}" for k, v in figures(default).items()] if default in names else []
+    for name in names:
+        tag = "simulation_before" if name == BEFORE else name
+        parts += [f"S_{tag}_{k}={v:.2f}" for k, v in figures(name).items()]
+    return " ".join(parts)
 
 
 def main(argv=None) -> None:
@@ -240,27 +367,26 @@ def main(argv=None) -> None:
     cfg = config_from_args(argparse.Namespace(config=None), base)
     progress = printer()
     t0 = time.time()
-    stages.ensure_ray()
-    llm = stages.start_llm(cfg, progress)
-    ledger = Ledger()
-    scorers = _scorers(llm, get_embedder(cfg.explain.embedder), ledger, args.scorers.split(","))
+    llm = None
+    if _needs_llm(args):
+        stages.ensure_ray()
+        llm = stages.start_llm(cfg, progress)
+    contenders = _contenders(llm, get_embedder(cfg.explain.embedder), args.scorers)
     checks = {}
-    for name, sc in scorers.items():
-        checks[name] = self_check(sc)
-        progress(checks[name].line())
-    planted = planted_part(cfg, scorers, ledger, args.planted_per, args.planted_tokens, progress)
-    real = real_part(cfg, scorers, llm, ledger, args.out or tempfile.mkdtemp(prefix="ns-scorers-"), progress)
-    report = _report(argv, args, cfg, checks, planted, real, time.time() - t0)
+    if "check" in args.parts:
+        for name, c in contenders.items():
+            checks[name] = self_check(c.make)
+            progress(checks[name].line())
+    stressed = stress_part(cfg, contenders, args, progress) if "stress" in args.parts else None
+    puzzles = puzzles_part(args.puzzles, contenders, progress) if args.puzzles else None
+    real = None
+    if "real" in args.parts:
+        real = real_part(cfg, contenders, llm, args.out or tempfile.mkdtemp(prefix="ns-scorers-"), progress)
+    report = _report(argv, args, cfg, checks, stressed, puzzles, real, time.time() - t0)
     print(report)
     if not args.no_append:
         append_results(report)
-    default = ExplainConfig().scorer
-    print(
-        f"S_right_vs_wrong={planted[default]['right_vs_wrong'] if default in planted else float('nan'):.2f} "
-        + " ".join(
-            f"S_{n.split()[0]}{'_before' if n == BEFORE else ''}={r['right_vs_wrong']:.2f}" for n, r in planted.items()
-        )
-    )
+    print(_headline(stressed, puzzles))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ def test_command_keeps_every_flag_and_quotes_what_a_shell_would_split():
 
 
 def test_command_names_paths_of_the_machine_by_a_word():
-    argv = ["--out", "/scratch/q", "--run=/scratch/r", "--parts", "q2"]
-    assert common.command("atlas.py", argv) == "python benchmarks/atlas.py --out RUN --run=RUN --parts q2"
+    argv = ["--out", "/scratch/q", "--run=/scratch/r", "--parts", "q2", "--puzzles", "/scratch/p.json"]
+    assert common.command("atlas.py", argv) == (
+        "python benchmarks/atlas.py --out RUN --run=RUN --parts q2 --puzzles PUZZLES"
+    )
 
 
 def test_sections_are_appended_after_a_title_with_one_blank_line_between(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from neuronscope.config import RecordConfig
+from neuronscope.exemplars import word_at
 from neuronscope.models.bundled import resolve_model
 from neuronscope.record.driver import load_windows
 from neuronscope.record.synthetic import CONCEPTS, ConceptWindows
@@ -42,9 +43,11 @@ def test_planted_neurons_fire_on_their_concepts_only(corpus):
         assert all(set(by_rank[i : i + len(concepts)]) == set(concepts) for i in range(0, 12, len(concepts)))
         for r in top.itertuples():
             words = CONCEPTS[p.truth[r.window_id]]
-            hot = [t for t, a in zip(r.tokens, r.activations) if a >= 0.6]
-            assert hot and all(t.strip().lower() in words for t in hot), (hot, words)
-            assert r.tokens[r.max_pos].strip().lower() in words
+            hot = [word_at(r.tokens, i) for i, a in enumerate(r.activations) if a >= 0.6]
+            # each firing piece ends a whole word of the concept (" p|ale" fires on "ale")
+            assert hot and all(w.text.lower() in words for w in hot), (hot, words)
+            assert all(w.end - 1 == i for w, i in zip(hot, np.flatnonzero(np.array(r.activations) >= 0.6)))
+            assert word_at(r.tokens, r.max_pos).text.lower() in words
             assert list(r.token_ids) == windows[r.window_id].tolist()
             assert "".join(r.tokens) == tok.decode(windows[r.window_id])
         assert (rnd["max_act"] < 1.0).all()
@@ -72,3 +75,58 @@ def test_only_whole_words_count(corpus):
     hits = [(p.strip(), list(CONCEPTS)[c]) for p, c in zip(pieces[0], concept[0]) if c >= 0]
     # "dogged" and "barrow" hold concept words only as pieces; the window's last token is never judged
     assert hits == [("dog", "animals"), ("dogs", "animals"), ("sword", "weapons")]
+
+
+def test_a_word_of_several_pieces_fires_on_its_last_piece(corpus):
+    from neuronscope.record.synthetic import TUNING, concept_of_tokens
+
+    windows, tok = corpus
+    text = "Then Rosalind spoke to Rosalinde and the duke's man, and the king left"
+    ids = np.array([tok.encode(text)])
+    concept, pieces = concept_of_tokens(tok, ids, TUNING.concepts)
+    names = list(TUNING.concepts)
+    hits = [(i, names[c]) for i, c in enumerate(concept[0]) if c >= 0]
+    ros = list(pieces[0]).index(" Ros")
+    assert pieces[0][ros + 1] == "al" and pieces[0][ros + 2] == "ind"  # the tokenizer splits it
+    # "Rosalinde" and "duke's" are other words; the last word, "left", is at the edge and unjudged
+    assert hits == [(ros + 2, "women's names"), (list(pieces[0]).index(" king"), "royal titles")]
+    # planted over the corpus, a names neuron fires on the names' last pieces only
+    (p,) = ConceptWindows(windows, tok, TUNING.concepts).plant([("women's names",)], top_k=8, random_k=4)
+    multi = 0
+    for r in p.table.to_pandas().itertuples():
+        for i in np.flatnonzero(np.array(r.activations) >= 0.6):
+            w = word_at(r.tokens, i)
+            assert w.text.lower() in TUNING.concepts["women's names"] and i == w.end - 1
+            multi += w.end - w.start > 1
+    assert multi
+
+
+def test_a_context_neuron_fires_only_after_its_context_word(corpus):
+    from neuronscope.exemplars import words
+    from neuronscope.record.synthetic import TUNING, Rule
+
+    windows, tok = corpus
+    ctx = TUNING.contexts["family members"]
+    assert ctx.after == ("my",)
+    (p,) = ConceptWindows(windows, tok, TUNING.concepts).plant([Rule(("family members",), ctx)], top_k=8, random_k=40)
+    assert p.context == ctx and TUNING.truth(p.concepts, p.context).text == "family members after 'my'"
+    fired = quiet = 0
+    for r in p.table.to_pandas().itertuples():
+        ws = words(r.tokens)
+        for j, w in enumerate(ws[1:-1], 1):
+            if w.text.lower() in TUNING.concepts["family members"] and w.start > 0:
+                on = r.activations[w.end - 1] >= 0.6
+                assert on == (ws[j - 1].text.lower() == "my"), (ws[j - 1].text, w.text)
+                fired, quiet = fired + on, quiet + (not on)
+    assert fired >= 8 and quiet  # "his father" is in the text, and quiet
+
+
+def test_concept_tables_never_plant_a_concept_beside_its_near_miss():
+    from neuronscope.record.synthetic import HELD_OUT, TUNING
+
+    for table in (TUNING, HELD_OUT):
+        assert set(table.siblings) == set(table.concepts)
+        sets = table.sets(6, seed=1)
+        assert [len(s) for s in sets] == [1] * 6 + [2] * 6 + [3] * 6
+        assert not any(table.siblings[a] == b for s in sets for a in s for b in s)
+    assert not set(TUNING.concepts) & set(HELD_OUT.concepts)  # held out: never tuned on

@@ -109,7 +109,7 @@ def test_the_control_is_reproducible_unrelated_and_prefers_other_neurons():
 def test_self_check_passes_a_scorer_that_sees_and_flags_one_that_cannot(minilm):
     good = self_check(lambda shown: ReaderScorer(minilm, shown))
     assert good.passed and good.discrimination >= PASS_AT and good.right_mean > good.wrong_mean
-    assert set(good.kinds) == {"another concept", "word list", "over-general", "garbage"}
+    assert set(good.kinds) == {"words", "words (puzzle form)", "over-general", "garbage", "other neuron"}
     assert "passed" in good.line()
 
     class Blind(EmbeddingScorer):  # same interface, every context looks alike: cannot separate
@@ -120,7 +120,7 @@ def test_self_check_passes_a_scorer_that_sees_and_flags_one_that_cannot(minilm):
     assert not bad.passed and bad.discrimination == 0.5 and "FAILED" in bad.line()
     # the old default judge falls for word lists: the self-check now says so
     lists = self_check(lambda shown: EmbeddingScorer(minilm))
-    assert not lists.passed and lists.kinds["word list"] < PASS_AT <= lists.kinds["another concept"]
+    assert not lists.passed and lists.kinds["words"] < PASS_AT <= lists.kinds["other neuron"]
     assert len(calibration_sets()) >= 5
 
 

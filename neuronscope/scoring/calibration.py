@@ -3,29 +3,31 @@ concept's own name to the false explanations a judge is known to fall for, on a 
 
 Each concept has sentences whose concept words fire (1.0, word-level tokens): the first SHOWN are
 what an explainer would have been shown, the rest are scored, with a shared pool of plain
-sentences (quiet). Every concept's scored set is judged with its own name (right) and with one
-false explanation of each kind: another concept's name, the list of words of its shown sentences
-(a judge that rewards word lists prefers it), an over-general one, and format garbage. A kind's
-discrimination is the share of pairs where the right name scores higher; the judge passes when
-every kind's reaches PASS_AT.
+sentences (quiet). Every concept's scored set is judged with its own name (right) and with the
+false explanations of ``stress`` that a concept without near misses or contexts has: the list of
+words of its shown sentences, plain and in the neuron puzzles' phrasing (a judge that rewards word
+lists prefers them), an over-general one, format garbage, and every other concept's name (kind
+"other neuron"). A kind's discrimination is the share of pairs where the right name scores
+higher; the judge passes when every kind's reaches PASS_AT.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..exemplars import Exemplar, Scale, key
-from .metrics import pairwise_win
+from ..exemplars import Exemplar, Scale
 from .scorer import Scorer
+from .stress import Case, Truth, stress, win_rates
 
 # Below this the judge is flagged: it prefers the right name not much more often than a coin.
 PASS_AT = 0.8
 SHOWN = 2  # a concept's first sentences: what its explainer would have seen
+SCALE = Scale(1.0)  # the sentences' words fire at 1.0 or not at all
 
 CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "months of the year": (
@@ -92,9 +94,6 @@ PLAIN = (
     "Nobody could remember who had first suggested the plan, but by then it was far too late to change it.",
     "The clerk read the notice aloud twice so that everyone at the back of the hall could hear it clearly.",
 )
-GENERAL = "common English words"
-GARBAGE = "update (1"
-KINDS = ("another concept", "word list", "over-general", "garbage")
 
 
 def _exemplar(wid: int, text: str, hot: tuple[str, ...], kind: str, rank: int) -> Exemplar:
@@ -103,21 +102,14 @@ def _exemplar(wid: int, text: str, hot: tuple[str, ...], kind: str, rank: int) -
     return Exemplar(wid, kind, rank, toks, acts, int(np.argmax(acts)))
 
 
-@dataclass(frozen=True)
-class Concept:
-    name: str
-    shown: frozenset[str]  # keys of the firing words of the first SHOWN sentences
-    word_list: str  # those words as a list: a false explanation
-    scored: list[Exemplar]  # the other sentences, then the plain pool
-
-
-def calibration_sets() -> list[Concept]:
+def calibration_sets() -> list[Case]:
+    """Each concept as a stress case: its first SHOWN sentences explain, the rest and the plain
+    pool are scored."""
     plain = [_exemplar(900 + i, s, (), "random", i) for i, s in enumerate(PLAIN)]
     out = []
     for c, (name, (words, sents)) in enumerate(CONCEPTS.items()):
         exs = [_exemplar(100 * c + i, s, words, "top", i) for i, s in enumerate(sents)]
-        fired = [e.tokens[e.max_pos].strip(" .,").lower() for e in exs[:SHOWN]]
-        out.append(Concept(name, frozenset(key(w) for w in fired), ", ".join(fired), exs[SHOWN:] + plain))
+        out.append(Case(Truth((name,)), exs[:SHOWN], exs[SHOWN:] + plain, SCALE))
     return out
 
 
@@ -146,37 +138,23 @@ class SelfCheck:
         )
 
 
-def _falses(c: Concept, others: list[str]) -> list[tuple[str, str]]:
-    return [("another concept", o) for o in others] + [
-        ("word list", c.word_list),
-        ("over-general", GENERAL),
-        ("garbage", GARBAGE),
-    ]
+def _every_other(cases: Sequence[Case], i: int) -> list[Truth]:
+    return [c.truth for j, c in enumerate(cases) if j != i]
 
 
 def self_check(scorer_for: Callable[[frozenset[str]], Scorer]) -> SelfCheck:
     """Every concept's scored set judged with its name and each false explanation;
     ``scorer_for(shown)`` makes the scorer for a concept (the reader judge reads its shown words)."""
     t0 = time.time()
-    concepts = calibration_sets()
-    wins: dict[str, list[float]] = {k: [] for k in KINDS}
-    right_all, wrong_all = [], []
-    for c in concepts:
-        falses = _falses(c, [o.name for o in concepts if o is not c])
-        scores = [
-            r.score for r in scorer_for(c.shown)([(x, c.scored) for x in [c.name] + [t for _, t in falses]], Scale(1.0))
-        ]
-        right_all.append(scores[0])
-        wrong_all += scores[1:]
-        for (kind, _), s in zip(falses, scores[1:]):
-            wins[kind].append(pairwise_win([scores[0]], [s]))
-    kinds = {k: float(np.mean(v)) for k, v in wins.items()}
+    trials = stress(scorer_for, calibration_sets(), others=_every_other)
+    kinds = win_rates(trials)
     worst = min(kinds.values())
+    rights = {t.case: t.right for t in trials}  # each concept's right score, once
     return SelfCheck(
         scorer_for(frozenset()).name,
         worst,
-        float(np.nanmean(right_all)),
-        float(np.nanmean(wrong_all)),
+        float(np.nanmean(list(rights.values()))),
+        float(np.nanmean([t.wrong for t in trials])),
         bool(worst >= PASS_AT),
         time.time() - t0,
         kinds,
