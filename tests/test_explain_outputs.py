@@ -95,6 +95,18 @@ def test_compaction_reads_the_same_and_leaves_few_objects(store):
     assert done.done(2, 4, retry_failed=False) and not done.stale and not done.waiting
 
 
+def test_a_transcript_with_unicode_line_separators_in_its_text_reads_back(tmp_path):
+    store = Store.open(str(tmp_path))
+    odd = "Mark\u2028my words\x85now\u2029and\x1cthen"  # line breaks to str.splitlines, not to JSONL
+    for n in (1, 2):
+        write_result(
+            store, 0, n, _ok(0, n), entries_from_json([{"agent": "explain", "answer": odd}, {"agent": "ledger"}])
+        )
+    assert read_transcript(store, 0, 1)[0]["answer"] == odd
+    compact(store, 0, [1, 2])
+    assert read_transcript(store, 0, 2)[0]["answer"] == odd and read_transcript(store, 0, 1)[0]["answer"] == odd
+
+
 def _compact_killed(store, monkeypatch, layer, neurons, when) -> None:
     """A compaction killed at the delete for which ``when(key, deletes so far)`` holds."""
     real_delete, calls = Store.delete, []

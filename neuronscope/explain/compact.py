@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .. import layout
 from ..parts import FolderIndex, neuron_of, part_keys
-from ..results import part_line
+from ..results import jsonl_lines, part_line
 
 ROW_GROUP_ROWS = 1024  # small row groups: one neuron's rows are read without the rest of the part
 READ_THREADS = 16
@@ -54,9 +54,9 @@ def _merge_jsonl(store, keys: list[str], layer: int, neurons: list[int]) -> byte
     for key, blob in zip(keys, blobs):
         text = blob.decode("utf-8")
         if "/part-" in key:
-            lines += [ln for ln in text.splitlines() if ln]
+            lines += jsonl_lines(text)
             continue
-        entries = [json.loads(ln) for ln in text.splitlines() if ln]
+        entries = [json.loads(ln) for ln in jsonl_lines(text)]
         lines.append(part_line(layer, neuron_of(key), entries))
     return ("\n".join(lines) + "\n").encode("utf-8")
 

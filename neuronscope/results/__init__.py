@@ -5,6 +5,7 @@ through here; the explain stage writes through here."""
 from .outputs import (
     iter_transcripts,
     jsonable,
+    jsonl_lines,
     neuron_explanations,
     part_line,
     part_line_prefix,
@@ -22,6 +23,7 @@ __all__ = [
     "code",
     "iter_transcripts",
     "jsonable",
+    "jsonl_lines",
     "load_records",
     "neuron_explanations",
     "neuron_rows",

@@ -85,6 +85,12 @@ def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
     return t if t.num_rows else None
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The non-empty lines of a JSONL text. Split on newlines only: corpus text in a JSON string
+    may hold U+2028 or U+0085, raw (``ensure_ascii=False``), where ``str.splitlines`` would cut."""
+    return [ln for ln in text.split("\n") if ln]
+
+
 def read_transcript(store, layer: int, neuron: int) -> list[dict] | None:
     """One neuron's transcript, as its stored JSON objects (None when the run has none for it);
     ``read_entries`` types them."""
@@ -92,10 +98,10 @@ def read_transcript(store, layer: int, neuron: int) -> list[dict] | None:
     li = index.layer(layer)
     if neuron in li.single:
         text = store.read_bytes(li.single[neuron]).decode("utf-8")
-        return [json.loads(ln) for ln in text.splitlines() if ln]
+        return [json.loads(ln) for ln in jsonl_lines(text)]
     prefix = part_line_prefix(layer, neuron)
     for key in reversed(li.part_of(neuron)):  # the newest part name sorts last
-        for line in store.read_bytes(key).decode("utf-8").splitlines():
+        for line in jsonl_lines(store.read_bytes(key).decode("utf-8")):
             if line.startswith(prefix):
                 return json.loads(line)["transcript"]
     return None
@@ -112,7 +118,7 @@ def iter_transcripts(store):
     index = FolderIndex.listing(store, layout.TRANSCRIPTS)
     for layer, li in sorted(index.layers.items()):
         for _, key in li.parts:
-            for line in store.read_bytes(key).decode("utf-8").splitlines():
+            for line in jsonl_lines(store.read_bytes(key).decode("utf-8")):
                 if line:
                     d = json.loads(line)
                     yield d["layer"], d["neuron"], d["transcript"]
