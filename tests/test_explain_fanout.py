@@ -4,6 +4,7 @@ finished neurons skipped, failures recorded (never dropped), progress reported."
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -115,6 +116,33 @@ def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cach
     replay = explain_run(RunContext(store, fresh, Cached(), cfg, embedder=EMB), [(1, 0), (1, 1), (1, 2)])
     rows = fresh.read_parquet("explanations/").to_pandas()
     assert replay.ok == 3 and (rows["llm_calls"] == 0).all() and (rows["llm_tokens_in"] > 0).all()
+
+
+def test_each_neuron_s_rows_say_where_its_task_time_went(tmp_path, ray_by_value):
+    """The rows' ``timings``: the task's queue, reads, workflow phases and writes; the transcript's
+    ``timing`` entry holds the same up to the workflow's end (before the ledger)."""
+    from neuronscope.results.transcript import LedgerEntry, TimingEntry, entry_from_json
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
+    t0 = time.time()
+    assert explain_run(RunContext(store, store, Cached(), cfg, embedder=EMB), [(1, 0), (1, 1)]).ok == 2
+    for n in (0, 1):
+        rows = neuron_explanations(store, 1, n).to_pylist()
+        row = entry_from_json(json.loads(rows[0]["timings"]))
+        assert isinstance(row, TimingEntry) and all(r["timings"] == rows[0]["timings"] for r in rows)
+        assert {"queue", "read", "setup", "llm", "judge reader", "workflow", "write"} <= set(row.seconds)
+        assert all(v >= 0 for v in row.seconds.values())
+        assert t0 <= row.started <= row.finished <= time.time()
+        *_, timing, ledger = [entry_from_json(d) for d in read_transcript(store, 1, n)]
+        assert isinstance(timing, TimingEntry) and isinstance(ledger, LedgerEntry)
+        # the rows' copy goes on to the transcript's write
+        assert "write" in row.seconds and timing.finished <= row.finished
+        assert {k: v for k, v in row.seconds.items() if k != "write"} == {
+            k: v for k, v in timing.seconds.items() if k != "write"
+        }
 
 
 def test_in_flight_default_follows_the_llm_pool():

@@ -135,7 +135,7 @@ class Driver:
             return
         cache = self.outputs.cache_sources(layer, neuron)
         outputs = self.index.output_keys_of(layer)
-        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed, outputs)
+        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed, outputs, time.time())
         self.in_flight[ref] = (layer, neuron, full_allowed)
         self.running[layer] = self.running.get(layer, 0) + 1
 
