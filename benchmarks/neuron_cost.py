@@ -146,6 +146,7 @@ def _explain_figures(cfg, pool, run: Path, logs: Path, progress) -> dict:
     stages.run_explain(cfg, str(run), str(run), progress, llm=LoggingLLM(pool, str(logs)))
     t1 = time.time()
     cpu_split = cpu.stop()
+    load_explain = os.getloadavg()
     n1, tok1 = served_tokens(pool)
     rows = per_neuron(Store.open(str(run)))
     tokens = int(
@@ -154,6 +155,7 @@ def _explain_figures(cfg, pool, run: Path, logs: Path, progress) -> dict:
     a = tokens / (t1 - t0)
     rep = replay(pool, str(logs))
     b = rep["tokens"] / rep["seconds"]
+    load_replay = os.getloadavg()
     t = timings_of(rows)
     return {
         "neurons": len(rows),
@@ -172,6 +174,7 @@ def _explain_figures(cfg, pool, run: Path, logs: Path, progress) -> dict:
         "timed": len(t),
         "breakdown": breakdown(t),
         "max_in_flight": cfg.explain.max_in_flight or "default",
+        "load": {"explain": [round(x, 2) for x in load_explain], "replay": [round(x, 2) for x in load_replay]},
         **timeline(str(logs), t0, t1),
         **cpu_split,
     }
@@ -231,6 +234,8 @@ def _section(argv, args, cfg, f: dict) -> str:
         f"| CPU seconds during the explain stage: engine / everything else ({os.cpu_count()} cores x the stage = "
         f"{os.cpu_count() * f['explain_s']:.0f} s) | {f['engine_cpu_s']} / {f['other_cpu_s']} |",
         f"| CPU seconds per neuron outside the engine (everything else on the machine / neurons) | {f['other_cpu_s'] / max(n, 1):.2f} |",
+        f"| load average (1 / 5 / 15 min) at the end of the explain stage; of the replay | "
+        f"{' / '.join(map(str, f['load']['explain']))}; {' / '.join(map(str, f['load']['replay']))} |",
         f"| benchmark wall time | {f['total_s']} s |",
         "",
         f"Where a neuron's time went ({f['timed']} neurons with timings; each phase its own time, `neuronscope.timing`):",

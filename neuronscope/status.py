@@ -97,7 +97,7 @@ def _unix(stamp: str | None) -> float | None:
     return dt.datetime.fromisoformat(stamp).timestamp() if stamp else None
 
 
-def explain_seconds(store: Store, entry: dict, finishes: list[float]) -> float:
+def _explain_seconds(store: Store, entry: dict, finishes: list[float]) -> float:
     """Seconds the explain stage has run, over all its attempts: each from its start to its end
     in the manifest; for one cut short, to its last neuron's finish (``finishes``); for the one
     running now (a process holds it), to now."""
@@ -132,7 +132,7 @@ def _pace_lines(store: Store, entry: dict, timings: list[TimingEntry], finished:
     none for a run whose neurons have no timings (made before they were kept)."""
     if not timings:
         return []
-    seconds = explain_seconds(store, entry, [t.finished for t in timings])
+    seconds = _explain_seconds(store, entry, [t.finished for t in timings])
     if seconds <= 0 or not finished:
         return []
     lines = [

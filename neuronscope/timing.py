@@ -15,7 +15,7 @@ from contextlib import contextmanager
 # The phases of a neuron's task, in the order they come (``status`` lists them so).
 QUEUE = "queue"  # from the driver's submit to the task's start: a free worker, its start, the task's arguments
 READ = "read"  # the neuron's records, its output side and its response cache read from the store
-LOAD_EMBEDDER = "load embedder"  # the sentence embedder loaded (once per worker process)
+LOAD_EMBEDDER = "load embedder"  # the sentence embedder loaded (a worker's own; a served one: none)
 SETUP = "setup"  # the split, the judges, the control explanation and the words baseline
 LLM = "llm"  # blocked on the LLM (the engine pool or a server), cache hits excepted
 JUDGE = "judge"  # a scorer's own time, named "judge SCORER" (its LLM calls are ``llm``)

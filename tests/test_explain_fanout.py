@@ -145,6 +145,76 @@ def test_each_neuron_s_rows_say_where_its_task_time_went(tmp_path, ray_by_value)
         }
 
 
+class CountingEmbedder(PlantedEmbedder):
+    """Counts the texts it embeds (in the served embedder's actor)."""
+
+    def __init__(self):
+        self.texts = []
+
+    def encode(self, texts, **kw):
+        self.texts += list(texts)
+        return super().encode(texts, **kw)
+
+
+def test_a_served_embedder_embeds_each_text_once_for_every_worker(ray_by_value):
+    import pickle
+
+    import numpy as np
+
+    from neuronscope.models import embedder
+
+    served = embedder.serve(CountingEmbedder())
+    try:
+        texts = ["in May", "the river ran", "in May", "June"]
+        assert np.allclose(embedder.embed(served, texts), embedder.embed(PlantedEmbedder(), texts))
+        # a task's copy is its process's one client of the actor: the per-process caches key on it
+        assert pickle.loads(pickle.dumps(served)) is pickle.loads(pickle.dumps(served))
+
+        @ray_by_value.remote(num_cpus=0.25)
+        def workflow(e, extra):
+            return embedder.embed_cached(e, texts + [extra]).shape
+
+        assert ray_by_value.get([workflow.remote(served, t) for t in ("a", "b", "a")]) == [(5, 3)] * 3
+        computed = ray_by_value.get(served.actor.__ray_call__.remote(lambda s: s.model.texts))
+        assert sorted(computed) == ["June", "a", "b", "in May", "the river ran"]  # each text once
+        assert served.tokenizer.get_vocab() == PlantedEmbedder.tokenizer.get_vocab()
+    finally:
+        embedder.stop(served)
+    # its process gone (killed for memory, say), a client goes on with its own model
+    assert np.allclose(embedder.embed(served, texts), embedder.embed(PlantedEmbedder(), texts))
+    assert served.own is not None
+
+
+def test_a_run_serves_its_embedder_to_every_workflow_and_stops_it(tmp_path, ray_by_value, monkeypatch):
+    """Without an embedder object, explain_run serves cfg.embedder from one actor for the run,
+    which every workflow embeds through, and stops it at the end."""
+    from neuronscope.models import embedder
+    from neuronscope.store import Store
+
+    served, computed = [], []
+    serve, stop = embedder.serve, embedder.stop
+    monkeypatch.setattr(
+        embedder, "serve", lambda spec: served.append((spec, serve(CountingEmbedder()))) or served[-1][1]
+    )
+
+    def stopping(e):
+        computed.extend(ray_by_value.get(e.actor.__ray_call__.remote(lambda s: s.model.texts)))
+        stop(e)
+
+    monkeypatch.setattr(embedder, "stop", stopping)
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
+    assert explain_run(RunContext(store, store, ScriptedLLM(), cfg), [(1, 0), (1, 1)]).ok == 2
+    ((spec, e),) = served
+    assert spec == cfg.embedder and computed and len(computed) == len(set(computed))
+    with pytest.raises(ray_by_value.exceptions.RayActorError):
+        ray_by_value.get(e.actor.vocabulary.remote(), timeout=60)
+    # a rerun with nothing left to explain serves nothing
+    assert explain_run(RunContext(store, store, ScriptedLLM(), cfg), [(1, 0), (1, 1)]).skipped == 2
+    assert len(served) == 1
+
+
 def test_in_flight_default_follows_the_llm_pool():
     class Pool:
         actors = [object()] * 3

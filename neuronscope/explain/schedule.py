@@ -14,12 +14,13 @@ token budget (``budget.py``) stops submitting, or holds triage's full workflows 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from .. import layout
 from ..config import ExplainConfig
+from ..models import embedder
 from ..parts import FolderIndex
 from ..report import progress_note
 from ..results import RecordsIndex, code, uncode
@@ -241,11 +242,19 @@ def explain_run(
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
         run.out.delete(key)
     layers, units = uncode(todo)
-    driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
-    if run.cfg.budget is not None:
-        driver.before = spent_before(run.out, todo[~pending])
-    left = _submit_all(driver, layers[pending], units[pending], run.cfg.budget, progress)
-    errors = driver.finish()
+    served = None
+    if run.embedder is None and pending.any():  # one process embeds for every workflow of the run
+        served = embedder.serve(run.cfg.embedder)
+        run = replace(run, embedder=served)
+    try:
+        driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
+        if run.cfg.budget is not None:
+            driver.before = spent_before(run.out, todo[~pending])
+        left = _submit_all(driver, layers[pending], units[pending], run.cfg.budget, progress)
+        errors = driver.finish()
+    finally:
+        if served is not None:
+            embedder.stop(served)
     t = driver.tally
     return RunSummary(
         neurons=len(todo),

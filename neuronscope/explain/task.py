@@ -28,7 +28,7 @@ class RunContext:
     out: Store  # of the outputs
     llm: object
     cfg: ExplainConfig
-    embedder: object = None  # picklable, shipped to the workers; None: each worker loads cfg.embedder once
+    embedder: object = None  # picklable, shipped to the workers; None: explain_run serves cfg.embedder to all of them
     calibrated: bool | None = None  # the scorer self-check's verdict, written into every row
     workflow: Callable[..., NeuronResult] = explain_neuron  # or a stand-in with its signature (tests, benchmarks)
 
