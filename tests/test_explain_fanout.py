@@ -215,6 +215,14 @@ def test_a_run_serves_its_embedder_to_every_workflow_and_stops_it(tmp_path, ray_
     assert len(served) == 1
 
 
+def test_every_workflow_in_flight_fits_the_cpus_ray_has_free():
+    """One engine holds one of a 2-core machine's two CPUs: 12 workflows in flight ask for 1/12
+    each, not 0.25 (which would let only 4 of them run, the rest queued behind them)."""
+    assert schedule.task_cpus(12, 1.0) == 0.0833 and 12 * schedule.task_cpus(12, 1.0) <= 1.0
+    assert schedule.task_cpus(2, 2.0) == schedule.TASK_CPUS  # room enough: as before
+    assert schedule.task_cpus(12, 0.0) == schedule.MIN_TASK_CPUS
+
+
 def test_in_flight_default_follows_the_llm_pool():
     class Pool:
         actors = [object()] * 3
