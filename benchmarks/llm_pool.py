@@ -9,7 +9,7 @@ One vLLM engine (bundled SmolLM2-135M-Instruct) serves the whole benchmark:
 4. R4 = mean over neurons of NeuronScope tokens / single-pass baseline tokens (same neurons);
 5. rerun the explain stage into a fresh run holding only the first run's response cache:
    cache_calls = requests the engine served meanwhile (0 expected); the rows must be identical
-   (but ``llm_calls``, which counts engine requests by definition).
+   (but ``llm_calls``, which counts engine requests by definition, and ``timings``, measured).
 
 Appends a section to benchmarks/RESULTS.md; the last printed line is ``R3=.. R4=.. cache_calls=..``.
 Run: ``python benchmarks/llm_pool.py`` (about 25 minutes on 2 CPU cores).
@@ -261,7 +261,7 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
 
 def _cached_rerun(cfg, pool, first: Path, second: Path, progress) -> tuple[int, bool]:
     """(d) the explain stage again into a fresh run holding only the first run's response cache:
-    (engine calls it made, whether its rows equal the first run's but for llm_calls)."""
+    (engine calls it made, whether its rows equal the first run's but for llm_calls and timings)."""
     shutil.copytree(first / "llm_cache", second / "llm_cache")
     c0, _ = served_tokens(pool)
     stages.run_explain(cfg, str(first), str(second), progress, llm=pool)
@@ -275,7 +275,8 @@ def _cached_rerun(cfg, pool, first: Path, second: Path, progress) -> tuple[int, 
         for s in (first, second)
     )
     try:
-        pd.testing.assert_frame_equal(x.drop(columns="llm_calls"), y.drop(columns="llm_calls"))
+        measured = [c for c in ("llm_calls", "timings") if c in x]
+        pd.testing.assert_frame_equal(x.drop(columns=measured), y.drop(columns=measured))
         return cache_calls, True
     except AssertionError as e:
         print(f"the cached rerun's explanation rows differ from the first run's: {e}", file=sys.stderr)
@@ -306,7 +307,7 @@ Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.recor
 | LLM tokens by agent, all neurons | {", ".join(f"{k} {v}" for k, v in f["tokens_by_agent"].items())} |
 | mean held-out score: NeuronScope / single-pass | {f["mean_score"]} / {f["mean_baseline_score"]} |
 | rerun with the response cache: engine calls | **{f["cache_calls"]}** |
-| rerun rows identical (all columns but llm_calls) | {f["rerun_rows_identical"]} |
+| rerun rows identical (all columns but llm_calls and timings) | {f["rerun_rows_identical"]} |
 | benchmark wall time | {f["total_s"]} s |
 
 `R3={r3:.2f} R4={r4:.2f} cache_calls={f["cache_calls"]}`

@@ -136,6 +136,7 @@ EXPLANATIONS = _schema(
     method: string
     status: string
     error: string
+    timings: string               # where the neuron's task time went: its "timing" transcript entry as JSON, null where not measured
     """
 )
 

@@ -218,12 +218,17 @@ class Store(ABC):
         return keys
 
     def read_parquet_where(
-        self, keys: str | builtins.list[str], where=None, columns: builtins.list[str] | None = None
+        self,
+        keys: str | builtins.list[str],
+        where=None,
+        columns: builtins.list[str] | None = None,
+        schema: pa.Schema | None = None,
     ) -> pa.Table:
         """The rows matching ``where`` (a ``pyarrow.dataset`` expression) of the given Parquet
         objects (or of every one under a folder), read in place: row groups whose statistics rule
         ``where`` out are never fetched, nor are unneeded columns. Replaced objects are skipped,
-        as in ``read_parquet``."""
+        as in ``read_parquet``. ``schema``: read the objects as it (a column an object lacks, one
+        written before it existed, reads as nulls); default: the first object's."""
         import pyarrow.dataset as ds
 
         keys = self._parquet_keys(keys) if isinstance(keys, str) else [_check_key(k) for k in keys]
@@ -235,7 +240,7 @@ class Store(ABC):
             metas = [f.physical_schema.metadata for f in frags]
             gone = set().union(*(_replaced(m) for m in metas))
             kept = [f for k, f in zip(keys, frags) if k not in gone]
-            dataset = ds.FileSystemDataset(kept, kept[0].physical_schema.remove_metadata(), fmt, fs)
+            dataset = ds.FileSystemDataset(kept, schema or kept[0].physical_schema.remove_metadata(), fmt, fs)
             try:
                 return dataset.to_table(filter=where, columns=columns)
             except pa.ArrowInvalid as e:  # not Parquet, or a column/filter the objects lack

@@ -52,7 +52,8 @@ def month_records(store: Store) -> None:
 
 
 def explanations(store: Store) -> pd.DataFrame:
-    rows = store.read_parquet("explanations/").to_pandas()
+    """The run's rows in order, without ``timings`` (measured: they differ from run to run)."""
+    rows = store.read_parquet("explanations/").to_pandas().drop(columns="timings")
     return rows.sort_values(["layer", "neuron", "mode"]).reset_index(drop=True)
 
 

@@ -45,6 +45,19 @@ def attempt_of(conversation: list[Message]) -> int:
     return (len(conversation) - len(prompts.load(agent_of(conversation))) - prefilled) // 2
 
 
+class Clock:
+    """A clock that moves only when told (``Timings(clock)``): timings checked without sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class ScriptedLLM(CharTokenizer):
     """Chat answers scripted per agent; the 'simulator' predicts 9 on month lines and 0
     elsewhere when the explanation mentions months (so scores are known to be high), and 0

@@ -4,6 +4,7 @@ finished neurons skipped, failures recorded (never dropped), progress reported."
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -115,6 +116,111 @@ def test_outputs_are_compacted_resumed_from_a_listing_and_replayed_from_the_cach
     replay = explain_run(RunContext(store, fresh, Cached(), cfg, embedder=EMB), [(1, 0), (1, 1), (1, 2)])
     rows = fresh.read_parquet("explanations/").to_pandas()
     assert replay.ok == 3 and (rows["llm_calls"] == 0).all() and (rows["llm_tokens_in"] > 0).all()
+
+
+def test_each_neuron_s_rows_say_where_its_task_time_went(tmp_path, ray_by_value):
+    """The rows' ``timings``: the task's queue, reads, workflow phases and writes; the transcript's
+    ``timing`` entry holds the same up to the workflow's end (before the ledger)."""
+    from neuronscope.results.transcript import LedgerEntry, TimingEntry, entry_from_json
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
+    t0 = time.time()
+    assert explain_run(RunContext(store, store, Cached(), cfg, embedder=EMB), [(1, 0), (1, 1)]).ok == 2
+    for n in (0, 1):
+        rows = neuron_explanations(store, 1, n).to_pylist()
+        row = entry_from_json(json.loads(rows[0]["timings"]))
+        assert isinstance(row, TimingEntry) and all(r["timings"] == rows[0]["timings"] for r in rows)
+        assert {"queue", "read", "setup", "llm", "judge reader", "workflow", "write"} <= set(row.seconds)
+        assert all(v >= 0 for v in row.seconds.values())
+        assert t0 <= row.started <= row.finished <= time.time()
+        *_, timing, ledger = [entry_from_json(d) for d in read_transcript(store, 1, n)]
+        assert isinstance(timing, TimingEntry) and isinstance(ledger, LedgerEntry)
+        # the rows' copy goes on to the transcript's write
+        assert "write" in row.seconds and timing.finished <= row.finished
+        assert {k: v for k, v in row.seconds.items() if k != "write"} == {
+            k: v for k, v in timing.seconds.items() if k != "write"
+        }
+
+
+class CountingEmbedder(PlantedEmbedder):
+    """Counts the texts it embeds (in the served embedder's actor)."""
+
+    def __init__(self):
+        self.texts = []
+
+    def encode(self, texts, **kw):
+        self.texts += list(texts)
+        return super().encode(texts, **kw)
+
+
+def test_a_served_embedder_embeds_each_text_once_for_every_worker(ray_by_value):
+    import pickle
+
+    import numpy as np
+
+    from neuronscope.models import embedder
+
+    served = embedder.serve(CountingEmbedder())
+    try:
+        texts = ["in May", "the river ran", "in May", "June"]
+        assert np.allclose(embedder.embed(served, texts), embedder.embed(PlantedEmbedder(), texts))
+        # a task's copy is its process's one client of the actor: the per-process caches key on it
+        assert pickle.loads(pickle.dumps(served)) is pickle.loads(pickle.dumps(served))
+
+        @ray_by_value.remote(num_cpus=0.25)
+        def workflow(e, extra):
+            return embedder.embed_cached(e, texts + [extra]).shape
+
+        assert ray_by_value.get([workflow.remote(served, t) for t in ("a", "b", "a")]) == [(5, 3)] * 3
+        computed = ray_by_value.get(served.actor.__ray_call__.remote(lambda s: s.model.texts))
+        assert sorted(computed) == ["June", "a", "b", "in May", "the river ran"]  # each text once
+        assert served.tokenizer.get_vocab() == PlantedEmbedder.tokenizer.get_vocab()
+    finally:
+        embedder.stop(served)
+    # its process gone (killed for memory, say), a client goes on with its own model
+    assert np.allclose(embedder.embed(served, texts), embedder.embed(PlantedEmbedder(), texts))
+    assert served.own is not None
+
+
+def test_a_run_serves_its_embedder_to_every_workflow_and_stops_it(tmp_path, ray_by_value, monkeypatch):
+    """Without an embedder object, explain_run serves cfg.embedder from one actor for the run,
+    which every workflow embeds through, and stops it at the end."""
+    from neuronscope.models import embedder
+    from neuronscope.store import Store
+
+    served, computed = [], []
+    serve, stop = embedder.serve, embedder.stop
+    monkeypatch.setattr(
+        embedder, "serve", lambda spec: served.append((spec, serve(CountingEmbedder()))) or served[-1][1]
+    )
+
+    def stopping(e):
+        computed.extend(ray_by_value.get(e.actor.__ray_call__.remote(lambda s: s.model.texts)))
+        stop(e)
+
+    monkeypatch.setattr(embedder, "stop", stopping)
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2)
+    assert explain_run(RunContext(store, store, ScriptedLLM(), cfg), [(1, 0), (1, 1)]).ok == 2
+    ((spec, e),) = served
+    assert spec == cfg.embedder and computed and len(computed) == len(set(computed))
+    with pytest.raises(ray_by_value.exceptions.RayActorError):
+        ray_by_value.get(e.actor.vocabulary.remote(), timeout=60)
+    # a rerun with nothing left to explain serves nothing
+    assert explain_run(RunContext(store, store, ScriptedLLM(), cfg), [(1, 0), (1, 1)]).skipped == 2
+    assert len(served) == 1
+
+
+def test_every_workflow_in_flight_fits_the_cpus_ray_has_free():
+    """One engine holds one of a 2-core machine's two CPUs: 12 workflows in flight ask for 1/12
+    each, not 0.25 (which would let only 4 of them run, the rest queued behind them)."""
+    assert schedule.task_cpus(12, 1.0) == 0.0833 and 12 * schedule.task_cpus(12, 1.0) <= 1.0
+    assert schedule.task_cpus(2, 2.0) == schedule.TASK_CPUS  # room enough: as before
+    assert schedule.task_cpus(12, 0.0) == schedule.MIN_TASK_CPUS
 
 
 def test_in_flight_default_follows_the_llm_pool():

@@ -18,6 +18,7 @@ from neuronscope.results.transcript import (
     RefineFailure,
     ScoreEntry,
     SplitEntry,
+    TimingEntry,
     TriageEntry,
     entry_from_json,
 )
@@ -106,6 +107,15 @@ STORED = [
         {"agent": "refine_decision", "round": 0, "kept": False, "error": "refine agent answer malformed"},
     ),
     (NeuronError("ValueError: no records"), {"agent": "error", "error": "ValueError: no records"}),
+    (
+        TimingEntry(1700000000.5, 1700000012.25, {"queue": 0.5, "read": 0.25, "llm": 9.0, "judge reader": 2.0}),
+        {
+            "agent": "timing",
+            "started": 1700000000.5,
+            "finished": 1700000012.25,
+            "seconds": {"queue": 0.5, "read": 0.25, "llm": 9.0, "judge reader": 2.0},
+        },
+    ),
     (
         LedgerEntry({"explain": {"calls": 1, "cached": 0, "tokens_in": 9, "tokens_out": 3}}),
         {"agent": "ledger", "explain": {"calls": 1, "cached": 0, "tokens_in": 9, "tokens_out": 3}},

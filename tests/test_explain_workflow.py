@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from explain_helpers import MONTHS, RANDOMS, SENTENCES, WordVocabulary, records
-from fakes import KeywordEmbedder, PlantedEmbedder, ScriptedLLM, agent_of, attempt_of
+from fakes import Clock, KeywordEmbedder, PlantedEmbedder, ScriptedLLM, agent_of, attempt_of
 
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import NeuronOptions, explain_neuron
@@ -406,3 +406,44 @@ def test_an_explanation_copied_from_the_text_is_rejected_and_counted():
     assert r["status"] == "ok" and r["explanation"] == "month names" and r["baseline_explanation"] == "month names"
     copies = [t for t in res.transcript if "copies the text" in (getattr(t, "error", None) or "")]
     assert copies and r["malformed_answers"] == len(copies)
+
+
+def test_the_neuron_s_time_goes_into_its_phases_each_second_once():
+    """A clock that moves only on an LLM call (1 s) or an embedding (0.01 s): the LLM's seconds
+    are ``llm``'s, the simulation judge's own are none (its LLM calls are ``llm``'s), the
+    embeddings are setup's, clustering's; every second is counted once, and the transcript's
+    ``timing`` entry, just before the ledger, says so."""
+    from neuronscope.results.transcript import LedgerEntry, TimingEntry
+    from neuronscope.timing import Timings
+
+    clock, batches = Clock(), []
+
+    class Slow(ScriptedLLM):
+        def chat(self, conversations, params):
+            clock.advance(1.0)
+            batches.append("chat")
+            return super().chat(conversations, params)
+
+        def next_token_logprobs(self, prompts, positions, top_k):
+            clock.advance(1.0)
+            batches.append("logprobs")
+            return super().next_token_logprobs(prompts, positions, top_k)
+
+    class SlowEmbedder(PlantedEmbedder):
+        def encode(self, texts, **kw):
+            clock.advance(0.01)
+            return super().encode(texts, **kw)
+
+    timings = Timings(clock)
+    df = records(SENTENCES, MONTHS, layer=3, neuron=8, randoms=RANDOMS)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=3, scorer="simulation", candidates=1)
+    res = explain_neuron(3, 8, pa.Table.from_pandas(df), Slow(), cfg, NeuronOptions(SlowEmbedder(), timings=timings))
+    assert res.rows[0]["status"] == "ok"
+    s = timings.seconds
+    assert s["llm"] == pytest.approx(len(batches)) and "logprobs" in batches
+    assert s["judge simulation"] < 0.01  # the scorer's own work: no clock moves in it
+    assert s["setup"] >= 0.01 and s["cluster"] >= 0.01  # the control's and the modes' embeddings
+    assert timings.total() == pytest.approx(clock.now)
+    *_, timing, ledger = res.transcript
+    assert isinstance(timing, TimingEntry) and isinstance(ledger, LedgerEntry)
+    assert timing.seconds == timings.as_dict() and timing.started <= timing.finished

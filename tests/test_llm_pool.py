@@ -233,4 +233,5 @@ def test_explain_run_into_a_fresh_store_with_the_cache_is_free_and_identical(vll
     assert _served(vllm_pool) == served
     a, b = (s.read_parquet("explanations/").to_pandas() for s in (first, second))
     assert (b["llm_calls"] == 0).all() and (a["llm_calls"] > 0).all()
-    pd.testing.assert_frame_equal(a.drop(columns="llm_calls"), b.drop(columns="llm_calls"))
+    measured = ["llm_calls", "timings"]  # engine requests (0 from the cache) and where the time went
+    pd.testing.assert_frame_equal(a.drop(columns=measured), b.drop(columns=measured))

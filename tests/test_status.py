@@ -80,3 +80,51 @@ def test_status_of_a_running_stage_says_who_holds_it(tmp_path, capsys):
     assert lost[at].startswith("explain: running")
     assert held[at + 1].startswith(f"  held by process {lease.owner['pid']} on {lease.owner['host']} (heartbeat ")
     assert lost[at + 1] == "  no process holds it: it was stopped or lost; rerun the stage to resume"
+
+
+def test_status_shows_the_pace_the_time_to_finish_and_where_a_neuron_s_time_goes(tmp_path, capsys):
+    """Pace over the stage's attempts (an interrupted one up to its last neuron), the pending
+    neurons' time at that pace, and the median of each phase of the neurons' timings; a neuron
+    written before rows had timings (its object lacks the column) still counts, without timings."""
+    import datetime as dt
+    import json
+
+    from neuronscope.layout import explanation_key
+    from neuronscope.results.transcript import TimingEntry
+
+    store = Store.open(str(tmp_path / "run"))
+    _run(store)  # 3 done, 1 failed, 1 pending
+    old = store.read_parquet(explanation_key(3, 0))
+    store.write_parquet(explanation_key(3, 0), old.drop(["timings"]))
+    t0 = 1_800_000_000
+
+    def stamp(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+    timed = {
+        1: (t0 - 900, {"queue": 1.0, "read": 0.5, "llm": 10.0, "judge reader": 3.0, "write": 0.2}, 1000),
+        2: (t0 + 50, {"queue": 3.0, "read": 0.3, "llm": 20.0, "judge reader": 5.0, "cluster": 2.0, "write": 0.4}, 3000),
+    }
+    for neuron, (finished, seconds, tokens) in timed.items():
+        timing = json.dumps(TimingEntry(finished - 40, finished, seconds).to_json())
+        row = explanation_row(
+            3, neuron, mode=0, n_modes=1, explanation="x", method="neuronscope", llm_tokens_in=tokens, timings=timing
+        )
+        write_result(store, 3, neuron, [row], [])
+    m = store.read_json("manifest.json")
+    entry = m["stages"]["explain"]
+    entry["earlier"] = [{"started": stamp(t0 - 1000), "finished": None, "status": "interrupted"}]
+    entry["started"], entry["finished"] = stamp(t0), stamp(t0 + 200)
+    store.write_json("manifest.json", m)
+    assert main(["status", store.uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4].startswith("  earlier attempts: 1 interrupted")
+    spent = int(lines[5].rsplit("LLM tokens ", 1)[1].replace(",", ""))
+    assert lines[5].startswith("  neurons: 3 done, 1 failed, 1 pending") and spent >= 4000
+    seconds = 100 + 200  # the interrupted attempt to its last neuron, then the last attempt
+    assert lines[7] == f"  pace: {spent / seconds:,.0f} LLM tokens/s, 0.8 neurons/min over 5 min of explain"
+    assert lines[8] == "  to finish: 1 pending, about 75 s at this pace"
+    assert lines[9] == (
+        "  seconds per neuron, median of 2: total 22.7; "
+        "queue 2.00, read 0.40, llm 15.0, judge reader 4.00, cluster 1.00, write 0.30"
+    )

@@ -44,13 +44,14 @@ class Judges:
 
     @classmethod
     def of(cls, llm: Metered, cfg: ExplainConfig, embedder, scale: Scale, shown: frozenset[str]) -> Judges:
-        """``shown``: the words the explainer was shown firing (the reader judge reads them)."""
+        """``shown``: the words the explainer was shown firing (the reader judge reads them); each
+        judge's time goes into the metered LLM's ``timings``."""
 
         def judge(name: str, agent: Agent | None) -> Judge:
             scorer = make_scorer(
                 name, llm=llm, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives, shown=shown
             )
-            return Judge(scorer, scale)
+            return Judge(scorer, scale, llm.timings)
 
         decide, sim = cfg.scorer, "simulation"
         agent, base_agent = SCORER_AGENTS.get(decide, (None, None))

@@ -84,6 +84,7 @@ from ..results.transcript import (
 from ..schema import explanation_row
 from ..scoring import Judge, ScoreResult
 from ..scoring.controls import control_explanation
+from ..timing import CLUSTER, LOAD_EMBEDDER, SETUP, WORKFLOW, Timings
 from . import agents, cluster
 from .judges import Judges, ScorerJudges
 
@@ -122,6 +123,7 @@ class NeuronOptions:
     calibrated: bool | None = None  # the run's scorer self-check verdict, carried into the rows
     full_allowed: bool = True  # False (method triage, a run short of budget): single-pass only
     outputs: dict | None = None  # the neuron's OUTPUT_TOKENS row (None: the run has no output side)
+    timings: Timings | None = None  # where the neuron's time goes (None: kept by the workflow alone)
 
 
 @dataclass
@@ -221,8 +223,9 @@ class NeuronWork:
         if self.clustering not in ("components", "activation"):
             raise ValueError(f"clustering must be 'components' or 'activation', got {self.clustering!r}")
         self.ledger = Ledger()
+        self.timings = opts.timings or Timings()
         self.transcript: list[Entry] = []
-        self.llm = Metered(llm, self.ledger, opts.cache)
+        self.llm = Metered(llm, self.ledger, opts.cache, self.timings)
         self.agents = agents.AgentSession(self.llm, cfg.max_parse_retries, self.transcript)
         self.method: str = cfg.method  # what the rows say the neuron got (method triage decides)
         # shown to the explainers only when asked: a weak explainer copies them into its answers
@@ -230,10 +233,16 @@ class NeuronWork:
 
     def run(self, records: pa.Table | pd.DataFrame) -> list[dict]:
         """The neuron's EXPLANATIONS rows; any failure becomes one 'failed' row with the reason
-        (in the transcript too), never an exception."""
+        (in the transcript too), never an exception. Its time goes into ``timings``: what no
+        other phase takes is ``workflow``'s."""
+        with self.timings.phase(WORKFLOW):
+            return self._run(records)
+
+    def _run(self, records: pa.Table | pd.DataFrame) -> list[dict]:
         run_ns, run_base = self.cfg.method in FULL_METHODS, self.cfg.method in BASELINE_METHODS
         try:
-            self.open(records)
+            with self.timings.phase(SETUP):
+                self.open(records)
             # a baseline may go missing only where the full workflow can still explain the neuron
             base_text = self.baseline(required=not (run_ns and self.opts.full_allowed)) if run_base else None
             if self.cfg.method == "triage":
@@ -257,7 +266,8 @@ class NeuronWork:
         sp = self.sp = split(load(records), SplitSizes.of(cfg))
         base = sp.scale.base or None
         self.transcript.append(SplitEntry(sp.scale.peak, _ids(sp.explain), _ids(sp.heldout), _ids(sp.validation), base))
-        self.embedder = self.opts.embedder or get_embedder(cfg.embedder)
+        with self.timings.phase(LOAD_EMBEDDER):  # once per worker process, where the run serves none
+            self.embedder = self.opts.embedder or get_embedder(cfg.embedder)
         self.judges = Judges.of(self.llm, cfg, self.embedder, sp.scale, shown_words(sp.explain, sp.scale))
         avoid = ", ".join(activating(e, sp.scale) for e in sp.explain)
         self.control = control_explanation(self.layer, self.neuron, embedder=self.embedder, avoid=avoid)
@@ -286,7 +296,8 @@ class NeuronWork:
         # the words baseline belongs to neither method: its scoring is booked with the control's
         lexical = self.heldout(self.judges.decide.control, [self.lexical], "triage lexical heldout")[0].score
         words = [activating(e, self.sp.scale) for e in self.sp.explain]
-        k = len(set(cluster.modes_from_words(self.embedder, words, self.cfg.max_modes)[0]))
+        with self.timings.phase(CLUSTER):
+            k = len(set(cluster.modes_from_words(self.embedder, words, self.cfg.max_modes)[0]))
         # a missing or NaN score counts as weak, and so does one the words alone reach
         due = not (score >= self.cfg.triage_below and score > lexical) or k > 1
         allowed = self.opts.full_allowed
@@ -353,9 +364,12 @@ class NeuronWork:
         the transcript, the configured one decides; each mode keeps its most frequent components."""
         sp, cfg = self.sp, self.cfg
         comps = agents.deconstruct(self.agents, sp.explain, sp.scale)
-        by_comp, choice_c = cluster.modes_from_components(self.embedder, comps, cfg.max_modes, self.opts.min_silhouette)
-        words = [activating(e, sp.scale) for e in sp.explain]
-        by_ctx, choice_a = cluster.modes_from_words(self.embedder, words, cfg.max_modes)
+        with self.timings.phase(CLUSTER):
+            by_comp, choice_c = cluster.modes_from_components(
+                self.embedder, comps, cfg.max_modes, self.opts.min_silhouette
+            )
+            words = [activating(e, sp.scale) for e in sp.explain]
+            by_ctx, choice_a = cluster.modes_from_words(self.embedder, words, cfg.max_modes)
         for name, labels, choice in (("components", by_comp, choice_c), ("activation", by_ctx, choice_a)):
             self.transcript.append(
                 ClusterEntry(

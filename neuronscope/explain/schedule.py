@@ -13,13 +13,15 @@ token budget (``budget.py``) stops submitting, or holds triage's full workflows 
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from .. import layout
 from ..config import ExplainConfig
+from ..models import embedder
 from ..parts import FolderIndex
 from ..report import progress_note
 from ..results import RecordsIndex, code, uncode
@@ -29,6 +31,7 @@ from .compact import FOLDERS, compact, leftovers
 from .task import NeuronSummary, RunContext, failed_rows, failure_reason, record_failure, run_task, task_summary
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
+MIN_TASK_CPUS = 0.01
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
 # requests to fill an engine's batches (benchmarks/llm_pool.py measured R3 at 12 on one engine).
@@ -71,6 +74,14 @@ def pool_size(llm) -> int:
 
 def max_in_flight(cfg: ExplainConfig, llm) -> int:
     return cfg.max_in_flight or pool_size(llm) * IN_FLIGHT_PER_REPLICA
+
+
+def task_cpus(limit: int, free_cpus: float) -> float:
+    """The CPUs a workflow task asks Ray for: TASK_CPUS, or a smaller share where ``limit`` tasks
+    would not fit the CPUs Ray has free (the engines hold theirs: one of a 2-core machine's two),
+    so that the in-flight limit, not Ray's CPU count, decides how many workflows run at once."""
+    share = math.floor(free_cpus / max(limit, 1) * 10_000) / 10_000  # Ray counts CPUs to 1/10,000
+    return max(MIN_TASK_CPUS, min(TASK_CPUS, share))
 
 
 def selection(index: RecordsIndex, cfg: ExplainConfig, neurons) -> np.ndarray:
@@ -116,8 +127,9 @@ class Driver:
         self.outputs, self.index, self.limit, self.total, self.progress = outputs, index, limit, total, progress
         # SPREAD: a cluster's nodes share the workflows' CPU work; a task whose worker or node
         # died is run again (only system failures are retried: a neuron's own errors are results)
-        self.task = ray.remote(num_cpus=TASK_CPUS, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
-        self.compactor = ray.remote(num_cpus=TASK_CPUS, max_retries=1)(compact)
+        cpus = task_cpus(limit, ray.available_resources().get("CPU", 0.0))
+        self.task = ray.remote(num_cpus=cpus, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
+        self.compactor = ray.remote(num_cpus=cpus, max_retries=1)(compact)
         self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow)
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
@@ -135,7 +147,7 @@ class Driver:
             return
         cache = self.outputs.cache_sources(layer, neuron)
         outputs = self.index.output_keys_of(layer)
-        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed, outputs)
+        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed, outputs, time.time())
         self.in_flight[ref] = (layer, neuron, full_allowed)
         self.running[layer] = self.running.get(layer, 0) + 1
 
@@ -241,11 +253,19 @@ def explain_run(
     for key in outputs.stale:  # what an interrupted merge left: a part already holds it
         run.out.delete(key)
     layers, units = uncode(todo)
-    driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
-    if run.cfg.budget is not None:
-        driver.before = spent_before(run.out, todo[~pending])
-    left = _submit_all(driver, layers[pending], units[pending], run.cfg.budget, progress)
-    errors = driver.finish()
+    served = None
+    if run.embedder is None and pending.any():  # one process embeds for every workflow of the run
+        served = embedder.serve(run.cfg.embedder)
+        run = replace(run, embedder=served)
+    try:
+        driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
+        if run.cfg.budget is not None:
+            driver.before = spent_before(run.out, todo[~pending])
+        left = _submit_all(driver, layers[pending], units[pending], run.cfg.budget, progress)
+        errors = driver.finish()
+    finally:
+        if served is not None:
+            embedder.stop(served)
     t = driver.tally
     return RunSummary(
         neurons=len(todo),

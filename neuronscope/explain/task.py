@@ -4,18 +4,20 @@ and the failure record of a neuron whose task could not run or died."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ..config import ExplainConfig
 from ..llm.cache import NeuronCache
-from ..results import read_neuron, read_output_tokens, write_result
+from ..results import read_neuron, read_output_tokens, write_result, write_rows, write_transcript
 from ..results.transcript import NeuronError
 from ..schema import TOKEN_COLUMNS, explanation_row
 from ..store import Store
+from ..timing import QUEUE, READ, WRITE, Timings
 from .neuron import NeuronOptions
-from .workflow import NeuronResult, explain_neuron
+from .workflow import NeuronResult, explain_neuron, timing_entry
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class RunContext:
     out: Store  # of the outputs
     llm: object
     cfg: ExplainConfig
-    embedder: object = None  # picklable, shipped to the workers; None: each worker loads cfg.embedder once
+    embedder: object = None  # picklable, shipped to the workers; None: explain_run serves cfg.embedder to all of them
     calibrated: bool | None = None  # the scorer self-check's verdict, written into every row
     workflow: Callable[..., NeuronResult] = explain_neuron  # or a stand-in with its signature (tests, benchmarks)
 
@@ -91,22 +93,38 @@ def run_task(
     s: RunContext,
     full_allowed: bool = True,
     output_keys: list[str] | None = None,
+    submitted: float | None = None,
 ) -> NeuronSummary:
     """``full_allowed``: see ``NeuronOptions`` (False: the run's budget holds triage's full workflow
-    back); ``output_keys``: the OUTPUT_TOKENS objects of the neuron's layer (none: no output side)."""
-    records = read_neuron(s.records, record_keys, layer, neuron)
-    outputs = read_output_tokens(s.records, output_keys or [], layer, neuron)
-    model_id = getattr(s.llm, "model_id", None)
-    cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources) if model_id else None
+    back); ``output_keys``: the OUTPUT_TOKENS objects of the neuron's layer (none: no output side);
+    ``submitted``: when the driver submitted the task (Unix seconds). Where the task's time went
+    is in the rows' ``timings`` (and the transcript's ``timing`` entry, up to the workflow's end)."""
+    timings = Timings()
+    if submitted is not None:
+        timings.add(QUEUE, max(0.0, timings.started - submitted))
+    with timings.phase(READ):
+        records = read_neuron(s.records, record_keys, layer, neuron)
+        outputs = read_output_tokens(s.records, output_keys or [], layer, neuron)
+        model_id = getattr(s.llm, "model_id", None)
+        cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources) if model_id else None
     try:
         options = NeuronOptions(
-            embedder=s.embedder, cache=cache, calibrated=s.calibrated, full_allowed=full_allowed, outputs=outputs
+            embedder=s.embedder,
+            cache=cache,
+            calibrated=s.calibrated,
+            full_allowed=full_allowed,
+            outputs=outputs,
+            timings=timings,
         )
         result = s.workflow(layer, neuron, records, s.llm, s.cfg, options)
     finally:
         if cache is not None:
-            cache.flush()  # answers paid for are kept, whatever happened
-    write_result(s.out, layer, neuron, result.rows, result.transcript)
+            with timings.phase(WRITE):
+                cache.flush()  # answers paid for are kept, whatever happened
+    with timings.phase(WRITE):
+        write_transcript(s.out, layer, neuron, result.transcript)
+    spent = json.dumps(timing_entry(timings).to_json())
+    write_rows(s.out, layer, neuron, [{**r, "timings": spent} for r in result.rows])
     return task_summary(layer, neuron, result.rows)
 
 

@@ -7,6 +7,7 @@ judge them ``judges.py``'s.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -14,7 +15,8 @@ import pyarrow as pa
 
 from ..config import ExplainConfig
 from ..llm.base import Ledger
-from ..results.transcript import Entry, LedgerEntry
+from ..results.transcript import Entry, LedgerEntry, TimingEntry
+from ..timing import Timings
 from .neuron import NeuronOptions, NeuronWork
 
 
@@ -23,6 +25,11 @@ class NeuronResult:
     rows: list[dict]
     transcript: list[Entry] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
+
+
+def timing_entry(timings: Timings) -> TimingEntry:
+    """The timings so far as a transcript entry."""
+    return TimingEntry(round(timings.started, 3), round(time.time(), 3), timings.as_dict())
 
 
 def explain_neuron(
@@ -34,9 +41,10 @@ def explain_neuron(
     options: NeuronOptions | None = None,
 ) -> NeuronResult:
     """Explain one neuron from its RECORDS rows; any failure becomes one 'failed' row with the
-    reason. ``options``: the embedder, response cache, self-check verdict and budget's say
-    (``NeuronOptions``). The transcript ends with the neuron's ledger."""
+    reason. ``options``: the embedder, response cache, self-check verdict, budget's say and
+    timings (``NeuronOptions``). The transcript ends with where the time went and the ledger."""
     work = NeuronWork(layer, neuron, llm, cfg, options or NeuronOptions())
     rows = work.run(records)
+    work.transcript.append(timing_entry(work.timings))
     work.transcript.append(LedgerEntry(work.ledger.as_dict()))
     return NeuronResult(rows, work.transcript, work.ledger)

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Protocol, TypedDict
 
+from ..timing import LLM as LLM_PHASE
+from ..timing import Timings
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -138,18 +141,23 @@ class CallKind:
 class Metered:
     """An LLM wrapper that books every call under ``agent`` in a ledger, through an optional
     response cache (a hit counts its tokens, since the work it stands for is the same, but no call).
-    A batch's keys are looked up together and its new answers stored together."""
+    A batch's keys are looked up together and its new answers stored together. The time blocked on
+    the LLM goes into ``timings`` (phase ``llm``)."""
 
-    def __init__(self, llm: LLM, ledger: Ledger, cache=None):
+    def __init__(self, llm: LLM, ledger: Ledger, cache=None, timings: Timings | None = None):
         self.llm = llm
         self.ledger = ledger
         self.cache = cache
+        self.timings = timings or Timings()
 
     def _cached(self, agent: str, kind: CallKind, items: list) -> list:
         keys = [self.cache.key(kind.name, it, kind.params) for it in items] if self.cache else []
         found = self.cache.get_many(keys) if self.cache else [None] * len(items)
         todo = [i for i, f in enumerate(found) if f is None]
-        fresh = kind.run([items[i] for i in todo]) if todo else []
+        fresh = []
+        if todo:
+            with self.timings.phase(LLM_PHASE):
+                fresh = kind.run([items[i] for i in todo])
         results = [kind.decode(f) if f is not None else None for f in found]
         for i, r in zip(todo, fresh):
             results[i] = r

@@ -1,4 +1,5 @@
-"""The sentence embedder behind clustering, the embedding scorer, controls and the atlas search."""
+"""The sentence embedder behind clustering, the embedding scorer, controls and the atlas search;
+and one embedder served to every workflow of a run (``serve``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from functools import cached_property
 
 import numpy as np
 
@@ -53,3 +55,125 @@ def embed_cached(embedder, texts: list[str]) -> np.ndarray:
         while len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
     return np.stack(found) if found else np.zeros((0, 0), np.float32)
+
+
+# -- one embedder for a whole run ------------------------------------------------------------------
+# A run's workflows embed the same corpus text over and over (the windows, their words and contexts
+# recur across neurons) and would each load the model in their own worker process (seconds, and
+# about 0.7 GB apiece). ``serve`` loads it once, in a Ray actor that embeds every text once for
+# all of them; the workers hold only a ``ServedEmbedder``, its client.
+
+SERVED_CACHE_SIZE = 200_000  # texts the served embedder keeps: a whole-model run's recurring text
+
+
+class EmbedderService:
+    """The actor's body: the model (loaded on first use) and one cache of its outputs, shared by
+    every caller."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @cached_property
+    def model(self):
+        return get_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """The model's normalised output for each text, each new text computed once in one batch."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if todo:
+            out = self.model.encode(todo, normalize_embeddings=True, show_progress_bar=False)
+            self.cache.update(zip(todo, np.asarray(out, dtype=np.float32)))
+        found = [self.cache[t] for t in texts]
+        for t in texts:
+            self.cache.move_to_end(t)
+        while len(self.cache) > SERVED_CACHE_SIZE:
+            self.cache.popitem(last=False)
+        return np.stack(found) if found else np.zeros((0, 0), np.float32)
+
+    def vocabulary(self) -> dict[str, int]:
+        return dict(self.model.tokenizer.get_vocab())
+
+
+class _Vocabulary:
+    """The served model's tokenizer as far as the workflows read it (``get_vocab``)."""
+
+    def __init__(self, vocab: dict[str, int]):
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.vocab
+
+
+_SERVED: dict[str, ServedEmbedder] = {}  # actor id -> this process's client of it
+
+
+def _served(actor, embedder) -> ServedEmbedder:
+    """This process's one client of ``actor``: each task unpickles its run's embedder anew, and the
+    per-process caches (``embed_cached``, the clustering's reference words) key on the object."""
+    with _LOCK:
+        key = actor._actor_id.hex()
+        if key not in _SERVED:
+            _SERVED[key] = ServedEmbedder(actor, embedder)
+        return _SERVED[key]
+
+
+class ServedEmbedder:
+    """An embedder whose model runs in an ``EmbedderService`` actor: ``encode`` as
+    sentence-transformers' (normalised output), ``tokenizer.get_vocab``. Picklable; unpickled, it is
+    its process's one client of the actor. Should the actor die (its process killed for memory,
+    say), the client loads ``embedder`` itself and goes on without it: the worker's own model,
+    as when nothing is served."""
+
+    def __init__(self, actor, embedder):
+        self.actor, self.embedder = actor, embedder
+        self.own = None  # the worker's own model, once the actor is gone
+
+    def __reduce__(self):
+        return _served, (self.actor, self.embedder)
+
+    def _own(self):
+        if self.own is None:
+            self.own = get_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+        return self.own
+
+    def encode(self, texts, normalize_embeddings: bool = True, **_) -> np.ndarray:
+        if not normalize_embeddings:
+            raise ValueError("a served embedder gives normalised embeddings only")
+        if self.own is None:
+            import ray
+
+            try:
+                return ray.get(self.actor.encode.remote(list(texts)))
+            except ray.exceptions.RayActorError:
+                pass  # gone: the worker's own model from now on
+        return self._own().encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+
+    @cached_property
+    def tokenizer(self):
+        if self.own is None:
+            import ray
+
+            try:
+                return _Vocabulary(ray.get(self.actor.vocabulary.remote()))
+            except ray.exceptions.RayActorError:
+                pass
+        return self._own().tokenizer
+
+
+def serve(embedder) -> ServedEmbedder:
+    """``embedder`` (a spec such as ``cfg.embedder``, or an embedder object) loaded in one Ray
+    actor for the caller's run; ``stop`` ends it. It takes no CPU of Ray's (it works only while
+    the workflows wait on it)."""
+    import ray
+
+    service = ray.remote(num_cpus=0)(EmbedderService)
+    return ServedEmbedder(service.remote(embedder), embedder)
+
+
+def stop(served: ServedEmbedder) -> None:
+    import ray
+
+    ray.kill(served.actor)
+    with _LOCK:
+        _SERVED.pop(served.actor._actor_id.hex(), None)

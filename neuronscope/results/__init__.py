@@ -14,6 +14,8 @@ from .outputs import (
     read_transcript,
     rows_table,
     write_result,
+    write_rows,
+    write_transcript,
 )
 from .records import RecordsIndex, code, load_records, output_token_keys, read_neuron, read_output_tokens, uncode
 from .tables import neuron_rows, read_stage
@@ -39,4 +41,6 @@ __all__ = [
     "rows_table",
     "uncode",
     "write_result",
+    "write_rows",
+    "write_transcript",
 ]

@@ -52,10 +52,20 @@ def rows_table(rows: list[dict]) -> pa.Table:
 
 
 def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: list[Entry]) -> None:
-    """The neuron's transcript, then its explanation rows (named ``.failed`` when it failed; a
-    success replaces an earlier failure, which is deleted after)."""
+    """The neuron's transcript, then its explanation rows (``write_rows``)."""
+    write_transcript(store, layer, neuron, transcript)
+    write_rows(store, layer, neuron, rows)
+
+
+def write_transcript(store, layer: int, neuron: int, transcript: list[Entry]) -> None:
+    """The neuron's own transcript object; its rows come after it (``write_rows``)."""
     lines = "".join(json.dumps(jsonable(t.to_json()), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
     store.write_bytes(transcript_key(layer, neuron), lines.encode("utf-8"))
+
+
+def write_rows(store, layer: int, neuron: int, rows: list[dict]) -> None:
+    """The neuron's explanation rows, after its transcript: they mark it done (named ``.failed``
+    when it failed; a success replaces an earlier failure, which is deleted after)."""
     failed = any(r["status"] == "failed" for r in rows)
     if failed:
         store.write_parquet(explanation_key(layer, neuron, True), rows_table(rows))

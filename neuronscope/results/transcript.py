@@ -176,6 +176,21 @@ class NeuronError(Entry):
 
 
 @dataclass
+class TimingEntry(Entry):
+    """Where the neuron's task time went: seconds per phase (``neuronscope.timing``), each
+    phase's own time; the transcript's entry runs to the workflow's end, the rows' copy (their
+    ``timings`` column) to the transcript's write."""
+
+    agent = "timing"
+    started: float  # the task's start, Unix seconds
+    finished: float  # when these timings were taken, Unix seconds
+    seconds: dict[str, float]  # phase -> seconds, ``queue`` (before ``started``) included
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass
 class LedgerEntry(Entry):
     """The neuron's LLM usage per agent (the transcript's last entry)."""
 
@@ -203,6 +218,7 @@ FIXED_KINDS: dict[str, type[Entry]] = {
     "cluster": ClusterEntry,
     "score": ScoreEntry,
     "error": NeuronError,
+    "timing": TimingEntry,
     "ledger": LedgerEntry,
 }
 AGENT_NAMES = frozenset(Agent)

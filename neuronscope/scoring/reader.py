@@ -25,6 +25,8 @@ set of neuron puzzles check them (figures in benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from ..models.embedder import embed_cached
 from .claims import alternatives, lexical_claim, named
 from .contexts import window_items
 from .metrics import auroc_weighted
-from .scorer import Item, Scorer, rank_guesses
+from .scorer import ITEM_SETS, Item, Scorer, rank_guesses
 
 FIRES, QUIET = 2.0, 1.0  # a word fires at or above FIRES on the 0-10 scale, is quiet below QUIET
 ALONE, PAIRED, WINDOW = 0.3, 0.3, 0.4  # how a word's meaning is read: alone, after its predecessor, in its window
@@ -61,6 +63,44 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+@dataclass(eq=False)
+class _Prepared:
+    """What the reader derives from one list of items whatever the explanation: the word items'
+    readings and keys, the contexts' vectors, the masks its statistic takes. Made once per list
+    (``Scorer.item_set`` hands the same list back), each part on first use."""
+
+    scorer: ReaderScorer
+    items: list[Item]
+
+    @cached_property
+    def words(self) -> list[int]:
+        return [i for i, it in enumerate(self.items) if it.family == "word"]
+
+    @cached_property
+    def contexts(self) -> list[int]:
+        return [i for i, it in enumerate(self.items) if it.family != "word"]
+
+    @cached_property
+    def readings(self) -> np.ndarray:
+        return self.scorer._readings([self.items[i] for i in self.words])
+
+    @cached_property
+    def keys(self) -> list[str]:
+        return [key(self.items[i].word) for i in self.words]
+
+    @cached_property
+    def context_vectors(self) -> np.ndarray:
+        return self.scorer._vectors([self.items[i].text for i in self.contexts])
+
+    @cached_property
+    def masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(word items, activating items, activating word items the explainer was not shown)."""
+        fam = np.array([it.family == "word" for it in self.items], dtype=bool)
+        labels = np.array([it.label for it in self.items], dtype=bool)
+        novel = fam & labels & np.array([key(it.word) not in self.scorer.shown for it in self.items], dtype=bool)
+        return fam, labels, novel
+
+
 class ReaderScorer(Scorer):
     """See the module doc. ``shown``: the keys (``exemplars.key``) of the words the explainer was
     shown firing (``exemplars.shown_words`` of the explain exemplars)."""
@@ -77,15 +117,27 @@ class ReaderScorer(Scorer):
     def _vectors(self, texts: list[str]) -> np.ndarray:
         return embed_cached(self.embedder, texts)
 
+    def _prepared(self, items: list[Item]) -> _Prepared:
+        """The list's ``_Prepared``, made on its first use (the last ITEM_SETS lists are kept)."""
+        memo: dict[int, _Prepared] = self.__dict__.setdefault("_prepared_sets", {})
+        p = memo.get(id(items))  # the memo holds each list it keys: no other list has its id meanwhile
+        if p is None:
+            if len(memo) >= ITEM_SETS:
+                del memo[next(iter(memo))]
+            p = memo[id(items)] = _Prepared(self, items)
+        return p
+
     def _readings(self, items: list[Item]) -> np.ndarray:
         """(items, 3, dim): each word item alone, paired with its predecessor, and its window."""
         alone = self._vectors([it.word for it in items])
         before = self._vectors([it.before or "." for it in items])
-        window = self._vectors([escape("".join(it.exemplar.tokens)).strip() for it in items])
+        texts: dict[Exemplar, str] = {}  # a window's text, once for all its words
+        window = self._vectors(
+            [texts.setdefault(it.exemplar, escape("".join(it.exemplar.tokens)).strip()) for it in items]
+        )
         return np.stack([alone, _unit(alone + PREDECESSOR * before), window], axis=1)
 
-    def _word_values(self, explanation: str, items: list[Item], readings: np.ndarray) -> np.ndarray:
-        keys = [key(it.word) for it in items]
+    def _word_values(self, explanation: str, keys: list[str], readings: np.ndarray) -> np.ndarray:
         parts = []
         for alt in alternatives(explanation):
             claim = lexical_claim(alt, self.shown)
@@ -100,24 +152,19 @@ class ReaderScorer(Scorer):
 
     def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
         out = []
-        readings: dict[int, np.ndarray] = {}  # one held-out set's readings, for all its jobs
         for x, its in jobs:
-            words = [i for i, it in enumerate(its) if it.family == "word"]
-            contexts = [i for i, it in enumerate(its) if it.family != "word"]
+            p = self._prepared(its)  # one held-out set's readings, for all its jobs
             v = np.zeros(len(its))
-            if words:
-                r = readings.setdefault(id(its), self._readings([its[i] for i in words]))
-                v[words] = self._word_values(x, [its[i] for i in words], r)
-            if contexts:
-                v[contexts] = self._vectors([its[i].text for i in contexts]) @ self._vectors([x])[0]
+            if p.words:
+                v[p.words] = self._word_values(x, p.keys, p.readings)
+            if p.contexts:
+                v[p.contexts] = p.context_vectors @ self._vectors([x])[0]
             out.append(v)
         return out
 
     def statistic(self, values: np.ndarray, items: list[Item], weights: np.ndarray) -> np.ndarray:
         w = np.atleast_2d(weights)
-        fam = np.array([it.family == "word" for it in items], dtype=bool)
-        labels = np.array([it.label for it in items], dtype=bool)
-        novel = fam & labels & np.array([key(it.word) not in self.shown for it in items], dtype=bool)
+        fam, labels, novel = self._prepared(items).masks
         words = auroc_weighted(values[fam], labels[fam], w[:, fam])
         if novel.sum() >= NOVEL_MIN:
             keep = novel | (fam & ~labels)

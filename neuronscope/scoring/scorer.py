@@ -25,6 +25,7 @@ MISTAKE_GAP = 2.0
 COVERED_AT = 0.75
 BOOTSTRAP = 200  # resamples behind an interval
 BOOTSTRAP_SEED = 0
+ITEM_SETS = 32  # exemplar sets whose items a scorer keeps (a neuron's judges ask for about ten)
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,21 @@ class Scorer(ABC):
         weights = bootstrap_weights([it.exemplar.window_id for it in result.items], n, seed)
         return interval(self.statistic(result.values, result.items, weights))
 
+    def item_set(self, exemplars: list[Exemplar], scale: Scale) -> list[Item]:
+        """``items`` of an exemplar set, made once: a neuron's judges ask for the same sets (held
+        out, validation, each mode's) call after call, and get the same list back each time (the
+        last ITEM_SETS sets are kept), so what a scorer derives from a list is derived once too."""
+        memo: dict = self.__dict__.setdefault("_item_sets", {})
+        k = (tuple(exemplars), scale)
+        if k not in memo:
+            if len(memo) >= ITEM_SETS:
+                del memo[next(iter(memo))]
+            memo[k] = self.items(exemplars, scale)
+        return memo[k]
+
     def __call__(self, jobs: list[tuple[str, list[Exemplar]]], scale: Scale) -> list[ScoreResult]:
         """A result per (explanation, exemplars) job; all jobs go to the judge in one batch."""
-        cache: dict = {}
-        item_sets = [cache.setdefault(tuple(exs), self.items(exs, scale)) for _, exs in jobs]
+        item_sets = [self.item_set(exs, scale) for _, exs in jobs]
         vals = self.values([(x, its) for (x, _), its in zip(jobs, item_sets)])
         return [self.result(v, its) for v, its in zip(vals, item_sets)]
 
