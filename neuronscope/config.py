@@ -32,8 +32,8 @@ class RecordConfig(_Strict):
     )
     corpus: str = Field(
         BUNDLED_CORPUS,
-        description="bundled:shakespeare, a .txt file (a document per line), a .jsonl or .parquet "
-        "file (a document per row) or a folder of .txt files",
+        description="bundled:shakespeare, or shards: a .txt (a document per line), .jsonl or .parquet "
+        "(a document per row) file, a folder of them or a glob ('data/*.parquet'), local or s3://",
     )
     text_column: str = Field(
         "text", description="the column (or JSON key) holding the text of a .jsonl or .parquet corpus"
