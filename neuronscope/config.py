@@ -73,7 +73,10 @@ class RecordConfig(_Strict):
     )
     batch_size: int = Field(32, ge=1, description="windows per forward batch")
     num_actors: int = Field(
-        1, ge=1, description="recording actors, each holding the model (fewer when the free resources hold fewer)"
+        1,
+        ge=1,
+        description="recording actors, each holding the model: all are requested (an autoscaler may add "
+        "nodes for them); those not up within 10 minutes are left out",
     )
     num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each recording actor reserves; 0 = CPU")
     torch_threads: int | None = Field(

@@ -28,44 +28,68 @@ from .udf import Recorder, exemplar_counts
 from .vocab import write_output_tokens
 
 SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
-CPU_WAIT_S = 600.0  # how long a pass waits for a free CPU before giving up
+ACTOR_WAIT_S = 600.0  # how long a pass waits for its recorders to start (an autoscaler may add nodes)
+PROGRESS_EVERY_S = 10.0  # a line while recorders are not all up
 WRITE_THREADS = 2  # layers written at once
 PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
 
 
-def _free_resources(progress: Progress) -> dict:
-    """The cluster's free resources once at least one CPU is free (the pass's data tasks and a
-    recorder need one); waits up to CPU_WAIT_S, as an autoscaler may be adding a node."""
+def _start_recorders(cfg: RecordConfig, cells: tuple[list[int], list[int]], progress: Progress) -> list:
+    """``cfg.num_actors`` recorders, requested from the cluster as they are (so that an autoscaler
+    can add the nodes they need), waited for up to ACTOR_WAIT_S with a progress line while some
+    are not up. Every split of a streaming split must be read for any to advance, so the pass
+    runs with the recorders up by then and cancels the others; none up is an error."""
     import ray
 
-    deadline = time.monotonic() + CPU_WAIT_S
-    free = ray.available_resources()
-    if free.get("CPU", 0) < 1:
-        progress(f"record: every CPU of the Ray cluster is held by other work; waiting up to {CPU_WAIT_S:.0f} s")
-    while free.get("CPU", 0) < 1:
-        if time.monotonic() > deadline:
-            raise NeuronScopeError(
-                f"record: no CPU of the Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} in all) came free "
-                f"in {CPU_WAIT_S:.0f} s; stop the work holding them (an LLM engine, another run) or add a node"
-            )
-        time.sleep(1.0)
-        free = ray.available_resources()
-    return free
-
-
-def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
-    """How many recorders to start: at most what the cluster's free CPUs (and GPUs) hold now.
-    Every split of a streaming_split must be read for any to advance, so a recorder left waiting
-    for resources (an LLM engine holding a CPU, say) would stall the ones that started."""
-
-    free = _free_resources(progress)
-    n = min(cfg.num_actors, int(free.get("CPU", 0)))
-    if cfg.num_gpus_per_actor:
-        n = min(n, int(free.get("GPU", 0) / cfg.num_gpus_per_actor))
-    n = max(1, n)
-    if n < cfg.num_actors:
-        progress(f"record: {n} of {cfg.num_actors} recording actors fit the free resources; using {n}")
-    return n
+    layers, neurons = cells
+    n = cfg.num_actors
+    # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
+    # concurrent call answers the progress polls while consume runs; SPREAD puts the recorders on
+    # as many nodes as they number
+    actor = ray.remote(
+        num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2, scheduling_strategy="SPREAD"
+    )(Recorder)
+    waiting = {}
+    for _ in range(n):
+        a = actor.remote(cfg, layers, neurons, n)
+        waiting[a.ready.remote()] = a
+    up: list = []
+    start = time.monotonic()
+    shown = start
+    try:
+        while waiting:
+            left = ACTOR_WAIT_S - (time.monotonic() - start)
+            if left <= 0:
+                break
+            done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=min(2.0, left))
+            for ref in done:
+                ray.get(ref)  # a recorder that could not start (its model, its memory) raises here
+                up.append(waiting.pop(ref))
+            if waiting and time.monotonic() - shown >= PROGRESS_EVERY_S:
+                shown = time.monotonic()
+                free = ray.available_resources()
+                gpus = f", {free.get('GPU', 0):.0f} GPUs" if cfg.num_gpus_per_actor else ""
+                progress(
+                    f"record: {len(up)}/{n} recording actors up; the rest load their model or wait for the cluster "
+                    f"({free.get('CPU', 0):.0f} CPUs{gpus} free now); waiting up to {left:.0f} s more"
+                )
+    except BaseException:
+        for a in [*up, *waiting.values()]:
+            ray.kill(a)
+        raise
+    for a in waiting.values():
+        ray.kill(a)
+    if not up:
+        total = ray.cluster_resources()
+        need = f"1 CPU{f' and {cfg.num_gpus_per_actor:g} GPU' if cfg.num_gpus_per_actor else ''}"
+        raise NeuronScopeError(
+            f"record: no recording actor ({need} each) started in {ACTOR_WAIT_S:.0f} s on the Ray cluster "
+            f"({total.get('CPU', 0):.0f} CPUs, {total.get('GPU', 0):.0f} GPUs in all); stop the work holding "
+            "them (an LLM engine, another run) or add a node"
+        )
+    if waiting:
+        progress(f"record: {len(up)} of {n} recording actors started in {ACTOR_WAIT_S:.0f} s; recording with {len(up)}")
+    return up
 
 
 @dataclass(frozen=True)
@@ -140,23 +164,15 @@ def _summarize(
     import ray
 
     layers, neurons = cells
-    n = _startable_actors(cfg, progress)
     started = time.time()
+    actors = _start_recorders(cfg, cells, progress)
+    n = len(actors)
     tally = new_tally()
-    # the data tasks ask for no CPU (the recorders hold them): at most as many as the others
-    data_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)) - n)
-    dataset = windows_dataset(source, cfg, tally, data_tasks)
-    # split before the recorders start: the split's coordinator actor needs a free CPU to be placed
-    shards = dataset.streaming_split(n, equal=False)
-    # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
-    # concurrent call answers the progress polls while consume runs; SPREAD puts the recorders on
-    # as many nodes as they number
-    actor = ray.remote(
-        num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2, scheduling_strategy="SPREAD"
-    )(Recorder)
-    actors = [actor.remote(cfg, layers, neurons, n) for _ in shards]
     limit = "" if cfg.max_tokens is None else f"/{max(1, cfg.max_tokens // cfg.window)}"
     try:
+        # the data tasks ask for no CPU (the recorders hold them): at most as many as the others
+        data_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)) - n)
+        shards = windows_dataset(source, cfg, tally, data_tasks).streaming_split(n, equal=False)
         pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
         shown = 0
         while len(ray.wait(pending, num_returns=len(pending), timeout=2.0)[0]) < len(pending):

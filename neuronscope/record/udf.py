@@ -118,6 +118,10 @@ class Recorder:
         self._kept = {}
         return summaries, ids, tokens
 
+    def ready(self) -> bool:
+        """Answers once the recorder is up (its model loaded)."""
+        return True
+
     def first_batch(self) -> float | None:
         return self.first_batch_at
 
