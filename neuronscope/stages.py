@@ -49,21 +49,24 @@ def _staged(store: Store, stage: str, inputs: dict, config: dict, work: Callable
 
 def run_record(cfg: RunConfig, out: str, progress: Progress) -> dict:
     from .models.bundled import resolve_model
-    from .record import record
+    from .record import list_corpus, record
 
     store = Store.open(out)
     store.check_writable()
     model = resolve_model(cfg.record.model)
+    source = list_corpus(cfg.record.corpus)  # metadata only: its shards' names, sizes and versions
     inputs = {
         "model": cfg.record.model,
         "model_revision": model.revision,
         "corpus": cfg.record.corpus,
-        "corpus_hash": manifest.corpus_fingerprint(cfg.record.corpus),
+        "corpus_hash": source.fingerprint,
     }
     with StageLease(store, "record"):
         ensure_ray()
         progress(f"record: {cfg.record.model} over {cfg.record.corpus} -> {store.uri}")
-        return _staged(store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress))
+        return _staged(
+            store, "record", inputs, cfg.record.model_dump(), lambda: record(cfg.record, store, progress, source)
+        )
 
 
 def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=None) -> dict | Estimate:

@@ -143,6 +143,26 @@ class Store(ABC):
             keys = self._list(folder)
         return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith(TMP_PREFIX))
 
+    def list_info(self, prefix: str = "") -> builtins.list[tuple[str, int, str]]:
+        """(key, size, version) of every object under the folder ``prefix``, sorted by key; the
+        version is the S3 ETag, or a local file's mtime in ns. Metadata only: nothing is read."""
+        _check_key(prefix, prefix=True)
+        folder = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        with self._errors("list", self.url(folder)):
+            found = self._list_info(folder)
+        return sorted(e for e in found if not e[0].rsplit("/", 1)[-1].startswith(TMP_PREFIX))
+
+    def object_info(self, key: str) -> tuple[int, str] | None:
+        """(size, version) of the object ``key`` (as ``list_info``), or None if there is none."""
+        _check_key(key)
+        with self._errors("check", self.url(key)):
+            return self._object_info(key)
+
+    def arrow_filesystem(self):
+        """(pyarrow filesystem, path of the root in it), with this store's endpoint and credentials:
+        for readers that take a pyarrow filesystem (Ray Data's)."""
+        return self._arrow_fs()
+
     def check_writable(self) -> None:
         """Create the root if needed and write + delete a probe, so a bad location fails early."""
         probe = f"{TMP_PREFIX}probe-{secrets.token_hex(6)}"
@@ -293,6 +313,14 @@ class Store(ABC):
     def _list(self, folder: str) -> builtins.list[str]:
         """Every key under ``folder`` ('' or ending in '/'), recursive, in any order."""
 
+    @abstractmethod
+    def _list_info(self, folder: str) -> builtins.list[tuple[str, int, str]]:
+        """``_list`` with each key's size and version."""
+
+    @abstractmethod
+    def _object_info(self, key: str) -> tuple[int, str] | None:
+        """The object's (size, version); None if it does not exist."""
+
 
 class LocalStore(Store):
     """A folder. Writes go to a ``.tmp-*`` sibling, are fsynced, then renamed into place."""
@@ -393,6 +421,20 @@ class LocalStore(Store):
             rel = Path(dirpath).relative_to(self.local_root).as_posix()
             keys += [f if rel == "." else f"{rel}/{f}" for f in files]
         return keys
+
+    def _list_info(self, folder):
+        out = []
+        for key in self._list(folder):
+            st = self._path(key).stat()
+            out.append((key, st.st_size, str(st.st_mtime_ns)))
+        return out
+
+    def _object_info(self, key):
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        st = path.stat()
+        return st.st_size, str(st.st_mtime_ns)
 
 
 # Settings that decide which endpoint/credentials a client uses: a change makes a new client.
@@ -556,8 +598,22 @@ class S3Store(Store):
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def _list(self, folder):
+        return [key for key, _, _ in self._list_info(folder)]
+
+    def _list_info(self, folder):
         strip = len(self._key(""))
-        keys = []
+        found = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(folder)):
-            keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
-        return keys
+            found += [(obj["Key"][strip:], obj["Size"], obj["ETag"].strip('"')) for obj in page.get("Contents", [])]
+        return found
+
+    def _object_info(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        return head["ContentLength"], head["ETag"].strip('"')

@@ -185,3 +185,18 @@ def cli(ray_local, capsys):
         return errors[0]
 
     return run
+
+
+def test_bad_corpus_shards_in_s3_are_named_by_their_object(cli, s3_env, seaweedfs, tmp_path):
+    """A corpus of several shards in a bucket: a broken line names its object and line; a glob
+    that matches nothing, or a missing bucket, name the spec."""
+    client = seaweedfs.client()
+    client.put_object(Bucket=s3_env, Key="corpus/a.jsonl", Body=b'{"text": "fine words here"}\n' * 40)
+    client.put_object(Bucket=s3_env, Key="corpus/b.jsonl", Body=b'{"text": "fine"}\n{"text": "also"}\n{"text": "cut\n')
+    run = ["record", "--out", str(tmp_path / "run"), "--layers", "0", "--neurons", "0"]
+    line = cli(2, *run, "--corpus", f"s3://{s3_env}/corpus/*.jsonl")
+    assert f"corpus 's3://{s3_env}/corpus/b.jsonl' line 3 is not valid JSON" in line, line
+    line = cli(2, *run, "--corpus", f"s3://{s3_env}/corpus/*.parquet")
+    assert f"corpus glob 's3://{s3_env}/corpus/*.parquet' matches no file" in line, line
+    line = cli(2, *run, "--corpus", "s3://no-such-corpus-bucket/corpus/*.jsonl")
+    assert "no-such-corpus-bucket" in line, line

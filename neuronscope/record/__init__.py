@@ -1,5 +1,6 @@
 """The record stage: activation exemplars and stats per MLP neuron, via Ray Data."""
 
 from .driver import record
+from .source import list_corpus
 
-__all__ = ["record"]
+__all__ = ["list_corpus", "record"]

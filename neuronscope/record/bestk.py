@@ -56,6 +56,16 @@ class BestK:
         self.value = torch.zeros((n, k), dtype=torch.float32, device=device)
         self.slot = torch.arange(k, device=device).repeat(n, 1)  # where each entry's window is
         self.win = torch.zeros((n, k, positions), dtype=torch.float32, device=device)
+        self.entered: list[torch.Tensor] = []  # batch windows that entered some row, until taken
+
+    def take_entered(self) -> list[torch.Tensor]:
+        """The batch windows (indices into the folded activations) that entered since the last call."""
+        out, self.entered = self.entered, []
+        return out
+
+    def held_codes(self) -> torch.Tensor:
+        """The codes of every entry held (1-d): their windows are the ones still needed."""
+        return self.code[self.code != PAD_CODE]
 
     def full(self) -> bool:
         """Whether every neuron holds k entries (all neurons see the same tokens)."""
@@ -99,8 +109,11 @@ class BestK:
         row, j = enter.nonzero(as_tuple=True)
         if len(row):
             r = cols[row]
-            wins = acts[window[row, cand[row, j]], :, r // self.group if self.group > 1 else r]  # (entering, positions)
-            self.win[r, slot[row, j]] = wins
+            which = window[row, cand[row, j]]
+            self.win[r, slot[row, j]] = acts[
+                which, :, r // self.group if self.group > 1 else r
+            ]  # (entering, positions)
+            self.entered.append(which)
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rank, code, value, windows) of the filled entries, best first: (n, m) and (n, m, positions)."""

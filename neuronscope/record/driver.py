@@ -1,4 +1,6 @@
-"""The record stage driver: corpus -> windows -> Ray Data actor pool -> merged summaries -> store."""
+"""The record stage driver: corpus shards -> Ray Data windows -> recording actors -> merged
+summaries (with their exemplars' tokens) -> store. The driver holds the shard list and the
+summaries, never the corpus."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import RecordConfig
-from ..corpus import iter_windows, load_documents
-from ..errors import CorpusError, NeuronScopeError
+from ..errors import NeuronScopeError
 from ..layout import records_key, stats_key
 from ..logs import Progress
 from ..models import arch
@@ -21,82 +22,127 @@ from ..schema import RECORDS, STATS, conform
 from ..selection import parse_selection
 from ..store import Store
 from .bestk import PAD_CODE
+from .source import CorpusSource, corpus_error, corpus_totals, list_corpus, local_windows, new_tally, windows_dataset
 from .topk import QUANTILE_LEVELS, Counts, Summary, split_code
 from .udf import Recorder, exemplar_counts
 from .vocab import write_output_tokens
 
-MAX_BLOCK_WINDOWS = 1024  # windows per Ray Data input block, at most
 SHARD_NEURONS = 256  # neurons per output part: the unit a rerun can skip
-CPU_WAIT_S = 600.0  # how long a pass waits for a free CPU before giving up
+ACTOR_WAIT_S = 600.0  # how long a pass waits for its recorders to start (an autoscaler may add nodes)
+PROGRESS_EVERY_S = 10.0  # a line while recorders are not all up
 WRITE_THREADS = 2  # layers written at once
 PASS_ATTEMPTS = 3  # a pass whose recorder died (node lost, killed for memory) starts over this often
 
 
-def _windows_dataset(windows: np.ndarray, batch_size: int, num_actors: int):
+def _start_recorders(cfg: RecordConfig, cells: tuple[list[int], list[int]], progress: Progress) -> list:
+    """``cfg.num_actors`` recorders, requested from the cluster as they are (so that an autoscaler
+    can add the nodes they need), waited for up to ACTOR_WAIT_S with a progress line while some
+    are not up. Every split of a streaming split must be read for any to advance, so the pass
+    runs with the recorders up by then and cancels the others; none up is an error."""
     import ray
-    from ray.data.extensions import ArrowTensorArray
 
-    # several blocks per actor, so that every actor of the pool gets work even on a small corpus
-    size = max(batch_size, min(MAX_BLOCK_WINDOWS, -(-len(windows) // (4 * num_actors))))
-    blocks = []
-    for start in range(0, len(windows), size):
-        w = windows[start : start + size]
-        blocks.append(
-            pa.table(
-                {
-                    "window_id": pa.array(np.arange(start, start + len(w), dtype=np.int64)),
-                    "tokens": ArrowTensorArray.from_numpy(w),
-                }
-            )
+    layers, neurons = cells
+    n = cfg.num_actors
+    # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
+    # concurrent call answers the progress polls while consume runs; SPREAD puts the recorders on
+    # as many nodes as they number
+    actor = ray.remote(
+        num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2, scheduling_strategy="SPREAD"
+    )(Recorder)
+    waiting = {}
+    for _ in range(n):
+        a = actor.remote(cfg, layers, neurons, n)
+        waiting[a.ready.remote()] = a
+    up: list = []
+    start = time.monotonic()
+    shown = start
+    try:
+        while waiting:
+            left = ACTOR_WAIT_S - (time.monotonic() - start)
+            if left <= 0:
+                break
+            done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=min(2.0, left))
+            for ref in done:
+                ray.get(ref)  # a recorder that could not start (its model, its memory) raises here
+                up.append(waiting.pop(ref))
+            if waiting and time.monotonic() - shown >= PROGRESS_EVERY_S:
+                shown = time.monotonic()
+                free = ray.available_resources()
+                gpus = f", {free.get('GPU', 0):.0f} GPUs" if cfg.num_gpus_per_actor else ""
+                progress(
+                    f"record: {len(up)}/{n} recording actors up; the rest load their model or wait for the cluster "
+                    f"({free.get('CPU', 0):.0f} CPUs{gpus} free now); waiting up to {left:.0f} s more"
+                )
+    except BaseException:
+        for a in [*up, *waiting.values()]:
+            ray.kill(a)
+        raise
+    for a in waiting.values():
+        ray.kill(a)
+    if not up:
+        total = ray.cluster_resources()
+        need = f"1 CPU{f' and {cfg.num_gpus_per_actor:g} GPU' if cfg.num_gpus_per_actor else ''}"
+        raise NeuronScopeError(
+            f"record: no recording actor ({need} each) started in {ACTOR_WAIT_S:.0f} s on the Ray cluster "
+            f"({total.get('CPU', 0):.0f} CPUs, {total.get('GPU', 0):.0f} GPUs in all); stop the work holding "
+            "them (an LLM engine, another run) or add a node"
         )
-    return ray.data.from_arrow(blocks)
+    if waiting:
+        progress(f"record: {len(up)} of {n} recording actors started in {ACTOR_WAIT_S:.0f} s; recording with {len(up)}")
+    return up
 
 
-def _free_resources(progress: Progress) -> dict:
-    """The cluster's free resources once at least one CPU is free (the pass's data tasks and a
-    recorder need one); waits up to CPU_WAIT_S, as an autoscaler may be adding a node."""
-    import ray
+@dataclass(frozen=True)
+class ExemplarWindows:
+    """The token ids of the windows a pass's exemplars hold, sent by the recorders with their
+    summaries: ``ids`` sorted and unique, ``tokens`` (len(ids), window) int32."""
 
-    deadline = time.monotonic() + CPU_WAIT_S
-    free = ray.available_resources()
-    if free.get("CPU", 0) < 1:
-        progress(f"record: every CPU of the Ray cluster is held by other work; waiting up to {CPU_WAIT_S:.0f} s")
-    while free.get("CPU", 0) < 1:
-        if time.monotonic() > deadline:
-            raise NeuronScopeError(
-                f"record: no CPU of the Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} in all) came free "
-                f"in {CPU_WAIT_S:.0f} s; stop the work holding them (an LLM engine, another run) or add a node"
-            )
-        time.sleep(1.0)
-        free = ray.available_resources()
-    return free
+    ids: np.ndarray
+    tokens: np.ndarray
+
+    @classmethod
+    def merged(cls, parts: list[tuple[np.ndarray, np.ndarray]]) -> ExemplarWindows:
+        ids = np.concatenate([p[0] for p in parts])
+        tokens = np.concatenate([p[1] for p in parts if len(p[0])]) if len(ids) else np.zeros((0, 0), np.int32)
+        ids, first = np.unique(ids, return_index=True)  # a window reaches one recorder; be safe
+        return cls(ids, tokens[first])
+
+    def of(self, wids: np.ndarray) -> np.ndarray:
+        """(len(wids), window) token ids of the windows ``wids``."""
+        at = np.searchsorted(self.ids, wids)
+        assert len(at) == 0 or (at.max() < len(self.ids) and (self.ids[at] == wids).all()), (
+            "an exemplar window is missing"
+        )
+        return self.tokens[at]
 
 
-def _startable_actors(cfg: RecordConfig, progress: Progress) -> int:
-    """How many recorders to start: at most what the cluster's free CPUs (and GPUs) hold now.
-    Every split of a streaming_split must be read for any to advance, so a recorder left waiting
-    for resources (an LLM engine holding a CPU, say) would stall the ones that started."""
+@dataclass
+class _Pass:
+    """What one pass over the corpus gives the driver."""
 
-    free = _free_resources(progress)
-    n = min(cfg.num_actors, int(free.get("CPU", 0)))
-    if cfg.num_gpus_per_actor:
-        n = min(n, int(free.get("GPU", 0) / cfg.num_gpus_per_actor))
-    n = max(1, n)
-    if n < cfg.num_actors:
-        progress(f"record: {n} of {cfg.num_actors} recording actors fit the free resources; using {n}")
-    return n
+    summaries: dict[int, Summary]
+    windows: ExemplarWindows
+    n_windows: int  # windows folded, all recorders together
+    skipped: dict
+    first_batch_s: float | None  # from the pass's start to the first batch any recorder folded
 
 
 def _summarize_retrying(
-    cfg: RecordConfig, cells: tuple[list[int], list[int]], counts: Counts, windows: np.ndarray, progress: Progress
-) -> dict[int, Summary]:
+    cfg: RecordConfig, cells: tuple[list[int], list[int]], counts: Counts, source: CorpusSource, progress: Progress
+) -> _Pass:
     """``_summarize``, started over when a recorder's worker dies: a streaming split cannot hand a
-    dead reader's share to another, and a pass's summaries are worthless until all are in."""
-    from ray.exceptions import RayActorError, WorkerCrashedError
+    dead reader's share to another, and a pass's summaries are worthless until all are in. A
+    fault of the corpus (a broken shard) ends the stage with its one-line error."""
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
     for attempt in range(1, PASS_ATTEMPTS + 1):
         try:
-            return _summarize(cfg, cells, counts, windows, progress)
+            return _summarize(cfg, cells, counts, source, progress)
+        except RayTaskError as e:
+            fault = corpus_error(e, cfg.corpus)
+            if fault is None:
+                raise
+            raise fault from None
         except (RayActorError, WorkerCrashedError) as e:
             reason = str(e).strip().splitlines()[0][:200]
             if attempt == PASS_ATTEMPTS:
@@ -111,43 +157,46 @@ def _summarize_retrying(
 
 
 def _summarize(
-    cfg: RecordConfig, cells: tuple[list[int], list[int]], counts: Counts, windows: np.ndarray, progress: Progress
-) -> dict[int, Summary]:
-    """One pass over the windows for the (layers, neurons) ``cells``: each actor folds its stream
-    share, the driver merges the results."""
+    cfg: RecordConfig, cells: tuple[list[int], list[int]], counts: Counts, source: CorpusSource, progress: Progress
+) -> _Pass:
+    """One pass over the corpus for the (layers, neurons) ``cells``: Ray Data reads and windows
+    the shards on the workers, each actor folds its stream share, the driver merges the results."""
     import ray
 
     layers, neurons = cells
-    n = _startable_actors(cfg, progress)
-    # split before the recorders start: the split's coordinator actor needs a free CPU to be placed
-    shards = _windows_dataset(windows, cfg.batch_size, n).streaming_split(n, equal=False)
-    # one CPU per actor leaves the rest of a small node to the tasks feeding it; a second
-    # concurrent call answers the progress polls while consume runs; SPREAD puts the recorders on
-    # as many nodes as they number
-    actor = ray.remote(
-        num_cpus=1, num_gpus=cfg.num_gpus_per_actor or None, max_concurrency=2, scheduling_strategy="SPREAD"
-    )(Recorder)
-    actors = [actor.remote(cfg, layers, neurons, n) for _ in shards]
+    started = time.time()
+    actors = _start_recorders(cfg, cells, progress)
+    n = len(actors)
+    tally = new_tally()
+    limit = "" if cfg.max_tokens is None else f"/{max(1, cfg.max_tokens // cfg.window)}"
     try:
+        # the data tasks ask for no CPU (the recorders hold them): at most as many as the others
+        data_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)) - n)
+        shards = windows_dataset(source, cfg, tally, data_tasks).streaming_split(n, equal=False)
         pending = [a.consume.remote(shard, cfg.batch_size) for a, shard in zip(actors, shards)]
         shown = 0
         while len(ray.wait(pending, num_returns=len(pending), timeout=2.0)[0]) < len(pending):
             done = sum(ray.get([a.progress.remote() for a in actors]))
             if done > shown:
                 shown = done
-                progress(f"record: {done}/{len(windows)} windows, {done * cfg.window} tokens")
+                progress(f"record: {done}{limit} windows, {done * cfg.window} tokens")
         parts = ray.get(pending)
+        folded = sum(ray.get([a.progress.remote() for a in actors]))
+        firsts = [t for t in ray.get([a.first_batch.remote() for a in actors]) if t is not None]
+        skipped = corpus_totals(cfg.corpus, ray.get(tally.counts.remote()), folded, cfg.window)
     finally:
-        for a in actors:
+        for a in [*actors, tally]:
             ray.kill(a)
+    windows = ExemplarWindows.merged([(ids, tokens) for _, ids, tokens in parts])
+    first = round(min(firsts) - started, 3) if firsts else None
     if len(parts) == 1:
-        return parts[0]
+        return _Pass(parts[0][0], windows, folded, skipped, first)
     # merged into fresh summaries: the actors' arrays arrive read-only from the object store
     summaries = {layer: Summary(len(neurons), counts) for layer in layers}
-    for part in parts:
+    for part, _, _ in parts:
         for layer, s in part.items():
             summaries[layer].merge(s)
-    return summaries
+    return _Pass(summaries, windows, folded, skipped, first)
 
 
 @dataclass(frozen=True)
@@ -182,16 +231,14 @@ def _kinds(s: Summary) -> list[_Kind]:
     return [k for k in kinds if k.code.shape[1] and k.win is not None]  # windows exist once anything was folded
 
 
-def _exemplar_pieces(tokenizer, windows: np.ndarray, summaries: dict[int, Summary]) -> Callable[[np.ndarray], pa.Array]:
-    """The token text lookup of every window some exemplar of ``summaries`` holds."""
-    codes = np.concatenate([k.code.reshape(-1) for s in summaries.values() for k in _kinds(s)])
-    needed = np.unique(split_code(codes[codes != PAD_CODE])[0])
-    return _token_pieces(tokenizer, windows[needed])
+def _exemplar_pieces(tokenizer, windows: ExemplarWindows) -> Callable[[np.ndarray], pa.Array]:
+    """The token text lookup of every window some exemplar of the pass holds."""
+    return _token_pieces(tokenizer, windows.tokens)
 
 
-def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summary, pieces) -> pa.Table:
+def _exemplar_table(layer: int, neurons: list[int], windows: ExemplarWindows, s: Summary, pieces) -> pa.Table:
     """Rows in reader order: one neuron's rows together, kind by kind (``_kinds``), by rank."""
-    window = windows.shape[1]
+    window = windows.tokens.shape[1]
     kinds = _kinds(s)
     widths = [k.code.shape[1] for k in kinds]
     kidx = np.repeat(np.arange(len(kinds), dtype=np.int8), widths)  # per column
@@ -210,7 +257,7 @@ def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summ
     max_act = np.where(at == "token", val, a[np.arange(len(a)), max_pos]).astype(np.float32)
     names = pa.array([k.name for k in kinds], pa.string())
     kind = pa.DictionaryArray.from_arrays(pa.array(kidx), names).cast(pa.string())
-    toks = windows[wid]
+    toks = windows.of(wid)
     return conform(
         pa.table(
             {
@@ -233,6 +280,8 @@ def _exemplar_table(layer: int, neurons: list[int], windows: np.ndarray, s: Summ
 def _token_pieces(tokenizer, windows: np.ndarray) -> Callable[[np.ndarray], pa.Array]:
     """A vectorized map from token ids to their decoded text (each token decoded alone)."""
     ids = np.unique(windows)
+    if not len(ids):
+        return lambda tokens: pa.array([], pa.string())
     text = pa.array(tokenizer.batch_decode([[i] for i in ids.tolist()]), pa.string())
     # a lookup table over the whole id range: one gather, no search per token
     lut = np.zeros(int(ids[-1]) + 1, np.int32)
@@ -268,12 +317,11 @@ def _stats_table(layer: int, neurons: list[int], s: Summary) -> pa.Table:
 
 
 def load_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, dict]:
-    """All windows of the corpus as an (n, window) int32 array, and the skip counters."""
-    docs = load_documents(cfg.corpus, cfg.text_column)
-    rows = list(iter_windows(docs, tokenizer, cfg.window, cfg.max_tokens))
-    if not rows:
-        raise CorpusError(f"corpus {cfg.corpus!r} is too short: fewer than {cfg.window} tokens (one window)")
-    return np.stack(rows), dict(docs.skipped)
+    """All windows of a bundled or local corpus as an (n, window) int32 array in id order, and the
+    skip counters, read in this process (tests and benchmarks; the stage reads on the workers).
+    For a one-shard corpus, row i is window i."""
+    _, windows, skipped = local_windows(cfg, tokenizer)
+    return windows, skipped
 
 
 def plan_passes(
@@ -319,12 +367,12 @@ def _by_shard(table: pa.Table) -> dict[int, pa.Table]:
 
 @dataclass(frozen=True)
 class _PassWriter:
-    """Writes the layers of one pass: its neurons over the corpus windows, the token text of
-    its exemplars (``pieces``), the (layer, shard) parts already in the store (``skip``)."""
+    """Writes the layers of one pass: its neurons, the tokens of its exemplars' windows and their
+    text (``pieces``), the (layer, shard) parts already in the store (``skip``)."""
 
     store: Store
     neurons: list[int]
-    windows: np.ndarray
+    windows: ExemplarWindows
     pieces: Callable[[np.ndarray], pa.Array]
     skip: frozenset
 
@@ -378,7 +426,15 @@ def _plan(cfg: RecordConfig, config, store) -> _Plan:
     )
 
 
-def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
+def _recorded_tokens(store: Store, done: set[tuple[int, int]]) -> int:
+    """Corpus tokens behind the shards already written (a rerun with nothing left to record)."""
+    if not done:
+        return 0
+    layer, shard = min(done)
+    return int(store.read_parquet(stats_key(layer, shard))["n_tokens"][0].as_py())
+
+
+def record(cfg: RecordConfig, store, progress: Progress | None = None, source: CorpusSource | None = None) -> dict:
     """Record top-k / random / stratified exemplars (and, with the negative side, bottom-k and
     negative strata) and stats for the selected neurons into ``store``.
 
@@ -388,7 +444,8 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     whose two files are already in the store is skipped, so a rerun resumes an interrupted
     run; results do not depend on which shards are recorded together. Then the same shards'
     ``output_tokens/layer_LLL/part-SSSSS.parquet`` (schema OUTPUT_TOKENS, ``vocab.py``), from
-    the weights alone, each skipped where it exists. Returns a summary.
+    the weights alone, each skipped where it exists. ``source``: the corpus, listed already
+    (else listed here). Each pass streams the corpus anew. Returns a summary.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -398,25 +455,28 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     config = AutoConfig.from_pretrained(path)
     arch.site(config)
     plan = _plan(cfg, config, store)
+    source = source or list_corpus(cfg.corpus)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    windows, skipped = load_windows(cfg, tokenizer)
     done, written = set(plan.done), 0
+    n_windows, skipped, first_batch = _recorded_tokens(store, done) // cfg.window, {}, None
     if done:
         progress(f"record: {len(done)}/{len(plan.shards)} shards already in the store, skipped")
     for i, (p_layers, p_neurons) in enumerate(plan.passes):
         mib = len(p_layers) * len(p_neurons) * plan.cell_bytes / (1 << 20)
         progress(
-            f"record: pass {i + 1}/{len(plan.passes)}: {len(windows)} windows of {cfg.window} tokens; "
+            f"record: pass {i + 1}/{len(plan.passes)}: {source.describe()}, windows of {cfg.window} tokens; "
             f"{len(p_layers)} layers x {len(p_neurons)} neurons, {mib:.0f} MiB of exemplar windows"
         )
-        summaries = _summarize_retrying(cfg, (p_layers, p_neurons), plan.counts, windows, progress)
+        result = _summarize_retrying(cfg, (p_layers, p_neurons), plan.counts, source, progress)
+        n_windows, skipped = result.n_windows, result.skipped
+        first_batch = first_batch if first_batch is not None else result.first_batch_s
         progress(f"record: writing the records and stats of {len(p_layers)} layers")
         writer = _PassWriter(
-            store, p_neurons, windows, _exemplar_pieces(tokenizer, windows, summaries), frozenset(done)
+            store, p_neurons, result.windows, _exemplar_pieces(tokenizer, result.windows), frozenset(done)
         )
         # Arrow and Parquet release the GIL: layers are built and written side by side
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            jobs = [pool.submit(writer.layer, layer, summaries[layer]) for layer in p_layers]
+            jobs = [pool.submit(writer.layer, layer, result.summaries[layer]) for layer in p_layers]
             written += sum(job.result() for job in jobs)
         done |= {(layer, n // SHARD_NEURONS) for layer in p_layers for n in p_neurons}
     # the output side needs only the weights: a few seconds a layer, its own parts skipped on a rerun
@@ -426,9 +486,11 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None) -> dict:
     summary = {
         "layers": plan.layers,
         "neurons": len(plan.neurons),
-        "n_windows": len(windows),
-        "n_tokens": int(windows.size),
+        "corpus_shards": len(source.shards),
+        "n_windows": n_windows,
+        "n_tokens": n_windows * cfg.window,
         "seconds": round(time.time() - t0, 2),
+        "first_batch_s": first_batch,
         "skipped": skipped,
         "shards": len(plan.shards),
         "shards_recorded": written,

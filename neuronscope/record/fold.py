@@ -129,6 +129,20 @@ class LayerFold:
         self.hist_tokens = 0
         self._ones = torch.ones((len(neurons), 0), dtype=torch.int32, device=neurons.device)
 
+    def bests(self) -> list[BestK]:
+        """Every BestK of the layer: its sides' top-k and strata, and the random sample."""
+        found = [side.top for side in self.sides] + [side.strata.best for side in self.sides if side.strata]
+        return [b for b in found + [self.random] if b is not None]
+
+    def take_entered(self) -> list[torch.Tensor]:
+        """The batch windows that entered any exemplar set of the layer since the last call."""
+        return [w for best in self.bests() for w in best.take_entered()]
+
+    def held_windows(self) -> torch.Tensor:
+        """The window ids some exemplar of the layer holds now (with repeats)."""
+        codes = [best.held_codes() for best in self.bests()]
+        return torch.cat(codes) >> POS_BITS if codes else torch.zeros(0, dtype=torch.int64)
+
     def finish(self) -> Summary:
         """The Summary, with the entries and the histogram counted so far in it."""
         s = self.summary

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .bestk import PAD_CODE
 from .hashing import as_int64, mix64, srl, token_hash
 from .strata import Strata
 
@@ -225,6 +226,16 @@ class Summary:
 
     def sides(self) -> list[Extremes]:
         return [self.top] if self.bottom is None else [self.top, self.bottom]
+
+    def window_ids(self) -> np.ndarray:
+        """The sorted ids of every window an exemplar of this summary holds."""
+        codes = [self.rnd_code.reshape(-1)]
+        for side in self.sides():
+            codes.append(side.code.reshape(-1))
+            if side.strata is not None:
+                codes.append(side.strata.code.reshape(-1))
+        code = np.concatenate(codes)
+        return np.unique(code[code != PAD_CODE] >> POS_BITS)
 
     def fold_random(
         self, cols: np.ndarray | None, key: np.ndarray, code: np.ndarray, val: np.ndarray, win: np.ndarray
