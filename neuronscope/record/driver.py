@@ -133,7 +133,7 @@ def _summarize_retrying(
     """``_summarize``, started over when a recorder's worker dies: a streaming split cannot hand a
     dead reader's share to another, and a pass's summaries are worthless until all are in. A
     fault of the corpus (a broken shard) ends the stage with its one-line error."""
-    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
 
     for attempt in range(1, PASS_ATTEMPTS + 1):
         try:
@@ -143,7 +143,7 @@ def _summarize_retrying(
             if fault is None:
                 raise
             raise fault from None
-        except (RayActorError, WorkerCrashedError) as e:
+        except (RayActorError, WorkerCrashedError, OutOfMemoryError) as e:  # the last: Ray's memory monitor
             reason = str(e).strip().splitlines()[0][:200]
             if attempt == PASS_ATTEMPTS:
                 raise NeuronScopeError(
