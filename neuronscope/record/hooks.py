@@ -29,6 +29,10 @@ def load_model(path: str, device: str | None = None):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.float32
+    from transformers.utils import logging as hf_logging
+
+    # the stage prints its own progress; a weights bar would break into the driver's console
+    hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, device
 
