@@ -156,6 +156,21 @@ class CountingEmbedder(PlantedEmbedder):
         return super().encode(texts, **kw)
 
 
+def _wait_until_gone(ray, actor, within: float = 60.0) -> None:
+    """Until a call to ``actor`` fails: ray.kill returns before the actor's process has exited."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.GetTimeoutError:
+            continue
+        except ray.exceptions.RayActorError:
+            return
+    raise AssertionError(f"the killed actor still answered after {within:.0f}s")
+
+
 def test_a_served_embedder_embeds_each_text_once_for_every_worker(ray_by_value):
     import pickle
 
@@ -180,6 +195,7 @@ def test_a_served_embedder_embeds_each_text_once_for_every_worker(ray_by_value):
         assert served.tokenizer.get_vocab() == PlantedEmbedder.tokenizer.get_vocab()
     finally:
         embedder.stop(served)
+    _wait_until_gone(ray_by_value, served.actor)
     # its process gone (killed for memory, say), a client goes on with its own model
     assert np.allclose(embedder.embed(served, texts), embedder.embed(PlantedEmbedder(), texts))
     assert served.own is not None
