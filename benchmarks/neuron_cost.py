@@ -15,6 +15,10 @@ One vLLM engine (bundled SmolLM2-135M-Instruct) serves the whole benchmark:
    the CPU seconds per neuron spent outside the engine while the stage ran;
 5. ``neuronscope status`` of the run, as the command prints it.
 
+``--keep DIR --reuse`` measures a run kept in DIR whose explain stage ended (done, or stopped part
+way: then its figures are those of the neurons it finished, over its time) and replays its logged
+requests on a fresh engine, without recording or explaining again.
+
 Appends a section to benchmarks/RESULTS.md; the last printed line is ``R5=.. fixed_s=.. ...``.
 Run: ``python benchmarks/neuron_cost.py`` (hours on 2 CPU cores at 1,000 neurons; ``--layers``
 and ``--neurons`` select fewer).
@@ -23,6 +27,7 @@ and ``--neurons`` select fewer).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -56,6 +61,12 @@ def _args(argv):
     p.add_argument("--neurons", default="0-249", help="neurons of each layer")
     p.add_argument("--max-tokens", type=int, default=RECORD["max_tokens"], help="corpus tokens recorded")
     p.add_argument("--keep", help="keep the run and the request log in this folder (default: removed)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: where the folder holds a run whose explain stage ended (done, or stopped part "
+        "way) and its request log, measure that run and replay its requests instead of running it again",
+    )
     p.add_argument("--config", help="run.yaml with explain/llm sections; flags override it")
     p.add_argument("--no-append", action="store_true", help="print, do not append to RESULTS.md")
     add_flags(p, "explain", skip=("layers", "neurons", "method"))
@@ -107,18 +118,26 @@ def main(argv=None) -> None:
     progress = printer()
     work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-neuron-cost-"))
     run, logs = work / "run", work / "requests"
-    for p in (run, logs):
-        shutil.rmtree(p, ignore_errors=True)
-    logs.mkdir(parents=True)
+    reuse = args.reuse and _explained(run)
+    if not reuse:
+        for p in (run, logs):
+            shutil.rmtree(p, ignore_errors=True)
+        logs.mkdir(parents=True)
     t_all = time.time()
     try:
         stages.ensure_ray()
-        t0 = time.time()
-        stages.run_record(cfg, str(run), progress)
-        record_s = time.time() - t0
-        pool = stages.start_llm(cfg, progress)
-        f = _explain_figures(cfg, pool, run, logs, progress)
+        if reuse:  # a kept run: its stages as its manifest has them, then the replay alone
+            record_s, stage = _span(run, "record"), _kept_stage(run)
+            pool = stages.start_llm(cfg, progress)
+        else:
+            t0 = time.time()
+            stages.run_record(cfg, str(run), progress)
+            record_s = time.time() - t0
+            pool = stages.start_llm(cfg, progress)
+            stage = _explain(cfg, pool, run, logs, progress)
+        f = _figures(pool, run, logs, stage)
         f["record_s"] = round(record_s, 1)
+        f["max_in_flight"] = cfg.explain.max_in_flight or "default"
         f["status"] = run_status(str(run))
     finally:
         if ray.is_initialized():
@@ -136,9 +155,32 @@ def main(argv=None) -> None:
     )
 
 
-def _explain_figures(cfg, pool, run: Path, logs: Path, progress) -> dict:
-    """(a) the explain stage at its defaults, (b) its requests replayed at once on the same engine,
-    and the neurons' timings."""
+def _manifest_stage(run: Path, name: str) -> dict:
+    return json.loads((run / "manifest.json").read_text())["stages"].get(name) or {}
+
+
+def _unix(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+def _explained(run: Path) -> bool:
+    """Whether a kept run's explain stage ran to an end (done, or stopped part way)."""
+    return (run / "manifest.json").exists() and bool(_manifest_stage(run, "explain").get("finished"))
+
+
+def _span(run: Path, name: str) -> float:
+    e = _manifest_stage(run, name)
+    return _unix(e["finished"]) - _unix(e["started"])
+
+
+def _kept_stage(run: Path) -> dict:
+    """A kept run's explain stage, from its manifest (to the second; no CPU split, no load average)."""
+    e = _manifest_stage(run, "explain")
+    return {"t0": _unix(e["started"]), "t1": _unix(e["finished"]), "ended": e["status"], "error": e.get("error")}
+
+
+def _explain(cfg, pool, run: Path, logs: Path, progress) -> dict:
+    """The explain stage at its defaults, every engine request logged."""
     n0, tok0 = served_tokens(pool)
     cpu = CpuSplit(pool)
     cpu.start()
@@ -146,24 +188,35 @@ def _explain_figures(cfg, pool, run: Path, logs: Path, progress) -> dict:
     stages.run_explain(cfg, str(run), str(run), progress, llm=LoggingLLM(pool, str(logs)))
     t1 = time.time()
     cpu_split = cpu.stop()
-    load_explain = os.getloadavg()
     n1, tok1 = served_tokens(pool)
+    return {
+        "t0": t0,
+        "t1": t1,
+        "ended": "done",
+        "engine_requests_explain": n1 - n0,
+        "engine_tokens_explain": tok1 - tok0,
+        "load_explain": [round(x, 2) for x in os.getloadavg()],
+        **cpu_split,
+    }
+
+
+def _figures(pool, run: Path, logs: Path, stage: dict) -> dict:
+    """(a) the explain stage's LLM tokens/s, (b) its requests replayed at once on the engine, and
+    the neurons' timings."""
     rows = per_neuron(Store.open(str(run)))
     tokens = int(
         rows[["llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out"]].sum().sum()
     )
-    a = tokens / (t1 - t0)
+    a = tokens / (stage["t1"] - stage["t0"])
     rep = replay(pool, str(logs))
     b = rep["tokens"] / rep["seconds"]
-    load_replay = os.getloadavg()
     t = timings_of(rows)
     return {
+        **stage,
         "neurons": len(rows),
         "ok": int((rows["status"] == "ok").sum()),
         "methods": rows["method"].value_counts().to_dict(),
-        "explain_s": round(t1 - t0, 1),
-        "engine_requests_explain": n1 - n0,
-        "engine_tokens_explain": tok1 - tok0,
+        "explain_s": round(stage["t1"] - stage["t0"], 1),
         "ledger_tokens": tokens,
         "a_tok_s": round(a, 1),
         "replay_requests": rep["requests"],
@@ -173,11 +226,14 @@ def _explain_figures(cfg, pool, run: Path, logs: Path, progress) -> dict:
         "r5": a / b,
         "timed": len(t),
         "breakdown": breakdown(t),
-        "max_in_flight": cfg.explain.max_in_flight or "default",
-        "load": {"explain": [round(x, 2) for x in load_explain], "replay": [round(x, 2) for x in load_replay]},
-        **timeline(str(logs), t0, t1),
-        **cpu_split,
+        "load_replay": [round(x, 2) for x in os.getloadavg()],
+        **timeline(str(logs), stage["t0"], stage["t1"]),
     }
+
+
+def _got(f: dict, key: str) -> str:
+    """A figure, or a dash where it was not measured (a kept run's stage, ``--reuse``)."""
+    return str(f[key]) if key in f else "–"
 
 
 def _seconds(x: float) -> str:
@@ -221,9 +277,9 @@ def _section(argv, args, cfg, f: dict) -> str:
         f"| neurons explained (ok) | {n} ({f['ok']}) |",
         f"| methods | {', '.join(f'{k} {v}' for k, v in sorted(f['methods'].items()))} |",
         f"| record stage wall time | {f['record_s']} s |",
-        f"| explain stage wall time | {f['explain_s']} s |",
+        f"| explain stage wall time (how it ended) | {f['explain_s']} s ({f['ended']}{': ' + f['error'] if f.get('error') else ''}) |",
         f"| LLM tokens in the rows' ledgers (in + out) | {f['ledger_tokens']} |",
-        f"| engine requests / tokens served during the explain stage | {f['engine_requests_explain']} / {f['engine_tokens_explain']} |",
+        f"| engine requests / tokens served during the explain stage | {_got(f, 'engine_requests_explain')} / {_got(f, 'engine_tokens_explain')} |",
         f"| (a) explain-stage LLM tokens/s | {f['a_tok_s']} |",
         f"| replay of the same {f['replay_requests']} requests at once: tokens, wall time | {f['replay_tokens']}, {f['replay_s']} s |",
         f"| (b) the engine's saturated tokens/s | {f['b_tok_s']} |",
@@ -232,10 +288,11 @@ def _section(argv, args, cfg, f: dict) -> str:
         f"| explain stage: seconds before the first LLM call / after the last one | {f['before_first_s']} / {f['after_last_s']} |",
         f"| share of the stage with an LLM call in flight; mean calls in flight | {f['busy_share']}; {f['mean_calls_in_flight']} |",
         f"| CPU seconds during the explain stage: engine / everything else ({os.cpu_count()} cores x the stage = "
-        f"{os.cpu_count() * f['explain_s']:.0f} s) | {f['engine_cpu_s']} / {f['other_cpu_s']} |",
-        f"| CPU seconds per neuron outside the engine (everything else on the machine / neurons) | {f['other_cpu_s'] / max(n, 1):.2f} |",
+        f"{os.cpu_count() * f['explain_s']:.0f} s) | {_got(f, 'engine_cpu_s')} / {_got(f, 'other_cpu_s')} |",
+        "| CPU seconds per neuron outside the engine (everything else on the machine / neurons) | "
+        + (f"{f['other_cpu_s'] / max(n, 1):.2f} |" if "other_cpu_s" in f else "– |"),
         f"| load average (1 / 5 / 15 min) at the end of the explain stage; of the replay | "
-        f"{' / '.join(map(str, f['load']['explain']))}; {' / '.join(map(str, f['load']['replay']))} |",
+        f"{' / '.join(map(str, f.get('load_explain', ['–'])))}; {' / '.join(map(str, f['load_replay']))} |",
         f"| benchmark wall time | {f['total_s']} s |",
         "",
         f"Where a neuron's time went ({f['timed']} neurons with timings; each phase its own time, `neuronscope.timing`):",
