@@ -45,6 +45,7 @@ from neuronscope.llm.vllm_backend import resolve_dtype
 from neuronscope.logs import printer
 from neuronscope.results import read_entries
 from neuronscope.results.transcript import ClusterEntry
+from neuronscope.scoring.metrics import bootstrap_weights, interval
 from neuronscope.store import Store
 
 Q2_EXPLAIN = {"method": "both"}  # otherwise the default settings
@@ -82,8 +83,8 @@ def paired(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[
     d = np.asarray(a, float) - np.asarray(b, float)
     if not len(d):
         return float("nan"), float("nan"), float("nan")
-    means = np.random.default_rng(seed).choice(d, (n, len(d))).mean(axis=1)
-    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    w = bootstrap_weights(np.arange(len(d)), n, seed)
+    return (float(d.mean()), *interval(w @ d / len(d)))
 
 
 def _judge(ok: pd.DataFrame, pre: str) -> dict | None:
