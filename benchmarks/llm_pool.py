@@ -18,6 +18,7 @@ Run: ``python benchmarks/llm_pool.py`` (about 25 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -180,6 +181,48 @@ def per_neuron(store: Store) -> pd.DataFrame:
     return df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
 
 
+@contextlib.contextmanager
+def scratch(keep: str | None, prefix: str, names: tuple[str, ...], clear: bool = True):
+    """The benchmark's folder (``keep``, else a temporary one removed afterwards) and its
+    subfolders ``names``, emptied first unless ``clear`` is false; Ray is shut down on the way out,
+    so an engine never outlives the benchmark."""
+    import ray
+
+    work = Path(keep or tempfile.mkdtemp(prefix=prefix))
+    paths = tuple(work / n for n in names)
+    if clear:
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
+    try:
+        yield paths
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def logged_explain(cfg, pool, run: Path, logs: Path, progress) -> dict:
+    """Run the explain stage on ``run`` with every engine request logged into ``logs``: its start
+    and end, the requests and tokens the engine served meanwhile and the CPU split."""
+    logs.mkdir(parents=True, exist_ok=True)
+    n0, tok0 = served_tokens(pool)
+    cpu = CpuSplit(pool)
+    cpu.start()
+    t0 = time.time()
+    stages.run_explain(cfg, str(run), str(run), progress, llm=LoggingLLM(pool, str(logs)))
+    t1 = time.time()
+    cpu_split = cpu.stop()
+    n1, tok1 = served_tokens(pool)
+    return {
+        "t0": t0,
+        "t1": t1,
+        "engine_requests_explain": n1 - n0,
+        "engine_tokens_explain": tok1 - tok0,
+        **cpu_split,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-in-flight", type=int, default=12, help="neuron workflows in flight")
@@ -187,26 +230,14 @@ def main() -> None:
     ap.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args()
 
-    import ray
-
     progress = printer()
     cfg = load_config(None, {"record": RECORD, "explain": {**EXPLAIN, "max_in_flight": args.max_in_flight}})
-    work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-llm-pool-"))
-    first, second, logs = work / "first", work / "second", work / "requests"
-    for p in (first, second, logs):
-        shutil.rmtree(p, ignore_errors=True)
-    logs.mkdir(parents=True)
     t_all = time.time()
-    try:
+    with scratch(args.keep, "neuronscope-llm-pool-", ("first", "second", "requests")) as (first, second, logs):
         stages.run_record(cfg, str(first), progress)
         pool = stages.start_llm(cfg, progress)
         figures, r3, r4 = _explain_figures(cfg, pool, first, logs, progress)
         figures["cache_calls"], figures["rerun_rows_identical"] = _cached_rerun(cfg, pool, first, second, progress)
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
     figures["total_s"] = round(time.time() - t_all, 1)
     print(json.dumps(figures, indent=1))
     if not args.no_append:
@@ -217,15 +248,9 @@ def main() -> None:
 def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict, float, float]:
     """(a) the explain stage with many workflows in flight, (b) the same requests replayed at once
     on the same engine, (c) tokens per neuron: the figures, R3 and R4."""
-    n0, tok0 = served_tokens(pool)
-    cpu = CpuSplit(pool)
-    cpu.start()
-    t0 = time.time()
-    stages.run_explain(cfg, str(first), str(first), progress, llm=LoggingLLM(pool, str(logs)))
-    t1 = time.time()
+    stage = logged_explain(cfg, pool, first, logs, progress)
+    t0, t1 = stage.pop("t0"), stage.pop("t1")
     explain_s = t1 - t0
-    cpu_split = cpu.stop()
-    n1, tok1 = served_tokens(pool)
     rows = per_neuron(Store.open(str(first)))
     # A failed neuron's row still carries the tokens its workflow spent before failing.
     ns = rows["llm_tokens_in"] + rows["llm_tokens_out"]
@@ -240,8 +265,6 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
         "neurons": len(rows),
         "ok": int(ok.sum()),
         "explain_s": round(explain_s, 1),
-        "engine_requests_explain": n1 - n0,
-        "engine_tokens_explain": tok1 - tok0,
         "ledger_tokens": ledger_tokens,
         "a_tok_s": round(a, 1),
         "replay_requests": rep["requests"],
@@ -254,7 +277,7 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
         "mean_baseline_score": round(float(rows["baseline_score"][ok].mean()), 3),
         "tokens_by_agent": tokens_by_agent(Store.open(str(first))),
         **timeline(str(logs), t0, t1),
-        **cpu_split,
+        **stage,
     }
     return figures, a / b, r4
 

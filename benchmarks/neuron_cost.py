@@ -30,8 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import pandas as pd
 from common import append_results, header
-from llm_pool import CpuSplit, LoggingLLM, per_neuron, replay, served_tokens, timeline
+from llm_pool import logged_explain, per_neuron, replay, scratch, timeline
 
 from neuronscope import stages
 from neuronscope.cli.flags import add_flags, config_from_args
@@ -110,21 +108,14 @@ def breakdown(t: pd.DataFrame) -> dict:
 
 def main(argv=None) -> None:
     args = _args(argv)
-    import ray
-
     base = {"record": {**RECORD, "layers": args.layers, "neurons": args.neurons, "max_tokens": args.max_tokens}}
     base["explain"] = {"method": "triage"}
     cfg = config_from_args(args, base)
     progress = printer()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="neuronscope-neuron-cost-"))
-    run, logs = work / "run", work / "requests"
-    reuse = args.reuse and _explained(run)
-    if not reuse:
-        for p in (run, logs):
-            shutil.rmtree(p, ignore_errors=True)
-        logs.mkdir(parents=True)
+    names = ("run", "requests")
+    reuse = args.reuse and bool(args.keep) and _explained(Path(args.keep) / "run")
     t_all = time.time()
-    try:
+    with scratch(args.keep, "neuronscope-neuron-cost-", names, clear=not reuse) as (run, logs):
         stages.ensure_ray()
         if reuse:  # a kept run: its stages as its manifest has them, then the replay alone
             record_s, stage = _span(run, "record"), _kept_stage(run)
@@ -139,11 +130,6 @@ def main(argv=None) -> None:
         f["record_s"] = round(record_s, 1)
         f["max_in_flight"] = cfg.explain.max_in_flight or "default"
         f["status"] = run_status(str(run))
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
     f["total_s"] = round(time.time() - t_all, 1)
     print(json.dumps({k: v for k, v in f.items() if k != "status"}, indent=1))
     if not args.no_append:
@@ -181,23 +167,8 @@ def _kept_stage(run: Path) -> dict:
 
 def _explain(cfg, pool, run: Path, logs: Path, progress) -> dict:
     """The explain stage at its defaults, every engine request logged."""
-    n0, tok0 = served_tokens(pool)
-    cpu = CpuSplit(pool)
-    cpu.start()
-    t0 = time.time()
-    stages.run_explain(cfg, str(run), str(run), progress, llm=LoggingLLM(pool, str(logs)))
-    t1 = time.time()
-    cpu_split = cpu.stop()
-    n1, tok1 = served_tokens(pool)
-    return {
-        "t0": t0,
-        "t1": t1,
-        "ended": "done",
-        "engine_requests_explain": n1 - n0,
-        "engine_tokens_explain": tok1 - tok0,
-        "load_explain": [round(x, 2) for x in os.getloadavg()],
-        **cpu_split,
-    }
+    stage = logged_explain(cfg, pool, run, logs, progress)
+    return {**stage, "ended": "done", "load_explain": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _figures(pool, run: Path, logs: Path, stage: dict) -> dict:
