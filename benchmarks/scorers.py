@@ -47,7 +47,7 @@ from common import append_results, header
 from neuronscope import stages
 from neuronscope.cli.flags import config_from_args
 from neuronscope.config import ExplainConfig
-from neuronscope.exemplars import Exemplar, Scale, SplitSizes, load, needed, split
+from neuronscope.exemplars import Exemplar, Scale, Split, SplitSizes, load, needed, split
 from neuronscope.explain import agents
 from neuronscope.llm.base import Ledger, Metered
 from neuronscope.logs import printer
@@ -203,7 +203,7 @@ def puzzles_part(path: str, contenders: dict[str, Contender], progress) -> dict:
                 falses = [
                     ("words (puzzle form)" if PUZZLE_WORDS.match(x) else "other", x) for x in p["false_explanations"]
                 ]
-                trials += contest(f, p["explanation"], falses, exs, exs, Scale.of(exs), i)
+                trials += contest(f, p["explanation"], falses, Split(exs, exs, [], Scale.of(exs)), i)
             return trials
 
         trials, secs, _ = _timed(c, run)
@@ -243,7 +243,7 @@ def real_part(cfg, contenders: dict[str, Contender], llm, run: str, progress) ->
             trials = []
             for i, sp in enumerate(neurons):
                 other = [("other neuron", texts[(i + shift) % len(neurons)])]
-                trials += contest(f, texts[i], other, sp.explain, sp.heldout, sp.scale, i)
+                trials += contest(f, texts[i], other, sp, i)
             return trials
 
         trials, secs, spent = _timed(c, run_)

@@ -425,7 +425,7 @@ def window_ids(shard: int, start: int, n: int) -> np.ndarray:
 
 
 def shard_windows(
-    shard: int, name: str, docs: Iterable[str], tokenizer, window: int, max_windows: int | None, chunk: int = 1024
+    shard: Shard, docs: Iterable[str], tokenizer, window: int, max_windows: int | None, chunk: int = 1024
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One shard's windows as (ids, (n, window) int32 tokens), ``chunk`` at a time, at most
     ``max_windows`` of them (``iter_windows`` over the shard's documents alone)."""
@@ -434,15 +434,15 @@ def shard_windows(
     for w in iter_windows(docs, tokenizer, window, limit):
         rows.append(w)
         if len(rows) == chunk:
-            yield window_ids(shard, done, len(rows)), np.stack(rows)
+            yield window_ids(shard.index, done, len(rows)), np.stack(rows)
             done, rows = done + len(rows), []
         if done + len(rows) > 1 << SHARD_WINDOW_BITS:
             raise CorpusError(
-                f"corpus {name!r} holds more than {1 << SHARD_WINDOW_BITS} windows of {window} tokens; "
+                f"corpus {shard.name!r} holds more than {1 << SHARD_WINDOW_BITS} windows of {window} tokens; "
                 "split it into smaller files"
             )
     if rows:
-        yield window_ids(shard, done, len(rows)), np.stack(rows)
+        yield window_ids(shard.index, done, len(rows)), np.stack(rows)
 
 
 def _encoded(docs: Iterable[str], tokenizer, chunk: int = 256) -> Iterator[list[int]]:

@@ -16,6 +16,7 @@ from neuronscope.corpus import (
     SHARD_WINDOW_BITS,
     Documents,
     LocalFiles,
+    Shard,
     fingerprint,
     glob_regex,
     iter_windows,
@@ -218,16 +219,20 @@ def test_a_broken_line_names_its_shard_and_line():
         list(shard_rows("s3://b/c/x.jsonl", data))
 
 
+def _shard(index: int) -> Shard:
+    return Shard(index, "s", "s", 0, "")
+
+
 def test_shard_windows_are_numbered_within_their_shard():
     docs = Documents("s", ["abc", "de", "fghij"], required=False)
-    out = list(shard_windows(3, "s", docs, CharTokenizer(), 4, None, chunk=2))
+    out = list(shard_windows(_shard(3), docs, CharTokenizer(), 4, None, chunk=2))
     ids = np.concatenate([i for i, _ in out])
     assert [len(i) for i, _ in out] == [2, 1]
     assert list(ids) == [(3 << SHARD_WINDOW_BITS) + k for k in range(3)]
     assert [list(w) for w in np.concatenate([t for _, t in out])] == [
         list(w) for w in iter_windows(["abc", "de", "fghij"], CharTokenizer(), window=4)
     ]
-    capped = list(shard_windows(0, "s", Documents("s", ["abc", "de", "fghij"]), CharTokenizer(), 4, 2))
+    capped = list(shard_windows(_shard(0), Documents("s", ["abc", "de", "fghij"]), CharTokenizer(), 4, 2))
     assert sum(len(i) for i, _ in capped) == 2
     empty = Documents("s", ["", " "], required=False)
-    assert list(shard_windows(0, "s", empty, CharTokenizer(), 4, None)) == [] and empty.skipped == {"empty": 2}
+    assert list(shard_windows(_shard(0), empty, CharTokenizer(), 4, None)) == [] and empty.skipped == {"empty": 2}

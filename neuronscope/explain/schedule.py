@@ -28,7 +28,16 @@ from ..results import RecordsIndex, code, uncode
 from ..selection import selected
 from .budget import Tally, full_fits, spent_before
 from .compact import FOLDERS, compact, leftovers
-from .task import NeuronSummary, RunContext, failed_rows, failure_reason, record_failure, run_task, task_summary
+from .task import (
+    NeuronSummary,
+    RunContext,
+    TaskOrder,
+    failed_rows,
+    failure_reason,
+    record_failure,
+    run_task,
+    task_summary,
+)
 
 TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
 MIN_TASK_CPUS = 0.01
@@ -147,7 +156,8 @@ class Driver:
             return
         cache = self.outputs.cache_sources(layer, neuron)
         outputs = self.index.output_keys_of(layer)
-        ref = self.task.remote(layer, neuron, keys, cache, self.run_ref, full_allowed, outputs, time.time())
+        order = TaskOrder(layer, neuron, keys, cache, outputs, full_allowed, time.time())
+        ref = self.task.remote(order, self.run_ref)
         self.in_flight[ref] = (layer, neuron, full_allowed)
         self.running[layer] = self.running.get(layer, 0) + 1
 

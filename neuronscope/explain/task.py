@@ -85,34 +85,38 @@ def task_summary(layer: int, neuron: int, rows: list[dict]) -> NeuronSummary:
     )
 
 
-def run_task(
-    layer: int,
-    neuron: int,
-    record_keys: list[str],
-    cache_sources: list[str],
-    s: RunContext,
-    full_allowed: bool = True,
-    output_keys: list[str] | None = None,
-    submitted: float | None = None,
-) -> NeuronSummary:
-    """``full_allowed``: see ``NeuronOptions`` (False: the run's budget holds triage's full workflow
-    back); ``output_keys``: the OUTPUT_TOKENS objects of the neuron's layer (none: no output side);
-    ``submitted``: when the driver submitted the task (Unix seconds). Where the task's time went
-    is in the rows' ``timings`` (and the transcript's ``timing`` entry, up to the workflow's end)."""
+@dataclass(frozen=True)
+class TaskOrder:
+    """What the driver hands one neuron's task besides the run: where its inputs are and how far
+    the workflow may go."""
+
+    layer: int
+    neuron: int
+    record_keys: list[str]  # the RECORDS objects holding the neuron
+    cache_sources: list[str]  # the response-cache objects that may hold its answers
+    output_keys: list[str]  # the OUTPUT_TOKENS objects of its layer (none: no output side)
+    full_allowed: bool = True  # see NeuronOptions (False: the run's budget holds triage's full workflow back)
+    submitted: float | None = None  # when the driver submitted the task (Unix seconds)
+
+
+def run_task(order: TaskOrder, s: RunContext) -> NeuronSummary:
+    """Where the task's time went is in the rows' ``timings`` (and the transcript's ``timing``
+    entry, up to the workflow's end)."""
+    layer, neuron, submitted = order.layer, order.neuron, order.submitted
     timings = Timings()
     if submitted is not None:
         timings.add(QUEUE, max(0.0, timings.started - submitted))
     with timings.phase(READ):
-        records = read_neuron(s.records, record_keys, layer, neuron)
-        outputs = read_output_tokens(s.records, output_keys or [], layer, neuron)
+        records = read_neuron(s.records, order.record_keys, layer, neuron)
+        outputs = read_output_tokens(s.records, order.output_keys, layer, neuron)
         model_id = getattr(s.llm, "model_id", None)
-        cache = NeuronCache(s.out, model_id, layer, neuron, cache_sources) if model_id else None
+        cache = NeuronCache(s.out, model_id, layer, neuron, order.cache_sources) if model_id else None
     try:
         options = NeuronOptions(
             embedder=s.embedder,
             cache=cache,
             calibrated=s.calibrated,
-            full_allowed=full_allowed,
+            full_allowed=order.full_allowed,
             outputs=outputs,
             timings=timings,
         )

@@ -434,6 +434,24 @@ def _recorded_tokens(store: Store, done: set[tuple[int, int]]) -> int:
     return int(store.read_parquet(stats_key(layer, shard))["n_tokens"][0].as_py())
 
 
+def _write_pass(store, tokenizer, selection: tuple[list[int], list[int]], result, done: frozenset) -> int:
+    """A pass's RECORDS and STATS parts (those not in ``done``); how many shards it wrote."""
+    layers, neurons = selection
+    writer = _PassWriter(store, neurons, result.windows, _exemplar_pieces(tokenizer, result.windows), done)
+    # Arrow and Parquet release the GIL: layers are built and written side by side
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        jobs = [pool.submit(writer.layer, layer, result.summaries[layer]) for layer in layers]
+        return sum(job.result() for job in jobs)
+
+
+def _output_side(store, path: str, plan, progress: Progress) -> dict:
+    # the output side needs only the weights: a few seconds a layer, its own parts skipped on a rerun
+    outputs = write_output_tokens(store, path, plan.layers, plan.neurons, SHARD_NEURONS)
+    if outputs["parts"]:
+        progress(f"record: output tokens of {outputs['parts']} shards in {outputs['seconds']} s")
+    return outputs
+
+
 def record(cfg: RecordConfig, store, progress: Progress | None = None, source: CorpusSource | None = None) -> dict:
     """Record top-k / random / stratified exemplars (and, with the negative side, bottom-k and
     negative strata) and stats for the selected neurons into ``store``.
@@ -471,18 +489,9 @@ def record(cfg: RecordConfig, store, progress: Progress | None = None, source: C
         n_windows, skipped = result.n_windows, result.skipped
         first_batch = first_batch if first_batch is not None else result.first_batch_s
         progress(f"record: writing the records and stats of {len(p_layers)} layers")
-        writer = _PassWriter(
-            store, p_neurons, result.windows, _exemplar_pieces(tokenizer, result.windows), frozenset(done)
-        )
-        # Arrow and Parquet release the GIL: layers are built and written side by side
-        with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            jobs = [pool.submit(writer.layer, layer, result.summaries[layer]) for layer in p_layers]
-            written += sum(job.result() for job in jobs)
+        written += _write_pass(store, tokenizer, (p_layers, p_neurons), result, frozenset(done))
         done |= {(layer, n // SHARD_NEURONS) for layer in p_layers for n in p_neurons}
-    # the output side needs only the weights: a few seconds a layer, its own parts skipped on a rerun
-    outputs = write_output_tokens(store, path, plan.layers, plan.neurons, SHARD_NEURONS)
-    if outputs["parts"]:
-        progress(f"record: output tokens of {outputs['parts']} shards in {outputs['seconds']} s")
+    outputs = _output_side(store, path, plan, progress)
     summary = {
         "layers": plan.layers,
         "neurons": len(plan.neurons),

@@ -124,18 +124,16 @@ def _tokenizer(model: str):
     return _TOKENIZERS[model]
 
 
-def _shard_windows(
-    batch: dict, *, shards: dict[str, Shard], model: str, window: int, text_column: str, max_windows, tally
-):
+def _shard_windows(batch: dict, *, shards: dict[str, Shard], cfg: RecordConfig, max_windows, tally):
     """Ray Data map stage: each row a whole shard (path, bytes) -> its windows, in order."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tokenizer = _tokenizer(model)
+    tokenizer = _tokenizer(cfg.model)
     for path, data in zip(batch["path"], batch["bytes"]):
         shard = shards[str(path)]
         # one shard of many may hold nothing usable: the driver checks the corpus as a whole
-        docs = Documents(shard.name, shard_rows(shard.name, bytes(data), text_column), required=False)
+        docs = Documents(shard.name, shard_rows(shard.name, bytes(data), cfg.text_column), required=False)
         n = 0
-        for ids, tokens in shard_windows(shard.index, shard.name, docs, tokenizer, window, max_windows):
+        for ids, tokens in shard_windows(shard, docs, tokenizer, cfg.window, max_windows):
             n += len(ids)
             yield {"window_id": ids, "tokens": tokens}
             _report(tally, shard, docs, n)  # a reader the pass's limit stops early still counts what it read
@@ -179,14 +177,7 @@ def windows_dataset(source: CorpusSource, cfg: RecordConfig, tally, data_tasks: 
         batch_format="numpy",
         num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=data_tasks),
-        fn_kwargs={
-            "shards": shards,
-            "model": cfg.model,
-            "window": cfg.window,
-            "text_column": cfg.text_column,
-            "max_windows": max_windows,
-            "tally": tally,
-        },
+        fn_kwargs={"shards": shards, "cfg": cfg, "max_windows": max_windows, "tally": tally},
     )
     if max_windows is not None:
         # the first max_windows windows in shard order: blocks leave in order, whatever finished first
@@ -249,7 +240,7 @@ def local_windows(cfg: RecordConfig, tokenizer) -> tuple[np.ndarray, np.ndarray,
         data = b"" if source.bundled else Path(shard.name).expanduser().read_bytes()
         docs = Documents(shard.name, shard_rows(shard.name, data, cfg.text_column), required=False)
         n = 0
-        for i, t in shard_windows(shard.index, shard.name, docs, tokenizer, cfg.window, left):
+        for i, t in shard_windows(shard, docs, tokenizer, cfg.window, left):
             ids.append(i)
             rows.append(t)
             n += len(i)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..exemplars import Exemplar, Scale, shown_words, word_counts
+from ..exemplars import Exemplar, Scale, Split, shown_words, word_counts
 from .metrics import pairwise_win
 from .scorer import Scorer
 
@@ -123,15 +123,13 @@ def contest(
     scorer_for: Callable[[frozenset[str]], Scorer],
     truth: str,
     falses: Sequence[tuple[str, str]],
-    explain: list[Exemplar],
-    heldout: list[Exemplar],
-    scale: Scale,
+    sets: Split,
     case: int = 0,
 ) -> list[Trial]:
-    """``truth`` against each (kind, false explanation), all in one call of the scorer that
-    ``scorer_for(shown)`` makes (shown: the words the explainer was shown firing)."""
-    scorer = scorer_for(shown_words(explain, scale))
-    scores = [r.score for r in scorer([(x, heldout) for x in [truth, *(t for _, t in falses)]], scale)]
+    """``truth`` against each (kind, false explanation) on ``sets.heldout``, all in one call of the
+    scorer that ``scorer_for(shown)`` makes (shown: the words of ``sets.explain`` firing)."""
+    scorer = scorer_for(shown_words(sets.explain, sets.scale))
+    scores = [r.score for r in scorer([(x, sets.heldout) for x in [truth, *(t for _, t in falses)]], sets.scale)]
     return [Trial(case, kind, text, scores[0], s) for (kind, text), s in zip(falses, scores[1:])]
 
 
@@ -152,7 +150,7 @@ def stress(
     trials = []
     for i, c in enumerate(cases):
         falses = false_explanations(c.truth, top_words(c.explain, c.scale), i, others(cases, i))
-        trials += contest(scorer_for, c.truth.text, falses, c.explain, c.heldout, c.scale, i)
+        trials += contest(scorer_for, c.truth.text, falses, Split(c.explain, c.heldout, [], c.scale), i)
     return trials
 
 
