@@ -262,38 +262,23 @@ def test_a_dry_run_counts_the_negative_sides_the_rule_selects(tmp_path, ray_by_v
 
 
 def test_show_the_atlas_and_search_present_the_negative_side_as_such(tmp_path):
-    from atlas_helpers import ANIMAL_SENTENCES, ANIMALS, explanation_rows, make_run
+    from atlas_helpers import MONTHS_TEXT, NEGATIVE_TEXT, make_run, with_negative_side
     from test_atlas import neuron_data
 
-    from neuronscope import layout
     from neuronscope.atlas import build_atlas
     from neuronscope.atlas.search import AtlasIndex
-    from neuronscope.results import write_result
     from neuronscope.show import show_neuron
     from neuronscope.store import Store
     from neuronscope.summary import summary_table
 
     path = str(tmp_path / "run")
     store = Store.open(path)
-    recs = make_run(store)
-    # neuron (3, 0) fires on months and most negative on animals: its records and both sides' rows
-    month = recs[(recs["layer"] == 3) & (recs["neuron"] == 0)]
-    signed = with_negative(month, records(ANIMAL_SENTENCES, ANIMALS, layer=3, neuron=0))
-    key = layout.records_key(3)
-    others = store.read_parquet(key).to_pandas().query("neuron != 0")
-    table = pa.Table.from_pandas(pd.concat([others, signed], ignore_index=True), schema=RECORDS, preserve_index=False)
-    store.write_parquet(key, table)
-    view = flipped(signed)
-    negative = [
-        {**r, "polarity": -1, "control_score": 0.41}
-        for r in explanation_rows(3, 0, ["farm animals and pets"], view.assign(neuron=0))
-    ]
-    write_result(store, 3, 0, explanation_rows(3, 0, ["names of months"], recs) + negative, [])
+    with_negative_side(store, make_run(store))
 
     text = show_neuron(path, 3, 0)
     head, _, tail = text.partition("negative side (the explanations say what drives the neuron most negative):")
-    assert "names of months" in head and "fires on: word (3)" in head and "farm animals" not in head
-    assert "mode 0 (llm" in tail and "farm animals and pets" in tail and "fires negative on: word (3)" in tail
+    assert MONTHS_TEXT in head and "fires on: word (3)" in head and NEGATIVE_TEXT not in head
+    assert "mode 0 (llm" in tail and NEGATIVE_TEXT in tail and "fires negative on: word (3)" in tail
     assert "vs control 0.410 [0.38, 0.52]" in tail  # its scores beside its own control
     assert "most negative exemplars (min token in [[ ]]):" in text and "  -5.000  " in text
     lines = summary_table(store).splitlines()
@@ -303,7 +288,7 @@ def test_show_the_atlas_and_search_present_the_negative_side_as_such(tmp_path):
     build_atlas(path)
     atlas = pd.read_parquet(tmp_path / "run" / "atlas" / "neurons.parquet")
     n0 = atlas[(atlas["layer"] == 3) & (atlas["neuron"] == 0)]
-    assert list(n0["polarity"]) == [1, -1] and n0["explanation"].iloc[1] == "farm animals and pets"
+    assert list(n0["polarity"]) == [1, -1] and n0["explanation"].iloc[1] == NEGATIVE_TEXT
     page = neuron_data(tmp_path / "run" / "atlas", 3, 0)
     assert [r["polarity"] for r in page["rows"]] == [1, -1]
     assert {e["kind"] for e in page["exemplars"]} >= {"top", "bottom"}

@@ -211,8 +211,10 @@ window.NS_DATA = window.NS_DATA || {};
     if (n.status === "unexplained") return el("span", { class: "muted" }, "not explained");
     if (n.status !== "ok") return el("span", { class: "muted" }, `explain ${n.status}`);
     if (!n.modes.length) return [el("span", { class: "muted" }, "single pass: "), n.baseline_explanation || ""];
-    return n.modes.map((m) => el("div", {}, m.polarity < 0 ? el("span", { class: "muted" }, "fires negative on: ") : "",
-      n.modes.length > 1 ? `${m.mode}: ` : "", m.explanation || ""));
+    const side = (m) => m.polarity ?? 1; // a side's modes are numbered where it has several
+    const several = (m) => n.modes.filter((o) => side(o) === side(m)).length > 1;
+    return n.modes.map((m) => el("div", {}, side(m) < 0 ? el("span", { class: "muted" }, "fires negative on: ") : "",
+      several(m) ? `${m.mode}: ` : "", m.explanation || ""));
   }
 
   function tableRow(n, hit) {
