@@ -14,7 +14,7 @@ from explain_helpers import MONTHS, RANDOMS, SENTENCES, records, with_negative
 from fakes import PlantedEmbedder, ScriptedLLM
 
 from neuronscope.config import ExplainConfig
-from neuronscope.exemplars import extremes, flipped, has_negative, load, strong
+from neuronscope.exemplars import extremes, flipped, load, strong
 from neuronscope.explain import NeuronOptions, explain_neuron
 from neuronscope.explain.task import task_summary
 from neuronscope.results import rows_table
@@ -89,7 +89,7 @@ def test_the_rule_takes_a_negative_side_at_least_ratio_times_as_strong():
     assert strong(-0.01, 2.0, 0.0)  # ratio 0: any negative side
     signed = with_negative(records(SENTENCES, MONTHS, randoms=RANDOMS), records(SENTENCES, MONTHS), scale=0.4)
     low, high = extremes(signed)
-    assert has_negative(signed) and high == pytest.approx(5.0) and low == pytest.approx(-0.4 * 5.0)
+    assert high == pytest.approx(5.0) and low == pytest.approx(-0.4 * 5.0)
     assert extremes(records(SENTENCES, MONTHS)) is None  # no negative side recorded (GPT-2)
 
 

@@ -2,7 +2,7 @@
 the split by window, the text the agents and judges read, and the negative view of its records.
 A leaf: it imports nothing of NeuronScope beyond itself."""
 
-from .polarity import NEGATIVE, POSITIVE, extremes, flipped, has_negative, strong
+from .polarity import NEGATIVE, POSITIVE, extremes, flipped, strong
 from .records import Exemplar, Pools, load
 from .scale import Scale
 from .split import FEEDBACK_RANDOM, Split, SplitSizes, needed, split, spread
@@ -45,7 +45,6 @@ __all__ = [
     "extremes",
     "fence",
     "flipped",
-    "has_negative",
     "key",
     "lexical_explanation",
     "load",

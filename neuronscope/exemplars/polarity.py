@@ -25,11 +25,6 @@ def _frame(records: pa.Table | pd.DataFrame) -> pd.DataFrame:
     return records.to_pandas() if isinstance(records, pa.Table) else records
 
 
-def has_negative(records: pa.Table | pd.DataFrame) -> bool:
-    """Whether the records hold the negative side (its bottom-k)."""
-    return bool((_frame(records)["kind"] == "bottom").any())
-
-
 def extremes(records: pa.Table | pd.DataFrame) -> tuple[float, float] | None:
     """(min, max) of the neuron's activations, from its exact bottom-k and top-k (the same values
     as its STATS row); None where the records hold no negative side."""

@@ -46,7 +46,8 @@ class Side:
 @dataclass(frozen=True)
 class NeuronSummary:
     """What the driver keeps of a finished neuron (for progress, the budget and the manifest): its
-    positive side's status, scores and method; tokens of both sides; its negative side, where explained."""
+    status (failed where a side failed), its positive side's scores and method, the tokens of both
+    sides, and its negative side's method and share of them, where explained."""
 
     layer: int
     neuron: int
