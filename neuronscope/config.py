@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .selection import check_selection
@@ -24,6 +24,9 @@ class _Strict(BaseModel):
 # Selections are checked for syntax at load; their bounds need the model (parse_selection).
 LayerSelection = Annotated[str | None, AfterValidator(partial(check_selection, what="layer"))]
 NeuronSelection = Annotated[str | None, AfterValidator(partial(check_selection, what="neuron"))]
+
+# A ratio, or "off" (read as None): the one word a flag or YAML key may give instead of a number.
+Ratio = Annotated[float | None, BeforeValidator(lambda v: None if str(v).strip().lower() == "off" else v)]
 
 
 class RecordConfig(_Strict):
@@ -159,6 +162,14 @@ class ExplainConfig(_Strict):
     triage_below: float = Field(
         0.8,
         description="triage: a single-pass held-out score under the decision scorer below this gets the full workflow",
+    )
+    negative_ratio: Ratio = Field(
+        0.5,
+        ge=0,
+        description="explain a neuron's negative side too (its rows: polarity -1) where its records hold "
+        "one and its min reaches this share of its max in size (|min| >= r x max): one more workflow "
+        "for that neuron, in the same budget; 0.5 takes a side at least half as strong as the positive "
+        "one; off: never",
     )
     layers: LayerSelection = Field(None, description="recorded layers to explain, e.g. '3,5-7'; None = all")
     neurons: NeuronSelection = Field(None, description="recorded neurons to explain, e.g. '0-15'; None = all")

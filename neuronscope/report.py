@@ -65,7 +65,8 @@ def progress_note(scorer: str, s) -> str:
     if s.status != "ok":
         return f"FAILED: {s.error}"
     score, baseline, control = (number(x, ".3f", "-") for x in (s.score, s.baseline_score, s.control_score))
-    return f"{scorer} {score} baseline {baseline} control {control}, {s.n_modes} mode(s)"
+    negative = ", and its negative side" if getattr(s, "negative", None) else ""
+    return f"{scorer} {score} baseline {baseline} control {control}, {s.n_modes} mode(s){negative}"
 
 
 def polysemanticity(df: pd.DataFrame) -> dict:

@@ -10,7 +10,7 @@ import math
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 
 def _schema(spec: str) -> pa.Schema:
@@ -86,14 +86,16 @@ OUTPUT_TOKENS = _schema(
     """
 )
 
-# One row per (layer, neuron, mode) of the NeuronScope method. A neuron whose workflow failed
-# has a single row with status "failed", mode -1 and the reason in ``error``. Every score is on
+# One row per (layer, neuron, polarity, mode) of the NeuronScope method: polarity 1 explains what
+# the neuron fires on, -1 (where its negative side is explained) what drives it most negative. A
+# side whose workflow failed has a single row with status "failed", mode -1 and the reason in ``error``. Every score is on
 # the neuron's held-out exemplars; its ``_ci`` column is its 95 % bootstrap interval [lo, hi]
 # over the held-out windows.
 EXPLANATIONS = _schema(
     """
     layer: int32
     neuron: int32
+    polarity: int8                # 1: the positive side; -1: the negative side (the negated neuron's view)
     mode: int32
     n_modes: int32
     explanation: string
@@ -140,14 +142,15 @@ EXPLANATIONS = _schema(
     """
 )
 
-# A neuron's LLM tokens (one row per neuron carries them): the NeuronScope method's and the
+# A neuron's LLM tokens (one row per neuron and polarity carries them): the NeuronScope method's and the
 # single-pass baseline's; a budget and every token count of a run sum all four.
 TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
 
 
 # What an EXPLANATIONS row holds in a column it does not set, where not its type's empty value
-# (``_empty``): a row without a mode (single-pass, failed) has mode -1.
-EXPLANATION_DEFAULTS = {"mode": -1, "scorer": "", "template_version": "", "method": "", "status": "ok"}
+# (``_empty``): a row without a mode (single-pass, failed) has mode -1; a row is the positive
+# side's unless it says otherwise (so are those of runs written before ``polarity`` existed).
+EXPLANATION_DEFAULTS = {"polarity": 1, "mode": -1, "scorer": "", "template_version": "", "method": "", "status": "ok"}
 
 
 def _empty(t: pa.DataType):
@@ -165,6 +168,17 @@ def explanation_row(layer: int, neuron: int, **columns) -> dict:
     row = {f.name: EXPLANATION_DEFAULTS.get(f.name, _empty(f.type)) for f in EXPLANATIONS}
     row.update(layer=layer, neuron=neuron, **columns)
     return row
+
+
+def backfill(df):
+    """An EXPLANATIONS frame (pandas) read from a run written before some columns existed (absent,
+    or read as nulls): those with a default (``EXPLANATION_DEFAULTS``) take it."""
+    for name, value in EXPLANATION_DEFAULTS.items():
+        if name not in df.columns:
+            df[name] = value
+        elif df[name].isna().any():
+            df[name] = df[name].fillna(value).astype(type(value))
+    return df
 
 
 def neuron_filter(layer: int, neuron: int) -> ds.Expression:
@@ -187,7 +201,7 @@ def _fields(source: pa.Schema, names) -> list[pa.Field]:
 # Every explanation score, its interval and its control, carried into the atlas unchanged.
 SCORE_COLUMNS = [n for n in EXPLANATIONS.names if n.endswith(("score", "score_ci")) or "control" in n or "lexical" in n]
 
-# The atlas table (``atlas/neurons.parquet``): one row per (layer, neuron, mode). A neuron with
+# The atlas table (``atlas/neurons.parquet``): one row per (layer, neuron, polarity, mode). A neuron with
 # records but no explanation has one row, mode -1, status "unexplained".
 ATLAS_NEURONS = pa.schema(
     _fields(
@@ -195,6 +209,7 @@ ATLAS_NEURONS = pa.schema(
         [
             "layer",
             "neuron",
+            "polarity",
             "mode",
             "n_modes",
             "mode_share",

@@ -1,5 +1,5 @@
-"""`neuronscope show`: one neuron's explanations, scores, output tokens and top exemplars in the
-terminal."""
+"""`neuronscope show`: one neuron's explanations (its negative side's after, where explained),
+scores, output tokens and top (and most negative) exemplars in the terminal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from . import layout
 from .errors import NeuronScopeError
 from .report import detail_vs_control, judged
 from .results import neuron_rows, read_transcript
+from .schema import backfill
 from .store import Store
+
+# How each side's modes read: the negative side's explanations say what drives it most negative.
+FIRES = {1: "fires on", -1: "fires negative on"}
 
 
 def _exemplar_line(tokens: list[str], acts: list[float], max_pos: int, width: int = 12) -> str:
@@ -25,8 +29,9 @@ def _judge(r) -> str:
 
 def _explanation_lines(exp) -> list[str]:
     """Scores under the run's judge, each with its interval, beside the words baseline and the
-    control; then the simulation's, where it ran."""
+    control; then the simulation's, where it ran (``exp``: one side's rows)."""
     r = exp.iloc[0]
+    fires = FIRES[int(r["polarity"])]
     words, ctrl = (r["lexical_score"], r["lexical_score_ci"]), (r["control_score"], r["control_score_ci"])
     out = [
         f"  scorer: {_judge(r)}",
@@ -46,7 +51,7 @@ def _explanation_lines(exp) -> list[str]:
             mode_words = (m["mode_lexical_score"], m["mode_lexical_score_ci"])
             out.append(f"      {judged(m['mode_score'], m['mode_score_ci'], *ctrl, *mode_words)}")
             out.append(f"      words baseline: {m['mode_lexical_explanation']}")
-            out.append(f"      fires on: {', '.join(m['mode_tokens'])}")
+            out.append(f"      {fires}: {', '.join(m['mode_tokens'])}")
             out.append(f"      exemplars: {', '.join(str(w) for w in m['exemplar_ids'])}")
     if r["baseline_explanation"] is not None:
         out.append(
@@ -59,6 +64,29 @@ def _explanation_lines(exp) -> list[str]:
             f"single-pass {detail_vs_control(r['sim_baseline_score'], r['sim_control_score'])}"
         )
     return out
+
+
+def _sides_lines(exp) -> list[str]:
+    """Each side's explanation lines, the positive side first; the negative side's under a
+    heading that says so."""
+    out = []
+    for polarity, side in exp.sort_values(["polarity", "mode"], ascending=[False, True]).groupby(
+        "polarity", sort=False
+    ):
+        r = side.iloc[0]
+        if polarity < 0:
+            out.append("  negative side (the explanations say what drives the neuron most negative):")
+        out += [f"  explain failed: {r['error']}"] if r["status"] != "ok" else _explanation_lines(side)
+    return out
+
+
+def _exemplar_lines(rec, kind: str, heading: str, n: int) -> list[str]:
+    rows = rec[rec["kind"] == kind].sort_values("rank").head(n)
+    lines = [f"  {heading}"] if len(rows) else []
+    for _, e in rows.iterrows():
+        text = _exemplar_line(list(e["tokens"]), list(e["activations"]), int(e["max_pos"]))
+        lines.append(f"    {e['max_act']:8.3f}  {text}")
+    return lines
 
 
 def _output_lines(out) -> list[str]:
@@ -91,21 +119,12 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcr
         raise NeuronScopeError(f"run {store.uri} has no records or explanations for layer {layer} neuron {neuron}")
     out = [f"layer {layer} neuron {neuron}"]
     if exp is not None and not exp.empty:
-        exp = exp.sort_values("mode")
-        r = exp.iloc[0]
-        if r["status"] != "ok":
-            out.append(f"  explain failed: {r['error']}")
-        else:
-            out += _explanation_lines(exp)
+        out += _sides_lines(backfill(exp))
     if out_tokens is not None and not out_tokens.empty:
         out += _output_lines(out_tokens)
     if rec is not None and not rec.empty:
-        top = rec[rec["kind"] == "top"].sort_values("rank").head(n_exemplars)
-        out.append("  top exemplars (max token in [[ ]]):")
-        for _, e in top.iterrows():
-            out.append(
-                f"    {e['max_act']:8.3f}  {_exemplar_line(list(e['tokens']), list(e['activations']), int(e['max_pos']))}"
-            )
+        out += _exemplar_lines(rec, "top", "top exemplars (max token in [[ ]]):", n_exemplars)
+        out += _exemplar_lines(rec, "bottom", "most negative exemplars (min token in [[ ]]):", n_exemplars)
     if transcript:
         out += _transcript_lines(store, layer, neuron)
     return "\n".join(out)

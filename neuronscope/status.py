@@ -38,6 +38,11 @@ def _pairs(t: pa.Table | None) -> set[tuple[int, int]]:
     return set(zip(t["layer"].to_pylist(), t["neuron"].to_pylist()))
 
 
+def _codes(t: pa.Table) -> pa.Array:
+    """Each row's neuron as one number, to match rows of one neuron across sides."""
+    return pc.add(pc.multiply(pc.cast(t["layer"], pa.int64()), 1 << 32), pc.cast(t["neuron"], pa.int64()))
+
+
 def _selected(present: set[tuple[int, int]], layers: str | None, neurons: str | None) -> set[tuple[int, int]]:
     """The recorded neurons an explain selection names (the whole recorded set when both are None)."""
     pairs = sorted(present)
@@ -59,26 +64,32 @@ def _explain_lines(store: Store, entry: dict) -> list[str]:
     source = Store.open((entry.get("inputs") or {}).get("records") or store.uri)
     stats = _table(source, layout.prefix(layout.STATS), ["layer", "neuron"])
     todo = _selected(_pairs(stats), cfg.get("layers"), cfg.get("neurons"))
-    columns = ["layer", "neuron", "mode", "status", "error", "method", *TOKEN_COLUMNS, "timings"]
+    columns = ["layer", "neuron", "polarity", "mode", "status", "error", "method", *TOKEN_COLUMNS, "timings"]
     rows = _table(store, layout.prefix(layout.EXPLANATIONS), columns, EXPLANATIONS)
     if rows is None:
         return [f"  neurons: 0 done, 0 failed, {len(todo)} pending; LLM tokens 0"]
-    first = rows.filter(pc.less_equal(rows["mode"], 0))  # one row per neuron carries its totals
-    done = first.filter(pc.equal(first["status"], "ok"))
-    failed = first.filter(pc.equal(first["status"], "failed"))
-    # every token the run spent, the single-pass baseline's included: what --budget counts
-    spent = sum(pc.sum(first[c]).as_py() or 0 for c in TOKEN_COLUMNS)
+    sides = rows.filter(pc.less_equal(rows["mode"], 0))  # one row per neuron and side carries its totals
+    negative = pc.fill_null(pc.equal(sides["polarity"], -1), False)
+    first = sides.filter(pc.invert(negative))  # the neuron's (its positive side's) row
+    failed = first.filter(pc.is_in(_codes(first), _codes(sides.filter(pc.equal(sides["status"], "failed")))))
+    done = first.filter(pc.invert(pc.is_in(_codes(first), _codes(failed))))
+    # every token the run spent, the single-pass baseline's and the negative sides' included: what --budget counts
+    spent = sum(pc.sum(sides[c]).as_py() or 0 for c in TOKEN_COLUMNS)
     pending = len(todo - _pairs(done) - _pairs(failed))
     lines = [f"  neurons: {done.num_rows} done, {failed.num_rows} failed, {pending} pending; LLM tokens {spent:,}"]
     if done.num_rows:
+        ok_negative = sides.filter(negative).filter(pc.is_in(_codes(sides.filter(negative)), _codes(done)))
         methods = Counter(done["method"].to_pylist())
+        methods.update(f"negative: {m}" for m in ok_negative["method"].to_pylist())
         lines.append(f"  methods: {', '.join(f'{m} {n}' for m, n in sorted(methods.items()))}")
     timings = _timings(first)
     lines += _pace_lines(store, entry, timings, done.num_rows + failed.num_rows, spent, pending)
     lines += _breakdown_lines(timings)
-    if failed.num_rows:
-        r = failed.slice(failed.num_rows - 1).to_pylist()[0]
-        lines.append(f"  last neuron failure: layer {r['layer']} neuron {r['neuron']}: {r['error']}")
+    bad = sides.filter(pc.equal(sides["status"], "failed"))
+    if bad.num_rows:
+        r = bad.slice(bad.num_rows - 1).to_pylist()[0]
+        side = "negative side: " if r["polarity"] == -1 else ""
+        lines.append(f"  last neuron failure: layer {r['layer']} neuron {r['neuron']}: {side}{r['error']}")
     return lines
 
 

@@ -5,7 +5,7 @@ modes), neuron 2 on hostile markup tokens (explained, with hostile text in its e
 neuron 3 has records only. Layer 5 neuron 7: records and a failed explanation. Neurons 0 and 1
 of layer 3 have an output side (OUTPUT_TOKENS): both promote " fetch", neuron 1 more. Variants: a
 neuron explained by the single pass only (``single_pass_row``), objects written before the judge's
-columns existed (``as_old_schema``)."""
+columns existed (``as_old_schema``), neuron 0 with a negative side on animals (``with_negative_side``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records
+from explain_helpers import ANIMAL_SENTENCES, ANIMALS, MONTH_SENTENCES, MONTHS, PLAIN_SENTENCES, records, with_negative
 
 from neuronscope import layout
+from neuronscope.exemplars import flipped
 from neuronscope.layout import explanation_key, output_tokens_key, records_key, stats_key
 from neuronscope.results import write_result
 from neuronscope.results.transcript import entries_from_json
@@ -249,3 +250,22 @@ def as_old_schema(store, neurons=None) -> None:
     keys = [explanation_key(*n) for n in neurons] if neurons else store.list(layout.prefix(layout.EXPLANATIONS))
     for key in keys:
         store.write_parquet(key, store.read_parquet(key).drop_columns(JUDGE_COLUMNS))
+
+
+NEGATIVE_TEXT = "farm animals and pets"  # what drives neuron (3, 0) most negative
+NEGATIVE_CONTROL = 0.41  # its negative side's control score
+
+
+def with_negative_side(store, recs: pd.DataFrame) -> None:
+    """Neuron (3, 0) of a ``make_run`` run also goes most negative on animals: its bottom-k in the
+    records and its negative side's rows (one mode) beside its positive side's."""
+    month = recs[(recs["layer"] == 3) & (recs["neuron"] == 0)]
+    signed = with_negative(month, records(ANIMAL_SENTENCES, ANIMALS, layer=3, neuron=0))
+    others = store.read_parquet(records_key(3)).to_pandas().query("neuron != 0")
+    table = pa.Table.from_pandas(pd.concat([others, signed], ignore_index=True), schema=RECORDS, preserve_index=False)
+    store.write_parquet(records_key(3), table)
+    negative = [
+        {**r, "polarity": -1, "control_score": NEGATIVE_CONTROL}
+        for r in explanation_rows(3, 0, [NEGATIVE_TEXT], flipped(signed).assign(neuron=0))
+    ]
+    write_result(store, 3, 0, explanation_rows(3, 0, [EXPLAINED[(3, 0)][0]], recs) + negative, [])

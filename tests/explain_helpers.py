@@ -351,3 +351,14 @@ class WordVocabulary:
 
     def get_vocab(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.WORDS)}
+
+
+def with_negative(df: pd.DataFrame, negative: pd.DataFrame, scale: float = 1.0) -> pd.DataFrame:
+    """``df`` (one neuron's records) with a negative side, as the recorder keeps it: ``negative``'s
+    top exemplars as its bottom-k, their activations negated and times ``scale``, window ids apart."""
+    bottom = negative[negative["kind"] == "top"].copy()
+    bottom["kind"] = "bottom"
+    bottom["window_id"] += 50_000
+    bottom["activations"] = [[-scale * a for a in acts] for acts in bottom["activations"]]
+    bottom["max_act"] = -scale * bottom["max_act"]
+    return pd.concat([df, bottom], ignore_index=True)

@@ -11,6 +11,7 @@ import pytest
 from atlas_helpers import (
     HOSTILE_EXPLANATION,
     IMG_TOKEN,
+    NEGATIVE_TEXT,
     SCRIPT_TOKEN,
     SINGLE_PASS_TEXT,
     SOURCES,
@@ -18,6 +19,7 @@ from atlas_helpers import (
     as_old_schema,
     make_run,
     single_pass_row,
+    with_negative_side,
 )
 
 from neuronscope.atlas import build_atlas
@@ -97,6 +99,7 @@ def cells(page, neuron_id: str) -> list[str]:
 
 # The planted run's intervals (atlas_helpers): the neuron's, its words baseline's and the control's.
 SCORE, WORDS, CONTROL = (0.9, [0.85, 0.95]), (0.64, [0.55, 0.72]), (0.45, [0.38, 0.52])
+NEGATIVE_CONTROL_TEXT = "0.410 [0.38, 0.52]"  # the negative side's control score (atlas_helpers)
 
 
 def test_index_lists_neurons_and_filters(run, watched):
@@ -231,6 +234,27 @@ def test_single_pass_neurons_and_runs_before_the_judge(tmp_path, watched):
     assert page.inner_text(".mode .scores") == f"score {judged(0.9, None, 0.45, None)} · simulation r 0.50 vs 0.10"
     assert page.locator(".words").count() == 0 and " · source" not in page.inner_text(".mode h4")
     assert f"NeuronScope score {judged(0.9, None, 0.45, None)} (scorer reader" in page.inner_text("#status")
+
+
+def test_a_neuron_s_negative_side_has_a_section_of_its_own(tmp_path, watched):
+    path = tmp_path / "run"
+    store = Store.open(str(path))
+    with_negative_side(store, make_run(store))
+    build_atlas(str(path))
+    page = watched.page
+    page.goto(url(path / "atlas"))
+    page.wait_for_selector("#neurons tbody tr")
+    assert f"fires negative on: {NEGATIVE_TEXT}" in cells(page, "L3_N0")[2]
+    page.goto(url(path / "atlas", "#/L3/N0"))
+    page.wait_for_selector("#negative .mode")
+    watched.shot("neuron-negative-side")
+    side = page.inner_text("#negative")
+    assert side.startswith("Negative side: fires negative on") and NEGATIVE_TEXT in side
+    assert f"vs control {NEGATIVE_CONTROL_TEXT}" in page.inner_text("#negative-status")
+    assert "fires negative on: word (3)" in page.inner_text("#negative .mode")
+    # the positive side's modes hold top exemplars, the negative side's its most negative ones
+    assert page.locator("#negative .mode .exemplar").count() == 6 and page.locator(".mode").count() == 2
+    assert NEGATIVE_TEXT not in page.inner_text("#status")
 
 
 def test_prev_next_and_deep_links(run, watched):

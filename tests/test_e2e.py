@@ -72,8 +72,8 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     lines = table.splitlines()
     assert lines[0].startswith("scorer: reader, self-check passed") and len(lines) == 3 + 2 + 2
     assert lines[-1].startswith("modes per neuron (2 neurons")
-    assert lines[2].split()[3:7] == ["neuronscope", "single-pass", "words", "control"], "every score beside its control"
-    assert all(len(ln.split()) == 3 + 4 + 1 for ln in lines[3:5]), lines[3:5]
+    assert lines[2].split()[4:8] == ["neuronscope", "single-pass", "words", "control"], "every score beside its control"
+    assert all(len(ln.split()) == 4 + 4 + 1 and ln.split()[2] == "+" for ln in lines[3:5]), lines[3:5]
     by_stage = Store.open(str(run)).read_json("manifest.json")["stages"]
     assert by_stage["record"]["status"] == by_stage["explain"]["status"] == "done"
     check = by_stage["explain"]["self_check"]

@@ -446,6 +446,16 @@ def test_gpt2_hooks_mlp_act_output(ray_local, tmp_path, gpt2_dir, corpus):
         wid, pos, _val = expected_top(acts[1][:, :, neuron], cfg.top_k)
         np.testing.assert_array_equal(g.sort_values("rank").window_id, wid)
         np.testing.assert_array_equal(g.sort_values("rank").max_pos, pos)
+    # so a GPT-2 neuron is explained as before: one side, no verdict on a negative one
+    from fakes import PlantedEmbedder, ScriptedLLM
+
+    from neuronscope.config import ExplainConfig
+    from neuronscope.explain import NeuronOptions, explain_neuron
+
+    c = ExplainConfig(n_explain=2, n_heldout_top=1, n_heldout_random=1, candidates=1)
+    res = explain_neuron(1, 0, rec[rec.neuron == 0], ScriptedLLM(), c, NeuronOptions(PlantedEmbedder()))
+    assert {(r["polarity"], r["status"]) for r in res.rows} == {(1, "ok")}, res.rows[0]["error"]
+    assert not any(e.agent == "polarity" for e in res.transcript)
 
 
 def test_errors_name_the_value(ray_local, tmp_path, llama_dir, corpus):

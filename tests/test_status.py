@@ -128,3 +128,22 @@ def test_status_shows_the_pace_the_time_to_finish_and_where_a_neuron_s_time_goes
         "  seconds per neuron, median of 2: total 22.7; "
         "queue 2.00, read 0.40, llm 15.0, judge reader 4.00, cluster 1.00, write 0.30"
     )
+
+
+def test_status_counts_a_neuron_once_over_its_sides_and_their_tokens(tmp_path, capsys):
+    """A neuron with its negative side explained: one neuron, both sides' tokens, the negative
+    side's method named; a failed negative side fails its neuron."""
+    store = Store.open(str(tmp_path / "run"))
+    _run(store)
+    tokens = dict(llm_tokens_in=1000, baseline_llm_tokens_in=100)
+    sides = [
+        explanation_row(3, 0, polarity=p, mode=0, n_modes=1, explanation="x", method="both", **tokens) for p in (1, -1)
+    ]
+    write_result(store, 3, 0, sides, [])
+    failed = explanation_row(3, 3, polarity=-1, status="failed", error="ValueError: too few", method="both")
+    write_result(store, 3, 3, [explanation_row(3, 3, mode=0, n_modes=1, method="both", **tokens), failed], [])
+    assert main(["status", store.uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # (3, 0) both sides, (3, 1) and (3, 2) as the run made them; (3, 3) and (5, 7) failed
+    assert "neurons: 3 done, 2 failed, 0 pending" in lines[4] and lines[4].endswith("; LLM tokens 3,300")
+    assert lines[5] == "  methods: both 1, negative: both 1, neuronscope 2"

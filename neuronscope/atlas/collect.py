@@ -59,7 +59,7 @@ def read_run(store: Store) -> RunTables:
             else schema.RECORDS.empty_table().select(RECORD_COLUMNS)
         ),
         stats=_frame(store, layout.prefix(layout.STATS), schema.STATS),
-        explanations=_frame(store, layout.prefix(layout.EXPLANATIONS), schema.EXPLANATIONS),
+        explanations=schema.backfill(_frame(store, layout.prefix(layout.EXPLANATIONS), schema.EXPLANATIONS)),
         transcripts=FolderIndex.listing(store, layout.TRANSCRIPTS),
         manifest=store.read_json(layout.MANIFEST) if store.exists(layout.MANIFEST) else {},
         output_tokens=_frame(store, layout.prefix(layout.OUTPUT_TOKENS), schema.OUTPUT_TOKENS),

@@ -28,10 +28,12 @@ class Hit:
     explanation: str | None  # what the neuron's page shows (``semantic.shown``)
     match: float  # cosine similarity to the query, the token's highest activation, or its output weight
     match_kind: str  # "similarity" | "activation" | "promotes"
+    polarity: int = 1  # the side the explanation is of: -1, what drives the neuron most negative
 
     def line(self) -> str:
         text = self.explanation or "(not explained)"
         which = "single pass" if self.mode < 0 and self.explanation else f"mode {self.mode}"
+        which = f"negative side {which}" if self.polarity < 0 else which
         return (
             f"L{self.layer} N{self.neuron} {which}  score {score_vs_control(self.score, self.control)}  "
             f"{self.match_kind} {self.match:.3f}  {text}"
@@ -90,6 +92,7 @@ class AtlasIndex:
             self._shown[row],
             float(match),
             kind,
+            int(r.get("polarity", 1)),  # an atlas built before polarities: all positive
         )
 
     def _by_meaning(self, query: str, k: int):

@@ -73,7 +73,7 @@ def relative_link(run: Store, out: Store, key: str) -> str:
 
 
 def _modes(rows: list[dict]) -> list[dict]:
-    return [{k: r[k] for k in ("mode", "explanation", "mode_score")} for r in rows if r["mode"] >= 0]
+    return [{k: r[k] for k in ("polarity", "mode", "explanation", "mode_score")} for r in rows if r["mode"] >= 0]
 
 
 def _short(x):

@@ -1,4 +1,4 @@
-"""The atlas table: one row per (layer, neuron, mode), and the top-token profile of every neuron."""
+"""The atlas table: one row per (layer, neuron, polarity, mode), and the top-token profile of every neuron."""
 
 from __future__ import annotations
 
@@ -111,11 +111,13 @@ def _stats(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
-    """ATLAS_NEURONS rows, sorted by layer, neuron, mode (a neuron without explanation: mode -1)."""
+    """ATLAS_NEURONS rows, sorted by layer, neuron, polarity (1 first), mode (a neuron without
+    explanation: mode -1)."""
     explained = [c for c in ATLAS_NEURONS.names if c in EXPLANATIONS.names]
     rows = neuron_ids(tables).merge(tables.explanations[explained], on=KEYS, how="left")
     missing = rows["status"].isna()
     rows.loc[missing, "mode"], rows.loc[missing, "n_modes"], rows.loc[missing, "status"] = -1, 0, "unexplained"
+    rows.loc[missing, "polarity"] = 1
     rows = rows.merge(_stats(tables.stats), on=KEYS, how="left").merge(_top_lists(profiles), on=KEYS, how="left")
     output = [c for c in ATLAS_NEURONS.names if c in OUTPUT_TOKENS.names]
     rows = rows.merge(tables.output_tokens[output].drop_duplicates(KEYS), on=KEYS, how="left")
@@ -131,7 +133,8 @@ def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
     ):
         rows[col] = [v if isinstance(v, (list, np.ndarray)) else [] for v in rows[col]]
     rows["link"] = [page_link(layer, n) for layer, n in zip(rows["layer"], rows["neuron"])]
-    rows = rows.sort_values([*KEYS, "mode"]).reset_index(drop=True)
+    # the positive side first: a neuron's first row is what the index and a token hit show
+    rows = rows.sort_values([*KEYS, "polarity", "mode"], ascending=[True, True, False, True]).reset_index(drop=True)
     return rows
 
 

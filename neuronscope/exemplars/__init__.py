@@ -1,7 +1,8 @@
 """A neuron's exemplars: the record of one window, its whole words, the neuron's activation scale,
-the split by window, and the text the agents and judges read. A leaf: it imports nothing of
-NeuronScope beyond itself."""
+the split by window, the text the agents and judges read, and the negative view of its records.
+A leaf: it imports nothing of NeuronScope beyond itself."""
 
+from .polarity import NEGATIVE, POSITIVE, extremes, flipped, strong
 from .records import Exemplar, Pools, load
 from .scale import Scale
 from .split import FEEDBACK_RANDOM, Split, SplitSizes, needed, split, spread
@@ -30,6 +31,8 @@ __all__ = [
     "CONTEXT_BEFORE",
     "FEEDBACK_RANDOM",
     "MARK_AT",
+    "NEGATIVE",
+    "POSITIVE",
     "Exemplar",
     "Pools",
     "Scale",
@@ -39,7 +42,9 @@ __all__ = [
     "activating",
     "describe",
     "escape",
+    "extremes",
     "fence",
+    "flipped",
     "key",
     "lexical_explanation",
     "load",
@@ -50,6 +55,7 @@ __all__ = [
     "shown_words",
     "split",
     "spread",
+    "strong",
     "strongest",
     "top_tokens",
     "word_at",

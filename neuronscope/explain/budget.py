@@ -10,6 +10,7 @@ import pyarrow.dataset as ds
 
 from .. import layout
 from ..results import uncode
+from ..schema import EXPLANATIONS, backfill
 from .neuron import FULL_ATTEMPTS
 from .task import SUMMARY_COLUMNS, NeuronSummary, task_summary
 
@@ -24,8 +25,11 @@ class Tally:
     def __init__(self):
         self.explained = self.ok = self.failed = self.tokens = 0
         self.baseline_tokens = 0  # of which the single-pass explanation and its scoring
-        self.full_extra = 0  # triage: tokens of the full workflows beyond their single-pass share
-        self.methods: dict[str, int] = {}  # what the neurons got (each row's method)
+        self.negative = 0  # neurons whose negative side was explained too: one more workflow each
+        self.full = 0  # neurons of which a side spent a full workflow
+        self.full_extra = 0  # triage: tokens of their full workflows beyond their single-pass share
+        # what the neurons got (each side's method; the negative side's as "negative: METHOD")
+        self.methods: dict[str, int] = {}
         self.sums = dict.fromkeys(self.KEYS, 0.0)
         self.counts = dict.fromkeys(self.KEYS, 0)
         self.failures: dict[str, str | None] = {}
@@ -34,10 +38,13 @@ class Tally:
         self.explained += 1
         self.tokens += s.tokens
         self.baseline_tokens += s.baseline_tokens
-        method = s.method or "?"
-        self.methods[method] = self.methods.get(method, 0) + 1
-        if method in FULL_ATTEMPTS:
-            self.full_extra += s.tokens - s.baseline_tokens
+        self.negative += s.negative is not None
+        full = [side for side in s.sides() if side.method in FULL_ATTEMPTS]
+        self.full += bool(full)
+        self.full_extra += sum(side.tokens - side.baseline_tokens for side in full)
+        for i, side in enumerate(s.sides()):
+            method = ("negative: " if i else "") + (side.method or "?")
+            self.methods[method] = self.methods.get(method, 0) + 1
         if s.status != "ok":
             self.failed += 1
             if len(self.failures) < MAX_LISTED_FAILURES:
@@ -56,7 +63,7 @@ class Tally:
     def plus(self, other: Tally) -> Tally:
         """The spend of both (tokens, neurons and methods; scores are not merged)."""
         out = Tally()
-        for k in ("explained", "tokens", "baseline_tokens", "full_extra"):
+        for k in ("explained", "tokens", "baseline_tokens", "negative", "full", "full_extra"):
             setattr(out, k, getattr(self, k) + getattr(other, k))
         out.methods = {m: self.methods.get(m, 0) + other.methods.get(m, 0) for m in {*self.methods, *other.methods}}
         return out
@@ -67,13 +74,13 @@ def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budge
     spend ``t``, the ``in_flight`` neurons at the single-pass cost each plus a full workflow's extra
     for the ``allowed_in_flight`` of them that may take one (a mean over all finished neurons would
     count them at a few single-pass neurons' cost), the ``left`` neurons not submitted yet (the next
-    one included) at the single-pass cost, and one more extra. Costs are the means so far; a full
-    workflow's extra counts as 0 until one has finished."""
+    one included) at the single-pass cost, and one more extra. Costs are the means so far, per
+    neuron (its negative side's included, where explained); a full workflow's extra counts as 0
+    until one has finished."""
     if not t.explained:
         return True
     single = t.baseline_tokens / t.explained
-    full = sum(t.methods.get(m, 0) for m in FULL_ATTEMPTS)
-    extra = t.full_extra / full if full else 0
+    extra = t.full_extra / t.full if t.full else 0
     return t.tokens + single * (in_flight + left) + extra * (allowed_in_flight + 1) <= budget
 
 
@@ -85,11 +92,14 @@ def spent_before(out_store, done: np.ndarray) -> Tally:
         return t
     layers, units = uncode(done)
     table = out_store.read_parquet_where(
-        layout.prefix(layout.EXPLANATIONS), ds.field("layer").isin(np.unique(layers).tolist()), list(SUMMARY_COLUMNS)
+        layout.prefix(layout.EXPLANATIONS),
+        ds.field("layer").isin(np.unique(layers).tolist()),
+        list(SUMMARY_COLUMNS),
+        schema=EXPLANATIONS,  # a run written before a column existed reads it as nulls
     )
-    df = table.to_pandas().drop_duplicates(["layer", "neuron"])
+    df = backfill(table.to_pandas()).drop_duplicates(["layer", "neuron", "polarity"])
     wanted = set(zip(layers.tolist(), units.tolist()))
-    for r in df.to_dict("records"):
-        if (r["layer"], r["neuron"]) in wanted:
-            t.add(task_summary(r["layer"], r["neuron"], [r]))
+    for (layer, neuron), rows in df.groupby(["layer", "neuron"], sort=False):
+        if (layer, neuron) in wanted:
+            t.add(task_summary(layer, neuron, rows.to_dict("records")))
     return t

@@ -1,4 +1,5 @@
-"""``--dry-run``: the tokens and wall time a selection would take, from a sample explained aside."""
+"""``--dry-run``: the tokens and wall time a selection would take, from a sample explained aside;
+a neuron whose negative side the rule selects counts as two workflows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .. import layout
-from ..results import RecordsIndex, uncode
+from ..exemplars import strong
+from ..results import RecordsIndex, code, neuron_extremes, uncode
 from .schedule import explain_run, pending_neurons
 from .task import RunContext
 
@@ -22,8 +24,9 @@ class Estimate:
     sample_failed: int
     sample_seconds: float
     tokens_per_neuron: int
-    tokens: int  # the pending neurons', at the sample's mean
+    tokens: int  # the pending neurons' workflows', at the sample's mean per workflow
     seconds: int  # likewise
+    negative: int = 0  # pending neurons whose negative side the rule selects: one more workflow each
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,13 +51,26 @@ def estimate_run(run: RunContext, progress=None, index: RecordsIndex | None = No
             scratch.delete(key)
         scratch.prune()
     n = len(sample)
-    per_tokens, per_s = (s.tokens / n, s.seconds / n) if s else (0.0, 0.0)
+    negative = negative_due(run, index, waiting)
+    # per workflow: the sample's neurons ran theirs, negative sides included
+    flows = n + (s.negative if s else 0)
+    per_tokens, per_s = (s.tokens / flows, s.seconds / flows) if s else (0.0, 0.0)
     return Estimate(
         pending=len(waiting),
         sample=n,
         sample_failed=s.failed if s else 0,
         sample_seconds=s.seconds if s else 0.0,
-        tokens_per_neuron=round(per_tokens),
-        tokens=round(per_tokens * len(waiting)),
-        seconds=round(per_s * len(waiting)),
+        tokens_per_neuron=round(s.tokens / n) if s else 0,
+        tokens=round(per_tokens * (len(waiting) + negative)),
+        seconds=round(per_s * (len(waiting) + negative)),
+        negative=negative,
     )
+
+
+def negative_due(run: RunContext, index: RecordsIndex, codes: np.ndarray) -> int:
+    """How many of the neurons ``codes`` the rule gives a negative-side workflow (``exemplars.strong``)."""
+    if run.cfg.negative_ratio is None or not len(codes):
+        return 0
+    ends = neuron_extremes(run.records, index.keys)
+    ends = ends[np.isin(code(ends["layer"].to_numpy(), ends["neuron"].to_numpy()), codes)]
+    return sum(strong(lo, hi, run.cfg.negative_ratio) for lo, hi in zip(ends["min"], ends["max"]))

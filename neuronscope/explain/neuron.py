@@ -14,6 +14,8 @@ answers stay malformed keeps it. Every decision (candidates, refinements, per-mo
 scores, coverage) is taken by the decision scorer (``judges.py``).
 
 Output columns (EXPLANATIONS, one row per mode):
+- ``polarity``: the side explained (``NeuronOptions.polarity``): 1, or -1 where the records given
+  are the neuron's negative view; the workflow is the same.
 - ``scorer``: the decision scorer; ``calibrated``: whether it passed the run's self-check (null
   when none ran).
 - ``explanation`` / ``source``: the mode's chosen explanation and where it came from (``llm``,
@@ -54,6 +56,7 @@ from .. import prompts
 from ..config import ExplainConfig
 from ..errors import AgentOutputError
 from ..exemplars import (
+    POSITIVE,
     Exemplar,
     Split,
     SplitSizes,
@@ -124,6 +127,7 @@ class NeuronOptions:
     full_allowed: bool = True  # False (method triage, a run short of budget): single-pass only
     outputs: dict | None = None  # the neuron's OUTPUT_TOKENS row (None: the run has no output side)
     timings: Timings | None = None  # where the neuron's time goes (None: kept by the workflow alone)
+    polarity: int = POSITIVE  # the side explained; NEGATIVE: the records are its view (``exemplars.flipped``)
 
 
 @dataclass
@@ -228,8 +232,10 @@ class NeuronWork:
         self.llm = Metered(llm, self.ledger, opts.cache, self.timings)
         self.agents = agents.AgentSession(self.llm, cfg.max_parse_retries, self.transcript)
         self.method: str = cfg.method  # what the rows say the neuron got (method triage decides)
-        # shown to the explainers only when asked: a weak explainer copies them into its answers
-        self.promoted = list(opts.outputs["promoted_tokens"]) if opts.outputs and cfg.output_evidence else []
+        # shown to the explainers only when asked: a weak explainer copies them into its answers;
+        # a negative activation pushes the output the other way, towards what it suppresses
+        pushed = "promoted_tokens" if opts.polarity == POSITIVE else "suppressed_tokens"
+        self.promoted = list(opts.outputs[pushed]) if opts.outputs and cfg.output_evidence else []
 
     def run(self, records: pa.Table | pd.DataFrame) -> list[dict]:
         """The neuron's EXPLANATIONS rows; any failure becomes one 'failed' row with the reason
@@ -563,6 +569,7 @@ class NeuronWork:
     def common(self) -> dict:
         """The columns every row of the neuron carries, failed or not."""
         return {
+            "polarity": self.opts.polarity,
             "template_version": _template_version(self.cfg),
             "method": self.method,
             "scorer": self.cfg.scorer,

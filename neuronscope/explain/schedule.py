@@ -66,8 +66,9 @@ class RunSummary:
     tokens_before: int  # spent on the selection by earlier runs (counted when a budget is set)
     budget: int | None
     left_by_budget: int  # neurons left pending when the budget was reached
-    methods: dict[str, int]  # what the neurons got (each row's method)
+    methods: dict[str, int]  # what the neurons got (each side's method; the negative side's as "negative: METHOD")
     seconds: float
+    negative: int = 0  # of the neurons explained, those whose negative side was explained too
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -295,6 +296,7 @@ def explain_run(
         left_by_budget=left,
         methods=t.methods,
         seconds=round(time.time() - t0, 1),
+        negative=t.negative,
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ..config import ExplainConfig
+from ..exemplars import NEGATIVE, POSITIVE
 from ..llm.cache import NeuronCache
 from ..results import read_neuron, read_output_tokens, write_result, write_rows, write_transcript
 from ..results.transcript import NeuronError
@@ -34,8 +35,19 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class Side:
+    """What one side of a neuron got and cost (``NeuronSummary.negative``)."""
+
+    method: str
+    tokens: int
+    baseline_tokens: int
+
+
+@dataclass(frozen=True)
 class NeuronSummary:
-    """What the driver keeps of a finished neuron (for progress, the budget and the manifest)."""
+    """What the driver keeps of a finished neuron (for progress, the budget and the manifest): its
+    status (failed where a side failed), its positive side's scores and method, the tokens of both
+    sides, and its negative side's method and share of them, where explained."""
 
     layer: int
     neuron: int
@@ -48,15 +60,23 @@ class NeuronSummary:
     method: str
     tokens: int  # LLM tokens the neuron cost (cached answers included, so the count is the same on a rerun)
     baseline_tokens: int  # of which the single-pass explanation and its scoring
+    negative: Side | None = None  # its negative side's share of the above, where it was explained
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def sides(self) -> list[Side]:
+        """What each side got and cost: the positive side's, then the negative side's where explained."""
+        neg = self.negative or Side("", 0, 0)
+        first = Side(self.method, self.tokens - neg.tokens, self.baseline_tokens - neg.baseline_tokens)
+        return [first] if self.negative is None else [first, self.negative]
 
 
 # The row columns task_summary reads (a rerun rebuilds earlier neurons' summaries from them).
 SUMMARY_COLUMNS = (
     "layer",
     "neuron",
+    "polarity",
     "status",
     "error",
     "n_modes",
@@ -67,21 +87,33 @@ SUMMARY_COLUMNS = (
 ) + TOKEN_COLUMNS
 
 
+def _side(r: dict) -> Side:
+    """A side's method and cost, from its first row (each side's first row carries its totals)."""
+    return Side(r["method"], sum(r[c] or 0 for c in TOKEN_COLUMNS), sum(r[c] or 0 for c in TOKEN_COLUMNS[2:]))
+
+
 def task_summary(layer: int, neuron: int, rows: list[dict]) -> NeuronSummary:
-    """The summary of a finished neuron from its rows (the first carries the neuron's totals)."""
-    r = rows[0]
+    """The summary of a finished neuron from its rows: the positive side's first row (a row of a
+    run before polarities is one), and the negative side's where it has one; failed where a side failed."""
+    firsts: dict[int, dict] = {}
+    for row in rows:
+        firsts.setdefault(row.get("polarity") or POSITIVE, row)
+    r, neg = firsts[POSITIVE], firsts.get(NEGATIVE)
+    failed = next((x for x in firsts.values() if x["status"] != "ok"), None)
+    sides = [_side(x) for x in firsts.values()]
     return NeuronSummary(
         layer,
         neuron,
-        r["status"],
-        r["error"],
+        (failed or r)["status"],
+        ("negative side: " if failed is neg else "") + str(failed["error"]) if failed else r["error"],
         r["n_modes"],
         r["score"],
         r["baseline_score"],
         r["control_score"],
         r["method"],
-        sum(r[c] or 0 for c in TOKEN_COLUMNS),
-        sum(r[c] or 0 for c in TOKEN_COLUMNS[2:]),
+        sum(s.tokens for s in sides),
+        sum(s.baseline_tokens for s in sides),
+        None if neg is None else _side(neg),
     )
 
 

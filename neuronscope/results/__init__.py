@@ -17,7 +17,16 @@ from .outputs import (
     write_rows,
     write_transcript,
 )
-from .records import RecordsIndex, code, load_records, output_token_keys, read_neuron, read_output_tokens, uncode
+from .records import (
+    RecordsIndex,
+    code,
+    load_records,
+    neuron_extremes,
+    output_token_keys,
+    read_neuron,
+    read_output_tokens,
+    uncode,
+)
 from .tables import neuron_rows, read_stage
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "jsonl_lines",
     "load_records",
     "neuron_explanations",
+    "neuron_extremes",
     "neuron_rows",
     "output_token_keys",
     "part_line",

@@ -81,7 +81,8 @@ def read_explanations(store, columns: list[str]) -> pd.DataFrame:
     folder = layout.prefix(layout.EXPLANATIONS)
     if not store.list(folder):
         return pd.DataFrame(columns=columns)
-    return store.read_parquet_where(folder, None, columns).to_pandas()
+    # a column an object lacks (written before it existed) reads as nulls: ``schema.backfill``
+    return store.read_parquet_where(folder, None, columns, schema=EXPLANATIONS).to_pandas()
 
 
 def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
@@ -91,7 +92,7 @@ def neuron_explanations(store, layer: int, neuron: int) -> pa.Table | None:
     sources = index.sources(layer, neuron)
     if not sources:
         return None
-    t = store.read_parquet_where(sources, neuron_filter(layer, neuron))
+    t = store.read_parquet_where(sources, neuron_filter(layer, neuron), schema=EXPLANATIONS)
     return t if t.num_rows else None
 
 

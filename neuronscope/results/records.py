@@ -113,6 +113,22 @@ def _checked_peaks(store, key: str):
     return peaks
 
 
+def neuron_extremes(store, keys: list[str]) -> pd.DataFrame:
+    """(layer, neuron, min, max) of the neurons whose records in ``keys`` hold the negative side:
+    their bottom-k's and top-k's first values, read with a filter (the same values as STATS')."""
+    import pyarrow.dataset as ds
+
+    if not keys:
+        return pd.DataFrame(columns=["layer", "neuron", "min", "max"])
+    first = (ds.field("rank") == 0) & ds.field("kind").isin(["top", "bottom"])
+    df = store.read_parquet_where(keys, first, ["layer", "neuron", "kind", "max_act"]).to_pandas()
+    wide = df.pivot_table(index=["layer", "neuron"], columns="kind", values="max_act", aggfunc="first")
+    if "bottom" not in wide.columns:
+        return pd.DataFrame(columns=["layer", "neuron", "min", "max"])
+    wide = wide.reindex(columns=["bottom", "top"]).dropna(subset=["bottom"])
+    return wide.rename(columns={"bottom": "min", "top": "max"}).reset_index()
+
+
 def load_records(store) -> pd.DataFrame:
     """Every record of a run at once: for small runs and tools (the fan-out reads per neuron)."""
     df = store.read_parquet(layout.prefix(layout.RECORDS)).to_pandas()

@@ -168,6 +168,20 @@ class RefineFailure(Entry):
 
 
 @dataclass
+class PolarityEntry(Entry):
+    """The rule's verdict on the neuron's negative side (where its records hold one): whether it
+    is explained; the entries after this one, up to the timing and ledger, are that side's (those
+    before it, the positive side's)."""
+
+    agent = "polarity"
+    polarity: int  # the side the entries after this one belong to: -1
+    min: float  # the neuron's most negative activation
+    max: float  # its highest
+    ratio: float | None  # the rule's r: explained where |min| >= r x max (None: off)
+    explained: bool
+
+
+@dataclass
 class NeuronError(Entry):
     """Why the neuron failed."""
 
@@ -218,6 +232,7 @@ FIXED_KINDS: dict[str, type[Entry]] = {
     "cluster": ClusterEntry,
     "score": ScoreEntry,
     "error": NeuronError,
+    "polarity": PolarityEntry,
     "timing": TimingEntry,
     "ledger": LedgerEntry,
 }
@@ -246,3 +261,16 @@ def entry_from_json(d: dict[str, Any]) -> Entry:
 
 def entries_from_json(objects: list[dict[str, Any]]) -> list[Entry]:
     return [entry_from_json(d) for d in objects]
+
+
+def by_polarity(entries: list[Entry]) -> dict[int, list[Entry]]:
+    """A neuron's entries per polarity: those of the workflow's sides, the neuron's own entries
+    (the polarity verdict, timing, ledger) left out."""
+    out: dict[int, list[Entry]] = {1: []}
+    side = out[1]
+    for e in entries:
+        if isinstance(e, PolarityEntry):
+            side = out.setdefault(e.polarity, []) if e.explained else []
+        elif not isinstance(e, (TimingEntry, LedgerEntry)):
+            side.append(e)
+    return out

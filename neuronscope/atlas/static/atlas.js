@@ -207,11 +207,14 @@ window.NS_DATA = window.NS_DATA || {};
   }
 
   function explanationCell(n, hit) {
-    if (hit) return `${hit.mode >= 0 ? `mode ${hit.mode}` : "single pass"}: ${hit.explanation || ""} (similarity ${fmt(hit.match)})`;
+    if (hit) return `${hit.polarity < 0 ? "negative side " : ""}${hit.mode >= 0 ? `mode ${hit.mode}` : "single pass"}: ${hit.explanation || ""} (similarity ${fmt(hit.match)})`;
     if (n.status === "unexplained") return el("span", { class: "muted" }, "not explained");
     if (n.status !== "ok") return el("span", { class: "muted" }, `explain ${n.status}`);
     if (!n.modes.length) return [el("span", { class: "muted" }, "single pass: "), n.baseline_explanation || ""];
-    return n.modes.map((m) => el("div", {}, n.modes.length > 1 ? `${m.mode}: ` : "", m.explanation || ""));
+    const side = (m) => m.polarity ?? 1; // a side's modes are numbered where it has several
+    const several = (m) => n.modes.filter((o) => side(o) === side(m)).length > 1;
+    return n.modes.map((m) => el("div", {}, side(m) < 0 ? el("span", { class: "muted" }, "fires negative on: ") : "",
+      several(m) ? `${m.mode}: ` : "", m.explanation || ""));
   }
 
   function tableRow(n, hit) {
@@ -271,16 +274,18 @@ window.NS_DATA = window.NS_DATA || {};
     return new Float32Array(bytes.buffer); // little-endian, as on every platform browsers run on
   }
 
-  // Top exemplars take the mode whose exemplars list their window.
+  // Top exemplars take the mode whose exemplars list their window; the most negative ones, the
+  // negative side's mode (its rows have polarity -1).
+  const SIDE_KIND = { 1: "top", [-1]: "bottom" };
   function exemplarList(c, rows, texts) {
     const modeOf = new Map();
-    for (const r of rows) if (r.mode >= 0) for (const w of r.exemplar_ids) modeOf.set(w, r.mode);
+    for (const r of rows) if (r.mode >= 0) for (const w of r.exemplar_ids) modeOf.set(`${SIDE_KIND[r.polarity ?? 1]}:${w}`, r.mode);
     const acts = floats(c.acts);
     let at = 0;
     return c.kind.map((kind, i) => {
       const e = { kind, rank: c.rank[i], window_id: c.window_id[i], tokens: texts[i], max_act: c.max_act[i],
         max_pos: c.max_pos[i], acts: Array.from(acts.subarray(at, at + c.n[i])),
-        mode: kind === "top" && modeOf.has(c.window_id[i]) ? modeOf.get(c.window_id[i]) : null };
+        mode: modeOf.get(`${kind}:${c.window_id[i]}`) ?? null };
       at += c.n[i];
       return e;
     });
@@ -312,15 +317,14 @@ window.NS_DATA = window.NS_DATA || {};
   }
 
   function neuronPage(d) {
-    const first = d.rows[0];
+    const positive = d.rows.filter((r) => (r.polarity ?? 1) > 0);
+    const first = positive[0] || d.rows[0];
     const scale = actScale(d.exemplars);
-    const modes = d.rows.filter((r) => r.mode >= 0);
     return [
       el("h2", { id: "title" }, `Layer ${d.layer} · Neuron ${d.neuron}`),
       el("div", { class: "columns" }, statsView(first), d.histogram && histogramView(d.histogram), topTokens(first)),
-      explanationView(first, modes),
-      modes.map((m) => modeView(m, d.exemplars.filter((e) => e.mode === m.mode), scale)),
-      first.status === "ok" && first.baseline_explanation ? baselineView(first) : null,
+      sideView(positive, d.exemplars, scale, ""),
+      negativeView(d.rows.filter((r) => r.polarity < 0), d.exemplars, scale),
       exemplarGroups(d.exemplars, scale),
       el("h3", {}, "Similar neurons"),
       d.similar.length ? el("ul", { id: "similar" }, d.similar.map((s) => el("li", {},
@@ -328,6 +332,26 @@ window.NS_DATA = window.NS_DATA || {};
         : el("p", { class: "muted" }, "none (similarity comes from explanations)"),
       transcriptView(d.transcript),
     ];
+  }
+
+  // One side's explanations: its scores, modes (with their exemplars) and single-pass baseline;
+  // ``prefix`` keeps the negative side's element ids apart.
+  function sideView(rows, exemplars, scale, prefix) {
+    const [first, kind] = [rows[0], SIDE_KIND[rows[0].polarity ?? 1]];
+    const modes = rows.filter((r) => r.mode >= 0);
+    return [
+      explanationView(first, modes, `${prefix}status`),
+      modes.map((m) => modeView(m, exemplars.filter((e) => e.kind === kind && e.mode === m.mode), scale)),
+      first.status === "ok" && first.baseline_explanation ? baselineView(first, `${prefix}baseline`) : null,
+    ];
+  }
+
+  // The negative side, where explained: the same views, of what drives the neuron most negative.
+  function negativeView(rows, exemplars, scale) {
+    if (!rows.length) return null;
+    return el("section", { id: "negative" }, el("h3", {}, "Negative side: fires negative on"),
+      el("p", { class: "muted" }, "explained like the positive side, on the neuron's activations negated: its most negative exemplars"),
+      sideView(rows, exemplars, scale, "negative-"));
   }
 
   function statsView(r) {
@@ -378,12 +402,12 @@ window.NS_DATA = window.NS_DATA || {};
     return words.length > 0 && el("p", { class: "words muted" }, "words: ", r[`${prefix}lexical_explanation`] || "–", ` — ${withCi(...words)}`);
   }
 
-  function explanationView(r, modes) {
-    if (r.status === "unexplained") return el("p", { id: "status", class: "muted" }, "Not explained yet: run `neuronscope explain` on this run.");
-    if (r.status !== "ok") return el("p", { id: "status", class: "error" }, `Explaining failed: ${r.error || r.status}`);
+  function explanationView(r, modes, id = "status") {
+    if (r.status === "unexplained") return el("p", { id, class: "muted" }, "Not explained yet: run `neuronscope explain` on this run.");
+    if (r.status !== "ok") return el("p", { id, class: "error" }, `Explaining failed: ${r.error || r.status}`);
     const judge = r.calibrated === null ? "no self-check" : r.calibrated ? "self-check passed" : "self-check FAILED: uncalibrated";
     const scorer = `scorer ${r.scorer || "?"}, ${judge}`;
-    return el("div", { id: "status" },
+    return el("div", { id },
       el("h3", {}, modes.length ? `${modes.length} mode(s)` : "Single-pass explanation only"),
       modes.length
         ? el("p", { class: "scores" }, `NeuronScope score ${judged(r.score, r.score_ci, r.control_score, r.control_score_ci, ...wordsOf(r))}`,
@@ -395,19 +419,19 @@ window.NS_DATA = window.NS_DATA || {};
 
   function modeView(m, exemplars, scale) {
     const share = isNum(m.mode_share) ? fmt(100 * m.mode_share, 0) : "–";
-    return el("section", { class: "mode", "data-mode": m.mode },
+    return el("section", { class: "mode", "data-mode": m.mode, "data-polarity": m.polarity ?? 1 },
       el("h4", {}, `Mode ${m.mode} · ${share}% of the top exemplars · ${m.mode_size} exemplars`,
         m.source ? ` · source ${m.source}` : ""),
       el("p", { class: "explanation" }, m.explanation || ""),
       el("p", { class: "scores" }, `score ${judged(m.mode_score, m.mode_score_ci, m.control_score, m.control_score_ci, ...wordsOf(m, "mode_"))}`,
         simulation(m, m.sim_mode_score)),
       wordsLine(m, "mode_"),
-      m.mode_tokens.length ? el("p", { class: "muted" }, "fires on: ", m.mode_tokens.join(", ")) : null,
+      m.mode_tokens.length ? el("p", { class: "muted" }, m.polarity < 0 ? "fires negative on: " : "fires on: ", m.mode_tokens.join(", ")) : null,
       exemplars.map((e) => exemplarView(e, scale)));
   }
 
-  function baselineView(r) {
-    return el("section", { id: "baseline" }, el("h3", {}, "Single-pass baseline"),
+  function baselineView(r, id = "baseline") {
+    return el("section", { id }, el("h3", {}, "Single-pass baseline"),
       el("p", { class: "explanation" }, r.baseline_explanation || "–"),
       el("p", { class: "scores" }, `score ${judged(r.baseline_score, r.baseline_score_ci, r.control_score, r.control_score_ci, ...wordsOf(r))}`,
         simulation(r, r.sim_baseline_score)));
@@ -416,7 +440,7 @@ window.NS_DATA = window.NS_DATA || {};
   function exemplarGroups(exemplars, scale) {
     const groups = [["Top exemplars in no mode", (e) => e.kind === "top" && e.mode === null],
       ["Random exemplars", (e) => e.kind === "random"], ["Quantile exemplars", (e) => e.kind.startsWith("quantile")],
-      ["Most negative exemplars", (e) => e.kind === "bottom"],
+      ["Most negative exemplars in no mode", (e) => e.kind === "bottom" && e.mode === null],
       ["Negative quantile exemplars", (e) => e.kind.startsWith("negative_quantile")]];
     return groups.map(([title, keep]) => {
       const list = exemplars.filter(keep);
