@@ -60,7 +60,7 @@ class RecordConfig(_Strict):
     )
     quantile_k: int = Field(16, ge=1, description="hash-sampled windows kept per stratum")
     negative: Literal["auto", "on", "off"] = Field(
-        "off",
+        "auto",
         description="also record each neuron's negative side: its bottom-k tokens and strata over "
         "minus the window's min (kinds bottom, negative_quantile_j); auto: where the architecture's "
         "activation is signed (gated MLPs), not GPT-2",

@@ -95,7 +95,7 @@ def test_exemplar_settings_round_trip_through_flags_and_yaml(tmp_path):
     p.write_text(yaml.safe_dump({"record": r.model_dump()}))
     assert load_config(p).record == r
     d = RunConfig().record
-    assert (d.quantile_bins, d.negative, d.bottom_k) == (4, "off", None)
+    assert (d.quantile_bins, d.negative, d.bottom_k) == (4, "auto", None)
     # the recorder's defaults fill exactly the explain split's defaults
     from neuronscope.config import ExplainConfig
     from neuronscope.exemplars import SplitSizes, needed
