@@ -47,8 +47,9 @@ def _check_run(run: Path, n_neurons: int) -> pd.DataFrame:
     assert (run / "manifest.json").is_file()
     records = pd.read_parquet(run / "records")  # a user reads each folder as one table
     kinds = set(records["kind"])
-    assert {"top", "random", "quantile_0"} <= kinds and all(
-        k in ("top", "random") or k.startswith("quantile_") for k in kinds
+    # SmolLM2's MLP is gated (signed activations): its negative side is recorded by default
+    assert {"top", "random", "quantile_0", "bottom", "negative_quantile_0"} <= kinds and all(
+        k in ("top", "random", "bottom") or k.startswith(("quantile_", "negative_quantile_")) for k in kinds
     )
     expl = pd.read_parquet(run / "explanations")
     per_neuron = expl.drop_duplicates(["layer", "neuron"])
@@ -70,10 +71,15 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     _check_run(run, 2)
     table = summary_table(Store.open(str(run)))
     lines = table.splitlines()
-    assert lines[0].startswith("scorer: reader, self-check passed") and len(lines) == 3 + 2 + 2
+    sides = pd.read_parquet(run / "explanations").drop_duplicates(["layer", "neuron", "polarity"])
+    negative = int((sides["polarity"] < 0).sum())
+    assert lines[0].startswith("scorer: reader, self-check passed"), table
+    assert len(lines) == 3 + 2 + negative + 1 + (negative > 0) + 1, table
     assert lines[-1].startswith("modes per neuron (2 neurons")
     assert lines[2].split()[4:8] == ["neuronscope", "single-pass", "words", "control"], "every score beside its control"
-    assert all(len(ln.split()) == 4 + 4 + 1 and ln.split()[2] == "+" for ln in lines[3:5]), lines[3:5]
+    rows = lines[3 : 5 + negative]
+    assert all(len(ln.split()) == 4 + 4 + 1 for ln in rows), rows
+    assert sorted(ln.split()[2] for ln in rows) == ["+", "+"] + ["-"] * negative, rows
     by_stage = Store.open(str(run)).read_json("manifest.json")["stages"]
     assert by_stage["record"]["status"] == by_stage["explain"]["status"] == "done"
     check = by_stage["explain"]["self_check"]
