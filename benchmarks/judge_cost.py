@@ -39,18 +39,17 @@ import numpy as np
 from common import append_results, header
 
 TREE = Path(__file__).resolve().parents[1]
-# the judge's parts, by the function that does each: (label, file suffix, function name)
+# the judge's parts, by the functions that do each (either contender's): (label, file suffix, names)
 PARTS = (
-    ("embedding: model (new texts)", "embedder.py", "embed"),
-    ("embedding: cache lookups", "embedder.py", "embed_cached"),
-    ("items: words (word_items)", "reader.py", "word_items"),
-    ("items: contexts (window_items)", "contexts.py", "window_items"),
-    ("values (ReaderScorer.values)", "reader.py", "values"),
-    ("statistic (ReaderScorer.statistic)", "reader.py", "statistic"),
-    ("AUROC (auroc_weighted)", "metrics.py", "auroc_weighted"),
-    ("guesses (rank_guesses)", "scorer.py", "rank_guesses"),
-    ("bootstrap weights", "metrics.py", "bootstrap_weights"),
-    ("intervals (Scorer.interval)", "scorer.py", "interval"),
+    ("embedding: model (new texts)", "embedder.py", ("embed",)),
+    ("embedding: cache lookups", "embedder.py", ("embed_cached",)),
+    ("items: words (word_items)", "reader.py", ("word_items",)),
+    ("items: contexts (window_items)", "contexts.py", ("window_items",)),
+    ("values (ReaderScorer.values)", "reader.py", ("values",)),
+    ("AUROC (auroc_weighted, auroc_resampled)", "metrics.py", ("auroc_weighted", "auroc_resampled")),
+    ("guesses (rank_guesses)", "scorer.py", ("rank_guesses",)),
+    ("bootstrap draws", "metrics.py", ("bootstrap_weights", "bootstrap_counts")),
+    ("intervals (Scorer.interval)", "scorer.py", ("interval",)),
 )
 
 
@@ -208,8 +207,8 @@ def _parts(profile: cProfile.Profile, n: int) -> dict[str, float]:
     """Cumulative seconds per neuron of each of PARTS, from a profile of ``n`` neurons."""
     stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, prim, tottime, cumtime, callers)
     out = {}
-    for label, suffix, name in PARTS:
-        out[label] = sum(v[3] for (f, _, fn), v in stats.items() if fn == name and f.endswith(suffix)) / n
+    for label, suffix, names in PARTS:
+        out[label] = sum(v[3] for (f, _, fn), v in stats.items() if fn in names and f.endswith(suffix)) / n
     return out
 
 
@@ -306,7 +305,7 @@ def _section(args, names: list[str], results: dict, diff: float) -> tuple[str, d
         *rows,
         "",
         "Where the warm judge's time goes (cProfile, cumulative seconds per neuron; parts overlap: values and "
-        "statistic hold the lookups and AUROCs, intervals the bootstrap):",
+        "intervals hold the draws and their AUROCs):",
         "",
         "| part | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
