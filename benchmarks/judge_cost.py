@@ -6,7 +6,8 @@ transcript names (its split's window ids): triage (baseline and words held out, 
 each mode's LLM candidates on validation, one refine round (the revision the run got, from the
 transcript: no LLM), the choice among candidates, coverage, and the final held-out scores with
 their bootstrap intervals (modes, combined, baseline, control, words). The embedder is the
-configured one, loaded in the process (``--embedder``); its time is told apart from the rest.
+configured one, loaded in the process (``--embedder``) on ``--threads`` torch threads (1: what Ray
+gives a run's workflows and its served embedder); its time is told apart from the rest.
 
 Each contender (``--against``'s ``neuronscope`` package read from git into a scratch folder, and
 this tree's) runs in fresh child processes, taking turns ``--rounds`` times so that load from
@@ -281,7 +282,12 @@ def _section(args, names: list[str], results: dict, diff: float) -> tuple[str, d
     n = len(results[names[0]][0]["cold"]["judge"])
     rows, heads = [], {}
     for phase in ("cold", "warm"):
-        for key, label in (("judge", "judge reader"), ("embed", "of which embedding new texts"), ("cluster", "cluster")):
+        for key, label in (
+            ("judge", "judge reader"),
+            ("cluster", "cluster"),
+            ("embed", "embedding new texts (in the judge and the clustering)"),
+            ("cpu", "CPU seconds of the process (records read included)"),
+        ):
             cells = []
             for name in names:
                 med, mean = _per_neuron(results[name], phase, key)
@@ -296,7 +302,8 @@ def _section(args, names: list[str], results: dict, diff: float) -> tuple[str, d
     lines = header("Reader judge cost per neuron", __file__) + [
         f"{n} neurons of a kept run (RUN: `neuron_cost.py`'s 48 neurons, layers 2,9,16,23 x 0-11, triage), "
         f"their judge calls replayed through `NeuronWork` (see the script's doc); each contender in fresh "
-        f"processes, {args.rounds} round(s) taking turns, in-process embedder (MiniLM).",
+        f"processes, {args.rounds} round(s) taking turns, in-process embedder (MiniLM on {args.threads} torch "
+        "thread(s), as Ray gives a run's workers and its served embedder).",
         "",
         "Seconds per neuron, median / mean (median over rounds):",
         "",
