@@ -14,7 +14,7 @@ from ..config import ExplainConfig
 from ..exemplars import Scale
 from ..llm.agents import Agent
 from ..llm.base import Metered
-from ..scoring import Judge, make_scorer
+from ..scoring import Judge, Scorer, make_scorer
 
 # An LLM scorer's agents: the method's and the baseline's (the reader and embedding scorers call no LLM).
 SCORER_AGENTS = {
@@ -47,11 +47,16 @@ class Judges:
         """``shown``: the words the explainer was shown firing (the reader judge reads them); each
         judge's time goes into the metered LLM's ``timings``."""
 
+        # judges with the same scorer and agent share one: the reader's and the embedding scorer's
+        # three judges derive each exemplar set's items, readings and draws once, not three times
+        scorers: dict[tuple[str, Agent | None], Scorer] = {}
+
         def judge(name: str, agent: Agent | None) -> Judge:
-            scorer = make_scorer(
-                name, llm=llm, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives, shown=shown
-            )
-            return Judge(scorer, scale, llm.timings)
+            if (name, agent) not in scorers:
+                scorers[name, agent] = make_scorer(
+                    name, llm=llm, embedder=embedder, agent=agent, hard_negatives=cfg.hard_negatives, shown=shown
+                )
+            return Judge(scorers[name, agent], scale, llm.timings)
 
         decide, sim = cfg.scorer, "simulation"
         agent, base_agent = SCORER_AGENTS.get(decide, (None, None))

@@ -34,7 +34,7 @@ from ..exemplars import Exemplar, Scale, escape, key, word_peaks
 from ..models.embedder import embed_cached
 from .claims import alternatives, lexical_claim, named
 from .contexts import window_items
-from .metrics import auroc_weighted
+from .metrics import auroc_resampled, auroc_weighted
 from .scorer import ITEM_SETS, Item, Scorer, rank_guesses
 
 FIRES, QUIET = 2.0, 1.0  # a word fires at or above FIRES on the 0-10 scale, is quiet below QUIET
@@ -85,12 +85,20 @@ class _Prepared:
         return self.scorer._readings([self.items[i] for i in self.words])
 
     @cached_property
-    def keys(self) -> list[str]:
-        return [key(self.items[i].word) for i in self.words]
+    def keys(self) -> tuple[list[str], np.ndarray]:
+        """The word items' distinct keys, and each item's index among them: an explanation's
+        claims are looked up once per distinct word."""
+        distinct: dict[str, int] = {}
+        index = [distinct.setdefault(key(self.items[i].word), len(distinct)) for i in self.words]
+        return list(distinct), np.array(index, dtype=np.int64)
 
     @cached_property
     def context_vectors(self) -> np.ndarray:
         return self.scorer._vectors([self.items[i].text for i in self.contexts])
+
+    @cached_property
+    def levels(self) -> np.ndarray:
+        return np.array([it.level for it in self.items], dtype=np.float64)
 
     @cached_property
     def masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,17 +145,21 @@ class ReaderScorer(Scorer):
         )
         return np.stack([alone, _unit(alone + PREDECESSOR * before), window], axis=1)
 
-    def _word_values(self, explanation: str, keys: list[str], readings: np.ndarray) -> np.ndarray:
+    def _word_values(self, explanation: str, keys: tuple[list[str], np.ndarray], readings: np.ndarray) -> np.ndarray:
+        distinct, index = keys
+
+        def among(words: set[str]) -> np.ndarray:  # 1 for the items whose word is in ``words``
+            return np.array([k in words for k in distinct], dtype=np.float64)[index]
+
         parts = []
         for alt in alternatives(explanation):
             claim = lexical_claim(alt, self.shown)
             if claim is not None:
-                parts.append(np.array([k in claim for k in keys], dtype=np.float64))
+                parts.append(among(claim))
                 continue
-            names = named(alt, self.shown)
             sims = readings @ self._vectors([alt])[0]  # (items, 3)
             meaning = sims @ np.array([ALONE, PAIRED, WINDOW])
-            parts.append(meaning + np.array([k in names for k in keys], dtype=np.float64))
+            parts.append(meaning + among(named(alt, self.shown)))
         return np.max(parts, axis=0)
 
     def values(self, jobs: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
@@ -164,27 +176,33 @@ class ReaderScorer(Scorer):
 
     def statistic(self, values: np.ndarray, items: list[Item], weights: np.ndarray) -> np.ndarray:
         w = np.atleast_2d(weights)
+        labels = self._prepared(items).masks[1]
+        return self._blend(items, lambda keep: auroc_weighted(values[keep], labels[keep], w[:, keep]))
+
+    def resampled(self, values: np.ndarray, items: list[Item], counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        labels = self._prepared(items).masks[1]
+        return self._blend(items, lambda keep: auroc_resampled(values[keep], labels[keep], groups[keep], counts))
+
+    def _blend(self, items: list[Item], auroc) -> np.ndarray:
+        """The score from ``auroc(mask)``, the AUROCs of the items a mask keeps (see the module doc)."""
         fam, labels, novel = self._prepared(items).masks
-        words = auroc_weighted(values[fam], labels[fam], w[:, fam])
+        words = auroc(fam)
         if novel.sum() >= NOVEL_MIN:
-            keep = novel | (fam & ~labels)
-            words = 0.5 * words + 0.5 * auroc_weighted(values[keep], labels[keep], w[:, keep])
-        contexts = auroc_weighted(values[~fam], labels[~fam], w[:, ~fam])
+            words = 0.5 * words + 0.5 * auroc(novel | (fam & ~labels))
+        contexts = auroc(~fam)
         both = WORDS * words + (1 - WORDS) * contexts
         return np.where(np.isnan(contexts), words, np.where(np.isnan(words), contexts, both))
 
     def extra(self, values: np.ndarray, items: list[Item]) -> dict:
-        fam = np.array([it.family == "word" for it in items], dtype=bool)
-        labels = np.array([it.label for it in items], dtype=bool)
+        fam, labels, _ = self._prepared(items).masks
         one = np.ones((1, fam.sum()))
         return {"auroc_words": float(auroc_weighted(values[fam], labels[fam], one)[0]) if fam.any() else math.nan}
 
     def guesses(self, values: np.ndarray, items: list[Item]) -> np.ndarray:
         """Each item's rank against the other class of its own family (words, contexts)."""
-        out = np.array([it.level for it in items], dtype=np.float64)
-        labels = np.array([it.label for it in items], dtype=bool)
-        for family in ("word", "context"):
-            idx = np.flatnonzero([it.family == family for it in items])
+        p = self._prepared(items)
+        out, labels = p.levels.copy(), p.masks[1]
+        for idx in (p.words, p.contexts):
             g = rank_guesses(values[idx], labels[idx])
             out[idx] = np.where(np.isnan(g), out[idx], g)
         return out

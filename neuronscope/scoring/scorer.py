@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..exemplars import Exemplar, Scale
-from .metrics import bootstrap_weights, interval
+from .metrics import bootstrap_counts, interval, outranked
 
 # A case whose truth and 0-10 guess differ by more than this is shown to the refine agent.
 MISTAKE_GAP = 2.0
@@ -70,10 +70,9 @@ def rank_guesses(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     out = np.full(len(v), math.nan)
     if not y.any() or y.all():
         return out
-    d = v[y][:, None] - v[~y][None, :]  # activating minus quiet, every pair
-    wins = (d > 0) + 0.5 * (d == 0)
-    out[y] = 10.0 * wins.mean(axis=1)  # share of quiet items this one outranks
-    out[~y] = 10.0 * (1.0 - wins.mean(axis=0))  # share of activating items it reaches
+    pos, neg = v[y], v[~y]
+    out[y] = 10.0 * (outranked(pos, neg) / len(neg))  # share of quiet items this one outranks
+    out[~y] = 10.0 * (1.0 - (len(pos) - outranked(neg, pos)) / len(pos))  # share of activating items it reaches
     return out
 
 
@@ -119,8 +118,23 @@ class Scorer(ABC):
         """The score's 95 % bootstrap interval over the windows its items come from."""
         if not result.items or not math.isfinite(result.score):
             return math.nan, math.nan
-        weights = bootstrap_weights([it.exemplar.window_id for it in result.items], n, seed)
-        return interval(self.statistic(result.values, result.items, weights))
+        return interval(self.resampled(result.values, result.items, *self.draws(result.items, n, seed)))
+
+    def draws(self, items: list[Item], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``bootstrap_counts`` of the items' windows, drawn once per item list (they depend on the
+        windows alone): every explanation scored on a set is resampled alike."""
+        memo: dict = self.__dict__.setdefault("_draws", {})
+        k = (id(items), n, seed)
+        if k not in memo or memo[k][0] is not items:  # the memo holds its lists: an id is not reused meanwhile
+            if len(memo) >= ITEM_SETS:
+                del memo[next(iter(memo))]
+            memo[k] = (items, bootstrap_counts([it.exemplar.window_id for it in items], n, seed))
+        return memo[k][1]
+
+    def resampled(self, values: np.ndarray, items: list[Item], counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The statistic on each resample: ``counts`` (resamples, groups) of each group drawn,
+        ``groups`` each item's. By default from the items' weights; a scorer may do it faster."""
+        return self.statistic(values, items, counts[:, groups])
 
     def item_set(self, exemplars: list[Exemplar], scale: Scale) -> list[Item]:
         """``items`` of an exemplar set, made once: a neuron's judges ask for the same sets (held
