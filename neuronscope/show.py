@@ -7,7 +7,7 @@ import json
 
 from . import layout
 from .errors import NeuronScopeError
-from .report import detail_vs_control, judged
+from .report import causal_vs_control, detail_vs_control, judged
 from .results import neuron_rows, read_transcript
 from .store import Store
 
@@ -23,7 +23,18 @@ def _judge(r) -> str:
     return r["scorer"] + verdict
 
 
-def _explanation_lines(exp) -> list[str]:
+def _causal_line(causal, m) -> list[str]:
+    """The mode's causal check beside its control, where the run has one."""
+    if causal is None or causal.empty:
+        return []
+    row = causal[(causal["mode"] == m["mode"]) & (causal["polarity"] == m.get("polarity", 1))]
+    if row.empty:
+        return []
+    r = row.iloc[0]
+    return [f"      causal ({r['ablation']} ablation, {int(r['n_windows'])} windows): {causal_vs_control(r)}"]
+
+
+def _explanation_lines(exp, causal=None) -> list[str]:
     """Scores under the run's judge, each with its interval, beside the words baseline and the
     control; then the simulation's, where it ran."""
     r = exp.iloc[0]
@@ -45,6 +56,7 @@ def _explanation_lines(exp) -> list[str]:
             )
             mode_words = (m["mode_lexical_score"], m["mode_lexical_score_ci"])
             out.append(f"      {judged(m['mode_score'], m['mode_score_ci'], *ctrl, *mode_words)}")
+            out += _causal_line(causal, m)
             out.append(f"      words baseline: {m['mode_lexical_explanation']}")
             out.append(f"      fires on: {', '.join(m['mode_tokens'])}")
             out.append(f"      exemplars: {', '.join(str(w) for w in m['exemplar_ids'])}")
@@ -96,7 +108,7 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcr
         if r["status"] != "ok":
             out.append(f"  explain failed: {r['error']}")
         else:
-            out += _explanation_lines(exp)
+            out += _explanation_lines(exp, neuron_rows(store, layout.prefix(layout.CAUSAL), layer, neuron))
     if out_tokens is not None and not out_tokens.empty:
         out += _output_lines(out_tokens)
     if rec is not None and not rec.empty:

@@ -5,20 +5,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import manifest
+from . import layout, manifest
+from .causal import verdict
 from .explain import Estimate
 from .report import half_width, number, polysemanticity, polysemanticity_line, score_vs_control
-from .results import read_explanations
+from .results import read_explanations, read_stage
 from .store import Store
 
 
 def estimate_line(e: Estimate) -> str:
     """The ``--dry-run`` verdict in one line."""
     hours = e.seconds / 3600
+    causal = (
+        ""
+        if e.causal_seconds is None
+        else f"; the causal check: {e.causal_seconds_per_neuron:.1f} s per neuron, ~{e.causal_seconds / 3600:.1f} h more"
+    )
     return (
         f"dry run: {e.sample} of {e.pending} pending neurons explained in {e.sample_seconds} s "
         f"({e.sample_failed} failed), {e.tokens_per_neuron:,} LLM tokens per neuron; the whole "
-        f"selection: ~{e.tokens:,} tokens, ~{hours:.1f} h at this LLM pool's pace (nothing was kept)"
+        f"selection: ~{e.tokens:,} tokens, ~{hours:.1f} h at this LLM pool's pace{causal} (nothing was kept)"
+    )
+
+
+def causal_line(store: Store) -> str:
+    """The causal check in one line: how often a neuron's top mode matters more than its control."""
+    table = read_stage(store, layout.prefix(layout.CAUSAL))
+    if table is None:
+        return "causal check: none in this run"
+    df = table.to_pandas()
+    v = verdict(df)
+    if not v["neurons"]:
+        return "causal check: no mode had a window to measure"
+    return (
+        f"causal check ({df['ablation'].iloc[0]} ablation; mean KL of the next-token distribution): top modes "
+        f"{score_vs_control(v['top_mode_effect'], v['top_mode_control'], '.4f')} on average; the interval lies above "
+        f"the control for {v['top_mode_above_control']:.0%} of {v['neurons']} neurons"
     )
 
 
@@ -74,4 +96,6 @@ def summary_table(store: Store) -> str:
     if len(ok):
         lines += _means(ok, scorer)
         lines.append(polysemanticity_line(polysemanticity(df)))
+    if store.list(layout.prefix(layout.CAUSAL)):
+        lines.append(causal_line(store))
     return "\n".join(lines)
