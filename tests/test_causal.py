@@ -15,6 +15,7 @@ from neuronscope.config import load_config
 from neuronscope.errors import ConfigError, NeuronScopeError
 from neuronscope.schema import CAUSAL
 from neuronscope.show import show_neuron
+from neuronscope.status import run_status
 from neuronscope.store import Store
 
 
@@ -50,6 +51,7 @@ def test_ablating_the_known_neuron_lowers_its_token_where_it_fires_more_than_the
     assert known["causal_logprob"] > 0.1 and known["causal_logprob"] > 10 * abs(known["causal_logprob_control"])
     assert summary["checked"] == summary["neurons"] == 2 and summary["top_mode_above_control"] >= 0.5
     assert manifest.load(store)["stages"]["causal"]["status"] == "done"
+    assert "causal: done" in run_status(store.uri) and "  neurons checked: 2;" in run_status(store.uri)
 
 
 def test_zero_ablation_is_a_setting_and_an_unknown_one_is_refused_by_name(tmp_path, tok):
@@ -103,3 +105,19 @@ def test_batching_and_the_shared_prefix_change_nothing(tmp_path, tok):
     for n, row in _rows(store).items():
         for col in ("causal_effect", "causal_control", "causal_random", "causal_logprob"):
             np.testing.assert_allclose(row[col], one[n][col], rtol=1e-3, atol=1e-7)
+
+
+def test_the_atlas_carries_each_modes_causal_check_beside_its_control(tmp_path, tok):
+    from neuronscope.atlas import build_atlas
+
+    store = known_neuron_run(tmp_path, tok, "llama")
+    _check(store)
+    build_atlas(store.uri, None, lambda _: None)
+    table = store.read_parquet(f"{layout.ATLAS}/neurons.parquet").to_pandas().set_index("neuron")
+    checked = _rows(store)
+    for n in (KNOWN, OTHER):
+        for col in ("causal_effect", "causal_control", "causal_random", "control_neuron", "n_windows"):
+            assert table.loc[n, col] == checked[n][col], col
+        assert list(table.loc[n, "causal_effect_ci"]) == checked[n]["causal_effect_ci"]
+    assert np.isnan(table.loc[0, "causal_effect"]) and table.loc[0, "status"] == "unexplained"
+    assert "causalLine(m)" in store.read_bytes(f"{layout.ATLAS}/atlas.js").decode()

@@ -36,13 +36,20 @@ class Demo(Command):
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
         from .. import stages
-        from ..store import Store
-        from ..summary import summary_table
 
         out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         index = stages.run_demo(out, config_from_args(args, stages.DEMO_OVERRIDES), progress)
-        print(summary_table(Store.open(out)))
-        print(f"run: {out}\natlas: {index}")
+        _print_run(out)
+        print(f"atlas: {index}")
+
+
+def _print_run(out: str) -> None:
+    """The run's scores beside their controls (and its causal check), then where it is."""
+    from ..store import Store
+    from ..summary import summary_table
+
+    print(summary_table(Store.open(out)))
+    print(f"run: {out}")
 
 
 class Record(Command):
@@ -74,8 +81,7 @@ class Explain(Command):
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
         from .. import stages
-        from ..store import Store
-        from ..summary import estimate_line, summary_table
+        from ..summary import estimate_line
 
         out, cfg = args.out or args.records, config_from_args(args)
         result = stages.run_explain(cfg, args.records, out, progress)
@@ -84,8 +90,7 @@ class Explain(Command):
             return
         if cfg.causal.enabled:
             stages.run_causal(cfg, args.records, out, progress)
-        print(summary_table(Store.open(out)))
-        print(f"run: {out}")
+        _print_run(out)
 
 
 class Causal(Command):

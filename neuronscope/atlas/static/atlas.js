@@ -39,7 +39,7 @@ window.NS_DATA = window.NS_DATA || {};
   const fmt = (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–");
   const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`;
   // "[0.85, 0.96]"; empty where there is none
-  const interval = (ci) => (Array.isArray(ci) && ci.length === 2 && ci.every(isNum) ? `[${fmt(ci[0])}, ${fmt(ci[1])}]` : "");
+  const interval = (ci, d = 2) => (Array.isArray(ci) && ci.length === 2 && ci.every(isNum) ? `[${fmt(ci[0], d)}, ${fmt(ci[1], d)}]` : "");
   // "0.91±.05", for tables (no interval: the score alone)
   const halfWidth = (score, ci) =>
     isNum(score) && interval(ci) ? `${fmt(score)}±${fmt((ci[1] - ci[0]) / 2).replace(/^0+/, "")}` : fmt(score);
@@ -393,6 +393,19 @@ window.NS_DATA = window.NS_DATA || {};
       el("p", { class: "muted" }, "control: ", r.control_explanation || "–", ` — ${withCi(r.control_score, r.control_score_ci)}`));
   }
 
+  // The mode's causal check beside its control and the random windows (report.py's
+  // causal_vs_control), where the run has one.
+  function causalLine(m) {
+    if (!isNum(m.causal_effect)) return null;
+    const kl = (x, ci) => `${fmt(x, 4)} ${interval(ci, 4)}`.trim();
+    const signed = (x) => (isNum(x) ? `${x >= 0 ? "+" : ""}${x.toFixed(3)}` : "–");
+    return el("p", { class: "scores causal" },
+      `causal (${m.ablation} ablation, ${m.n_windows} windows): KL ${kl(m.causal_effect, m.causal_effect_ci)} vs control ` +
+      `${kl(m.causal_control, m.causal_control_ci)} (neuron ${m.control_neuron}) vs random windows ` +
+      `${kl(m.causal_random, m.causal_random_ci)}; next-token log p ${signed(-m.causal_logprob)} vs control ` +
+      `${signed(-m.causal_logprob_control)}`);
+  }
+
   function modeView(m, exemplars, scale) {
     const share = isNum(m.mode_share) ? fmt(100 * m.mode_share, 0) : "–";
     return el("section", { class: "mode", "data-mode": m.mode },
@@ -401,6 +414,7 @@ window.NS_DATA = window.NS_DATA || {};
       el("p", { class: "explanation" }, m.explanation || ""),
       el("p", { class: "scores" }, `score ${judged(m.mode_score, m.mode_score_ci, m.control_score, m.control_score_ci, ...wordsOf(m, "mode_"))}`,
         simulation(m, m.sim_mode_score)),
+      causalLine(m),
       wordsLine(m, "mode_"),
       m.mode_tokens.length ? el("p", { class: "muted" }, "fires on: ", m.mode_tokens.join(", ")) : null,
       exemplars.map((e) => exemplarView(e, scale)));
