@@ -94,12 +94,19 @@ def _rows(checks: list[NeuronCheck], got: dict[tuple, list[tuple[int, Effect]]],
     return out
 
 
-def check_layer(model, plan: LayerPlan, cfg: CausalConfig) -> pa.Table:
+PROGRESS_EVERY_S = 30.0  # a long layer's progress line at most this often
+
+
+def check_layer(model, plan: LayerPlan, cfg: CausalConfig, progress: Progress | None = None) -> pa.Table:
     """The CAUSAL rows of the plan's neurons."""
     items, tags = _items(plan.checks)
     got: dict[tuple, list[tuple[int, Effect]]] = defaultdict(list)
-    for i, effect in measure(model, plan.layer, items, cfg.horizon, cfg.batch_size):
+    last = time.time()
+    for n, (i, effect) in enumerate(measure(model, plan.layer, items, cfg.horizon, cfg.batch_size), start=1):
         got[tags[i]].append((items[i].window.window_id, effect))
+        if progress is not None and time.time() - last > PROGRESS_EVERY_S:
+            progress(f"causal: layer {plan.layer}: {n} of {len(items)} windows measured")
+            last = time.time()
     rows = _rows(plan.checks, got, cfg)
     return conform(pa.Table.from_pylist(rows, schema=CAUSAL), CAUSAL)
 
@@ -155,7 +162,7 @@ def run_causal(src: Store, out: Store, cfg: CausalConfig, model_path: str, progr
     for layer, (rows, part) in todo.items():
         t = time.time()
         plan = LayerPlan(src, layer, rows, cfg, arch.n_neurons(model.config))
-        table = check_layer(model, plan, cfg)
+        table = check_layer(model, plan, cfg, progress)
         merged = table if part is None else pa.concat_tables([part, table])
         order = [("neuron", "ascending"), ("polarity", "descending"), ("mode", "ascending")]
         out.write_parquet(layout.causal_key(layer), merged.sort_by(order))
