@@ -94,10 +94,11 @@ def test_show_prints_each_modes_causal_check_beside_its_control(tmp_path, tok):
     assert " vs random windows " in line
 
 
-def test_batching_and_the_shared_prefix_change_nothing(tmp_path, tok):
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_batching_and_the_shared_prefix_change_nothing(tmp_path, tok, model_type):
     """One window per batch recomputes nothing it shares; sixteen share the prefix before the
     earliest peak through the KV cache: the same figures."""
-    store = known_neuron_run(tmp_path, tok, "llama")
+    store = known_neuron_run(tmp_path, tok, model_type)
     _check(store, batch_size=1)
     one = _rows(store)
     store.delete(layout.causal_key(LAYER))
