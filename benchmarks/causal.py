@@ -66,7 +66,7 @@ def _known() -> dict:
 
 
 def _ci(ci) -> str:
-    return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if len(ci) == 2 else ""
+    return f"[{ci[0]:.2e}, {ci[1]:.2e}]" if len(ci) == 2 else ""
 
 
 def main() -> None:
@@ -91,8 +91,8 @@ def main() -> None:
         "|---|---|",
         f"| **share of neurons whose top mode's effect interval lies above its control** | "
         f"**{v['top_mode_above_control']:.0%}** |",
-        f"| top modes: mean KL effect vs control vs random windows | {v['top_mode_effect']:.4f} vs "
-        f"{v['top_mode_control']:.4f} vs {top['causal_random'].mean():.4f} |",
+        f"| top modes: mean KL effect vs control vs random windows | {v['top_mode_effect']:.2e} vs "
+        f"{v['top_mode_control']:.2e} vs {top['causal_random'].mean():.2e} |",
         f"| top modes: median effect / control ratio | {np.median(top['causal_effect'] / top['causal_control']):.1f} |",
         f"| top modes: mean change of the next tokens' log p, vs control | {-top['causal_logprob'].mean():+.4f} vs "
         f"{-top['causal_logprob_control'].mean():+.4f} |",
@@ -106,7 +106,7 @@ def main() -> None:
     for model_type, r in known.items():
         lines.append(
             f"| tiny {model_type}, the known neuron: effect vs control (KL); next-token log p change vs control | "
-            f"{r['causal_effect']:.4f} {_ci(r['causal_effect_ci'])} vs {r['causal_control']:.5f} "
+            f"{r['causal_effect']:.2e} {_ci(r['causal_effect_ci'])} vs {r['causal_control']:.2e} "
             f"{_ci(r['causal_control_ci'])}; {-r['causal_logprob']:+.3f} vs {-r['causal_logprob_control']:+.4f} |"
         )
     text = "\n".join(header("Causal check per mode (causal.py)", __file__) + lines)

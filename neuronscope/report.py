@@ -55,10 +55,11 @@ def judged(score, ci, control, control_ci, lexical=None, lexical_ci=None) -> str
 
 
 def causal_vs_control(r) -> str:
-    """'KL 0.0123 [0.0080, 0.0170] vs control 0.0004 [0.0001, 0.0009] (neuron 17) vs random windows
-    0.0020 [0.0011, 0.0031]; next-token log p -0.210 vs control -0.002': a mode's causal check (a
-    CAUSAL row, or an atlas row holding its columns), its control beside it."""
-    kl = lambda x, ci: f"{number(x, '.4f', None)} {interval(ci, '.4f')}".rstrip()
+    """'KL 1.2e-02 [8.0e-03, 1.7e-02] vs control 4.1e-04 [1.0e-04, 9.0e-04] (neuron 17) vs random
+    windows 2.0e-03 [1.1e-03, 3.1e-03]; next-token log p -0.210 vs control -0.002': a mode's causal
+    check (a CAUSAL row, or an atlas row holding its columns), its control beside it. KL in
+    scientific notation: a control's is often orders of magnitude below the effect."""
+    kl = lambda x, ci: f"{number(x, '.1e', None)} {interval(ci, '.1e')}".rstrip()
     return (
         f"KL {kl(r['causal_effect'], r['causal_effect_ci'])} vs control {kl(r['causal_control'], r['causal_control_ci'])} "
         f"(neuron {int(r['control_neuron'])}) vs random windows {kl(r['causal_random'], r['causal_random_ci'])}; "

@@ -39,7 +39,7 @@ def causal_line(store: Store) -> str:
         return "causal check: no mode had a window to measure"
     return (
         f"causal check ({df['ablation'].iloc[0]} ablation; mean KL of the next-token distribution): top modes "
-        f"{score_vs_control(v['top_mode_effect'], v['top_mode_control'], '.4f')} on average; the interval lies above "
+        f"{score_vs_control(v['top_mode_effect'], v['top_mode_control'], '.1e')} on average; the interval lies above "
         f"the control for {v['top_mode_above_control']:.0%} of {v['neurons']} neurons"
     )
 

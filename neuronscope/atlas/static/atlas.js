@@ -39,7 +39,7 @@ window.NS_DATA = window.NS_DATA || {};
   const fmt = (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–");
   const pair = (score, control) => `${fmt(score)} vs ${fmt(control)}`;
   // "[0.85, 0.96]"; empty where there is none
-  const interval = (ci, d = 2) => (Array.isArray(ci) && ci.length === 2 && ci.every(isNum) ? `[${fmt(ci[0], d)}, ${fmt(ci[1], d)}]` : "");
+  const interval = (ci) => (Array.isArray(ci) && ci.length === 2 && ci.every(isNum) ? `[${fmt(ci[0])}, ${fmt(ci[1])}]` : "");
   // "0.91±.05", for tables (no interval: the score alone)
   const halfWidth = (score, ci) =>
     isNum(score) && interval(ci) ? `${fmt(score)}±${fmt((ci[1] - ci[0]) / 2).replace(/^0+/, "")}` : fmt(score);
@@ -397,7 +397,10 @@ window.NS_DATA = window.NS_DATA || {};
   // causal_vs_control), where the run has one.
   function causalLine(m) {
     if (!isNum(m.causal_effect)) return null;
-    const kl = (x, ci) => `${fmt(x, 4)} ${interval(ci, 4)}`.trim();
+    // "1.2e-02", as Python's ".1e" writes it
+    const sci = (x) => (isNum(x) ? x.toExponential(1).replace(/e([+-])(\d)$/, (_, sign, d) => `e${sign}0${d}`) : "–");
+    const ci = (c) => (Array.isArray(c) && c.length === 2 && c.every(isNum) ? `[${sci(c[0])}, ${sci(c[1])}]` : "");
+    const kl = (x, c) => `${sci(x)} ${ci(c)}`.trim();
     const signed = (x) => (isNum(x) ? `${x >= 0 ? "+" : ""}${x.toFixed(3)}` : "–");
     return el("p", { class: "scores causal" },
       `causal (${m.ablation} ablation, ${m.n_windows} windows): KL ${kl(m.causal_effect, m.causal_effect_ci)} vs control ` +
