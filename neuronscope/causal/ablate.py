@@ -86,7 +86,8 @@ def _batch(model, layer: int, items: list[Item], horizon: int) -> list[Effect]:
     for i, it in enumerate(items):
         k, span = len(it.ablations), slice(pos[i] - start, ends[i] - start)
         clean, ablated = logp[r, span], logp[r + 1 : r + 1 + k, span]
-        kl = (clean.exp() * (clean - ablated)).sum(-1).mean(-1)
+        # never negative but for rounding, which would read as a negative effect
+        kl = (clean.exp() * (clean - ablated)).sum(-1).clamp_min(0).mean(-1)
         nxt = torch.as_tensor(it.window.token_ids[pos[i] + 1 : ends[i] + 1])
         at = torch.arange(len(nxt))
         drop = (clean[at, nxt] - ablated[:, at, nxt]).mean(-1)
