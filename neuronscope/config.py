@@ -263,9 +263,33 @@ class ExplainConfig(_Strict):
     dry_run_sample: int = Field(12, ge=1, description="neurons in the --dry-run sample, spread over the selection")
 
 
+class CausalConfig(_Strict):
+    enabled: bool = Field(
+        True,
+        description="after explain (demo, explain), check each explained mode causally: ablate the neuron "
+        "on the mode's windows and measure the change of the next-token distribution, beside a control",
+    )
+    ablation: Literal["mean", "zero"] = Field(
+        "mean",
+        description="what an ablated neuron's activation is set to: its mean over the recorded tokens (STATS), or zero",
+    )
+    horizon: int = Field(
+        4,
+        ge=1,
+        description="next-token predictions measured per window, from the activating position on (the "
+        "neuron is ablated from that position to the end of them)",
+    )
+    random_windows: int = Field(
+        8, ge=0, description="of the neuron's random windows, ablated for the random-window figure; 0 = none"
+    )
+    batch_size: int = Field(16, ge=1, description="windows per batched forward pass")
+    seed: int = Field(0, description="seed of the control neurons and the bootstrap intervals")
+
+
 class RunConfig(_Strict):
     record: RecordConfig = Field(RecordConfig(), description="the record stage")
     explain: ExplainConfig = Field(ExplainConfig(), description="the explain stage")
+    causal: CausalConfig = Field(CausalConfig(), description="the causal check of each explained mode")
     llm: LLMConfig = Field(LLMConfig(), description="the LLM behind every agent and the simulator")
 
 

@@ -8,6 +8,7 @@ output_tokens/layer_LLL/part-SSSSS.parquet     (schema OUTPUT_TOKENS): the same 
 explanations/layer_LLL/neuron_NNNNN.parquet    the explain stage (schema EXPLANATIONS); later merged
 transcripts/layer_LLL/neuron_NNNNN.jsonl       into parts, ``part-A-B_C.EXT`` (``parts.py``)
 llm_cache/layer_LLL/neuron_NNNNN.parquet
+causal/layer_LLL/part-00000.parquet            the causal stage (schema CAUSAL): a part per layer
 locks/STAGE.json                               the process that holds a stage (``lease.py``)
 atlas/                                         the atlas, unless built elsewhere
 dry-run-XXXXXXXX/                              a dry run's scratch run, removed after it
@@ -24,6 +25,7 @@ OUTPUT_TOKENS = "output_tokens"
 EXPLANATIONS = "explanations"
 TRANSCRIPTS = "transcripts"
 LLM_CACHE = "llm_cache"
+CAUSAL = "causal"
 LOCKS = "locks"
 ATLAS = "atlas"
 DRY_RUN = "dry-run-"
@@ -53,6 +55,11 @@ def stats_key(layer: int, part: int = 0) -> str:
 
 def output_tokens_key(layer: int, part: int = 0) -> str:
     return f"{layer_dir(OUTPUT_TOKENS, layer)}part-{part:05d}.parquet"
+
+
+def causal_key(layer: int) -> str:
+    """The causal check of every explained neuron of the layer, in one part."""
+    return f"{layer_dir(CAUSAL, layer)}part-00000.parquet"
 
 
 def explanation_key(layer: int, neuron: int, failed: bool = False) -> str:

@@ -52,6 +52,8 @@ OPERATIONAL = frozenset(
         "llm.cpu_reserved_cores",
         "llm.base_url",
         "llm.api_key_env",
+        "causal.enabled",
+        "causal.batch_size",
     }
 )
 

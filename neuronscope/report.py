@@ -54,6 +54,20 @@ def judged(score, ci, control, control_ci, lexical=None, lexical_ci=None) -> str
     return out + f" vs control {number(control, '.3f', None)} {interval(control_ci)}".rstrip()
 
 
+def causal_vs_control(r) -> str:
+    """'KL 1.2e-02 [8.0e-03, 1.7e-02] vs control 4.1e-04 [1.0e-04, 9.0e-04] (neuron 17) vs random
+    windows 2.0e-03 [1.1e-03, 3.1e-03]; next-token log p -0.210 vs control -0.002': a mode's causal
+    check (a CAUSAL row, or an atlas row holding its columns), its control beside it. KL in
+    scientific notation: a control's is often orders of magnitude below the effect."""
+    kl = lambda x, ci: f"{number(x, '.1e', None)} {interval(ci, '.1e')}".rstrip()
+    return (
+        f"KL {kl(r['causal_effect'], r['causal_effect_ci'])} vs control {kl(r['causal_control'], r['causal_control_ci'])} "
+        f"(neuron {int(r['control_neuron'])}) vs random windows {kl(r['causal_random'], r['causal_random_ci'])}; "
+        f"next-token log p {number(-r['causal_logprob'], '+.3f', None)} vs control "
+        f"{number(-r['causal_logprob_control'], '+.3f', None)}"
+    )
+
+
 def detail_vs_control(score, control, width: str = "") -> str:
     """'0.912 vs control 0.480': a neuron's view; ``width`` pads both numbers ("6")."""
     return score_vs_control(score, control, f"{width}.3f", "vs control", None)

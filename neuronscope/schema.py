@@ -142,6 +142,38 @@ EXPLANATIONS = _schema(
     """
 )
 
+# One row per (layer, neuron, polarity, mode) of an explained neuron: the causal check of the
+# mode. The neuron is ablated (its activation set to ``ablation_value``: its STATS mean, or zero)
+# from each window's activating position on, and the model's next-token predictions at that
+# position and the ``horizon`` - 1 after it are compared with the clean forward. Per window: the
+# mean KL(clean || ablated) of the next-token distribution (nats) and the mean drop of the log
+# probability of the window's actual next tokens; per row their mean over the windows, each with
+# its 95 % bootstrap interval [lo, hi] over the windows. The mode's windows are its explain
+# exemplars (EXPLANATIONS ``exemplar_ids``), at the token their top record names.
+CAUSAL = _schema(
+    """
+    layer: int32
+    neuron: int32
+    polarity: int32                 # the side the mode explains: 1 (top exemplars), -1 (bottom)
+    mode: int32
+    ablation: string                # mean or zero
+    ablation_value: float64
+    n_windows: int32                # the mode's windows measured
+    causal_effect: float64          # mean KL of the next-token distribution, the neuron ablated on them
+    causal_effect_ci: list<float64>
+    causal_control: float64         # the same for control_neuron ablated on the same windows
+    causal_control_ci: list<float64>
+    control_neuron: int32           # a random other neuron of the layer
+    causal_random: float64          # the same for the neuron ablated on its random windows
+    causal_random_ci: list<float64>
+    n_random: int32
+    causal_logprob: float64         # mean drop of log p of the actual next tokens (> 0: the neuron helped predict them)
+    causal_logprob_ci: list<float64>
+    causal_logprob_control: float64
+    causal_logprob_random: float64
+    """
+)
+
 # A neuron's LLM tokens (one row per neuron and polarity carries them): the NeuronScope method's and the
 # single-pass baseline's; a budget and every token count of a run sum all four.
 TOKEN_COLUMNS = ("llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out")
@@ -198,6 +230,21 @@ def _fields(source: pa.Schema, names) -> list[pa.Field]:
     return [source.field(n) for n in names]
 
 
+# The causal check's figures the atlas and ``show`` carry: each beside its control.
+CAUSAL_SHOWN = [
+    "ablation",
+    "n_windows",
+    "causal_effect",
+    "causal_effect_ci",
+    "causal_control",
+    "causal_control_ci",
+    "control_neuron",
+    "causal_random",
+    "causal_random_ci",
+    "causal_logprob",
+    "causal_logprob_control",
+]
+
 # Every explanation score, its interval and its control, carried into the atlas unchanged.
 SCORE_COLUMNS = [n for n in EXPLANATIONS.names if n.endswith(("score", "score_ci")) or "control" in n or "lexical" in n]
 
@@ -241,6 +288,8 @@ ATLAS_NEURONS = pa.schema(
     )
     # the output side (OUTPUT_TOKENS), empty where the run has none
     + _fields(OUTPUT_TOKENS, ["promoted_tokens", "promoted_weights", "suppressed_tokens", "suppressed_weights"])
+    # the mode's causal check (CAUSAL), null where the run has none
+    + _fields(CAUSAL, CAUSAL_SHOWN)
 )
 
 # The token index (``atlas/tokens.parquet``): which neurons fire on which token.

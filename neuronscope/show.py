@@ -7,7 +7,7 @@ import json
 
 from . import layout
 from .errors import NeuronScopeError
-from .report import detail_vs_control, judged
+from .report import causal_vs_control, detail_vs_control, judged
 from .results import neuron_rows, read_transcript
 from .schema import backfill
 from .store import Store
@@ -27,7 +27,18 @@ def _judge(r) -> str:
     return r["scorer"] + verdict
 
 
-def _explanation_lines(exp) -> list[str]:
+def _causal_line(causal, m) -> list[str]:
+    """The mode's causal check beside its control, where the run has one."""
+    if causal is None or causal.empty:
+        return []
+    row = causal[(causal["mode"] == m["mode"]) & (causal["polarity"] == m.get("polarity", 1))]
+    if row.empty:
+        return []
+    r = row.iloc[0]
+    return [f"      causal ({r['ablation']} ablation, {int(r['n_windows'])} windows): {causal_vs_control(r)}"]
+
+
+def _explanation_lines(exp, causal=None) -> list[str]:
     """Scores under the run's judge, each with its interval, beside the words baseline and the
     control; then the simulation's, where it ran (``exp``: one side's rows)."""
     r = exp.iloc[0]
@@ -50,6 +61,7 @@ def _explanation_lines(exp) -> list[str]:
             )
             mode_words = (m["mode_lexical_score"], m["mode_lexical_score_ci"])
             out.append(f"      {judged(m['mode_score'], m['mode_score_ci'], *ctrl, *mode_words)}")
+            out += _causal_line(causal, m)
             out.append(f"      words baseline: {m['mode_lexical_explanation']}")
             out.append(f"      {fires}: {', '.join(m['mode_tokens'])}")
             out.append(f"      exemplars: {', '.join(str(w) for w in m['exemplar_ids'])}")
@@ -66,9 +78,9 @@ def _explanation_lines(exp) -> list[str]:
     return out
 
 
-def _sides_lines(exp) -> list[str]:
-    """Each side's explanation lines, the positive side first; the negative side's under a
-    heading that says so."""
+def _sides_lines(exp, causal=None) -> list[str]:
+    """Each side's explanation lines (with its modes' causal checks from ``causal``), the positive
+    side first; the negative side's under a heading that says so."""
     out = []
     for polarity, side in exp.sort_values(["polarity", "mode"], ascending=[False, True]).groupby(
         "polarity", sort=False
@@ -76,7 +88,7 @@ def _sides_lines(exp) -> list[str]:
         r = side.iloc[0]
         if polarity < 0:
             out.append("  negative side (the explanations say what drives the neuron most negative):")
-        out += [f"  explain failed: {r['error']}"] if r["status"] != "ok" else _explanation_lines(side)
+        out += [f"  explain failed: {r['error']}"] if r["status"] != "ok" else _explanation_lines(side, causal)
     return out
 
 
@@ -119,7 +131,7 @@ def show_neuron(run: str, layer: int, neuron: int, n_exemplars: int = 5, transcr
         raise NeuronScopeError(f"run {store.uri} has no records or explanations for layer {layer} neuron {neuron}")
     out = [f"layer {layer} neuron {neuron}"]
     if exp is not None and not exp.empty:
-        out += _sides_lines(backfill(exp))
+        out += _sides_lines(backfill(exp), neuron_rows(store, layout.prefix(layout.CAUSAL), layer, neuron))
     if out_tokens is not None and not out_tokens.empty:
         out += _output_lines(out_tokens)
     if rec is not None and not rec.empty:

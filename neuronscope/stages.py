@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from . import manifest
 from .config import RunConfig
+from .errors import NeuronScopeError
 from .explain import Estimate, RunContext, estimate_run
 from .lease import StageLease
 from .logs import Progress
@@ -78,7 +79,9 @@ def run_explain(cfg: RunConfig, records: str, out: str, progress: Progress, llm=
     store.check_writable()
     if cfg.explain.dry_run:  # writes only a scratch folder, removed after: no stage, no lease
         ensure_ray()
-        return estimate_run(RunContext(src, store, llm or start_llm(cfg, progress), cfg.explain), progress, index)
+        run = RunContext(src, store, llm or start_llm(cfg, progress), cfg.explain)
+        after = (lambda scratch: _causal_pace(cfg, src, scratch, progress)) if cfg.causal.enabled else None
+        return estimate_run(run, progress, index, after)
     with StageLease(store, "explain"):  # before the LLM starts: a second process refuses at once
         return _explain(cfg, src, store, progress, llm, index)
 
@@ -105,6 +108,53 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, 
         return {**summary.as_dict(), "self_check": check.as_dict() if check else None, "polysemanticity": poly}
 
     return _staged(store, "explain", inputs, config, work)
+
+
+def _recorded_model(src: Store) -> str:
+    """The subject model the records were made with (the record stage's input)."""
+    model = (manifest.load(src)["stages"].get("record") or {}).get("inputs", {}).get("model")
+    if not model:
+        raise NeuronScopeError(
+            f"the records of {src.uri} were not made by `neuronscope record` (its manifest names no "
+            "subject model): the causal check runs the model that made them"
+        )
+    return model
+
+
+def _causal_pace(cfg: RunConfig, src: Store, scratch: Store, progress: Progress) -> float | None:
+    """``--dry-run``: the causal check's seconds per neuron on the sample explained into
+    ``scratch`` (None where the sample has no modes)."""
+    from .causal import run_causal as check
+    from .models.bundled import resolve_model
+
+    try:
+        summary = check(src, scratch, cfg.causal, resolve_model(_recorded_model(src)).path, progress)
+    except NeuronScopeError:
+        return None
+    return summary.get("seconds_per_neuron")
+
+
+def run_causal(cfg: RunConfig, records: str, out: str, progress: Progress) -> dict:
+    """The causal stage: each explained mode of ``out`` checked with the records of ``records``."""
+    from .causal import explained_modes
+    from .causal import run_causal as check
+    from .models.bundled import resolve_model
+
+    src, store = Store.open(records), Store.open(out)
+    store.check_writable()
+    explained_modes(store)  # a run with nothing to check fails here, before any entry is written
+    spec = _recorded_model(src)
+    model = resolve_model(spec)
+    inputs = {"records": src.uri, "model": spec, "model_revision": model.revision}
+    with StageLease(store, "causal"):
+        progress(f"causal: {cfg.causal.ablation} ablation of each explained mode's neuron, {spec} -> {store.uri}")
+        return _staged(
+            store,
+            "causal",
+            inputs,
+            {"causal": cfg.causal.model_dump()},
+            lambda: check(src, store, cfg.causal, model.path, progress),
+        )
 
 
 def self_check(cfg: RunConfig, llm, progress: Progress):
@@ -139,4 +189,6 @@ def run_demo(out: str, cfg: RunConfig, progress: Progress) -> str:
 
     run_record(cfg, out, progress)
     run_explain(cfg, out, out, progress)
+    if cfg.causal.enabled:
+        run_causal(cfg, out, out, progress)
     return build_atlas(out, None, progress)

@@ -179,6 +179,16 @@ def _earlier_line(earlier: list[dict]) -> str:
     )
 
 
+def _causal_lines(store: Store, entry: dict) -> list[str]:
+    s = entry.get("summary") or {}
+    line = f"  neurons checked: {len(_pairs(_table(store, layout.prefix(layout.CAUSAL), ['layer', 'neuron'])))}"
+    if s.get("top_mode_above_control") is not None:
+        line += f"; top mode's interval above its control: {s['top_mode_above_control']:.0%}"
+    if "seconds_per_neuron" in s:
+        line += f"; {s['seconds_per_neuron']:.1f} s per neuron"
+    return [line]
+
+
 def run_status(run: str) -> str:
     """Each stage's state, its neuron counts and token spend, and the last error, as lines."""
     store = Store.open(run)
@@ -189,8 +199,10 @@ def run_status(run: str) -> str:
         )
     m = manifest.load(store)
     lines = [f"run {store.uri}"]
-    for stage, details in (("record", _record_lines), ("explain", _explain_lines)):
+    for stage, details in (("record", _record_lines), ("explain", _explain_lines), ("causal", _causal_lines)):
         entry = m["stages"].get(stage)
+        if entry is None and stage == "causal":  # a later stage of its own: listed once it ran
+            continue
         if entry is None:
             lines.append(f"{stage}: not started")
             continue

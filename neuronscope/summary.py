@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import manifest
+from . import layout, manifest
+from .causal import verdict
 from .explain import Estimate
 from .report import half_width, number, polysemanticity, polysemanticity_line, score_vs_control
-from .results import read_explanations
+from .results import read_explanations, read_stage
 from .schema import backfill
 from .store import Store
 
@@ -17,10 +18,31 @@ def estimate_line(e: Estimate) -> str:
     """The ``--dry-run`` verdict in one line."""
     hours = e.seconds / 3600
     negative = f" with {e.negative} negative sides ({e.pending + e.negative} workflows)" if e.negative else ""
+    causal = (
+        ""
+        if e.causal_seconds is None
+        else f"; the causal check: {e.causal_seconds_per_neuron:.1f} s per neuron, ~{e.causal_seconds / 3600:.1f} h more"
+    )
     return (
         f"dry run: {e.sample} of {e.pending} pending neurons explained in {e.sample_seconds} s "
         f"({e.sample_failed} failed), {e.tokens_per_neuron:,} LLM tokens per neuron; the whole "
-        f"selection{negative}: ~{e.tokens:,} tokens, ~{hours:.1f} h at this LLM pool's pace (nothing was kept)"
+        f"selection{negative}: ~{e.tokens:,} tokens, ~{hours:.1f} h at this LLM pool's pace{causal} (nothing was kept)"
+    )
+
+
+def causal_line(store: Store) -> str:
+    """The causal check in one line: how often a neuron's top mode matters more than its control."""
+    table = read_stage(store, layout.prefix(layout.CAUSAL))
+    if table is None:
+        return "causal check: none in this run"
+    df = table.to_pandas()
+    v = verdict(df)
+    if not v["neurons"]:
+        return "causal check: no mode had a window to measure"
+    return (
+        f"causal check ({df['ablation'].iloc[0]} ablation; mean KL of the next-token distribution): top modes "
+        f"{score_vs_control(v['top_mode_effect'], v['top_mode_control'], '.1e')} on average; the interval lies above "
+        f"the control for {v['top_mode_above_control']:.0%} of {v['neurons']} neurons"
     )
 
 
@@ -82,4 +104,6 @@ def summary_table(store: Store) -> str:
         negative = ok[ok["polarity"] < 0]
         lines += _means(negative, scorer, "negative sides") if len(negative) else []
         lines.append(polysemanticity_line(polysemanticity(df[df["polarity"] > 0])))
+    if store.list(layout.prefix(layout.CAUSAL)):
+        lines.append(causal_line(store))
     return "\n".join(lines)

@@ -54,6 +54,16 @@ def save_tiny(model, tokenizer, folder) -> str:
     return str(folder)
 
 
+def aim_at_token(model, layer: int, neuron: int, token: int, sign: float = 1.0) -> None:
+    """Make the neuron's write direction ``sign`` x the token's unembedding divided by the final
+    norm's scale, with the token's unembedding the longest, so that the token ranks first."""
+    u = arch.unembedding(model)
+    with torch.no_grad():
+        u[token] *= 10
+        direction = sign * u[token] / arch.final_norm_scale(model)
+        arch.write_directions(model, layer)[neuron] = direction
+
+
 ZERO_NEURON = 5  # tiny_dir zeroes its gate/up rows in the llama: 0 everywhere, a tie on every token
 
 

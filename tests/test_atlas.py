@@ -414,6 +414,7 @@ def test_s3_run(s3_env, cli):
 def test_demo_ends_with_the_atlas(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "run_record", lambda cfg, out, progress: make_run(Store.open(out)))
     monkeypatch.setattr(stages, "run_explain", lambda cfg, records, out, progress: None)
+    monkeypatch.setattr(stages, "run_causal", lambda cfg, records, out, progress: None)
     out = tmp_path / "demo"
     code, lines, _err = cli("demo", "--out", str(out))
     assert code == 0 and lines[-2] == f"run: {out}" and lines[-1] == f"atlas: {out}/atlas/index.html"

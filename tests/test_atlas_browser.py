@@ -365,3 +365,25 @@ def test_a_large_index_draws_its_rows_a_page_at_a_time(run, watched, tmp_path):
     assert rows() == 450 and count(page) == "450 of 450 neurons" and page.is_hidden("#more")
     page.select_option("#f-explained", "no")  # a new filter starts over from its first page
     assert rows() == 0 and count(page) == "0 of 450 neurons" and page.is_hidden("#more")
+
+
+def test_each_modes_causal_check_reads_as_show_writes_it(tmp_path, watched):
+    """The known neuron of tests/causal_helpers.py, checked: its mode's causal line on the page is
+    `show`'s, its control beside it."""
+    from causal_helpers import KNOWN, LAYER, known_neuron_run
+    from transformers import AutoTokenizer
+
+    from neuronscope import layout
+    from neuronscope.config import load_config
+    from neuronscope.models.bundled import resolve_model
+    from neuronscope.report import causal_vs_control
+    from neuronscope.stages import run_causal
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2-135m").path)
+    store = known_neuron_run(tmp_path, tok, "llama")
+    run_causal(load_config(None), store.uri, store.uri, lambda _: None)
+    build_atlas(store.uri)
+    row = store.read_parquet(layout.causal_key(LAYER)).to_pandas().set_index("neuron").loc[KNOWN]
+    watched.page.goto(url(tmp_path / "run" / "atlas", f"#/L{LAYER}/N{KNOWN}"))
+    line = watched.page.inner_text(".mode .causal")
+    assert line == f"causal (mean ablation, {row['n_windows']} windows): {causal_vs_control(row)}"

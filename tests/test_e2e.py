@@ -94,6 +94,10 @@ def test_demo_pipeline_end_to_end(tmp_path, vllm_pool):
     before = pd.read_parquet(run / "explanations")
     stages.run_explain(cfg, str(run), str(run), print, llm=vllm_pool)
     pd.testing.assert_frame_equal(before, pd.read_parquet(run / "explanations"))
+    # The causal check of each mode, as the demo runs it after explain.
+    stages.run_causal(cfg, str(run), str(run), print)
+    assert Store.open(str(run)).read_json("manifest.json")["stages"]["causal"]["status"] == "done"
+    assert summary_table(Store.open(str(run))).splitlines()[-1].startswith("causal check (mean ablation")
 
 
 def _wait_for_http(url: str, timeout: float) -> None:

@@ -18,6 +18,7 @@ from neuronscope.explain import NeuronSummary, RunContext, estimate_run, explain
 from neuronscope.explain.budget import Tally, full_fits
 from neuronscope.results import neuron_explanations, read_transcript
 from neuronscope.schema import EXPLANATIONS, OUTPUT_TOKENS, RECORDS
+from neuronscope.summary import estimate_line
 
 EMB = PlantedEmbedder()  # no sentence-transformers model to load in the workers
 
@@ -333,7 +334,15 @@ def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, 
     month_neurons(store, 10)
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, dry_run=True, dry_run_sample=3)
     before = sorted(store.list(""))
-    est = estimate_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB))
+    seen = []  # a later stage (the causal check) runs on the sample before its folder goes
+
+    def causal(scratch) -> float:
+        seen.append(scratch.list(layout.prefix(layout.EXPLANATIONS)))
+        return 1.5
+
+    est = estimate_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=EMB), after=causal)
+    assert len(seen) == 1 and seen[0] and (est.causal_seconds_per_neuron, est.causal_seconds) == (1.5, 15)
+    assert "the causal check: 1.5 s per neuron" in estimate_line(est)
     assert sorted(store.list("")) == before  # the sample's outputs went to a scratch folder, now gone
     assert not list(tmp_path.glob("run/dry-run-*"))  # the folder too, not only its objects
     assert est.pending == 10 and est.sample == 3 and est.sample_failed == 0

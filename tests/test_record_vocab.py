@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from record_helpers import TINY, save_tiny, tiny_model, tokenizer_dir  # noqa: F401  (a fixture)
+from record_helpers import TINY, aim_at_token, save_tiny, tiny_model, tokenizer_dir  # noqa: F401  (a fixture)
 
 from neuronscope import layout
 from neuronscope.models import arch
@@ -46,16 +46,6 @@ def _randomise_final_norm(model) -> torch.Tensor:
     return norm.weight
 
 
-def _aim(model, layer: int, neuron: int, token: int, sign: float = 1.0) -> None:
-    """Make the neuron's write direction ``sign`` x the token's unembedding divided by the final
-    norm's scale, with the token's unembedding the longest, so that the token ranks first."""
-    u = arch.unembedding(model)
-    with torch.no_grad():
-        u[token] *= 10
-        direction = sign * u[token] / arch.final_norm_scale(model)
-        arch.write_directions(model, layer)[neuron] = direction
-
-
 @pytest.fixture(scope="module")
 def tok(tokenizer_dir):  # noqa: F811
     from transformers import AutoTokenizer
@@ -70,8 +60,8 @@ def test_a_neuron_aimed_at_a_token_promotes_it_first(tok, model_type):
     model = tiny_model(model_type, len(tok))
     _randomise_final_norm(model)
     (king,) = tok.encode(TOKEN)
-    _aim(model, 1, 7, king)
-    _aim(model, 1, 9, king, sign=-1.0)
+    aim_at_token(model, 1, 7, king)
+    aim_at_token(model, 1, 9, king, sign=-1.0)
     lens = OutputLens(model, tok)
     table = lens.table(1, [7, 9, 0])
     assert table.schema == OUTPUT_TOKENS and table.num_rows == 3
@@ -136,7 +126,7 @@ def test_chunks_and_a_padded_unembedding_change_nothing():
 def test_the_table_round_trips_resumes_and_shows(tmp_path, tok):
     model = tiny_model("llama", len(tok))
     (king,) = tok.encode(TOKEN)
-    _aim(model, 1, 3, king)
+    aim_at_token(model, 1, 3, king)
     folder = save_tiny(model, tok, tmp_path / "model")
     store = Store.open(str(tmp_path / "run"))
     neurons = list(range(0, 64, 2))

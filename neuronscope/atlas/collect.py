@@ -14,7 +14,9 @@ from ..parts import FolderIndex
 from ..results import read_stage
 from ..store import Store
 
-SOURCES = tuple(layout.prefix(f) for f in (layout.RECORDS, layout.STATS, layout.EXPLANATIONS, layout.OUTPUT_TOKENS))
+SOURCES = tuple(
+    layout.prefix(f) for f in (layout.RECORDS, layout.STATS, layout.EXPLANATIONS, layout.OUTPUT_TOKENS, layout.CAUSAL)
+)
 # the atlas never shows token ids: not reading them saves a fifth of a whole-model run's read
 RECORD_COLUMNS = [name for name in schema.RECORDS.names if name != "token_ids"]
 
@@ -29,6 +31,7 @@ class RunTables:
     transcripts: FolderIndex  # the run's transcripts: per-neuron objects and compacted parts
     manifest: dict
     output_tokens: pd.DataFrame  # empty (with its columns) when the run has none
+    causal: pd.DataFrame  # the causal check of each mode; empty (with its columns) when none ran
 
     def transcript(self, layer: int, neuron: int) -> str | None:
         """The object holding the neuron's transcript: its own, or the part it was merged into
@@ -63,6 +66,7 @@ def read_run(store: Store) -> RunTables:
         transcripts=FolderIndex.listing(store, layout.TRANSCRIPTS),
         manifest=store.read_json(layout.MANIFEST) if store.exists(layout.MANIFEST) else {},
         output_tokens=_frame(store, layout.prefix(layout.OUTPUT_TOKENS), schema.OUTPUT_TOKENS),
+        causal=_frame(store, layout.prefix(layout.CAUSAL), schema.CAUSAL),
     )
     if not tables.records.num_rows and tables.explanations.empty:
         raise NeuronScopeError(

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, EXPLANATIONS, OUTPUT_TOKENS, STATS, conform
+from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, CAUSAL_SHOWN, EXPLANATIONS, OUTPUT_TOKENS, STATS, conform
 from .collect import RunTables, neuron_ids
 
 # A token fires at this share of its neuron's max: the density and the top-token profile use it.
@@ -110,6 +110,14 @@ def _stats(stats: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _with_causal(rows: pd.DataFrame, causal: pd.DataFrame) -> pd.DataFrame:
+    """Each mode's row with its causal check (by polarity too, where the rows have one)."""
+    on = [*KEYS, "mode", *(["polarity"] if "polarity" in rows.columns else [])]
+    if "polarity" not in rows.columns:
+        causal = causal[causal["polarity"] == 1]
+    return rows.merge(causal[on + CAUSAL_SHOWN], on=on, how="left")
+
+
 def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
     """ATLAS_NEURONS rows, sorted by layer, neuron, polarity (1 first), mode (a neuron without
     explanation: mode -1)."""
@@ -121,6 +129,7 @@ def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
     rows = rows.merge(_stats(tables.stats), on=KEYS, how="left").merge(_top_lists(profiles), on=KEYS, how="left")
     output = [c for c in ATLAS_NEURONS.names if c in OUTPUT_TOKENS.names]
     rows = rows.merge(tables.output_tokens[output].drop_duplicates(KEYS), on=KEYS, how="left")
+    rows = _with_causal(rows, tables.causal)
     for col in (
         "top_tokens",
         "top_token_counts",
@@ -130,6 +139,7 @@ def neurons_table(tables: RunTables, profiles: pd.DataFrame) -> pd.DataFrame:
         "quantile_levels",
         "quantiles",
         *output[2:],
+        *(c for c in CAUSAL_SHOWN if c.endswith("_ci")),
     ):
         rows[col] = [v if isinstance(v, (list, np.ndarray)) else [] for v in rows[col]]
     rows["link"] = [page_link(layer, n) for layer, n in zip(rows["layer"], rows["neuron"])]

@@ -13,7 +13,7 @@ from ..logs import Progress
 from .base import Command
 from .flags import add_flags, config_from_args
 
-CONFIG_HELP = "run.yaml with record/explain/llm sections; flags override it"
+CONFIG_HELP = "run.yaml with record/explain/llm/causal sections; flags override it"
 
 
 def _one_neuron(parser: argparse.ArgumentParser) -> None:
@@ -31,17 +31,25 @@ class Demo(Command):
         add_flags(parser, "record")
         add_flags(parser, "explain", skip=("layers", "neurons"))
         add_flags(parser, "llm")
+        add_flags(parser, "causal")
         parser.add_argument("--config", help=CONFIG_HELP)
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
         from .. import stages
-        from ..store import Store
-        from ..summary import summary_table
 
         out = args.out or os.path.join("runs", "demo-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         index = stages.run_demo(out, config_from_args(args, stages.DEMO_OVERRIDES), progress)
-        print(summary_table(Store.open(out)))
-        print(f"run: {out}\natlas: {index}")
+        _print_run(out)
+        print(f"atlas: {index}")
+
+
+def _print_run(out: str) -> None:
+    """The run's scores beside their controls (and its causal check), then where it is."""
+    from ..store import Store
+    from ..summary import summary_table
+
+    print(summary_table(Store.open(out)))
+    print(f"run: {out}")
 
 
 class Record(Command):
@@ -68,20 +76,41 @@ class Explain(Command):
         parser.add_argument("--out", help="run to write explanations into (default: the records run)")
         add_flags(parser, "explain")
         add_flags(parser, "llm")
+        add_flags(parser, "causal")
+        parser.add_argument("--config", help=CONFIG_HELP)
+
+    def run(self, args: argparse.Namespace, progress: Progress) -> None:
+        from .. import stages
+        from ..summary import estimate_line
+
+        out, cfg = args.out or args.records, config_from_args(args)
+        result = stages.run_explain(cfg, args.records, out, progress)
+        if isinstance(result, stages.Estimate):
+            print(estimate_line(result))
+            return
+        if cfg.causal.enabled:
+            stages.run_causal(cfg, args.records, out, progress)
+        _print_run(out)
+
+
+class Causal(Command):
+    name, help = "causal", "check each explained mode causally: the neuron ablated where it fires, beside a control"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--records", required=True, help="run (folder or s3:// URI) holding records/")
+        parser.add_argument("--out", help="run holding the explanations, written into (default: the records run)")
+        add_flags(parser, "causal", skip=("enabled",))
         parser.add_argument("--config", help=CONFIG_HELP)
 
     def run(self, args: argparse.Namespace, progress: Progress) -> None:
         from .. import stages
         from ..store import Store
-        from ..summary import estimate_line, summary_table
+        from ..summary import causal_line
 
         out = args.out or args.records
-        result = stages.run_explain(config_from_args(args), args.records, out, progress)
-        if isinstance(result, stages.Estimate):
-            print(estimate_line(result))
-        else:
-            print(summary_table(Store.open(out)))
-            print(f"run: {out}")
+        stages.run_causal(config_from_args(args), args.records, out, progress)
+        print(causal_line(Store.open(out)))
+        print(f"run: {out}")
 
 
 class Show(Command):
@@ -278,6 +307,7 @@ COMMANDS: tuple[Command, ...] = (
     Demo(),
     Record(),
     Explain(),
+    Causal(),
     Show(),
     Status(),
     Score(),

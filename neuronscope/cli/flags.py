@@ -9,7 +9,7 @@ from typing import Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ..config import ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
+from ..config import CausalConfig, ExplainConfig, LLMConfig, RecordConfig, RunConfig, load_config
 from ..errors import NeuronScopeError
 
 # (section, model, flag prefix)
@@ -17,6 +17,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
     "record": (RecordConfig, ""),
     "explain": (ExplainConfig, ""),
     "llm": (LLMConfig, "llm-"),
+    "causal": (CausalConfig, "causal-"),
 }
 
 

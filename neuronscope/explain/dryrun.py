@@ -4,6 +4,7 @@ a neuron whose negative side the rule selects counts as two workflows."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -27,14 +28,22 @@ class Estimate:
     tokens: int  # the pending neurons' workflows', at the sample's mean per workflow
     seconds: int  # likewise
     negative: int = 0  # pending neurons whose negative side the rule selects: one more workflow each
+    # the causal check of the sample's modes, seconds per neuron (the model's load left out), and
+    # the pending neurons' at that pace; None where it is off or the sample has no modes
+    causal_seconds_per_neuron: float | None = None
+    causal_seconds: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def estimate_run(run: RunContext, progress=None, index: RecordsIndex | None = None) -> Estimate:
+def estimate_run(
+    run: RunContext, progress=None, index: RecordsIndex | None = None, after: Callable | None = None
+) -> Estimate:
     """Explain a sample of the pending neurons, spread over the selection, into a scratch folder
     of the run (removed afterwards), and scale its tokens and wall time to every pending neuron.
+    ``after(scratch)``, where given, runs a later stage on the sample before the folder goes and
+    returns its seconds per neuron (the causal check's, from ``stages.py``).
     The sample runs up to as many neurons at once as the real run would: with at least the
     in-flight limit its per-neuron time is the real run's pace (a little slower: the sample's tail
     runs alone); a smaller sample overestimates the time."""
@@ -46,6 +55,7 @@ def estimate_run(run: RunContext, progress=None, index: RecordsIndex | None = No
     plain = run.cfg.model_copy(update={"budget": None, "dry_run": False})
     try:
         s = explain_run(replace(run, out=scratch, cfg=plain), sample, progress, index=index) if sample else None
+        later = after(scratch) if after and s else None
     finally:
         for key in scratch.list(""):
             scratch.delete(key)
@@ -64,6 +74,8 @@ def estimate_run(run: RunContext, progress=None, index: RecordsIndex | None = No
         tokens=round(per_tokens * (len(waiting) + negative)),
         seconds=round(per_s * (len(waiting) + negative)),
         negative=negative,
+        causal_seconds_per_neuron=later,
+        causal_seconds=None if later is None else round(later * len(waiting)),
     )
 
 

@@ -84,3 +84,20 @@ def capture(model, layers: list[int], neurons: torch.Tensor, sink: Callable[[int
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def edit(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """Within the block, every forward pass hands the MLP activations of ``layer`` (B, T, neurons)
+    at the recorder's site to ``fn`` and goes on with what it returns: an ablation there ablates
+    exactly the activation the records measure."""
+    site = arch.site(model.config)
+    m = arch.layer_modules(model)[layer]
+    if site.capture == "input":
+        h = m.register_forward_pre_hook(lambda mod, args: (fn(args[0]), *args[1:]))
+    else:
+        h = m.register_forward_hook(lambda mod, args, out: fn(out))
+    try:
+        yield
+    finally:
+        h.remove()

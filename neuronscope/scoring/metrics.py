@@ -83,6 +83,14 @@ def pearson_weighted(pred, true, weights) -> np.ndarray:
     return np.clip(np.nan_to_num(r), -1.0, 1.0)
 
 
+def mean_weighted(values, weights) -> np.ndarray:
+    """The mean of ``values`` for each row of item ``weights``; NaN where a row weighs nothing."""
+    v = np.asarray(values, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ v) / w.sum(1)
+
+
 def bootstrap_counts(groups, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` bootstrap resamples of the items' groups (e.g. their windows, which share context),
     each drawing the groups with replacement: (n, groups) times each group was drawn, and each

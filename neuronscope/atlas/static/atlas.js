@@ -417,6 +417,22 @@ window.NS_DATA = window.NS_DATA || {};
       el("p", { class: "muted" }, "control: ", r.control_explanation || "–", ` — ${withCi(r.control_score, r.control_score_ci)}`));
   }
 
+  // The mode's causal check beside its control and the random windows (report.py's
+  // causal_vs_control), where the run has one.
+  function causalLine(m) {
+    if (!isNum(m.causal_effect)) return null;
+    // "1.2e-02", as Python's ".1e" writes it
+    const sci = (x) => (isNum(x) ? x.toExponential(1).replace(/e([+-])(\d)$/, (_, sign, d) => `e${sign}0${d}`) : "–");
+    const ci = (c) => (Array.isArray(c) && c.length === 2 && c.every(isNum) ? `[${sci(c[0])}, ${sci(c[1])}]` : "");
+    const kl = (x, c) => `${sci(x)} ${ci(c)}`.trim();
+    const signed = (x) => (isNum(x) ? `${x >= 0 ? "+" : ""}${x.toFixed(3)}` : "–");
+    return el("p", { class: "scores causal" },
+      `causal (${m.ablation} ablation, ${m.n_windows} windows): KL ${kl(m.causal_effect, m.causal_effect_ci)} vs control ` +
+      `${kl(m.causal_control, m.causal_control_ci)} (neuron ${m.control_neuron}) vs random windows ` +
+      `${kl(m.causal_random, m.causal_random_ci)}; next-token log p ${signed(-m.causal_logprob)} vs control ` +
+      `${signed(-m.causal_logprob_control)}`);
+  }
+
   function modeView(m, exemplars, scale) {
     const share = isNum(m.mode_share) ? fmt(100 * m.mode_share, 0) : "–";
     return el("section", { class: "mode", "data-mode": m.mode, "data-polarity": m.polarity ?? 1 },
@@ -425,6 +441,7 @@ window.NS_DATA = window.NS_DATA || {};
       el("p", { class: "explanation" }, m.explanation || ""),
       el("p", { class: "scores" }, `score ${judged(m.mode_score, m.mode_score_ci, m.control_score, m.control_score_ci, ...wordsOf(m, "mode_"))}`,
         simulation(m, m.sim_mode_score)),
+      causalLine(m),
       wordsLine(m, "mode_"),
       m.mode_tokens.length ? el("p", { class: "muted" }, m.polarity < 0 ? "fires negative on: " : "fires on: ", m.mode_tokens.join(", ")) : null,
       exemplars.map((e) => exemplarView(e, scale)));
