@@ -60,16 +60,13 @@ def explained_modes(store: Store) -> pd.DataFrame:
     """The run's explained modes (rows with ``mode >= 0`` of ok neurons): layer, neuron,
     polarity (1 where the table has none), mode, exemplar_ids. An error naming the run where
     there are none."""
-    side = ["polarity"] if "polarity" in schema.EXPLANATIONS.names else []
-    df = read_explanations(store, ["layer", "neuron", *side, "mode", "status", "exemplar_ids"])
+    df = schema.backfill(read_explanations(store, ["layer", "neuron", "polarity", "mode", "status", "exemplar_ids"]))
     df = df[(df["status"] == "ok") & (df["mode"] >= 0)].copy()
     if df.empty:
         raise NeuronScopeError(
             f"run {store.uri} has no explained modes to check causally; run `neuronscope explain` first "
             "(a neuron explained by the single-pass method alone has no modes)"
         )
-    if not side:
-        df["polarity"] = 1
     return df.astype({"layer": "int64", "neuron": "int64", "polarity": "int64", "mode": "int64"})
 
 
