@@ -225,8 +225,7 @@ def test_a_run_serves_its_embedder_to_every_workflow_and_stops_it(tmp_path, ray_
     assert explain_run(RunContext(store, store, ScriptedLLM(), cfg), [(1, 0), (1, 1)]).ok == 2
     ((spec, e),) = served
     assert spec == cfg.embedder and computed and len(computed) == len(set(computed))
-    with pytest.raises(ray_by_value.exceptions.RayActorError):
-        ray_by_value.get(e.actor.vocabulary.remote(), timeout=60)
+    _wait_until_gone(ray_by_value, e.actor)
     # a rerun with nothing left to explain serves nothing
     assert explain_run(RunContext(store, store, ScriptedLLM(), cfg), [(1, 0), (1, 1)]).skipped == 2
     assert len(served) == 1

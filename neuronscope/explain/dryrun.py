@@ -3,6 +3,7 @@ a neuron whose negative side the rule selects counts as two workflows."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -72,7 +73,7 @@ def estimate_run(
         sample_seconds=s.seconds if s else 0.0,
         tokens_per_neuron=round(s.tokens / n) if s else 0,
         tokens=round(per_tokens * (len(waiting) + negative)),
-        seconds=round(per_s * (len(waiting) + negative)),
+        seconds=math.ceil(per_s * (len(waiting) + negative)),  # up: a quick sample is not free
         negative=negative,
         causal_seconds_per_neuron=later,
         causal_seconds=None if later is None else round(later * len(waiting)),
