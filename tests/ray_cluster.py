@@ -4,6 +4,7 @@ in a session of its own, so that stopping a node kills its raylet and every work
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -42,6 +43,20 @@ class TwoNodes:
     head: subprocess.Popen
     worker: subprocess.Popen
     temp: str
+    dashboard: str | None = None  # the job server's address, where the head runs one
+
+    def submit(self, entrypoint: str, env_vars: dict[str, str], working_dir: Path) -> subprocess.Popen:
+        """`ray job submit --working-dir` of ``entrypoint`` (a shell command), as a user would."""
+        runtime_env = {"working_dir": str(working_dir), "env_vars": env_vars}
+        return subprocess.Popen(
+            [RAY, "job", "submit", f"--address={self.dashboard}", "--runtime-env-json", json.dumps(runtime_env)]
+            + ["--", entrypoint],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_node_env(),
+            start_new_session=True,
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a process joining this cluster (a driver)."""
@@ -70,10 +85,42 @@ class TwoNodes:
         _kill(self.worker)
 
 
-def _free_port() -> int:
+WAIT_S = 600.0  # a driver's wait for a stage on a loaded 2-core machine
+
+
+def until(what: str, proc: subprocess.Popen, check) -> None:
+    """Poll ``check`` until true; fails if ``proc`` (a driver) ended first or after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver ended before {what}: {proc.stdout.read() if proc.stdout else ''}")
+        assert time.monotonic() < deadline, f"no {what} in {WAIT_S:.0f} s"
+        time.sleep(0.05)
+
+
+def finished(proc: subprocess.Popen) -> str:
+    """``proc``'s output, once it ended with status 0."""
+    out, _ = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 0, out
+    return out
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def agent_ports() -> list[str]:
+    """Free ports for a node's agents: their defaults (e.g. 52365) are taken by any other Ray on
+    the machine, such as another node of the same cluster or the test session's own."""
+    names = (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
+    return [f"--{name}={free_port()}" for name in names]
 
 
 def _start(args: list[str], temp: str, node: str) -> subprocess.Popen:
@@ -81,7 +128,7 @@ def _start(args: list[str], temp: str, node: str) -> subprocess.Popen:
     ports = [f"--min-worker-port={low}", f"--max-worker-port={high}"]
     with open(os.path.join(temp, f"{node}.log"), "w") as f:
         return subprocess.Popen(
-            [RAY, "start", "--num-cpus=2", f"--temp-dir={temp}/{node}", "--block", *ports, *args],
+            [RAY, "start", "--num-cpus=2", f"--temp-dir={temp}/{node}", "--block", *ports, *agent_ports(), *args],
             stdout=f,
             stderr=subprocess.STDOUT,
             env=_node_env(),
@@ -104,6 +151,23 @@ def _wait_for_nodes(address: str, n: int, nodes: list[subprocess.Popen], temp: s
     raise AssertionError(f"{n} Ray nodes did not come up in {START_S:.0f} s: {_logs(temp)}")
 
 
+def _wait_for_jobs(dashboard: str, temp: str) -> None:
+    """Until a trivial job runs: the job server answers before the head's job agent is up."""
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [RAY, "job", "submit", f"--address={dashboard}", "--", "true"],
+            capture_output=True,
+            text=True,
+            env=_node_env(),
+            timeout=120,
+        )
+        if out.returncode == 0 and "succeeded" in out.stdout:
+            return
+        time.sleep(1.0)  # polled until the deadline, not slept on
+    raise AssertionError(f"the job server at {dashboard} ran no job in {START_S:.0f} s: {_logs(temp)}")
+
+
 def _logs(temp: str) -> str:
     return "\n".join(Path(temp, name).read_text()[-2000:] for name in ("head.log", "worker.log"))
 
@@ -114,25 +178,37 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-@pytest.fixture
-def two_nodes():
+@contextlib.contextmanager
+def _two_nodes(jobs: bool):
     """A head and a worker node of 2 CPUs each; short temp dirs (Ray's sockets live there)."""
     temp = tempfile.mkdtemp(prefix="ns-ray-")
-    port = _free_port()
-    head = _start(
-        ["--head", f"--port={port}", "--include-dashboard=false", f"--ray-client-server-port={_free_port()}"],
-        temp,
-        "head",
-    )
+    port, dash = free_port(), free_port()
+    dashboard = [f"--include-dashboard={str(jobs).lower()}", f"--dashboard-port={dash}"]
+    head = _start(["--head", f"--port={port}", *dashboard, f"--ray-client-server-port={free_port()}"], temp, "head")
     address = f"127.0.0.1:{port}"
     worker = None
     try:
         _wait_for_nodes(address, 1, [head], temp)
         worker = _start([f"--address={address}"], temp, "worker")
         _wait_for_nodes(address, 2, [head, worker], temp)
-        yield TwoNodes(address, head, worker, temp)
+        if jobs:
+            _wait_for_jobs(f"http://127.0.0.1:{dash}", temp)
+        yield TwoNodes(address, head, worker, temp, f"http://127.0.0.1:{dash}" if jobs else None)
     finally:
         for node in (worker, head):
             if node is not None:
                 _kill(node)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def two_nodes():
+    with _two_nodes(jobs=False) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def two_nodes_with_jobs():
+    """The same, with the head's job server (the dashboard), for `ray job submit`."""
+    with _two_nodes(jobs=True) as cluster:
+        yield cluster

@@ -162,3 +162,14 @@ def expected_strata(a: np.ndarray, keys: np.ndarray, bins: int, k: int) -> list[
         inside = np.flatnonzero((value >= lo) & (value < 2 * lo))
         out.append(sorted(inside.tolist(), key=lambda w: (keys[w], w))[:k])
     return out
+
+
+def sorted_table(store, prefix: str):
+    """A stored table (records/, stats/) in a fixed row order, its list columns as lists: two
+    recordings of the same corpus compare equal whatever order their shards were written in."""
+    df = store.read_parquet(prefix).to_pandas()
+    df = df.sort_values([c for c in ("layer", "neuron", "kind", "rank") if c in df.columns]).reset_index(drop=True)
+    for c in ("activations", "tokens", "token_ids", "quantiles", "quantile_levels"):
+        if c in df.columns:
+            df[c] = [np.asarray(v).tolist() for v in df[c]]
+    return df

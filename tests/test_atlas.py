@@ -423,8 +423,11 @@ def test_demo_ends_with_the_atlas(cli, tmp_path, monkeypatch):
 
 
 def test_exemplar_texts_are_stored_once_per_distinct_token_list():
-    from neuronscope.atlas.exemplars import _text_codes
+    from neuronscope.atlas.exemplars import _text_codes, large_lists
 
     lists = [["a", "b"], ["a\x00b"], ["a", "b"], [], [""], ["a\\", "0b"], ["a\\0b"]]
-    codes = _text_codes(pa.chunked_array([pa.array(lists, pa.list_(pa.string()))])).indices.to_pylist()
+    column = pa.chunked_array([pa.array(lists[:3], pa.list_(pa.string())), pa.array(lists[3:], pa.list_(pa.string()))])
+    large = large_lists(column)  # 64-bit offsets: a whole model's texts pass 2 GiB
+    assert large.type == pa.large_list(pa.large_string()) and large.to_pylist() == lists
+    codes = _text_codes(large).indices.to_pylist()
     assert codes[0] == codes[2] and len(set(codes)) == len(lists) - 1

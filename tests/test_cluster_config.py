@@ -34,7 +34,7 @@ def _usage() -> list[list[str]]:
         if not line.startswith("#"):
             break
         body = line.lstrip("#").strip()
-        if body.startswith(("ray ", "export ")):
+        if body.startswith(("ray ", "export ", "neuronscope ")):
             body = body.split("  #")[0].rstrip(" &")
             lines.append(shlex.split(body.replace("<hf-id>", "org/model")))
     return lines
@@ -125,10 +125,13 @@ def test_every_usage_command_parses():
         ["ray", "dashboard"],
         ["ray", "job"],
         ["ray", "job"],
+        ["ray", "job"],
         ["ray", "down"],
     ]
     assert ["export", "RAY_AUTH_MODE=token"] in commands
     for argv in commands:
+        if argv[0] == "neuronscope":
+            build_parser().parse_args(argv[1:])
         if argv[0] != "ray":
             continue
         _parse_ray(argv[1:])

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from record_helpers import tiny_dir
+from record_helpers import sorted_table, tiny_dir
 
 from neuronscope.config import RecordConfig
 from neuronscope.corpus import SHARD_WINDOW_BITS
@@ -37,7 +37,7 @@ def shards(tmp_path_factory) -> dict[str, bytes]:
         return [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) for _ in range(n)]
 
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"text": [*lines(20), "", None], "id": list(range(22))}), sink)
+    pq.writesorted_table(pa.table({"text": [*lines(20), "", None], "id": list(range(22))}), sink)
     jsonl = "\n".join(json.dumps({"text": t}) for t in [*lines(15), "   ", *lines(5)]) + "\n"
     txt = "\n".join([*lines(12), "nul\x00here", *lines(3)]) + "\n"
     return {"a.parquet": sink.getvalue().to_pybytes(), "b.jsonl": jsonl.encode(), "c.txt": txt.encode()}
@@ -63,15 +63,6 @@ def _cfg(model: str, corpus: str, **kw) -> RecordConfig:
     return RecordConfig(**{**base, **kw})
 
 
-def _table(store: Store, prefix: str) -> pd.DataFrame:
-    df = store.read_parquet(prefix).to_pandas()
-    df = df.sort_values([c for c in ("layer", "neuron", "kind", "rank") if c in df.columns]).reset_index(drop=True)
-    for c in ("activations", "tokens", "token_ids", "quantiles", "quantile_levels"):
-        if c in df.columns:
-            df[c] = [np.asarray(v).tolist() for v in df[c]]
-    return df
-
-
 def test_s3_shards_record_exactly_as_the_same_local_shards(
     ray_local, tmp_path, model, shards, local_corpus, s3_env, seaweedfs
 ):
@@ -88,10 +79,12 @@ def test_s3_shards_record_exactly_as_the_same_local_shards(
     assert a["skipped"] == b["skipped"] == {"binary": 1, "empty": 3}
     assert a["n_windows"] == b["n_windows"] > 0 and a["n_tokens"] == b["n_tokens"]
     for prefix in ("records/", "stats/"):
-        pd.testing.assert_frame_equal(_table(a_store, prefix), _table(b_store, prefix), check_exact=False, rtol=1e-5)
+        pd.testing.assert_frame_equal(
+            sorted_table(a_store, prefix), sorted_table(b_store, prefix), check_exact=False, rtol=1e-5
+        )
     # ids are (shard, window in shard): every shard contributed windows of its own
     ids, windows, _ = local_windows(local, _tokenizer(model))
-    rec = _table(a_store, "records/")
+    rec = sorted_table(a_store, "records/")
     assert set(rec.window_id) <= set(ids.tolist())
     assert sorted({int(i) >> SHARD_WINDOW_BITS for i in ids}) == [0, 1, 2]
     by_id = dict(zip(ids.tolist(), windows))
@@ -119,10 +112,10 @@ def test_max_tokens_takes_the_first_windows_in_shard_order_wherever_they_are_rea
         assert summary["n_windows"] == budget
         stores.append(store)
     want = set(ids[:budget].tolist())
-    got = set(_table(stores[0], "records/").window_id)
+    got = set(sorted_table(stores[0], "records/").window_id)
     assert got <= want and (1 << SHARD_WINDOW_BITS) + 2 in want
     for prefix in ("records/", "stats/"):
         pd.testing.assert_frame_equal(
-            _table(stores[0], prefix), _table(stores[1], prefix), check_exact=False, rtol=1e-5
+            sorted_table(stores[0], prefix), sorted_table(stores[1], prefix), check_exact=False, rtol=1e-5
         )
-    assert int(_table(stores[0], "stats/").n_tokens[0]) == budget * 16
+    assert int(sorted_table(stores[0], "stats/").n_tokens[0]) == budget * 16

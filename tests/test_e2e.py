@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray_cluster import agent_ports, free_port
 
 from neuronscope import stages
 from neuronscope.cli import build_parser
@@ -113,12 +113,6 @@ def _wait_for_http(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_pipeline(tmp_path):
     """`ray start --head`, then `ray job submit -- python ray_jobs/demo.py`, as a user would."""
@@ -127,20 +121,8 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
     # `ray start` turns token auth on by default; the job client sends the token only in token mode.
     env["RAY_AUTH_MODE"] = "token"
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     tmp_ray = Path("/tmp") / f"nsray{port}"  # Ray's socket paths must stay short
-    # Every listening port is a free one: the agents' defaults (e.g. 52365) are taken by any other
-    # Ray on the machine, such as the test session's own.
-    agent_ports = [
-        f"--{name}={_free_port()}"
-        for name in (
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "runtime-env-agent-port",
-            "metrics-export-port",
-            "ray-client-server-port",
-        )
-    ]
     start = [
         str(bindir / "ray"),
         "start",
@@ -152,7 +134,8 @@ def test_ray_job_submit_runs_the_pipeline(tmp_path):
         "--num-cpus=2",
         f"--temp-dir={tmp_ray}",
         "--disable-usage-stats",
-        *agent_ports,
+        f"--ray-client-server-port={free_port()}",
+        *agent_ports(),
     ]
     # --block keeps the head in this process tree, so stopping it never touches another Ray on the machine.
     head = subprocess.Popen(

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import explain_drivers as drivers
-import numpy as np
 import pandas as pd
 import pytest
-from record_helpers import tiny_dir
+from ray_cluster import finished, until
+from record_helpers import sorted_table, tiny_dir
 
 from neuronscope.store import Store
 
@@ -32,7 +31,6 @@ RECORD = textwrap.dedent(
     """
 )
 SHARDS = 9  # 3 layers x 24 neurons in shards of 10
-WAIT_S = 600.0
 
 
 def _record(cluster, model: str, corpus: str, out: str) -> subprocess.Popen:
@@ -63,54 +61,28 @@ def _record(cluster, model: str, corpus: str, out: str) -> subprocess.Popen:
     )
 
 
-def _until(what, proc: subprocess.Popen, check) -> None:
-    """Poll ``check`` until true; fails if the driver ended first or after WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if proc.poll() is not None:
-            raise AssertionError(f"the driver ended before {what}: {proc.stdout.read() if proc.stdout else ''}")
-        assert time.monotonic() < deadline, f"no {what} in {WAIT_S:.0f} s"
-        time.sleep(0.05)
-
-
-def _finished(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=WAIT_S)
-    assert proc.returncode == 0, out
-    return out
-
-
-def _table(store: Store, prefix: str) -> pd.DataFrame:
-    df = store.read_parquet(prefix).to_pandas()
-    df = df.sort_values([c for c in ("layer", "neuron", "kind", "rank") if c in df.columns]).reset_index(drop=True)
-    if "activations" in df.columns:
-        df["activations"] = [np.asarray(a).tolist() for a in df.activations]
-    return df
-
-
 def test_record_spreads_over_both_nodes_and_a_killed_driver_resubmitted_resumes_equal(
     two_nodes, tmp_path, tokenizer_dir, corpus
 ):
     model = tiny_dir(tmp_path / "model", tokenizer_dir, "llama")
     reference, run = Store.open(str(tmp_path / "reference")), Store.open(str(tmp_path / "run"))
     proc, nodes = _record(two_nodes, model, corpus, reference.uri), set()
-    _until(
-        "recorders on both nodes", proc, lambda: nodes.update(two_nodes.nodes_running("Recorder")) or len(nodes) == 2
-    )
-    _finished(proc)
+    until("recorders on both nodes", proc, lambda: nodes.update(two_nodes.nodes_running("Recorder")) or len(nodes) == 2)
+    finished(proc)
 
     proc = _record(two_nodes, model, corpus, run.uri)
-    _until("two shards written", proc, lambda: len(run.list("stats/")) >= 2)
+    until("two shards written", proc, lambda: len(run.list("stats/")) >= 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = len(run.list("stats/"))
     assert kept < SHARDS, "the driver finished before it was killed"
-    out = _finished(_record(two_nodes, model, corpus, run.uri))
+    out = finished(_record(two_nodes, model, corpus, run.uri))
     assert f"{kept}/{SHARDS} shards already in the store, skipped" in out, out
     entry = run.read_json("manifest.json")["stages"]["record"]
     assert entry["status"] == "done" and entry["summary"]["shards_recorded"] == SHARDS - kept
     assert [a["status"] for a in entry["earlier"]] == ["interrupted"]
     for prefix in ("records/", "stats/"):
-        got, want = _table(run, prefix), _table(reference, prefix)
+        got, want = sorted_table(run, prefix), sorted_table(reference, prefix)
         assert not got.duplicated([c for c in ("layer", "neuron", "kind", "rank") if c in got.columns]).any()
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, atol=1e-6)
 
@@ -123,7 +95,7 @@ def test_explain_spreads_over_both_nodes_and_finishes_on_the_head_when_the_worke
     drivers.month_records(run)
     cfg = {**drivers.CFG, "max_in_flight": 4}
     proc = drivers.driver(two_nodes.address, run.uri, run.uri, cfg=cfg, proc_env=two_nodes.env())
-    _until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
+    until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
     two_nodes.stop_worker()  # its workflows in flight die with it
     summary = drivers.summary(proc)
     assert summary.ok == drivers.NEURONS and summary.failed == 0, summary

@@ -26,7 +26,7 @@ class Exemplars:
     text: np.ndarray  # index of the exemplar's token list in ``texts``
     starts: np.ndarray  # offset of each exemplar's activations in ``acts``; one more at the end
     acts: np.ndarray  # float32, every exemplar's activations one after the other
-    texts: pa.Array  # list<string>: the distinct token lists
+    texts: pa.Array  # large_list<large_string>: the distinct token lists
 
     def columns(self, key: tuple[int, int]) -> dict:
         """The neuron's exemplars as JSON-ready columns (empty for a neuron without records)."""
@@ -40,17 +40,25 @@ class Exemplars:
         }
 
 
-def _text_codes(tokens: pa.ChunkedArray) -> pa.DictionaryArray:
+def large_lists(column: pa.ChunkedArray) -> pa.Array:
+    """A list column as one array with 64-bit offsets: a whole model's exemplar texts pass the 2 GiB
+    that 32-bit offsets can address (46,080 neurons x ~100 windows x 64 tokens)."""
+    t = column.type
+    value = pa.large_string() if pa.types.is_string(t.value_type) else t.value_type
+    return column.cast(pa.large_list(value)).combine_chunks()
+
+
+def _text_codes(lists: pa.Array) -> pa.DictionaryArray:
     """One code per distinct token list. Lists are compared as their texts joined by NUL, the length
     leading, so two lists join alike only when equal; tokens holding a NUL are escaped first (rare:
     the scan for one is much cheaper than the escaping)."""
-    lists = tokens.combine_chunks()
     flat = pc.list_flatten(lists)
     if pc.any(pc.match_substring(flat, "\x00")).as_py():
         flat = pc.replace_substring(pc.replace_substring(flat, "\\", "\\\\"), "\x00", "\\0")
     offsets = pc.subtract(lists.offsets, lists.offsets[0])
-    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, flat), "\x00")
-    keyed = pc.binary_join_element_wise(pc.cast(pc.list_value_length(lists), pa.string()), joined, "|")
+    nul, bar = pa.scalar("\x00", pa.large_string()), pa.scalar("|", pa.large_string())
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, flat), nul)
+    keyed = pc.binary_join_element_wise(pc.cast(pc.list_value_length(lists), pa.large_string()), joined, bar)
     return pc.dictionary_encode(keyed)
 
 
@@ -77,12 +85,13 @@ def _slices(layer: np.ndarray, neuron: np.ndarray) -> dict:
 
 def exemplars(records: pa.Table) -> Exemplars:
     """The run's exemplars in page order, with their distinct texts."""
-    codes = _text_codes(records["tokens"])
+    tokens = large_lists(records["tokens"])
+    codes = _text_codes(tokens)
     first = np.unique(codes.indices.to_numpy(), return_index=True)[1] if len(records) else np.zeros(0, np.int64)
-    texts = records["tokens"].combine_chunks().take(pa.array(first, pa.int64()))
+    texts = tokens.take(pa.array(first, pa.int64()))
     perm = pa.array(page_order(records), pa.int64())
     t = records.select(["layer", "neuron", "kind", "rank", "window_id", "max_act", "max_pos"]).take(perm)
-    acts = records["activations"].combine_chunks().take(perm)
+    acts = large_lists(records["activations"]).take(perm)
     lens = pc.list_value_length(acts).to_numpy(zero_copy_only=False)
     col = {c: t[c].to_numpy() for c in t.column_names}
     return Exemplars(

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, CAUSAL_SHOWN, EXPLANATIONS, OUTPUT_TOKENS, STATS, conform
 from .collect import RunTables, neuron_ids
+from .exemplars import large_lists
 
 # A token fires at this share of its neuron's max: the density and the top-token profile use it.
 FIRE_FRACTION = 0.25
@@ -50,9 +51,9 @@ def _flat_top(records: pa.Table) -> tuple:
     keys = top["layer"].to_numpy().astype(np.int64) << 32 | top["neuron"].to_numpy().astype(np.int64)
     uniq, group = np.unique(keys, return_inverse=True)
     lens = pc.list_value_length(top["tokens"]).to_numpy()
-    texts = pc.list_flatten(top["tokens"].combine_chunks())
+    texts = pc.list_flatten(large_lists(top["tokens"]))
     encoded = pc.dictionary_encode(texts)
-    act = pc.list_flatten(top["activations"].combine_chunks()).to_numpy(zero_copy_only=False).astype(np.float32)
+    act = pc.list_flatten(large_lists(top["activations"])).to_numpy(zero_copy_only=False).astype(np.float32)
     return np.repeat(group, lens), encoded.indices.to_numpy(), encoded.dictionary, act, uniq, lens
 
 
