@@ -50,7 +50,7 @@ class TwoNodes:
         runtime_env = {"working_dir": str(working_dir), "env_vars": env_vars}
         return subprocess.Popen(
             [RAY, "job", "submit", f"--address={self.dashboard}", "--runtime-env-json", json.dumps(runtime_env)]
-            + ["--", entrypoint],
+            + ["--", "sh", "-c", entrypoint],  # the CLI quotes each word of the entrypoint
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
