@@ -27,7 +27,9 @@ DATA_DIR = "data/"
 INDEX_SHARD = "index"
 NEURONS_PER_SHARD = 64  # a neuron's page loads the shard of its 64 neighbours in the layer (~1 MB)
 TEXTS_SHARD, TEXTS_PER_SHARD = "texts_", 64  # distinct token lists: a page loads those of its exemplars
-WRITE_THREADS, WRITE_BATCH = 16, 256  # shards are small: many writes in flight, a bounded batch in memory
+# many writes in flight, a bounded batch in memory: by size, as a whole-model run's neuron shards
+# are megabytes each (256 of them held at once were gigabytes)
+WRITE_THREADS, WRITE_BATCH_BYTES = 16, 256 << 20
 INDEX_COLUMNS = [
     "status",
     "n_modes",
@@ -134,11 +136,24 @@ def shard_name(layer: int, neuron: int) -> str:
     return f"L{int(layer)}_S{int(neuron) // NEURONS_PER_SHARD}"
 
 
+def _batches(items):
+    """The (key, bytes) pairs in lists that end once they hold WRITE_BATCH_BYTES."""
+    batch, size = [], 0
+    for kv in items:
+        batch.append(kv)
+        size += len(kv[1])
+        if size >= WRITE_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def _write_all(out: Store, items) -> list[str]:
     """Write (key, bytes) pairs, many at once; returns the keys."""
     keys = []
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        for batch in iter(lambda: list(itertools.islice(items, WRITE_BATCH)), []):
+        for batch in _batches(items):
             list(pool.map(lambda kv: out.write_bytes(*kv), batch))
             keys += [k for k, _ in batch]
     return keys
