@@ -431,3 +431,33 @@ def test_exemplar_texts_are_stored_once_per_distinct_token_list():
     assert large.type == pa.large_list(pa.large_string()) and large.to_pylist() == lists
     codes = _text_codes(large).indices.to_pylist()
     assert codes[0] == codes[2] and len(set(codes)) == len(lists) - 1
+
+
+def test_texts_are_indexed_across_layers():
+    from neuronscope.atlas.exemplars import Texts
+
+    texts, large = Texts(), pa.large_list(pa.large_string())
+    assert texts.codes(pa.array([["b"], ["a"], ["b"]], large)).tolist() == [0, 1, 0]
+    assert texts.codes(pa.array([["c"], ["a"], []], large)).tolist() == [2, 1, 3]
+    assert texts.codes(pa.array([], large)).tolist() == []
+    assert texts.lists().to_pylist() == [["b"], ["a"], ["c"], []]
+
+
+def test_records_are_read_a_layer_at_a_time(tmp_path, monkeypatch):
+    """A whole-model run's records pass memory: no read of them spans two layers."""
+    path = str(tmp_path / "run")
+    store = Store.open(path)
+    make_run(store)
+    write_result(store, 7, 0, [single_pass_row(7, 0)], [])  # a neuron of a layer without records
+    read, layers = Store.read_parquet_where, []
+
+    def spy(self, keys, *args, **kwargs):
+        t = read(self, keys, *args, **kwargs)
+        if any(k.startswith("records/") for k in ([keys] if isinstance(keys, str) else keys)):
+            layers.append(set(t["layer"].to_pylist()))
+        return t
+
+    monkeypatch.setattr(Store, "read_parquet_where", spy)
+    build_atlas(path)
+    assert {3, 5} <= set().union(*layers) and all(len(seen) == 1 for seen in layers)
+    assert neuron_data(Path(path) / "atlas", 7, 0)["exemplars"] == []

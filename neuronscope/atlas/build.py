@@ -35,7 +35,7 @@ def build_indexes(run: Store, out: Store, progress=None) -> Built:
     """Write ``neurons.parquet``, ``tokens.parquet`` and ``explanations.faiss`` into ``out``."""
     sources = source_keys(run)
     tables = read_run(run)
-    profiles = token_profiles(tables.records)
+    profiles = token_profiles(tables)
     neurons = neurons_table(tables, profiles)
     ids = semantic.searchable(neurons)
     if progress:

@@ -3,7 +3,8 @@ and numpy: a whole-model run has millions of exemplars of 64 tokens, too many fo
 
 The texts are stored once per distinct token list (a whole-model run's neurons share the corpus
 windows); each exemplar names its text and carries its activations as little-endian float32,
-base64-encoded."""
+base64-encoded. Exemplars are made a layer at a time (a whole model's do not fit in memory at once);
+the texts are the whole run's, their index grown layer by layer."""
 
 from __future__ import annotations
 
@@ -23,10 +24,9 @@ class Exemplars:
     window_id: np.ndarray
     max_act: np.ndarray  # float64, rounded: shown with 3 decimals
     max_pos: np.ndarray
-    text: np.ndarray  # index of the exemplar's token list in ``texts``
+    text: np.ndarray  # index of the exemplar's token list in the run's ``Texts``
     starts: np.ndarray  # offset of each exemplar's activations in ``acts``; one more at the end
     acts: np.ndarray  # float32, every exemplar's activations one after the other
-    texts: pa.Array  # large_list<large_string>: the distinct token lists
 
     def columns(self, key: tuple[int, int]) -> dict:
         """The neuron's exemplars as JSON-ready columns (empty for a neuron without records)."""
@@ -62,6 +62,31 @@ def _text_codes(lists: pa.Array) -> pa.DictionaryArray:
     return pc.dictionary_encode(keyed)
 
 
+class Texts:
+    """The run's distinct token lists in order of first appearance (layers ascending, rows in stored
+    order), grown a layer at a time: only each layer's distinct keys go through Python."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}  # a list's ``_text_codes`` key -> its place in the run's texts
+        self.parts: list[pa.Array] = []  # the lists each layer added, in order
+
+    def codes(self, lists: pa.Array) -> np.ndarray:
+        """Each list's place in the run's texts; lists not seen before are added."""
+        local = _text_codes(lists)
+        rows = local.indices.to_numpy()
+        seen = len(self.index)
+        keys = local.dictionary.to_pylist()
+        place = np.fromiter((self.index.setdefault(k, len(self.index)) for k in keys), np.int64, len(keys))
+        # a layer's dictionary is in first-appearance order, so its new lists come in that order
+        first = np.unique(rows, return_index=True)[1]
+        self.parts.append(lists.take(pa.array(first[place >= seen], pa.int64())))
+        return place[rows]
+
+    def lists(self) -> pa.Array:
+        """large_list<large_string>: every distinct token list, each once."""
+        return pa.concat_arrays(self.parts) if self.parts else pa.array([], pa.large_list(pa.large_string()))
+
+
 def page_order(records: pa.Table) -> np.ndarray:
     """Row order of the pages: by layer and neuron; top exemplars first, then the other kinds
     (random, quantile_*) by name; by rank within a kind."""
@@ -83,12 +108,9 @@ def _slices(layer: np.ndarray, neuron: np.ndarray) -> dict:
     return {(int(k >> 32), int(k & 0xFFFFFFFF)): (int(a), int(b - a)) for k, a, b in zip(key[starts], starts, ends)}
 
 
-def exemplars(records: pa.Table) -> Exemplars:
-    """The run's exemplars in page order, with their distinct texts."""
-    tokens = large_lists(records["tokens"])
-    codes = _text_codes(tokens)
-    first = np.unique(codes.indices.to_numpy(), return_index=True)[1] if len(records) else np.zeros(0, np.int64)
-    texts = tokens.take(pa.array(first, pa.int64()))
+def exemplars(records: pa.Table, texts: Texts) -> Exemplars:
+    """The exemplars of ``records`` (a layer's) in page order; their token lists join ``texts``."""
+    text = texts.codes(large_lists(records["tokens"]))
     perm = pa.array(page_order(records), pa.int64())
     t = records.select(["layer", "neuron", "kind", "rank", "window_id", "max_act", "max_pos"]).take(perm)
     acts = large_lists(records["activations"]).take(perm)
@@ -101,8 +123,7 @@ def exemplars(records: pa.Table) -> Exemplars:
         window_id=col["window_id"],
         max_act=np.round(col["max_act"].astype(np.float64), 4),
         max_pos=col["max_pos"],
-        text=codes.indices.to_numpy()[perm.to_numpy()],
+        text=text[perm.to_numpy()],
         starts=np.r_[0, np.cumsum(lens)].astype(np.int64),
         acts=pc.list_flatten(acts).to_numpy(zero_copy_only=False).astype(np.float32),
-        texts=texts,
     )

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ..results import jsonable
 from ..store import Store
-from .exemplars import exemplars
+from .exemplars import Exemplars, Texts, exemplars
 from .semantic import shown, similar_neurons
 from .table import neuron_id
 
@@ -27,7 +27,9 @@ DATA_DIR = "data/"
 INDEX_SHARD = "index"
 NEURONS_PER_SHARD = 64  # a neuron's page loads the shard of its 64 neighbours in the layer (~1 MB)
 TEXTS_SHARD, TEXTS_PER_SHARD = "texts_", 64  # distinct token lists: a page loads those of its exemplars
-WRITE_THREADS, WRITE_BATCH = 16, 256  # shards are small: many writes in flight, a bounded batch in memory
+# many writes in flight, a bounded batch in memory: by size, as a whole-model run's neuron shards
+# are megabytes each (256 of them held at once were gigabytes)
+WRITE_THREADS, WRITE_BATCH_BYTES = 16, 256 << 20
 INDEX_COLUMNS = [
     "status",
     "n_modes",
@@ -134,36 +136,63 @@ def shard_name(layer: int, neuron: int) -> str:
     return f"L{int(layer)}_S{int(neuron) // NEURONS_PER_SHARD}"
 
 
+def _batches(items):
+    """The (key, bytes) pairs in lists that end once they hold WRITE_BATCH_BYTES."""
+    batch, size = [], 0
+    for kv in items:
+        batch.append(kv)
+        size += len(kv[1])
+        if size >= WRITE_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def _write_all(out: Store, items) -> list[str]:
     """Write (key, bytes) pairs, many at once; returns the keys."""
     keys = []
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        for batch in iter(lambda: list(itertools.islice(items, WRITE_BATCH)), []):
+        for batch in _batches(items):
             list(pool.map(lambda kv: out.write_bytes(*kv), batch))
             keys += [k for k, _ in batch]
     return keys
 
 
-def _neuron_shards(run: Store, out: Store, built, neurons: dict):
-    """(key, bytes) of each shard of NEURONS_PER_SHARD neurons of a layer."""
-    tables = built.tables
+def _page_entry(run: Store, out: Store, built, neurons: dict):
+    """A function making a neuron's page entry from its key and its layer's exemplars."""
     similar = (
         similar_neurons(built.atlas.neurons, built.atlas.index, built.vectors, built.ids) if len(built.ids) else {}
     )
     first = built.atlas.neurons.assign(shown=shown(built.atlas.neurons)).drop_duplicates(["layer", "neuron"])
     explanations = dict(zip(zip(first["layer"].astype(int), first["neuron"].astype(int)), first["shown"]))
-    ex = exemplars(tables.records)
-    for name, keys in itertools.groupby(neurons, key=lambda k: shard_name(*k)):
-        entries = {}
-        for key in keys:
-            transcript = tables.transcript(*key)
-            link = relative_link(run, out, transcript) if transcript else None
-            entry = neuron_entry(neurons[key], ex.columns(key), similar.get(key, []), explanations, link)
-            entries[entry["id"]] = entry
+
+    def entry(key: tuple[int, int], ex: Exemplars) -> dict:
+        transcript = built.tables.transcript(*key)
+        link = relative_link(run, out, transcript) if transcript else None
+        return neuron_entry(neurons[key], ex.columns(key), similar.get(key, []), explanations, link)
+
+    return entry
+
+
+def _layer_shards(keys, ex: Exemplars, entry):
+    """(key, bytes) of each shard of NEURONS_PER_SHARD neurons of one layer (``keys``, sorted)."""
+    for name, shard_keys in itertools.groupby(keys, key=lambda k: shard_name(*k)):
+        entries = {e["id"]: e for e in (entry(key, ex) for key in shard_keys)}
         yield DATA_DIR + name + ".js", js_shard(name, entries)
-    for k in range(0, len(ex.texts), TEXTS_PER_SHARD):
+
+
+def _neuron_shards(run: Store, out: Store, built, neurons: dict):
+    """(key, bytes) of the neuron shards, then of the text shards (the run's distinct token lists).
+    A layer at a time: a whole-model run's records do not fit in memory at once; a layer's
+    exemplars live in its ``_layer_shards`` generator, freed when it ends."""
+    entry, texts = _page_entry(run, out, built, neurons), Texts()
+    for layer, keys in itertools.groupby(neurons, key=lambda k: k[0]):
+        yield from _layer_shards(keys, exemplars(built.tables.layer_records(layer), texts), entry)
+    lists = texts.lists()
+    for k in range(0, len(lists), TEXTS_PER_SHARD):
         name = f"{TEXTS_SHARD}{k // TEXTS_PER_SHARD}"
-        yield DATA_DIR + name + ".js", js_shard(name, ex.texts.slice(k, TEXTS_PER_SHARD).to_pylist())
+        yield DATA_DIR + name + ".js", js_shard(name, lists.slice(k, TEXTS_PER_SHARD).to_pylist())
 
 
 def _finite_values(col, t: pa.DataType):

@@ -10,13 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..schema import ATLAS_NEURONS, ATLAS_TOKENS, CAUSAL_SHOWN, EXPLANATIONS, OUTPUT_TOKENS, STATS, conform
-from .collect import RunTables, neuron_ids
+from .collect import KEYS, RunTables, neuron_ids
 from .exemplars import large_lists
 
 # A token fires at this share of its neuron's max: the density and the top-token profile use it.
 FIRE_FRACTION = 0.25
 TOP_TOKENS = 20  # kept per neuron in the table (the token index keeps them all)
-KEYS = ["layer", "neuron"]
 
 
 def neuron_id(layer: int, neuron: int) -> str:
@@ -57,9 +56,15 @@ def _flat_top(records: pa.Table) -> tuple:
     return np.repeat(group, lens), encoded.indices.to_numpy(), encoded.dictionary, act, uniq, lens
 
 
-def token_profiles(records: pa.Table) -> pd.DataFrame:
+def token_profiles(tables: RunTables) -> pd.DataFrame:
     """ATLAS_TOKENS rows: per neuron, each token text that fires in its top exemplars, with how
-    often and how strongly; most frequent first."""
+    often and how strongly; most frequent first. A layer at a time: one layer's records in memory."""
+    parts = [p for p in map(_layer_profiles, map(tables.layer_records, tables.layers)) if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else ATLAS_TOKENS.empty_table().to_pandas()
+
+
+def _layer_profiles(records: pa.Table) -> pd.DataFrame:
+    """token_profiles of one layer's records."""
     if not pc.any(pc.equal(records["kind"], "top")).as_py():
         return ATLAS_TOKENS.empty_table().to_pandas()
     group, code, texts, act, uniq, lens = _flat_top(records)

@@ -20,6 +20,7 @@ from .outputs import (
 from .records import (
     RecordsIndex,
     code,
+    layer_keys,
     load_records,
     neuron_extremes,
     output_token_keys,
@@ -35,6 +36,7 @@ __all__ = [
     "iter_transcripts",
     "jsonable",
     "jsonl_lines",
+    "layer_keys",
     "load_records",
     "neuron_explanations",
     "neuron_extremes",

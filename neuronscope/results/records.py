@@ -71,14 +71,19 @@ class RecordsIndex:
         return self.outputs.get(layer, [])
 
 
-def output_token_keys(store) -> dict[int, list[str]]:
-    """layer -> the OUTPUT_TOKENS objects in its folder (one listing)."""
+def layer_keys(store, folder: str) -> dict[int, list[str]]:
+    """layer -> the Parquet objects in the folder's layer folder (one listing, keys sorted)."""
     out: dict[int, list[str]] = {}
-    for key in store.list(layout.prefix(layout.OUTPUT_TOKENS)):
+    for key in store.list(layout.prefix(folder)):
         m = _LAYER_DIR.search(key)
         if m and key.endswith(".parquet"):
             out.setdefault(int(m[1]), []).append(key)
     return out
+
+
+def output_token_keys(store) -> dict[int, list[str]]:
+    """layer -> the OUTPUT_TOKENS objects in its folder (one listing)."""
+    return layer_keys(store, layout.OUTPUT_TOKENS)
 
 
 def read_output_tokens(store, keys: list[str], layer: int, neuron: int) -> dict | None:
