@@ -37,7 +37,7 @@ def shards(tmp_path_factory) -> dict[str, bytes]:
         return [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) for _ in range(n)]
 
     sink = pa.BufferOutputStream()
-    pq.writesorted_table(pa.table({"text": [*lines(20), "", None], "id": list(range(22))}), sink)
+    pq.write_table(pa.table({"text": [*lines(20), "", None], "id": list(range(22))}), sink)
     jsonl = "\n".join(json.dumps({"text": t}) for t in [*lines(15), "   ", *lines(5)]) + "\n"
     txt = "\n".join([*lines(12), "nul\x00here", *lines(3)]) + "\n"
     return {"a.parquet": sink.getvalue().to_pybytes(), "b.jsonl": jsonl.encode(), "c.txt": txt.encode()}
