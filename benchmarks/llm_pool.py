@@ -101,13 +101,15 @@ def timeline(folder: str, start: float, end: float) -> dict:
 
 class CpuSplit:
     """CPU seconds of the engine (its actor process and children) and of everything else on the
-    machine between ``start()`` and ``stop()``: what the workflows take from a shared engine."""
+    machine between ``start()`` and ``stop()``: what the workflows take from a shared engine; and
+    ``by_kind``, the same seconds per kind of process (``ProcessCpu``)."""
 
     def __init__(self, pool):
         import psutil
 
         self.psutil = psutil
         self.engine = [psutil.Process(s["pid"]) for s in pool.stats()]
+        self.kinds = ProcessCpu({p.pid for p in self.engine})
 
     def _engine_s(self) -> float:
         procs = [q for p in self.engine for q in [p, *p.children(recursive=True)]]
@@ -119,10 +121,86 @@ class CpuSplit:
 
     def start(self) -> None:
         self.e0, self.m0 = self._engine_s(), self._machine_s()
+        self.kinds.start()
 
     def stop(self) -> dict:
         engine = self._engine_s() - self.e0
-        return {"engine_cpu_s": round(engine, 1), "other_cpu_s": round(self._machine_s() - self.m0 - engine, 1)}
+        other = self._machine_s() - self.m0 - engine
+        by_kind = self.kinds.stop()
+        by_kind["unattributed (processes that ended between samples, the kernel)"] = round(
+            other + engine - sum(by_kind.values()), 1
+        )
+        return {"engine_cpu_s": round(engine, 1), "other_cpu_s": round(other, 1), "cpu_by_kind": by_kind}
+
+
+class ProcessCpu:
+    """CPU seconds per kind of process, sampled every ``every`` seconds on a thread: the engine,
+    the served embedder, the Ray workers by the task they ran most (their ``ray::`` title), this
+    driver, Ray's own daemons. A process that ends between two samples loses its last seconds."""
+
+    def __init__(self, engine_pids: set[int], every: float = 1.0):
+        import threading
+
+        import psutil
+
+        self.psutil, self.engine, self.every = psutil, engine_pids, every
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.titles: dict[int, dict[str, int]] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _kind_now(self, p) -> str:
+        if p.pid == os.getpid():
+            return "this driver"
+        if p.pid in self.engine or any(a.pid in self.engine for a in p.parents()):
+            return "engine"
+        cmd = p.info["cmdline"] or [p.info["name"] or "?"]
+        head = cmd[0].split()[0] if cmd[0] else "?"
+        if head.startswith("ray::"):
+            return head.split("(")[0]
+        name = os.path.basename(head)
+        if name.startswith("python"):
+            script = next((os.path.basename(a) for a in cmd[1:] if a.endswith(".py")), "")
+            return f"python {script}".strip()
+        return name
+
+    def _sample(self, first: bool) -> None:
+        for p in self.psutil.process_iter(["cmdline", "name", "cpu_times", "create_time"]):
+            try:
+                t = p.info["cpu_times"]
+                if t is None:
+                    continue
+                s = t.user + t.system
+                if p.pid not in self.first:
+                    born_after = not first and p.info["create_time"] >= self.t0
+                    self.first[p.pid] = 0.0 if born_after else s
+                self.last[p.pid] = s
+                seen = self.titles.setdefault(p.pid, {})
+                kind = self._kind_now(p)
+                seen[kind] = seen.get(kind, 0) + 1
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                continue
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.every):
+            self._sample(False)
+
+    def start(self) -> None:
+        self.t0 = time.time()
+        self._sample(True)
+        self.thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.thread.join()
+        self._sample(False)
+        out: dict[str, float] = {}
+        for pid, seen in self.titles.items():
+            busy = {k: n for k, n in seen.items() if k != "ray::IDLE"} or seen
+            kind = max(busy, key=busy.__getitem__)
+            out[kind] = out.get(kind, 0.0) + self.last[pid] - self.first[pid]
+        return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 def served_tokens(pool) -> tuple[int, int]:

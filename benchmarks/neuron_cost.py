@@ -231,6 +231,21 @@ def _breakdown_table(b: dict) -> list[str]:
     return lines
 
 
+def _cpu_table(f: dict, n: int) -> list[str]:
+    """The explain stage's CPU seconds per kind of process (``llm_pool.ProcessCpu``), in all and per neuron."""
+    kinds = f.get("cpu_by_kind")
+    if not kinds:
+        return []
+    return [
+        "CPU seconds of the explain stage per kind of process (sampled each second):",
+        "",
+        "| process | CPU s | per neuron |",
+        "|---|---|---|",
+        *(f"| {k} | {v} | {v / max(n, 1):.2f} |" for k, v in kinds.items()),
+        "",
+    ]
+
+
 def _section(argv, args, cfg, f: dict) -> str:
     llm, e = cfg.llm, cfg.explain
     n = f["neurons"]
@@ -270,6 +285,7 @@ def _section(argv, args, cfg, f: dict) -> str:
         "",
         *_breakdown_table(b),
         "",
+        *_cpu_table(f, n),
         "`neuronscope status` at the end:",
         "",
         "```",

@@ -53,6 +53,10 @@ RECORDS = _schema(
     max_act: float32
     """
 )
+# Rows per row group of a records part (rows sorted by neuron): about 14 neurons at 288 exemplars
+# each, so a workflow's filtered read of one neuron decodes one or two groups, not the part's 256
+# neurons (0.107 -> 0.009 CPU s per neuron measured on a 256-neuron part).
+RECORDS_ROW_GROUP_ROWS = 4096
 
 # One row per (layer, neuron): summary of the neuron over every recorded token.
 STATS = _schema(

@@ -22,11 +22,13 @@ from neuronscope.record.bestk import PAD_CODE
 from neuronscope.record.fold import LayerFold, token_codes
 from neuronscope.record.hashing import sample_keys, strata_keys
 from neuronscope.record.topk import EDGES, N_BINS, QUANTILE_LEVELS, Counts, Summary, hist_rows, histogram
+from neuronscope.results.records import read_neuron
 from neuronscope.schema import OUTPUT_TOKENS, RECORDS, STATS
 from neuronscope.store import Store
 
 WINDOW = 16
 SHARD = 10  # neurons per output part in the tiny-model runs
+ROW_GROUP = 50  # rows per row group of a records part in the tiny-model runs: several per part
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,7 @@ def llama_run(ray_local, tmp_path_factory, llama_dir, corpus):
     root = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(driver, "SHARD_NEURONS", SHARD)  # 24 neurons: parts 0, 1, 2 per layer
+        mp.setattr(driver, "RECORDS_ROW_GROUP_ROWS", ROW_GROUP)
         summary, store = _run(ray_local, root, cfg)
     store.local_root = root
     return cfg, summary, store
@@ -431,6 +434,20 @@ def test_schema_round_trip(llama_run):
         schema = pq.read_schema(path)
         expected = {"records": RECORDS, "stats": STATS, "output_tokens": OUTPUT_TOKENS}[k.split("/")[0]]
         assert schema.remove_metadata().equals(expected), k
+
+
+def test_a_neuron_is_read_from_its_own_row_groups(llama_run):
+    """Records parts are written in row groups of a few neurons, so a workflow's filtered read of
+    one neuron skips the rest of its part; and it reads exactly that neuron's rows."""
+    _, _, store = llama_run
+    key = records_key(1, 1)
+    meta = pq.ParquetFile(store.local_root / key).metadata
+    assert meta.num_row_groups > 1 and max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= ROW_GROUP
+    groups = [meta.row_group(i).column(1).statistics for i in range(meta.num_row_groups)]  # the neuron column
+    assert all(g.min >= 10 and g.max < 20 for g in groups) and any(g.max - g.min < 9 for g in groups)
+    whole = store.read_parquet(key).to_pandas()
+    one = read_neuron(store, [key], 1, 13)
+    assert len(one) == (whole["neuron"] == 13).sum() > 0 and set(one["neuron"]) == {13}
 
 
 def test_gpt2_hooks_mlp_act_output(ray_local, tmp_path, gpt2_dir, corpus):

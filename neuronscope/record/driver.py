@@ -18,7 +18,7 @@ from ..layout import records_key, stats_key
 from ..logs import Progress
 from ..models import arch
 from ..models.bundled import resolve_model
-from ..schema import RECORDS, STATS, conform
+from ..schema import RECORDS, RECORDS_ROW_GROUP_ROWS, STATS, conform
 from ..selection import parse_selection
 from ..store import Store
 from .bestk import PAD_CODE
@@ -385,7 +385,9 @@ class _PassWriter:
         for shard, part in _by_shard(exemplars).items():
             if (layer, shard) not in self.skip:
                 # dictionary encoding pays on the repeated strings only (on activations it doubles the time)
-                self.store.write_parquet(records_key(layer, shard), part, dictionary=["kind", "tokens"])
+                self.store.write_parquet(
+                    records_key(layer, shard), part, row_group_size=RECORDS_ROW_GROUP_ROWS, dictionary=["kind", "tokens"]
+                )
                 self.store.write_parquet(stats_key(layer, shard), stats[shard])
                 written += 1
         return written

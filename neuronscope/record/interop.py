@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import CorpusError
-from ..schema import RECORDS, STATS, conform
+from ..schema import RECORDS, RECORDS_ROW_GROUP_ROWS, STATS, conform
 
 
 def _records_of(obj: dict, key: str, where: str) -> list[dict]:
@@ -122,7 +122,8 @@ def _write(store, tables: list[tuple[pa.Table, pa.Table]]) -> int:
         recs.append(rec)
         stats.append(st)
     for (layer, shard), (recs, stats) in sorted(parts.items()):
-        store.write_parquet(records_key(layer, shard), pa.concat_tables(recs).sort_by([("neuron", "ascending")]))
+        recs_table = pa.concat_tables(recs).sort_by([("neuron", "ascending")])
+        store.write_parquet(records_key(layer, shard), recs_table, row_group_size=RECORDS_ROW_GROUP_ROWS)
         store.write_parquet(stats_key(layer, shard), pa.concat_tables(stats).sort_by([("neuron", "ascending")]))
     return len(parts)
 
