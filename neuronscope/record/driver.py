@@ -386,7 +386,10 @@ class _PassWriter:
             if (layer, shard) not in self.skip:
                 # dictionary encoding pays on the repeated strings only (on activations it doubles the time)
                 self.store.write_parquet(
-                    records_key(layer, shard), part, row_group_size=RECORDS_ROW_GROUP_ROWS, dictionary=["kind", "tokens"]
+                    records_key(layer, shard),
+                    part,
+                    row_group_size=RECORDS_ROW_GROUP_ROWS,
+                    dictionary=["kind", "tokens"],
                 )
                 self.store.write_parquet(stats_key(layer, shard), stats[shard])
                 written += 1
