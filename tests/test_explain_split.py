@@ -107,6 +107,20 @@ def test_the_scale_follows_the_neurons_own_distribution():
     assert X.Scale(0.0).scaled([1.0]).tolist() == [0]
 
 
+def test_a_words_peak_is_its_strongest_piece_whitespace_between_words_aside():
+    from neuronscope.exemplars.words import word_peaks
+
+    rng = np.random.default_rng(0)
+    pieces = [" the", "Ros", "al", "ind", " ", "\n", ",", "'s", " ru", "pee", "!", " cell", "o", "  "]
+    for _ in range(300):
+        tokens = [pieces[i] for i in rng.integers(0, len(pieces), rng.integers(0, 16))]
+        acts = rng.normal(size=len(tokens))
+        ws, peaks = word_peaks(tokens, acts)
+        assert peaks.tolist() == [max(acts[w.start : w.end]) for w in ws]
+    # a loud whitespace piece between two words counts for neither
+    assert word_peaks(["A", " ", "B"], [1.0, 9.0, 2.0])[1].tolist() == [1.0, 2.0]
+
+
 def test_marking_and_whole_words():
     top = _pools().top
     scale = X.Scale(5.0)

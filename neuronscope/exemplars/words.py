@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+
+# Windows whose words are kept per process: a run's neurons share the corpus windows, and a
+# neuron's scorers read the same windows again and again.
+WINDOWS_CACHED = 20_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ def _continues(piece: str, before: str) -> bool:
 
 def words(tokens: Sequence[str]) -> list[Word]:
     """The window's words, in order (whitespace-only pieces are in none)."""
+    return list(_words(tuple(tokens)))
+
+
+@lru_cache(maxsize=WINDOWS_CACHED)
+def _words(tokens: tuple[str, ...]) -> tuple[Word, ...]:
     out: list[Word] = []
     start, text = 0, ""
     for i, piece in enumerate(tokens):
@@ -40,14 +50,17 @@ def words(tokens: Sequence[str]) -> list[Word]:
         start, text = i, piece
     if text.strip():
         out.append(Word(text.strip(), start, len(tokens)))
-    return out
+    return tuple(out)
 
 
 def word_peaks(tokens: Sequence[str], activations: Sequence[float]) -> tuple[list[Word], np.ndarray]:
     """The window's words and, per word, its strongest piece's activation."""
     ws = words(tokens)
-    a = np.asarray(activations, dtype=np.float64)
-    return ws, np.array([a[w.start : w.end].max() for w in ws]) if ws else np.zeros(0)
+    if not ws:
+        return ws, np.zeros(0)
+    a = np.r_[np.asarray(activations, dtype=np.float64), 0.0]  # a word may end at the last piece
+    # the max over [start, end) of each word: the even segments of the reduction at start, end, start, ...
+    return ws, np.maximum.reduceat(a, np.array([(w.start, w.end) for w in ws]).ravel())[::2]
 
 
 def word_at(tokens: Sequence[str], pos: int) -> Word | None:

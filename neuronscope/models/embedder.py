@@ -41,6 +41,12 @@ CACHE_SIZE = 50_000
 _CACHES: weakref.WeakKeyDictionary[object, OrderedDict[str, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
+def _last_seen(texts: list[str]) -> list[str]:
+    """Each distinct text once, in the order of its last occurrence: the order that marking every
+    occurrence as used in turn leaves a cache in (a text repeats across a scoring call's items)."""
+    return list(reversed(dict.fromkeys(reversed(texts))))
+
+
 def embed_cached(embedder, texts: list[str]) -> np.ndarray:
     """``embed`` through a per-process cache of the last CACHE_SIZE texts: (len(texts), dim)."""
     with _LOCK:
@@ -50,7 +56,7 @@ def embed_cached(embedder, texts: list[str]) -> np.ndarray:
     with _LOCK:
         cache.update(zip(todo, fresh))
         found = [cache[t] for t in texts]
-        for t in texts:
+        for t in _last_seen(texts):
             cache.move_to_end(t)
         while len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
@@ -85,7 +91,7 @@ class EmbedderService:
             out = self.model.encode(todo, normalize_embeddings=True, show_progress_bar=False)
             self.cache.update(zip(todo, np.asarray(out, dtype=np.float32)))
         found = [self.cache[t] for t in texts]
-        for t in texts:
+        for t in _last_seen(texts):
             self.cache.move_to_end(t)
         while len(self.cache) > SERVED_CACHE_SIZE:
             self.cache.popitem(last=False)

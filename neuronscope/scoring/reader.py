@@ -139,10 +139,8 @@ class ReaderScorer(Scorer):
         """(items, 3, dim): each word item alone, paired with its predecessor, and its window."""
         alone = self._vectors([it.word for it in items])
         before = self._vectors([it.before or "." for it in items])
-        texts: dict[Exemplar, str] = {}  # a window's text, once for all its words
-        window = self._vectors(
-            [texts.setdefault(it.exemplar, escape("".join(it.exemplar.tokens)).strip()) for it in items]
-        )
+        texts = {ex: escape("".join(ex.tokens)).strip() for ex in dict.fromkeys(it.exemplar for it in items)}
+        window = self._vectors([texts[it.exemplar] for it in items])  # a window's text, once for all its words
         return np.stack([alone, _unit(alone + PREDECESSOR * before), window], axis=1)
 
     def _word_values(self, explanation: str, keys: tuple[list[str], np.ndarray], readings: np.ndarray) -> np.ndarray:
