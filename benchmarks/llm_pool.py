@@ -254,9 +254,25 @@ def tokens_by_agent(store: Store) -> dict[str, int]:
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
-def per_neuron(store: Store) -> pd.DataFrame:
+def per_side(store: Store) -> pd.DataFrame:
+    """One row per explained side of a neuron (layer, neuron, polarity): every row of a side carries
+    the side's LLM tokens, so the run's tokens are these rows' sum."""
     df = store.read_parquet("explanations/").to_pandas()
-    return df.sort_values(["layer", "neuron", "mode"]).drop_duplicates(["layer", "neuron"])
+    return df.sort_values(["layer", "neuron", "polarity", "mode"]).drop_duplicates(["layer", "neuron", "polarity"])
+
+
+def per_neuron(store: Store) -> pd.DataFrame:
+    """One row per neuron: its positive side's first (method, scores, the neuron's timings)."""
+    sides = per_side(store).sort_values(["layer", "neuron", "polarity"], ascending=[True, True, False])
+    return sides.drop_duplicates(["layer", "neuron"])
+
+
+LEDGER_COLUMNS = ["llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out"]
+
+
+def ledger_tokens(store: Store) -> int:
+    """The LLM tokens in the run's rows: both sides of every neuron (cached answers included)."""
+    return int(per_side(store)[LEDGER_COLUMNS].sum().sum())
 
 
 @contextlib.contextmanager
@@ -329,12 +345,12 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
     stage = logged_explain(cfg, pool, first, logs, progress)
     t0, t1 = stage.pop("t0"), stage.pop("t1")
     explain_s = t1 - t0
-    rows = per_neuron(Store.open(str(first)))
+    rows = per_neuron(Store.open(str(first)))  # R4 and the scores: the positive side's
     # A failed neuron's row still carries the tokens its workflow spent before failing.
     ns = rows["llm_tokens_in"] + rows["llm_tokens_out"]
     base = rows["baseline_llm_tokens_in"] + rows["baseline_llm_tokens_out"]
-    ledger_tokens = int((ns + base).sum())
-    a = ledger_tokens / explain_s
+    tokens = ledger_tokens(Store.open(str(first)))
+    a = tokens / explain_s
     ok = rows["status"] == "ok"
     rep = replay(pool, str(logs))
     b = rep["tokens"] / rep["seconds"]
@@ -343,7 +359,7 @@ def _explain_figures(cfg, pool, first: Path, logs: Path, progress) -> tuple[dict
         "neurons": len(rows),
         "ok": int(ok.sum()),
         "explain_s": round(explain_s, 1),
-        "ledger_tokens": ledger_tokens,
+        "ledger_tokens": tokens,
         "a_tok_s": round(a, 1),
         "replay_requests": rep["requests"],
         "replay_tokens": rep["tokens"],
@@ -394,7 +410,7 @@ Config: record {cfg.record.corpus} layers {cfg.record.layers} neurons {cfg.recor
 |---|---|
 | neurons explained (ok) | {f["neurons"]} ({f["ok"]}) |
 | explain stage wall time | {f["explain_s"]} s |
-| LLM tokens in the rows' ledgers (in + out, both methods) | {f["ledger_tokens"]} |
+| LLM tokens in the rows' ledgers (in + out, both methods, both sides) | {f["ledger_tokens"]} |
 | engine requests / tokens served during the explain stage | {f["engine_requests_explain"]} / {f["engine_tokens_explain"]} |
 | (a) explain-stage LLM tokens/s | {f["a_tok_s"]} |
 | replay of the same {f["replay_requests"]} requests at once: tokens, wall time | {f["replay_tokens"]}, {f["replay_s"]} s |

@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import pandas as pd
 from common import append_results, header
-from llm_pool import logged_explain, per_neuron, replay, scratch, timeline
+from llm_pool import ledger_tokens, logged_explain, per_neuron, replay, scratch, timeline
 
 from neuronscope import stages
 from neuronscope.cli.flags import add_flags, config_from_args
@@ -175,9 +175,7 @@ def _figures(pool, run: Path, logs: Path, stage: dict) -> dict:
     """(a) the explain stage's LLM tokens/s, (b) its requests replayed at once on the engine, and
     the neurons' timings."""
     rows = per_neuron(Store.open(str(run)))
-    tokens = int(
-        rows[["llm_tokens_in", "llm_tokens_out", "baseline_llm_tokens_in", "baseline_llm_tokens_out"]].sum().sum()
-    )
+    tokens = ledger_tokens(Store.open(str(run)))  # both sides: a neuron's negative side is one more workflow
     a = tokens / (stage["t1"] - stage["t0"])
     rep = replay(pool, str(logs))
     b = rep["tokens"] / rep["seconds"]
@@ -264,7 +262,7 @@ def _section(argv, args, cfg, f: dict) -> str:
         f"| methods | {', '.join(f'{k} {v}' for k, v in sorted(f['methods'].items()))} |",
         f"| record stage wall time | {f['record_s']} s |",
         f"| explain stage wall time (how it ended) | {f['explain_s']} s ({f['ended']}{': ' + f['error'] if f.get('error') else ''}) |",
-        f"| LLM tokens in the rows' ledgers (in + out) | {f['ledger_tokens']} |",
+        f"| LLM tokens in the rows' ledgers (in + out, both sides) | {f['ledger_tokens']} |",
         f"| engine requests / tokens served during the explain stage | {_got(f, 'engine_requests_explain')} / {_got(f, 'engine_tokens_explain')} |",
         f"| (a) explain-stage LLM tokens/s | {f['a_tok_s']} |",
         f"| replay of the same {f['replay_requests']} requests at once: tokens, wall time | {f['replay_tokens']}, {f['replay_s']} s |",
