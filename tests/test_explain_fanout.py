@@ -16,6 +16,7 @@ from neuronscope import layout
 from neuronscope.config import ExplainConfig
 from neuronscope.explain import NeuronSummary, RunContext, estimate_run, explain_run, schedule
 from neuronscope.explain.budget import Tally, full_fits
+from neuronscope.explain.task import Side
 from neuronscope.results import neuron_explanations, read_transcript
 from neuronscope.schema import EXPLANATIONS, OUTPUT_TOKENS, RECORDS
 from neuronscope.summary import estimate_line
@@ -356,6 +357,20 @@ def _tally(neurons: list[tuple[str, int]]) -> Tally:
     for i, (method, tokens) in enumerate(neurons):
         t.add(NeuronSummary(0, i, "ok", None, 1, None, None, None, method, tokens, 600))
     return t
+
+
+def test_the_budget_reserves_the_single_pass_per_side():
+    """A neuron whose negative side the rule takes is two workflows: the single pass is reserved per
+    side, so neurons to come with more negative sides than those finished are not under-reserved."""
+    t = Tally()
+    for i in range(4):  # 2 neurons with one side, 2 with both: 6 sides at 600 each
+        neg = Side("triage/single-pass (budget)", 600, 600) if i % 2 else None
+        cost = 1200 if i % 2 else 600
+        t.add(NeuronSummary(0, i, "ok", None, 0, None, None, None, "triage/single-pass (budget)", cost, cost, neg))
+    budget = t.tokens + 600 * 10 + 100
+    assert full_fits(t, 0, 0, 10, budget)  # 10 sides to come at 600 each (900 a neuron would not fit)
+    assert not full_fits(t, 0, 0, 11, budget)
+    assert not full_fits(t, 1, 0, 10, budget)  # a side in flight counts too
 
 
 def test_a_full_workflow_given_up_still_counts_as_a_full_workflow_s_spend():

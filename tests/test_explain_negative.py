@@ -232,8 +232,10 @@ def test_a_run_killed_between_a_neuron_s_sides_resumes_losing_and_doubling_nothi
     assert done.tokens == int(spent.to_numpy().sum()) and done.negative == 3 and done.explained == 4
 
 
-def test_a_dry_run_counts_the_negative_sides_the_rule_selects(tmp_path, ray_by_value):
-    from neuronscope.explain import RunContext, estimate_run, explain_run
+def test_a_dry_run_counts_the_negative_sides_the_rule_selects(tmp_path, ray_by_value, monkeypatch):
+    from neuronscope.explain import RunContext, estimate_run, explain_run, schedule
+    from neuronscope.explain.budget import sides
+    from neuronscope.results import RecordsIndex, code
     from neuronscope.store import Store
     from neuronscope.summary import estimate_line
 
@@ -250,9 +252,28 @@ def test_a_dry_run_counts_the_negative_sides_the_rule_selects(tmp_path, ray_by_v
     cfg = CFG.model_copy(update={"dry_run": True, "dry_run_sample": 3})
     est = estimate_run(RunContext(store, store, ScriptedLLM(), cfg, embedder=PlantedEmbedder()))
     assert est.pending == 6 and est.negative == 3 and est.sample == 3
+    # what a budget reserves: each neuron's workflows, the rule's negative sides as a second one
+    codes = code(np.array([1] * 7), np.array([0, 1, 2, 3, 4, 5, 9]))  # 9: no records
+    assert sides(store, RecordsIndex.scan(store), codes, 0.5).tolist() == [2, 2, 2, 1, 1, 1, 1]
+    assert sides(store, RecordsIndex.scan(store), codes, None).tolist() == [1] * 7
     assert "with 3 negative sides (9 workflows)" in estimate_line(est)
     real = explain_run(RunContext(store, store, ScriptedLLM(), CFG, embedder=PlantedEmbedder()))
     assert real.negative == 3 and est.tokens == real.tokens  # alike workflows: the sample's mean is exact
+    # under a budget, triage reserves for the sides of the neurons to come: 9 when none is submitted
+    left: list[int] = []
+
+    def spy(t, in_flight, allowed, sides_left, budget):
+        left.append(sides_left)
+        return True
+
+    monkeypatch.setattr(schedule, "full_fits", spy)
+    triage = CFG.model_copy(update={"method": "triage", "budget": 10**9, "max_in_flight": 1})
+    store3 = Store.open(str(tmp_path / "run3"))
+    store3.write_parquet(
+        "records/layer_001/part-00000.parquet", store.read_parquet("records/layer_001/part-00000.parquet")
+    )
+    explain_run(RunContext(store3, store3, ScriptedLLM(), triage, embedder=PlantedEmbedder()))
+    assert left == [9, 7, 5, 3, 2, 1]
     off = cfg.model_copy(update={"negative_ratio": None})
     store2 = Store.open(str(tmp_path / "run2"))
     store2.write_parquet(

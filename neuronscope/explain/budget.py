@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from .. import layout
-from ..results import uncode
+from ..exemplars import strong
+from ..results import RecordsIndex, code, neuron_extremes, uncode
 from ..schema import EXPLANATIONS, backfill
 from .neuron import FULL_ATTEMPTS
 from .task import SUMMARY_COLUMNS, NeuronSummary, task_summary
@@ -71,17 +72,33 @@ class Tally:
 
 def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budget: int) -> bool:
     """Whether one more full workflow fits the budget beside every neuron's single-pass share: the
-    spend ``t``, the ``in_flight`` neurons at the single-pass cost each plus a full workflow's extra
-    for the ``allowed_in_flight`` of them that may take one (a mean over all finished neurons would
-    count them at a few single-pass neurons' cost), the ``left`` neurons not submitted yet (the next
-    one included) at the single-pass cost, and one more extra. Costs are the means so far, per
-    neuron (its negative side's included, where explained); a full workflow's extra counts as 0
-    until one has finished."""
+    spend ``t``, the ``in_flight`` sides at the single-pass cost each plus a full workflow's extra
+    for the ``allowed_in_flight`` neurons that may take one (a mean over all finished neurons would
+    count them at a few single-pass neurons' cost), the ``left`` sides of the neurons not submitted
+    yet (the next one's included) at the single-pass cost, and one more extra. A side is one
+    workflow: a neuron whose negative side the rule takes has two (``sides``), so layers with more
+    of them are reserved for as such. Costs are the means so far: the single pass per side, a full
+    workflow's extra per neuron (0 until one has finished)."""
     if not t.explained:
         return True
-    single = t.baseline_tokens / t.explained
+    single = t.baseline_tokens / (t.explained + t.negative)
     extra = t.full_extra / t.full if t.full else 0
     return t.tokens + single * (in_flight + left) + extra * (allowed_in_flight + 1) <= budget
+
+
+def sides(records, index: RecordsIndex, codes: np.ndarray, ratio: float | None) -> np.ndarray:
+    """Per neuron of ``codes``: the workflows it will take, 2 where the rule explains its negative
+    side too (``exemplars.strong`` on its records' extremes), else 1."""
+    out = np.ones(len(codes), dtype=np.int64)
+    if ratio is None or not len(codes):
+        return out
+    ends = neuron_extremes(records, index.keys)
+    keys = code(ends["layer"].to_numpy(), ends["neuron"].to_numpy()).tolist()
+    at = {k: (float(lo), float(hi)) for k, lo, hi in zip(keys, ends["min"], ends["max"])}
+    for i, c in enumerate(codes.tolist()):
+        if c in at and strong(at[c][0], at[c][1], ratio):
+            out[i] = 2
+    return out
 
 
 def spent_before(out_store, done: np.ndarray) -> Tally:

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .. import layout
-from ..exemplars import strong
-from ..results import RecordsIndex, code, neuron_extremes, uncode
+from ..results import RecordsIndex, uncode
+from .budget import sides
 from .schedule import explain_run, pending_neurons
 from .task import RunContext
 
@@ -82,8 +82,4 @@ def estimate_run(
 
 def negative_due(run: RunContext, index: RecordsIndex, codes: np.ndarray) -> int:
     """How many of the neurons ``codes`` the rule gives a negative-side workflow (``exemplars.strong``)."""
-    if run.cfg.negative_ratio is None or not len(codes):
-        return 0
-    ends = neuron_extremes(run.records, index.keys)
-    ends = ends[np.isin(code(ends["layer"].to_numpy(), ends["neuron"].to_numpy()), codes)]
-    return sum(strong(lo, hi, run.cfg.negative_ratio) for lo, hi in zip(ends["min"], ends["max"]))
+    return int((sides(run.records, index, codes, run.cfg.negative_ratio) - 1).sum())

@@ -26,7 +26,7 @@ from ..parts import FolderIndex
 from ..report import progress_note
 from ..results import RecordsIndex, code, uncode
 from ..selection import selected
-from .budget import Tally, full_fits, spent_before
+from .budget import Tally, full_fits, sides, spent_before
 from .compact import FOLDERS, compact, leftovers
 from .task import (
     NeuronSummary,
@@ -140,14 +140,14 @@ class Driver:
         cpus = task_cpus(limit, ray.available_resources().get("CPU", 0.0))
         self.task = ray.remote(num_cpus=cpus, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
         self.compactor = ray.remote(num_cpus=cpus, max_retries=1)(compact)
-        self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow)
+        self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow, its sides)
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
         self.tally = Tally()
         self.before = Tally()  # the selection's neurons done by earlier runs (set when a budget needs it)
 
-    def submit(self, layer: int, neuron: int, full_allowed: bool = True) -> None:
+    def submit(self, layer: int, neuron: int, full_allowed: bool = True, n_sides: int = 1) -> None:
         self.make_room()
         keys = self.index.keys_of(layer, neuron)
         if not keys:
@@ -159,7 +159,7 @@ class Driver:
         outputs = self.index.output_keys_of(layer)
         order = TaskOrder(layer, neuron, keys, cache, outputs, full_allowed, time.time())
         ref = self.task.remote(order, self.run_ref)
-        self.in_flight[ref] = (layer, neuron, full_allowed)
+        self.in_flight[ref] = (layer, neuron, full_allowed, n_sides)
         self.running[layer] = self.running.get(layer, 0) + 1
 
     def make_room(self) -> None:
@@ -188,16 +188,18 @@ class Driver:
 
     def full_affordable(self, budget: int | None, left: int) -> bool:
         """Method triage under a budget: whether the next neuron may still get the full workflow
-        (``full_fits``, with the neurons in flight and those of them already allowed one)."""
+        (``full_fits``, with the sides in flight and the neurons of them already allowed one;
+        ``left``: the sides of the neurons not submitted yet)."""
         if budget is None or self.cfg.method != "triage":
             return True
-        allowed = sum(full for _, _, full in self.in_flight.values())
-        return full_fits(self._spend(), len(self.in_flight), allowed, left, budget)
+        allowed = sum(full for _, _, full, _ in self.in_flight.values())
+        flying = sum(n for _, _, _, n in self.in_flight.values())
+        return full_fits(self._spend(), flying, allowed, left, budget)
 
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
         ref = ready[0]
-        layer, neuron, _ = self.in_flight.pop(ref)
+        layer, neuron, _, _ = self.in_flight.pop(ref)
         self.running[layer] -= 1
         try:
             summary = self.ray.get(ref)
@@ -272,7 +274,10 @@ def explain_run(
         driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
         if run.cfg.budget is not None:
             driver.before = spent_before(run.out, todo[~pending])
-        left = _submit_all(driver, layers[pending], units[pending], run.cfg.budget, progress)
+        n_sides = np.ones(int(sum(pending)), dtype=np.int64)
+        if run.cfg.budget is not None and run.cfg.method == "triage":  # a negative side is one more workflow to reserve
+            n_sides = sides(run.records, index, todo[pending], run.cfg.negative_ratio)
+        left = _submit_all(driver, layers[pending], units[pending], n_sides, run.cfg.budget, progress)
         errors = driver.finish()
     finally:
         if served is not None:
@@ -312,13 +317,17 @@ def pending_neurons(run: RunContext, neurons, retry_failed: bool, index: Records
     return index, outputs, todo, mask
 
 
-def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: int | None, progress) -> int:
+def _submit_all(
+    driver: Driver, layers: np.ndarray, units: np.ndarray, n_sides: np.ndarray, budget: int | None, progress
+) -> int:
     """Submit every neuron, in order, until the token budget is reached; how many were left.
-    Under method triage the budget first holds back full workflows (``Driver.full_affordable``)."""
+    Under method triage the budget first holds back full workflows (``Driver.full_affordable``,
+    with ``n_sides``: each neuron's workflows)."""
     withheld = False
+    sides_left = np.cumsum(n_sides[::-1])[::-1]  # from each neuron on
     for i, (layer, neuron) in enumerate(zip(layers, units)):
         driver.make_room()
-        full = driver.full_affordable(budget, len(layers) - i)
+        full = driver.full_affordable(budget, int(sides_left[i]))
         if not full and not withheld and progress:
             progress(
                 f"explain: token budget: {driver.spent():,} of {budget:,} spent; the {len(layers) - i} "
@@ -335,5 +344,5 @@ def _submit_all(driver: Driver, layers: np.ndarray, units: np.ndarray, budget: i
                 )
             return left
         driver.close_layers(int(layer))
-        driver.submit(int(layer), int(neuron), full)
+        driver.submit(int(layer), int(neuron), full, int(n_sides[i]))
     return 0
