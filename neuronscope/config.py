@@ -234,6 +234,12 @@ class ExplainConfig(_Strict):
         description="neuron workflows in flight; None: 12 per LLM "
         "engine replica (enough waiting requests to fill its batches)",
     )
+    workflows_per_worker: int = Field(
+        4,
+        ge=1,
+        description="neuron workflows one worker process runs at once, on threads (they mostly "
+        "wait on the LLM; a process costs ~350 MB, so the workflows in flight share them)",
+    )
     compact_every: int = Field(
         256,
         ge=1,

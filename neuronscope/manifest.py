@@ -40,6 +40,7 @@ OPERATIONAL = frozenset(
         "explain.layers",
         "explain.neurons",
         "explain.max_in_flight",
+        "explain.workflows_per_worker",
         "explain.budget",
         "explain.dry_run",
         "explain.dry_run_sample",

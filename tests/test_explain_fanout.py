@@ -92,6 +92,43 @@ def test_a_crashing_llm_fails_each_neuron_with_its_reason(tmp_path, ray_by_value
     assert row["status"] == "failed" and row["mode"] == -1
 
 
+class Paired(ScriptedLLM):
+    """Each workflow's first call waits (up to a deadline) for another workflow's first call in
+    the same worker process: both answer only where two workflows run at once in one process."""
+
+    def __init__(self, wait_s: float):
+        super().__init__()
+        self.wait_s = wait_s
+
+    def chat(self, conversations, params):
+        if not self.params:  # each task unpickles its own copy: this workflow's first call
+            import sys
+            import threading
+            import types
+
+            # the test module is unpickled anew per task: the barrier lives with the process
+            pair = sys.modules.setdefault(
+                "paired", types.SimpleNamespace(barrier=threading.Barrier(2, timeout=self.wait_s))
+            )
+            pair.barrier.wait()
+        return super().chat(conversations, params)
+
+
+def test_a_worker_process_runs_several_workflows_at_once(tmp_path, ray_by_value):
+    """Two neurons in flight and two workflows per worker: one worker runs both at once."""
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    _records_store(store)
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=2, workflows_per_worker=2)
+    summary = explain_run(RunContext(store, store, Paired(120), cfg, embedder=EMB), [(1, 0), (1, 1)])
+    assert summary.ok == 2, summary.failures
+    # one workflow per worker (a fresh process: the run stopped its workers): nobody to meet
+    apart = cfg.model_copy(update={"workflows_per_worker": 1})
+    summary = explain_run(RunContext(store, store, Paired(1), apart, embedder=EMB), [(1, 2)])
+    assert summary.failed == 1 and "BrokenBarrierError" in summary.failures["1/2"]
+
+
 class Cached(ScriptedLLM):
     model_id = "scripted@1"  # the response cache keys on it
 

@@ -208,12 +208,14 @@ def test_a_run_killed_between_a_neuron_s_sides_resumes_losing_and_doubling_nothi
     flag = tmp_path / "crash"
     flag.touch()
     emb = PlantedEmbedder()
-    first = explain_run(RunContext(store, store, CrashOnNegative(str(flag)), CFG, embedder=emb))
+    # one workflow per worker: a crash ends its own neuron's attempt only, not its co-tenants'
+    cfg = CFG.model_copy(update={"workflows_per_worker": 1})
+    first = explain_run(RunContext(store, store, CrashOnNegative(str(flag)), cfg, embedder=emb))
     # each strong neuron's task died on its negative side (every retry too): recorded as failed,
     # nothing of its positive side kept as done; the plain neuron is done
     assert first.ok == 1 and first.failed == 3 and first.negative == 0, first
     flag.unlink()
-    again = explain_run(RunContext(store, store, CrashOnNegative(str(flag)), CFG, embedder=emb))
+    again = explain_run(RunContext(store, store, CrashOnNegative(str(flag)), cfg, embedder=emb))
     assert again.skipped == 1 and again.ok == 3 and again.negative == 3, again
     assert again.methods == {"both": 3, "negative: both": 3}
     rows = store.read_parquet("explanations/").to_pandas()

@@ -93,9 +93,9 @@ def test_explain_spreads_over_both_nodes_and_finishes_on_the_head_when_the_worke
     reference = drivers.reference(tmp_path, ray_local)
     run = Store.open(str(tmp_path / "run"))
     drivers.month_records(run)
-    cfg = {**drivers.CFG, "max_in_flight": 4}
+    cfg = {**drivers.CFG, "max_in_flight": 4, "workflows_per_worker": 1}
     proc = drivers.driver(two_nodes.address, run.uri, run.uri, cfg=cfg, proc_env=two_nodes.env())
-    until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("run_task"))
+    until("a workflow on the worker node", proc, lambda: "worker" in two_nodes.nodes_running("WorkflowWorker"))
     two_nodes.stop_worker()  # its workflows in flight die with it
     summary = drivers.summary(proc)
     assert summary.ok == drivers.NEURONS and summary.failed == 0, summary

@@ -1,4 +1,5 @@
-"""Many neurons: one Ray task per neuron, a bounded number in flight, all sharing one LLM client.
+"""Many neurons: one task per neuron, a bounded number in flight, all sharing one LLM client.
+The tasks run on a pool of worker actors, several at once in each (``WorkflowWorker``).
 
 The driver streams: it keeps the (layer, neuron) keys of the records and of the run's outputs
 (one listing per folder), never records themselves; each task reads its own neuron's records
@@ -32,14 +33,14 @@ from .task import (
     NeuronSummary,
     RunContext,
     TaskOrder,
+    WorkflowWorker,
     failed_rows,
     failure_reason,
     record_failure,
-    run_task,
     task_summary,
 )
 
-TASK_CPUS = 0.25  # the workflow mostly waits on the LLM actor; leave the cores to the engine
+TASK_CPUS = 0.25  # a worker's workflows mostly wait on the LLM actor; leave the cores to the engine
 MIN_TASK_CPUS = 0.01
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
@@ -87,9 +88,10 @@ def max_in_flight(cfg: ExplainConfig, llm) -> int:
 
 
 def task_cpus(limit: int, free_cpus: float) -> float:
-    """The CPUs a workflow task asks Ray for: TASK_CPUS, or a smaller share where ``limit`` tasks
-    would not fit the CPUs Ray has free (the engines hold theirs: one of a 2-core machine's two),
-    so that the in-flight limit, not Ray's CPU count, decides how many workflows run at once."""
+    """The CPUs a worker (or a compaction task) asks Ray for: TASK_CPUS, or a smaller share where
+    ``limit`` of them would not fit the CPUs Ray has free (the engines hold theirs: one of a
+    2-core machine's two), so that the in-flight limit, not Ray's CPU count, decides how many
+    workflows run at once."""
     share = math.floor(free_cpus / max(limit, 1) * 10_000) / 10_000  # Ray counts CPUs to 1/10,000
     return max(MIN_TASK_CPUS, min(TASK_CPUS, share))
 
@@ -127,20 +129,33 @@ class Outputs:
 
 
 class Driver:
-    """Submits tasks with at most ``limit`` in flight, collects them, and starts a compaction
-    task per layer every ``compact_every`` finished neurons and when the layer ends."""
+    """Submits tasks with at most ``limit`` in flight to its workers (each runs
+    ``cfg.workflows_per_worker`` at once), collects them, and starts a compaction task per layer
+    every ``compact_every`` finished neurons and when the layer ends."""
 
     def __init__(self, run: RunContext, outputs: Outputs, index: RecordsIndex, limit: int, total: int, progress):
         import ray
 
         self.ray, self.run_ref, self.cfg, self.out_store = ray, ray.put(run), run.cfg, run.out
         self.outputs, self.index, self.limit, self.total, self.progress = outputs, index, limit, total, progress
-        # SPREAD: a cluster's nodes share the workflows' CPU work; a task whose worker or node
-        # died is run again (only system failures are retried: a neuron's own errors are results)
-        cpus = task_cpus(limit, ray.available_resources().get("CPU", 0.0))
-        self.task = ray.remote(num_cpus=cpus, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(run_task)
+        n_workers = math.ceil(limit / run.cfg.workflows_per_worker)
+        cpus = task_cpus(n_workers + 1, ray.available_resources().get("CPU", 0.0))  # + 1: a compaction's
+        # SPREAD: a cluster's nodes share the workflows' CPU work. A worker that died (its process
+        # killed, its node lost) is started again, and its tasks in flight are run again there
+        # (only system failures are retried: a neuron's own errors are results).
+        self.worker_class = ray.remote(
+            num_cpus=cpus,
+            max_concurrency=run.cfg.workflows_per_worker,
+            max_restarts=-1,
+            max_task_retries=TASK_RETRIES,
+            scheduling_strategy="SPREAD",
+        )(WorkflowWorker)
+        self.workers: list = []  # started with the first task
+        self.n_workers = n_workers
+        self.load: list[int] = []  # per worker, its tasks in flight
         self.compactor = ray.remote(num_cpus=cpus, max_retries=1)(compact)
         self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow, its sides)
+        self.worker_of: dict = {}  # ref -> the index of the worker running it
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
@@ -158,9 +173,17 @@ class Driver:
         cache = self.outputs.cache_sources(layer, neuron)
         outputs = self.index.output_keys_of(layer)
         order = TaskOrder(layer, neuron, keys, cache, outputs, full_allowed, time.time())
-        ref = self.task.remote(order, self.run_ref)
-        self.in_flight[ref] = (layer, neuron, full_allowed, n_sides)
+        w = self._least_loaded()
+        ref = self.workers[w].run.remote(order, self.run_ref)
+        self.in_flight[ref], self.worker_of[ref] = (layer, neuron, full_allowed, n_sides), w
+        self.load[w] += 1
         self.running[layer] = self.running.get(layer, 0) + 1
+
+    def _least_loaded(self) -> int:
+        if not self.workers:
+            self.workers = [self.worker_class.remote() for _ in range(self.n_workers)]
+            self.load = [0] * self.n_workers
+        return min(range(self.n_workers), key=self.load.__getitem__)
 
     def make_room(self) -> None:
         while len(self.in_flight) >= self.limit:
@@ -200,6 +223,7 @@ class Driver:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
         ref = ready[0]
         layer, neuron, _, _ = self.in_flight.pop(ref)
+        self.load[self.worker_of.pop(ref)] -= 1
         self.running[layer] -= 1
         try:
             summary = self.ray.get(ref)
@@ -240,6 +264,7 @@ class Driver:
         while self.in_flight:
             self.wait_one()
             self.close_layers(None)
+        self.stop_workers()  # their CPUs go to the compactions
         self.close_layers(None)
         errors = []
         for ref in self.compactions:
@@ -248,6 +273,11 @@ class Driver:
             except Exception as e:  # the neurons' own objects are still there: the next run merges them
                 errors.append(failure_reason(e))
         return errors
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            self.ray.kill(w, no_restart=True)
+        self.workers, self.load = [], []
 
 
 def explain_run(
@@ -272,13 +302,16 @@ def explain_run(
         run = replace(run, embedder=served)
     try:
         driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)
-        if run.cfg.budget is not None:
-            driver.before = spent_before(run.out, todo[~pending])
-        n_sides = np.ones(int(sum(pending)), dtype=np.int64)
-        if run.cfg.budget is not None and run.cfg.method == "triage":  # a negative side is one more workflow to reserve
-            n_sides = sides(run.records, index, todo[pending], run.cfg.negative_ratio)
-        left = _submit_all(driver, layers[pending], units[pending], n_sides, run.cfg.budget, progress)
-        errors = driver.finish()
+        try:
+            if run.cfg.budget is not None:
+                driver.before = spent_before(run.out, todo[~pending])
+            n_sides = np.ones(int(sum(pending)), dtype=np.int64)
+            if run.cfg.budget is not None and run.cfg.method == "triage":  # a negative side is one more workflow
+                n_sides = sides(run.records, index, todo[pending], run.cfg.negative_ratio)
+            left = _submit_all(driver, layers[pending], units[pending], n_sides, run.cfg.budget, progress)
+            errors = driver.finish()
+        finally:
+            driver.stop_workers()
     finally:
         if served is not None:
             embedder.stop(served)

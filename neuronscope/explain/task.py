@@ -1,6 +1,7 @@
-"""One neuron's Ray task: read its records and its output side, run the workflow through its
+"""One neuron's task: read its records and its output side, run the workflow through its
 response cache, write its outputs, and report what the driver keeps of it (``NeuronSummary``);
-and the failure record of a neuron whose task could not run or died."""
+the worker process that runs several such tasks at once (``WorkflowWorker``); and the failure
+record of a neuron whose task could not run or died."""
 
 from __future__ import annotations
 
@@ -162,6 +163,17 @@ def run_task(order: TaskOrder, s: RunContext) -> NeuronSummary:
     spent = json.dumps(timing_entry(timings).to_json())
     write_rows(s.out, layer, neuron, [{**r, "timings": spent} for r in result.rows])
     return task_summary(layer, neuron, result.rows)
+
+
+class WorkflowWorker:
+    """A Ray actor's body: one worker process running up to ``cfg.workflows_per_worker`` neurons'
+    tasks at once, each on its own thread (the actor's ``max_concurrency``). A workflow mostly
+    waits on the LLM, so the neurons in flight share a process, its imports and its caches
+    (the embedder client's, the words') instead of a process (~350 MB) each; more of them can
+    then be in flight, which fills the engine's batches."""
+
+    def run(self, order: TaskOrder, s: RunContext) -> NeuronSummary:
+        return run_task(order, s)
 
 
 def failed_rows(layer: int, neuron: int, cfg: ExplainConfig, reason: str) -> list[dict]:
