@@ -231,7 +231,7 @@ class ExplainConfig(_Strict):
     max_in_flight: int | None = Field(
         None,
         ge=1,
-        description="neuron workflows in flight; None: 12 per LLM "
+        description="neuron workflows in flight; None: 24 per LLM "
         "engine replica (enough waiting requests to fill its batches)",
     )
     workflows_per_worker: int = Field(

@@ -270,7 +270,7 @@ def test_a_run_serves_its_embedder_to_every_workflow_and_stops_it(tmp_path, ray_
 
 
 def test_every_workflow_in_flight_fits_the_cpus_ray_has_free():
-    """One engine holds one of a 2-core machine's two CPUs: 12 workflows in flight ask for 1/12
+    """One engine holds one of a 2-core machine's two CPUs: 12 workers ask for 1/12
     each, not 0.25 (which would let only 4 of them run, the rest queued behind them)."""
     assert schedule.task_cpus(12, 1.0) == 0.0833 and 12 * schedule.task_cpus(12, 1.0) <= 1.0
     assert schedule.task_cpus(2, 2.0) == schedule.TASK_CPUS  # room enough: as before

@@ -44,8 +44,9 @@ TASK_CPUS = 0.25  # a worker's workflows mostly wait on the LLM actor; leave the
 MIN_TASK_CPUS = 0.01
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
-# requests to fill an engine's batches (benchmarks/llm_pool.py measured R3 at 12 on one engine).
-IN_FLIGHT_PER_REPLICA = 12
+# requests to fill an engine's batches. On one CPU engine, 24 (on 6 workers) against 12 (on 12)
+# took R5 from 0.28 to 0.39 and the engine's CPU per token from 1.11 to 0.81 ms (RESULTS.md).
+IN_FLIGHT_PER_REPLICA = 24
 
 
 @dataclass(frozen=True)
