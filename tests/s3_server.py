@@ -267,6 +267,12 @@ class Outage:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed by down()
+            with self._lock:
+                # closing a listener does not wake an accept() already waiting on it: a connection
+                # it takes after down() would outlive the outage in a client's keep-alive pool
+                if self._listener is not listener:
+                    client.close()
+                    return
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:

@@ -43,6 +43,7 @@ from .task import (
 TASK_CPUS = 0.25  # a worker's workflows mostly wait on the LLM actor; leave the cores to the engine
 MIN_TASK_CPUS = 0.01
 TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-workflow
+SUSPECT_S = 60.0  # a worker whose task died gets no new task for this long (its node may be going)
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
 # requests to fill an engine's batches. On one CPU engine, 24 (on 6 workers) against 12 (on 12)
 # took R5 from 0.28 to 0.39 and the engine's CPU per token from 1.11 to 0.81 ms (RESULTS.md).
@@ -142,21 +143,19 @@ class Driver:
         n_workers = math.ceil(limit / run.cfg.workflows_per_worker)
         cpus = task_cpus(n_workers + 1, ray.available_resources().get("CPU", 0.0))  # + 1: a compaction's
         # SPREAD: a cluster's nodes share the workflows' CPU work. A worker that died (its process
-        # killed, its node lost) is started again, and its tasks in flight are run again there
-        # (only system failures are retried: a neuron's own errors are results).
+        # killed, its node lost) is started again; the driver reruns its tasks on other workers
+        # (``wait_one``: Ray's own retries would go back to the same worker, which fails them at
+        # once until Ray sees that its node is gone).
         self.worker_class = ray.remote(
-            num_cpus=cpus,
-            max_concurrency=run.cfg.workflows_per_worker,
-            max_restarts=-1,
-            max_task_retries=TASK_RETRIES,
-            scheduling_strategy="SPREAD",
+            num_cpus=cpus, max_concurrency=run.cfg.workflows_per_worker, max_restarts=-1, scheduling_strategy="SPREAD"
         )(WorkflowWorker)
         self.workers: list = []  # started with the first task
         self.n_workers = n_workers
         self.load: list[int] = []  # per worker, its tasks in flight
+        self.suspect_until: list[float] = []  # per worker, when it may take tasks again after one died
         self.compactor = ray.remote(num_cpus=cpus, max_retries=1)(compact)
         self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow, its sides)
-        self.worker_of: dict = {}  # ref -> the index of the worker running it
+        self.sent: dict = {}  # ref -> (its worker's index, its order, its attempt: 0 first)
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
@@ -173,18 +172,24 @@ class Driver:
             return
         cache = self.outputs.cache_sources(layer, neuron)
         outputs = self.index.output_keys_of(layer)
-        order = TaskOrder(layer, neuron, keys, cache, outputs, full_allowed, time.time())
+        order = TaskOrder(layer, neuron, keys, cache, outputs, full_allowed)
+        self._dispatch(order, (layer, neuron, full_allowed, n_sides), 0)
+
+    def _dispatch(self, order: TaskOrder, meta: tuple, attempt: int) -> None:
         w = self._least_loaded()
-        ref = self.workers[w].run.remote(order, self.run_ref)
-        self.in_flight[ref], self.worker_of[ref] = (layer, neuron, full_allowed, n_sides), w
+        ref = self.workers[w].run.remote(replace(order, submitted=time.time()), self.run_ref)
+        self.in_flight[ref], self.sent[ref] = meta, (w, order, attempt)
         self.load[w] += 1
-        self.running[layer] = self.running.get(layer, 0) + 1
+        self.running[order.layer] = self.running.get(order.layer, 0) + 1
 
     def _least_loaded(self) -> int:
+        """The worker with the fewest tasks in flight, of those not suspect (all, if all are)."""
         if not self.workers:
             self.workers = [self.worker_class.remote() for _ in range(self.n_workers)]
-            self.load = [0] * self.n_workers
-        return min(range(self.n_workers), key=self.load.__getitem__)
+            self.load, self.suspect_until = [0] * self.n_workers, [0.0] * self.n_workers
+        now = time.monotonic()
+        sound = [i for i in range(self.n_workers) if self.suspect_until[i] <= now]
+        return min(sound or range(self.n_workers), key=self.load.__getitem__)
 
     def make_room(self) -> None:
         while len(self.in_flight) >= self.limit:
@@ -223,18 +228,32 @@ class Driver:
     def wait_one(self) -> None:
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
         ref = ready[0]
-        layer, neuron, _, _ = self.in_flight.pop(ref)
-        self.load[self.worker_of.pop(ref)] -= 1
+        from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, WorkerCrashedError
+
+        meta = self.in_flight.pop(ref)
+        layer, neuron = meta[0], meta[1]
+        w, order, attempt = self.sent.pop(ref)
+        self.load[w] -= 1
         self.running[layer] -= 1
         try:
             summary = self.ray.get(ref)
-        except Exception as e:  # the task itself died (OOM, worker crash, store write): still recorded
-            reason = f"task failed: {failure_reason(e)}"
-            try:
-                summary = record_failure(self.out_store, layer, neuron, self.cfg, reason)
-            except Exception:  # the summary still names the neuron and its failure
-                summary = task_summary(layer, neuron, failed_rows(layer, neuron, self.cfg, reason))
+        except (RayActorError, WorkerCrashedError, NodeDiedError, OutOfMemoryError) as e:
+            if attempt >= TASK_RETRIES:  # only system failures are rerun: a neuron's own errors are results
+                summary = self._task_failure(layer, neuron, e)
+            else:
+                self.suspect_until[w] = time.monotonic() + SUSPECT_S
+                self._dispatch(order, meta, attempt + 1)
+                return
+        except Exception as e:  # the task itself failed (a store write, say): still recorded
+            summary = self._task_failure(layer, neuron, e)
         self.record(summary)
+
+    def _task_failure(self, layer: int, neuron: int, e: BaseException) -> NeuronSummary:
+        reason = f"task failed: {failure_reason(e)}"
+        try:
+            return record_failure(self.out_store, layer, neuron, self.cfg, reason)
+        except Exception:  # the summary still names the neuron and its failure
+            return task_summary(layer, neuron, failed_rows(layer, neuron, self.cfg, reason))
 
     def record(self, s: NeuronSummary) -> None:
         self.tally.add(s)
