@@ -41,6 +41,9 @@ def _staged(store: Store, stage: str, inputs: dict, config: dict, work: Callable
     manifest.begin_stage(store, stage, inputs, config)
     try:
         summary = work()
+    except KeyboardInterrupt:  # stopped on purpose (Ctrl-C, SIGINT): a rerun resumes it
+        manifest.end_stage(store, stage, "interrupted")
+        raise
     except BaseException as e:
         manifest.end_stage(store, stage, "failed", error=f"{type(e).__name__}: {e}")
         raise

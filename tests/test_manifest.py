@@ -19,3 +19,25 @@ def test_stage_lifecycle_and_resume_guard(tmp_path):
     manifest.begin_stage(store, "record", inputs, {"top_k": 5})  # same inputs: resuming is fine
     with pytest.raises(ConfigError, match="corpus_hash='sha256:abc'.*corpus_hash='sha256:def'"):
         manifest.begin_stage(store, "record", {**inputs, "corpus_hash": "sha256:def"}, {})
+
+
+def test_a_stage_stopped_on_purpose_is_interrupted_and_a_crashed_one_failed(tmp_path):
+    from neuronscope.stages import _staged
+
+    store = Store.open(str(tmp_path / "run"))
+
+    def stopped():
+        raise KeyboardInterrupt
+
+    def crashed():
+        raise RuntimeError("disk on fire")
+
+    for work in (stopped, crashed):
+        with pytest.raises((KeyboardInterrupt, RuntimeError)):
+            _staged(store, "explain", {"model": "m"}, {}, work)
+    manifest.begin_stage(store, "explain", {"model": "m"}, {})
+    earlier = store.read_json("manifest.json")["stages"]["explain"]["earlier"]
+    assert [(a["status"], a.get("error")) for a in earlier] == [
+        ("interrupted", None),
+        ("failed", "RuntimeError: disk on fire"),
+    ]

@@ -226,10 +226,10 @@ class Driver:
         return full_fits(self._spend(), flying, allowed, left, budget)
 
     def wait_one(self) -> None:
-        ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
-        ref = ready[0]
         from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, WorkerCrashedError
 
+        ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+        ref = ready[0]
         meta = self.in_flight.pop(ref)
         layer, neuron = meta[0], meta[1]
         w, order, attempt = self.sent.pop(ref)
