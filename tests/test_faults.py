@@ -74,7 +74,10 @@ def test_s3_lost_mid_explain_fails_neurons_with_the_reason_and_a_rerun_completes
     kept = store.read_parquet("explanations/").to_pandas()  # every object whole: a write is all or nothing
     assert set(kept.neuron) <= set(range(NEURONS)) and (kept.status == "ok").all()
     second = summary(driver(ray_local, records.uri, out, env))
-    assert second.failed == 0 and second.skipped == first.ok, second
+    # a neuron whose last write landed but whose answer the outage cut failed in the first run
+    # and is done now: skipped, as are those done then
+    assert second.failed == 0 and second.skipped >= first.ok, second
+    assert second.skipped + second.explained == NEURONS and second.skipped == len(set(kept.neuron)), second
     got = explanations(store)
     assert not got.duplicated(["layer", "neuron", "mode"]).any()
     pd.testing.assert_frame_equal(got, explanations(ref))
