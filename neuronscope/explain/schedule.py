@@ -130,6 +130,17 @@ class Outputs:
         return self.index[layout.LLM_CACHE].sources(layer, neuron)
 
 
+@dataclass(frozen=True)
+class Flight:
+    """A task in flight: its order, its neuron's sides (the budget's reserve), the index of the
+    worker running it and its attempt (0 first)."""
+
+    order: TaskOrder
+    n_sides: int
+    worker: int
+    attempt: int
+
+
 class Driver:
     """Submits tasks with at most ``limit`` in flight to its workers (each runs
     ``cfg.workflows_per_worker`` at once), collects them, and starts a compaction task per layer
@@ -154,8 +165,7 @@ class Driver:
         self.load: list[int] = []  # per worker, its tasks in flight
         self.suspect_until: list[float] = []  # per worker, when it may take tasks again after one died
         self.compactor = ray.remote(num_cpus=cpus, max_retries=1)(compact)
-        self.in_flight: dict = {}  # ref -> (layer, neuron, whether it may take the full workflow, its sides)
-        self.sent: dict = {}  # ref -> (its worker's index, its order, its attempt: 0 first)
+        self.in_flight: dict[object, Flight] = {}  # ref -> the task it will return
         self.running: dict[int, int] = {}  # layer -> tasks in flight
         self.ready = {layer: set(ns) for layer, ns in outputs.waiting.items()}  # layer -> neurons to merge
         self.compactions: list = []
@@ -173,12 +183,12 @@ class Driver:
         cache = self.outputs.cache_sources(layer, neuron)
         outputs = self.index.output_keys_of(layer)
         order = TaskOrder(layer, neuron, keys, cache, outputs, full_allowed)
-        self._dispatch(order, (layer, neuron, full_allowed, n_sides), 0)
+        self._dispatch(order, n_sides, 0)
 
-    def _dispatch(self, order: TaskOrder, meta: tuple, attempt: int) -> None:
+    def _dispatch(self, order: TaskOrder, n_sides: int, attempt: int) -> None:
         w = self._least_loaded()
         ref = self.workers[w].run.remote(replace(order, submitted=time.time()), self.run_ref)
-        self.in_flight[ref], self.sent[ref] = meta, (w, order, attempt)
+        self.in_flight[ref] = Flight(order, n_sides, w, attempt)
         self.load[w] += 1
         self.running[order.layer] = self.running.get(order.layer, 0) + 1
 
@@ -221,8 +231,8 @@ class Driver:
         ``left``: the sides of the neurons not submitted yet)."""
         if budget is None or self.cfg.method != "triage":
             return True
-        allowed = sum(full for _, _, full, _ in self.in_flight.values())
-        flying = sum(n for _, _, _, n in self.in_flight.values())
+        allowed = sum(f.order.full_allowed for f in self.in_flight.values())
+        flying = sum(f.n_sides for f in self.in_flight.values())
         return full_fits(self._spend(), flying, allowed, left, budget)
 
     def wait_one(self) -> None:
@@ -230,19 +240,18 @@ class Driver:
 
         ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
         ref = ready[0]
-        meta = self.in_flight.pop(ref)
-        layer, neuron = meta[0], meta[1]
-        w, order, attempt = self.sent.pop(ref)
-        self.load[w] -= 1
+        f = self.in_flight.pop(ref)
+        layer, neuron = f.order.layer, f.order.neuron
+        self.load[f.worker] -= 1
         self.running[layer] -= 1
         try:
             summary = self.ray.get(ref)
         except (RayActorError, WorkerCrashedError, NodeDiedError, OutOfMemoryError) as e:
-            if attempt >= TASK_RETRIES:  # only system failures are rerun: a neuron's own errors are results
+            if f.attempt >= TASK_RETRIES:  # only system failures are rerun: a neuron's own errors are results
                 summary = self._task_failure(layer, neuron, e)
             else:
-                self.suspect_until[w] = time.monotonic() + SUSPECT_S
-                self._dispatch(order, meta, attempt + 1)
+                self.suspect_until[f.worker] = time.monotonic() + SUSPECT_S
+                self._dispatch(f.order, f.n_sides, f.attempt + 1)
                 return
         except Exception as e:  # the task itself failed (a store write, say): still recorded
             summary = self._task_failure(layer, neuron, e)
