@@ -65,7 +65,7 @@ def score_hypothesis(h: Hypothesis, scorers: list[str] | None, cfg: RunConfig, l
         sp = split(load(rec), SplitSizes.of(cfg.explain))
     except ValueError as e:
         raise NeuronScopeError(f"layer {layer} neuron {neuron} of {store.uri}: {e}") from None
-    embedder = embedder or get_embedder(cfg.explain.embedder)
+    embedder = embedder or get_embedder(cfg.explain.embedder, cfg.explain.embedder_dtype)
     control = control_explanation(layer, neuron, _other_explanations(store, layer, neuron), embedder, text)
     lexical = lexical_explanation(sp.explain, sp.scale)
     metered = Metered(llm, Ledger()) if llm is not None else None

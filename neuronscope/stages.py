@@ -95,7 +95,14 @@ def _explain(cfg: RunConfig, src: Store, store: Store, progress: Progress, llm, 
     ensure_ray()
     if llm is None:
         llm = start_llm(cfg, progress)
-    inputs = {"records": src.uri, "llm_model": cfg.llm.model}
+    from .models.embedder import resolve_dtype
+
+    # the embedder's dtype as this machine resolves it: a resume where it resolves otherwise is refused
+    inputs = {
+        "records": src.uri,
+        "llm_model": cfg.llm.model,
+        "embedder_dtype": resolve_dtype(cfg.explain.embedder_dtype),
+    }
     config = {
         "explain": cfg.explain.model_dump(),
         "llm": {**cfg.llm.model_dump(), "base_url": redact_url(cfg.llm.base_url)},
@@ -167,7 +174,11 @@ def self_check(cfg: RunConfig, llm, progress: Progress):
     from .scoring import make_scorer
     from .scoring.calibration import self_check as check
 
-    embedder = get_embedder(cfg.explain.embedder) if cfg.explain.scorer in ("reader", "embedding") else None
+    embedder = (
+        get_embedder(cfg.explain.embedder, cfg.explain.embedder_dtype)
+        if cfg.explain.scorer in ("reader", "embedding")
+        else None
+    )
     metered = Metered(llm, Ledger())
     result = check(lambda shown: make_scorer(cfg.explain.scorer, llm=metered, embedder=embedder, shown=shown))
     progress(result.line() + f" [{result.seconds:.1f}s]")

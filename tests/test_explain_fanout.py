@@ -249,7 +249,7 @@ def test_a_run_serves_its_embedder_to_every_workflow_and_stops_it(tmp_path, ray_
     served, computed = [], []
     serve, stop = embedder.serve, embedder.stop
     monkeypatch.setattr(
-        embedder, "serve", lambda spec: served.append((spec, serve(CountingEmbedder()))) or served[-1][1]
+        embedder, "serve", lambda spec, *_: served.append((spec, serve(CountingEmbedder()))) or served[-1][1]
     )
 
     def stopping(e):

@@ -139,3 +139,17 @@ def test_an_object_of_no_known_shape_is_kept_as_it_is():
 def test_agent_names_serialise_as_plain_strings():
     assert json.dumps({Agent.SIMULATE_BASELINE: Agent.CONTROL}) == '{"simulate_baseline": "control"}'
     assert f"{Agent.SINGLE_PASS}.v2" == "single_pass.v2" and Agent("refine") is Agent.REFINE
+
+
+def test_a_transcript_line_is_strict_json_whatever_the_entry_holds():
+    import math
+
+    import numpy as np
+
+    from neuronscope.results.outputs import entry_line, jsonable
+
+    plain = {"agent": "score", "values": [0.25, 1.0, 3], "ids": np.arange(3), "x": np.float32(0.5), "k": np.int64(2)}
+    odd = {"agent": "score", "values": [0.25, math.nan], "arr": np.array([1.0, np.inf]), "keys": {np.int64(3): 1}}
+    for entry in (plain, odd):  # the encoder's own path, and the one through jsonable (NaN, a numpy key)
+        assert json.loads(entry_line(entry)) == json.loads(json.dumps(jsonable(entry), allow_nan=False))
+    assert json.loads(entry_line(odd))["values"] == [0.25, None] and json.loads(entry_line(odd))["keys"] == {"3": 1}

@@ -40,6 +40,19 @@ def test_auroc_balanced_accuracy_and_pairwise_win_known_values():
     assert M.pairwise_win([0.9, 0.5, 0.2, math.nan], [0.1, 0.5, 0.3, 0.4]) == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
 
 
+def test_resampled_auroc_is_the_weighted_one_for_every_resample_ties_included():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 6, 300) / 5.0  # few distinct values: many ties, within groups and across
+    labels = rng.random(300) < 0.3
+    groups = rng.integers(0, 40, 300)
+    counts, g = M.bootstrap_counts(groups, 50, seed=1)
+    fast = M.auroc_resampled(values, labels, g, counts)
+    assert np.array_equal(fast, M.auroc_weighted(values, labels, counts[:, g])), "exact, not approximately"
+    by_group = M.outranked_by_group(values[:7], values[7:], g[7:], int(g.max()) + 1)
+    for j in range(int(g.max()) + 1):
+        assert np.array_equal(by_group[:, j], M.outranked(values[:7], values[7:][g[7:] == j]))
+
+
 def test_window_items_are_activating_centres_and_quiet_stretches():
     items = window_items(HELDOUT, FIVE)
     pos = [it for it in items if it.label]
@@ -223,3 +236,21 @@ def test_window_guesses_decompose_the_auroc_and_show_only_real_errors():
     _misses, alarms = r.mistakes()
     assert [(a[0], a[1]) for a in alarms] == [(items[worst_neg].exemplar, items[worst_neg].pos)]
     assert np.mean(r.guesses[y]) / 10 == pytest.approx(r.score)
+
+
+def test_the_embedder_dtype_is_as_configured_and_auto_follows_the_cpu():
+    import torch
+
+    from neuronscope.models.cpu import native_bf16
+    from neuronscope.models.embedder import embed, get_embedder, resolve_dtype
+
+    assert resolve_dtype("float32") == "float32" and resolve_dtype("bfloat16") == "bfloat16"
+    assert resolve_dtype("auto") == ("bfloat16" if native_bf16() or torch.cuda.is_available() else "float32")
+    full = get_embedder("bundled:all-minilm-l6-v2", "float32")
+    assert next(full.parameters()).dtype == torch.float32
+    if native_bf16():  # emulated bf16 is ~100x slower: checked only where the CPU has it
+        half = get_embedder("bundled:all-minilm-l6-v2", "bfloat16")
+        assert next(half.parameters()).dtype == torch.bfloat16
+        texts = ["the king of France", "a red rose", "March"]
+        a, b = embed(full, texts), embed(half, texts)
+        assert a.dtype == b.dtype == np.float32 and np.all(np.sum(a * b, axis=1) > 0.99)

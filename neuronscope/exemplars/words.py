@@ -58,7 +58,7 @@ def word_peaks(tokens: Sequence[str], activations: Sequence[float]) -> tuple[lis
     ws = words(tokens)
     if not ws:
         return ws, np.zeros(0)
-    a = np.r_[np.asarray(activations, dtype=np.float64), 0.0]  # a word may end at the last piece
+    a = np.append(np.asarray(activations, dtype=np.float64), 0.0)  # a word may end at the last piece
     # the max over [start, end) of each word: the even segments of the reduction at start, end, start, ...
     return ws, np.maximum.reduceat(a, np.array([(w.start, w.end) for w in ws]).ravel())[::2]
 
@@ -68,6 +68,7 @@ def word_at(tokens: Sequence[str], pos: int) -> Word | None:
     return next((w for w in words(tokens) if w.start <= pos < w.end), None)
 
 
+@lru_cache(maxsize=1 << 16)  # a scoring call keys every word item of its held-out text, most of them recurring
 def key(text: str) -> str:
     """The form under which two mentions of a word are the same: lower case, without surrounding
     quotes and a plural or possessive ending."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models.embedder import embed
+from ..models.embedder import embed, embed_cached
 
 SEED = 1234
 # Below this no split into k>1 modes counts as real structure. Calibrated on all-MiniLM-L6-v2:
@@ -154,7 +154,7 @@ def word_vectors(embedder, words: list[str]) -> np.ndarray:
     ("white, red"), lower-cased, minus CENTRE_WEIGHT x the reference vocabulary's mean."""
     parts = [[w.strip().lower() for w in s.split(",") if w.strip()] or [s.lower()] for s in words]
     flat = sorted({w for p in parts for w in p})
-    vec = dict(zip(flat, embed(embedder, flat)))
+    vec = dict(zip(flat, embed_cached(embedder, flat)))
     centre = CENTRE_WEIGHT * reference(embedder).mean(axis=0)
     return _unit(np.stack([np.mean([vec[w] for w in p], axis=0) for p in parts]) - centre)
 

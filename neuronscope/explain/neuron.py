@@ -273,7 +273,7 @@ class NeuronWork:
         base = sp.scale.base or None
         self.transcript.append(SplitEntry(sp.scale.peak, _ids(sp.explain), _ids(sp.heldout), _ids(sp.validation), base))
         with self.timings.phase(LOAD_EMBEDDER):  # once per worker process, where the run serves none
-            self.embedder = self.opts.embedder or get_embedder(cfg.embedder)
+            self.embedder = self.opts.embedder or get_embedder(cfg.embedder, cfg.embedder_dtype)
         self.judges = Judges.of(self.llm, cfg, self.embedder, sp.scale, shown_words(sp.explain, sp.scale))
         avoid = ", ".join(activating(e, sp.scale) for e in sp.explain)
         self.control = control_explanation(self.layer, self.neuron, embedder=self.embedder, avoid=avoid)

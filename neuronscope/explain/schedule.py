@@ -327,7 +327,7 @@ def explain_run(
     layers, units = uncode(todo)
     served = None
     if run.embedder is None and pending.any():  # one process embeds for every workflow of the run
-        served = embedder.serve(run.cfg.embedder)
+        served = embedder.serve(run.cfg.embedder, run.cfg.embedder_dtype)
         run = replace(run, embedder=served)
     try:
         driver = Driver(run, outputs, index, max_in_flight(run.cfg, run.llm), int(sum(pending)), progress)

@@ -21,6 +21,7 @@ import ray
 
 from ..config import LLMConfig
 from ..errors import LLMError
+from ..models.cpu import native_bf16
 from .base import Completion, GenParams, LazyTokenizer, Message, continuation_flags
 
 _SEQ = itertools.count()
@@ -260,16 +261,6 @@ class VLLMPool(LazyTokenizer):
         """Stop every engine actor (for good: no restart)."""
         for a in self.actors:
             ray.kill(a, no_restart=True)
-
-
-def native_bf16() -> bool:
-    """Whether this machine's CPU computes bf16 natively (else torch emulates it, ~100x slower)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = set(fh.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_dtype(cfg: LLMConfig) -> str:

@@ -11,21 +11,36 @@ from functools import cached_property
 
 import numpy as np
 
-_EMBEDDERS: dict[str, object] = {}
+from .cpu import native_bf16
+
+_EMBEDDERS: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
 
 
-def get_embedder(spec: str):
-    """The sentence-transformers model for ``spec``, loaded once per worker process."""
+def resolve_dtype(dtype: str) -> str:
+    """``dtype`` (``ExplainConfig.embedder_dtype``) with "auto" made concrete for this machine."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() or native_bf16() else "float32"
+
+
+def get_embedder(spec: str, dtype: str = "auto"):
+    """The sentence-transformers model for ``spec`` in ``dtype`` (``resolve_dtype``), loaded once
+    per worker process."""
+    dtype = resolve_dtype(dtype)
     with _LOCK:
-        if spec not in _EMBEDDERS:
+        if (spec, dtype) not in _EMBEDDERS:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
             from sentence_transformers import SentenceTransformer
 
             from .bundled import resolve_embedder
 
-            _EMBEDDERS[spec] = SentenceTransformer(resolve_embedder(spec), device="cpu")
-        return _EMBEDDERS[spec]
+            model = SentenceTransformer(resolve_embedder(spec), device="cpu")
+            _EMBEDDERS[spec, dtype] = model.to(getattr(torch, dtype))
+        return _EMBEDDERS[spec, dtype]
 
 
 def embed(embedder, texts: list[str]) -> np.ndarray:
@@ -55,12 +70,13 @@ def embed_cached(embedder, texts: list[str]) -> np.ndarray:
     fresh = embed(embedder, todo) if todo else np.zeros((0, 0), np.float32)
     with _LOCK:
         cache.update(zip(todo, fresh))
-        found = [cache[t] for t in texts]
+        distinct = {t: i for i, t in enumerate(dict.fromkeys(texts))}  # a text recurs across a call's items
+        found = [cache[t] for t in distinct]
         for t in _last_seen(texts):
             cache.move_to_end(t)
         while len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
-    return np.stack(found) if found else np.zeros((0, 0), np.float32)
+    return np.stack(found)[[distinct[t] for t in texts]] if found else np.zeros((0, 0), np.float32)
 
 
 # -- one embedder for a whole run ------------------------------------------------------------------
@@ -76,13 +92,13 @@ class EmbedderService:
     """The actor's body: the model (loaded on first use) and one cache of its outputs, shared by
     every caller."""
 
-    def __init__(self, embedder):
-        self.embedder = embedder
+    def __init__(self, embedder, dtype: str = "auto"):
+        self.embedder, self.dtype = embedder, dtype
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @cached_property
     def model(self):
-        return get_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+        return _model(self.embedder, self.dtype)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """The model's normalised output for each text, each new text computed once in one batch."""
@@ -114,13 +130,18 @@ class _Vocabulary:
 _SERVED: dict[str, ServedEmbedder] = {}  # actor id -> this process's client of it
 
 
-def _served(actor, embedder) -> ServedEmbedder:
+def _model(embedder, dtype: str):
+    """``embedder``'s model: a spec loaded in ``dtype``, or the embedder object itself."""
+    return get_embedder(embedder, dtype) if isinstance(embedder, str) else embedder
+
+
+def _served(actor, embedder, dtype: str) -> ServedEmbedder:
     """This process's one client of ``actor``: each task unpickles its run's embedder anew, and the
     per-process caches (``embed_cached``, the clustering's reference words) key on the object."""
     with _LOCK:
         key = actor._actor_id.hex()
         if key not in _SERVED:
-            _SERVED[key] = ServedEmbedder(actor, embedder)
+            _SERVED[key] = ServedEmbedder(actor, embedder, dtype)
         return _SERVED[key]
 
 
@@ -131,16 +152,16 @@ class ServedEmbedder:
     say), the client loads ``embedder`` itself and goes on without it: the worker's own model,
     as when nothing is served."""
 
-    def __init__(self, actor, embedder):
-        self.actor, self.embedder = actor, embedder
+    def __init__(self, actor, embedder, dtype: str = "auto"):
+        self.actor, self.embedder, self.dtype = actor, embedder, dtype
         self.own = None  # the worker's own model, once the actor is gone
 
     def __reduce__(self):
-        return _served, (self.actor, self.embedder)
+        return _served, (self.actor, self.embedder, self.dtype)
 
     def _own(self):
         if self.own is None:
-            self.own = get_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+            self.own = _model(self.embedder, self.dtype)
         return self.own
 
     def encode(self, texts, normalize_embeddings: bool = True, **_) -> np.ndarray:
@@ -167,14 +188,14 @@ class ServedEmbedder:
         return self._own().tokenizer
 
 
-def serve(embedder) -> ServedEmbedder:
-    """``embedder`` (a spec such as ``cfg.embedder``, or an embedder object) loaded in one Ray
-    actor for the caller's run; ``stop`` ends it. It takes no CPU of Ray's (it works only while
-    the workflows wait on it)."""
+def serve(embedder, dtype: str = "auto") -> ServedEmbedder:
+    """``embedder`` (a spec such as ``cfg.embedder``, loaded in ``dtype``, or an embedder object)
+    in one Ray actor for the caller's run; ``stop`` ends it. It takes no CPU of Ray's (it works
+    only while the workflows wait on it)."""
     import ray
 
     service = ray.remote(num_cpus=0)(EmbedderService)
-    return ServedEmbedder(service.remote(embedder), embedder)
+    return ServedEmbedder(service.remote(embedder, dtype), embedder, dtype)
 
 
 def stop(served: ServedEmbedder) -> None:

@@ -57,9 +57,27 @@ def write_result(store, layer: int, neuron: int, rows: list[dict], transcript: l
     write_rows(store, layer, neuron, rows)
 
 
+def _numpy(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"{type(x).__name__} is not JSON")
+
+
+def entry_line(entry: dict) -> str:
+    """One transcript line: strict JSON of ``entry`` (``jsonable``). JSON's own encoder takes it
+    as it is where it can (an entry's long lists of item values are most of a transcript); only
+    an entry holding a NaN or a numpy key goes through ``jsonable``."""
+    try:
+        return json.dumps(entry, ensure_ascii=False, allow_nan=False, default=_numpy)
+    except (TypeError, ValueError):
+        return json.dumps(jsonable(entry), ensure_ascii=False, allow_nan=False)
+
+
 def write_transcript(store, layer: int, neuron: int, transcript: list[Entry]) -> None:
     """The neuron's own transcript object; its rows come after it (``write_rows``)."""
-    lines = "".join(json.dumps(jsonable(t.to_json()), ensure_ascii=False, allow_nan=False) + "\n" for t in transcript)
+    lines = "".join(entry_line(t.to_json()) + "\n" for t in transcript)
     store.write_bytes(transcript_key(layer, neuron), lines.encode("utf-8"))
 
 

@@ -115,6 +115,18 @@ def outranked(values, others) -> np.ndarray:
     return below + 0.5 * (upto - below)
 
 
+def outranked_by_group(values, others, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(values, n_groups): ``outranked(values, others[groups == j])`` for every group j at once,
+    from one sort of ``others`` and a running count of each group along it."""
+    order = np.argsort(others, kind="stable")
+    o = np.asarray(others, dtype=np.float64)[order]
+    seen = np.zeros((len(o) + 1, n_groups), dtype=np.float64)  # seen[i, j]: others of group j among the i lowest
+    seen[np.arange(1, len(o) + 1), groups[order]] = 1.0
+    np.cumsum(seen, axis=0, out=seen)
+    below, upto = seen[np.searchsorted(o, values, "left")], seen[np.searchsorted(o, values, "right")]
+    return below + 0.5 * (upto - below)
+
+
 def auroc_resampled(values, labels, groups, counts) -> np.ndarray:
     """``auroc_weighted(values, labels, counts[:, groups])`` for every resample at once, from
     the groups' pairs: each (activating, quiet) pair of items is tallied once into the cell of
@@ -128,9 +140,9 @@ def auroc_resampled(values, labels, groups, counts) -> np.ndarray:
         return np.full(len(c), math.nan)
     ps, gp = np.unique(g[y], return_inverse=True)  # the groups holding activating items
     ns, gn = np.unique(g[~y], return_inverse=True)  # ... and quiet ones
-    beaten = np.stack([outranked(pos, neg[gn == j]) for j in range(len(ns))], axis=1)  # (activating, quiet groups)
+    beaten = outranked_by_group(pos, neg, gn, len(ns))  # (activating, quiet groups)
     order = np.argsort(gp, kind="stable")
-    cells = np.add.reduceat(beaten[order], np.r_[0, np.flatnonzero(np.diff(gp[order])) + 1], axis=0)
+    cells = np.add.reduceat(beaten[order], np.concatenate([[0], np.flatnonzero(np.diff(gp[order])) + 1]), axis=0)
     cp, cn = c[:, ps], c[:, ns]
     # einsum's own loops, not BLAS: these products are small, and a BLAS thread pool spins on a busy machine
     num = np.einsum("bp,pn,bn->b", cp, cells, cn)

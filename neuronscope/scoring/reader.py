@@ -53,7 +53,7 @@ def word_items(exemplars: list[Exemplar], scale: Scale) -> list[Item]:
         before = ""
         for w, act, level in zip(words, peaks, levels):
             if level >= FIRES or level < QUIET:
-                pos = w.start + int(np.argmax(ex.activations[w.start : w.end]))
+                pos = w.start if w.end - w.start == 1 else w.start + int(np.argmax(ex.activations[w.start : w.end]))
                 out.append(Item(ex, pos, float(act), float(level), bool(level >= FIRES), "", w.text, before, "word"))
             before = w.text
     return out
@@ -136,12 +136,16 @@ class ReaderScorer(Scorer):
         return p
 
     def _readings(self, items: list[Item]) -> np.ndarray:
-        """(items, 3, dim): each word item alone, paired with its predecessor, and its window."""
+        """(items, dim): each word item's reading, the weighted sum of its vectors alone, paired
+        with its predecessor, and in its window (a cosine with it is the weighted sum of theirs)."""
         alone = self._vectors([it.word for it in items])
         before = self._vectors([it.before or "." for it in items])
-        texts = {ex: escape("".join(ex.tokens)).strip() for ex in dict.fromkeys(it.exemplar for it in items)}
-        window = self._vectors([texts[it.exemplar] for it in items])  # a window's text, once for all its words
-        return np.stack([alone, _unit(alone + PREDECESSOR * before), window], axis=1)
+        texts: dict[int, str] = {}  # by the exemplar's id: hashing an exemplar hashes its every token
+        for it in items:
+            if id(it.exemplar) not in texts:
+                texts[id(it.exemplar)] = escape("".join(it.exemplar.tokens)).strip()
+        window = self._vectors([texts[id(it.exemplar)] for it in items])  # a window's text, once for all its words
+        return ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
 
     def _word_values(self, explanation: str, keys: tuple[list[str], np.ndarray], readings: np.ndarray) -> np.ndarray:
         distinct, index = keys
@@ -155,8 +159,7 @@ class ReaderScorer(Scorer):
             if claim is not None:
                 parts.append(among(claim))
                 continue
-            sims = readings @ self._vectors([alt])[0]  # (items, 3)
-            meaning = sims @ np.array([ALONE, PAIRED, WINDOW])
+            meaning = readings @ self._vectors([alt])[0]
             parts.append(meaning + among(named(alt, self.shown)))
         return np.max(parts, axis=0)
 
