@@ -237,11 +237,11 @@ class ExplainConfig(_Strict):
     max_in_flight: int | None = Field(
         None,
         ge=1,
-        description="neuron workflows in flight; None: 24 per LLM "
+        description="neuron workflows in flight; None: 48 per LLM "
         "engine replica (enough waiting requests to fill its batches)",
     )
     workflows_per_worker: int = Field(
-        4,
+        8,
         ge=1,
         description="neuron workflows one worker process runs at once, on threads (they mostly "
         "wait on the LLM; a process costs ~350 MB, so the workflows in flight share them)",

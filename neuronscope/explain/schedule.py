@@ -46,8 +46,9 @@ TASK_RETRIES = 2  # reruns of a neuron whose worker process or node died mid-wor
 SUSPECT_S = 60.0  # a worker whose task died gets no new task for this long (its node may be going)
 # Workflows in flight per engine replica when cfg.max_in_flight is unset: enough waiting
 # requests to fill an engine's batches. On one CPU engine, 24 (on 6 workers) against 12 (on 12)
-# took R5 from 0.28 to 0.39 and the engine's CPU per token from 1.11 to 0.81 ms (RESULTS.md).
-IN_FLIGHT_PER_REPLICA = 24
+# took R5 from 0.28 to 0.39 and the engine's CPU per token from 1.11 to 0.81 ms; 48 (on 6
+# workers of 8) against 24, 18 to 35 calls in flight and R5 from 0.48 to 0.58 (RESULTS.md).
+IN_FLIGHT_PER_REPLICA = 48
 
 
 @dataclass(frozen=True)
