@@ -227,7 +227,7 @@ def child(args) -> None:
     cfg = ExplainConfig(**store.read_json("manifest.json")["stages"]["explain"]["config"]["explain"])
     ctx = (store, RecordsIndex.scan(store), cfg)
     neurons = _neurons(store, args.neurons)
-    model = get_embedder(args.embedder or cfg.embedder)
+    model = get_embedder(args.embedder or cfg.embedder, cfg.embedder_dtype)
     embedder = TimedEmbedder(model)
     cold = _pass(ctx, neurons, embedder)
     warm = _pass(ctx, neurons, embedder)

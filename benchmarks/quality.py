@@ -231,7 +231,7 @@ def q2_wide(cfg, windows, tok, n_per: int, draws: int) -> dict:
     from neuronscope.models.embedder import get_embedder
 
     ecfg = ExplainConfig(**{**cfg.explain.model_dump(), **Q2_EXPLAIN})
-    embedder = get_embedder(ecfg.embedder)
+    embedder = get_embedder(ecfg.embedder, ecfg.embedder_dtype)
     res = []
     for d in range(1, draws + 1):
         for p in _plant(ecfg, windows, tok, n_per, seed=Q2_SEED + d, plant_seed=d):

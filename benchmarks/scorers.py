@@ -51,7 +51,7 @@ from neuronscope.exemplars import Exemplar, Scale, Split, SplitSizes, load, need
 from neuronscope.explain import agents
 from neuronscope.llm.base import Ledger, Metered
 from neuronscope.logs import printer
-from neuronscope.models.embedder import get_embedder
+from neuronscope.models.embedder import get_embedder, resolve_dtype
 from neuronscope.scoring import LLM_SCORERS, SCORERS, Scorer, SimulationScorer, make_scorer
 from neuronscope.scoring.calibration import self_check
 from neuronscope.scoring.metrics import pairwise_win
@@ -96,6 +96,9 @@ class OldScaleSimulation(SimulationScorer):
 def _args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scorers", default="reader,embedding", help=f"comma list of {[*SCORERS, BEFORE]}")
+    p.add_argument(
+        "--embedder-dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="the embedder's dtype"
+    )
     p.add_argument("--parts", default="check,stress", help=f"comma list of {list(PARTS)} (real: the LLM engine)")
     p.add_argument("--stress-per", type=int, default=10, help="planted neurons per concept count (1, 2, 3), per table")
     p.add_argument("--stress-tokens", type=int, default=1_200_000, help="corpus tokens the planted neurons draw from")
@@ -281,7 +284,7 @@ def _kind_table(per: dict, extra: list[str]) -> list[str]:
 def _report(argv, args, cfg, checks, stressed, puzzles, real, seconds) -> str:
     llm = f"LLM: {cfg.llm.backend} `{cfg.llm.model}`; " if _needs_llm(args) else "no LLM; "
     lines = header("Scorers", __file__, argv) + [
-        f"Embedder `{cfg.explain.embedder}`; {llm}wall time {seconds / 60:.1f} min.\n",
+        f"Embedder `{cfg.explain.embedder}` ({resolve_dtype(cfg.explain.embedder_dtype)}); {llm}wall time {seconds / 60:.1f} min.\n",
     ]
     if checks:
         lines += [
@@ -362,7 +365,7 @@ def main(argv=None) -> None:
             "neurons": args.neurons,
             "max_tokens": args.max_tokens,
         },
-        "explain": dict(stages.DEMO_OVERRIDES["explain"]),
+        "explain": {**stages.DEMO_OVERRIDES["explain"], "embedder_dtype": args.embedder_dtype},
     }
     cfg = config_from_args(argparse.Namespace(config=None), base)
     progress = printer()
@@ -371,7 +374,7 @@ def main(argv=None) -> None:
     if _needs_llm(args):
         stages.ensure_ray()
         llm = stages.start_llm(cfg, progress)
-    contenders = _contenders(llm, get_embedder(cfg.explain.embedder), args.scorers)
+    contenders = _contenders(llm, get_embedder(cfg.explain.embedder, cfg.explain.embedder_dtype), args.scorers)
     checks = {}
     if "check" in args.parts:
         for name, c in contenders.items():
