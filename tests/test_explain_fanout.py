@@ -361,7 +361,24 @@ def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
     assert full_fits(tally, 4, 0, left, budget) and full_fits(tally, 4, 1, left, budget)
     assert not full_fits(tally, 4, 2, left, budget)  # 4 in flight at the mean so far would still fit
     assert not full_fits(tally, 4, 0, left + 6, budget)  # the single-pass share of those to come first
-    assert full_fits(Tally(), 12, 12, 1000, 1)  # nothing finished: nothing to go by yet
+    assert full_fits(Tally(), 12, 0, 1000, 1)  # nothing finished, none allowed in flight: one starts
+
+
+def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_costs():
+    """At a run's start no mean exists: the neurons in flight that may take the full workflow count
+    at the prior costs, so a budget lets only as many start as it holds (not every one in flight)."""
+    from neuronscope.explain.budget import PRIOR_FULL_EXTRA, PRIOR_SINGLE, likely_in_flight
+
+    left, in_flight = 300, 48
+    budget = PRIOR_SINGLE * (in_flight + left) + 5 * PRIOR_FULL_EXTRA
+    fits = [full_fits(Tally(), in_flight, allowed, left, budget) for allowed in range(48)]
+    assert fits == [True] * 6 + [False] * 42, "the first starts; then five more at the prior extra"
+    assert full_fits(Tally(), in_flight, 47, left, 10**8), "a budget that holds them all lets them all start"
+    assert likely_in_flight(Tally(), 3, 5, 2) == 5 * PRIOR_SINGLE + 2 * PRIOR_FULL_EXTRA
+    done = _tally([("triage/single-pass (budget)", 600)] * 4)  # finished, but no full workflow yet
+    assert likely_in_flight(done, 3, 5, 2) == 3 * 600, "once neurons finished, their mean"
+    assert not full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + PRIOR_FULL_EXTRA - 1)
+    assert full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + PRIOR_FULL_EXTRA)
 
 
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_by_value):

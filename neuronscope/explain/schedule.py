@@ -27,7 +27,7 @@ from ..parts import FolderIndex
 from ..report import progress_note
 from ..results import RecordsIndex, code, uncode
 from ..selection import selected
-from .budget import Tally, full_fits, sides, spent_before
+from .budget import Tally, full_fits, likely_in_flight, sides, spent_before
 from .compact import FOLDERS, compact, leftovers
 from .task import (
     NeuronSummary,
@@ -207,12 +207,14 @@ class Driver:
             self.wait_one()
 
     def over_budget(self, budget: int | None) -> bool:
-        """Whether the tokens spent, plus what the neurons in flight will likely spend (the mean so
-        far), reach ``budget``; before any neuron finished only the spend counts."""
+        """Whether the tokens spent, plus what the neurons in flight will likely spend
+        (``likely_in_flight``), reach ``budget``."""
         if budget is None:
             return False
         t = self._spend()
-        return t.tokens + self._likely_in_flight(t) >= budget
+        flights = self.in_flight.values()
+        sides, allowed = sum(f.n_sides for f in flights), sum(f.order.full_allowed for f in flights)
+        return t.tokens + likely_in_flight(t, len(self.in_flight), sides, allowed) >= budget
 
     def _spend(self) -> Tally:
         """This run's spend and earlier runs' on the selection (the budget spans reruns)."""
@@ -221,10 +223,6 @@ class Driver:
     def spent(self) -> int:
         """Tokens the selection has cost: this run's and earlier runs'."""
         return self.tally.tokens + self.before.tokens
-
-    def _likely_in_flight(self, t: Tally) -> float:
-        """What the neurons in flight will likely spend: the mean of ``t`` so far each (0 before any finished)."""
-        return t.tokens / t.explained * len(self.in_flight) if t.explained else 0
 
     def full_affordable(self, budget: int | None, left: int) -> bool:
         """Method triage under a budget: whether the next neuron may still get the full workflow
