@@ -204,9 +204,9 @@ class ExplainConfig(_Strict):
     )
     embedder_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="the sentence embedder's dtype; auto: bfloat16 on CPUs with native bf16 and on GPUs "
-        "(about half the CPU per text; the reader judge's verdicts on the scorers benchmark were the "
-        "same as in float32), else float32",
+        description="the sentence embedder's dtype (it runs on the CPU); auto: bfloat16 on CPUs with "
+        "native bf16 (about half the CPU per text; the reader judge's verdicts on the scorers benchmark "
+        "were the same as in float32), else float32",
     )
     clustering: Literal["activation", "components"] = Field(
         "activation",

@@ -245,7 +245,7 @@ def test_the_embedder_dtype_is_as_configured_and_auto_follows_the_cpu():
     from neuronscope.models.embedder import embed, get_embedder, resolve_dtype
 
     assert resolve_dtype("float32") == "float32" and resolve_dtype("bfloat16") == "bfloat16"
-    assert resolve_dtype("auto") == ("bfloat16" if native_bf16() or torch.cuda.is_available() else "float32")
+    assert resolve_dtype("auto") == ("bfloat16" if native_bf16() else "float32")
     full = get_embedder("bundled:all-minilm-l6-v2", "float32")
     assert next(full.parameters()).dtype == torch.float32
     if native_bf16():  # emulated bf16 is ~100x slower: checked only where the CPU has it

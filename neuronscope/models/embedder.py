@@ -18,12 +18,11 @@ _LOCK = threading.Lock()
 
 
 def resolve_dtype(dtype: str) -> str:
-    """``dtype`` (``ExplainConfig.embedder_dtype``) with "auto" made concrete for this machine."""
+    """``dtype`` (``ExplainConfig.embedder_dtype``) with "auto" made concrete for this machine's
+    CPU, where the embedder runs (on a GPU node too: it is small, and the GPUs serve the LLM)."""
     if dtype != "auto":
         return dtype
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() or native_bf16() else "float32"
+    return "bfloat16" if native_bf16() else "float32"
 
 
 def get_embedder(spec: str, dtype: str = "auto"):
