@@ -352,6 +352,38 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
     assert methods.value_counts().to_dict() == run.methods
 
 
+def test_at_the_start_many_in_flight_keep_to_the_budget_and_a_prior_never_stops_the_run(
+    tmp_path, ray_by_value, monkeypatch
+):
+    from neuronscope.explain import budget as B
+    from neuronscope.store import Store
+
+    store, probe, other = (Store.open(str(tmp_path / name)) for name in ("run", "probe", "other"))
+    month_neurons(store, 8)
+    month_neurons(other, 8)
+    month_neurons(probe, 1)
+    weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=4, method="triage")
+    explain_run(RunContext(probe, probe, weak, cfg, embedder=EMB))
+    row = probe.read_parquet("explanations/").to_pandas().iloc[0]
+    single = int(row["baseline_llm_tokens_in"] + row["baseline_llm_tokens_out"])
+    extra = int(row["llm_tokens_in"] + row["llm_tokens_out"])
+    budget = 8 * single + int(1.5 * extra)  # room for one full workflow
+    monkeypatch.setattr(B, "PRIOR_SINGLE", single)  # priors true to this explainer
+    monkeypatch.setattr(B, "PRIOR_FULL_EXTRA", extra)
+    run = explain_run(RunContext(store, store, weak, cfg.model_copy(update={"budget": budget}), embedder=EMB))
+    assert run.methods == {"triage/neuronscope": 1, "triage/single-pass (budget)": 7}, run
+    assert run.tokens <= budget and run.left_by_budget == 0, "4 in flight at the start took 1 full workflow, not 4"
+    # priors that dwarf this explainer's costs: the run waits for its own mean instead of stopping on them
+    both = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=4)
+    per_neuron = explain_run(RunContext(probe, Store.open(str(tmp_path / "probe2")), weak, both, embedder=EMB)).tokens
+    monkeypatch.setattr(B, "PRIOR_FULL_EXTRA", 100 * per_neuron)
+    every = explain_run(
+        RunContext(other, other, weak, both.model_copy(update={"budget": 9 * per_neuron}), embedder=EMB)
+    )
+    assert every.ok == 8 and every.left_by_budget == 0, every
+
+
 def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
     """A rerun's spend is mostly single-pass neurons, so their mean cost is far below a full
     workflow's: the neurons in flight that were allowed the full workflow count at its cost."""
@@ -372,13 +404,14 @@ def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_cos
     left, in_flight = 300, 48
     budget = PRIOR_SINGLE * (in_flight + left) + 5 * PRIOR_FULL_EXTRA
     fits = [full_fits(Tally(), in_flight, allowed, left, budget) for allowed in range(48)]
-    assert fits == [True] * 6 + [False] * 42, "the first starts; then five more at the prior extra"
+    assert fits == [True] * 5 + [False] * 43, "the first starts; then four more, each counting its own extra too"
     assert full_fits(Tally(), in_flight, 47, left, 10**8), "a budget that holds them all lets them all start"
     assert likely_in_flight(Tally(), 3, 5, 2) == 5 * PRIOR_SINGLE + 2 * PRIOR_FULL_EXTRA
     done = _tally([("triage/single-pass (budget)", 600)] * 4)  # finished, but no full workflow yet
     assert likely_in_flight(done, 3, 5, 2) == 3 * 600, "once neurons finished, their mean"
-    assert not full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + PRIOR_FULL_EXTRA - 1)
-    assert full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + PRIOR_FULL_EXTRA)
+    assert not full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + 2 * PRIOR_FULL_EXTRA - 1)
+    assert full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + 2 * PRIOR_FULL_EXTRA)
+    assert full_fits(done, 4, 0, 10, done.tokens + 600 * 14), "none in flight: one starts and its cost is learnt"
 
 
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_by_value):

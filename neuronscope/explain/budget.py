@@ -85,15 +85,15 @@ def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budge
     yet (the next one's included) at the single-pass cost, and one more extra. A side is one
     workflow: a neuron whose negative side the rule takes has two (``sides``), so layers with more
     of them are reserved for as such. Costs are the means so far: the single pass per side, a full
-    workflow's extra per neuron. Until they exist, the PRIOR costs stand in for them, but for the
-    next neuron's own extra: with none allowed in flight, one full workflow starts and its cost is
-    learnt."""
+    workflow's extra per neuron. Until they exist, the PRIOR costs stand in for them, but where no
+    full workflow is in flight or done: then one starts (if the single passes' share allows) and
+    its cost is learnt."""
     if not t.explained and not allowed_in_flight:
         return True  # nothing to go by: the first full workflow starts
     single = t.baseline_tokens / (t.explained + t.negative) if t.explained else PRIOR_SINGLE
-    extra = t.full_extra / t.full if t.full else None
-    flying = (PRIOR_FULL_EXTRA if extra is None else extra) * allowed_in_flight
-    return t.tokens + single * (in_flight + left) + flying + (extra or 0) <= budget
+    extra = t.full_extra / t.full if t.full else PRIOR_FULL_EXTRA
+    own = extra if t.full or allowed_in_flight else 0
+    return t.tokens + single * (in_flight + left) + extra * allowed_in_flight + own <= budget
 
 
 def likely_in_flight(t: Tally, neurons: int, sides: int, allowed: int) -> float:

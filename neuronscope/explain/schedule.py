@@ -213,8 +213,15 @@ class Driver:
             return False
         t = self._spend()
         flights = self.in_flight.values()
-        sides, allowed = sum(f.n_sides for f in flights), sum(f.order.full_allowed for f in flights)
+        sides = sum(f.n_sides for f in flights)
+        allowed = 0 if self.cfg.method == "single-pass" else sum(f.order.full_allowed for f in flights)
         return t.tokens + likely_in_flight(t, len(self.in_flight), sides, allowed) >= budget
+
+    def learn_first(self, budget: int | None) -> None:
+        """Before any neuron of the selection finished, wait for one wherever the prior costs of
+        those in flight reach ``budget``: the run stops on its own measured mean, never on a prior."""
+        while budget is not None and self.in_flight and not self._spend().explained and self.over_budget(budget):
+            self.wait_one()
 
     def _spend(self) -> Tally:
         """This run's spend and earlier runs' on the selection (the budget spans reruns)."""
@@ -388,6 +395,7 @@ def _submit_all(
     sides_left = np.cumsum(n_sides[::-1])[::-1]  # from each neuron on
     for i, (layer, neuron) in enumerate(zip(layers, units)):
         driver.make_room()
+        driver.learn_first(budget)
         full = driver.full_affordable(budget, int(sides_left[i]))
         if not full and not withheld and progress:
             progress(
