@@ -310,19 +310,29 @@ def test_a_token_budget_stops_new_neurons_and_a_rerun_continues(tmp_path, ray_by
     assert rest.skipped == 6 and rest.ok == 4 and rest.left_by_budget == 0
 
 
-def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(tmp_path, ray_by_value):
-    from neuronscope.store import Store
+def _weak() -> ScriptedLLM:
+    return ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
 
-    store, probe = Store.open(str(tmp_path / "run")), Store.open(str(tmp_path / "probe"))
-    month_neurons(store, 10)
+
+def _full_workflow_costs(probe, cfg: ExplainConfig) -> tuple[int, int]:
+    """(single-pass tokens, tokens beyond them) of one month neuron's full workflow under ``cfg``."""
     month_neurons(probe, 1)
-    weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
-    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1, method="triage")
-    explain_run(RunContext(probe, probe, weak, cfg, embedder=EMB))
+    explain_run(RunContext(probe, probe, _weak(), cfg, embedder=EMB))
     row = probe.read_parquet("explanations/").to_pandas().iloc[0]
     single = int(row["baseline_llm_tokens_in"] + row["baseline_llm_tokens_out"])
     extra = int(row["llm_tokens_in"] + row["llm_tokens_out"])
     assert row["method"] == "triage/neuronscope" and single > 0 and extra > 0
+    return single, extra
+
+
+def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(tmp_path, ray_by_value):
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    month_neurons(store, 10)
+    weak = _weak()
+    cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1, method="triage")
+    single, extra = _full_workflow_costs(Store.open(str(tmp_path / "probe")), cfg)
     seen = []
     capped = cfg.model_copy(update={"budget": 10 * single + int(2.5 * extra)})
     run = explain_run(RunContext(store, store, weak, capped, embedder=EMB), None, seen.append)
@@ -361,13 +371,9 @@ def test_at_the_start_many_in_flight_keep_to_the_budget_and_a_prior_never_stops_
     store, probe, other = (Store.open(str(tmp_path / name)) for name in ("run", "probe", "other"))
     month_neurons(store, 8)
     month_neurons(other, 8)
-    month_neurons(probe, 1)
-    weak = ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
+    weak = _weak()
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=4, method="triage")
-    explain_run(RunContext(probe, probe, weak, cfg, embedder=EMB))
-    row = probe.read_parquet("explanations/").to_pandas().iloc[0]
-    single = int(row["baseline_llm_tokens_in"] + row["baseline_llm_tokens_out"])
-    extra = int(row["llm_tokens_in"] + row["llm_tokens_out"])
+    single, extra = _full_workflow_costs(probe, cfg)
     budget = 8 * single + int(1.5 * extra)  # room for one full workflow
     monkeypatch.setattr(B, "PRIOR_SINGLE", single)  # priors true to this explainer
     monkeypatch.setattr(B, "PRIOR_FULL_EXTRA", extra)
