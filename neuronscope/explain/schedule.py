@@ -212,10 +212,14 @@ class Driver:
         if budget is None:
             return False
         t = self._spend()
-        flights = self.in_flight.values()
-        sides = sum(f.n_sides for f in flights)
-        allowed = 0 if self.cfg.method == "single-pass" else sum(f.order.full_allowed for f in flights)
+        sides, allowed = self._flying()
+        allowed = 0 if self.cfg.method == "single-pass" else allowed
         return t.tokens + likely_in_flight(t, len(self.in_flight), sides, allowed) >= budget
+
+    def _flying(self) -> tuple[int, int]:
+        """The sides (workflows) of the tasks in flight, and how many of them may take the full workflow."""
+        flights = self.in_flight.values()
+        return sum(f.n_sides for f in flights), sum(f.order.full_allowed for f in flights)
 
     def learn_first(self, budget: int | None) -> None:
         """Before any neuron of the selection finished, wait for one wherever the prior costs of
@@ -237,8 +241,7 @@ class Driver:
         ``left``: the sides of the neurons not submitted yet)."""
         if budget is None or self.cfg.method != "triage":
             return True
-        allowed = sum(f.order.full_allowed for f in self.in_flight.values())
-        flying = sum(f.n_sides for f in self.in_flight.values())
+        flying, allowed = self._flying()
         return full_fits(self._spend(), flying, allowed, left, budget)
 
     def wait_one(self) -> None:
