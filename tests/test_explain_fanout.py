@@ -314,6 +314,14 @@ def _weak() -> ScriptedLLM:
     return ScriptedLLM(single_pass="Explanation: rivers and lakes")  # every neuron is due the full workflow
 
 
+def _true_priors(monkeypatch, single: float, extra: float) -> None:
+    """The budget's priors set to this explainer's own costs."""
+    from neuronscope.explain import budget as B
+
+    monkeypatch.setattr(B, "PRIOR_SINGLE", single)
+    monkeypatch.setattr(B, "PRIOR_FULL_EXTRA", extra)
+
+
 def _full_workflow_costs(probe, cfg: ExplainConfig) -> tuple[int, int]:
     """(single-pass tokens, tokens beyond them) of one month neuron's full workflow under ``cfg``."""
     month_neurons(probe, 1)
@@ -325,7 +333,9 @@ def _full_workflow_costs(probe, cfg: ExplainConfig) -> tuple[int, int]:
     return single, extra
 
 
-def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(tmp_path, ray_by_value):
+def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_full_workflows(
+    tmp_path, ray_by_value, monkeypatch
+):
     from neuronscope.store import Store
 
     store = Store.open(str(tmp_path / "run"))
@@ -333,6 +343,7 @@ def test_under_a_budget_triage_gives_every_neuron_single_pass_and_the_rest_buys_
     weak = _weak()
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=1, method="triage")
     single, extra = _full_workflow_costs(Store.open(str(tmp_path / "probe")), cfg)
+    _true_priors(monkeypatch, single, extra)
     seen = []
     capped = cfg.model_copy(update={"budget": 10 * single + int(2.5 * extra)})
     run = explain_run(RunContext(store, store, weak, capped, embedder=EMB), None, seen.append)
@@ -375,8 +386,7 @@ def test_at_the_start_many_in_flight_keep_to_the_budget_and_a_prior_never_stops_
     cfg = ExplainConfig(n_explain=6, n_heldout_top=3, n_heldout_random=2, max_in_flight=4, method="triage")
     single, extra = _full_workflow_costs(probe, cfg)
     budget = 8 * single + int(1.5 * extra)  # room for one full workflow
-    monkeypatch.setattr(B, "PRIOR_SINGLE", single)  # priors true to this explainer
-    monkeypatch.setattr(B, "PRIOR_FULL_EXTRA", extra)
+    _true_priors(monkeypatch, single, extra)
     run = explain_run(RunContext(store, store, weak, cfg.model_copy(update={"budget": budget}), embedder=EMB))
     assert run.methods == {"triage/neuronscope": 1, "triage/single-pass (budget)": 7}, run
     assert run.tokens <= budget and run.left_by_budget == 0, "4 in flight at the start took 1 full workflow, not 4"
@@ -390,9 +400,10 @@ def test_at_the_start_many_in_flight_keep_to_the_budget_and_a_prior_never_stops_
     assert every.ok == 8 and every.left_by_budget == 0, every
 
 
-def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
+def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget(monkeypatch):
     """A rerun's spend is mostly single-pass neurons, so their mean cost is far below a full
     workflow's: the neurons in flight that were allowed the full workflow count at its cost."""
+    _true_priors(monkeypatch, 600, 3300)
     tally = _tally([("triage/neuronscope", 3900)] * 2 + [("triage/single-pass (budget)", 600)] * 8)
     single, extra, left = 600, 3300, 20
     budget = tally.tokens + single * (4 + left) + 2 * extra  # room for two more full workflows
@@ -402,22 +413,65 @@ def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget():
     assert full_fits(Tally(), 12, 0, 1000, 1)  # nothing finished, none allowed in flight: one starts
 
 
-def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_costs():
+def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_costs(monkeypatch):
     """At a run's start no mean exists: the neurons in flight that may take the full workflow count
     at the prior costs, so a budget lets only as many start as it holds (not every one in flight)."""
-    from neuronscope.explain.budget import PRIOR_FULL_EXTRA, PRIOR_SINGLE, likely_in_flight
+    from neuronscope.explain import budget as B
+
+    _true_priors(monkeypatch, 600, B.PRIOR_FULL_EXTRA)  # the single pass of ``_tally``'s neurons
+    PRIOR_SINGLE, PRIOR_FULL_EXTRA, likely_in_flight = B.PRIOR_SINGLE, B.PRIOR_FULL_EXTRA, B.likely_in_flight
 
     left, in_flight = 300, 48
     budget = PRIOR_SINGLE * (in_flight + left) + 5 * PRIOR_FULL_EXTRA
     fits = [full_fits(Tally(), in_flight, allowed, left, budget) for allowed in range(48)]
     assert fits == [True] * 5 + [False] * 43, "the first starts; then four more, each counting its own extra too"
     assert full_fits(Tally(), in_flight, 47, left, 10**8), "a budget that holds them all lets them all start"
-    assert likely_in_flight(Tally(), 3, 5, 2) == 5 * PRIOR_SINGLE + 2 * PRIOR_FULL_EXTRA
+    for triage in (True, False):
+        assert likely_in_flight(Tally(), 3, 5, 2, triage) == 5 * PRIOR_SINGLE + 2 * PRIOR_FULL_EXTRA
     done = _tally([("triage/single-pass (budget)", 600)] * 4)  # finished, but no full workflow yet
-    assert likely_in_flight(done, 3, 5, 2) == 3 * 600, "once neurons finished, their mean"
+    assert likely_in_flight(done, 3, 5, 2, triage=False) == 3 * 600, "one method for all: their mean"
+    started = 5 * 600 + 2 * PRIOR_FULL_EXTRA
+    assert likely_in_flight(done, 3, 5, 2, triage=True) == started, "the costs that let them start"
     assert not full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + 2 * PRIOR_FULL_EXTRA - 1)
     assert full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + 2 * PRIOR_FULL_EXTRA)
     assert full_fits(done, 4, 0, 10, done.tokens + 600 * 14), "none in flight: one starts and its cost is learnt"
+
+
+def test_the_first_full_workflows_to_finish_do_not_set_the_cost_of_those_in_flight(monkeypatch):
+    """The first full workflow to finish is a cheap one (a short workflow ends first): its cost
+    alone would let every neuron in flight start one. The prior keeps its weight in the mean until
+    enough have finished."""
+    from neuronscope.explain.budget import PRIOR_FULL_EXTRA, PRIOR_FULLS
+
+    _true_priors(monkeypatch, 600, PRIOR_FULL_EXTRA)  # the single pass of ``_tally``'s neurons
+
+    cheap = int(PRIOR_FULL_EXTRA / 3)
+    in_flight, left = 48, 300
+
+    def allowed(t: Tally) -> int:
+        budget = t.tokens + 600 * (in_flight + left) + 6 * PRIOR_FULL_EXTRA  # room for 6 at the prior
+        return sum(full_fits(t, in_flight, k, left, budget) for k in range(in_flight))
+
+    singles = [("triage/single-pass (budget)", 600)] * 20
+    one = _tally([("triage/neuronscope", 600 + cheap)] + singles)
+    assert allowed(one) == 6, "one cheap one finished: about as many as the prior allows, not 18"
+    many = _tally([("triage/neuronscope", 600 + cheap)] * 12 * PRIOR_FULLS + singles)
+    assert allowed(many) == 15, "many finished at that cost: their mean rules (18 at it exactly)"
+
+
+def test_the_budget_s_unit_costs_shrink_towards_the_priors_from_below_only(monkeypatch):
+    """A few cheap neurons finished first count towards the prior; a measured mean above the prior
+    counts at once (a prior below an explainer's costs must not let more start than fit)."""
+    from neuronscope.explain.budget import PRIOR_FULLS, PRIOR_SIDES, unit_costs
+
+    _true_priors(monkeypatch, 650, 9500)
+    assert unit_costs(Tally()) == (650, 9500)
+    cheap = _tally([("triage/neuronscope", 600 + 3500)])  # one side: a single pass of 600
+    assert unit_costs(cheap) == ((600 + PRIOR_SIDES * 650) / (1 + PRIOR_SIDES), (3500 + PRIOR_FULLS * 9500) / 5)
+    dear = _tally([("triage/neuronscope", 600 + 30_000)])
+    assert unit_costs(dear)[1] == 30_000
+    many = _tally([("triage/single-pass (budget)", 600)] * 10_000)
+    assert 600 < unit_costs(many)[0] < 601, "many finished: their mean"
 
 
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_by_value):
@@ -452,9 +506,10 @@ def _tally(neurons: list[tuple[str, int]]) -> Tally:
     return t
 
 
-def test_the_budget_reserves_the_single_pass_per_side():
+def test_the_budget_reserves_the_single_pass_per_side(monkeypatch):
     """A neuron whose negative side the rule takes is two workflows: the single pass is reserved per
     side, so neurons to come with more negative sides than those finished are not under-reserved."""
+    _true_priors(monkeypatch, 600, 3300)
     t = Tally()
     for i in range(4):  # 2 neurons with one side, 2 with both: 6 sides at 600 each
         neg = Side("triage/single-pass (budget)", 600, 600) if i % 2 else None

@@ -23,6 +23,10 @@ MAX_LISTED_FAILURES = 50  # the summary goes into the manifest: the rest are in 
 # side, 9,514 beyond it per neuron that took the full workflow (1.9 sides).
 PRIOR_SINGLE = 650
 PRIOR_FULL_EXTRA = 9_500
+# The weight the priors keep in the means (``unit_costs``). The single pass's reserve is its
+# mean times every side left, so its prior keeps more weight; single passes finish by the dozen.
+PRIOR_SIDES = 16
+PRIOR_FULLS = 4
 
 
 class Tally:
@@ -77,6 +81,29 @@ class Tally:
         return out
 
 
+def unit_costs(t: Tally) -> tuple[float, float]:
+    """(a single pass per side, a full workflow's extra per neuron that took one) as ``t`` and the
+    PRIOR costs give them: each the larger of its measured mean and that mean with the prior
+    counted as PRIOR_SIDES sides (PRIOR_FULLS full workflows) more, the prior alone before any
+    was measured. The means of the first neurons to finish are the shortest workflows' (a cheap
+    one ends first): one full workflow that cost 3,382 beyond its single pass let 13 start at once
+    where the run's mean was 9,476, and 200 neurons spent 418,734 tokens of a 300,000 budget; the
+    single pass's mean over the first ten neurons ranged 520-1,870 tokens a side where the run's
+    was 656 (RESULTS.md). Never below the measured mean: a prior lower than an explainer's costs
+    would otherwise let more start than fit."""
+    single = _cautious_mean(t.baseline_tokens, t.explained + t.negative, PRIOR_SIDES, PRIOR_SINGLE)
+    extra = _cautious_mean(t.full_extra, t.full, PRIOR_FULLS, PRIOR_FULL_EXTRA)
+    return single, extra
+
+
+def _cautious_mean(total: float, n: int, weight: int, prior: float) -> float:
+    """The larger of the mean ``total / n`` and the mean with ``weight`` more at ``prior``; the
+    prior where ``n`` is 0."""
+    if not n:
+        return prior
+    return max(total / n, (total + weight * prior) / (n + weight))
+
+
 def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budget: int) -> bool:
     """Whether one more full workflow fits the budget beside every neuron's single-pass share: the
     spend ``t``, the ``in_flight`` sides at the single-pass cost each plus a full workflow's extra
@@ -84,25 +111,26 @@ def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budge
     count them at a few single-pass neurons' cost), the ``left`` sides of the neurons not submitted
     yet (the next one's included) at the single-pass cost, and one more extra. A side is one
     workflow: a neuron whose negative side the rule takes has two (``sides``), so layers with more
-    of them are reserved for as such. Costs are the means so far: the single pass per side, a full
-    workflow's extra per neuron. Until they exist, the PRIOR costs stand in for them, but where no
-    full workflow is in flight or done: then one starts (if the single passes' share allows) and
-    its cost is learnt."""
+    of them are reserved for as such. Costs are ``unit_costs``; where nothing has finished and no
+    full workflow is in flight, one starts (if the single passes' share allows) and its cost is
+    learnt."""
     if not t.explained and not allowed_in_flight:
         return True  # nothing to go by: the first full workflow starts
-    single = t.baseline_tokens / (t.explained + t.negative) if t.explained else PRIOR_SINGLE
-    extra = t.full_extra / t.full if t.full else PRIOR_FULL_EXTRA
+    single, extra = unit_costs(t)
     own = extra if t.full or allowed_in_flight else 0
     return t.tokens + single * (in_flight + left) + extra * allowed_in_flight + own <= budget
 
 
-def likely_in_flight(t: Tally, neurons: int, sides: int, allowed: int) -> float:
+def likely_in_flight(t: Tally, neurons: int, sides: int, allowed: int, triage: bool) -> float:
     """What the ``neurons`` in flight (``sides`` workflows, ``allowed`` of them allowed the full
-    workflow) will likely spend: the mean of ``t`` each, or before any neuron finished the PRIOR
-    costs."""
-    if t.explained:
-        return t.tokens / t.explained * neurons
-    return PRIOR_SINGLE * sides + PRIOR_FULL_EXTRA * allowed
+    workflow) will likely spend. Under ``triage`` neurons differ in what they get: ``unit_costs``
+    per side and per neuron allowed the full workflow, the costs that let them start (a mean per
+    neuron of mostly single passes would count those at a single pass's cost). Otherwise every
+    neuron gets the same: their mean so far, or before any finished the PRIOR costs."""
+    if triage or not t.explained:
+        single, extra = unit_costs(t)
+        return single * sides + extra * allowed
+    return t.tokens / t.explained * neurons
 
 
 def sides(records, index: RecordsIndex, codes: np.ndarray, ratio: float | None) -> np.ndarray:

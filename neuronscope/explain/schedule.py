@@ -214,7 +214,8 @@ class Driver:
         t = self._spend()
         sides, allowed = self._flying()
         allowed = 0 if self.cfg.method == "single-pass" else allowed
-        return t.tokens + likely_in_flight(t, len(self.in_flight), sides, allowed) >= budget
+        triage = self.cfg.method == "triage"
+        return t.tokens + likely_in_flight(t, len(self.in_flight), sides, allowed, triage) >= budget
 
     def _flying(self) -> tuple[int, int]:
         """The sides (workflows) of the tasks in flight, and how many of them may take the full workflow."""
