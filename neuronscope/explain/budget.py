@@ -86,8 +86,8 @@ def unit_costs(t: Tally) -> tuple[float, float]:
     PRIOR costs give them: each the larger of its measured mean and that mean with the prior
     counted as PRIOR_SIDES sides (PRIOR_FULLS full workflows) more, the prior alone before any
     was measured. The means of the first neurons to finish are the shortest workflows' (a cheap
-    one ends first): one full workflow that cost 3,382 beyond its single pass let 13 start at once
-    where the run's mean was 9,476, and 200 neurons spent 418,734 tokens of a 300,000 budget; the
+    one ends first): one full workflow that cost 3,382 beyond its single pass let 12 start at once
+    where the run's mean was 9,392, and 200 neurons spent 409,045 tokens of a 300,000 budget; the
     single pass's mean over the first ten neurons ranged 520-1,870 tokens a side where the run's
     was 656 (RESULTS.md). Never below the measured mean: a prior lower than an explainer's costs
     would otherwise let more start than fit."""
