@@ -103,9 +103,12 @@ def test_batching_and_the_shared_prefix_change_nothing(tmp_path, tok, model_type
     one = _rows(store)
     store.delete(layout.causal_key(LAYER))
     _check(store, batch_size=16)
+    # atol: a KL near 0 (a neuron without effect) is float32 rounding of log-probabilities, which
+    # moves with the batch's shape (by 1.2e-7 on an AMD EPYC CPU, where 1e-7 was allowed); the known
+    # neuron's effects (1e-4 to 2e-3) are held to rtol
     for n, row in _rows(store).items():
         for col in ("causal_effect", "causal_control", "causal_random", "causal_logprob"):
-            np.testing.assert_allclose(row[col], one[n][col], rtol=1e-3, atol=1e-7)
+            np.testing.assert_allclose(row[col], one[n][col], rtol=1e-3, atol=1e-6)
 
 
 def test_the_atlas_carries_each_modes_causal_check_beside_its_control(tmp_path, tok):
