@@ -419,7 +419,7 @@ def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_cos
     from neuronscope.explain import budget as B
 
     _true_priors(monkeypatch, 600, B.PRIOR_FULL_EXTRA)  # the single pass of ``_tally``'s neurons
-    PRIOR_SINGLE, PRIOR_FULL_EXTRA, likely_in_flight = B.PRIOR_SINGLE, B.PRIOR_FULL_EXTRA, B.likely_in_flight
+    from neuronscope.explain.budget import PRIOR_FULL_EXTRA, PRIOR_SINGLE, likely_in_flight  # as patched
 
     left, in_flight = 300, 48
     budget = PRIOR_SINGLE * (in_flight + left) + 5 * PRIOR_FULL_EXTRA
@@ -467,7 +467,10 @@ def test_the_budget_s_unit_costs_shrink_towards_the_priors_from_below_only(monke
     _true_priors(monkeypatch, 650, 9500)
     assert unit_costs(Tally()) == (650, 9500)
     cheap = _tally([("triage/neuronscope", 600 + 3500)])  # one side: a single pass of 600
-    assert unit_costs(cheap) == ((600 + PRIOR_SIDES * 650) / (1 + PRIOR_SIDES), (3500 + PRIOR_FULLS * 9500) / 5)
+    assert unit_costs(cheap) == (
+        (600 + PRIOR_SIDES * 650) / (1 + PRIOR_SIDES),
+        (3500 + PRIOR_FULLS * 9500) / (1 + PRIOR_FULLS),
+    )
     dear = _tally([("triage/neuronscope", 600 + 30_000)])
     assert unit_costs(dear)[1] == 30_000
     many = _tally([("triage/single-pass (budget)", 600)] * 10_000)
