@@ -322,6 +322,14 @@ def _true_priors(monkeypatch, single: float, extra: float) -> None:
     monkeypatch.setattr(B, "PRIOR_FULL_EXTRA", extra)
 
 
+def _reserve(single: float, in_flight: int, left: int) -> float:
+    """The single passes ``full_fits`` reserves: the sides in flight and those not submitted yet,
+    the latter with the budget's margin."""
+    from neuronscope.explain.budget import SINGLE_MARGIN
+
+    return single * (in_flight + left * (1 + SINGLE_MARGIN))
+
+
 def _full_workflow_costs(probe, cfg: ExplainConfig) -> tuple[int, int]:
     """(single-pass tokens, tokens beyond them) of one month neuron's full workflow under ``cfg``."""
     month_neurons(probe, 1)
@@ -406,7 +414,7 @@ def test_full_workflows_in_flight_count_at_their_own_cost_in_the_budget(monkeypa
     _true_priors(monkeypatch, 600, 3300)
     tally = _tally([("triage/neuronscope", 3900)] * 2 + [("triage/single-pass (budget)", 600)] * 8)
     single, extra, left = 600, 3300, 20
-    budget = tally.tokens + single * (4 + left) + 2 * extra  # room for two more full workflows
+    budget = tally.tokens + _reserve(single, 4, left) + 2 * extra  # room for two more full workflows
     assert full_fits(tally, 4, 0, left, budget) and full_fits(tally, 4, 1, left, budget)
     assert not full_fits(tally, 4, 2, left, budget)  # 4 in flight at the mean so far would still fit
     assert not full_fits(tally, 4, 0, left + 6, budget)  # the single-pass share of those to come first
@@ -422,7 +430,7 @@ def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_cos
     from neuronscope.explain.budget import PRIOR_FULL_EXTRA, PRIOR_SINGLE, likely_in_flight  # as patched
 
     left, in_flight = 300, 48
-    budget = PRIOR_SINGLE * (in_flight + left) + 5 * PRIOR_FULL_EXTRA
+    budget = _reserve(PRIOR_SINGLE, in_flight, left) + 5 * PRIOR_FULL_EXTRA
     fits = [full_fits(Tally(), in_flight, allowed, left, budget) for allowed in range(48)]
     assert fits == [True] * 5 + [False] * 43, "the first starts; then four more, each counting its own extra too"
     assert full_fits(Tally(), in_flight, 47, left, 10**8), "a budget that holds them all lets them all start"
@@ -432,9 +440,10 @@ def test_before_any_neuron_finished_the_neurons_in_flight_count_at_the_prior_cos
     assert likely_in_flight(done, 3, 5, 2, triage=False) == 3 * 600, "one method for all: their mean"
     started = 5 * 600 + 2 * PRIOR_FULL_EXTRA
     assert likely_in_flight(done, 3, 5, 2, triage=True) == started, "the costs that let them start"
-    assert not full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + 2 * PRIOR_FULL_EXTRA - 1)
-    assert full_fits(done, 4, 1, 10, done.tokens + 600 * 14 + 2 * PRIOR_FULL_EXTRA)
-    assert full_fits(done, 4, 0, 10, done.tokens + 600 * 14), "none in flight: one starts and its cost is learnt"
+    room = done.tokens + _reserve(600, 4, 10)
+    assert not full_fits(done, 4, 1, 10, room + 2 * PRIOR_FULL_EXTRA - 1)
+    assert full_fits(done, 4, 1, 10, room + 2 * PRIOR_FULL_EXTRA)
+    assert full_fits(done, 4, 0, 10, room), "none in flight: one starts and its cost is learnt"
 
 
 def test_the_first_full_workflows_to_finish_do_not_set_the_cost_of_those_in_flight(monkeypatch):
@@ -449,14 +458,14 @@ def test_the_first_full_workflows_to_finish_do_not_set_the_cost_of_those_in_flig
     in_flight, left = 48, 300
 
     def allowed(t: Tally) -> int:
-        budget = t.tokens + 600 * (in_flight + left) + 6 * PRIOR_FULL_EXTRA  # room for 6 at the prior
+        budget = t.tokens + _reserve(600, in_flight, left) + 6 * PRIOR_FULL_EXTRA  # room for 6 at the prior
         return sum(full_fits(t, in_flight, k, left, budget) for k in range(in_flight))
 
     singles = [("triage/single-pass (budget)", 600)] * 20
     one = _tally([("triage/neuronscope", 600 + cheap)] + singles)
     assert allowed(one) == 6, "one cheap one finished: about as many as the prior allows, not 18"
-    many = _tally([("triage/neuronscope", 600 + cheap)] * 12 * PRIOR_FULLS + singles)
-    assert allowed(many) == 15, "many finished at that cost: their mean rules (18 at it exactly)"
+    many = _tally([("triage/neuronscope", 600 + cheap)] * 120 * PRIOR_FULLS + singles)
+    assert allowed(many) == 16, "many finished at that cost: their mean rules (18 at it exactly)"
 
 
 def test_the_budget_s_unit_costs_shrink_towards_the_priors_from_below_only(monkeypatch):
@@ -475,6 +484,49 @@ def test_the_budget_s_unit_costs_shrink_towards_the_priors_from_below_only(monke
     assert unit_costs(dear)[1] == 30_000
     many = _tally([("triage/single-pass (budget)", 600)] * 10_000)
     assert 600 < unit_costs(many)[0] < 601, "many finished: their mean"
+
+
+def test_those_in_flight_count_at_the_prior_until_as_many_have_finished(monkeypatch):
+    """The first to finish are the cheap ones, so those still in flight will cost more than the
+    mean so far: 4-12 full workflows finished at about half the run's mean let 8 more start beside
+    30 in flight (RESULTS.md). Each one in flight counts as one more at the prior, and no cost falls
+    below its prior while fewer have finished than are in flight."""
+    from neuronscope.explain.budget import PRIOR_FULLS, PRIOR_SIDES, unit_costs
+
+    _true_priors(monkeypatch, 650, 9500)
+    first = _tally([("triage/neuronscope", 600 + 4260)] * 4)
+    assert unit_costs(first, 87, 30) == (650, 9500), "4 finished, 30 in flight: the priors"
+    assert unit_costs(first)[1] < 7000, "with none in flight their cheap mean pulls the cost down"
+    later = _tally([("triage/neuronscope", 600 + 4260)] * 40 + [("triage/single-pass", 600)] * 60)
+    assert unit_costs(later, 87, 30) == (
+        (100 * 600 + (PRIOR_SIDES + 87) * 650) / (100 + PRIOR_SIDES + 87),
+        (40 * 4260 + (PRIOR_FULLS + 30) * 9500) / (40 + PRIOR_FULLS + 30),
+    )
+
+
+def test_the_full_workflows_in_flight_at_the_start_are_not_joined_by_more_as_cheap_ones_finish(monkeypatch):
+    """Room for 30 full workflows at the prior: the first four to finish, cheap, let none more
+    start while the other 26 run (the mean with a light prior let the ninth to the twelfth start)."""
+    from neuronscope.explain.budget import PRIOR_FULL_EXTRA
+
+    _true_priors(monkeypatch, 600, PRIOR_FULL_EXTRA)  # the single pass of ``_tally``'s neurons
+    t = _tally([("triage/neuronscope", 600 + 4260)] * 4 + [("triage/single-pass", 600)] * 8)
+    in_flight, left = 48, 1700
+    budget = t.tokens + _reserve(600, in_flight, left) + 30 * PRIOR_FULL_EXTRA
+    fits = [full_fits(t, in_flight, k, left, budget) for k in range(24, 34)]
+    assert fits == [True] * 6 + [False] * 4, "26 in flight and the 4 finished: 30 in all, at the prior"
+
+
+def test_the_sides_not_submitted_are_reserved_with_a_margin(monkeypatch):
+    """A full workflow too many leaves about seven neurons without their single pass, and layers
+    differ in what a side costs: the sides to come are reserved at SINGLE_MARGIN beyond the mean."""
+    from neuronscope.explain.budget import SINGLE_MARGIN
+
+    _true_priors(monkeypatch, 600, 3300)
+    t = _tally([("triage/single-pass", 600)] * 1000)
+    at_mean = t.tokens + 600 * 500
+    assert not full_fits(t, 0, 0, 500, at_mean), "the first full workflow starts only where the sides to come fit"
+    assert full_fits(t, 0, 0, 500, at_mean + 600 * 500 * SINGLE_MARGIN)
 
 
 def test_a_dry_run_scales_a_sample_to_the_selection_and_keeps_nothing(tmp_path, ray_by_value):
@@ -518,7 +570,7 @@ def test_the_budget_reserves_the_single_pass_per_side(monkeypatch):
         neg = Side("triage/single-pass (budget)", 600, 600) if i % 2 else None
         cost = 1200 if i % 2 else 600
         t.add(NeuronSummary(0, i, "ok", None, 0, None, None, None, "triage/single-pass (budget)", cost, cost, neg))
-    budget = t.tokens + 600 * 10 + 100
+    budget = t.tokens + _reserve(600, 0, 10) + 100
     assert full_fits(t, 0, 0, 10, budget)  # 10 sides to come at 600 each (900 a neuron would not fit)
     assert not full_fits(t, 0, 0, 11, budget)
     assert not full_fits(t, 1, 0, 10, budget)  # a side in flight counts too

@@ -27,6 +27,13 @@ PRIOR_FULL_EXTRA = 9_500
 # mean times every side left, so its prior keeps more weight; single passes finish by the dozen.
 PRIOR_SIDES = 16
 PRIOR_FULLS = 4
+# The share of the single pass's reserve for the sides not submitted yet held back beyond its
+# mean. Layers differ (624-695 tokens a side on the same 1,000 neurons; the first layer the
+# dearest) and the loss is lopsided: a full workflow too many leaves about seven neurons without
+# even their single pass (9,000 tokens against 1,230 a neuron), one too few costs one neuron's
+# refinement. On a replay of that run's costs, 3 % took 47 full workflows where 30 fitted down to
+# 30, and 131-146 neurons left pending to none (RESULTS.md, the budget replay).
+SINGLE_MARGIN = 0.03
 
 
 class Tally:
@@ -81,18 +88,26 @@ class Tally:
         return out
 
 
-def unit_costs(t: Tally) -> tuple[float, float]:
+def unit_costs(t: Tally, sides_in_flight: int = 0, allowed_in_flight: int = 0) -> tuple[float, float]:
     """(a single pass per side, a full workflow's extra per neuron that took one) as ``t`` and the
     PRIOR costs give them: each the larger of its measured mean and that mean with the prior
-    counted as PRIOR_SIDES sides (PRIOR_FULLS full workflows) more, the prior alone before any
-    was measured. The means of the first neurons to finish are the shortest workflows' (a cheap
-    one ends first): one full workflow that cost 3,382 beyond its single pass let 12 start at once
-    where the run's mean was 9,392, and 200 neurons spent 409,045 tokens of a 300,000 budget; the
-    single pass's mean over the first ten neurons ranged 520-1,870 tokens a side where the run's
-    was 656 (RESULTS.md). Never below the measured mean: a prior lower than an explainer's costs
-    would otherwise let more start than fit."""
-    single = _cautious_mean(t.baseline_tokens, t.explained + t.negative, PRIOR_SIDES, PRIOR_SINGLE)
-    extra = _cautious_mean(t.full_extra, t.full, PRIOR_FULLS, PRIOR_FULL_EXTRA)
+    counted as PRIOR_SIDES sides (PRIOR_FULLS full workflows) more, plus one more for each side
+    (neuron allowed the full workflow) still in flight; and not below the prior while fewer have
+    finished than are in flight. The prior alone before any was measured.
+
+    The first to finish are the cheapest (a short workflow ends first), so those in flight are
+    observations not made yet that will cost more than the mean so far: one full workflow that
+    cost 3,382 beyond its single pass let 12 start at once where the run's mean was 9,392; with
+    30-36 full workflows in flight, the first 4-12 to finish (a mean of 4,187-6,132 against 9,066)
+    let 8 more start (RESULTS.md). Never below the measured mean: a prior lower than an
+    explainer's costs would otherwise let more start than fit."""
+    n_sides = t.explained + t.negative
+    single = _cautious_mean(t.baseline_tokens, n_sides, PRIOR_SIDES + sides_in_flight, PRIOR_SINGLE)
+    extra = _cautious_mean(t.full_extra, t.full, PRIOR_FULLS + allowed_in_flight, PRIOR_FULL_EXTRA)
+    if n_sides < sides_in_flight:
+        single = max(single, PRIOR_SINGLE)
+    if t.full < allowed_in_flight:
+        extra = max(extra, PRIOR_FULL_EXTRA)
     return single, extra
 
 
@@ -109,16 +124,17 @@ def full_fits(t: Tally, in_flight: int, allowed_in_flight: int, left: int, budge
     spend ``t``, the ``in_flight`` sides at the single-pass cost each plus a full workflow's extra
     for the ``allowed_in_flight`` neurons that may take one (a mean over all finished neurons would
     count them at a few single-pass neurons' cost), the ``left`` sides of the neurons not submitted
-    yet (the next one's included) at the single-pass cost, and one more extra. A side is one
-    workflow: a neuron whose negative side the rule takes has two (``sides``), so layers with more
-    of them are reserved for as such. Costs are ``unit_costs``; where nothing has finished and no
-    full workflow is in flight, one starts (if the single passes' share allows) and its cost is
-    learnt."""
+    yet (the next one's included) at the single-pass cost and SINGLE_MARGIN more, and one more
+    extra. A side is one workflow: a neuron whose negative side the rule takes has two
+    (``sides``), so layers with more of them are reserved for as such. Costs are ``unit_costs``;
+    where nothing has finished and no full workflow is in flight, one starts (if the single passes'
+    share allows) and its cost is learnt."""
     if not t.explained and not allowed_in_flight:
         return True  # nothing to go by: the first full workflow starts
-    single, extra = unit_costs(t)
+    single, extra = unit_costs(t, in_flight, allowed_in_flight)
     own = extra if t.full or allowed_in_flight else 0
-    return t.tokens + single * (in_flight + left) + extra * allowed_in_flight + own <= budget
+    reserve = single * (in_flight + left * (1 + SINGLE_MARGIN))
+    return t.tokens + reserve + extra * allowed_in_flight + own <= budget
 
 
 def likely_in_flight(t: Tally, neurons: int, sides: int, allowed: int, triage: bool) -> float:
@@ -128,7 +144,7 @@ def likely_in_flight(t: Tally, neurons: int, sides: int, allowed: int, triage: b
     neuron of mostly single passes would count those at a single pass's cost). Otherwise every
     neuron gets the same: their mean so far, or before any finished the PRIOR costs."""
     if triage or not t.explained:
-        single, extra = unit_costs(t)
+        single, extra = unit_costs(t, sides, allowed)
         return single * sides + extra * allowed
     return t.tokens / t.explained * neurons
 
