@@ -318,3 +318,24 @@ def test_show_the_atlas_and_search_present_the_negative_side_as_such(tmp_path):
     hits = AtlasIndex.load(Store.open(path + "/atlas")).search("pets and farm animals", k=2)
     neg = next(h for h in hits if h.polarity == -1)
     assert (neg.layer, neg.neuron, neg.control) == (3, 0, 0.41) and "L3 N0 negative side mode 0" in neg.line()
+
+
+def test_a_neuron_s_extremes_over_several_records_parts_are_its_lowest_and_highest(tmp_path):
+    """A layer whose records are still in several parts (one per shard) holds a neuron's first
+    bottom and top values in each: its extremes are the lowest and the highest of them, whatever
+    the order the parts are read in."""
+    from neuronscope.results import RecordsIndex, neuron_extremes
+    from neuronscope.store import Store
+
+    store = Store.open(str(tmp_path / "run"))
+    month = records(SENTENCES, MONTHS, layer=1, neuron=0)
+    weak, strong_side = (with_negative(month, records(SENTENCES, MONTHS, layer=1, neuron=0), s) for s in (0.2, 2.0))
+    strong_side["max_act"] = strong_side["max_act"].where(strong_side["kind"] != "top", month["max_act"].max() / 4)
+    for i, df in enumerate((weak, strong_side)):
+        table = pa.Table.from_pandas(df, schema=RECORDS, preserve_index=False)
+        store.write_parquet(f"records/layer_001/part-0000{i}.parquet", table)
+    ends = neuron_extremes(store, RecordsIndex.scan(store).keys)
+    assert len(ends) == 1 and ends.loc[0, "min"] == pytest.approx(weak["max_act"].min() * 10), (
+        "the strong shard's bottom"
+    )
+    assert ends.loc[0, "max"] == pytest.approx(month["max_act"].max()), "the first shard's top"

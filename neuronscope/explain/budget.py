@@ -31,8 +31,9 @@ PRIOR_FULLS = 4
 # mean. Layers differ (624-695 tokens a side on the same 1,000 neurons; the first layer the
 # dearest) and the loss is lopsided: a full workflow too many leaves about seven neurons without
 # even their single pass (9,000 tokens against 1,230 a neuron), one too few costs one neuron's
-# refinement. On a replay of that run's costs, 3 % took 47 full workflows where 30 fitted down to
-# 30, and 131-146 neurons left pending to none (RESULTS.md, the budget replay).
+# refinement. Replayed on that run's costs at 1,500,000 tokens, those in flight counted at the
+# prior alone left 34-35 full workflows where about 30 fitted and 35-45 neurons pending; with the
+# 3 % as well, 30-31 and 0-3 (RESULTS.md, the budget replay).
 SINGLE_MARGIN = 0.03
 
 

@@ -120,18 +120,19 @@ def _checked_peaks(store, key: str):
 
 def neuron_extremes(store, keys: list[str]) -> pd.DataFrame:
     """(layer, neuron, min, max) of the neurons whose records in ``keys`` hold the negative side:
-    their bottom-k's and top-k's first values, read with a filter (the same values as STATS')."""
+    their bottom-k's and top-k's first values, read with a filter (the same values as STATS'); the
+    lowest and highest of them where a neuron's records are spread over several parts."""
     import pyarrow.dataset as ds
 
     if not keys:
         return pd.DataFrame(columns=["layer", "neuron", "min", "max"])
     first = (ds.field("rank") == 0) & ds.field("kind").isin(["top", "bottom"])
     df = store.read_parquet_where(keys, first, ["layer", "neuron", "kind", "max_act"]).to_pandas()
-    wide = df.pivot_table(index=["layer", "neuron"], columns="kind", values="max_act", aggfunc="first")
-    if "bottom" not in wide.columns:
+    if not (df["kind"] == "bottom").any():
         return pd.DataFrame(columns=["layer", "neuron", "min", "max"])
-    wide = wide.reindex(columns=["bottom", "top"]).dropna(subset=["bottom"])
-    return wide.rename(columns={"bottom": "min", "top": "max"}).reset_index()
+    low = df[df["kind"] == "bottom"].groupby(["layer", "neuron"])["max_act"].min().rename("min")
+    high = df[df["kind"] == "top"].groupby(["layer", "neuron"])["max_act"].max().rename("max")
+    return pd.concat([low, high], axis=1).dropna(subset=["min"]).reset_index()
 
 
 def load_records(store) -> pd.DataFrame:
