@@ -114,11 +114,13 @@ def test_seeded_retries_whose_prompts_fill_a_step_do_not_kill_the_cpu_engine(vll
     assert all(len(vllm_pool.tokenize(c[0]["content"])) > 800 for c in convs)
     params = GenParams(max_tokens=4, temperature=0.7, seed=1)
     pids = [s["pid"] for s in vllm_pool.stats()]
-    first = [c.text for c in vllm_pool.chat(convs, params)]
-    # the same computation again: from cached prefixes a bf16 engine's logits differ in the last
-    # bits, enough to change a sampled token
-    vllm_pool.reset_prefix_cache()
-    assert [c.text for c in vllm_pool.chat(convs, params)] == first  # seeded: the same sample
+    # twice, as an agent's retries send them, the second time with no cached prefix either. The
+    # samples are not compared: a bf16 engine's logits differ in the last bits with the batch a
+    # request shares a step with, and on an AMD CPU one sampled token changed between two runs
+    for _ in range(2):
+        vllm_pool.reset_prefix_cache()
+        out = vllm_pool.chat(convs, params)
+        assert len(out) == 3 and all(c.tokens_out > 0 and c.tokens_in > 800 for c in out)
     assert [s["pid"] for s in vllm_pool.stats()] == pids  # no replica restarted
 
 
