@@ -29,13 +29,11 @@ from common import append_results, header
 
 from neuronscope import layout
 from neuronscope.explain import budget
-from neuronscope.explain.neuron import FULL_ATTEMPTS, TRIAGE_FULL
+from neuronscope.explain.neuron import FULL_ATTEMPTS, TRIAGE_FULL, TRIAGE_WITHHELD
 from neuronscope.explain.task import NeuronSummary, Side, task_summary
 from neuronscope.schema import backfill
 from neuronscope.selection import parse_selection
 from neuronscope.store import Store
-
-REFUSED = "triage/single-pass (budget)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def _kept(run: Store) -> dict[tuple[int, int], tuple[NeuronSummary, float, bool]
         recs = rows.to_dict("records")
         s = task_summary(int(layer), int(neuron), recs)
         t = json.loads(next(r["timings"] for r in recs if r.get("timings")))
-        allowed = not any(side.method == REFUSED for side in s.sides())
+        allowed = not any(side.method == TRIAGE_WITHHELD for side in s.sides())
         out[(int(layer), int(neuron))] = (s, t["finished"] - t["started"], allowed)
     return out
 
@@ -74,8 +72,10 @@ def _single_only(s: NeuronSummary) -> NeuronSummary:
         return s
     neg = s.negative
     if neg is not None:
-        neg = Side(REFUSED if neg.method in FULL_ATTEMPTS else neg.method, neg.baseline_tokens, neg.baseline_tokens)
-    method = REFUSED if s.method in FULL_ATTEMPTS else s.method
+        neg = Side(
+            TRIAGE_WITHHELD if neg.method in FULL_ATTEMPTS else neg.method, neg.baseline_tokens, neg.baseline_tokens
+        )
+    method = TRIAGE_WITHHELD if s.method in FULL_ATTEMPTS else s.method
     return replace(s, method=method, tokens=s.baseline_tokens, negative=neg)
 
 

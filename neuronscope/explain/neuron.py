@@ -102,6 +102,7 @@ EXAMPLE_WORDS = 2  # firing words a combined candidate names after its concept
 NO_INTERVAL = (math.nan, math.nan)
 
 TRIAGE_FULL = "triage/neuronscope"  # the method of a triaged neuron that got the full workflow
+TRIAGE_WITHHELD = "triage/single-pass (budget)"  # ... due it, but the budget withheld it
 # ... whose full workflow was given up: earlier versions did so when its answers stayed malformed (a
 # mode now keeps its words explanation instead); their runs' rows still say so
 TRIAGE_FULL_FAILED = "triage/single-pass (full failed)"
@@ -111,7 +112,7 @@ FULL_ATTEMPTS = (TRIAGE_FULL, TRIAGE_FULL_FAILED)  # the triage methods that spe
 def triage_method(t: TriageEntry) -> str:
     """The ``method`` of a triaged neuron's rows: what it got, and why where the budget decided."""
     if t.withheld:
-        return "triage/single-pass (budget)"
+        return TRIAGE_WITHHELD
     return TRIAGE_FULL if t.full else "triage/single-pass"
 
 

@@ -128,10 +128,11 @@ def neuron_extremes(store, keys: list[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=["layer", "neuron", "min", "max"])
     first = (ds.field("rank") == 0) & ds.field("kind").isin(["top", "bottom"])
     df = store.read_parquet_where(keys, first, ["layer", "neuron", "kind", "max_act"]).to_pandas()
-    if not (df["kind"] == "bottom").any():
+    bottom = df["kind"] == "bottom"
+    if not bottom.any():
         return pd.DataFrame(columns=["layer", "neuron", "min", "max"])
-    low = df[df["kind"] == "bottom"].groupby(["layer", "neuron"])["max_act"].min().rename("min")
-    high = df[df["kind"] == "top"].groupby(["layer", "neuron"])["max_act"].max().rename("max")
+    low = df[bottom].groupby(["layer", "neuron"])["max_act"].min().rename("min")
+    high = df[~bottom].groupby(["layer", "neuron"])["max_act"].max().rename("max")
     return pd.concat([low, high], axis=1).dropna(subset=["min"]).reset_index()
 
 
