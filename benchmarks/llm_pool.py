@@ -18,7 +18,9 @@ Run: ``python benchmarks/llm_pool.py`` (about 25 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -42,6 +44,7 @@ from neuronscope.store import Store
 # 24 neurons, twice the workflows in flight: a stage with a steady state, not only ramp-up and tail
 RECORD = {"layers": "6,18", "neurons": "0-11", "window": 32, "max_tokens": 20_000, "top_k": 16, "random_k": 8}
 EXPLAIN = {**stages.DEMO_OVERRIDES["explain"], "method": "both"}
+QUARTERS = 4  # parts of the explain stage whose CPU split is kept apart (does the cost per neuron fall as caches warm?)
 
 
 class LoggingLLM:
@@ -130,13 +133,22 @@ class CpuSplit:
         by_kind["unattributed (processes that ended between samples, the kernel)"] = round(
             other + engine - sum(by_kind.values()), 1
         )
-        return {"engine_cpu_s": round(engine, 1), "other_cpu_s": round(other, 1), "cpu_by_kind": by_kind}
+        t0, t1 = self.kinds.t0, time.time()
+        cuts = [t0 + (t1 - t0) * k / QUARTERS for k in range(QUARTERS + 1)]
+        return {
+            "engine_cpu_s": round(engine, 1),
+            "other_cpu_s": round(other, 1),
+            "cpu_by_kind": by_kind,
+            "cpu_by_quarter": [{"t": (a, b), "by_kind": self.kinds.between(a, b)} for a, b in itertools.pairwise(cuts)],
+        }
 
 
 class ProcessCpu:
     """CPU seconds per kind of process, sampled every ``every`` seconds on a thread: the engine,
     the served embedder, the Ray workers by the task they ran most (their ``ray::`` title), this
-    driver, Ray's own daemons. A process that ends between two samples loses its last seconds."""
+    driver, Ray's own daemons. A process that ends between two samples loses its last seconds.
+    ``between(a, b)``: the same split over a part of the sampled time (from the samples nearest
+    before ``a`` and ``b``)."""
 
     def __init__(self, engine_pids: set[int], every: float = 1.0):
         import threading
@@ -147,6 +159,7 @@ class ProcessCpu:
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.titles: dict[int, dict[str, int]] = {}
+        self.snaps: list[tuple[float, dict[int, float]]] = []  # (time, CPU seconds so far by pid)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -166,6 +179,7 @@ class ProcessCpu:
         return name
 
     def _sample(self, first: bool) -> None:
+        now = time.time()
         for p in self.psutil.process_iter(["cmdline", "name", "cpu_times", "create_time"]):
             try:
                 t = p.info["cpu_times"]
@@ -181,6 +195,7 @@ class ProcessCpu:
                 seen[kind] = seen.get(kind, 0) + 1
             except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
                 continue
+        self.snaps.append((now, dict(self.last)))
 
     def _loop(self) -> None:
         while not self.done.wait(self.every):
@@ -195,12 +210,29 @@ class ProcessCpu:
         self.done.set()
         self.thread.join()
         self._sample(False)
+        return self._split(self.first, self.last)
+
+    def _kind(self, pid: int) -> str:
+        """The kind a process was seen as most often, idle aside."""
+        seen = self.titles[pid]
+        busy = {k: n for k, n in seen.items() if k != "ray::IDLE"} or seen
+        return max(busy, key=busy.__getitem__)
+
+    def _split(self, start: dict[int, float], end: dict[int, float]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for pid, seen in self.titles.items():
-            busy = {k: n for k, n in seen.items() if k != "ray::IDLE"} or seen
-            kind = max(busy, key=busy.__getitem__)
-            out[kind] = out.get(kind, 0.0) + self.last[pid] - self.first[pid]
+        for pid, s in end.items():
+            kind = self._kind(pid)
+            out[kind] = out.get(kind, 0.0) + s - start.get(pid, self.first[pid])
         return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+    def _at(self, t: float) -> dict[int, float]:
+        """CPU seconds so far by pid at the last sample at or before ``t``."""
+        i = bisect.bisect_right([s[0] for s in self.snaps], t) - 1
+        return self.snaps[i][1] if i >= 0 else dict(self.first)
+
+    def between(self, a: float, b: float) -> dict[str, float]:
+        """CPU seconds per kind of process from ``a`` to ``b`` (after ``stop``)."""
+        return self._split(self._at(a), self._at(b))
 
 
 def served_tokens(pool) -> tuple[int, int]:

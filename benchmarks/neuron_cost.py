@@ -195,6 +195,7 @@ def _figures(pool, run: Path, logs: Path, stage: dict) -> dict:
         "r5": a / b,
         "timed": len(t),
         "breakdown": breakdown(t),
+        "quarters": by_quarter(stage, t),
         "load_replay": [round(x, 2) for x in os.getloadavg()],
         **timeline(str(logs), stage["t0"], stage["t1"]),
     }
@@ -244,6 +245,47 @@ def _cpu_table(f: dict, n: int) -> list[str]:
     ]
 
 
+def by_quarter(f: dict, t: pd.DataFrame) -> list[dict]:
+    """Per quarter of the explain stage's wall time: the neurons that finished in it, and the CPU
+    seconds per such neuron outside the engine, of the served embedder and of the workflow workers."""
+    out = []
+    for q in f.get("cpu_by_quarter", []):
+        a, b = q["t"]
+        done = int(((t["finished"] > a) & (t["finished"] <= b)).sum()) if len(t) else 0
+        kinds = q["by_kind"]
+        out.append(
+            {
+                "neurons": done,
+                "outside": sum(v for k, v in kinds.items() if k != "engine") / max(done, 1),
+                "embedder": kinds.get("ray::EmbedderService", 0.0) / max(done, 1),
+                "workers": kinds.get("ray::WorkflowWorker.run", 0.0) / max(done, 1),
+            }
+        )
+    return out
+
+
+def _quarter_table(f: dict) -> list[str]:
+    qs = f.get("quarters")
+    if not qs:
+        return []
+
+    def row(name: str, key: str) -> str:
+        return f"| {name} | " + " | ".join(f"{q[key]:.2f}" for q in qs) + " |"
+
+    return [
+        "CPU seconds per neuron by quarter of the explain stage's wall time (the neurons that finished in "
+        "it; a long run's caches, the served embedder's first of all, hold more of the corpus's text as it goes):",
+        "",
+        "| | " + " | ".join(f"quarter {i + 1}" for i in range(len(qs))) + " |",
+        "|---|" + "---|" * len(qs),
+        "| neurons finished | " + " | ".join(str(q["neurons"]) for q in qs) + " |",
+        row("outside the engine", "outside"),
+        row("served embedder", "embedder"),
+        row("workflow workers", "workers"),
+        "",
+    ]
+
+
 def _section(argv, args, cfg, f: dict) -> str:
     llm, e = cfg.llm, cfg.explain
     n = f["neurons"]
@@ -284,6 +326,7 @@ def _section(argv, args, cfg, f: dict) -> str:
         *_breakdown_table(b),
         "",
         *_cpu_table(f, n),
+        *_quarter_table(f),
         "`neuronscope status` at the end:",
         "",
         "```",
