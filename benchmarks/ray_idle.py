@@ -76,9 +76,7 @@ def main(argv=None) -> None:
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    rows = [
-        (int(c), idle_share(ray, psutil, int(c), args.actors, args.seconds)) for c in args.concurrency.split(",")
-    ]
+    rows = [(int(c), idle_share(ray, psutil, int(c), args.actors, args.seconds)) for c in args.concurrency.split(",")]
     caller, actor = call_cpu(ray, psutil, args.calls)
     lines = header("Ray worker processes: CPU while idle, CPU per call", __file__, argv) + [
         f"Ray {ray.__version__}, a local instance. Idle: {args.actors} actors per row, every thread blocked in a "

@@ -244,7 +244,7 @@ class ExplainConfig(_Strict):
         24,
         ge=1,
         description="neuron workflows one worker process runs at once, on threads (they mostly "
-        "wait on the LLM; a process costs ~350 MB and about 1% of a core idle, and its caches "
+        "wait on the LLM; a process costs ~350 MB and 0.6-1% of a core while it waits, and its caches "
         "serve all its workflows); lower it where the workers' CPU, not the LLM, bounds the run",
     )
     compact_every: int = Field(
