@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import pandas as pd
 from common import append_results, header
-from llm_pool import ledger_tokens, logged_explain, per_neuron, replay, scratch, timeline
+from llm_pool import QUARTERS, ledger_tokens, logged_explain, per_neuron, replay, scratch, timeline
 
 from neuronscope import stages
 from neuronscope.cli.flags import add_flags, config_from_args
@@ -94,7 +94,7 @@ def breakdown(t: pd.DataFrame) -> dict:
     """Per phase (and total, outside): median and mean over neurons, mean per method, and the mean
     of each quarter of the neurons in finish order (does a phase shrink as workers warm up?)."""
     cols = [c for c in t.columns if c not in ("method", "finished")]
-    quarters = np.array_split(np.arange(len(t)), 4)
+    quarters = np.array_split(np.arange(len(t)), QUARTERS)
     return {
         c: {
             "median": float(t[c].median()),
@@ -215,7 +215,7 @@ def _breakdown_table(b: dict) -> list[str]:
     lines = [
         "| phase (s per neuron) | median | mean | "
         + " | ".join(f"mean, {m}" for m in methods)
-        + " | mean by finish order, quarters 1-4 |",
+        + f" | mean by finish order, quarters 1-{QUARTERS} |",
         "|---|---|---|" + "---|" * len(methods) + "---|",
     ]
     for phase, v in b.items():
@@ -245,11 +245,11 @@ def _cpu_table(f: dict, n: int) -> list[str]:
     ]
 
 
-def by_quarter(f: dict, t: pd.DataFrame) -> list[dict]:
+def by_quarter(stage: dict, t: pd.DataFrame) -> list[dict]:
     """Per quarter of the explain stage's wall time: the neurons that finished in it, and the CPU
     seconds per such neuron outside the engine, of the served embedder and of the workflow workers."""
     out = []
-    for q in f.get("cpu_by_quarter", []):
+    for q in stage.get("cpu_by_quarter", []):
         a, b = q["t"]
         done = int(((t["finished"] > a) & (t["finished"] <= b)).sum()) if len(t) else 0
         kinds = q["by_kind"]
