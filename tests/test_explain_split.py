@@ -121,6 +121,34 @@ def test_a_words_peak_is_its_strongest_piece_whitespace_between_words_aside():
     assert word_peaks(["A", " ", "B"], [1.0, 9.0, 2.0])[1].tolist() == [1.0, 2.0]
 
 
+def test_a_words_strongest_piece_is_found_first_among_ties():
+    from neuronscope.exemplars.words import piece_words, word_maxima
+
+    rng = np.random.default_rng(1)
+    pieces = [" the", "Ros", "al", "ind", " ", "\n", ",", "'s", " ru", "pee", "!", " cell", "o", "  "]
+    for _ in range(300):
+        tokens = [pieces[i] for i in rng.integers(0, len(pieces), rng.integers(0, 16))]
+        acts = rng.integers(0, 3, len(tokens)).astype(float)  # ties within a word are common
+        ws, peaks, pos = word_maxima(tokens, acts)
+        assert pos.tolist() == [w.start + int(np.argmax(acts[w.start : w.end])) for w in ws]
+        assert peaks.tolist() == acts[pos].tolist()
+        owner = piece_words(tokens)
+        assert [owner[w.start : w.end].tolist() for w in ws] == [[j] * (w.end - w.start) for j, w in enumerate(ws)]
+        assert all(t.isspace() for t, o in zip(tokens, owner) if o < 0)
+
+
+def test_an_exemplar_keeps_its_hash_but_never_pickles_it():
+    import pickle
+
+    ex = X.Exemplar(3, "top", 0, ("The", " cat"), (0.0, 2.0), 1)
+    h = hash(ex)
+    assert hash(ex) == h == hash(X.Exemplar(3, "top", 0, ("The", " cat"), (0.0, 2.0), 1))
+    data = pickle.dumps(ex)
+    assert b"_hash" not in data  # a string's hash differs between processes
+    back = pickle.loads(data)
+    assert back == ex and hash(back) == h and {ex: 1}[back] == 1
+
+
 def test_marking_and_whole_words():
     top = _pools().top
     scale = X.Scale(5.0)

@@ -53,6 +53,37 @@ def test_resampled_auroc_is_the_weighted_one_for_every_resample_ties_included():
         assert np.array_equal(by_group[:, j], M.outranked(values[:7], values[7:][g[7:] == j]))
 
 
+def test_reader_word_readings_are_each_words_weighted_vectors_embedded_once_per_window():
+    from neuronscope.exemplars import escape
+    from neuronscope.models.embedder import embed_cached
+    from neuronscope.scoring.reader import ALONE, PAIRED, PREDECESSOR, WINDOW, _unit, word_items
+
+    class Counting(KeywordEmbedder):
+        calls = 0
+
+        def encode(self, texts, **kw):
+            Counting.calls += 1
+            return super().encode(texts, **kw)
+
+    emb = Counting()
+    exs = [
+        Exemplar(0, "top", 0, ("In", " March", " we", " met", "."), (0.0, 4.0, 0.0, 0.0, 0.0), 1),
+        Exemplar(1, "top", 1, ("The", " Ros", "al", "ind", " play", " ran", " long"), (0, 0, 3, 1, 0, 0, 0), 2),
+    ]
+    items = word_items(exs, Scale(4.0))
+    assert [it.word for it in items if it.label] == ["March", "Rosalind"]
+    got = ReaderScorer(emb).window_readings([ex.tokens for ex in exs])
+    vec = lambda texts: embed_cached(emb, texts)  # noqa: E731
+    alone, before = vec([it.word for it in items]), vec([it.before or "." for it in items])
+    window = vec([escape("".join(it.exemplar.tokens)).strip() for it in items])
+    want = ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
+    assert np.array_equal(ReaderScorer(emb)._readings(items), want)
+    assert [len(t) for t in got] == [5, 5]  # every word of each window (the full stop is one)
+    calls = Counting.calls
+    ReaderScorer(emb)._readings(items)  # another neuron's scorer, the same windows: nothing embedded
+    assert Counting.calls == calls
+
+
 def test_window_items_are_activating_centres_and_quiet_stretches():
     items = window_items(HELDOUT, FIVE)
     pos = [it for it in items if it.label]

@@ -24,7 +24,7 @@ from .text import (
     word_counts,
     word_levels,
 )
-from .words import Word, key, word_at, word_peaks, words
+from .words import Word, key, piece_words, word_at, word_maxima, word_peaks, words
 
 __all__ = [
     "CONTEXT_AFTER",
@@ -52,6 +52,7 @@ __all__ = [
     "marked_text",
     "mode_tokens",
     "needed",
+    "piece_words",
     "shown_words",
     "split",
     "spread",
@@ -61,6 +62,7 @@ __all__ = [
     "word_at",
     "word_counts",
     "word_levels",
+    "word_maxima",
     "word_peaks",
     "words",
 ]

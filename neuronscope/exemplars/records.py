@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -21,6 +21,19 @@ class Exemplar:
     activations: tuple[float, ...]
     max_pos: int
 
+    def __hash__(self) -> int:
+        # Hashed once per object, not per lookup: the judges key their memos by exemplar sets, and
+        # a window's 64 floats hash anew each time (a tuple keeps no hash).
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.window_id, self.kind, self.rank, self.tokens, self.activations, self.max_pos))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        # Never pickled with its hash: a string's hash differs from one process to the next.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
 
 @dataclass(frozen=True)
 class Pools:
@@ -32,10 +45,10 @@ class Pools:
 
 
 def _exemplar(r) -> Exemplar:
-    acts = tuple(float(a) for a in r.activations)
-    if not all(math.isfinite(a) for a in acts):
+    acts = np.asarray(r.activations, dtype=np.float64)
+    if not np.isfinite(acts).all():
         raise ValueError(f"window {int(r.window_id)} ({r.kind} rank {int(r.rank)}) has activations that are not finite")
-    return Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens), acts, int(r.max_pos))
+    return Exemplar(int(r.window_id), r.kind, int(r.rank), tuple(r.tokens), tuple(acts.tolist()), int(r.max_pos))
 
 
 def load(records: pa.Table | pd.DataFrame) -> Pools:

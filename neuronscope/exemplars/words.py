@@ -34,11 +34,20 @@ def _continues(piece: str, before: str) -> bool:
 
 def words(tokens: Sequence[str]) -> list[Word]:
     """The window's words, in order (whitespace-only pieces are in none)."""
-    return list(_words(tuple(tokens)))
+    return list(_layout(tuple(tokens)).words)
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """A window's words and the index arrays that reduce its pieces per word (shared, read-only)."""
+
+    words: tuple[Word, ...]
+    bounds: np.ndarray  # each word's start and end, interleaved: the segments of a ufunc's reduceat
+    owner: np.ndarray  # each piece's word, -1 for a whitespace piece
 
 
 @lru_cache(maxsize=WINDOWS_CACHED)
-def _words(tokens: tuple[str, ...]) -> tuple[Word, ...]:
+def _layout(tokens: tuple[str, ...]) -> _Layout:
     out: list[Word] = []
     start, text = 0, ""
     for i, piece in enumerate(tokens):
@@ -50,17 +59,38 @@ def _words(tokens: tuple[str, ...]) -> tuple[Word, ...]:
         start, text = i, piece
     if text.strip():
         out.append(Word(text.strip(), start, len(tokens)))
-    return tuple(out)
+    bounds = np.array([(w.start, w.end) for w in out], dtype=np.int64).reshape(-1)
+    owner = np.full(len(tokens), -1, dtype=np.int64)
+    for j, w in enumerate(out):
+        owner[w.start : w.end] = j
+    bounds.flags.writeable = owner.flags.writeable = False
+    return _Layout(tuple(out), bounds, owner)
+
+
+def piece_words(tokens: Sequence[str]) -> np.ndarray:
+    """Each piece's index in ``words(tokens)``, -1 for a whitespace piece (read-only)."""
+    return _layout(tuple(tokens)).owner
 
 
 def word_peaks(tokens: Sequence[str], activations: Sequence[float]) -> tuple[list[Word], np.ndarray]:
     """The window's words and, per word, its strongest piece's activation."""
-    ws = words(tokens)
-    if not ws:
-        return ws, np.zeros(0)
+    ws, peaks, _ = word_maxima(tokens, activations)
+    return ws, peaks
+
+
+def word_maxima(tokens: Sequence[str], activations: Sequence[float]) -> tuple[list[Word], np.ndarray, np.ndarray]:
+    """The window's words, per word its strongest piece's activation, and that piece's position
+    (the first, where pieces tie)."""
+    lay = _layout(tuple(tokens))
+    if not lay.words:
+        return [], np.zeros(0), np.zeros(0, dtype=np.int64)
+    n = len(lay.owner)
     a = np.append(np.asarray(activations, dtype=np.float64), 0.0)  # a word may end at the last piece
     # the max over [start, end) of each word: the even segments of the reduction at start, end, start, ...
-    return ws, np.maximum.reduceat(a, np.array([(w.start, w.end) for w in ws]).ravel())[::2]
+    peaks = np.maximum.reduceat(a, lay.bounds)[::2]
+    at_peak = (lay.owner >= 0) & (a[:n] == peaks[lay.owner])
+    pos = np.minimum.reduceat(np.append(np.where(at_peak, np.arange(n), n), n), lay.bounds)[::2]
+    return list(lay.words), peaks, pos
 
 
 def word_at(tokens: Sequence[str], pos: int) -> Word | None:

@@ -117,13 +117,17 @@ def outranked(values, others) -> np.ndarray:
 
 def outranked_by_group(values, others, groups: np.ndarray, n_groups: int) -> np.ndarray:
     """(values, n_groups): ``outranked(values, others[groups == j])`` for every group j at once,
-    from one sort of ``others`` and a running count of each group along it."""
+    from one sort of ``others`` and a running count of each group along it, kept only at the
+    ranks that ``values`` read (two per value, however many ``others`` there are)."""
     order = np.argsort(others, kind="stable")
     o = np.asarray(others, dtype=np.float64)[order]
-    seen = np.zeros((len(o) + 1, n_groups), dtype=np.float64)  # seen[i, j]: others of group j among the i lowest
-    seen[np.arange(1, len(o) + 1), groups[order]] = 1.0
-    np.cumsum(seen, axis=0, out=seen)
-    below, upto = seen[np.searchsorted(o, values, "left")], seen[np.searchsorted(o, values, "right")]
+    v = np.asarray(values, dtype=np.float64)
+    ranks, back = np.unique(np.r_[np.searchsorted(o, v, "left"), np.searchsorted(o, v, "right")], return_inverse=True)
+    # seen[m, j]: others of group j below ranks[m]; each other is tallied at the first rank past it
+    past = np.searchsorted(ranks, np.arange(len(o)), "right")
+    tally = np.bincount(past * n_groups + groups[order], minlength=(len(ranks) + 1) * n_groups)
+    seen = np.cumsum(tally.reshape(len(ranks) + 1, n_groups), axis=0, dtype=np.float64)[back.reshape(-1)]
+    below, upto = seen[: len(v)], seen[len(v) :]
     return below + 0.5 * (upto - below)
 
 
@@ -144,8 +148,9 @@ def auroc_resampled(values, labels, groups, counts) -> np.ndarray:
     order = np.argsort(gp, kind="stable")
     cells = np.add.reduceat(beaten[order], np.concatenate([[0], np.flatnonzero(np.diff(gp[order])) + 1]), axis=0)
     cp, cn = c[:, ps], c[:, ns]
-    # einsum's own loops, not BLAS: these products are small, and a BLAS thread pool spins on a busy machine
-    num = np.einsum("bp,pn,bn->b", cp, cells, cn)
+    # einsum's own loops, not BLAS: these products are small, and a BLAS thread pool spins on a busy
+    # machine; two products, not one of three operands, which einsum would loop over naively
+    num = np.einsum("bn,bn->b", np.einsum("bp,pn->bn", cp, cells), cn)
     den = np.einsum("bp,p->b", cp, np.bincount(gp).astype(np.float64)) * np.einsum(
         "bn,n->b", cn, np.bincount(gn).astype(np.float64)
     )

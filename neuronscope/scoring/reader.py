@@ -25,12 +25,15 @@ set of neuron puzzles check them (figures in benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from ..exemplars import Exemplar, Scale, escape, key, word_peaks
+from ..exemplars import Exemplar, Scale, escape, key, piece_words, word_maxima, words
 from ..models.embedder import embed_cached
 from .claims import alternatives, lexical_claim, named
 from .contexts import window_items
@@ -43,19 +46,25 @@ PREDECESSOR = 0.5  # the word before, in the paired reading
 NOVEL_MIN = 3  # firing words the explainer was not shown, needed to judge generalisation
 WORDS = 0.7  # the words' share of the score; the rest is the contexts'
 
+# Windows whose every word's reading a process keeps, by embedder: a run's neurons read the same
+# corpus windows (the bundled corpus has 1,875), each about 27 words of 384 floats.
+WINDOWS_READ = 2_048
+_READ: weakref.WeakKeyDictionary[object, OrderedDict[tuple[str, ...], np.ndarray]] = weakref.WeakKeyDictionary()
+_READ_LOCK = threading.Lock()
+
 
 def word_items(exemplars: list[Exemplar], scale: Scale) -> list[Item]:
     """The firing and quiet words of ``exemplars``, in text order."""
     out = []
     for ex in exemplars:
-        words, peaks = word_peaks(ex.tokens, ex.activations)
+        words, peaks, pos = word_maxima(ex.tokens, ex.activations)
         levels = scale.levels(peaks)
-        before = ""
-        for w, act, level in zip(words, peaks, levels):
-            if level >= FIRES or level < QUIET:
-                pos = w.start if w.end - w.start == 1 else w.start + int(np.argmax(ex.activations[w.start : w.end]))
-                out.append(Item(ex, pos, float(act), float(level), bool(level >= FIRES), "", w.text, before, "word"))
-            before = w.text
+        fires = levels >= FIRES
+        kept = np.flatnonzero(fires | (levels < QUIET))
+        for j, p, act, level, label in zip(
+            kept.tolist(), pos[kept].tolist(), peaks[kept].tolist(), levels[kept].tolist(), fires[kept].tolist()
+        ):
+            out.append(Item(ex, p, act, level, label, "", words[j].text, words[j - 1].text if j else "", "word"))
     return out
 
 
@@ -136,16 +145,43 @@ class ReaderScorer(Scorer):
         return p
 
     def _readings(self, items: list[Item]) -> np.ndarray:
-        """(items, dim): each word item's reading, the weighted sum of its vectors alone, paired
-        with its predecessor, and in its window (a cosine with it is the weighted sum of theirs)."""
-        alone = self._vectors([it.word for it in items])
-        before = self._vectors([it.before or "." for it in items])
-        texts: dict[int, str] = {}  # by the exemplar's id: hashing an exemplar hashes its every token
-        for it in items:
-            if id(it.exemplar) not in texts:
-                texts[id(it.exemplar)] = escape("".join(it.exemplar.tokens)).strip()
-        window = self._vectors([texts[id(it.exemplar)] for it in items])  # a window's text, once for all its words
-        return ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
+        """(items, dim): each word item's reading (``window_readings``' row of its word)."""
+        if not items:
+            return np.zeros((0, 0), np.float32)
+        starts = [0] + [i for i in range(1, len(items)) if items[i].exemplar is not items[i - 1].exemplar]
+        spans = list(zip(starts, starts[1:] + [len(items)]))
+        tables = self.window_readings([items[a].exemplar.tokens for a, _ in spans])
+        return np.concatenate(
+            [
+                t[piece_words(items[a].exemplar.tokens)[[it.pos for it in items[a:b]]]]
+                for (a, b), t in zip(spans, tables)
+            ]
+        )
+
+    def window_readings(self, windows: list[tuple[str, ...]]) -> list[np.ndarray]:
+        """Per window, (its words, dim): each word's reading, the weighted sum of its vectors alone,
+        paired with its predecessor, and in its window (a cosine with it is the weighted sum of
+        theirs). Computed once per window and process: it depends on the text alone."""
+        with _READ_LOCK:
+            cache = _READ.setdefault(self.embedder, OrderedDict())
+            todo = [w for w in dict.fromkeys(windows) if w not in cache]
+        if todo:
+            ws = [words(w) for w in todo]
+            alone = self._vectors([x.text for one in ws for x in one])
+            before = self._vectors([t for one in ws for t in [".", *(x.text for x in one)][: len(one)]])
+            texts = [escape("".join(w)).strip() for w in todo]
+            window = self._vectors([t for t, one in zip(texts, ws) for _ in one])
+            every = ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
+            ends = np.cumsum([len(one) for one in ws])[:-1]
+        with _READ_LOCK:
+            if todo:
+                cache.update(zip(todo, np.split(every, ends)))
+            found = [cache[w] for w in windows]
+            for w in dict.fromkeys(windows):
+                cache.move_to_end(w)
+            while len(cache) > WINDOWS_READ:
+                cache.popitem(last=False)
+        return found
 
     def _word_values(self, explanation: str, keys: tuple[list[str], np.ndarray], readings: np.ndarray) -> np.ndarray:
         distinct, index = keys
