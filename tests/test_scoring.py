@@ -73,7 +73,7 @@ def test_reader_word_readings_are_each_words_weighted_vectors_embedded_once_per_
     items = word_items(exs, Scale(4.0))
     assert [it.word for it in items if it.label] == ["March", "Rosalind"]
     got = ReaderScorer(emb).window_readings([ex.tokens for ex in exs])
-    vec = lambda texts: embed_cached(emb, texts)  # noqa: E731
+    vec = lambda texts: embed_cached(emb, texts)
     alone, before = vec([it.word for it in items]), vec([it.before or "." for it in items])
     window = vec([escape("".join(it.exemplar.tokens)).strip() for it in items])
     want = ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
