@@ -23,7 +23,7 @@ class Exemplar:
 
     def __hash__(self) -> int:
         # Hashed once per object, not per lookup: the judges key their memos by exemplar sets, and
-        # a window's 64 floats hash anew each time (a tuple keeps no hash).
+        # a window's activations hash anew each time (a tuple keeps no hash).
         h = self.__dict__.get("_hash")
         if h is None:
             h = hash((self.window_id, self.kind, self.rank, self.tokens, self.activations, self.max_pos))
