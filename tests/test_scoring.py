@@ -84,6 +84,31 @@ def test_reader_word_readings_are_each_words_weighted_vectors_embedded_once_per_
     assert Counting.calls == calls
 
 
+def test_lru_computes_each_new_key_once_keeps_the_last_used_and_survives_an_eviction_meanwhile():
+    from neuronscope.models.embedder import Lru
+
+    asked: list[list[str]] = []
+
+    def upper(keys):
+        asked.append(keys)
+        return [k.upper() for k in keys]
+
+    lru = Lru(3)
+    assert lru.get(["a", "b", "a"], upper) == ["A", "B", "A"]
+    assert lru.get(["c", "a", "d"], upper) == ["C", "A", "D"]
+    assert asked == [["a", "b"], ["c", "d"]]  # each new key once, a call's in one batch
+    assert list(lru.values) == ["c", "a", "d"]  # b, used least recently, went first
+    assert lru.get(["a", "e", "a", "c"], upper) == ["A", "E", "A", "C"]
+    assert list(lru.values) == ["e", "a", "c"]  # in the order of each key's last use
+
+    def evicting(keys):  # another thread fills the cache while this call computes
+        lru.get(["x", "y", "z"], upper)
+        return upper(keys)
+
+    assert lru.get(["a", "q"], evicting) == ["A", "Q"]  # a was found before it went
+    assert list(lru.values) == ["z", "a", "q"]
+
+
 def test_window_items_are_activating_centres_and_quiet_stretches():
     items = window_items(HELDOUT, FIVE)
     pos = [it for it in items if it.label]

@@ -74,23 +74,29 @@ def piece_words(tokens: Sequence[str]) -> np.ndarray:
 
 def word_peaks(tokens: Sequence[str], activations: Sequence[float]) -> tuple[list[Word], np.ndarray]:
     """The window's words and, per word, its strongest piece's activation."""
-    ws, peaks, _ = word_maxima(tokens, activations)
-    return ws, peaks
+    lay = _layout(tuple(tokens))
+    return list(lay.words), _peaks(lay, np.asarray(activations, dtype=np.float64))
 
 
 def word_maxima(tokens: Sequence[str], activations: Sequence[float]) -> tuple[list[Word], np.ndarray, np.ndarray]:
     """The window's words, per word its strongest piece's activation, and that piece's position
     (the first, where pieces tie)."""
-    lay = _layout(tuple(tokens))
+    lay, x = _layout(tuple(tokens)), np.asarray(activations, dtype=np.float64)
+    peaks = _peaks(lay, x)
     if not lay.words:
-        return [], np.zeros(0), np.zeros(0, dtype=np.int64)
+        return [], peaks, np.zeros(0, dtype=np.int64)
     n = len(lay.owner)
-    a = np.append(np.asarray(activations, dtype=np.float64), 0.0)  # a word may end at the last piece
-    # the max over [start, end) of each word: the even segments of the reduction at start, end, start, ...
-    peaks = np.maximum.reduceat(a, lay.bounds)[::2]
-    at_peak = (lay.owner >= 0) & (a[:n] == peaks[lay.owner])
+    at_peak = (lay.owner >= 0) & (x == peaks[lay.owner])
     pos = np.minimum.reduceat(np.append(np.where(at_peak, np.arange(n), n), n), lay.bounds)[::2]
     return list(lay.words), peaks, pos
+
+
+def _peaks(lay: _Layout, x: np.ndarray) -> np.ndarray:
+    if not lay.words:
+        return np.zeros(0)
+    a = np.append(x, 0.0)  # a word may end at the last piece
+    # the max over [start, end) of each word: the even segments of the reduction at start, end, start, ...
+    return np.maximum.reduceat(a, lay.bounds)[::2]
 
 
 def word_at(tokens: Sequence[str], pos: int) -> Word | None:

@@ -7,6 +7,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from functools import cached_property
 
 import numpy as np
@@ -48,34 +49,66 @@ def embed(embedder, texts: list[str]) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+class Lru:
+    """The values of the last ``size`` keys used, each computed once while it stays: ``get`` computes
+    a call's new keys in one batch. Thread-safe; the computing runs outside the lock."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.values: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, keys: list, compute: Callable[[list], Iterable]) -> list:
+        """The value of each of ``keys``; ``compute(new keys)`` gives theirs, in order."""
+        distinct = list(dict.fromkeys(keys))  # a key recurs across a call's items
+        with self.lock:
+            known = {k: self.values[k] for k in distinct if k in self.values}
+        todo = [k for k in distinct if k not in known]
+        if todo:
+            known.update(zip(todo, compute(todo)))
+        with self.lock:
+            for k in _last_seen(keys):  # (re)inserted: another thread may have evicted it meanwhile
+                self.values[k] = known[k]
+                self.values.move_to_end(k)
+            while len(self.values) > self.size:
+                self.values.popitem(last=False)
+        return [known[k] for k in keys]
+
+
+class Lrus:
+    """One ``Lru`` of ``size`` per owner (an embedder), dropped with its owner."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.by: weakref.WeakKeyDictionary[object, Lru] = weakref.WeakKeyDictionary()
+
+    def of(self, owner) -> Lru:
+        with _LOCK:
+            if owner not in self.by:
+                self.by[owner] = Lru(self.size)
+            return self.by[owner]
+
+
+def _last_seen(keys: list) -> list:
+    """Each distinct key once, in the order of its last occurrence: the order that marking every
+    occurrence as used in turn leaves a cache in."""
+    return list(reversed(dict.fromkeys(reversed(keys))))
+
+
+def _rows(found: list) -> np.ndarray:
+    return np.stack(found) if found else np.zeros((0, 0), np.float32)
+
+
 # Texts embedded once per process and embedder: words, windows and contexts recur across the
 # neurons of a run (a whole-model run's neurons share the corpus windows) and across the many
 # explanations of one neuron.
 CACHE_SIZE = 50_000
-_CACHES: weakref.WeakKeyDictionary[object, OrderedDict[str, np.ndarray]] = weakref.WeakKeyDictionary()
-
-
-def _last_seen(texts: list[str]) -> list[str]:
-    """Each distinct text once, in the order of its last occurrence: the order that marking every
-    occurrence as used in turn leaves a cache in (a text repeats across a scoring call's items)."""
-    return list(reversed(dict.fromkeys(reversed(texts))))
+_EMBEDDED = Lrus(CACHE_SIZE)
 
 
 def embed_cached(embedder, texts: list[str]) -> np.ndarray:
     """``embed`` through a per-process cache of the last CACHE_SIZE texts: (len(texts), dim)."""
-    with _LOCK:
-        cache = _CACHES.setdefault(embedder, OrderedDict())
-        todo = [t for t in dict.fromkeys(texts) if t not in cache]
-    fresh = embed(embedder, todo) if todo else np.zeros((0, 0), np.float32)
-    with _LOCK:
-        cache.update(zip(todo, fresh))
-        distinct = {t: i for i, t in enumerate(dict.fromkeys(texts))}  # a text recurs across a call's items
-        found = [cache[t] for t in distinct]
-        for t in _last_seen(texts):
-            cache.move_to_end(t)
-        while len(cache) > CACHE_SIZE:
-            cache.popitem(last=False)
-    return np.stack(found)[[distinct[t] for t in texts]] if found else np.zeros((0, 0), np.float32)
+    return _rows(_EMBEDDED.of(embedder).get(texts, lambda todo: embed(embedder, todo)))
 
 
 # -- one embedder for a whole run ------------------------------------------------------------------
@@ -93,7 +126,7 @@ class EmbedderService:
 
     def __init__(self, embedder, dtype: str = "auto"):
         self.embedder, self.dtype = embedder, dtype
-        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache = Lru(SERVED_CACHE_SIZE)
 
     @cached_property
     def model(self):
@@ -101,16 +134,11 @@ class EmbedderService:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """The model's normalised output for each text, each new text computed once in one batch."""
-        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if todo:
-            out = self.model.encode(todo, normalize_embeddings=True, show_progress_bar=False)
-            self.cache.update(zip(todo, np.asarray(out, dtype=np.float32)))
-        found = [self.cache[t] for t in texts]
-        for t in _last_seen(texts):
-            self.cache.move_to_end(t)
-        while len(self.cache) > SERVED_CACHE_SIZE:
-            self.cache.popitem(last=False)
-        return np.stack(found) if found else np.zeros((0, 0), np.float32)
+        return _rows(self.cache.get(texts, self._encode))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = self.model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
 
     def vocabulary(self) -> dict[str, int]:
         return dict(self.model.tokenizer.get_vocab())

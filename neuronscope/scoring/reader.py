@@ -25,16 +25,13 @@ set of neuron puzzles check them (figures in benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import math
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 from ..exemplars import Exemplar, Scale, escape, key, piece_words, word_maxima, words
-from ..models.embedder import embed_cached
+from ..models.embedder import Lrus, embed_cached
 from .claims import alternatives, lexical_claim, named
 from .contexts import window_items
 from .metrics import auroc_resampled, auroc_weighted
@@ -49,8 +46,7 @@ WORDS = 0.7  # the words' share of the score; the rest is the contexts'
 # Windows whose every word's reading a process keeps, by embedder: a run's neurons read the same
 # corpus windows (the bundled corpus has 1,875), each about 27 words of 384 floats.
 WINDOWS_READ = 2_048
-_READ: weakref.WeakKeyDictionary[object, OrderedDict[tuple[str, ...], np.ndarray]] = weakref.WeakKeyDictionary()
-_READ_LOCK = threading.Lock()
+_READ = Lrus(WINDOWS_READ)
 
 
 def word_items(exemplars: list[Exemplar], scale: Scale) -> list[Item]:
@@ -162,26 +158,16 @@ class ReaderScorer(Scorer):
         """Per window, (its words, dim): each word's reading, the weighted sum of its vectors alone,
         paired with its predecessor, and in its window (a cosine with it is the weighted sum of
         theirs). Computed once per window and process: it depends on the text alone."""
-        with _READ_LOCK:
-            cache = _READ.setdefault(self.embedder, OrderedDict())
-            todo = [w for w in dict.fromkeys(windows) if w not in cache]
-        if todo:
-            ws = [words(w) for w in todo]
-            alone = self._vectors([x.text for one in ws for x in one])
-            before = self._vectors([t for one in ws for t in [".", *(x.text for x in one)][: len(one)]])
-            texts = [escape("".join(w)).strip() for w in todo]
-            window = self._vectors([t for t, one in zip(texts, ws) for _ in one])
-            every = ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
-            ends = np.cumsum([len(one) for one in ws])[:-1]
-        with _READ_LOCK:
-            if todo:
-                cache.update(zip(todo, np.split(every, ends)))
-            found = [cache[w] for w in windows]
-            for w in dict.fromkeys(windows):
-                cache.move_to_end(w)
-            while len(cache) > WINDOWS_READ:
-                cache.popitem(last=False)
-        return found
+        return _READ.of(self.embedder).get(windows, self._read)
+
+    def _read(self, windows: list[tuple[str, ...]]) -> list[np.ndarray]:
+        ws = [words(w) for w in windows]
+        alone = self._vectors([x.text for one in ws for x in one])
+        before = self._vectors([t for one in ws for t in [".", *(x.text for x in one)][: len(one)]])
+        texts = [escape("".join(w)).strip() for w in windows]
+        window = self._vectors([t for t, one in zip(texts, ws) for _ in one])
+        every = ALONE * alone + PAIRED * _unit(alone + PREDECESSOR * before) + WINDOW * window
+        return np.split(every, np.cumsum([len(one) for one in ws])[:-1])
 
     def _word_values(self, explanation: str, keys: tuple[list[str], np.ndarray], readings: np.ndarray) -> np.ndarray:
         distinct, index = keys
