@@ -186,8 +186,13 @@ def test_a_recorded_neuron_exports_its_strata_in_their_places(llama_run):
 
 
 @pytest.mark.parametrize("batch_size,actors", [(3, 2), (64, 1)])
-def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, batch_size, actors):
+def test_same_result_for_any_batching(llama_run, ray_local, tmp_path, batch_size, actors, monkeypatch):
+    from neuronscope.record import driver
+
     cfg, _, store = llama_run
+    # Once the session's vLLM engine is up it holds one of the 2 CPUs: the second recorder is then
+    # never placed, and the pass would wait the whole ACTOR_WAIT_S (10 min) before running with one.
+    monkeypatch.setattr(driver, "ACTOR_WAIT_S", 45.0)
     _, other = _run(ray_local, tmp_path, cfg.model_copy(update=dict(batch_size=batch_size, num_actors=actors)))
     kinds = set(_read(store, "records/").kind)
     assert {"top", "random", "bottom", "quantile_3", "negative_quantile_0"} <= kinds
